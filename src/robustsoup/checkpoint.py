@@ -1,0 +1,225 @@
+"""Checkpoints: safetensors weights plus a JSON sidecar that says what they are.
+
+``name.safetensors`` holds the state dict (no pickle, so loading runs no
+code); ``name.json`` holds the architecture, data set, normalization, what the
+model was trained for, its parent, provenance and metrics, and the SHA-256 of
+the weights file so that a truncated or swapped file is caught on load. Both
+files are written atomically, weights first, so a sidecar never describes
+weights that are not fully on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .io import atomic_path, write_text_atomic
+from .models import Normalized, build_model
+
+FORMAT = "robustsoup-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, inconsistent or of another model."""
+
+
+@dataclass
+class CheckpointMeta:
+    """The sidecar of a checkpoint.
+
+    ``training`` describes what the weights were trained for (norm, ε in
+    [0,1] pixel space, epochs, lr, schedule …) or is None for weights that
+    were not trained (soups). ``provenance`` records how the weights were made
+    beyond training (e.g. a soup's mixing weights).
+    """
+
+    name: str
+    architecture: str
+    model_kwargs: dict[str, Any]
+    dataset: str
+    num_classes: int
+    mean: list[float]
+    std: list[float]
+    training: dict[str, Any] | None = None
+    parent: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    git_commit: str = ""
+    created: str = ""
+    weights_sha256: str = ""
+    format: str = FORMAT
+
+    def build(self) -> Normalized:
+        """A freshly initialised model of this architecture and normalization."""
+        return build_model(
+            self.architecture, self.num_classes, mean=self.mean, std=self.std, **self.model_kwargs
+        )
+
+
+def sidecar_path(weights_path: str | Path) -> Path:
+    """``models/x.safetensors`` → ``models/x.json``."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def git_commit() -> str:
+    """The commit of the robustsoup checkout that made an artifact, ``+dirty`` if modified."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    weights_path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: CheckpointMeta
+) -> Path:
+    """Write ``state_dict`` and ``meta`` atomically; return the weights path."""
+    weights_path = Path(weights_path)
+    if weights_path.suffix != ".safetensors":
+        raise CheckpointError(f"checkpoint weights must end in .safetensors, got {weights_path}")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    with atomic_path(weights_path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": meta.name})
+    meta.weights_sha256 = _sha256(weights_path)
+    meta.git_commit = meta.git_commit or git_commit()
+    meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_text_atomic(sidecar_path(weights_path), json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
+    return weights_path
+
+
+def load_meta(weights_path: str | Path) -> CheckpointMeta:
+    """Read and check the sidecar of ``weights_path``."""
+    side = sidecar_path(weights_path)
+    if not side.is_file():
+        raise CheckpointError(
+            f"checkpoint sidecar {side} is missing; expected it beside {weights_path} "
+            "(a robustsoup checkpoint is a .safetensors file plus a .json sidecar)"
+        )
+    try:
+        raw = json.loads(side.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"checkpoint sidecar {side} is not valid JSON ({exc}); delete it and rerun") from exc
+    if raw.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint sidecar {side}: expected format {FORMAT!r}, found {raw.get('format')!r}")
+    known = CheckpointMeta.__dataclass_fields__
+    try:
+        return CheckpointMeta(**{k: v for k, v in raw.items() if k in known})
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint sidecar {side} lacks a required field: {exc}") from exc
+
+
+def load_checkpoint(
+    weights_path: str | Path, expect: Mapping[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    """Load weights and sidecar, checking integrity and, optionally, identity.
+
+    ``expect`` maps sidecar fields to required values, e.g.
+    ``{"architecture": "preact_resnet_small", "dataset": "digits"}``; a
+    mismatch raises :class:`CheckpointError` naming the file, the field, what
+    was expected and what was found.
+    """
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint {weights_path} does not exist")
+    meta = load_meta(weights_path)
+    actual_sha = _sha256(weights_path)
+    if meta.weights_sha256 and actual_sha != meta.weights_sha256:
+        raise CheckpointError(
+            f"checkpoint {weights_path} does not match its sidecar (SHA-256 {actual_sha[:12]}… , "
+            f"sidecar says {meta.weights_sha256[:12]}…): the file is truncated or was replaced; "
+            "delete both files and rerun"
+        )
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {weights_path} is unreadable or truncated ({exc})") from exc
+    for key, wanted in (expect or {}).items():
+        found = getattr(meta, key)
+        if found != wanted:
+            raise CheckpointError(
+                f"checkpoint {weights_path}: expected {key} {wanted!r}, found {found!r}"
+            )
+    return state, meta
+
+
+def load_model(
+    weights_path: str | Path, expect: Mapping[str, Any] | None = None, device: str | torch.device = "cpu"
+) -> tuple[Normalized, CheckpointMeta]:
+    """Build the model a checkpoint describes and load its weights (strictly)."""
+    state, meta = load_checkpoint(weights_path, expect)
+    model = meta.build()
+    load_state_dict_checked(model, state, source=str(weights_path))
+    return model.to(device).eval(), meta
+
+
+def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)`` with an error that names the first bad key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} is for another architecture: missing keys {missing[:3]}"
+            f"{'…' if len(missing) > 3 else ''}, unexpected keys {unexpected[:3]}"
+            f"{'…' if len(unexpected) > 3 else ''}"
+        )
+    for key, tensor in own.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source} is for another architecture: key {key!r} has shape "
+                f"{tuple(state[key].shape)}, the model expects {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+
+
+def load_foreign_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a third-party ``.pt``/``.pth`` file as tensors only (``weights_only=True``).
+
+    Pickles that need arbitrary code to load are refused by torch; the error
+    says so. Nested ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are
+    unwrapped and a ``module.`` prefix (DataParallel) is dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"third-party checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for unsafe or broken pickles
+        raise CheckpointError(
+            f"{path} could not be loaded with torch.load(weights_only=True): {exc}. "
+            "robustsoup never unpickles code; convert the file to a plain state dict of tensors"
+        ) from exc
+    for wrapper in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}

@@ -1,0 +1,101 @@
+"""``robustsoup``: the package's command line, for use outside the workflow.
+
+    robustsoup info MODEL.safetensors            what a checkpoint is (its sidecar)
+    robustsoup config [FILE]                     the resolved config, every default filled in
+    robustsoup soup A.safetensors:0.8 B.safetensors:0.2 -o SOUP.safetensors
+
+Every command calls the same functions as the workflow's rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from .checkpoint import CheckpointError, load_checkpoint, load_meta, save_checkpoint
+from .config import ConfigError, load_config_file, resolve_config
+from .weights import WeightMismatchError, affine_combination
+
+
+def _parse_weighted(spec: str) -> tuple[Path, float]:
+    path, sep, weight = spec.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected PATH:WEIGHT (e.g. linf.safetensors:0.8), found {spec!r}")
+    try:
+        return Path(path), float(weight)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"weight {weight!r} in {spec!r} is not a number") from None
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    meta = asdict(load_meta(args.model))
+    if not args.history:
+        meta.get("metrics", {}).pop("train_history", None)
+    print(json.dumps(meta, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    config = load_config_file(args.file) if args.file else resolve_config({})
+    print(yaml.safe_dump(config, sort_keys=False), end="")
+    return 0
+
+
+def cmd_soup(args: argparse.Namespace) -> int:
+    loaded = [load_checkpoint(path) for path, _ in args.models]
+    states = [state for state, _ in loaded]
+    names = [meta.name for _, meta in loaded]
+    weights = [w for _, w in args.models]
+    first = loaded[0][1]
+    for _, meta in loaded[1:]:
+        if (meta.architecture, meta.model_kwargs) != (first.architecture, first.model_kwargs):
+            raise CheckpointError(
+                f"{meta.name} is a {meta.architecture} {meta.model_kwargs}, "
+                f"{first.name} a {first.architecture} {first.model_kwargs}: soups need one architecture"
+            )
+    soup = affine_combination(states, weights, names=names)
+    first.name = args.output.stem
+    first.training, first.parent, first.metrics = None, None, {}
+    first.provenance = {"soup": dict(zip(names, weights))}
+    first.git_commit = first.created = first.weights_sha256 = ""
+    save_checkpoint(args.output, soup, first)
+    print(f"wrote {args.output} = " + " + ".join(f"{w:g}·{n}" for n, w in zip(names, weights)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustsoup", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="print a checkpoint's sidecar")
+    info.add_argument("model", type=Path)
+    info.add_argument("--history", action="store_true", help="include the per-epoch training history")
+    info.set_defaults(run=cmd_info)
+
+    config = commands.add_parser("config", help="print a config with every default filled in")
+    config.add_argument("file", type=Path, nargs="?")
+    config.set_defaults(run=cmd_config)
+
+    soup = commands.add_parser("soup", help="write Σ wᵢθᵢ of checkpoints of one architecture")
+    soup.add_argument("models", nargs="+", type=_parse_weighted, metavar="PATH:WEIGHT")
+    soup.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors (+ .json sidecar)")
+    soup.set_defaults(run=cmd_soup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CheckpointError, ConfigError, WeightMismatchError) as error:
+        print(f"robustsoup: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Configuration: load, fill defaults from the JSON Schema, validate, name the bad key.
+
+The schema (``workflow/schemas/config.schema.yaml``) is the single source of
+truth for keys, types and defaults; the workflow and the CLI both go through
+:func:`resolve_config` so a bad key fails the same way everywhere, before any
+job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration that does not match the schema or is inconsistent."""
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    """Read the JSON Schema (YAML) of the configuration."""
+    schema_path = Path(path) if path is not None else SCHEMA_PATH
+    if not schema_path.is_file():
+        raise ConfigError(
+            f"config schema not found at {schema_path}; robustsoup must be installed from its "
+            "repository (pip install -e .) so that workflow/schemas/ sits beside src/"
+        )
+    return yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+
+
+def _resolve_ref(schema: dict, root: dict) -> dict:
+    """Merge a local ``$ref`` (``#/$defs/...``) into the schema that holds it."""
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    if not ref.startswith("#/"):
+        raise ConfigError(f"only local $ref are supported in the config schema, found {ref!r}")
+    target: Any = root
+    for part in ref[2:].split("/"):
+        target = target[part]
+    merged = dict(_resolve_ref(target, root))
+    merged.update({k: v for k, v in schema.items() if k != "$ref"})
+    return merged
+
+
+def _fill_defaults(value: Any, schema: dict, root: dict) -> Any:
+    schema = _resolve_ref(schema, root)
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        default = schema.get("default")
+        # A record (fixed properties) takes the missing keys of its own default
+        # first, so that `pretrain: {epochs: 5}` keeps pretrain's other defaults.
+        if properties and isinstance(default, dict):
+            for key, item in default.items():
+                value.setdefault(key, copy.deepcopy(item))
+        for key, sub in properties.items():
+            sub = _resolve_ref(sub, root)
+            if key not in value and "default" in sub:
+                value[key] = copy.deepcopy(sub["default"])
+            if key in value:
+                value[key] = _fill_defaults(value[key], sub, root)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in value:
+                if key not in properties:
+                    value[key] = _fill_defaults(value[key], extra, root)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_fill_defaults(item, schema["items"], root) for item in value]
+    return value
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None) -> dict:
+    """Return a validated copy of ``config`` with every default filled in.
+
+    Raises :class:`ConfigError` listing every offending key with what was
+    expected and what was found.
+    """
+    schema = schema if schema is not None else load_schema()
+    resolved = _fill_defaults(copy.deepcopy(dict(config or {})), schema, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"  - config key '{_key_path(e)}': {e.message}" for e in errors]
+        raise ConfigError(
+            "invalid configuration:\n" + "\n".join(lines) +
+            "\nSee workflow/schemas/config.schema.yaml for every key, its meaning and its default."
+        )
+    _check_consistency(resolved)
+    return resolved
+
+
+def _check_consistency(config: dict) -> None:
+    """Checks that span several keys and that a schema cannot express."""
+    names = base_model_names(config)
+    for i, line in enumerate(config["soups"]["lines"]):
+        for name in line:
+            if name not in names:
+                raise ConfigError(
+                    f"config key 'soups.lines.{i}': model {name!r} is not a model of this run; "
+                    f"expected one of {names} (the parent is named after pretrain.norm, "
+                    "fine-tunes are <parent>-<target>)"
+                )
+        if line[0] == line[1]:
+            raise ConfigError(f"config key 'soups.lines.{i}': a line needs two different models, found {line}")
+    weights = config["soups"]["weights"]
+    if weights["stop"] < weights["start"]:
+        raise ConfigError(
+            f"config key 'soups.weights': stop ({weights['stop']}) must not be below start ({weights['start']})"
+        )
+    if config["pretrain"]["norm"] == "none":
+        raise ConfigError("config key 'pretrain.norm': the parent must be adversarially trained; found 'none'")
+
+
+def parent_name(config: Mapping[str, Any]) -> str:
+    """Name of the adversarially trained parent: its norm, lower-case (``linf``)."""
+    return config["pretrain"]["norm"].lower()
+
+
+def finetune_names(config: Mapping[str, Any]) -> list[str]:
+    """Names of the fine-tuned models, ``<parent>-<target>``, in config order."""
+    parent = parent_name(config)
+    return [f"{parent}-{target}" for target in config["finetune"]]
+
+
+def base_model_names(config: Mapping[str, Any]) -> list[str]:
+    """The parent followed by its fine-tunes: the ingredients of every soup."""
+    return [parent_name(config), *finetune_names(config)]
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML config file and resolve it (defaults + validation)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, found {type(raw).__name__}")
+    return resolve_config(raw)

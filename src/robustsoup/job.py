@@ -1,0 +1,56 @@
+"""What every workflow script shares: logging to the rule's log, threads, device, config."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+from .config import resolve_config
+from .device import select_device
+
+
+@dataclass
+class Job:
+    """A running rule: its resolved config and the device it computes on."""
+
+    config: dict
+    device: torch.device
+
+
+@contextlib.contextmanager
+def snakemake_job(snakemake: Any) -> Iterator[Job]:
+    """Set up a rule's script from the ``snakemake`` object.
+
+    Logging and stderr (tqdm progress, warnings, tracebacks) go to
+    ``snakemake.log[0]``; torch uses ``snakemake.threads`` threads; the config
+    is resolved against the schema again, so a script never sees a partial
+    config.
+    """
+    log_path = snakemake.log[0]
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log_file:
+        handler = logging.StreamHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        saved_stderr = sys.stderr
+        sys.stderr = log_file
+        try:
+            torch.set_num_threads(max(1, int(snakemake.threads)))
+            config = resolve_config(snakemake.config)
+            job = Job(config=config, device=select_device(config["device"]))
+            logging.getLogger("robustsoup").info(
+                "rule %s on %s with %d threads", snakemake.rule, job.device, torch.get_num_threads()
+            )
+            yield job
+        except BaseException:
+            logging.getLogger("robustsoup").exception("rule %s failed", snakemake.rule)
+            raise
+        finally:
+            sys.stderr = saved_stderr
+            root.removeHandler(handler)

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny models and data the tests make themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustsoup.checkpoint import CheckpointMeta
+from robustsoup.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(1)
+
+
+def tiny_meta(name: str = "tiny", width: int = 4) -> CheckpointMeta:
+    return CheckpointMeta(
+        name=name, architecture="preact_resnet_small", model_kwargs={"width": width, "activation": "relu"},
+        dataset="digits", num_classes=10, mean=[0.3, 0.3, 0.3], std=[0.3, 0.3, 0.3],
+    )
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return tiny_meta().build().eval()
+
+
+@pytest.fixture(scope="session")
+def digits_splits(tmp_path_factory):
+    """The embedded data set, split once per test session."""
+    from robustsoup.data import load_split, prepare_splits
+
+    paths = prepare_splits("digits", tmp_path_factory.mktemp("digits"), n_adapt=100, n_test=200, seed=0)
+    return {name: load_split(path) for name, path in paths.items()}
+
+
+@pytest.fixture(scope="session")
+def trained_model(digits_splits):
+    """A width-8 model trained cleanly on digits for 3 epochs (~95% test accuracy, seconds)."""
+    from robustsoup.train import CleanInputs, TrainSettings, train_model
+
+    torch.manual_seed(0)
+    model = tiny_meta(width=8).build()
+    train_model(model, digits_splits["train"], CleanInputs(),
+                TrainSettings(epochs=3, lr=0.1, batch_size=32, schedule="cosine"), torch.device("cpu"))
+    return model.eval()
+
+
+@pytest.fixture
+def random_images():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 32, 32, generator=generator)
+    y = torch.randint(0, 10, (6,), generator=generator)
+    return x, y
+
+
+__all__ = ["REPO", "build_model", "tiny_meta"]

@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robustsoup.config import ConfigError, base_model_names, load_config_file, load_schema, resolve_config
+
+from conftest import REPO
+
+
+def _walk_properties(schema, path=""):
+    root = schema
+    stack = [(schema, path)]
+    while stack:
+        node, where = stack.pop()
+        for key, sub in node.get("properties", {}).items():
+            yield f"{where}.{key}".lstrip("."), sub
+            stack.append((sub, f"{where}.{key}"))
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            stack.append((extra, f"{where}.*"))
+        for name, sub in node.get("$defs", {}).items() if node is root else []:
+            stack.append((sub, f"$defs.{name}"))
+
+
+def test_every_schema_key_has_a_description_and_a_default():
+    schema = load_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    for key, sub in _walk_properties(schema):
+        assert "description" in sub or "$ref" in sub, f"{key} has no description"
+        assert "default" in sub, f"{key} has no default"
+
+
+def test_shipped_config_resolves_and_names_its_models():
+    config = load_config_file(REPO / "config" / "config.yaml")
+    assert base_model_names(config) == ["linf", "linf-l2", "linf-l1", "linf-nominal"]
+    assert config["finetune"]["nominal"]["norm"] == "none"
+
+
+def test_empty_config_takes_the_schema_defaults():
+    config = resolve_config({})
+    assert config["dataset"] == "digits"
+    assert config["pretrain"]["epochs"] == 15 and config["pretrain"]["momentum"] == 0.9
+    assert set(config["finetune"]) == {"l2", "l1", "nominal"}
+
+
+def test_partial_record_keeps_its_own_defaults():
+    config = resolve_config({"pretrain": {"epochs": 2}})
+    assert config["pretrain"]["epochs"] == 2
+    assert config["pretrain"]["schedule"] == "cosine"  # pretrain's default, not the generic piecewise-ft
+
+
+def test_a_partial_finetune_map_replaces_the_default_targets():
+    config = resolve_config({"finetune": {"l2": {"norm": "L2"}}, "soups": {"lines": [["linf", "linf-l2"]]}})
+    assert list(config["finetune"]) == ["l2"]
+    assert config["finetune"]["l2"]["epochs"] == 3
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"pretrain": {"epochs": "many"}}, "pretrain.epochs"),
+        ({"pretrain": {"epocs": 3}}, "pretrain"),
+        ({"evaluate": {"threats": ["Linf", "L3"]}}, "evaluate.threats.1"),
+        ({"threats": {"Linf": -1}}, "threats.Linf"),
+        ({"dataset": "mnist"}, "dataset"),
+        ({"surprise": 1}, "<top level>"),
+    ],
+)
+def test_bad_key_or_value_names_the_key(raw, key):
+    with pytest.raises(ConfigError) as info:
+        resolve_config(raw)
+    assert f"config key '{key}'" in str(info.value)
+
+
+def test_soup_line_over_an_unknown_model_is_refused():
+    with pytest.raises(ConfigError, match="soups.lines.0.*'linf-l7' is not a model"):
+        resolve_config({"soups": {"lines": [["linf", "linf-l7"]]}})
+
+
+def test_unparsable_and_missing_config_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config_file(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pretrain: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config_file(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config_file(listing)

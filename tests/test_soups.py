@@ -1,0 +1,26 @@
+from robustsoup.soups import grid_from_config, line_grid, line_weights, soup_id
+from robustsoup.config import resolve_config
+
+BASE = ["linf", "linf-l2", "linf-l1", "linf-nominal"]
+
+
+def test_line_weights_include_both_ends_without_float_drift():
+    assert line_weights(-0.2, 1.2, 0.2) == [-0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
+    assert line_weights(0, 1, 0.1)[3] == 0.3
+
+
+def test_soup_ids_are_stable_readable_and_file_name_safe():
+    assert soup_id({"linf": 0.8, "linf-l2": 0.2}, BASE) == "soup-linf_0.8-linf-l2_0.2"
+    assert soup_id({"linf-l2": -0.2, "linf": 1.2}, BASE) == "soup-linf_1.2-linf-l2_m0.2"
+
+
+def test_line_grid_skips_the_base_models_and_shared_soups():
+    soups = line_grid([["linf", "linf-l2"], ["linf-l2", "linf"]], 0.0, 1.0, 0.5, BASE)
+    assert [s.id for s in soups] == ["soup-linf_0.5-linf-l2_0.5"]
+    assert dict(soups[0].weights) == {"linf": 0.5, "linf-l2": 0.5, "linf-l1": 0.0, "linf-nominal": 0.0}
+
+
+def test_default_grid_has_extrapolated_soups():
+    ids = [s.id for s in grid_from_config(resolve_config({}))]
+    assert "soup-linf_1.2-linf-l2_m0.2" in ids and "soup-linf_m0.2-linf-l2_1.2" in ids
+    assert len(ids) == 6

@@ -1,0 +1,102 @@
+"""The workflow end to end on the micro config: every rule, real Snakemake, seconds."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.workflow
+MICRO = REPO / "tests" / "configs" / "micro.yaml"
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = MICRO) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
+        "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2", *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count}."""
+    counts = {}
+    in_table = False
+    for line in result.stdout.splitlines():
+        if line.startswith("job "):
+            in_table = True
+            continue
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if in_table and match:
+            if match.group(1) == "total":
+                break
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("micro")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
+    results = micro_run / "results" / "digits"
+    metrics = pd.read_csv(results / "metrics" / "all.tsv", sep="\t")
+    for column in ["model", "evalset", "threat", "eps", "severity", "n", "accuracy"]:
+        assert column in metrics.columns
+    assert set(metrics["model"]) == {"linf", "linf-l2", "linf-l1", "linf-nominal", "soup-linf_0.5-linf-l2_0.5"}
+    assert set(metrics["threat"]) == {"none", "Linf", "L2", "L1", "union"}
+    assert metrics["accuracy"].between(0, 1).all()
+    union = metrics[metrics["threat"] == "union"].set_index("model")["accuracy"]
+    per_norm = metrics[metrics["threat"].isin(["Linf", "L2", "L1"])].groupby("model")["accuracy"].min()
+    assert (union.sort_index() <= per_norm.sort_index() + 1e-12).all()
+    table = (results / "tables" / "accuracy.md").read_text()
+    assert "| linf-l2 |" in table and "apgd-ce(2it×1)" in table
+    assert (results / "figures" / "soup_line_linf_linf-l2.png").stat().st_size > 1000
+    assert (results / "figures" / "soup_line_linf_linf-l2.pdf").exists()
+    for name in ["linf", "linf-l2", "soup-linf_0.5-linf-l2_0.5"]:
+        assert (results / "models" / f"{name}.json").exists()
+    assert (micro_run / "logs" / "pretrain" / "digits" / "linf.log").read_text().strip()
+    assert list((micro_run / "benchmarks" / "evaluate" / "digits").glob("*.tsv"))
+
+
+def test_rerun_with_nothing_changed_does_no_work(micro_run):
+    result = snakemake(micro_run, "--dry-run")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_changing_only_the_soup_grid_reruns_only_soups_and_later(micro_run, tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["soups"]["weights"] = {"start": 0.0, "stop": 1.0, "step": 0.25}
+    changed = tmp_path / "grid.yaml"
+    changed.write_text(yaml.safe_dump(config, sort_keys=True))  # key order must not matter
+    jobs = planned_jobs(snakemake(micro_run, "--dry-run", configfile=changed))
+    # Three soups on the finer grid, one of which (w = 0.5) is already made.
+    assert jobs == {"all": 1, "soup_grid": 1, "make_soup": 2, "evaluate": 2, "gather_metrics": 1, "report": 1}
+
+
+def test_bad_config_fails_before_any_job_and_names_the_key(tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["pretrain"]["epochs"] = 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, configfile=bad)
+    assert result.returncode != 0
+    assert "config key 'pretrain.epochs'" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_workflow_passes_snakemake_lint(tmp_path):
+    result = snakemake(tmp_path, "--lint")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

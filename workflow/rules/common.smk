@@ -1,0 +1,92 @@
+# Configuration, names of models and soups, and the getters every rule uses.
+
+import json
+import re
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+from robustsoup.config import ConfigError, base_model_names, finetune_names, parent_name, resolve_config
+from robustsoup.soups import grid_from_config
+
+try:
+    _resolved = resolve_config(config)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+config.clear()
+config.update(_resolved)
+
+DATASET = config["dataset"]
+RESULTS = f"results/{DATASET}"
+PARENT = parent_name(config)
+TARGETS = list(config["finetune"])
+BASE_MODELS = base_model_names(config)
+SOUPS = {soup.id: soup for soup in grid_from_config(config)}
+ALL_MODELS = BASE_MODELS + list(SOUPS)
+ENV = "../envs/robustsoup.yaml"
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+wildcard_constraints:
+    target=_alternatives(TARGETS),
+    soup="soup-[A-Za-z0-9_.-]+",
+    model=_alternatives(ALL_MODELS),
+    split="train|adapt|test",
+
+
+def model_checkpoint(name):
+    return f"{RESULTS}/models/{name}.safetensors"
+
+
+def soup_ingredients(wildcards):
+    """Checkpoints of the base models a soup mixes (non-zero weights only)."""
+    soup = SOUPS[wildcards.soup]
+    return [model_checkpoint(m) for m, w in soup.weights if w != 0]
+
+
+def soup_weights(wildcards):
+    return settings({m: w for m, w in SOUPS[wildcards.soup].weights if w != 0})
+
+
+def settings(value):
+    """A config section as canonical JSON, for params: a change reruns the rule, a reordering of keys does not."""
+    return json.dumps(value, sort_keys=True)
+
+
+def finetune_settings(wildcards):
+    return settings(config["finetune"][wildcards.target])
+
+
+def training_context():
+    """Config that changes what any training produces (tracked as params so a change reruns)."""
+    return settings({k: config[k] for k in ("dataset", "seed", "data", "model", "threats")})
+
+
+def metric_files():
+    return [f"{RESULTS}/metrics/{m}/test.tsv" for m in ALL_MODELS]
+
+
+def report_figures(suffixes=(".png",)):
+    return [
+        f"{RESULTS}/figures/soup_line_{a}_{b}{suffix}"
+        for a, b in config["soups"]["lines"]
+        for suffix in suffixes
+    ]
+
+
+def report_tables():
+    return [f"{RESULTS}/tables/accuracy.csv", f"{RESULTS}/tables/accuracy.md"]
+
+
+def final_outputs():
+    return [f"{RESULTS}/metrics/all.tsv", *report_tables(), *report_figures()]
+
+
+def print_report_locations():
+    print("\nrobustsoup: the run is complete. Tables and figures:", file=sys.stderr)
+    for path in report_tables() + report_figures():
+        print(f"  {path}", file=sys.stderr)
+    print(f"  metrics (tidy rows): {RESULTS}/metrics/all.tsv\n", file=sys.stderr)
