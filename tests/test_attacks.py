@@ -56,3 +56,27 @@ def test_apgd_fools_a_nominal_model_and_counts_per_point(norm, trained_model, di
     assert not (robust & ~clean).any()
     # A nominally trained model has little robustness at these radii.
     assert robust.float().mean() < clean.float().mean() - 0.3
+
+
+@pytest.mark.parametrize("norm, eps", [("Linf", 0.015), ("L2", 0.3), ("L1", 3.0)])
+def test_training_apgd_is_as_strong_as_autoattack_apgd_ce(norm, eps, trained_model, digits_splits):
+    """Done-when of the training issue: robust accuracy ≤ pyautoattack APGD-CE's + 0.5 points."""
+    from robustsoup.attacks import apgd_train
+
+    x, y = digits_splits["test"].as_float(200)
+    x_best, ours = apgd_train(trained_model, x, y, norm, eps, n_iter=100, training=False)
+    theirs = robust_correct_apgd_ce(trained_model, x, y, norm, eps, n_iter=100)
+    assert 0.02 < theirs.float().mean() < 0.9  # a regime where the comparison means something
+    assert ours.float().mean() <= theirs.float().mean() + 0.005
+    assert (lp_norm(x_best - x, norm) <= eps * (1 + 1e-5)).all()
+    assert (x_best >= 0).all() and (x_best <= 1).all()
+
+
+def test_training_apgd_refuses_a_model_in_train_mode(tiny_model, random_images):
+    from robustsoup.attacks import apgd_train
+
+    x, y = random_images
+    with pytest.raises(ValueError, match="ε must be positive"):
+        apgd_train(tiny_model, x, y, "Linf", 0.0)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        apgd_train(tiny_model.train(), x, y, "Linf", 0.1)

@@ -24,3 +24,20 @@ def test_default_grid_has_extrapolated_soups():
     ids = [s.id for s in grid_from_config(resolve_config({}))]
     assert "soup-linf_1.2-linf-l2_m0.2" in ids and "soup-linf_m0.2-linf-l2_1.2" in ids
     assert len(ids) == 6
+
+
+def test_simplex_grid_sizes_and_extension():
+    from math import comb
+
+    import pytest
+
+    from robustsoup.soups import simplex_grid
+
+    assert len(simplex_grid(4, 0.1)) == comb(13, 3) == 286
+    assert len(simplex_grid(3, 0.1)) == comb(12, 2) == 66
+    assert all(abs(sum(w) - 1) < 1e-9 and min(w) >= 0 for w in simplex_grid(3, 0.25))
+    extended = simplex_grid(3, 0.1, extend=0.2)
+    assert min(min(w) for w in extended) == -0.2 and max(max(w) for w in extended) == 1.4
+    assert len(extended) > 66 and all(abs(sum(w) - 1) < 1e-9 for w in extended)
+    with pytest.raises(ValueError, match="must divide 1"):
+        simplex_grid(3, 0.3)

@@ -60,3 +60,25 @@ def test_mismatch_names_the_first_offending_key():
         affine_combination([a, fewer], [0.5, 0.5], names=["a", "b"])
     with pytest.raises(ValueError, match="2 state dicts but 3 weights"):
         affine_combination([a, a], [1, 0, 0])
+
+
+def test_task_vectors_and_soups_are_the_same_algebra():
+    from robustsoup.weights import add, apply_task_vectors, layer_norms, scale, subtract, task_vector
+
+    parent, a, b = _models(3)
+    soup = affine_combination([parent, a, b], [0.2, 0.5, 0.3])
+    arithmetic = apply_task_vectors(parent, [task_vector(a, parent), task_vector(b, parent)], [0.5, 0.3])
+    for key in soup:
+        if torch.is_floating_point(soup[key]):
+            assert torch.allclose(soup[key], arithmetic[key], atol=1e-6), key
+    key = "net.conv1.weight"
+    assert torch.allclose(add(a, subtract(b, a))[key], b[key], atol=1e-7)
+    assert torch.equal(scale(a, 2.0)["net.bn.num_batches_tracked"], a["net.bn.num_batches_tracked"])
+    norms = layer_norms(task_vector(a, a))
+    assert set(norms) == {k for k, v in a.items() if torch.is_floating_point(v)}
+    assert max(norms.values()) == 0.0
+    # linearity: a soup of soups is the soup of the combined weights
+    inner = affine_combination([a, b], [0.25, 0.75])
+    outer = affine_combination([parent, inner], [0.5, 0.5])
+    flat = affine_combination([parent, a, b], [0.5, 0.125, 0.375])
+    assert torch.allclose(outer[key], flat[key], atol=1e-6)

@@ -67,7 +67,8 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
     for name in ["linf", "linf-l2", "soup-linf_0.5-linf-l2_0.5"]:
         assert (results / "models" / f"{name}.json").exists()
     assert (micro_run / "logs" / "pretrain" / "digits" / "linf.log").read_text().strip()
-    assert list((micro_run / "benchmarks" / "evaluate" / "digits").glob("*.tsv"))
+    assert list((micro_run / "benchmarks" / "evaluate_adversarial" / "digits").glob("*/*.tsv"))
+    assert "total cost" in table
 
 
 def test_rerun_with_nothing_changed_does_no_work(micro_run):
@@ -83,7 +84,8 @@ def test_changing_only_the_soup_grid_reruns_only_soups_and_later(micro_run, tmp_
     changed.write_text(yaml.safe_dump(config, sort_keys=True))  # key order must not matter
     jobs = planned_jobs(snakemake(micro_run, "--dry-run", configfile=changed))
     # Three soups on the finer grid, one of which (w = 0.5) is already made.
-    assert jobs == {"all": 1, "soup_grid": 1, "make_soup": 2, "evaluate": 2, "gather_metrics": 1, "report": 1}
+    assert jobs == {"all": 1, "soup_grid": 1, "make_soup": 2, "evaluate_clean": 2, "evaluate_adversarial": 6,
+                    "gather_metrics": 1, "report": 1}
 
 
 def test_bad_config_fails_before_any_job_and_names_the_key(tmp_path):

@@ -201,24 +201,33 @@ def load_state_dict_checked(model: torch.nn.Module, state: Mapping[str, torch.Te
 
 
 def load_foreign_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a third-party ``.pt``/``.pth`` file as tensors only (``weights_only=True``).
+    """Load a third-party weights file as tensors only.
 
-    Pickles that need arbitrary code to load are refused by torch; the error
-    says so. Nested ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are
-    unwrapped and a ``module.`` prefix (DataParallel) is dropped.
+    ``.safetensors`` files load directly; ``.pt``/``.pth`` only through
+    ``torch.load(weights_only=True)``: pickles that need arbitrary code to
+    load are refused by torch, and the error says so. ``{"state_dict": …}``,
+    ``{"model": …}``, ``{"model_state_dict": …}`` and RobustBench's
+    ``{"last": …}`` wrappers are unwrapped and a DataParallel ``module.``
+    prefix is dropped.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"third-party checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for unsafe or broken pickles
-        raise CheckpointError(
-            f"{path} could not be loaded with torch.load(weights_only=True): {exc}. "
-            "robustsoup never unpickles code; convert the file to a plain state dict of tensors"
-        ) from exc
-    for wrapper in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
+    if path.suffix == ".safetensors":
+        try:
+            obj = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{path} is unreadable or truncated ({exc})") from exc
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for unsafe or broken pickles
+            raise CheckpointError(
+                f"{path} could not be loaded with torch.load(weights_only=True): {exc}. "
+                "robustsoup never unpickles code; convert the file to a plain state dict of tensors"
+            ) from exc
+    for wrapper in ("state_dict", "model_state_dict", "model", "last"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")

@@ -3,6 +3,7 @@
     robustsoup info MODEL.safetensors            what a checkpoint is (its sidecar)
     robustsoup config [FILE]                     the resolved config, every default filled in
     robustsoup soup A.safetensors:0.8 B.safetensors:0.2 -o SOUP.safetensors
+    robustsoup data check --dataset NAME --root PATH   is the data where and how robustsoup reads it?
 
 Every command calls the same functions as the workflow's rules.
 """
@@ -19,6 +20,7 @@ import yaml
 
 from .checkpoint import CheckpointError, load_checkpoint, load_meta, save_checkpoint
 from .config import ConfigError, load_config_file, resolve_config
+from .data import DATASETS, DataLayoutError
 from .weights import WeightMismatchError, affine_combination
 
 
@@ -68,6 +70,16 @@ def cmd_soup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .data.check import check_dataset
+
+    corruptions = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
+    severities = [int(s) for s in args.severities.split(",") if s] if args.severities else None
+    report = check_dataset(args.dataset, args.root, quick=args.quick, corruptions=corruptions, severities=severities)
+    print(report.text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustsoup", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("models", nargs="+", type=_parse_weighted, metavar="PATH:WEIGHT")
     soup.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors (+ .json sidecar)")
     soup.set_defaults(run=cmd_soup)
+
+    data = commands.add_parser("data", help="data set tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check = data_commands.add_parser(
+        "check", help="check that a data set is on disk in a layout robustsoup reads, and say what is there"
+    )
+    check.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="registry name of the data set")
+    check.add_argument("--root", type=Path, default=None, help="folder holding the data set (not needed for digits)")
+    check.add_argument("--quick", action="store_true",
+                       help="check the structure only (folders, one image per class, array shapes); no full count")
+    check.add_argument("--corruptions", default="", help="comma-separated corruptions that must be present (-C sets)")
+    check.add_argument("--severities", default="", help="comma-separated severities to check (-C sets; default 1-5)")
+    check.set_defaults(run=cmd_data_check)
     return parser
 
 
@@ -92,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CheckpointError, ConfigError, WeightMismatchError) as error:
+    except (CheckpointError, ConfigError, WeightMismatchError, DataLayoutError) as error:
         print(f"robustsoup: error: {error}", file=sys.stderr)
         return 2
 

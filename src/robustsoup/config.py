@@ -100,6 +100,7 @@ def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None)
 
 def _check_consistency(config: dict) -> None:
     """Checks that span several keys and that a schema cannot express."""
+    _check_parent(config)
     names = base_model_names(config)
     for i, line in enumerate(config["soups"]["lines"]):
         for name in line:
@@ -116,8 +117,14 @@ def _check_consistency(config: dict) -> None:
         raise ConfigError(
             f"config key 'soups.weights': stop ({weights['stop']}) must not be below start ({weights['start']})"
         )
-    if config["pretrain"]["norm"] == "none":
-        raise ConfigError("config key 'pretrain.norm': the parent must be adversarially trained; found 'none'")
+
+
+def _check_parent(config: dict) -> None:
+    if not isinstance(config["pretrain"]["norm"], str) or config["pretrain"]["norm"] == "none":
+        raise ConfigError(
+            "config key 'pretrain.norm': the parent is adversarially trained against one norm "
+            f"(Linf, L2 or L1) and named after it; found {config['pretrain']['norm']!r}"
+        )
 
 
 def parent_name(config: Mapping[str, Any]) -> str:

@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .attacks import apgd_ce_name, robust_correct_apgd_ce
-from .data import ImageSplit
+from .attacks import AttackPlan, attack_plan, robust_correct
+from .data import DATASETS, ImageSplit, get_dataset_spec
 from .io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,71 @@ def _row(model: str, evalset: str, threat: str, eps: float, attack: str, correct
     }
 
 
+def _points(labels: torch.Tensor, correct: torch.Tensor) -> pd.DataFrame:
+    return pd.DataFrame({"index": range(len(labels)), "label": labels.cpu().numpy(),
+                         "correct": correct.cpu().numpy().astype(int)})
+
+
+def evaluate_clean(model: nn.Module, model_name: str, data: ImageSplit, device="cpu",
+                   batch_size: int = 500) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Clean accuracy on all of ``data``: (one tidy row, per-point correctness)."""
+    model = model.to(device).eval()
+    x, y = data.as_float()
+    correct = clean_correct(model, x.to(device), y.to(device), batch_size)
+    row = _row(model_name, data.split, "none", 0.0, "clean", correct)
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, correct)
+
+
+def evaluate_adversarial(
+    model: nn.Module,
+    model_name: str,
+    data: ImageSplit,
+    norm: str,
+    eps: float,
+    plan: AttackPlan,
+    n_attacked: int,
+    seed: int = 0,
+    batch_size: int = 250,
+    device="cpu",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Robust accuracy under ``plan`` in the ``norm`` ε-ball on the first ``n_attacked`` images.
+
+    Returns one tidy row and the per-point robust correctness (a point is
+    robust only if it is also correct clean). ε is in [0,1] pixel space.
+    """
+    model = model.to(device).eval()
+    x, y = data.as_float(n_attacked)
+    start = time.perf_counter()
+    robust = robust_correct(model, x.to(device), y.to(device), norm, eps, plan, seed=seed, batch_size=batch_size)
+    log.info("%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)", model_name, norm, eps,
+             robust.float().mean().item(), len(y), plan.name, time.perf_counter() - start)
+    row = _row(model_name, data.split, norm, eps, plan.name, robust)
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust)
+
+
+def union_rows(model_name: str, evalset: str, points: Mapping[str, pd.DataFrame],
+               attacks: Mapping[str, str]) -> pd.DataFrame:
+    """Union accuracy from per-point results: correct clean and robust under every norm.
+
+    ``points`` maps ``none`` and each norm to its per-point table; the union
+    covers the images every norm attacked (a prefix of the split).
+    """
+    norms = [t for t in points if t != "none"]
+    if len(norms) < 2:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    n = min(len(points[t]) for t in norms)
+    correct = torch.ones(n, dtype=torch.bool)
+    for threat, table in points.items():
+        labels = torch.as_tensor(table["label"].to_numpy()[:n])
+        if threat != norms[0]:
+            reference = torch.as_tensor(points[norms[0]]["label"].to_numpy()[:n])
+            if not torch.equal(labels, reference):
+                raise ValueError(f"{model_name}: per-point files of {threat} and {norms[0]} list other images")
+        correct &= torch.as_tensor(table["correct"].to_numpy()[:n]).bool()
+    attack = "+".join(sorted(set(attacks[t] for t in norms)))
+    return pd.DataFrame([_row(model_name, evalset, "union", 0.0, attack, correct)], columns=METRIC_COLUMNS)
+
+
 def evaluate_clean_and_adversarial(
     model: nn.Module,
     model_name: str,
@@ -57,33 +122,35 @@ def evaluate_clean_and_adversarial(
     seed: int = 0,
     batch_size: int = 250,
     device: torch.device | str = "cpu",
+    mode: str = "fast",
 ) -> pd.DataFrame:
-    """Clean accuracy on all of ``data`` and APGD-CE robust accuracy on its first ``n_attacked`` images.
-
-    ``threats`` maps a norm (``Linf``, ``L2``, ``L1``) to its ε in [0,1]
-    pixel space. Returns tidy rows: one clean row (threat ``none``), one per
-    norm and, with two or more norms, one ``union`` row over the attacked
-    subset.
-    """
-    model = model.to(device).eval()
-    x_all, y_all = data.as_float()
-    x_all, y_all = x_all.to(device), y_all.to(device)
-    rows = [_row(model_name, data.split, "none", 0.0, "clean", clean_correct(model, x_all, y_all))]
-    x, y = x_all[:n_attacked], y_all[:n_attacked]
-    attack = apgd_ce_name(n_iter, n_restarts)
-    union = clean_correct(model, x, y)
+    """Clean, per-norm and union rows of one model in one call (for use outside the workflow)."""
+    rows, points = evaluate_clean(model, model_name, data, device)
+    all_rows, all_points, attacks = [rows], {"none": points}, {}
+    spec = get_dataset_spec(data.dataset) if data.dataset in DATASETS else None
+    num_classes = spec.num_classes if spec else int(data.labels.max()) + 1
     for norm, eps in threats.items():
-        start = time.perf_counter()
-        robust = robust_correct_apgd_ce(
-            model, x, y, norm, eps, n_iter=n_iter, n_restarts=n_restarts, seed=seed, batch_size=batch_size
-        )
-        log.info("%s %s ε=%g: robust accuracy %.4f on %d images (%.1fs)", model_name, norm, eps,
-                 robust.float().mean().item(), len(y), time.perf_counter() - start)
-        rows.append(_row(model_name, data.split, norm, eps, attack, robust))
-        union &= robust
-    if len(threats) > 1:
-        rows.append(_row(model_name, data.split, "union", 0.0, attack, union))
-    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+        plan = attack_plan(mode, norm, num_classes, n_iter, n_restarts)
+        rows, points = evaluate_adversarial(model, model_name, data, norm, eps, plan, n_attacked, seed,
+                                            batch_size, device)
+        all_rows.append(rows)
+        all_points[norm] = points
+        attacks[norm] = plan.name
+    all_rows.append(union_rows(model_name, data.split, all_points, attacks))
+    return pd.concat([r for r in all_rows if not r.empty], ignore_index=True)
+
+
+def write_points(frame: pd.DataFrame, path: str | Path) -> None:
+    """Per-point results (index, label, correct) as TSV, atomically."""
+    write_text_atomic(path, frame[["index", "label", "correct"]].to_csv(sep="\t", index=False))
+
+
+def read_points(path: str | Path) -> pd.DataFrame:
+    """Per-point results written by :func:`write_points`."""
+    frame = pd.read_csv(path, sep="\t")
+    if list(frame.columns) != ["index", "label", "correct"]:
+        raise ValueError(f"per-point file {path}: expected columns index, label, correct; found {list(frame.columns)}")
+    return frame
 
 
 def write_metrics(frame: pd.DataFrame, path: str | Path) -> None:

@@ -7,6 +7,7 @@ Usable without Snakemake (the CLI and the tests call them directly).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,15 +16,24 @@ from typing import Mapping, Sequence
 import pandas as pd
 import torch
 
-from .checkpoint import CheckpointMeta, load_checkpoint, load_model, load_state_dict_checked, save_checkpoint
+from .checkpoint import CheckpointMeta, load_checkpoint, load_meta, load_model, load_state_dict_checked, save_checkpoint
 from .config import base_model_names, parent_name
 from .data import get_dataset_spec, load_split
 from .device import seed_everything
-from .evaluate import evaluate_clean_and_adversarial, read_metrics, write_metrics
+from .attacks import attack_plan
+from .evaluate import (
+    evaluate_adversarial,
+    evaluate_clean,
+    read_metrics,
+    read_points,
+    union_rows,
+    write_metrics,
+    write_points,
+)
 from .io import write_text_atomic
 from .models import build_model
 from .models.batchnorm import recompute_batchnorm_statistics
-from .report import accuracy_table, attack_summary, evaluation_note, plot_soup_line, soup_line_points, write_table
+from .report import accuracy_table, add_training_columns, attack_summary, evaluation_note, plot_soup_line, soup_line_points, write_table
 from .train import TrainSettings, make_input_policy, train_model
 from .weights import affine_combination
 
@@ -57,32 +67,47 @@ def _new_meta(config: Mapping, name: str, **fields) -> CheckpointMeta:
 
 def _training_record(config: Mapping, training: Mapping) -> dict:
     norm = training["norm"]
-    eps = config["threats"][norm] if norm != "none" else None
-    return {**training, "eps": eps, "attack": make_input_policy(norm, eps, training["attack_steps"], 0).name,
-            "seed": config["seed"]}
+    norms = [] if norm == "none" else ([norm] if isinstance(norm, str) else list(norm))
+    steps = training["attack_steps"] if norms else 0
+    return {**training, "norms": norms, "eps": {n: config["threats"][n] for n in norms},
+            "attack_steps": steps, "seed": config["seed"],
+            # Forward-backward passes per training image: the attack's steps plus the update.
+            "cost": training["epochs"] * (steps + 1)}
 
 
-def _run_training(config, name, training, train_path, out_path, device, init_state=None, parent=None) -> Path:
+def _fingerprint(record: Mapping, identity: Mapping, init_sha: str) -> str:
+    return json.dumps({"training": record, "identity": identity, "init": init_sha}, sort_keys=True)
+
+
+def _run_training(config, name, training, train_path, out_path, device, init_state=None, parent=None,
+                  parent_sha: str = "") -> Path:
     seed_everything(config["seed"])
     spec = get_dataset_spec(config["dataset"])
-    meta = _new_meta(config, name, training=_training_record(config, training), parent=parent)
+    record = _training_record(config, training)
+    meta = _new_meta(config, name, training=record, parent=parent)
     model = build_model(meta.architecture, spec.num_classes, spec.mean, spec.std, **meta.model_kwargs)
     if init_state is not None:
         load_state_dict_checked(model, init_state, source=f"parent {parent}")
     data = load_split(train_path)
-    norm = training["norm"]
-    policy = make_input_policy(norm, meta.training["eps"], training["attack_steps"], config["seed"])
+    policy = make_input_policy(training["norm"], config["threats"], training["attack_steps"],
+                               attack=training["attack"], seed=config["seed"])
     settings = TrainSettings(
         epochs=training["epochs"], lr=training["lr"], schedule=training["schedule"],
         batch_size=training["batch_size"], momentum=training["momentum"],
         weight_decay=training["weight_decay"], seed=config["seed"],
+        decay_all=init_state is not None, precision=training["precision"],
+        channels_last=training["channels_last"],
     )
     log.info("training %s: %s, %d epochs on %d images, device %s", name, policy.name, settings.epochs,
              len(data), device)
+    resume = Path(out_path).with_suffix(".resume.pt") if training["resume"] else None
     start = time.perf_counter()
-    history = train_model(model, data, policy, settings, device)
+    history = train_model(model, data, policy, settings, device, resume_path=resume,
+                          fingerprint=_fingerprint(record, model_identity(config), parent_sha))
     meta.metrics = {"train_history": history, "train_seconds": time.perf_counter() - start}
     save_checkpoint(out_path, model.state_dict(), meta)
+    if resume is not None and resume.exists():
+        resume.unlink()
     log.info("wrote %s", out_path)
     return Path(out_path)
 
@@ -102,7 +127,7 @@ def finetune_from_parent(config: Mapping, target: str, parent_path, train_path, 
     state, parent_meta = load_checkpoint(parent_path, expect=model_identity(config))
     name = f"{parent_name(config)}-{target}"
     return _run_training(config, name, config["finetune"][target], train_path, out_path, device,
-                         init_state=state, parent=parent_meta.name)
+                         init_state=state, parent=parent_meta.name, parent_sha=parent_meta.weights_sha256)
 
 
 def make_soup(config: Mapping, soup_id: str, weights: Mapping[str, float], model_paths: Mapping[str, str],
@@ -131,42 +156,80 @@ def make_soup(config: Mapping, soup_id: str, weights: Mapping[str, float], model
     return Path(out_path)
 
 
-def evaluate_checkpoint(config: Mapping, model_path, split_path, out_path, device) -> pd.DataFrame:
-    """Clean, per-norm and union accuracy of one checkpoint on one split (``evaluate``)."""
+def _load_for_evaluation(config: Mapping, model_path, split_path, device):
     seed_everything(config["seed"])
     model, meta = load_model(model_path, expect=model_identity(config), device=device)
-    data = load_split(split_path)
+    return model, meta, load_split(split_path)
+
+
+def evaluate_clean_stage(config: Mapping, model_path, split_path, rows_path, points_path, device) -> pd.DataFrame:
+    """Clean accuracy of one checkpoint (rule ``evaluate_clean``): a tidy row and per-point results."""
+    model, meta, data = _load_for_evaluation(config, model_path, split_path, device)
+    rows, points = evaluate_clean(model, meta.name, data, device)
+    write_points(points, points_path)
+    write_metrics(rows, rows_path)
+    return rows
+
+
+def evaluate_adversarial_stage(config: Mapping, norm: str, model_path, split_path, rows_path, points_path,
+                               device) -> pd.DataFrame:
+    """Robust accuracy of one checkpoint under one norm (rule ``evaluate_adversarial``)."""
+    if norm not in config["threats"]:
+        raise KeyError(f"no ε configured for norm {norm!r}; expected one of {list(config['threats'])}")
+    model, meta, data = _load_for_evaluation(config, model_path, split_path, device)
     spec = config["evaluate"]
-    threats = {norm: config["threats"][norm] for norm in spec["threats"]}
-    frame = evaluate_clean_and_adversarial(
-        model, meta.name, data, threats, n_attacked=min(spec["n_images"], len(data)),
-        n_iter=spec["n_iter"], n_restarts=spec["n_restarts"], seed=config["seed"],
+    plan = attack_plan(spec["mode"], norm, meta.num_classes, spec["n_iter"], spec["n_restarts"])
+    rows, points = evaluate_adversarial(
+        model, meta.name, data, norm, config["threats"][norm], plan,
+        n_attacked=min(spec["n_images"], len(data)), seed=config["seed"],
         batch_size=spec["batch_size"], device=device,
     )
+    write_points(points, points_path)
+    write_metrics(rows, rows_path)
+    return rows
+
+
+def gather_metrics(config: Mapping, models: Sequence[str], metrics_dir, out_path, evalset: str = "test") -> pd.DataFrame:
+    """Concatenate every model's metric rows, add union accuracy, write ``metrics/all.tsv``.
+
+    Union rows are counted from the per-point files of the clean run and
+    every configured norm (``metrics/<model>/<evalset>/<threat>.points.tsv``).
+    """
+    metrics_dir = Path(metrics_dir)
+    threats = ["clean", *config["evaluate"]["threats"]]
+    frames = []
+    for model in models:
+        folder = metrics_dir / model / evalset
+        rows = read_metrics([folder / f"{t}.tsv" for t in threats])
+        points = {("none" if t == "clean" else t): read_points(folder / f"{t}.points.tsv") for t in threats}
+        attacks = dict(zip(rows["threat"], rows["attack"]))
+        frames += [rows, union_rows(model, evalset, points, attacks)]
+    frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     write_metrics(frame, out_path)
     return frame
 
 
-def gather_metrics(paths: Sequence, out_path) -> pd.DataFrame:
-    """Concatenate every metric file into ``metrics/all.tsv``."""
-    frame = read_metrics(paths)
-    write_metrics(frame, out_path)
-    return frame
+def build_report(config: Mapping, metrics_path, grid_path, sidecar_paths: Sequence, table_stem,
+                 figure_paths: Sequence) -> list[Path]:
+    """The accuracy table (CSV + Markdown) and one soup-line figure per configured line.
 
-
-def build_report(config: Mapping, metrics_path, grid_path, table_stem, figure_paths: Sequence) -> list[Path]:
-    """The accuracy table (CSV + Markdown) and one soup-line figure per configured line."""
+    The table has robust-finetuning's columns: clean, per-norm and union
+    accuracy, and for trained models what they were trained for and the
+    training cost, read from the checkpoints' sidecars.
+    """
     metrics = pd.read_csv(metrics_path, sep="\t")
     grid = pd.read_csv(grid_path, sep="\t")
+    metas = [load_meta(path) for path in sidecar_paths]
     order = base_model_names(config) + list(grid["id"])
     note = evaluation_note(metrics)
-    written = write_table(accuracy_table(metrics, order, grid), table_stem,
-                          f"Clean and robust accuracy on {config['dataset']}", note)
+    table = add_training_columns(accuracy_table(metrics, order, grid), {m.name: m.training for m in metas},
+                                 {m.name: m.parent for m in metas})
+    written = write_table(table, table_stem, f"Clean and robust accuracy on {config['dataset']}",
+                          note + ". Cost: forward-backward passes per training image, epochs × (attack steps + 1)")
     for (a, b), path in zip(config["soups"]["lines"], figure_paths):
         points = soup_line_points(metrics, grid, a, b)
         written += plot_soup_line(points, a, b, path, subtitle=attack_summary(metrics))
-    summary = "\n".join(str(p) for p in written) + "\n"
-    log.info("report written:\n%s", summary)
+    log.info("report written:\n%s", "\n".join(str(p) for p in written))
     return written
 
 

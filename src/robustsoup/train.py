@@ -4,17 +4,20 @@ The loop knows nothing of the papers: pre-training and every fine-tune are
 this loop with another policy, schedule and starting point. SGD with
 momentum and weight decay, a learning rate updated every iteration, the
 model in eval mode while the policy attacks and in train mode for the update
-(as robust-finetuning does).
+(as robust-finetuning does). State is saved at the end of every epoch, so a
+killed run resumes where it stopped and ends with the same weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -22,9 +25,18 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from .attacks import pgd_attack
+from .attacks.apgd import apgd_train
+from .attacks.projections import NORMS
 from .data import ImageSplit
+from .io import atomic_path
 
 log = logging.getLogger(__name__)
+
+TRAINING_ATTACKS = ("apgd", "pgd")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; no checkpoint is written."""
 
 
 class InputPolicy(Protocol):
@@ -33,6 +45,10 @@ class InputPolicy(Protocol):
     name: str
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass
@@ -44,31 +60,91 @@ class CleanInputs:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x
 
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 @dataclass
 class AdversarialInputs:
-    """Adversarial training: PGD in the ``norm`` ball of radius ``eps`` (pixel space)."""
+    """Adversarial training against one or several Lp threat models.
 
-    norm: str
-    eps: float
+    With several norms, each batch is attacked in one norm, drawn with
+    probability ∝ 1 − (running robust accuracy of that norm), uniformly until
+    every norm has been used once (robust-finetuning's multi-norm training;
+    the training cost is that of a single norm).
+    """
+
+    norms: Sequence[str]
+    eps: Sequence[float]
     steps: int
-    generator: torch.Generator | None = None
+    attack: str = "apgd"
+    seed: int = 0
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.name = f"pgd-{self.norm}(eps={self.eps:g},{self.steps} steps)"
+        for norm, eps in zip(self.norms, self.eps, strict=True):
+            if norm not in NORMS:
+                raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+            if not eps > 0:
+                raise ValueError(f"ε for {norm} must be positive, got {eps}")
+        if self.attack not in TRAINING_ATTACKS:
+            raise ValueError(f"unknown training attack {self.attack!r}; expected one of {TRAINING_ATTACKS}")
+        self.generator = torch.Generator().manual_seed(self.seed + 1)
+        self.robust = torch.zeros(len(self.norms), dtype=torch.float64)
+        self.seen = torch.zeros(len(self.norms), dtype=torch.float64)
+        parts = "+".join(f"{n}(ε={e:g})" for n, e in zip(self.norms, self.eps))
+        self.name = f"{self.attack}-{self.steps} {parts}"
+
+    def _draw_norm(self) -> int:
+        if len(self.norms) == 1:
+            return 0
+        if bool((self.seen > 0).all()):
+            weights = 1.0 - self.robust / self.seen
+        else:
+            weights = torch.ones(len(self.norms), dtype=torch.float64)
+        weights = weights.clamp_min(1e-6)
+        return int(torch.multinomial(weights, 1, generator=self.generator))
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return pgd_attack(model, x, y, self.norm, self.eps, self.steps, generator=self.generator)
+        which = self._draw_norm()
+        norm, eps = self.norms[which], float(self.eps[which])
+        if self.attack == "apgd":
+            x_adv, robust = apgd_train(model, x, y, norm, eps, n_iter=self.steps, training=True)
+        else:
+            x_adv = pgd_attack(model, x, y, norm, eps, self.steps, generator=self.generator)
+            with torch.no_grad():
+                robust = model(x_adv).argmax(1) == y
+        self.robust[which] += float(robust.sum())
+        self.seen[which] += len(y)
+        return x_adv
+
+    def robust_accuracy(self) -> dict[str, float]:
+        """Running robust accuracy of the training attack, per norm."""
+        return {n: float(r / s) if s else float("nan") for n, r, s in zip(self.norms, self.robust, self.seen)}
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "robust": self.robust.clone(), "seen": self.seen.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.robust = state["robust"].clone()
+        self.seen = state["seen"].clone()
 
 
-def make_input_policy(norm: str, eps: float | None, steps: int, seed: int) -> InputPolicy:
-    """``norm='none'`` gives clean training, otherwise PGD adversarial training."""
+def make_input_policy(
+    norm: str | Sequence[str], eps_by_norm: dict[str, float], steps: int, attack: str = "apgd", seed: int = 0
+) -> InputPolicy:
+    """``norm='none'`` gives clean training; a norm or a list of norms adversarial training."""
     if norm == "none":
         return CleanInputs()
-    if eps is None:
-        raise ValueError(f"adversarial training against {norm} needs an ε")
-    return AdversarialInputs(norm, eps, steps, generator=torch.Generator().manual_seed(seed + 1))
+    norms = [norm] if isinstance(norm, str) else list(norm)
+    missing = [n for n in norms if n not in eps_by_norm]
+    if missing:
+        raise ValueError(f"no ε configured for {missing}; expected them under `threats`")
+    return AdversarialInputs(norms, [eps_by_norm[n] for n in norms], steps, attack=attack, seed=seed)
 
 
 def learning_rate(schedule: str, lr_max: float, iteration: int, total: int) -> float:
@@ -92,7 +168,14 @@ def learning_rate(schedule: str, lr_max: float, iteration: int, total: int) -> f
 
 @dataclass
 class TrainSettings:
-    """Optimisation settings of one training run (see the config schema)."""
+    """Optimisation settings of one training run (see the config schema).
+
+    ``decay_all``: weight decay on every parameter (fine-tuning, as the
+    reference does); otherwise BatchNorm weights and biases are exempt
+    (training from scratch). ``precision`` ``bf16`` runs forward passes (attack
+    included) under bfloat16 autocast; ``channels_last`` changes the memory
+    format. Both are speed options for training only.
+    """
 
     epochs: int
     lr: float
@@ -101,6 +184,41 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     seed: int = 0
+    decay_all: bool = True
+    precision: str = "float32"
+    channels_last: bool = False
+
+
+def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
+    if settings.decay_all:
+        return [{"params": list(model.parameters()), "weight_decay": settings.weight_decay}]
+    decay, exempt = [], []
+    for name, parameter in model.named_parameters():
+        (exempt if parameter.dim() <= 1 else decay).append(parameter)
+    return [{"params": decay, "weight_decay": settings.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+
+
+def _autocast(settings: TrainSettings, device: torch.device):
+    if settings.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if settings.precision != "float32":
+        raise ValueError(f"unknown precision {settings.precision!r}; expected float32 or bf16")
+    return contextlib.nullcontext()
+
+
+def _save_state(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt state is not worth failing over: start afresh
+        log.warning("ignoring unreadable resume state %s (%s); training from the start", path, exc)
+        return None
 
 
 def train_model(
@@ -109,42 +227,70 @@ def train_model(
     policy: InputPolicy,
     settings: TrainSettings,
     device: torch.device,
+    resume_path: str | Path | None = None,
+    fingerprint: str = "",
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on ``data`` and return one history row per epoch.
 
-    Each row holds the epoch, mean training loss and accuracy on the
-    policy's inputs, the last learning rate and the epoch's wall time.
+    With ``resume_path``, state (weights, optimizer, RNGs, policy statistics,
+    history) is written there at the end of every epoch, and a run that finds
+    a state with the same ``fingerprint`` resumes after its last epoch. The
+    caller deletes the state once the final checkpoint is written.
+    Raises :class:`TrainingDivergedError` if the loss stops being finite.
     """
     model.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(_parameter_groups(model, settings), lr=settings.lr, momentum=settings.momentum)
     generator = torch.Generator().manual_seed(settings.seed)
     n = len(data)
     per_epoch = math.ceil(n / settings.batch_size)
     total = per_epoch * settings.epochs
-    history = []
-    iteration = 0
-    for epoch in range(1, settings.epochs + 1):
+    history: list[dict] = []
+    first_epoch = 1
+    resume_path = Path(resume_path) if resume_path is not None else None
+    state = _load_state(resume_path) if resume_path is not None else None
+    if state is not None and state.get("fingerprint") == fingerprint:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        policy.load_state_dict(state["policy"])
+        history = list(state["history"])
+        first_epoch = int(state["epoch"]) + 1
+        log.info("resuming from %s after epoch %d of %d", resume_path, first_epoch - 1, settings.epochs)
+    elif state is not None:
+        log.warning("resume state %s belongs to other settings; training from the start", resume_path)
+
+    for epoch in range(first_epoch, settings.epochs + 1):
         start = time.perf_counter()
         order = torch.randperm(n, generator=generator)
         loss_sum, correct, seen = 0.0, 0, 0
-        batches = tqdm(
-            range(per_epoch), desc=f"epoch {epoch}/{settings.epochs} [{policy.name}]",
-            file=sys.stderr, mininterval=10, leave=True,
-        )
+        iteration = (epoch - 1) * per_epoch
+        batches = tqdm(range(per_epoch), desc=f"epoch {epoch}/{settings.epochs} [{policy.name}]",
+                       file=sys.stderr, mininterval=10, leave=True)
         for b in batches:
             idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
-            x = data.images[idx].to(device).float().div_(255.0)
+            x = data.load(idx).to(device).float().div_(255.0)
             y = data.labels[idx].to(device)
+            if settings.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             model.eval()
-            x_train = policy(model, x, y)
+            with _autocast(settings, device):
+                x_train = policy(model, x, y).detach()
             model.train()
             lr = learning_rate(settings.schedule, settings.lr, iteration, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            logits = model(x_train)
-            loss = F.cross_entropy(logits, y)
+            with _autocast(settings, device):
+                logits = model(x_train)
+            loss = F.cross_entropy(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"the training loss became {loss.item()} at epoch {epoch}, batch {b + 1}/{per_epoch} "
+                    f"(lr {lr:g}); lower the learning rate or check the data. No checkpoint was written."
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -152,15 +298,22 @@ def train_model(
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-        row = {
-            "epoch": epoch,
-            "loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "lr": lr,
-            "seconds": time.perf_counter() - start,
-        }
+        row = {"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": lr,
+               "seconds": time.perf_counter() - start}
+        if isinstance(policy, AdversarialInputs):
+            row["attack_robust_accuracy"] = policy.robust_accuracy()
         log.info("epoch %d/%d loss %.4f acc %.4f lr %.4g (%.1fs)", epoch, settings.epochs,
                  row["loss"], row["train_accuracy"], lr, row["seconds"])
         history.append(row)
+        if resume_path is not None:
+            _save_state(resume_path, {
+                "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "policy": policy.state_dict(), "history": history,
+            })
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
     model.eval()
+    if settings.channels_last:
+        model.to(memory_format=torch.contiguous_format)
     return history

@@ -75,3 +75,45 @@ def affine_combination(
             total = torch.maximum(total, floor)
         combined[key] = total.to(first.dtype)
     return combined
+
+
+def _floating_binary(a: StateDict, b: StateDict, op, names=("a", "b")) -> dict[str, torch.Tensor]:
+    check_compatible([a, b], names)
+    return {k: op(v, b[k]) if torch.is_floating_point(v) else v.clone() for k, v in a.items()}
+
+
+def add(a: StateDict, b: StateDict) -> dict[str, torch.Tensor]:
+    """a + b over floating tensors; integer buffers from ``a``."""
+    return _floating_binary(a, b, torch.add)
+
+
+def subtract(a: StateDict, b: StateDict) -> dict[str, torch.Tensor]:
+    """a − b over floating tensors; integer buffers from ``a``."""
+    return _floating_binary(a, b, torch.sub)
+
+
+def scale(a: StateDict, factor: float) -> dict[str, torch.Tensor]:
+    """factor · a over floating tensors; integer buffers unchanged."""
+    return {k: v * factor if torch.is_floating_point(v) else v.clone() for k, v in a.items()}
+
+
+def task_vector(model: StateDict, parent: StateDict) -> dict[str, torch.Tensor]:
+    """τ = θ_model − θ_parent (Ilharco et al. 2023): what fine-tuning changed."""
+    return subtract(model, parent)
+
+
+def apply_task_vectors(parent: StateDict, vectors: Sequence[StateDict], coefficients: Sequence[float]
+                       ) -> dict[str, torch.Tensor]:
+    """θ_parent + Σ λᵢ τᵢ; with Σ over fine-tunes of one parent this is a soup with weights
+    (1 − Σλᵢ, λ₁, …), so every soup is also a point of task arithmetic."""
+    if len(vectors) != len(coefficients):
+        raise ValueError(f"{len(vectors)} task vectors but {len(coefficients)} coefficients")
+    result = {k: v.clone() for k, v in parent.items()}
+    for vector, coefficient in zip(vectors, coefficients):
+        result = add(result, scale(vector, coefficient))
+    return result
+
+
+def layer_norms(state: StateDict) -> dict[str, float]:
+    """L2 norm of every floating tensor (e.g. of a task vector, per layer)."""
+    return {k: float(v.detach().double().norm()) for k, v in state.items() if torch.is_floating_point(v)}

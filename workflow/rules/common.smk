@@ -35,6 +35,7 @@ wildcard_constraints:
     soup="soup-[A-Za-z0-9_.-]+",
     model=_alternatives(ALL_MODELS),
     split="train|adapt|test",
+    norm="Linf|L2|L1",
 
 
 def model_checkpoint(name):
@@ -60,13 +61,29 @@ def finetune_settings(wildcards):
     return settings(config["finetune"][wildcards.target])
 
 
+TRAINING_DATA_KEYS = ("root", "n_adapt", "n_test", "split_seed", "k_adapt_per_class", "cache_max_images")
+
+
 def training_context():
-    """Config that changes what any training produces (tracked as params so a change reruns)."""
-    return settings({k: config[k] for k in ("dataset", "seed", "data", "model", "threats")})
+    """Config that changes what any training produces (tracked as params so a change reruns).
+
+    Only the keys that change the training split count: adding a shift must not retrain."""
+    data = {k: config["data"][k] for k in TRAINING_DATA_KEYS}
+    return settings({"data": data, **{k: config[k] for k in ("dataset", "seed", "model", "threats")}})
+
+
+def eps_of(wildcards):
+    return config["threats"][wildcards.norm]
 
 
 def metric_files():
-    return [f"{RESULTS}/metrics/{m}/test.tsv" for m in ALL_MODELS]
+    threats = ["clean", *config["evaluate"]["threats"]]
+    return [
+        f"{RESULTS}/metrics/{m}/test/{t}{suffix}"
+        for m in ALL_MODELS
+        for t in threats
+        for suffix in (".tsv", ".points.tsv")
+    ]
 
 
 def report_figures(suffixes=(".png",)):

@@ -5,6 +5,7 @@ rule report:
     input:
         metrics=rules.gather_metrics.output.all,
         grid=rules.soup_grid.output.grid,
+        sidecars=[f"{RESULTS}/models/{m}.json" for m in BASE_MODELS],
     output:
         tables=report_tables(),
         figures=report_figures(),

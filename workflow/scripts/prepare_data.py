@@ -1,4 +1,4 @@
-"""Rule prepare_data: decode the data set once and write the stratified splits."""
+"""Rule prepare_data: read the data set once and write its train / adapt / test splits."""
 
 from pathlib import Path
 
@@ -7,8 +7,9 @@ from robustsoup.data import prepare_splits
 
 if __name__ == "__main__":
     with snakemake_job(snakemake) as job:  # noqa: F821
-        split = job.config["data"]
+        data = job.config["data"]
         prepare_splits(
             job.config["dataset"], Path(snakemake.output.train).parent,  # noqa: F821
-            n_adapt=split["n_adapt"], n_test=split["n_test"], seed=split["split_seed"],
+            n_adapt=data["n_adapt"], n_test=data["n_test"], seed=data["split_seed"], root=data["root"],
+            k_adapt_per_class=data["k_adapt_per_class"], cache_max_images=data["cache_max_images"],
         )

@@ -9,6 +9,7 @@ if __name__ == "__main__":
     with snakemake_job(snakemake) as job:  # noqa: F821
         table_stem = Path(snakemake.output.tables[0]).with_suffix("")  # noqa: F821
         build_report(
-            job.config, snakemake.input.metrics, snakemake.input.grid, table_stem,  # noqa: F821
+            job.config, snakemake.input.metrics, snakemake.input.grid,  # noqa: F821
+            list(snakemake.input.sidecars), table_stem,  # noqa: F821
             list(snakemake.output.figures),  # noqa: F821
         )

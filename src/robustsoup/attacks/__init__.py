@@ -1,7 +1,11 @@
-"""Attacks: PGD for training, AutoAttack's APGD for evaluation, projections onto Lp balls ∩ box."""
+"""Attacks: APGD and PGD for training, AutoAttack's APGD for evaluation, Lp-ball ∩ box projections."""
 
-from .autoattack import apgd_ce_name, robust_correct_apgd_ce
+from .apgd import apgd_train
+from .autoattack import EVALUATION_MODES, AttackPlan, apgd_ce_name, attack_plan, robust_correct, robust_correct_apgd_ce
 from .pgd import pgd_attack
 from .projections import NORMS, lp_norm, project
 
-__all__ = ["NORMS", "apgd_ce_name", "lp_norm", "pgd_attack", "project", "robust_correct_apgd_ce"]
+__all__ = [
+    "EVALUATION_MODES", "NORMS", "AttackPlan", "apgd_ce_name", "apgd_train", "attack_plan", "lp_norm",
+    "pgd_attack", "project", "robust_correct", "robust_correct_apgd_ce",
+]

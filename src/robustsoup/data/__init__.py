@@ -1,17 +1,63 @@
-"""Data sets: registry, readers, stratified splits and the decoded uint8 cache."""
+"""Data sets: registry, readers of every on-disk format, splits and the decoded uint8 cache."""
 
 from . import digits  # noqa: F401  (registers the embedded default)
-from .registry import DATASETS, DatasetSpec, get_dataset_spec, register_dataset
-from .splits import SPLITS, ImageSplit, load_split, prepare_splits, stratified_split
+from . import sets  # noqa: F401  (registers CIFAR, ImageNet and their shifts)
+from .imagenet import imagenet_wnids, restrict_logits, subset_indices, subset_label_map, wnid_to_index
+from .registry import DATASETS, DatasetSpec, get_dataset_spec, open_dataset, register_dataset
+from .sources import (
+    ArraySource,
+    Catalog,
+    DataLayoutError,
+    FileSource,
+    ImageSource,
+    TensorSource,
+    decode_image,
+)
+from .splits import (
+    SPLITS,
+    FileSplit,
+    ImageSplit,
+    adapt_test_split,
+    load_split,
+    part_dir,
+    prepare_shift_splits,
+    prepare_splits,
+    shift_parts,
+    split_paths,
+    split_storage,
+    splits_of,
+    stratified_split,
+)
 
 __all__ = [
+    "ArraySource",
+    "Catalog",
     "DATASETS",
+    "DataLayoutError",
     "DatasetSpec",
+    "FileSource",
+    "FileSplit",
+    "ImageSource",
     "ImageSplit",
     "SPLITS",
+    "TensorSource",
+    "adapt_test_split",
+    "decode_image",
     "get_dataset_spec",
+    "imagenet_wnids",
     "load_split",
+    "open_dataset",
+    "part_dir",
+    "prepare_shift_splits",
     "prepare_splits",
     "register_dataset",
+    "restrict_logits",
+    "shift_parts",
+    "split_paths",
+    "split_storage",
+    "splits_of",
     "stratified_split",
+    "subset_indices",
+    "subset_label_map",
+    "wnid_to_index",
 ]

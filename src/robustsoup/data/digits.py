@@ -14,8 +14,10 @@ from .registry import DatasetSpec, register_dataset
 DIGITS_RESOLUTION = 32
 
 
-def read_digits(resolution: int = DIGITS_RESOLUTION) -> tuple[torch.Tensor, torch.Tensor]:
+def read_digits(root: object = None, resolution: int = DIGITS_RESOLUTION) -> tuple[torch.Tensor, torch.Tensor]:
     """All 1,797 digits as uint8 (N, 3, resolution, resolution) images and int64 labels.
+
+    ``root`` is ignored: the digits ship inside scikit-learn (no data root).
 
     The 17 grey levels (0–16) are scaled to [0,1], upsampled bilinearly and
     repeated over three channels.
@@ -40,5 +42,9 @@ DIGITS = register_dataset(
         std=(0.3236, 0.3236, 0.3236),
         description="scikit-learn digits (1,797 images, 8×8 upsampled to 32×32 RGB)",
         reader=read_digits,
+        split_scheme="stratified",
+        nominal_sizes={"all": 1797},
+        needs_root=False,
+        layout="  (none: the digits ship inside scikit-learn)",
     )
 )

@@ -1,23 +1,50 @@
-"""Data set registry: a name maps to its spec and to a reader of its splits."""
+"""Data set registry: a name maps to its spec and to a reader of its parts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Mapping, Union
 
 import torch
 
-# A reader returns every labelled image of the data set as uint8 (N, 3, H, W)
-# images and int64 (N,) labels; the split into train / adapt / test is common.
-Reader = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+from .sources import Catalog, DataLayoutError
+
+# A reader takes the data root (None for embedded sets) and returns either
+#   * a Catalog: named parts ("train", "test", "val", "fog/3", "all"), each an
+#     ImageSource decoded on demand, or
+#   * (images, labels): the whole set in memory as uint8 (N, 3, H, W) images
+#     and int64 (N,) labels, i.e. one part named "all" (the embedded digits).
+# open_dataset() turns either into a Catalog.
+Reader = Callable[..., Union[Catalog, tuple[torch.Tensor, torch.Tensor]]]
+
+# How the splits train / adapt / test come out of a data set's parts:
+#   stratified  one part ("all"), split 3-way by class (n_adapt, n_test)
+#   official    train = the official training part; adapt = the first k
+#               images per class (seeded) of the official test part, test = the rest
+#   shift       no training images: for each part, adapt = the first k per
+#               class (seeded), test = the rest (natural shifts and -C sets)
+SPLIT_SCHEMES = ("stratified", "official", "shift")
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a model needs to know about its data set.
+    """What a model needs to know about its data set, and how to read it.
 
     ``mean`` and ``std`` are per-channel statistics in [0,1] pixel space; the
     model normalizes its input with them, so attacks work in pixel space.
+
+    The remaining fields describe the data on disk: ``split_scheme`` (see
+    :data:`SPLIT_SCHEMES`) with the official ``train_part`` / ``test_part``;
+    ``nominal_sizes`` the size of each part of the published data set (key
+    ``"*"``: every part), which decides, before anything is read, whether a
+    split is cached decoded or as a file list; ``lazy`` whether its images
+    are files that can be decoded on demand; ``resize`` the shorter side
+    before the centre crop (None: resize to ``resolution``); ``class_subset``
+    the name of the wnid list whose classes the labels index (a 200-class
+    subset of ImageNet, see :mod:`robustsoup.data.imagenet`); ``base`` the
+    data set whose models are evaluated on this one (a shift of ``base``);
+    ``layout`` the expected layout under the data root, shown in errors.
     """
 
     name: str
@@ -27,6 +54,30 @@ class DatasetSpec:
     std: tuple[float, float, float]
     description: str
     reader: Reader = field(repr=False, compare=False)
+    split_scheme: str = "stratified"
+    train_part: str = "train"
+    test_part: str = "test"
+    nominal_sizes: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    lazy: bool = False
+    resize: int | None = None
+    class_subset: str | None = None
+    base: str | None = None
+    needs_root: bool = True
+    layout: str = field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.split_scheme not in SPLIT_SCHEMES:
+            raise ValueError(f"data set {self.name}: split_scheme must be one of {SPLIT_SCHEMES}, "
+                             f"found {self.split_scheme!r}")
+
+    @property
+    def is_shift(self) -> bool:
+        """A set without training images, evaluated with models of :attr:`base`."""
+        return self.split_scheme == "shift"
+
+    def nominal_size(self, part: str) -> int:
+        """Images in ``part`` of the published data set (0 if unknown)."""
+        return int(self.nominal_sizes.get(part, self.nominal_sizes.get("*", 0)))
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -46,3 +97,29 @@ def get_dataset_spec(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"unknown data set {name!r}; registered: {sorted(DATASETS)}") from None
+
+
+def open_dataset(name: str, root: str | Path | None = None) -> Catalog:
+    """The parts of data set ``name`` found under ``root``, as a :class:`Catalog`.
+
+    Raises :class:`DataLayoutError` when the root is needed but not given, or
+    when the layout under it is not one the reader knows.
+    """
+    spec = get_dataset_spec(name)
+    if spec.needs_root:
+        if root is None or str(root) == "":
+            raise DataLayoutError(
+                f"data set {name} is read from disk but no data root was given "
+                f"(config key data.root, or --root).\nExpected layout:\n{spec.layout}"
+            )
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise DataLayoutError(
+                f"data set {name}: data root {root} does not exist or is not a folder.\n"
+                f"Expected layout:\n{spec.layout}"
+            )
+    result = spec.reader(root)
+    if isinstance(result, Catalog):
+        return result
+    images, labels = result
+    return Catalog.from_tensors(name, images, labels, spec.description)

@@ -1,18 +1,55 @@
-"""Stratified splits and the decoded uint8 cache that every later job reads."""
+"""Splits (train / adapt / test) and their caches, which every later job reads.
+
+How a data set is split depends on its spec's ``split_scheme``:
+
+* ``stratified`` (the embedded digits): one pool, split 3-way by class with
+  ``n_adapt`` and ``n_test`` images (:func:`stratified_split`).
+* ``official`` (CIFAR, ImageNet): train = the official training part; adapt
+  = the first ``k`` images per class of the official test part under a fixed
+  seed, test = the rest of it (:func:`adapt_test_split`), so the adaptation
+  and test images are disjoint.
+* ``shift`` (natural shifts, -C sets): no training images; each part (a
+  corruption at a severity, or the whole set) gets adapt = first ``k`` per
+  class, test = the rest.
+
+A split is cached in one of two forms, decided from the spec alone (so the
+workflow knows the file names before reading any data, see
+:func:`split_paths`):
+
+* ``<split>.safetensors``: uint8 ``images`` (N, 3, R, R) and int64 ``labels``,
+  decoded once (:class:`ImageSplit`); every set that is not file-backed, and
+  file-backed splits of at most ``cache_max_images`` images;
+* ``<split>.tsv``: a file list (path relative to the data root, label) with a
+  header naming the root, resolution and resize; images are decoded on
+  demand (:class:`FileSplit`). Larger file-backed splits (ImageNet).
+
+Both classes offer ``labels``, ``len()``, ``load(indices)`` → uint8
+(B, 3, R, R), ``as_float(n)``, ``images`` (indexable; lazy for a FileSplit),
+``dataset`` and ``split``; :func:`load_split` opens either.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path
-from .registry import get_dataset_spec
+from .registry import DatasetSpec, get_dataset_spec, open_dataset
+from .sources import Catalog, DataLayoutError, FileSource, ImageSource
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "adapt", "test")
+FILELIST_FORMAT = "robustsoup-filelist/1"
+DEFAULT_K_ADAPT_PER_CLASS = 10
+DEFAULT_CACHE_MAX_IMAGES = 100_000
 
 
 @dataclass
@@ -27,10 +64,95 @@ class ImageSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def load(self, indices: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) images at ``indices``."""
+        return self.images[indices]
+
     def as_float(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``n`` images in [0,1] float32 with their labels."""
         images, labels = self.images[:n], self.labels[:n]
         return images.float().div_(255.0), labels
+
+
+class LazyImages:
+    """``split.images`` of a :class:`FileSplit`: indexing decodes just those images."""
+
+    def __init__(self, split: "FileSplit") -> None:
+        self._split = split
+
+    def __len__(self) -> int:
+        return len(self._split)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        r = self._split.resolution
+        return (len(self._split), 3, r, r)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, int):
+            return self._split.load([key])[0]
+        return self._split.load(key)
+
+
+@dataclass
+class FileSplit:
+    """One split as a list of image files and labels, decoded on demand.
+
+    Same interface as :class:`ImageSplit`; ``images`` is a lazy view, so
+    ``split.images[idx]`` decodes only ``idx``.
+    """
+
+    paths: list[Path]
+    labels: torch.Tensor
+    dataset: str
+    split: str
+    resolution: int
+    resize: int | None = None
+    root: Path | None = None
+    _source: FileSource | None = field(default=None, init=False, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def source(self) -> FileSource:
+        if self._source is None:
+            self._source = FileSource(self.paths, self.labels, self.resolution, self.resize)
+        return self._source
+
+    @property
+    def images(self) -> LazyImages:
+        return LazyImages(self)
+
+    def load(self, indices) -> torch.Tensor:
+        """uint8 (B, 3, R, R) images at ``indices``, decoded now."""
+        return self.source.load(indices)
+
+    def as_float(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` images (all if None) in [0,1] float32 with their labels."""
+        n = len(self) if n is None else min(n, len(self))
+        return self.load(torch.arange(n)).float().div_(255.0), self.labels[:n]
+
+
+Split = ImageSplit | FileSplit
+
+
+# ---------------------------------------------------------------------------
+# Index splits
+
+
+def _interleave(groups: list[list[int]]) -> torch.Tensor:
+    """Round-robin over classes, so that any prefix is close to class-balanced."""
+    longest = max((len(g) for g in groups), default=0)
+    order = [g[i] for i in range(longest) for g in groups if i < len(g)]
+    return torch.as_tensor(order, dtype=torch.int64)
+
+
+def _per_class_permutations(labels: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    classes = labels.unique(sorted=True)
+    per_class = [torch.nonzero(labels == c).flatten() for c in classes]
+    return [idx[torch.randperm(len(idx), generator=generator)] for idx in per_class]
 
 
 def stratified_split(
@@ -48,10 +170,7 @@ def stratified_split(
         raise ValueError(
             f"n_adapt + n_test = {n_adapt + n_test} leaves no training images out of {n_total}"
         )
-    generator = torch.Generator().manual_seed(seed)
-    classes = labels.unique(sorted=True)
-    per_class = [torch.nonzero(labels == c).flatten() for c in classes]
-    per_class = [idx[torch.randperm(len(idx), generator=generator)] for idx in per_class]
+    per_class = _per_class_permutations(labels, seed)
 
     def quota(total: int) -> list[int]:
         exact = [total * len(idx) / n_total for idx in per_class]
@@ -67,46 +186,291 @@ def stratified_split(
         parts["test"].append(idx[:n_te].tolist())
         parts["adapt"].append(idx[n_te : n_te + n_ad].tolist())
         parts["train"].append(idx[n_te + n_ad :].tolist())
-
-    def interleave(groups: list[list[int]]) -> torch.Tensor:
-        longest = max(len(g) for g in groups)
-        order = [g[i] for i in range(longest) for g in groups if i < len(g)]
-        return torch.as_tensor(order, dtype=torch.int64)
-
-    return {name: interleave(groups) for name, groups in parts.items()}
+    return {name: _interleave(groups) for name, groups in parts.items()}
 
 
-def prepare_splits(dataset: str, out_dir: str | Path, n_adapt: int, n_test: int, seed: int) -> dict[str, Path]:
-    """Read ``dataset`` once, split it and write one safetensors file per split.
+def adapt_test_split(labels: torch.Tensor, k: int, seed: int) -> dict[str, torch.Tensor]:
+    """adapt = the first ``k`` images of each class in a seeded order, test = the rest; disjoint.
 
-    Returns the written paths by split name. Each file holds ``images``
-    (uint8) and ``labels`` (int64) with the data set and split in its metadata.
+    A class with ``k`` or fewer images gives all but one to adapt, so that
+    every class stays in the test split. Both are interleaved by class.
+    """
+    if k < 1:
+        raise ValueError(f"k (adaptation images per class) must be at least 1, found {k}")
+    adapt, test, short = [], [], []
+    for idx in _per_class_permutations(labels, seed):
+        take = min(k, len(idx) - 1)
+        if take < k:
+            short.append(len(idx))
+        adapt.append(idx[:take].tolist())
+        test.append(idx[take:].tolist())
+    if short:
+        log.warning("%d class(es) have at most k=%d images (smallest: %d); each keeps one image for test",
+                    len(short), k, min(short))
+    return {"adapt": _interleave(adapt), "test": _interleave(test)}
+
+
+# ---------------------------------------------------------------------------
+# Which splits, where, in which form
+
+
+def splits_of(spec: DatasetSpec) -> tuple[str, ...]:
+    """The splits a data set yields: train/adapt/test, or adapt/test for a shift."""
+    return ("adapt", "test") if spec.is_shift else SPLITS
+
+
+def nominal_split_size(spec: DatasetSpec, split: str, k: int, part: str | None = None) -> int:
+    """Images in ``split`` for the published data set (from the spec, without reading data)."""
+    adapt = k * spec.num_classes
+    if spec.split_scheme == "stratified":
+        return spec.nominal_size(part or "all")
+    if spec.split_scheme == "official":
+        if split == "train":
+            return spec.nominal_size(spec.train_part)
+        test_total = spec.nominal_size(spec.test_part)
+    else:
+        test_total = spec.nominal_size(part or spec.test_part)
+    return adapt if split == "adapt" else max(test_total - adapt, 0)
+
+
+def split_storage(spec: DatasetSpec, split: str, *, k: int = DEFAULT_K_ADAPT_PER_CLASS,
+                  cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES, part: str | None = None) -> str:
+    """``safetensors`` (decoded once) or ``tsv`` (file list, decoded on demand) for one split.
+
+    Only file-backed sets (``spec.lazy``: the ImageNet family) are ever kept
+    as file lists, when their published split is larger than ``cache_max_images``.
+    """
+    if spec.lazy and nominal_split_size(spec, split, k, part) > cache_max_images:
+        return "tsv"
+    return "safetensors"
+
+
+def split_paths(dataset: str, out_dir: str | Path, *, part: str | None = None,
+                k_adapt_per_class: int = DEFAULT_K_ADAPT_PER_CLASS,
+                cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES) -> dict[str, Path]:
+    """Where :func:`prepare_splits` writes each split of ``dataset`` (``part``) in ``out_dir``; reads no data."""
+    spec = get_dataset_spec(dataset)
+    out_dir = Path(out_dir)
+    return {
+        split: out_dir / f"{split}.{split_storage(spec, split, k=k_adapt_per_class, cache_max_images=cache_max_images, part=part)}"
+        for split in splits_of(spec)
+    }
+
+
+def part_dir(out_dir: str | Path, part: str) -> Path:
+    """The folder of one part's splits: ``out_dir`` for a single-part set (``all``), else ``out_dir/<part>``."""
+    return Path(out_dir) if part == "all" else Path(out_dir) / part
+
+
+def shift_parts(dataset: str, corruptions=None, severities=None) -> list[str]:
+    """Part names of a shift set without reading it: ``<corruption>/<severity>`` for -C sets, else ``all``."""
+    spec = get_dataset_spec(dataset)
+    if not spec.is_shift:
+        raise ValueError(f"{dataset} is not a shifted data set (it has a training split)")
+    if "*" in spec.nominal_sizes:  # corruption × severity parts
+        if not corruptions:
+            raise ValueError(f"{dataset} has one part per corruption and severity: name the corruptions")
+        return [f"{c}/{s}" for c in corruptions for s in (severities or (1, 2, 3, 4, 5))]
+    return ["all"]
+
+
+# ---------------------------------------------------------------------------
+# Writing and reading the caches
+
+
+def _index_plan(spec: DatasetSpec, catalog: Catalog, part: str | None, n_adapt: int, n_test: int,
+                k: int, seed: int) -> dict[str, tuple[ImageSource, torch.Tensor]]:
+    """Each split as (source, indices into it)."""
+    if spec.split_scheme == "stratified":
+        source = catalog[part or next(iter(catalog))]
+        indices = stratified_split(source.labels, n_adapt=n_adapt, n_test=n_test, seed=seed)
+        return {split: (source, idx) for split, idx in indices.items()}
+    if spec.split_scheme == "official":
+        for needed in (spec.train_part, spec.test_part):
+            if needed not in catalog:
+                raise DataLayoutError(f"{spec.name}: the data has no {needed!r} part.\nExpected layout:\n{spec.layout}")
+        train, test = catalog[spec.train_part], catalog[spec.test_part]
+        plan = {"train": (train, torch.arange(len(train)))}
+        plan.update({split: (test, idx) for split, idx in adapt_test_split(test.labels, k, seed).items()})
+        return plan
+    if part is None:
+        if len(catalog) != 1:
+            raise ValueError(f"{spec.name} has {len(catalog)} parts; name one (e.g. {next(iter(catalog))!r})")
+        part = next(iter(catalog))
+    source = catalog[part]
+    return {split: (source, idx) for split, idx in adapt_test_split(source.labels, k, seed).items()}
+
+
+def _metadata(dataset: str, split: str, part: str | None, n: int, seed: int, k: int, root) -> dict[str, str]:
+    return {"dataset": dataset, "split": split, "part": part or "", "n": str(n), "split_seed": str(seed),
+            "k_adapt_per_class": str(k), "root": str(root or "")}
+
+
+def write_decoded_split(path: Path, source: ImageSource, indices: torch.Tensor, metadata: Mapping[str, str],
+                        batch_size: int = 1024) -> Path:
+    """Decode ``source[indices]`` once into ``path`` (safetensors, uint8 images + int64 labels), atomically."""
+    r = source.resolution
+    images = torch.empty((len(indices), 3, r, r), dtype=torch.uint8)
+    start_time, last = time.perf_counter(), time.perf_counter()
+    for offset, batch in source.iter_batches(indices, batch_size):
+        images[offset : offset + len(batch)] = batch
+        if time.perf_counter() - last > 30:
+            last = time.perf_counter()
+            log.info("%s: decoded %d / %d images", path.name, offset + len(batch), len(indices))
+    labels = source.labels[indices].contiguous()
+    with atomic_path(path) as tmp:
+        save_file({"images": images, "labels": labels}, str(tmp), metadata=dict(metadata))
+    log.info("wrote %s: %d images in %.1fs", path, len(indices), time.perf_counter() - start_time)
+    return path
+
+
+def write_file_list(path: Path, source: ImageSource, indices: torch.Tensor, metadata: Mapping[str, str],
+                    root: Path | None, resize: int | None) -> Path:
+    """Write the files of ``source[indices]`` and their labels as a TSV, atomically.
+
+    Paths are relative to ``root`` (named in the header) where possible, so a
+    moved data root needs only the header changed.
+    """
+    if source.paths is None:
+        raise ValueError(f"{path}: the source holds no image files; it can only be cached decoded")
+    root = Path(root).resolve() if root is not None else None
+    header = [f"# {FILELIST_FORMAT}"]
+    meta = dict(metadata, resolution=str(source.resolution), resize=str(resize or ""), root=str(root or ""))
+    header += [f"# {key}={value}" for key, value in meta.items()]
+    lines = header + ["path\tlabel"]
+    labels = source.labels[indices].tolist()
+    for i, label in zip(indices.tolist(), labels):
+        file = Path(source.paths[i])
+        if root is not None:
+            try:
+                file = file.resolve().relative_to(root)
+            except ValueError:
+                file = file.resolve()
+        text = str(file)
+        if "\t" in text or "\n" in text:
+            raise DataLayoutError(f"image path {text!r} contains a tab or newline; rename the file")
+        lines.append(f"{text}\t{label}")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log.info("wrote %s: file list of %d images", path, len(indices))
+    return path
+
+
+def prepare_splits(
+    dataset: str,
+    out_dir: str | Path,
+    n_adapt: int = 200,
+    n_test: int = 450,
+    seed: int = 0,
+    *,
+    root: str | Path | None = None,
+    part: str | None = None,
+    k_adapt_per_class: int = DEFAULT_K_ADAPT_PER_CLASS,
+    cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES,
+    catalog: Catalog | None = None,
+) -> dict[str, Path]:
+    """Read ``dataset`` (under ``root``), split it and cache each split in ``out_dir``.
+
+    ``n_adapt`` / ``n_test`` apply to stratified sets (digits);
+    ``k_adapt_per_class`` to sets with an official test part and to shifts.
+    ``part`` picks one part of a multi-part shift (``fog/3``). Returns the
+    written paths by split name (see :func:`split_paths` for their form).
     """
     spec = get_dataset_spec(dataset)
-    images, labels = spec.reader()
-    indices = stratified_split(labels, n_adapt=n_adapt, n_test=n_test, seed=seed)
-    out_dir = Path(out_dir)
-    paths = {}
-    for split, idx in indices.items():
-        path = out_dir / f"{split}.safetensors"
-        metadata = {"dataset": dataset, "split": split, "n": str(len(idx)), "split_seed": str(seed)}
-        with atomic_path(path) as tmp:
-            save_file(
-                {"images": images[idx].contiguous(), "labels": labels[idx].contiguous()},
-                str(tmp),
-                metadata=metadata,
+    catalog = catalog if catalog is not None else open_dataset(dataset, root)
+    plan = _index_plan(spec, catalog, part, n_adapt, n_test, k_adapt_per_class, seed)
+    targets = split_paths(dataset, out_dir, part=part, k_adapt_per_class=k_adapt_per_class,
+                          cache_max_images=cache_max_images)
+    for split, (source, indices) in plan.items():
+        path = targets[split]
+        metadata = _metadata(dataset, split, part, len(indices), seed, k_adapt_per_class, catalog.root)
+        if path.suffix == ".tsv":
+            write_file_list(path, source, indices, metadata, catalog.root, spec.resize)
+        else:
+            write_decoded_split(path, source, indices, metadata)
+    return targets
+
+
+def prepare_shift_splits(
+    dataset: str,
+    root: str | Path,
+    out_dir: str | Path,
+    parts: list[str] | None = None,
+    *,
+    seed: int = 0,
+    k_adapt_per_class: int = DEFAULT_K_ADAPT_PER_CLASS,
+    cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES,
+) -> dict[str, dict[str, Path]]:
+    """Adapt / test splits of every part of a shifted set (all found on disk if ``parts`` is None).
+
+    Part ``all`` is written to ``out_dir``, part ``fog/3`` to ``out_dir/fog/3``.
+    """
+    catalog = open_dataset(dataset, root)
+    missing = [p for p in (parts or []) if p not in catalog]
+    if missing:
+        raise DataLayoutError(
+            f"{dataset} at {catalog.root}: part(s) {missing[:5]} not found (found {len(catalog)} parts, "
+            f"e.g. {list(catalog)[:3]}).\nExpected layout:\n{get_dataset_spec(dataset).layout}"
+        )
+    written = {}
+    for part in parts or list(catalog):
+        written[part] = prepare_splits(
+            dataset, part_dir(out_dir, part), seed=seed, part=part, k_adapt_per_class=k_adapt_per_class,
+            cache_max_images=cache_max_images, catalog=catalog,
+        )
+    return written
+
+
+def read_file_list(path: str | Path) -> FileSplit:
+    """Open a file-list split written by :func:`write_file_list`."""
+    path = Path(path)
+    meta: dict[str, str] = {}
+    paths: list[Path] = []
+    labels: list[int] = []
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline().strip()
+        if first != f"# {FILELIST_FORMAT}":
+            raise ValueError(f"data split {path}: expected a '# {FILELIST_FORMAT}' header, found {first[:60]!r}; "
+                             "delete it and rerun prepare_data")
+        for line in handle:
+            line = line.rstrip("\n")
+            if line.startswith("# "):
+                key, _, value = line[2:].partition("=")
+                meta[key] = value
+                continue
+            if line == "path\tlabel" or not line:
+                continue
+            file, _, label = line.rpartition("\t")
+            paths.append(Path(file))
+            labels.append(int(label))
+    n = int(meta.get("n", len(labels)))
+    if n != len(labels):
+        raise ValueError(f"data split {path} is truncated: header says {n} images, found {len(labels)}; "
+                         "delete it and rerun prepare_data")
+    root = Path(meta["root"]) if meta.get("root") else None
+    if root is not None:
+        if not root.is_dir():
+            raise DataLayoutError(
+                f"data split {path} lists images under {root}, which no longer exists; "
+                "point data.root at the data and rerun prepare_data (or edit the '# root=' header line)"
             )
-        paths[split] = path
-    return paths
+        paths = [p if p.is_absolute() else root / p for p in paths]
+    return FileSplit(
+        paths=paths, labels=torch.as_tensor(labels, dtype=torch.int64), dataset=meta.get("dataset", "?"),
+        split=meta.get("split", path.stem), resolution=int(meta["resolution"]),
+        resize=int(meta["resize"]) if meta.get("resize") else None, root=root,
+    )
 
 
-def load_split(path: str | Path) -> ImageSplit:
-    """Load a split written by :func:`prepare_splits`, checking what it holds."""
+def load_split(path: str | Path) -> Split:
+    """Load a split written by :func:`prepare_splits`: an :class:`ImageSplit` (.safetensors) or a :class:`FileSplit` (.tsv)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"data split {path} does not exist; run the workflow's prepare_data rule to create it"
         )
+    if path.suffix == ".tsv":
+        return read_file_list(path)
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:
@@ -124,3 +488,4 @@ def load_split(path: str | Path) -> ImageSplit:
         dataset=metadata.get("dataset", "?"),
         split=metadata.get("split", path.stem),
     )
+

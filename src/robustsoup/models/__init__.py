@@ -1,5 +1,40 @@
 """Model registry: architectures by name, with input normalization inside the model."""
 
-from .registry import ARCHITECTURES, Normalized, build_model, register_architecture
+from . import timm_models  # noqa: F401  (registers resnet50, vit_base_patch16_224; timm is imported on use)
+from .registry import (
+    ARCHITECTURES,
+    FIXED_INPUT_STATISTICS,
+    ZOO_PREFIX,
+    Normalized,
+    build_model,
+    input_statistics,
+    register_architecture,
+)
+from .subset import RestrictedLogits
+from .zoo import (
+    ZooError,
+    build_pretrained,
+    install_autoattack_alias,
+    load_weights_file,
+    load_zoo_model,
+    network_forbidden,
+    zoo_weights_path,
+)
 
-__all__ = ["ARCHITECTURES", "Normalized", "build_model", "register_architecture"]
+__all__ = [
+    "ARCHITECTURES",
+    "FIXED_INPUT_STATISTICS",
+    "Normalized",
+    "RestrictedLogits",
+    "ZOO_PREFIX",
+    "ZooError",
+    "build_model",
+    "build_pretrained",
+    "input_statistics",
+    "install_autoattack_alias",
+    "load_weights_file",
+    "load_zoo_model",
+    "network_forbidden",
+    "register_architecture",
+    "zoo_weights_path",
+]

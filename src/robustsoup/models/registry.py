@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .preact_resnet import PreActResNet
+from .wide_resnet import WideResNet
 
 
 class Normalized(nn.Module):
@@ -29,6 +30,10 @@ class Normalized(nn.Module):
 
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+# Architectures whose input statistics come with their weights, not the data set.
+FIXED_INPUT_STATISTICS: dict[str, Callable[[], tuple[tuple[float, ...], tuple[float, ...]]]] = {}
+ZOO_PREFIX = "robustbench:"
 
 
 def register_architecture(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -55,6 +60,35 @@ def preact_resnet18(num_classes: int, width: int = 64, activation: str = "softpl
     return PreActResNet((2, 2, 2, 2), width=width, num_classes=num_classes, activation=activation)
 
 
+def input_statistics(
+    architecture: str, mean: Sequence[float], std: Sequence[float]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std a model of ``architecture`` normalizes its input with.
+
+    The data set's by default; architectures whose weights expect fixed
+    statistics (timm's ViT: 0.5 / 0.5; RobustBench models, which normalize
+    inside: identity) say so in :data:`FIXED_INPUT_STATISTICS`.
+    """
+    fixed = FIXED_INPUT_STATISTICS.get(architecture)
+    if fixed is None and architecture.startswith(ZOO_PREFIX):
+        fixed = FIXED_INPUT_STATISTICS[ZOO_PREFIX]
+    if fixed is not None:
+        return fixed()
+    return tuple(mean), tuple(std)
+
+
+@register_architecture("wrn28_10")
+def wrn28_10(num_classes: int, width: int = 160, activation: str = "relu") -> nn.Module:
+    """WRN-28-10 as in the robustness literature (TRADES / RobustBench parameter names).
+
+    ``width`` is the first stage's channels, 16·k: 160 gives WRN-28-10
+    (stages 160/320/640); 16 gives WRN-28-1.
+    """
+    if width % 16:
+        raise ValueError(f"wrn28_10: width must be a multiple of 16 (16·k for WRN-28-k), found {width}")
+    return WideResNet(depth=28, widen=width // 16, num_classes=num_classes, activation=activation)
+
+
 def build_model(
     architecture: str,
     num_classes: int,
@@ -62,9 +96,23 @@ def build_model(
     std: Sequence[float],
     **kwargs,
 ) -> Normalized:
-    """Build ``architecture`` wrapped with input normalization (inputs in [0,1])."""
-    try:
-        builder = ARCHITECTURES[architecture]
-    except KeyError:
-        raise KeyError(f"unknown architecture {architecture!r}; registered: {sorted(ARCHITECTURES)}") from None
-    return Normalized(builder(num_classes=num_classes, **kwargs), mean=mean, std=std)
+    """Build ``architecture`` wrapped with input normalization (inputs in [0,1]).
+
+    ``robustbench:<name>`` builds a RobustBench model-zoo architecture
+    (without weights; see :mod:`robustsoup.models.zoo`).
+    """
+    if architecture.startswith(ZOO_PREFIX):
+        from .zoo import build_zoo_architecture
+
+        net = build_zoo_architecture(architecture[len(ZOO_PREFIX):], num_classes=num_classes, **kwargs)
+    else:
+        try:
+            builder = ARCHITECTURES[architecture]
+        except KeyError:
+            raise KeyError(
+                f"unknown architecture {architecture!r}; registered: {sorted(ARCHITECTURES)} "
+                f"or {ZOO_PREFIX}<model-zoo name>"
+            ) from None
+        net = builder(num_classes=num_classes, **kwargs)
+    mean, std = input_statistics(architecture, mean, std)
+    return Normalized(net, mean=mean, std=std)

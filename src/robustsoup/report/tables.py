@@ -38,6 +38,35 @@ def accuracy_table(metrics: pd.DataFrame, model_order: Sequence[str], grid: pd.D
     return wide.round(1)
 
 
+def add_training_columns(table: pd.DataFrame, trainings: dict[str, dict | None], parents: dict[str, str | None]) -> pd.DataFrame:
+    """Columns of the robust-finetuning paper's table: what a model was trained for, and its cost.
+
+    ``cost`` is epochs × (attack steps + 1), forward-backward passes per
+    training image; ``total cost`` adds the parent's (a fine-tune's real price).
+    Models without a training record (soups) keep empty cells.
+    """
+    table = table.copy()
+    trained, cost, total = [], [], []
+    for model in table.index:
+        record = trainings.get(model)
+        if not record:
+            trained.append("")
+            cost.append(None)
+            total.append(None)
+            continue
+        norms = "+".join(record.get("norms") or []) or "clean"
+        trained.append(f"{norms}, {record['epochs']} ep × {record['attack_steps']} steps")
+        own = record.get("cost")
+        parent = parents.get(model)
+        parent_cost = (trainings.get(parent) or {}).get("cost", 0) if parent else 0
+        cost.append(own)
+        total.append(own + parent_cost if own is not None else None)
+    table["trained for"] = trained
+    table["cost"] = pd.array(cost, dtype="Int64")
+    table["total cost"] = pd.array(total, dtype="Int64")
+    return table
+
+
 def attack_summary(metrics: pd.DataFrame) -> str:
     """A short line for a figure: the attacks and how many images they saw."""
     attacked = metrics[~metrics["threat"].isin(["none"])]
@@ -64,7 +93,8 @@ def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
     header = ["model", *table.columns]
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in table.iterrows():
-        cells = [str(name)] + [f"{v:.1f}" if isinstance(v, float) else str(v) for v in row.values]
+        cells = [str(name)] + ["" if pd.isna(v) else f"{v:.1f}" if isinstance(v, float) else str(v)
+                               for v in row.values]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Accuracy in %. {note}.", ""]
     return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Soup search speed: the in-place scorer against the naive path, and successive halving.
+
+Uses the base models and splits of a finished run (default: the embedded
+default's `results/digits/`; run `make run` first). Prints, measured in one run:
+
+1. soups evaluated per second on the adaptation split for the in-place
+   scorer (float32, and bf16 + channels_last) and for the naive path (a new
+   model, state dict and DataLoader per soup), over the 4-model simplex
+   grid, and their ratios (goal ≥ 3×); the naive path reads the split's
+   cache file per soup, as a per-soup evaluation job would;
+2. for successive halving against full grid search: forward passes used and
+   the held-out (test split) accuracy of each pick (goal: ≤ 1/3 of the
+   passes, within 0.5 points).
+
+    .venv/bin/python bench/soups.py [--results results/digits] [--step 0.1] [--naive-soups 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from robustsoup.checkpoint import load_checkpoint
+from robustsoup.data import load_split
+from robustsoup.soup_selection import SoupScorer, grid_search, naive_accuracy, successive_halving
+from robustsoup.soups import simplex_grid
+
+BASE = ["linf", "linf-l2", "linf-l1", "linf-nominal"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=Path("results/digits"))
+    parser.add_argument("--step", type=float, default=0.1)
+    parser.add_argument("--naive-soups", type=int, default=50)
+    args = parser.parse_args()
+    paths = [args.results / "models" / f"{name}.safetensors" for name in BASE]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"missing base models {missing}; run `make run` (or point --results at a run) first")
+    loaded = [load_checkpoint(p) for p in paths]
+    states = [state for state, _ in loaded]
+    meta = loaded[0][1]
+    adapt = load_split(args.results / "data" / "adapt.safetensors")
+    test = load_split(args.results / "data" / "test.safetensors")
+    grid = [dict(zip(BASE, w)) for w in simplex_grid(len(BASE), args.step)]
+    print(f"{len(grid)} soups of {len(BASE)} models, {len(adapt)} adaptation images, "
+          f"{torch.get_num_threads()} threads")
+
+    rates = {}
+    for label, bf16 in (("in-place fp32", False), ("in-place bf16+cl", True)):
+        scorer = SoupScorer(meta.build(), states, BASE, bf16=bf16)
+        inputs = scorer.prepare(adapt.images)
+        start = time.perf_counter()
+        for weights in grid:
+            scorer.accuracy(weights, inputs, adapt.labels)
+        rates[label] = len(grid) / (time.perf_counter() - start)
+    subset = grid[: args.naive_soups]
+    start = time.perf_counter()
+    for weights in subset:
+        naive_accuracy(meta.build, states, [weights[n] for n in BASE], args.results / "data" / "adapt.safetensors")
+    rates["naive"] = len(subset) / (time.perf_counter() - start)
+    print(f"{'path':<20}{'soups/s':>10}{'× naive':>10}")
+    for label, rate in rates.items():
+        print(f"{label:<20}{rate:>10.1f}{rate / rates['naive']:>9.2f}×")
+
+    scorer = SoupScorer(meta.build(), states, BASE)
+    inputs, test_inputs = scorer.prepare(adapt.images), scorer.prepare(test.images)
+    full = grid_search(scorer, grid, inputs, adapt.labels)
+    halving = successive_halving(scorer, grid, inputs, adapt.labels, first_images=16, keep=1 / 3)
+    print(f"\n{'search':<12}{'passes':>10}{'share':>8}{'adapt acc':>11}{'test acc':>10}  weights")
+    for selection in (full, halving):
+        held_out = scorer.accuracy(selection.weights, test_inputs, test.labels)
+        weights = " ".join(f"{n}={w:g}" for n, w in selection.weights.items() if w)
+        print(f"{selection.method:<12}{selection.forward_passes:>10}"
+              f"{selection.forward_passes / full.forward_passes:>8.2f}"
+              f"{100 * selection.adaptation_accuracy:>10.1f}%{100 * held_out:>9.1f}%  {weights}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Check that a data set is where the config says, in a layout robustsoup reads.
+
+``robustsoup data check --dataset NAME --root PATH`` prints what it found
+(images per part, classes, corruptions × severities) or an error that names
+the missing or malformed file or folder and shows the expected layout. The
+workflow runs the quick form of the same check while it parses the
+Snakefile, so a misplaced folder fails in seconds, before any job is queued.
+
+``quick`` checks the structure only (every split folder, the class folder
+names, an image in a sample of class folders, every array's header) without
+listing every file, which on ImageNet's 1.28 M training images takes a
+while; the full check lists and counts everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .registry import get_dataset_spec, open_dataset
+from .sources import DataLayoutError
+
+
+@dataclass
+class PartReport:
+    """One part: how many images and classes (None in a quick check) and what the probe saw."""
+
+    name: str
+    images: int | None
+    classes: int | None
+    note: str = ""
+
+
+@dataclass
+class CheckReport:
+    dataset: str
+    root: Path | None
+    found: str
+    parts: list[PartReport] = field(default_factory=list)
+    corruptions: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=list)
+
+    def text(self) -> str:
+        """A human-readable summary."""
+        spec = get_dataset_spec(self.dataset)
+        lines = [f"{self.dataset}: {spec.description}", f"  root:  {self.root if self.root else '(embedded)'}",
+                 f"  found: {self.found}"]
+        if self.corruptions:
+            lines.append(f"  corruptions × severities: {len(self.corruptions)} × {len(self.severities)} "
+                         f"(severities {', '.join(map(str, self.severities))})")
+            lines.append("    " + ", ".join(self.corruptions))
+        total = 0
+        for part in self.parts:
+            if part.images is None:
+                lines.append(f"  {part.name:<28} {part.note}")
+            else:
+                total += part.images
+                lines.append(f"  {part.name:<28} {part.images:>9,} images, {part.classes} classes")
+        if any(p.images is not None for p in self.parts) and len(self.parts) > 1:
+            lines.append(f"  {'total':<28} {total:>9,} images")
+        if spec.class_subset:
+            lines.append(f"  labels index the {spec.num_classes} classes of {spec.class_subset}; "
+                         "ImageNet logits are restricted to them")
+        return "\n".join(lines)
+
+
+def check_dataset(
+    name: str,
+    root: str | Path | None,
+    *,
+    quick: bool = False,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] | None = None,
+) -> CheckReport:
+    """Check data set ``name`` under ``root``; raise :class:`DataLayoutError` with the expected layout if wrong.
+
+    For corruption sets, ``corruptions`` / ``severities`` name what must be
+    present (default: whatever is there, at least one corruption) and the
+    check is restricted to them.
+    """
+    spec = get_dataset_spec(name)
+    catalog = open_dataset(name, root)
+    report = CheckReport(name, catalog.root, catalog.description)
+    part_names = list(catalog)
+    corrupted = all("/" in p for p in part_names) and bool(part_names)
+    if corrupted:
+        found = {}
+        for part in part_names:
+            corruption, _, severity = part.partition("/")
+            found.setdefault(corruption, set()).add(int(severity))
+        wanted = list(corruptions) if corruptions else sorted(found)
+        missing = [c for c in wanted if c not in found]
+        if missing:
+            raise DataLayoutError(
+                f"{name} at {catalog.root}: corruption(s) {', '.join(missing)} not found "
+                f"(found: {', '.join(sorted(found)) or 'none'}); expected e.g. "
+                f"{_corruption_example(spec.layout, missing[0], catalog.root)}.\nExpected layout:\n{spec.layout}"
+            )
+        wanted_sev = sorted(severities) if severities else [1, 2, 3, 4, 5]
+        report.corruptions, report.severities = wanted, wanted_sev
+        part_names = [f"{c}/{s}" for c in wanted for s in wanted_sev]
+    elif spec.split_scheme == "official":
+        for needed in (spec.train_part, spec.test_part):
+            if needed not in catalog:
+                raise DataLayoutError(f"{name} at {catalog.root}: split {needed!r} missing.\n"
+                                      f"Expected layout:\n{spec.layout}")
+    for part in part_names:
+        if quick:
+            report.parts.append(PartReport(part, None, None, catalog.probe(part)))
+        else:
+            source = catalog[part]
+            report.parts.append(PartReport(part, len(source), int(source.labels.unique().numel())))
+    return report
+
+
+def _corruption_example(layout: str, corruption: str, root) -> str:
+    if ".npy" in layout:
+        return f"{root}/{corruption}.npy"
+    return f"{root}/{corruption}/1/<wnid>/…"
+
+
+def check_config_data(config) -> list[CheckReport]:
+    """Quick checks of the run's data set and every configured shift (the workflow's parse-time check)."""
+    data = config.get("data", {})
+    reports = []
+    spec = get_dataset_spec(config["dataset"])
+    if spec.needs_root:
+        reports.append(check_dataset(config["dataset"], data.get("root"), quick=True))
+    for shift, root in (data.get("shifts") or {}).items():
+        shift_spec = get_dataset_spec(shift)
+        if shift_spec.base != config["dataset"]:
+            raise ValueError(
+                f"config key 'data.shifts.{shift}': {shift} is a shift of {shift_spec.base or 'no data set'}, "
+                f"but this run's data set is {config['dataset']}"
+            )
+        is_c = "*" in shift_spec.nominal_sizes
+        reports.append(check_dataset(
+            shift, root, quick=True,
+            corruptions=data.get("corruptions") if is_c else None,
+            severities=data.get("severities") if is_c else None,
+        ))
+    return reports

@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from robustsoup.soup_selection import (
+    SELECTION_METHODS,
+    SoupScorer,
+    best_index,
+    ensemble_correct,
+    greedy_soup,
+    grid_search,
+    learned_soup,
+    naive_accuracy,
+    successive_halving,
+)
+from robustsoup.soups import simplex_grid
+from robustsoup.train import CleanInputs, TrainSettings, train_model
+from robustsoup.weights import affine_combination
+
+from conftest import tiny_meta
+
+NAMES = ["a", "b", "c"]
+WIDTH = 8
+
+
+@pytest.fixture(scope="module")
+def three_models(digits_splits):
+    """Three small digits models from one parent: trained briefly on different class subsets."""
+    torch.manual_seed(0)
+    parent = tiny_meta(width=WIDTH).build()
+    train_model(parent, digits_splits["train"], CleanInputs(),
+                TrainSettings(epochs=2, lr=0.1, batch_size=64), torch.device("cpu"))
+    states = []
+    for i in range(3):
+        model = tiny_meta(width=WIDTH).build()
+        model.load_state_dict(parent.state_dict())
+        split = digits_splits["train"]
+        keep = (split.labels % 3) != i  # each child forgets a third of the classes
+        from robustsoup.data import ImageSplit
+
+        subset = ImageSplit(split.images[keep], split.labels[keep], "digits", "train")
+        train_model(model, subset, CleanInputs(), TrainSettings(epochs=2, lr=0.1, batch_size=64, seed=i),
+                    torch.device("cpu"))
+        states.append(model.state_dict())
+    return states
+
+
+def _scorer(states, **kwargs):
+    return SoupScorer(tiny_meta(width=WIDTH).build(), states, NAMES, **kwargs)
+
+
+def test_scorer_matches_a_freshly_built_soup(three_models, digits_splits, tmp_path):
+    from robustsoup.data import prepare_splits
+
+    data = digits_splits["adapt"]
+    split_path = prepare_splits("digits", tmp_path, n_adapt=100, n_test=200, seed=0)["adapt"]
+    scorer = _scorer(three_models)
+    inputs = scorer.prepare(data.images)
+    for weights in ([1, 0, 0], [0.2, 0.5, 0.3], [1.3, -0.3, 0.0]):
+        fast = scorer.accuracy(dict(zip(NAMES, weights)), inputs, data.labels)
+        slow = naive_accuracy(lambda: tiny_meta(width=WIDTH).build(), three_models, weights, split_path)
+        assert fast == pytest.approx(slow, abs=1e-9)
+    assert scorer.forward_passes == 3 * len(data)
+    # the scorer never changes the base states
+    assert torch.equal(scorer.stacked["conv1.weight"][0], three_models[0]["net.conv1.weight"])
+
+
+def test_grid_search_returns_the_argmax_and_counts_passes(three_models, digits_splits):
+    data = digits_splits["adapt"]
+    scorer = _scorer(three_models)
+    inputs = scorer.prepare(data.images)
+    grid = [dict(zip(NAMES, w)) for w in simplex_grid(3, 0.5)]
+    selection = grid_search(scorer, grid, inputs, data.labels)
+    scores = selection.details["scores"]
+    assert selection.adaptation_accuracy == max(scores)
+    assert selection.weights == grid[best_index(scores)]
+    assert selection.forward_passes == len(grid) * len(data)
+    assert best_index([0.1, 0.7, 0.7]) == 1
+
+
+def test_successive_halving_uses_fewer_passes_and_finds_a_top_soup(three_models, digits_splits):
+    images = torch.cat([digits_splits["adapt"].images, digits_splits["test"].images])
+    labels = torch.cat([digits_splits["adapt"].labels, digits_splits["test"].labels])
+    scorer = _scorer(three_models)
+    inputs = scorer.prepare(images)
+    grid = [dict(zip(NAMES, w)) for w in simplex_grid(3, 0.1)]
+    full = grid_search(scorer, grid, inputs, labels)
+    halving = successive_halving(scorer, grid, inputs, labels, first_images=10, keep=1 / 3)
+    assert halving.forward_passes < full.forward_passes / 3
+    assert halving.adaptation_accuracy >= full.adaptation_accuracy - 0.03
+    with pytest.raises(ValueError, match="keep must be in"):
+        successive_halving(scorer, grid, inputs, labels, keep=1.0)
+
+
+def test_greedy_soup_only_adds_ingredients_that_help(three_models, digits_splits):
+    data = digits_splits["adapt"]
+    scorer = _scorer(three_models)
+    inputs = scorer.prepare(data.images)
+    selection = greedy_soup(scorer, inputs, data.labels)
+    first = selection.details["order"][0]
+    own_best = scorer.accuracy({first: 1.0}, inputs, data.labels)
+    assert selection.adaptation_accuracy >= own_best
+    assert sum(selection.weights.values()) == pytest.approx(1.0)
+
+
+def test_learned_weights_beat_the_uniform_soup(three_models, digits_splits):
+    data = digits_splits["adapt"]
+    scorer = _scorer(three_models)
+    inputs = scorer.prepare(data.images)
+    # Adapt to a shift where only classes ≡ 0 mod 3 matter: model "a" forgot them.
+    keep = data.labels % 3 == 0
+    uniform = scorer.accuracy({n: 1 / 3 for n in NAMES}, inputs[keep], data.labels[keep])
+    learned = learned_soup(scorer, inputs[keep], data.labels[keep], steps=60, lr=0.1, batch_size=1000)
+    assert learned.adaptation_accuracy > uniform
+    assert sum(learned.weights.values()) == pytest.approx(1.0, abs=1e-5)
+    assert learned.weights["a"] < 1 / 3
+    assert set(SELECTION_METHODS) == {"grid", "halving", "greedy", "learned"}
+
+
+def test_ensemble_averages_probabilities(three_models, digits_splits):
+    data = digits_splits["test"]
+    models = []
+    for state in three_models:
+        model = tiny_meta(width=WIDTH).build()
+        model.load_state_dict(state)
+        models.append(model)
+    single = ensemble_correct(models[:1], data.images, data.labels)
+    with torch.no_grad():
+        direct = models[0].eval()(data.images.float() / 255).argmax(1) == data.labels
+    assert torch.equal(single, direct)
+    assert ensemble_correct(models, data.images, data.labels).shape == data.labels.shape
