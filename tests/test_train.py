@@ -117,3 +117,19 @@ def test_bf16_and_channels_last_train_and_return_a_float32_model():
     train_model(model, _data(), make_input_policy("Linf", EPS, 2), settings, torch.device("cpu"))
     assert all(t.dtype == torch.float32 for t in model.state_dict().values() if t.is_floating_point())
     assert model.net.conv1.weight.is_contiguous()
+
+
+def test_corruption_augmentation_is_seeded_and_keeps_a_clean_fraction():
+    from robustsoup.train import CorruptionInputs
+
+    x = _data(16).images.float() / 255
+    first = CorruptionInputs(["gaussian_noise", "fog"], [3, 5], clean_fraction=0.25, seed=1)
+    again = CorruptionInputs(["gaussian_noise", "fog"], [3, 5], clean_fraction=0.25, seed=1)
+    out = first(None, x, None)
+    assert torch.equal(out, again(None, x, None))
+    changed = (out - x).flatten(1).abs().amax(1) > 1 / 255
+    assert 0 < int(changed.sum()) < 16 and out.min() >= 0 and out.max() <= 1
+    with pytest.raises(ValueError, match="unknown corruptions"):
+        CorruptionInputs(["rain"], [1])
+    with pytest.raises(ValueError, match="severities must be among"):
+        CorruptionInputs(["fog"], [6])

@@ -54,16 +54,28 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
     metrics = pd.read_csv(results / "metrics" / "all.tsv", sep="\t")
     for column in ["model", "evalset", "threat", "eps", "severity", "n", "accuracy"]:
         assert column in metrics.columns
-    assert set(metrics["model"]) == {"linf", "linf-l2", "linf-l1", "linf-nominal", "soup-linf_0.5-linf-l2_0.5"}
-    assert set(metrics["threat"]) == {"none", "Linf", "L2", "L1", "union"}
+    lp = metrics[metrics["study"] == "lp"]
+    assert set(lp["model"]) == {"linf", "linf-l2", "linf-l1", "linf-nominal", "soup-linf_0.5-linf-l2_0.5"}
+    assert set(lp["threat"]) == {"none", "Linf", "L2", "L1", "union"}
     assert metrics["accuracy"].between(0, 1).all()
-    union = metrics[metrics["threat"] == "union"].set_index("model")["accuracy"]
-    per_norm = metrics[metrics["threat"].isin(["Linf", "L2", "L1"])].groupby("model")["accuracy"].min()
+    union = lp[lp["threat"] == "union"].set_index("model")["accuracy"]
+    per_norm = lp[lp["threat"].isin(["Linf", "L2", "L1"])].groupby("model")["accuracy"].min()
     assert (union.sort_index() <= per_norm.sort_index() + 1e-12).all()
     table = (results / "tables" / "accuracy.md").read_text()
     assert "| linf-l2 |" in table and "apgd-ce(2it×1)" in table
     assert (results / "figures" / "soup_line_linf_linf-l2.png").stat().st_size > 1000
     assert (results / "figures" / "soup_line_linf_linf-l2.pdf").exists()
+    shifts = metrics[metrics["study"] == "soups-shifts"]
+    assert set(shifts["evalset"]) == {"clean", "noise", "blur", "weather", "digital"}
+    assert {"soup-single", "ensemble-linf+linf-nominal"} <= set(shifts["model"])
+    soups_table = (results / "tables" / "soups_shifts.md").read_text()
+    assert "per-shift soups (halving, k=20)" in soups_table and "| 4× |" in soups_table
+    selection = pd.read_csv(results / "soups" / "selection.tsv", sep="\t")
+    assert set(selection["method"]) == {"grid", "halving", "greedy", "learned", "single"}
+    ternary = metrics[metrics["study"] == "soups-ternary"]
+    assert len(set(ternary["model"])) == 6 and "union" in set(ternary["threat"])
+    for figure in ["soup_composition", "soup_ternary"]:
+        assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
     for name in ["linf", "linf-l2", "soup-linf_0.5-linf-l2_0.5"]:
         assert (results / "models" / f"{name}.json").exists()
     assert (micro_run / "logs" / "pretrain" / "digits" / "linf.log").read_text().strip()

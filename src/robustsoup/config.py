@@ -112,6 +112,12 @@ def _check_consistency(config: dict) -> None:
                 )
         if line[0] == line[1]:
             raise ConfigError(f"config key 'soups.lines.{i}': a line needs two different models, found {line}")
+    groups = [(f"soups.ensembles.{i}", m) for i, m in enumerate(config["soups"]["ensembles"])]
+    groups.append(("soups.ternary.models", config["soups"]["ternary"]["models"]))
+    for key, members in groups:
+        unknown = [m for m in members if m not in names]
+        if unknown:
+            raise ConfigError(f"config key '{key}': {unknown} are not models of this run; expected names from {names}")
     weights = config["soups"]["weights"]
     if weights["stop"] < weights["start"]:
         raise ConfigError(

@@ -22,6 +22,7 @@ from .data import get_dataset_spec, load_split
 from .device import seed_everything
 from .attacks import attack_plan
 from .evaluate import (
+    METRIC_COLUMNS,
     evaluate_adversarial,
     evaluate_clean,
     read_metrics,
@@ -189,11 +190,14 @@ def evaluate_adversarial_stage(config: Mapping, norm: str, model_path, split_pat
     return rows
 
 
-def gather_metrics(config: Mapping, models: Sequence[str], metrics_dir, out_path, evalset: str = "test") -> pd.DataFrame:
-    """Concatenate every model's metric rows, add union accuracy, write ``metrics/all.tsv``.
+def gather_metrics(config: Mapping, models: Sequence[str], metrics_dir, out_path, evalset: str = "test",
+                   studies: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Concatenate every metric file into ``metrics/all.tsv``, with a ``study`` column.
 
-    Union rows are counted from the per-point files of the clean run and
-    every configured norm (``metrics/<model>/<evalset>/<threat>.points.tsv``).
+    The per-model files (``metrics/<model>/<evalset>/<threat>.tsv``) form the
+    ``lp`` study (clean and robust accuracy), with union accuracy counted
+    from their per-point files; ``studies`` maps other study names (e.g.
+    ``soups-shifts``) to gathered files of tidy rows.
     """
     metrics_dir = Path(metrics_dir)
     threats = ["clean", *config["evaluate"]["threats"]]
@@ -204,8 +208,15 @@ def gather_metrics(config: Mapping, models: Sequence[str], metrics_dir, out_path
         points = {("none" if t == "clean" else t): read_points(folder / f"{t}.points.tsv") for t in threats}
         attacks = dict(zip(rows["threat"], rows["attack"]))
         frames += [rows, union_rows(model, evalset, points, attacks)]
-    frame = pd.concat([f for f in frames if not f.empty], ignore_index=True)
-    write_metrics(frame, out_path)
+    lp = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    lp.insert(0, "study", "lp")
+    gathered = [lp]
+    for study, path in (studies or {}).items():
+        frame = read_metrics([path])
+        frame.insert(0, "study", study)
+        gathered.append(frame)
+    frame = pd.concat(gathered, ignore_index=True)
+    write_text_atomic(out_path, frame[["study", *METRIC_COLUMNS]].to_csv(sep="\t", index=False))
     return frame
 
 
@@ -218,6 +229,7 @@ def build_report(config: Mapping, metrics_path, grid_path, sidecar_paths: Sequen
     training cost, read from the checkpoints' sidecars.
     """
     metrics = pd.read_csv(metrics_path, sep="\t")
+    metrics = metrics[metrics["study"] == "lp"] if "study" in metrics else metrics
     grid = pd.read_csv(grid_path, sep="\t")
     metas = [load_meta(path) for path in sidecar_paths]
     order = base_model_names(config) + list(grid["id"])

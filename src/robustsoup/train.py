@@ -134,6 +134,63 @@ class AdversarialInputs:
         self.seen = state["seen"].clone()
 
 
+@dataclass
+class CorruptionInputs:
+    """Corruption augmentation: each image gets a random corruption and severity (or stays clean).
+
+    Draws per image from ``corruptions`` × ``severities`` (Hendrycks &
+    Dietterich's generator at the image's resolution), keeping a fraction
+    ``clean_fraction`` of the images clean. Used to train corruption experts
+    (Robust Weight Signatures) and the robust teacher (robust distillation).
+    """
+
+    corruptions: Sequence[str]
+    severities: Sequence[int]
+    clean_fraction: float = 0.0
+    seed: int = 0
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        from .data.corruptions import CORRUPTIONS, SEVERITIES
+
+        unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
+        if unknown or not self.corruptions:
+            raise ValueError(f"unknown corruptions {unknown or '[]'}; expected names from {list(CORRUPTIONS)}")
+        bad = [s for s in self.severities if s not in SEVERITIES]
+        if bad or not self.severities:
+            raise ValueError(f"severities must be among {list(SEVERITIES)}, found {list(self.severities)}")
+        if not 0 <= self.clean_fraction < 1:
+            raise ValueError(f"clean_fraction must be in [0, 1), found {self.clean_fraction}")
+        self.generator = torch.Generator().manual_seed(self.seed + 2)
+        self.batches = 0
+        self.name = f"corrupt({'+'.join(self.corruptions)}; s={','.join(map(str, self.severities))})"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from .data.corruptions import corrupt
+
+        n = len(x)
+        which = torch.randint(len(self.corruptions), (n,), generator=self.generator)
+        level = torch.randint(len(self.severities), (n,), generator=self.generator)
+        clean = torch.rand(n, generator=self.generator) < self.clean_fraction
+        images = (x.detach().cpu() * 255).round().to(torch.uint8)
+        out = images.clone()
+        for c in range(len(self.corruptions)):
+            for s in range(len(self.severities)):
+                idx = ((which == c) & (level == s) & ~clean).nonzero().flatten()
+                if len(idx):
+                    out[idx] = corrupt(images[idx], self.corruptions[c], self.severities[s],
+                                       seed=self.seed, index_offset=self.batches * n)
+        self.batches += 1
+        return out.to(x.device).float().div_(255.0)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "batches": self.batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.batches = int(state["batches"])
+
+
 def make_input_policy(
     norm: str | Sequence[str], eps_by_norm: dict[str, float], steps: int, attack: str = "apgd", seed: int = 0
 ) -> InputPolicy:

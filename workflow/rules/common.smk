@@ -98,12 +98,40 @@ def report_tables():
     return [f"{RESULTS}/tables/accuracy.csv", f"{RESULTS}/tables/accuracy.md"]
 
 
+def corrupted_dir_or_none(split):
+    """The split's corrupted copies (data.smk's CORRUPTED_SPLITS) when generated, else nothing."""
+    return [f"{RESULTS}/data/corrupted/{split}/labels.npy"] if split in CORRUPTED_SPLITS else []
+
+
+def ternary_metrics():
+    return [f"{RESULTS}/metrics/soups/ternary.tsv"] if config["soups"]["ternary"]["enabled"] else []
+
+
+def soups_figures():
+    names = ["soup_composition"] + (["soup_ternary"] if config["soups"]["ternary"]["enabled"] else [])
+    return [f"{RESULTS}/figures/{n}{suffix}" for n in names for suffix in (".png", ".pdf")]
+
+
+def gathered_studies():
+    """Study name → gathered metric file, merged into metrics/all.tsv."""
+    studies = {"soups-shifts": f"{RESULTS}/metrics/soups/shifts.tsv"}
+    if config["soups"]["ternary"]["enabled"]:
+        studies["soups-ternary"] = f"{RESULTS}/metrics/soups/ternary.tsv"
+    return studies
+
+
 def final_outputs():
-    return [f"{RESULTS}/metrics/all.tsv", *report_tables(), *report_figures()]
+    return [
+        f"{RESULTS}/metrics/all.tsv",
+        *report_tables(),
+        *report_figures(),
+        f"{RESULTS}/tables/soups_shifts.md",
+        *soups_figures(),
+    ]
 
 
 def print_report_locations():
     print("\nrobustsoup: the run is complete. Tables and figures:", file=sys.stderr)
-    for path in report_tables() + report_figures():
+    for path in report_tables() + report_figures() + [f"{RESULTS}/tables/soups_shifts.md"] + soups_figures():
         print(f"  {path}", file=sys.stderr)
     print(f"  metrics (tidy rows): {RESULTS}/metrics/all.tsv\n", file=sys.stderr)

@@ -82,3 +82,35 @@ for _shift, _parts in SHIFT_SPLITS.items():
             ENV
         script:
             "../scripts/prepare_shift.py"
+
+
+# Corrupted copies of the adapt and test splits (Hendrycks' CIFAR-10-C layout:
+# <corruption>.npy with severity s in rows (s−1)·N … s·N−1, labels.npy), for the
+# configured corruptions and severities, at the constants of the images'
+# resolution. Generated once; a downloaded -C set in the same layout is
+# interchangeable. Only for splits decoded to tensors (not file lists).
+CORRUPTIONS = list(DATA["corruptions"])
+SEVERITIES = list(DATA["severities"])
+CORRUPTED_SPLITS = [s for s in ("adapt", "test") if DATA_SPLITS[s].endswith(".safetensors")]
+
+
+rule corrupt_split:
+    input:
+        split=f"{RESULTS}/data/{{split}}.safetensors",
+    output:
+        [f"{RESULTS}/data/corrupted/{{split}}/{c}.npy" for c in CORRUPTIONS],
+        labels=f"{RESULTS}/data/corrupted/{{split}}/labels.npy",
+    params:
+        corruptions=CORRUPTIONS,
+        severities=SEVERITIES,
+        seed=config["seed"],
+    log:
+        f"logs/corrupt_split/{DATASET}/{{split}}.log",
+    benchmark:
+        f"benchmarks/corrupt_split/{DATASET}/{{split}}.tsv"
+    message:
+        f"Corrupting the {{wildcards.split}} split ({len(CORRUPTIONS)} corruptions × {len(SEVERITIES)} severities)"
+    conda:
+        ENV
+    script:
+        "../scripts/corrupt_split.py"

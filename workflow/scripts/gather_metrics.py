@@ -1,4 +1,4 @@
-"""Rule gather_metrics: every model's metric rows plus union accuracy into metrics/all.tsv."""
+"""Rule gather_metrics: every metric file, with union accuracy and a study column, into metrics/all.tsv."""
 
 from pathlib import Path
 
@@ -8,4 +8,5 @@ from robustsoup.stages import gather_metrics
 if __name__ == "__main__":
     with snakemake_job(snakemake) as job:  # noqa: F821
         out = Path(snakemake.output.all)  # noqa: F821
-        gather_metrics(job.config, snakemake.params.models, out.parent, out)  # noqa: F821
+        params = snakemake.params  # noqa: F821
+        gather_metrics(job.config, params.models, out.parent, out, studies=params.studies)

@@ -1,0 +1,70 @@
+"""Distribution shifts as evaluation sets: clean data and corruption families.
+
+The soups paper chooses a soup per shift from a few labelled images of it.
+On a data set with generated corruptions (the embedded default), the shifts
+are the four corruption families of Hendrycks & Dietterich (noise, blur,
+weather, digital) plus clean data. A family's set is a *mixture*: image i of
+the split is shown under one corruption of the family at one of the
+configured severities, both drawn with a fixed seed, so a family set has as
+many images as the split (cheap to score hundreds of soups on) and covers the
+family evenly. In the tidy metrics such rows carry ``corruption`` = the
+family and ``severity`` = :data:`MIXED_SEVERITY`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .data import ImageSplit
+from .data.corruptions import FAMILIES, read_corrupted_split
+
+MIXED_SEVERITY = -1
+FAMILY_ORDER = ("noise", "blur", "weather", "digital")
+
+
+def family_corruptions(corruptions: Sequence[str]) -> dict[str, list[str]]:
+    """The configured corruptions grouped by family, families in Hendrycks' order, empty ones dropped."""
+    groups = {family: [c for c in corruptions if FAMILIES[c] == family] for family in FAMILY_ORDER}
+    return {family: names for family, names in groups.items() if names}
+
+
+def family_mixture(corrupted_dir: str | Path, family: str, corruptions: Sequence[str], severities: Sequence[int],
+                   seed: int, split_name: str, dataset: str = "") -> ImageSplit:
+    """One image per split image: a corruption of ``family`` at a severity, drawn with ``seed``.
+
+    ``corrupted_dir`` holds the split's corrupted copies in Hendrycks' layout
+    (``<corruption>.npy`` with the configured ``severities`` in row blocks).
+    """
+    if not corruptions:
+        raise ValueError(f"family {family!r} has no configured corruption")
+    rng = np.random.default_rng([seed, zlib.crc32(family.encode())])
+    pieces = {}
+    labels = None
+    for corruption in corruptions:
+        for severity in severities:
+            images, split_labels = read_corrupted_split(corrupted_dir, corruption, severity, severities=severities)
+            pieces[(corruption, severity)] = images
+            labels = split_labels if labels is None else labels
+    n = len(labels)
+    which = rng.integers(len(corruptions), size=n)
+    level = rng.integers(len(severities), size=n)
+    first = next(iter(pieces.values()))
+    out = torch.empty_like(first)
+    for i in range(n):
+        out[i] = pieces[(corruptions[which[i]], severities[level[i]])][i]
+    return ImageSplit(out, labels, dataset, f"{split_name}:{family}")
+
+
+def evaluation_sets(split: ImageSplit, corrupted_dir: str | Path | None, corruptions: Sequence[str],
+                    severities: Sequence[int], seed: int) -> dict[str, ImageSplit]:
+    """``clean`` and one mixture per corruption family (when corrupted copies exist)."""
+    sets = {"clean": split}
+    if corrupted_dir is not None:
+        for family, names in family_corruptions(corruptions).items():
+            sets[family] = family_mixture(corrupted_dir, family, names, severities, seed, split.split, split.dataset)
+    return sets

@@ -1,0 +1,16 @@
+"""Rule report_soups: the soups paper's table, the composition and ternary figures."""
+
+from pathlib import Path
+
+from robustsoup.job import snakemake_job
+from robustsoup.soup_stages import build_soups_report
+
+if __name__ == "__main__":
+    with snakemake_job(snakemake) as job:  # noqa: F821
+        inputs, output = snakemake.input, snakemake.output  # noqa: F821
+        figures = [f for f in output.figures if f.endswith(".png")]
+        build_soups_report(
+            job.config, inputs.shifts, inputs.models, inputs.selection,
+            inputs.ternary[0] if inputs.ternary else None, Path(output.tables[0]).with_suffix(""),
+            figures[0], figures[1] if len(figures) > 1 else None,
+        )
