@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import torch
 
 from .config import resolve_config
-from .device import select_device
+from .device import gpu_lease, select_device
 
 
 @dataclass
@@ -29,7 +29,9 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
     Logging and stderr (tqdm progress, warnings, tracebacks) go to
     ``snakemake.log[0]``; torch uses ``snakemake.threads`` threads; the config
     is resolved against the schema again, so a script never sees a partial
-    config.
+    config. A rule with ``resources: gpu=1`` leases one free GPU for its
+    lifetime (:func:`robustsoup.device.gpu_lease`), so concurrent jobs land
+    on distinct devices.
     """
     log_path = snakemake.log[0]
     with open(log_path, "a", encoding="utf-8", buffering=1) as log_file:
@@ -43,11 +45,15 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
         try:
             torch.set_num_threads(max(1, int(snakemake.threads)))
             config = resolve_config(snakemake.config)
-            job = Job(config=config, device=select_device(config["device"]))
-            logging.getLogger("robustsoup").info(
-                "rule %s on %s with %d threads", snakemake.rule, job.device, torch.get_num_threads()
-            )
-            yield job
+            wants_gpu = int(getattr(snakemake, "resources", {}).get("gpu", 0) or 0) > 0
+            lease = gpu_lease() if wants_gpu and config["device"] != "cpu" else contextlib.nullcontext()
+            with lease as leased:
+                job = Job(config=config, device=select_device(config["device"]))
+                logging.getLogger("robustsoup").info(
+                    "rule %s on %s%s with %d threads", snakemake.rule, job.device,
+                    f" (leased GPU {leased})" if leased is not None else "", torch.get_num_threads(),
+                )
+                yield job
         except BaseException:
             logging.getLogger("robustsoup").exception("rule %s failed", snakemake.rule)
             raise
