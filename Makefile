@@ -8,13 +8,14 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test lint dry-run clean-results help
+.PHONY: run test lint dry-run report reproduce-cifar10 reproduce-imagenet clean-results help
 
 help:
 	@echo "make run      the whole DAG on $(CONFIG) (creates $(VENV) on first use)"
 	@echo "make test     the test suite"
 	@echo "make lint     snakemake --lint"
 	@echo "make dry-run  what a run would do"
+	@echo "make report   results/report.html: every table and figure of the run, captioned"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,24 @@ run: $(STAMP)
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake --cores all --configfile $(CONFIG) --dry-run $(SNAKEMAKE_ARGS)
+
+report: $(STAMP)
+	$(BIN)/snakemake --cores all --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --configfile $(CONFIG) --report results/report.html
+	@echo "report: results/report.html"
+
+reproduce-cifar10 reproduce-imagenet: reproduce-%:
+	@echo "Set the data roots in config/presets/$*.yaml (data.root, data.shifts), then on the cluster:"
+	@echo "  $(BIN)/snakemake --profile profiles/slurm --configfile config/presets/$*.yaml"
+	@echo "or on a workstation with 4 GPUs:"
+	@echo "  $(BIN)/snakemake --cores all --resources gpu=4 --configfile config/presets/$*.yaml"
+	@echo "Expected artifacts (docs/reproducing.md says which paper table each one answers):"
+	@echo "  results/$*/tables/accuracy.{csv,md}        clean / Linf / L2 / L1 / union accuracy, training cost"
+	@echo "  results/$*/figures/soup_line_*.{png,pdf}   accuracy along the soup lines"
+	@echo "  results/$*/tables/soups_shifts.{csv,md}    soups per distribution shift"
+	@echo "  results/$*/figures/soup_{composition,ternary}.{png,pdf}"
+	@echo "  results/$*/metrics/all.tsv                 every measurement, tidy"
+	@echo "  then: $(BIN)/snakemake --configfile config/presets/$*.yaml --report results/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -51,7 +51,8 @@ def test_partial_record_keeps_its_own_defaults():
 
 
 def test_a_partial_finetune_map_replaces_the_default_targets():
-    config = resolve_config({"finetune": {"l2": {"norm": "L2"}}, "soups": {"lines": [["linf", "linf-l2"]]}})
+    config = resolve_config({"finetune": {"l2": {"norm": "L2"}},
+                             "soups": {"lines": [["linf", "linf-l2"]], "ensembles": [], "ternary": {"enabled": False}}})
     assert list(config["finetune"]) == ["l2"]
     assert config["finetune"]["l2"]["epochs"] == 3
 
@@ -89,3 +90,10 @@ def test_unparsable_and_missing_config_files(tmp_path: Path):
     listing.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config_file(listing)
+
+
+def test_ensembles_and_ternary_corners_must_be_models_of_the_run():
+    with pytest.raises(ConfigError, match="soups.ensembles.0.*'linf-l7'"):
+        resolve_config({"soups": {"ensembles": [["linf", "linf-l7"]]}})
+    with pytest.raises(ConfigError, match="soups.ternary.models"):
+        resolve_config({"soups": {"ternary": {"models": ["linf", "linf-l2", "l9"]}}})

@@ -114,3 +114,17 @@ def test_bad_config_fails_before_any_job_and_names_the_key(tmp_path):
 def test_workflow_passes_snakemake_lint(tmp_path):
     result = snakemake(tmp_path, "--lint")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_html_report_holds_every_table_and_figure(micro_run):
+    done = snakemake(micro_run, "results/digits/tables/benchmarks.csv")
+    assert done.returncode == 0, done.stderr[-3000:]
+    benchmarks = pd.read_csv(micro_run / "results" / "digits" / "tables" / "benchmarks.csv")
+    assert {"pretrain", "evaluate_adversarial", "select_soups"} <= set(benchmarks["rule"])
+    report = micro_run / "report.html"
+    result = snakemake(micro_run, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for name in ["accuracy.csv", "soup_line_linf_linf-l2.png", "soups_shifts.csv", "soup_ternary.png",
+                 "benchmarks.csv"]:
+        assert name in html, name

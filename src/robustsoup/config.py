@@ -113,7 +113,8 @@ def _check_consistency(config: dict) -> None:
         if line[0] == line[1]:
             raise ConfigError(f"config key 'soups.lines.{i}': a line needs two different models, found {line}")
     groups = [(f"soups.ensembles.{i}", m) for i, m in enumerate(config["soups"]["ensembles"])]
-    groups.append(("soups.ternary.models", config["soups"]["ternary"]["models"]))
+    if config["soups"]["ternary"]["enabled"]:
+        groups.append(("soups.ternary.models", config["soups"]["ternary"]["models"]))
     for key, members in groups:
         unknown = [m for m in members if m not in names]
         if unknown:

@@ -32,7 +32,8 @@ from .evaluate import (
     write_points,
 )
 from .io import write_text_atomic
-from .models import build_model
+from .models.registry import ZOO_PREFIX, input_statistics
+from .models.zoo import build_pretrained
 from .models.batchnorm import recompute_batchnorm_statistics
 from .report import accuracy_table, add_training_columns, attack_summary, evaluation_note, plot_soup_line, soup_line_points, write_table
 from .train import TrainSettings, make_input_policy, train_model
@@ -44,26 +45,39 @@ log = logging.getLogger(__name__)
 def model_identity(config: Mapping) -> dict:
     """Sidecar fields every checkpoint of this run must match."""
     model = config["model"]
-    return {
-        "architecture": model["architecture"],
-        "dataset": config["dataset"],
-        "model_kwargs": {"width": model["width"], "activation": model["activation"]},
-    }
+    if model["architecture"].startswith(ZOO_PREFIX):
+        kwargs = {"dataset": config["dataset"], "threat": model["zoo_threat"]}
+    else:
+        kwargs = {"width": model["width"], "activation": model["activation"]}
+    return {"architecture": model["architecture"], "dataset": config["dataset"], "model_kwargs": kwargs}
 
 
 def _new_meta(config: Mapping, name: str, **fields) -> CheckpointMeta:
     spec = get_dataset_spec(config["dataset"])
     identity = model_identity(config)
+    mean, std = input_statistics(identity["architecture"], spec.mean, spec.std)
     return CheckpointMeta(
         name=name,
         architecture=identity["architecture"],
         model_kwargs=identity["model_kwargs"],
         dataset=identity["dataset"],
         num_classes=spec.num_classes,
-        mean=list(spec.mean),
-        std=list(spec.std),
+        mean=list(mean),
+        std=list(std),
         **fields,
     )
+
+
+def _initial_model(config: Mapping, meta: CheckpointMeta):
+    """The parent's starting point: pretrained weights when the config names any (a RobustBench
+    zoo entry or a local weights file), else a fresh initialisation."""
+    model = config["model"]
+    if model["architecture"].startswith(ZOO_PREFIX) or model["weights"]:
+        extra = {} if model["architecture"].startswith(ZOO_PREFIX) else meta.model_kwargs
+        return build_pretrained(meta.architecture, meta.num_classes, meta.mean, meta.std,
+                                weights=model["weights"], model_dir=model["model_dir"],
+                                dataset=config["dataset"], threat=model["zoo_threat"], **extra)
+    return meta.build()
 
 
 def _training_record(config: Mapping, training: Mapping) -> dict:
@@ -83,12 +97,15 @@ def _fingerprint(record: Mapping, identity: Mapping, init_sha: str) -> str:
 def _run_training(config, name, training, train_path, out_path, device, init_state=None, parent=None,
                   parent_sha: str = "") -> Path:
     seed_everything(config["seed"])
-    spec = get_dataset_spec(config["dataset"])
     record = _training_record(config, training)
     meta = _new_meta(config, name, training=record, parent=parent)
-    model = build_model(meta.architecture, spec.num_classes, spec.mean, spec.std, **meta.model_kwargs)
     if init_state is not None:
+        model = meta.build()
         load_state_dict_checked(model, init_state, source=f"parent {parent}")
+    else:
+        model = _initial_model(config, meta)
+        if config["model"]["weights"] or meta.architecture.startswith(ZOO_PREFIX):
+            meta.provenance["initial_weights"] = config["model"]["weights"] or meta.architecture
     data = load_split(train_path)
     policy = make_input_policy(training["norm"], config["threats"], training["attack_steps"],
                                attack=training["attack"], seed=config["seed"])

@@ -1,6 +1,7 @@
 # Configuration, names of models and soups, and the getters every rule uses.
 
 import json
+from pathlib import Path
 import re
 import sys
 

@@ -7,8 +7,14 @@ rule report:
         grid=rules.soup_grid.output.grid,
         sidecars=[f"{RESULTS}/models/{m}.json" for m in BASE_MODELS],
     output:
-        tables=report_tables(),
-        figures=report_figures(),
+        tables=[
+            report(path, caption="../report/accuracy.rst", category="Robust fine-tuning")
+            for path in report_tables()
+        ],
+        figures=[
+            report(path, caption="../report/soup_line.rst", category="Soups", subcategory="Lines")
+            for path in report_figures()
+        ],
         figures_pdf=report_figures((".pdf",)),
     params:
         lines=settings(config["soups"]["lines"]),
@@ -22,3 +28,22 @@ rule report:
         ENV
     script:
         "../scripts/report.py"
+
+
+rule summarize_benchmarks:
+    input:
+        final_outputs(),
+    output:
+        table=report(
+            f"{RESULTS}/tables/benchmarks.csv", caption="../report/benchmarks.rst", category="Benchmarks"
+        ),
+    params:
+        folder="benchmarks",
+    log:
+        f"logs/summarize_benchmarks/{DATASET}.log",
+    message:
+        "Summarizing the benchmark files per rule"
+    conda:
+        ENV
+    script:
+        "../scripts/summarize_benchmarks.py"

@@ -135,8 +135,16 @@ rule report_soups:
         selection=rules.select_soups.output.selection,
         ternary=ternary_metrics(),
     output:
-        tables=[f"{RESULTS}/tables/soups_shifts.csv", f"{RESULTS}/tables/soups_shifts.md"],
-        figures=soups_figures(),
+        tables=[
+            report(f"{RESULTS}/tables/soups_shifts.csv", caption="../report/soups_shifts.rst", category="Soups"),
+            f"{RESULTS}/tables/soups_shifts.md",
+        ],
+        figures=[
+            report(path, caption=f"../report/{Path(path).stem}.rst", category="Soups")
+            if path.endswith(".png")
+            else path
+            for path in soups_figures()
+        ],
     log:
         f"logs/report_soups/{DATASET}.log",
     benchmark:
