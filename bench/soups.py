@@ -7,7 +7,8 @@ default's `results/digits/`; run `make run` first). Prints, measured in one run:
    scorer (float32, and bf16 + channels_last) and for the naive path (a new
    model, state dict and DataLoader per soup), over the 4-model simplex
    grid, and their ratios (goal ≥ 3×); the naive path reads the split's
-   cache file per soup, as a per-soup evaluation job would;
+   cache file per soup; a last row starts a new Python process per soup,
+   as one workflow job per soup would;
 2. for successive halving against full grid search: forward passes used and
    the held-out (test split) accuracy of each pick (goal: ≤ 1/3 of the
    passes, within 0.5 points).
@@ -18,6 +19,8 @@ default's `results/digits/`; run `make run` first). Prints, measured in one run:
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("results/digits"))
     parser.add_argument("--step", type=float, default=0.1)
     parser.add_argument("--naive-soups", type=int, default=50)
+    parser.add_argument("--process-soups", type=int, default=5)
     args = parser.parse_args()
     paths = [args.results / "models" / f"{name}.safetensors" for name in BASE]
     missing = [str(p) for p in paths if not p.exists()]
@@ -63,6 +67,19 @@ def main() -> None:
     for weights in subset:
         naive_accuracy(meta.build, states, [weights[n] for n in BASE], args.results / "data" / "adapt.safetensors")
     rates["naive"] = len(subset) / (time.perf_counter() - start)
+    # The per-soup job of a workflow: a new Python process per soup (torch import included).
+    spawned = grid[: args.process_soups]
+    start = time.perf_counter()
+    for weights in spawned:
+        code = (
+            "import sys; from robustsoup.checkpoint import load_checkpoint; "
+            "from robustsoup.soup_selection import naive_accuracy; "
+            f"paths = {[str(p) for p in paths]!r}; loaded = [load_checkpoint(p) for p in paths]; "
+            "print(naive_accuracy(loaded[0][1].build, [s for s, _ in loaded], "
+            f"{[weights[n] for n in BASE]!r}, {str(args.results / 'data' / 'adapt.safetensors')!r}))"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    rates["naive, process per soup"] = len(spawned) / (time.perf_counter() - start)
     print(f"{'path':<20}{'soups/s':>10}{'× naive':>10}")
     for label, rate in rates.items():
         print(f"{label:<20}{rate:>10.1f}{rate / rates['naive']:>9.2f}×")

@@ -97,7 +97,7 @@ def test_changing_only_the_soup_grid_reruns_only_soups_and_later(micro_run, tmp_
     jobs = planned_jobs(snakemake(micro_run, "--dry-run", configfile=changed))
     # Three soups on the finer grid, one of which (w = 0.5) is already made.
     assert jobs == {"all": 1, "soup_grid": 1, "make_soup": 2, "evaluate_clean": 2, "evaluate_adversarial": 6,
-                    "gather_metrics": 1, "report": 1}
+                    "gather_metrics": 1, "report": 1, "summarize_benchmarks": 1}
 
 
 def test_bad_config_fails_before_any_job_and_names_the_key(tmp_path):

@@ -46,6 +46,11 @@ def plot_soup_line(points: pd.DataFrame, a: str, b: str, path: str | Path, subti
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> list[Path]:
+    """Write ``fig`` to ``path`` (.png) and its .pdf twin, atomically; close it; return both paths."""
     png = Path(path)
     written = []
     for target in (png, png.with_suffix(".pdf")):

@@ -13,19 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+from .figures import save_figure  # noqa: E402
 from .tables import THREAT_COLUMNS  # noqa: E402
-
-
-def _save(fig, path: str | Path) -> list[Path]:
-    png = Path(path)
-    written = []
-    for target in (png, png.with_suffix(".pdf")):
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=target.suffix[1:])
-        written.append(target)
-    plt.close(fig)
-    return written
 
 
 def shifts_table(metrics: pd.DataFrame, models: pd.DataFrame, selection: pd.DataFrame,
@@ -81,7 +70,7 @@ def plot_composition(selection: pd.DataFrame, base_models: Sequence[str], path, 
     ax.set_title(f"Composition of the chosen soup per shift ({method}, k={k})", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_ternary(table: pd.DataFrame, corners: Sequence[str], path) -> list[Path]:
@@ -106,4 +95,4 @@ def plot_ternary(table: pd.DataFrame, corners: Sequence[str], path) -> list[Path
         fig.colorbar(scatter, ax=ax, shrink=0.6).ax.tick_params(labelsize=6)
     fig.suptitle("Soups of " + ", ".join(corners) + " (accuracy %)", fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
