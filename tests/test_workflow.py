@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from snakemake_output import job_stats
 
 pytestmark = pytest.mark.workflow
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
@@ -27,18 +27,7 @@ def snakemake(workdir: Path, *args: str, configfile: Path = MICRO) -> subprocess
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     """The 'Job stats' table of a dry run, as {rule: count}."""
-    counts = {}
-    in_table = False
-    for line in result.stdout.splitlines():
-        if line.startswith("job "):
-            in_table = True
-            continue
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if in_table and match:
-            if match.group(1) == "total":
-                break
-            counts[match.group(1)] = int(match.group(2))
-    return counts
+    return job_stats(result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +72,21 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
     assert "total cost" in table
 
 
+def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
+    results = micro_run / "results" / "digits"
+    rws = pd.read_csv(results / "metrics" / "rws.tsv", sep="\t")
+    assert {"standard", "augment", "expert-fog", "rws-fog", "rws-fog-all", "rws-fog-8bit", "rws-auto",
+            "rws-fog@standard-s1-shared"} <= set(rws["model"])
+    assert set(rws["threat"]) == {"none"} and set(rws["attack"]) == {"clean"}
+    standard = rws[(rws["model"] == "standard") & (rws["corruption"] == "none")]["correct"].item()
+    assert (rws[rws["model"].str.endswith("-off")]["correct"] == standard).all()  # unpatched = standard
+    for name in ("table1", "table4", "oracle_free", "transfer"):
+        assert (results / "tables" / f"rws_{name}.md").read_text().startswith("# ")
+    for name in ("lambda", "layer_norms", "compose"):
+        assert (results / "figures" / f"rws_{name}.png").stat().st_size > 1000
+    assert (results / "rws" / "fog-8bit.safetensors").stat().st_size < (results / "rws" / "fog-all.safetensors").stat().st_size
+
+
 def test_rerun_with_nothing_changed_does_no_work(micro_run):
     result = snakemake(micro_run, "--dry-run")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -98,6 +102,28 @@ def test_changing_only_the_soup_grid_reruns_only_soups_and_later(micro_run, tmp_
     # Three soups on the finer grid, one of which (w = 0.5) is already made.
     assert jobs == {"all": 1, "soup_grid": 1, "make_soup": 2, "evaluate_clean": 2, "evaluate_adversarial": 6,
                     "gather_metrics": 1, "report": 1, "summarize_benchmarks": 1}
+
+
+def test_micro_distillation_writes_rows_and_table(micro_run):
+    results = micro_run / "results" / "digits"
+    rows = pd.read_csv(results / "metrics" / "distill.tsv", sep="\t")
+    assert {"teacher", "student", "student-finetuned", "student-multihead", "student-multihead-oracle"} <= set(
+        rows["model"])
+    assert set(rows["threat"]) == {"none"} and {"clean", "ours", "oracle"} <= set(rows["attack"])
+    assert (rows["corruption"] == "none").groupby(rows["model"]).sum().eq(1).all()
+    table = (results / "tables" / "distill.md").read_text()
+    assert "| student-multihead | ours |" in table and "trainable params" in table
+    assert '"architecture": "multihead"' in (results / "models" / "student-multihead.json").read_text()
+
+
+def test_changing_only_head_selection_reruns_only_the_multihead_evaluation(micro_run, tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["distill"]["selection"]["clean_weight"] = 0.8
+    changed = tmp_path / "selection.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(micro_run, "--dry-run", configfile=changed))
+    assert jobs["evaluate_distilled"] == 1 and {"gather_distill", "report_distill"} <= set(jobs)
+    assert not {"train_teacher", "train_student", "distill_student", "finetune_student", "pretrain"} & set(jobs)
 
 
 def test_bad_config_fails_before_any_job_and_names_the_key(tmp_path):

@@ -90,7 +90,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -108,7 +109,7 @@ def save_checkpoint(
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     with atomic_path(weights_path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": meta.name})
-    meta.weights_sha256 = _sha256(weights_path)
+    meta.weights_sha256 = file_sha256(weights_path)
     meta.git_commit = meta.git_commit or git_commit()
     meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_text_atomic(sidecar_path(weights_path), json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
@@ -123,17 +124,28 @@ def load_meta(weights_path: str | Path) -> CheckpointMeta:
             f"checkpoint sidecar {side} is missing; expected it beside {weights_path} "
             "(a robustsoup checkpoint is a .safetensors file plus a .json sidecar)"
         )
+    return read_sidecar(side, FORMAT, CheckpointMeta, CheckpointError, "checkpoint")
+
+
+def read_sidecar(side: Path, fmt: str, meta_class: type, error: type[Exception], what: str):
+    """Parse the JSON sidecar ``side`` into ``meta_class`` (a dataclass), checking its format tag.
+
+    Fields the dataclass does not know are ignored (older or newer writers);
+    a missing required field, invalid JSON or another format raise ``error``
+    naming the file and what was found.
+    """
     try:
         raw = json.loads(side.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"checkpoint sidecar {side} is not valid JSON ({exc}); delete it and rerun") from exc
-    if raw.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint sidecar {side}: expected format {FORMAT!r}, found {raw.get('format')!r}")
-    known = CheckpointMeta.__dataclass_fields__
+        raise error(f"{what} sidecar {side} is not valid JSON ({exc}); delete it and rerun") from exc
+    if not isinstance(raw, dict) or raw.get("format") != fmt:
+        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise error(f"{what} sidecar {side}: expected format {fmt!r}, found {found!r}")
+    known = meta_class.__dataclass_fields__
     try:
-        return CheckpointMeta(**{k: v for k, v in raw.items() if k in known})
+        return meta_class(**{k: v for k, v in raw.items() if k in known})
     except TypeError as exc:
-        raise CheckpointError(f"checkpoint sidecar {side} lacks a required field: {exc}") from exc
+        raise error(f"{what} sidecar {side} lacks a required field: {exc}") from exc
 
 
 def load_checkpoint(
@@ -150,7 +162,7 @@ def load_checkpoint(
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint {weights_path} does not exist")
     meta = load_meta(weights_path)
-    actual_sha = _sha256(weights_path)
+    actual_sha = file_sha256(weights_path)
     if meta.weights_sha256 and actual_sha != meta.weights_sha256:
         raise CheckpointError(
             f"checkpoint {weights_path} does not match its sidecar (SHA-256 {actual_sha[:12]}… , "

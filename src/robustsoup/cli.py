@@ -24,14 +24,19 @@ from .data import DATASETS, DataLayoutError
 from .weights import WeightMismatchError, affine_combination
 
 
-def _parse_weighted(spec: str) -> tuple[Path, float]:
-    path, sep, weight = spec.rpartition(":")
+def parse_path_and_number(spec: str, number: str, expected: str) -> tuple[Path, float]:
+    """``PATH:NUMBER`` on the command line (the last colon splits, so paths may hold colons)."""
+    path, sep, value = spec.rpartition(":")
     if not sep:
-        raise argparse.ArgumentTypeError(f"expected PATH:WEIGHT (e.g. linf.safetensors:0.8), found {spec!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, found {spec!r}")
     try:
-        return Path(path), float(weight)
+        return Path(path), float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"weight {weight!r} in {spec!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{number} {value!r} in {spec!r} is not a number") from None
+
+
+def _parse_weighted(spec: str) -> tuple[Path, float]:
+    return parse_path_and_number(spec, "weight", "PATH:WEIGHT (e.g. linf.safetensors:0.8)")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -97,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("models", nargs="+", type=_parse_weighted, metavar="PATH:WEIGHT")
     soup.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors (+ .json sidecar)")
     soup.set_defaults(run=cmd_soup)
+
+    from .rws_cli import add_rws_commands  # here: rws_cli imports this module
+
+    add_rws_commands(commands)
 
     data = commands.add_parser("data", help="data set tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -20,6 +21,14 @@ class Job:
 
     config: dict
     device: torch.device
+
+
+def _slurm_context(gpus: int) -> str:
+    """Under SLURM, the job id, the GPUs the rule asked for and the devices SLURM gave it."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return ""
+    return (f" in SLURM job {os.environ['SLURM_JOB_ID']} (gpu={gpus},"
+            f" CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
 
 
 @contextlib.contextmanager
@@ -45,13 +54,15 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
         try:
             torch.set_num_threads(max(1, int(snakemake.threads)))
             config = resolve_config(snakemake.config)
-            wants_gpu = int(getattr(snakemake, "resources", {}).get("gpu", 0) or 0) > 0
+            gpus = int(getattr(snakemake, "resources", {}).get("gpu", 0) or 0)
+            wants_gpu = gpus > 0
             lease = gpu_lease() if wants_gpu and config["device"] != "cpu" else contextlib.nullcontext()
             with lease as leased:
                 job = Job(config=config, device=select_device(config["device"]))
                 logging.getLogger("robustsoup").info(
-                    "rule %s on %s%s with %d threads", snakemake.rule, job.device,
+                    "rule %s on %s%s with %d threads%s", snakemake.rule, job.device,
                     f" (leased GPU {leased})" if leased is not None else "", torch.get_num_threads(),
+                    _slurm_context(gpus),
                 )
                 yield job
         except BaseException:

@@ -263,19 +263,59 @@ def _autocast(settings: TrainSettings, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _save_state(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+@dataclass
+class EpochState:
+    """What a training loop saves at the end of every epoch and restores after a kill.
 
+    Weights, optimizer, the batch-order generator, the global torch RNG, the
+    input policy's statistics and the history so far, written atomically to
+    ``path`` (nothing is saved when it is None). A state written under another
+    ``fingerprint`` (other settings) or unreadable is ignored with a warning.
+    """
 
-def _load_state(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt state is not worth failing over: start afresh
-        log.warning("ignoring unreadable resume state %s (%s); training from the start", path, exc)
-        return None
+    path: Path | None
+    fingerprint: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    policy: InputPolicy
+
+    def restore(self, epochs: int) -> tuple[list[dict], int]:
+        """Load a matching state if there is one; return (history, first epoch to run)."""
+        state = self._load() if self.path is not None else None
+        if state is None:
+            return [], 1
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("resume state %s belongs to other settings; starting from the first epoch", self.path)
+            return [], 1
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.policy.load_state_dict(state["policy"])
+        first_epoch = int(state["epoch"]) + 1
+        log.info("resuming from %s after epoch %d of %d", self.path, first_epoch - 1, epochs)
+        return list(state["history"]), first_epoch
+
+    def save(self, epoch: int, history: list[dict]) -> None:
+        if self.path is None:
+            return
+        state = {
+            "fingerprint": self.fingerprint, "epoch": epoch, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "policy": self.policy.state_dict(), "history": history,
+        }
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def _load(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt state is not worth failing over: start afresh
+            log.warning("ignoring unreadable resume state %s (%s); starting from the first epoch", self.path, exc)
+            return None
 
 
 def train_model(
@@ -304,21 +344,9 @@ def train_model(
     n = len(data)
     per_epoch = math.ceil(n / settings.batch_size)
     total = per_epoch * settings.epochs
-    history: list[dict] = []
-    first_epoch = 1
-    resume_path = Path(resume_path) if resume_path is not None else None
-    state = _load_state(resume_path) if resume_path is not None else None
-    if state is not None and state.get("fingerprint") == fingerprint:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        policy.load_state_dict(state["policy"])
-        history = list(state["history"])
-        first_epoch = int(state["epoch"]) + 1
-        log.info("resuming from %s after epoch %d of %d", resume_path, first_epoch - 1, settings.epochs)
-    elif state is not None:
-        log.warning("resume state %s belongs to other settings; training from the start", resume_path)
+    epoch_state = EpochState(Path(resume_path) if resume_path is not None else None, fingerprint, model, optimizer,
+                             generator, policy)
+    history, first_epoch = epoch_state.restore(settings.epochs)
 
     for epoch in range(first_epoch, settings.epochs + 1):
         start = time.perf_counter()
@@ -362,12 +390,7 @@ def train_model(
         log.info("epoch %d/%d loss %.4f acc %.4f lr %.4g (%.1fs)", epoch, settings.epochs,
                  row["loss"], row["train_accuracy"], lr, row["seconds"])
         history.append(row)
-        if resume_path is not None:
-            _save_state(resume_path, {
-                "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "policy": policy.state_dict(), "history": history,
-            })
+        epoch_state.save(epoch, history)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     model.eval()

@@ -1,6 +1,7 @@
 """Model registry: architectures by name, with input normalization inside the model."""
 
 from . import timm_models  # noqa: F401  (registers resnet50, vit_base_patch16_224; timm is imported on use)
+from . import multihead  # noqa: F401  (registers multihead, the student of robust distillation)
 from .registry import (
     ARCHITECTURES,
     FIXED_INPUT_STATISTICS,

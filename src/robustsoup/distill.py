@@ -1,0 +1,576 @@
+"""Robust distillation into a multi-head student (Jain et al. 2023, "Efficiently Robustify Pre-trained Models").
+
+A small teacher made robust with augmentation (AugMix and/or synthetic
+corruptions, :class:`AugmentInputs`) transfers its robustness to a larger
+student, of which only the last block(s) and three heads are tuned
+(:class:`robustsoup.models.multihead.MultiHeadNet`):
+
+- *clean* head: cross-entropy plus temperature-scaled KL to the original
+  student's predictions, on clean images;
+- *robust* head: cross-entropy plus temperature-scaled KL to the teacher, on
+  shifted (augmented) images;
+- *combined* head: both, half each.
+
+Loss of a head on a batch: ``ce_weight · CE(y) + kd_weight · τ² · KL(p_target^τ ‖ p_head^τ)``;
+the total is ``Σ head_weights[h] · loss_h``. Each batch holds clean and
+shifted images (the augmentation's ``clean_fraction``), the same stream the
+fine-tuning baseline sees. The frozen layers stay in eval mode, BatchNorm
+statistics included, so they are bit-identical afterwards; the tuned blocks'
+BatchNorm layers normalise with batch statistics (``batchnorm="train"``, the
+default: in eval mode the small weights of a BatchNorm-trained network make
+SGD diverge) or keep the student's (``"frozen"``). Dropout acts on the
+features in front of every head.
+
+At test time each input gets one head (:func:`select_heads`). The signals
+(:func:`head_signals`): every head's logits with dropout off; the MC-dropout
+uncertainty of every head from ``T`` dropout samples (predictive entropy
+normalised by log K, the mean variance of the probabilities, or the mutual
+information); and the divergence between the clean and robust heads, the
+symmetric KL of their MC-mean predictions. The rules:
+
+- ``clean`` / ``robust`` / ``combined``: always that head (ablations);
+- ``oracle``: the first head, in that order, that is correct (an upper bound; needs the labels);
+- ``ours``: the clean head when its uncertainty is at most ``θ_u`` *and* the
+  heads' divergence is at most ``θ_kl`` (the input looks like clean data and
+  the heads agree); otherwise the less uncertain of the robust and combined heads.
+
+``θ_u`` and ``θ_kl`` are chosen on the adaptation split (clean and corrupted)
+by :func:`calibrate_thresholds`: a grid of quantiles of the observed values
+(plus "never" and "always"), maximising ``clean_weight · clean accuracy +
+(1 − clean_weight) · corrupted accuracy`` among the thresholds whose clean
+accuracy is at most ``max_clean_drop`` below the clean head's. Ties go to the
+larger thresholds (more inputs to the clean head). The paper publishes none
+of these constants; the defaults are in the config schema (``distill``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from .data import ImageSplit
+from .models import Normalized
+from .models.multihead import HEADS, MultiHeadNet
+from .train import CorruptionInputs, EpochState, TrainingDivergedError, learning_rate
+
+log = logging.getLogger(__name__)
+
+AUGMENTATIONS = ("augmix", "corruptions", "augmix+corruptions")
+RULES = ("clean", "robust", "combined", "oracle", "ours")
+UNCERTAINTIES = ("entropy", "variance", "mutual_information")
+_CLEAN, _ROBUST, _COMBINED = (HEADS.index(h) for h in ("clean", "robust", "combined"))
+
+
+# ----------------------------------------------------------------------------- shifted inputs
+
+
+@dataclass
+class AugmentInputs:
+    """Shifted copies of a batch, per image: AugMix, a synthetic corruption, or (a fraction) clean.
+
+    ``kind`` ``augmix`` uses torchvision's AugMix without the operations that
+    overlap the -C corruptions (``all_ops=False``, as the AugMix paper);
+    ``corruptions`` draws a corruption and severity per image from
+    ``corruptions`` × ``severities`` (:class:`robustsoup.train.CorruptionInputs`);
+    ``augmix+corruptions`` gives each shifted image one of the two with equal
+    probability. An input policy of :func:`robustsoup.train.train_model`
+    (seeded, resumable); the model argument is ignored. ``last_shifted``
+    (bool, N) says which images of the last batch were shifted.
+    """
+
+    kind: str
+    corruptions: Sequence[str] = ()
+    severities: Sequence[int] = (1, 2, 3, 4, 5)
+    clean_fraction: float = 0.0
+    augmix_severity: int = 3
+    seed: int = 0
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.kind!r}; expected one of {AUGMENTATIONS}")
+        if not 0 <= self.clean_fraction < 1:
+            raise ValueError(f"clean_fraction must be in [0, 1), found {self.clean_fraction}")
+        if not 1 <= self.augmix_severity <= 10:
+            raise ValueError(f"augmix_severity must be in 1..10, found {self.augmix_severity}")
+        self.uses_augmix = "augmix" in self.kind
+        self.uses_corruptions = "corruptions" in self.kind
+        self.corrupt = (CorruptionInputs(list(self.corruptions), list(self.severities), 0.0, self.seed)
+                        if self.uses_corruptions else None)
+        if self.uses_augmix:
+            from torchvision.transforms import AugMix
+
+            self.augmix = AugMix(severity=self.augmix_severity, all_ops=False)
+        self.generator = torch.Generator().manual_seed(self.seed + 3)
+        parts = (["augmix"] if self.uses_augmix else []) + ([self.corrupt.name] if self.corrupt else [])
+        self.name = " | ".join(parts) + (f", {self.clean_fraction:g} clean" if self.clean_fraction else "")
+
+    def __call__(self, model: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        n = len(x)
+        clean = torch.rand(n, generator=self.generator) < self.clean_fraction
+        if self.uses_augmix and self.uses_corruptions:
+            augmix = torch.rand(n, generator=self.generator) < 0.5
+        else:
+            augmix = torch.full((n,), self.uses_augmix)
+        self.last_shifted = ~clean
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        images = (x.detach().cpu() * 255).round().to(torch.uint8)
+        out = images.clone()
+        chosen = (~clean & augmix).nonzero().flatten()
+        if len(chosen):
+            with torch.random.fork_rng(devices=[]):  # AugMix draws from torch's global generator
+                torch.manual_seed(seed)
+                for i in chosen.tolist():
+                    out[i] = self.augmix(images[i])
+        chosen = (~clean & ~augmix).nonzero().flatten()
+        if len(chosen):
+            shifted = self.corrupt(None, images[chosen].float().div_(255.0), None)
+            out[chosen] = (shifted * 255).round().to(torch.uint8)
+        return out.to(x.device).float().div_(255.0)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(),
+                "corrupt": self.corrupt.state_dict() if self.corrupt else {}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        if self.corrupt:
+            self.corrupt.load_state_dict(state["corrupt"])
+
+
+def make_augmentation(spec: Mapping, seed: int) -> AugmentInputs:
+    """The policy of a config's ``distill.augmentation`` section."""
+    return AugmentInputs(spec["kind"], spec["corruptions"], spec["severities"], spec["clean_fraction"],
+                         spec["augmix_severity"], seed)
+
+
+# ----------------------------------------------------------------------------- the multi-head student
+
+
+def multihead_net(model: Normalized) -> MultiHeadNet:
+    net = getattr(model, "net", None)
+    if not isinstance(net, MultiHeadNet):
+        raise TypeError(f"expected a multi-head student (architecture multihead), found {type(net).__name__}")
+    return net
+
+
+def multihead_state_from_student(student_state: Mapping[str, torch.Tensor], net: MultiHeadNet,
+                                 prefix: str = "net.") -> dict[str, torch.Tensor]:
+    """The multi-head student's state dict from the original student's: the base as it is, every head
+    a copy of the original classifier."""
+    classifier = prefix + net.classifier_name + "."
+    state = {}
+    for key, tensor in student_state.items():
+        if key.startswith(classifier):
+            for head in HEADS:
+                state[f"{prefix}heads.{head}.{key[len(classifier):]}"] = tensor.clone()
+        elif key.startswith(prefix):
+            state[f"{prefix}base.{key[len(prefix):]}"] = tensor.clone()
+        else:
+            state[key] = tensor.clone()
+    return state
+
+
+def freeze_for_distillation(model: Normalized) -> list[str]:
+    """Freeze every parameter except the multi-head net's trainable ones; return the names (model-level)."""
+    net = multihead_net(model)
+    tuned = set(net.trainable_names())
+    names = []
+    for name, parameter in net.named_parameters():
+        parameter.requires_grad_(name in tuned)
+        if name in tuned:
+            names.append(f"net.{name}")
+    return names
+
+
+def set_distillation_mode(model: Normalized, batchnorm: str = "train") -> None:
+    """Eval mode everywhere (frozen BatchNorm statistics), except, with ``batchnorm="train"``, the tuned
+    blocks, whose BatchNorm layers then normalise with batch statistics and update their running ones."""
+    net = multihead_net(model)
+    model.eval()
+    if batchnorm == "train":
+        for name in net.trainable_modules:
+            net.get_submodule(name).train()
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _normalize(model: Normalized, x: torch.Tensor) -> torch.Tensor:
+    return (x - model.mean) / model.std
+
+
+# ----------------------------------------------------------------------------- losses and the loop
+
+
+@dataclass
+class DistillSettings:
+    """Optimisation and loss settings of the distillation (config ``distill.distillation``)."""
+
+    epochs: int
+    lr: float
+    schedule: str = "cosine"
+    batch_size: int = 32
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    temperature: float = 4.0
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0
+    head_weights: Mapping[str, float] = field(default_factory=lambda: {h: 1.0 for h in HEADS})
+    batchnorm: str = "train"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batchnorm not in ("train", "frozen"):
+            raise ValueError(f"batchnorm must be 'train' or 'frozen', found {self.batchnorm!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, found {self.temperature}")
+        if self.ce_weight < 0 or self.kd_weight < 0 or self.ce_weight + self.kd_weight == 0:
+            raise ValueError(f"ce_weight and kd_weight must be ≥ 0 and not both 0, found "
+                             f"{self.ce_weight} and {self.kd_weight}")
+        if set(self.head_weights) != set(HEADS) or any(w < 0 for w in self.head_weights.values()):
+            raise ValueError(f"head_weights needs a weight ≥ 0 for each of {HEADS}, found {dict(self.head_weights)}")
+
+
+def kd_loss(logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """τ² · KL(softmax(target/τ) ‖ softmax(logits/τ)), averaged over the batch (Hinton et al.)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(target_logits / t, 1), reduction="batchmean",
+                    log_target=True) * t * t
+
+
+def head_losses(net: MultiHeadNet, features: torch.Tensor, y: torch.Tensor, shifted: torch.Tensor,
+                reference: torch.Tensor, teacher: torch.Tensor, settings: DistillSettings
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss of a batch and each head's logits on all of it.
+
+    ``features`` (B, D) of a batch whose images ``shifted`` (bool, B) were
+    augmented; ``reference`` (B, K) the original student's logits on the
+    clean images (rows of shifted images are ignored); ``teacher`` (S, K) the
+    teacher's logits on the shifted images. The clean head learns on the clean
+    images, the robust head on the shifted ones, the combined head on both (each
+    part weighted by its share of the batch); a head with no image of its kind
+    in the batch adds nothing.
+    """
+
+    def term(logits, labels, target):
+        if len(labels) == 0:
+            return logits.sum() * 0.0
+        return settings.ce_weight * F.cross_entropy(logits, labels) + settings.kd_weight * kd_loss(
+            logits, target, settings.temperature)
+
+    clean = ~shifted
+    logits = {h: net.head(h, features, dropout=True) for h in HEADS}
+    share = shifted.float().mean()
+    losses = {
+        "clean": term(logits["clean"][clean], y[clean], reference[clean]),
+        "robust": term(logits["robust"][shifted], y[shifted], teacher),
+        "combined": (1 - share) * term(logits["combined"][clean], y[clean], reference[clean])
+        + share * term(logits["combined"][shifted], y[shifted], teacher),
+    }
+    total = sum(settings.head_weights[h] * losses[h] for h in HEADS)
+    return total, logits
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: ImageSplit, device, batch_size: int = 500) -> torch.Tensor:
+    """Logits of ``model`` (eval mode) on every image of ``data``, on the CPU."""
+    model.eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        out.append(model(data.load(idx).to(device).float().div_(255.0)).float().cpu())
+    return torch.cat(out)
+
+
+def distill_multihead(
+    model: Normalized,
+    teacher: nn.Module,
+    reference_logits: torch.Tensor,
+    data: ImageSplit,
+    policy,
+    settings: DistillSettings,
+    device: torch.device,
+    resume_path: str | Path | None = None,
+    fingerprint: str = "",
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Distil into ``model`` (a multi-head student) in place; one history row per epoch.
+
+    ``reference_logits`` are the original student's logits on every training
+    image (the clean head's target); ``teacher`` gives the robust targets on
+    ``policy``'s shifted images. Only the parameters that
+    :func:`freeze_for_distillation` leaves trainable change; the teacher and
+    the frozen layers stay in eval mode (:func:`set_distillation_mode`). Resumable per epoch like
+    :func:`robustsoup.train.train_model` (``resume_path``, ``fingerprint``).
+    """
+    net = multihead_net(model)
+    model.to(device).eval()
+    teacher.to(device).eval()
+    freeze_for_distillation(model)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    generator = torch.Generator().manual_seed(settings.seed)
+    n = len(data)
+    if len(reference_logits) != n:
+        raise ValueError(f"reference logits for {len(reference_logits)} images, the training split has {n}")
+    per_epoch = math.ceil(n / settings.batch_size)
+    total = per_epoch * settings.epochs
+    epoch_state = EpochState(Path(resume_path) if resume_path is not None else None, fingerprint, model, optimizer,
+                             generator, policy)
+    history, first_epoch = epoch_state.restore(settings.epochs)
+
+    for epoch in range(first_epoch, settings.epochs + 1):
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=generator)
+        loss_sum, seen, n_shifted = 0.0, 0, 0
+        correct = dict.fromkeys(HEADS, 0)
+        iteration = (epoch - 1) * per_epoch
+        lr = settings.lr
+        for b in tqdm(range(per_epoch), desc=f"distill epoch {epoch}/{settings.epochs}", file=sys.stderr,
+                      mininterval=10, leave=True):
+            idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+            x = data.load(idx).to(device).float().div_(255.0)
+            y = data.labels[idx].to(device)
+            x_train = policy(None, x, y).detach()
+            shifted = policy.last_shifted.to(device)
+            with torch.no_grad():
+                teacher_logits = teacher(x_train[shifted]).float()
+            set_distillation_mode(model, settings.batchnorm)
+            features = net.features(_normalize(model, x_train))
+            lr = learning_rate(settings.schedule, settings.lr, iteration, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, logits = head_losses(net, features, y, shifted, reference_logits[idx].to(device),
+                                       teacher_logits, settings)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"the distillation loss became {loss.item()} at epoch {epoch}, batch {b + 1}/{per_epoch} "
+                    f"(lr {lr:g}); lower the learning rate. No checkpoint was written."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            iteration += 1
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+            n_shifted += int(shifted.sum())
+            hits = {h: logits[h].detach().argmax(1) == y for h in HEADS}
+            correct["clean"] += int(hits["clean"][~shifted].sum())
+            correct["robust"] += int(hits["robust"][shifted].sum())
+            correct["combined"] += int(hits["combined"].sum())
+        counts = {"clean": seen - n_shifted, "robust": n_shifted, "combined": seen}
+        row = {"epoch": epoch, "loss": loss_sum / seen, "lr": lr, "seconds": time.perf_counter() - start,
+               "shifted_fraction": n_shifted / seen,
+               "train_accuracy": {h: correct[h] / max(counts[h], 1) for h in HEADS}}
+        log.info("distill epoch %d/%d loss %.4f acc clean %.4f robust %.4f combined %.4f (%.1fs)", epoch,
+                 settings.epochs, row["loss"], *row["train_accuracy"].values(), row["seconds"])
+        history.append(row)
+        epoch_state.save(epoch, history)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+    model.eval()
+    return history
+
+
+# ----------------------------------------------------------------------------- head selection
+
+
+@dataclass
+class HeadSignals:
+    """What head selection sees of N inputs.
+
+    ``logits`` (H, N, K): each head with dropout off; ``uncertainty`` (H, N):
+    each head's MC-dropout uncertainty; ``divergence`` (N,): symmetric KL
+    between the clean and robust heads' MC-mean predictions. Heads in the
+    order of :data:`HEADS`.
+    """
+
+    logits: torch.Tensor
+    uncertainty: torch.Tensor
+    divergence: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.logits.shape[1])
+
+    @staticmethod
+    def cat(parts: Sequence["HeadSignals"]) -> "HeadSignals":
+        return HeadSignals(torch.cat([p.logits for p in parts], 1), torch.cat([p.uncertainty for p in parts], 1),
+                           torch.cat([p.divergence for p in parts]))
+
+
+def _uncertainty(samples: torch.Tensor, kind: str) -> torch.Tensor:
+    """samples (T, N, K) probabilities → (N,) uncertainty."""
+    mean = samples.mean(0)
+    k = samples.shape[-1]
+    entropy = -(mean * mean.clamp_min(1e-12).log()).sum(-1) / math.log(k)
+    if kind == "entropy":
+        return entropy
+    if kind == "variance":
+        return samples.var(0, unbiased=False).mean(-1)
+    if kind == "mutual_information":
+        expected = -(samples * samples.clamp_min(1e-12).log()).sum(-1).mean(0) / math.log(k)
+        return (entropy - expected).clamp_min(0)
+    raise ValueError(f"unknown uncertainty {kind!r}; expected one of {UNCERTAINTIES}")
+
+
+def _symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    lp, lq = p.clamp_min(1e-12).log(), q.clamp_min(1e-12).log()
+    return 0.5 * ((p * (lp - lq)).sum(-1) + (q * (lq - lp)).sum(-1))
+
+
+@torch.no_grad()
+def head_signals(model: Normalized, x: torch.Tensor, samples: int = 8, seed: int = 0,
+                 uncertainty: str = "entropy", batch_size: int = 500, device="cpu") -> HeadSignals:
+    """Selection signals of images ``x`` ([0,1] floats): see :class:`HeadSignals`.
+
+    The base runs once per image; the ``samples`` dropout masks act on its
+    features, drawn from a generator seeded with ``seed`` on the CPU, so the
+    result is the same on every run and device for the same inputs and
+    batch size.
+    """
+    if samples < 1:
+        raise ValueError(f"MC-dropout needs at least one sample, found {samples}")
+    if uncertainty not in UNCERTAINTIES:
+        raise ValueError(f"unknown uncertainty {uncertainty!r}; expected one of {UNCERTAINTIES}")
+    net = multihead_net(model)
+    model = model.to(device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    keep = 1.0 - net.dropout
+    logits, uncert, divergence = [], [], []
+    for start in range(0, len(x), batch_size):
+        features = net.features(_normalize(model, x[start:start + batch_size].to(device)))
+        det, unc, means = [], [], []
+        for head in HEADS:
+            det.append(net.head(head, features).float().cpu())
+            probs = []
+            for _ in range(samples):
+                mask = (torch.rand(features.shape, generator=generator) < keep).float().div_(keep)
+                probs.append(net.head(head, features, mask=mask.to(features.device)).float().softmax(-1).cpu())
+            probs = torch.stack(probs)
+            unc.append(_uncertainty(probs, uncertainty))
+            means.append(probs.mean(0))
+        logits.append(torch.stack(det))
+        uncert.append(torch.stack(unc))
+        divergence.append(_symmetric_kl(means[_CLEAN], means[_ROBUST]))
+    return HeadSignals(torch.cat(logits, 1), torch.cat(uncert, 1), torch.cat(divergence))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """``ours``: the clean head when uncertainty ≤ ``uncertainty`` and divergence ≤ ``divergence``."""
+
+    uncertainty: float
+    divergence: float
+
+
+def _ours(signals: HeadSignals, thresholds: Thresholds) -> torch.Tensor:
+    u = signals.uncertainty
+    keep_clean = (u[_CLEAN] <= thresholds.uncertainty) & (signals.divergence <= thresholds.divergence)
+    other = torch.where(u[_ROBUST] <= u[_COMBINED], _ROBUST, _COMBINED)
+    return torch.where(keep_clean, torch.full_like(other, _CLEAN), other)
+
+
+def select_heads(signals: HeadSignals, rule: str, thresholds: Thresholds | None = None,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Index into :data:`HEADS` of the head each input gets under ``rule`` (see the module docstring)."""
+    n = len(signals)
+    if rule in HEADS:
+        return torch.full((n,), HEADS.index(rule), dtype=torch.long)
+    if rule == "oracle":
+        if labels is None:
+            raise ValueError("the oracle rule needs the labels")
+        correct = signals.logits.argmax(-1) == labels.view(1, -1)
+        first = correct.int().argmax(0)  # first correct head; 0 (clean) when none is
+        return first.long()
+    if rule == "ours":
+        if thresholds is None:
+            raise ValueError("the ours rule needs thresholds (calibrate_thresholds)")
+        return _ours(signals, thresholds).long()
+    raise ValueError(f"unknown head-selection rule {rule!r}; expected one of {RULES}")
+
+
+def selected_predictions(signals: HeadSignals, choice: torch.Tensor) -> torch.Tensor:
+    """Predicted classes (N,) when input i is answered by head ``choice[i]``."""
+    predictions = signals.logits.argmax(-1)  # (H, N)
+    return predictions.gather(0, choice.view(1, -1)).squeeze(0)
+
+
+def _candidates(values: torch.Tensor, quantiles: int) -> list[float]:
+    levels = torch.linspace(0, 1, quantiles, dtype=torch.float64)
+    qs = torch.quantile(values.double(), levels).tolist() if len(values) else []
+    return sorted(set([-1.0, *qs, math.inf]))
+
+
+def calibrate_thresholds(clean: HeadSignals, clean_labels: torch.Tensor, shifted: HeadSignals,
+                         shifted_labels: torch.Tensor, clean_weight: float = 0.5, max_clean_drop: float = 0.005,
+                         quantiles: int = 21, uncertainty: float | None = None,
+                         divergence: float | None = None) -> tuple[Thresholds, dict]:
+    """Thresholds of ``ours`` chosen on labelled clean and shifted inputs (the adaptation split).
+
+    Maximises ``clean_weight · clean accuracy + (1 − clean_weight) · shifted
+    accuracy`` over a grid (``quantiles`` quantiles of the observed values,
+    plus "never" and "always") among the thresholds whose clean accuracy is at
+    most ``max_clean_drop`` below the clean head's; ties go to the larger
+    thresholds. A threshold given as a number is kept fixed. Returns the
+    thresholds and a record of the search.
+    """
+    if not 0 <= clean_weight <= 1:
+        raise ValueError(f"clean_weight must be in [0, 1], found {clean_weight}")
+    if max_clean_drop < 0:
+        raise ValueError(f"max_clean_drop must be ≥ 0, found {max_clean_drop}")
+    if quantiles < 2:
+        raise ValueError(f"quantiles must be at least 2, found {quantiles}")
+    both = HeadSignals.cat([clean, shifted])
+    u_grid = [float(uncertainty)] if uncertainty is not None else _candidates(both.uncertainty[_CLEAN], quantiles)
+    d_grid = [float(divergence)] if divergence is not None else _candidates(both.divergence, quantiles)
+    correct_c = clean.logits.argmax(-1) == clean_labels.view(1, -1)
+    correct_s = shifted.logits.argmax(-1) == shifted_labels.view(1, -1)
+    floor = correct_c[_CLEAN].double().mean().item() - max_clean_drop
+    best, best_score, best_acc = None, -math.inf, None
+    for u in sorted(u_grid, reverse=True):
+        for d in sorted(d_grid, reverse=True):
+            t = Thresholds(u, d)
+            acc_c = correct_c.gather(0, _ours(clean, t).view(1, -1)).double().mean().item()
+            acc_s = correct_s.gather(0, _ours(shifted, t).view(1, -1)).double().mean().item()
+            if acc_c < floor - 1e-12:
+                continue
+            score = clean_weight * acc_c + (1 - clean_weight) * acc_s
+            if score > best_score + 1e-12:
+                best, best_score, best_acc = t, score, (acc_c, acc_s)
+    if best is None:  # only when both thresholds are fixed and violate the clean floor
+        best = Thresholds(u_grid[0], d_grid[0])
+        best_acc = (correct_c.gather(0, _ours(clean, best).view(1, -1)).double().mean().item(),
+                    correct_s.gather(0, _ours(shifted, best).view(1, -1)).double().mean().item())
+        best_score = clean_weight * best_acc[0] + (1 - clean_weight) * best_acc[1]
+        log.warning("the fixed thresholds lose more than max_clean_drop of clean accuracy on the adaptation split")
+    record = {"uncertainty": _finite(best.uncertainty), "divergence": _finite(best.divergence),
+              "objective": best_score, "adapt_clean_accuracy": best_acc[0], "adapt_shifted_accuracy": best_acc[1],
+              "adapt_clean_head_clean_accuracy": floor + max_clean_drop, "grid": [len(u_grid), len(d_grid)],
+              "n_clean": len(clean), "n_shifted": len(shifted)}
+    return best, record
+
+
+def _finite(value: float) -> float | None:
+    """JSON-friendly threshold: None for "always" (+∞)."""
+    return None if math.isinf(value) else value
+
+
+def thresholds_from_record(record: Mapping) -> Thresholds:
+    """Inverse of the ``uncertainty`` / ``divergence`` entries of :func:`calibrate_thresholds`' record."""
+    def value(v):
+        return math.inf if v is None else float(v)
+
+    return Thresholds(value(record["uncertainty"]), value(record["divergence"]))

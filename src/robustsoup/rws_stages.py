@@ -1,0 +1,588 @@
+"""Robust Weight Signatures as pipeline stages: what each rule of ``workflow/rules/rws.smk`` does.
+
+Models (all under ``results/<dataset>/models/rws/``):
+
+- ``init``: the shared initialization, clean-trained (from the configured pretrained weights if
+  any, else from scratch) — the paper's second option ("first train a standard model from
+  scratch, and use it as θ₀"); the paper's default is an ImageNet-pretrained θ₀, which this is
+  with ``model.weights`` set.
+- ``standard``: fine-tuned from ``init`` on clean images; ``expert-<c>``: fine-tuned from ``init``
+  on images corrupted by ``c`` at ``rws.severities``; ``augment``: fine-tuned from ``init`` on all
+  ``rws.corruptions`` at once (a fraction of the images kept clean) — the data-augmentation
+  baseline. One optimizer for all (``rws.finetune``; the reference uses SGD lr 0.01, momentum
+  0.9, weight decay 5e-4, step decay).
+- ``standard-s<seed>-own`` / ``standard-s<seed>-shared``: other standard models (seed
+  ``rws.transfer.seed``), the targets of the transfer experiment, fine-tuned from their own
+  initialization ``init-s<seed>`` (trained from scratch with that seed) or from ``init``.
+
+Every evaluation writes tidy rows (:data:`robustsoup.evaluate.METRIC_COLUMNS`, threat ``none``,
+attack ``clean``): clean test accuracy (corruption ``none``) and accuracy on the corrupted test
+split (``data/corrupted/test``, Hendrycks' layout) at ``rws.eval_severities``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file as save_torch
+
+from .checkpoint import load_checkpoint, load_model, load_state_dict_checked, save_checkpoint
+from .config import ConfigError
+from .data import load_split
+from .data.corruptions import CORRUPTIONS, corrupt, read_corrupted_split
+from .device import seed_everything
+from .evaluate import METRIC_COLUMNS, clean_correct, read_metrics, write_metrics
+from .io import atomic_path, write_text_atomic
+from .rws import (
+    Signature,
+    extract_signature,
+    load_signature,
+    patched,
+    plan_layers,
+    quantize,
+    save_signature,
+    state_digest,
+)
+from .stages import _initial_model, _new_meta, model_identity
+from .train import CleanInputs, CorruptionInputs, TrainSettings, train_model
+
+log = logging.getLogger(__name__)
+
+EVALSET = "test"
+INIT = "init"
+
+
+# --------------------------------------------------------------------------- names and checks
+
+
+def transfer_targets(config: Mapping) -> dict[str, str]:
+    """Transfer targets and their initializations: ``standard-s<seed>-own`` from its own ``init-s<seed>``
+    (trained from scratch with that seed), ``standard-s<seed>-shared`` from the shared ``init``."""
+    spec = config["rws"]["transfer"]
+    seed = spec["seed"]
+    return {f"standard-s{seed}-{kind}": (f"init-s{seed}" if kind == "own" else INIT) for kind in spec["inits"]}
+
+
+def variant_suffix(variant: str) -> str:
+    """Model-name suffix of a signature variant: shallow → '', all → '-all', 8bit → '-8bit'."""
+    return "" if variant == "shallow" else f"-{variant}"
+
+
+def variants(config: Mapping) -> list[str]:
+    """Signature variants of Table 1: all layers, shallow k (float32), then each quantized width."""
+    return ["all", "shallow", *[f"{b}bit" for b in config["rws"]["bits"]]]
+
+
+def deploy_variant(config: Mapping) -> str:
+    """The variant used by Table 4, the λ sweep, composition, the oracle-free mode and transfer."""
+    bits = config["rws"]["deploy_bits"]
+    return "shallow" if bits == 32 else f"{bits}bit"
+
+
+def check_rws_config(config: Mapping) -> None:
+    """Cross-key checks of the ``rws`` section that the schema cannot express; names the key."""
+    rws, data = config["rws"], config["data"]
+    unknown = [c for c in rws["corruptions"] if c not in CORRUPTIONS]
+    if unknown:
+        raise ConfigError(f"config key 'rws.corruptions': unknown corruptions {unknown}; expected names from {list(CORRUPTIONS)}")
+    missing = [c for c in rws["corruptions"] if c not in data["corruptions"]]
+    if missing:
+        raise ConfigError(f"config key 'rws.corruptions': {missing} are not in data.corruptions {data['corruptions']}; "
+                          "the corrupted test split is generated for data.corruptions only")
+    for key in ("severities", "eval_severities"):
+        outside = [s for s in rws[key] if s not in data["severities"]]
+        if outside:
+            raise ConfigError(f"config key 'rws.{key}': severities {outside} are not in data.severities {data['severities']}")
+    if not set(rws["severities"]) <= set(rws["eval_severities"]):
+        raise ConfigError(f"config key 'rws.eval_severities': must include the training severities rws.severities "
+                          f"{rws['severities']} (Table 1 and 4 report those)")
+    if rws["deploy_bits"] != 32 and rws["deploy_bits"] not in rws["bits"]:
+        raise ConfigError(f"config key 'rws.deploy_bits': {rws['deploy_bits']} is neither 32 nor one of rws.bits {rws['bits']}")
+    outside = [c for c in rws["compose"] if c not in rws["corruptions"]]
+    if outside:
+        raise ConfigError(f"config key 'rws.compose': {outside} are not in rws.corruptions {rws['corruptions']}")
+    if rws["compose_severity"] not in data["severities"]:
+        raise ConfigError(f"config key 'rws.compose_severity': {rws['compose_severity']} is not in data.severities "
+                          f"{data['severities']}")
+    if rws["transfer"]["seed"] == config["seed"]:
+        raise ConfigError(f"config key 'rws.transfer.seed': must differ from seed ({config['seed']}) so the target "
+                          "is another model")
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _training_record(spec: Mapping, policy, seed: int, corruptions=(), severities=(), clean_fraction=0.0) -> dict:
+    return {**spec, "policy": policy.name, "corruptions": list(corruptions), "severities": list(severities),
+            "clean_fraction": clean_fraction, "seed": seed,
+            # The fields the soup report reads (see report.tables.add_training_columns).
+            "norms": [], "attack_steps": 0, "cost": spec["epochs"]}
+
+
+def _train(config: Mapping, name: str, spec: Mapping, policy, record: dict, train_path, out_path, device,
+           seed: int, init_path=None) -> Path:
+    seed_everything(seed)
+    parent, parent_sha = None, ""
+    meta = _new_meta(config, name, training=record)
+    if init_path is not None:
+        state, init_meta = load_checkpoint(init_path, expect=model_identity(config))
+        model = meta.build()
+        load_state_dict_checked(model, state, source=f"initialization {init_path}")
+        parent, parent_sha = init_meta.name, init_meta.weights_sha256
+        meta.parent = parent
+    else:
+        model = _initial_model(config, meta)
+        if config["model"]["weights"]:
+            meta.provenance["initial_weights"] = config["model"]["weights"]
+    data = load_split(train_path)
+    settings = TrainSettings(
+        epochs=spec["epochs"], lr=spec["lr"], schedule=spec["schedule"], batch_size=spec["batch_size"],
+        momentum=spec["momentum"], weight_decay=spec["weight_decay"], seed=seed,
+        decay_all=init_path is not None, precision=spec["precision"], channels_last=spec["channels_last"],
+    )
+    resume = Path(out_path).with_suffix(".resume.pt") if spec["resume"] else None
+    fingerprint = json.dumps({"training": record, "identity": model_identity(config), "init": parent_sha},
+                             sort_keys=True)
+    log.info("training %s: %s, %d epochs on %d images from %s", name, policy.name, settings.epochs, len(data),
+             parent or "scratch")
+    start = time.perf_counter()
+    history = train_model(model, data, policy, settings, device, resume_path=resume, fingerprint=fingerprint)
+    meta.metrics = {"train_history": history, "train_seconds": time.perf_counter() - start}
+    save_checkpoint(out_path, model.state_dict(), meta)
+    if resume is not None and resume.exists():
+        resume.unlink()
+    return Path(out_path)
+
+
+def train_init(config: Mapping, name: str, train_path, out_path, device) -> Path:
+    """Rule ``train_rws_init``: the shared initialization (``init``) or a transfer target's own (``init-s<seed>``)."""
+    seed = config["seed"] if name == INIT else int(name.removeprefix("init-s"))
+    spec = config["rws"]["init"]
+    policy = CleanInputs()
+    return _train(config, name, spec, policy, _training_record(spec, policy, seed), train_path, out_path, device, seed)
+
+
+def train_rws_model(config: Mapping, name: str, init_path, train_path, out_path, device) -> Path:
+    """Rules ``train_rws_model`` / ``train_expert``: ``standard``, ``augment``, ``expert-<c>`` or ``standard-s<seed>``.
+
+    Every one is fine-tuned from ``init_path`` with ``rws.finetune``; what differs is the input policy.
+    """
+    rws = config["rws"]
+    spec, seed = rws["finetune"], config["seed"]
+    severities = list(rws["severities"])
+    if name == "standard":
+        policy, extra = CleanInputs(), {}
+    elif name in transfer_targets(config):
+        seed = rws["transfer"]["seed"]
+        policy, extra = CleanInputs(), {}
+    elif name == "augment":
+        fraction = rws["augment_clean_fraction"]
+        policy = CorruptionInputs(list(rws["corruptions"]), severities, clean_fraction=fraction, seed=seed)
+        extra = {"corruptions": rws["corruptions"], "severities": severities, "clean_fraction": fraction}
+    elif name.startswith("expert-") and name.removeprefix("expert-") in rws["corruptions"]:
+        corruption = name.removeprefix("expert-")
+        policy = CorruptionInputs([corruption], severities, seed=seed)
+        extra = {"corruptions": [corruption], "severities": severities}
+    else:
+        raise ValueError(f"unknown RWS model {name!r}; expected standard, augment, {list(transfer_targets(config))} "
+                         f"or expert-<c> for c in {rws['corruptions']}")
+    record = _training_record(spec, policy, seed, **extra)
+    return _train(config, name, spec, policy, record, train_path, out_path, device, seed, init_path=init_path)
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def extract_stage(config: Mapping, corruption: str, init_path, standard_path, expert_path,
+                  shallow_path, all_path) -> list[Path]:
+    """Rule ``extract_rws``: the float32 signature of one expert over the first k layers and over all layers."""
+    rws = config["rws"]
+    identity = model_identity(config)
+    states, sources = {}, {}
+    for label, path in (("init", init_path), ("standard", standard_path), ("expert", expert_path)):
+        state, meta = load_checkpoint(path, expect=identity)
+        states[label] = state
+        sources[label] = {"name": meta.name, "weights_sha256": meta.weights_sha256}
+    ident = {**identity, "num_classes": meta.num_classes}
+    written = []
+    for k, path, suffix in ((rws["layers"], shallow_path, ""), (None, all_path, "-all")):
+        plan = plan_layers(states["standard"], k, rws["norm_affine"], rws["statistics"])
+        signature = extract_signature(states["init"], states["standard"], states["expert"], plan,
+                                      name=f"rws-{corruption}{suffix}", corruption=corruption,
+                                      identity=ident, sources=sources)
+        written.append(save_signature(path, signature))
+        log.info("%s: %d tensors over %d layers, %d parameters, %d bytes", signature.name, len(signature.values),
+                 len(plan.layers), signature.meta.parameters, signature.meta.file_bytes)
+    return written
+
+
+def quantize_stage(config: Mapping, signature_path, out_paths: Mapping[int, str]) -> list[Path]:
+    """Rule ``quantize_rws``: the signature quantized to each of ``rws.bits``."""
+    signature = load_signature(signature_path, expect={"architecture": model_identity(config)["architecture"]})
+    written = []
+    for bits, path in out_paths.items():
+        quantized = quantize(signature, int(bits), name=f"{signature.name}-{bits}bit")
+        written.append(save_signature(path, quantized))
+        log.info("%s: %d bytes (float32: %d)", quantized.name, quantized.meta.file_bytes, signature.meta.file_bytes)
+    return written
+
+
+# --------------------------------------------------------------------------- evaluation helpers
+
+
+def metric_row(model: str, corruption: str, severity: int, correct: torch.Tensor) -> dict:
+    n, hits = int(correct.numel()), int(correct.sum())
+    return {"model": model, "evalset": EVALSET, "corruption": corruption, "severity": int(severity), "threat": "none",
+            "eps": 0.0, "attack": "clean", "n": n, "correct": hits, "accuracy": hits / n if n else float("nan")}
+
+
+class EvalSets:
+    """The clean test split and its corrupted copies, as float images in [0,1]."""
+
+    def __init__(self, config: Mapping, test_path, corrupted_dir, n: int | None = None, split: str = "test"):
+        self.config = config
+        data = load_split(test_path)
+        self.x, self.y = data.as_float(n)
+        self.n = len(self.y)
+        self.dir = Path(corrupted_dir)
+        self.split = split
+        self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def corrupted(self, corruption: str, severity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (corruption, severity)
+        if key not in self._cache:
+            images, labels = read_corrupted_split(self.dir, corruption, severity,
+                                                  severities=sorted(self.config["data"]["severities"]))
+            x, y = images[: self.n].float().div_(255.0), labels[: self.n]
+            if not torch.equal(y, self.y):
+                raise ValueError(f"{self.dir}: labels of {corruption} severity {severity} do not match the "
+                                 f"{self.split} split; regenerate the corrupted split")
+            self._cache[key] = (x, y)
+        return self._cache[key]
+
+
+def _correct(model, x, y, device) -> torch.Tensor:
+    return clean_correct(model, x.to(device), y.to(device)).cpu()
+
+
+def _rows(model, name: str, sets: EvalSets, corruptions: Sequence[str], severities: Sequence[int], device,
+          clean: bool = True) -> list[dict]:
+    rows = [metric_row(name, "none", 0, _correct(model, sets.x, sets.y, device))] if clean else []
+    for corruption in corruptions:
+        for severity in severities:
+            x, y = sets.corrupted(corruption, severity)
+            rows.append(metric_row(name, corruption, severity, _correct(model, x, y, device)))
+    return rows
+
+
+def _write(rows: list[dict], path) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    write_metrics(frame, path)
+    return frame
+
+
+def _load(config, path, device):
+    seed_everything(config["seed"])
+    model, meta = load_model(path, expect=model_identity(config), device=device)
+    return model, meta
+
+
+def _signatures(config, paths: Mapping[str, str]) -> dict[str, Signature]:
+    identity = model_identity(config)
+    return {c: load_signature(p, expect={"architecture": identity["architecture"],
+                                         "model_kwargs": identity["model_kwargs"]}) for c, p in paths.items()}
+
+
+# --------------------------------------------------------------------------- evaluation stages
+
+
+def evaluate_model_stage(config: Mapping, name: str, model_path, test_path, corrupted_dir, rows_path, device
+                         ) -> pd.DataFrame:
+    """Rule ``evaluate_rws_model``: a baseline's clean and corrupted accuracy.
+
+    ``standard`` and ``augment`` on every corruption; ``expert-<c>`` on its own corruption (the
+    "All Models" oracle of Table 1).
+    """
+    model, _ = _load(config, model_path, device)
+    rws = config["rws"]
+    corruptions = [name.removeprefix("expert-")] if name.startswith("expert-") else rws["corruptions"]
+    sets = EvalSets(config, test_path, corrupted_dir)
+    return _write(_rows(model, name, sets, corruptions, rws["eval_severities"], device), rows_path)
+
+
+def evaluate_patched_stage(config: Mapping, variant: str, standard_path, signature_paths: Mapping[str, str],
+                           test_path, corrupted_dir, rows_path, device) -> pd.DataFrame:
+    """Rule ``evaluate_patched``: the standard model patched with each corruption's signature (oracle, λ = rws.lambda).
+
+    Rows ``rws-<c><suffix>``: on corruption c at every evaluation severity and on clean images
+    with the patch on; ``rws-<c><suffix>-off``: clean accuracy after removing the patch, which
+    first checks that the weights are the standard model's bit for bit (the job fails if not).
+    """
+    model, meta = _load(config, standard_path, device)
+    identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
+    reference = state_digest(model.state_dict())
+    rws = config["rws"]
+    sets = EvalSets(config, test_path, corrupted_dir)
+    rows = []
+    for corruption, signature in _signatures(config, signature_paths).items():
+        name = f"rws-{corruption}{variant_suffix(variant)}"
+        with patched(model, [signature], [rws["lambda"]], identity):
+            rows += _rows(model, name, sets, [corruption], rws["eval_severities"], device)
+        if state_digest(model.state_dict()) != reference:
+            raise RuntimeError(f"removing {signature.name} did not restore the standard model bit for bit")
+        rows.append(metric_row(f"{name}-off", "none", 0, _correct(model, sets.x, sets.y, device)))
+    return _write(rows, rows_path)
+
+
+def lambda_name(corruption: str, coefficient: float) -> str:
+    return f"rws-{corruption}-x{coefficient:g}"
+
+
+def lambda_sweep_stage(config: Mapping, standard_path, signature_paths: Mapping[str, str], test_path,
+                       corrupted_dir, rows_path, device) -> pd.DataFrame:
+    """Rule ``rws_lambda_sweep``: accuracy against λ at every evaluation severity (and clean), first ``sweep_images``."""
+    model, meta = _load(config, standard_path, device)
+    identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
+    rws = config["rws"]
+    sets = EvalSets(config, test_path, corrupted_dir, n=rws["sweep_images"])
+    rows = []
+    for corruption, signature in _signatures(config, signature_paths).items():
+        for coefficient in rws["lambdas"]:
+            with patched(model, [signature], [coefficient], identity):
+                rows += _rows(model, lambda_name(corruption, coefficient), sets, [corruption],
+                              rws["eval_severities"], device)
+    return _write(rows, rows_path)
+
+
+def compound_name(a: str, b: str) -> str:
+    return f"{a}+{b}"
+
+
+def compose_name(a: str, la: float, b: str, lb: float) -> str:
+    return f"rws-{a}-x{la:g}+{b}-x{lb:g}"
+
+
+def compose_stage(config: Mapping, standard_path, signature_paths: Mapping[str, str], test_path, corrupted_dir,
+                  rows_path, device) -> pd.DataFrame:
+    """Rule ``rws_compose``: two signatures added together with λ₁, λ₂ on a grid.
+
+    Evaluated on clean images, on each corruption alone and on the compound corruption (a then
+    b applied to the same image, generated here), at ``rws.compose_severity``.
+    """
+    model, meta = _load(config, standard_path, device)
+    identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
+    rws = config["rws"]
+    a, b = rws["compose"]
+    severity = rws["compose_severity"]
+    sets = EvalSets(config, test_path, corrupted_dir, n=rws["sweep_images"])
+    signatures = _signatures(config, {c: signature_paths[c] for c in (a, b)})
+    test = load_split(test_path)
+    images = test.images[: sets.n]
+    both = corrupt(corrupt(images, a, severity, seed=config["seed"]), b, severity, seed=config["seed"])
+    streams = {"none": (sets.x, sets.y), a: sets.corrupted(a, severity), b: sets.corrupted(b, severity),
+               compound_name(a, b): (both.float().div_(255.0), sets.y)}
+    rows = []
+    for la in rws["compose_lambdas"]:
+        for lb in rws["compose_lambdas"]:
+            name = compose_name(a, la, b, lb)
+            with patched(model, [signatures[a], signatures[b]], [la, lb], identity):
+                for corruption, (x, y) in streams.items():
+                    rows.append(metric_row(name, corruption, 0 if corruption == "none" else severity,
+                                           _correct(model, x, y, device)))
+    return _write(rows, rows_path)
+
+
+def transfer_stage(config: Mapping, target_paths: Sequence[str], signature_paths: Mapping[str, str], test_path,
+                   corrupted_dir, rows_path, device) -> pd.DataFrame:
+    """Rule ``rws_transfer``: signatures extracted against ``standard`` patched onto other standard models.
+
+    Per target: rows ``<target>`` (alone) and ``rws-<c>@<target>`` (patched, λ = rws.lambda).
+    """
+    rws = config["rws"]
+    sets = EvalSets(config, test_path, corrupted_dir)
+    signatures = _signatures(config, signature_paths)
+    rows = []
+    for target_path in target_paths:
+        model, meta = _load(config, target_path, device)
+        identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
+        target = meta.name
+        rows += _rows(model, target, sets, rws["corruptions"], rws["eval_severities"], device)
+        for corruption, signature in signatures.items():
+            with patched(model, [signature], [rws["lambda"]], identity):
+                rows += _rows(model, f"rws-{corruption}@{target}", sets, [corruption], rws["eval_severities"], device)
+    return _write(rows, rows_path)
+
+
+# --------------------------------------------------------------------------- oracle-free mode
+
+
+class ShallowFeatures:
+    """Per-channel mean and standard deviation of the outputs of the signature's weight layers."""
+
+    def __init__(self, model: torch.nn.Module, layers: Sequence[str]):
+        modules = dict(model.named_modules())
+        missing = [name for name in layers if name not in modules]
+        if missing:
+            raise ValueError(f"the model has no modules {missing}; the signature is for another architecture")
+        self.model, self.layers, self.modules = model, list(layers), [modules[name] for name in layers]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        parts: list[torch.Tensor] = []
+        out = []
+        hooks = [m.register_forward_hook(lambda _m, _i, o: parts.append(o)) for m in self.modules]
+        try:
+            for start in range(0, len(x), batch_size):
+                parts.clear()
+                self.model(x[start : start + batch_size])
+                feats = []
+                for o in parts:
+                    flat = o.flatten(2) if o.dim() > 2 else o.unsqueeze(-1)
+                    feats += [flat.mean(-1), flat.std(-1, unbiased=False)] if flat.shape[-1] > 1 else [flat.mean(-1)]
+                out.append(torch.cat(feats, 1).cpu())
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return torch.cat(out)
+
+
+def fit_detector(features: torch.Tensor, labels: torch.Tensor, classes: int, weight_decay: float,
+                 steps: int) -> dict[str, torch.Tensor]:
+    """Multinomial logistic regression on standardized features (full-batch L-BFGS, deterministic)."""
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    z = ((features - mean) / std).double()
+    weight = torch.zeros(z.shape[1], classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z @ weight + bias, labels) + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return {"mean": mean.double(), "std": std.double(), "weight": weight.detach(), "bias": bias.detach()}
+
+
+def detector_probabilities(detector: Mapping[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
+    z = (features.double() - detector["mean"]) / detector["std"]
+    return torch.softmax(z @ detector["weight"] + detector["bias"], dim=1)
+
+
+def oracle_free_stage(config: Mapping, standard_path, signature_paths: Mapping[str, str], adapt_path,
+                      adapt_corrupted_dir, test_path, corrupted_dir, rows_path, detector_path, classifier_path,
+                      device) -> pd.DataFrame:
+    """Rule ``rws_oracle_free``: no oracle; a corruption-type classifier picks the signature and λ per batch.
+
+    The classifier (multinomial logistic regression) sees per-channel means and standard
+    deviations of the standard model's shallow-layer outputs (the signature's layers) and
+    predicts "clean" or (corruption, severity); it is fitted on the adaptation split, clean and
+    corrupted. λ per (corruption, severity) is the best of ``rws.lambdas`` on the adaptation
+    split (ties → smaller λ). At test time every stream (clean, or one corruption at one
+    severity) is cut into batches of ``oracle_free.batch_size``; the classifier's mean
+    probability over a batch picks the class, hence the signature and λ, or no patch.
+
+    Rows: ``rws-auto`` (oracle-free) and ``rws-oracle-tuned`` (true corruption and severity, the
+    adaptation-tuned λ). ``detector_path``: per stream, how many batches the classifier got
+    right (corruption; corruption and severity) and its per-image accuracy.
+    """
+    model, meta = _load(config, standard_path, device)
+    identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
+    rws, spec = config["rws"], config["rws"]["oracle_free"]
+    signatures = _signatures(config, signature_paths)
+    corruptions, severities = list(rws["corruptions"]), list(rws["eval_severities"])
+    classes = [("none", 0)] + [(c, s) for c in corruptions for s in severities]
+    layers = next(iter(signatures.values())).meta.layers
+    features = ShallowFeatures(model, layers)
+    adapt = EvalSets(config, adapt_path, adapt_corrupted_dir, split="adapt")
+    test = EvalSets(config, test_path, corrupted_dir)
+
+    def stream(sets: EvalSets, cls):
+        return (sets.x, sets.y) if cls[0] == "none" else sets.corrupted(*cls)
+
+    x_fit = torch.cat([features(stream(adapt, cls)[0].to(device)) for cls in classes])
+    y_fit = torch.cat([torch.full((adapt.n,), i, dtype=torch.int64) for i in range(len(classes))])
+    detector = fit_detector(x_fit, y_fit, len(classes), spec["weight_decay"], spec["steps"])
+    with atomic_path(classifier_path) as tmp:
+        save_torch({k: v.float().contiguous() for k, v in detector.items()}, str(tmp),
+                   metadata={"classes": json.dumps(classes), "layers": json.dumps(layers)})
+
+    best_lambda = {}
+    for c, s in classes[1:]:
+        x, y = adapt.corrupted(c, s)
+        scores = []
+        for coefficient in rws["lambdas"]:
+            with patched(model, [signatures[c]], [coefficient], identity):
+                scores.append((int(_correct(model, x, y, device).sum()), -coefficient))
+        best_lambda[(c, s)] = -max(scores)[1]
+        log.info("λ for %s severity %d on the adaptation split: %g", c, s, best_lambda[(c, s)])
+
+    rows, detector_rows = [], []
+    batch = spec["batch_size"]
+    for truth in classes:
+        x, y = stream(test, truth)
+        auto, tuned = [], []
+        right_type = right_both = batches = 0
+        probabilities = detector_probabilities(detector, features(x.to(device)))
+        for start in range(0, len(y), batch):
+            xb, yb = x[start : start + batch], y[start : start + batch]
+            picked = classes[int(probabilities[start : start + batch].mean(0).argmax())]
+            batches += 1
+            right_type += picked[0] == truth[0]
+            right_both += picked == truth
+            for chosen, sink in ((picked, auto), (truth, tuned)):
+                if chosen[0] == "none":
+                    sink.append(_correct(model, xb, yb, device))
+                else:
+                    with patched(model, [signatures[chosen[0]]], [best_lambda[chosen]], identity):
+                        sink.append(_correct(model, xb, yb, device))
+        rows.append(metric_row("rws-auto", truth[0], truth[1], torch.cat(auto)))
+        rows.append(metric_row("rws-oracle-tuned", truth[0], truth[1], torch.cat(tuned)))
+        per_image = probabilities.argmax(1)
+        image_type = sum(classes[int(i)][0] == truth[0] for i in per_image)
+        detector_rows.append({
+            "corruption": truth[0], "severity": truth[1], "batch_size": batch, "batches": batches,
+            "correct_corruption": right_type, "correct_both": right_both,
+            "accuracy_corruption": right_type / batches, "accuracy_both": right_both / batches,
+            "images": len(y), "image_accuracy_corruption": image_type / len(y),
+            "lambda": 0.0 if truth[0] == "none" else best_lambda[truth],
+        })
+    write_text_atomic(detector_path, pd.DataFrame(detector_rows).to_csv(sep="\t", index=False))
+    return _write(rows, rows_path)
+
+
+# --------------------------------------------------------------------------- gathering and report
+
+
+def gather_stage(paths: Sequence[str], out_path) -> pd.DataFrame:
+    """Rule ``gather_rws``: every RWS metric file in one tidy table (``metrics/rws.tsv``)."""
+    frame = read_metrics(list(paths))
+    write_metrics(frame, out_path)
+    return frame
+
+
+def report_stage(config: Mapping, metrics_path, detector_path, model_paths: Mapping[str, str],
+                 signature_paths: Mapping[str, Mapping[str, str]], classifier_path, tables: Mapping[str, str],
+                 figures: Mapping[str, str]) -> list[Path]:
+    """Rule ``report_rws``: Table 1, Table 4, the oracle-free and transfer tables, and three figures."""
+    from .report import rws as report
+
+    metrics = pd.read_csv(metrics_path, sep="\t")
+    detector = pd.read_csv(detector_path, sep="\t")
+    return report.write_report(config, metrics, detector, model_paths, signature_paths, classifier_path,
+                               tables, figures)
+
+
+__all__ = [
+    "EvalSets", "ShallowFeatures", "check_rws_config", "compose_stage", "deploy_variant", "detector_probabilities",
+    "evaluate_model_stage", "evaluate_patched_stage", "extract_stage", "fit_detector", "gather_stage",
+    "lambda_sweep_stage", "metric_row", "oracle_free_stage", "quantize_stage", "report_stage", "train_init",
+    "train_rws_model", "transfer_stage", "transfer_targets", "variant_suffix", "variants",
+]
