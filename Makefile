@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test lint dry-run report reproduce-cifar10 reproduce-imagenet clean-results help
+.PHONY: run test lint dry-run report bench reproduce-cifar10 reproduce-imagenet clean-results help
 
 help:
 	@echo "make run      the whole DAG on $(CONFIG) (creates $(VENV) on first use)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint     snakemake --lint"
 	@echo "make dry-run  what a run would do"
 	@echo "make report   results/report.html: every table and figure of the run, captioned"
+	@echo "make bench    every benchmark, one at a time; headline ratios in bench/results/summary.md"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,11 +49,17 @@ reproduce-cifar10 reproduce-imagenet: reproduce-%:
 	@echo "  results/$*/figures/soup_line_*.{png,pdf}   accuracy along the soup lines"
 	@echo "  results/$*/tables/soups_shifts.{csv,md}    soups per distribution shift"
 	@echo "  results/$*/figures/soup_{composition,ternary}.{png,pdf}"
+	@echo "  results/$*/tables/rws_{table1,table4,oracle_free,transfer}.{csv,md}, figures/rws_*  (CIFAR-10; skipped on ImageNet file lists)"
+	@echo "  results/$*/tables/distill.{csv,md}         robust distillation (CIFAR-10; skipped on ImageNet file lists)"
 	@echo "  results/$*/metrics/all.tsv                 every measurement, tidy"
 	@echo "  then: $(BIN)/snakemake --configfile config/presets/$*.yaml --report results/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The soups benchmark uses the base models of the default run (make run first).
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile $(CONFIG)

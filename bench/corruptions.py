@@ -5,7 +5,7 @@ images, 32 × 32, as the default config does), then writes each corruption's
 CIFAR-10-C file with ``write_corrupted_split`` (corruption, 5 severities,
 atomic .npy write) and prints seconds per corruption and the total:
 
-    .venv/bin/python bench/corruptions.py [--n 450] [--seed 0] [--only fog,snow]
+    .venv/bin/python bench/corruptions.py [--n 450] [--seed 0] [--only fog,snow] [--summary out.json]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from robustsoup.data import load_split, prepare_splits
 from robustsoup.data.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, write_corrupted_split
+from measurements import Measurement, write_summary
 
 
 def main() -> None:
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="first n test images (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated corruptions (default: all 19)")
+    parser.add_argument("--summary", type=Path, default=None, help="also write the headline numbers here (JSON)")
     args = parser.parse_args()
     names = [c for c in args.only.split(",") if c] or list(CORRUPTIONS)
 
@@ -49,6 +51,9 @@ def main() -> None:
         total += time.perf_counter() - start
         print(f"{'total':<29}{total:>9.3f}   ({len(names) * len(SEVERITIES)} corruption × severity, "
               f"{len(names) * len(SEVERITIES) * n} images)")
+    goal = "<= 60" if len(names) == len(CORRUPTIONS) and n == 450 else ""
+    write_summary(args.summary, [Measurement("corruptions", f"{len(names)}×{len(SEVERITIES)} corruptions of "
+                                             f"{n} digits images", total, "s", goal)])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ default's `results/digits/`; run `make run` first). Prints, measured in one run:
    the held-out (test split) accuracy of each pick (goal: ≤ 1/3 of the
    passes, within 0.5 points).
 
-    .venv/bin/python bench/soups.py [--results results/digits] [--step 0.1] [--naive-soups 50]
+    .venv/bin/python bench/soups.py [--results results/digits] [--step 0.1] [--naive-soups 50] [--summary out.json]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from robustsoup.checkpoint import load_checkpoint
 from robustsoup.data import load_split
 from robustsoup.soup_selection import SoupScorer, grid_search, naive_accuracy, successive_halving
 from robustsoup.soups import simplex_grid
+from measurements import Measurement, write_summary
 
 BASE = ["linf", "linf-l2", "linf-l1", "linf-nominal"]
 
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=0.1)
     parser.add_argument("--naive-soups", type=int, default=50)
     parser.add_argument("--process-soups", type=int, default=5)
+    parser.add_argument("--summary", type=Path, default=None, help="also write the headline numbers here (JSON)")
     args = parser.parse_args()
     paths = [args.results / "models" / f"{name}.safetensors" for name in BASE]
     missing = [str(p) for p in paths if not p.exists()]
@@ -88,13 +90,22 @@ def main() -> None:
     inputs, test_inputs = scorer.prepare(adapt.images), scorer.prepare(test.images)
     full = grid_search(scorer, grid, inputs, adapt.labels)
     halving = successive_halving(scorer, grid, inputs, adapt.labels, first_images=16, keep=1 / 3)
+    rows = [Measurement("soups", f"{label} / naive soups per second ({len(grid)} soups)", rates[label] / rates["naive"],
+                        "×", ">= 3") for label in ("in-place fp32", "in-place bf16+cl")]
     print(f"\n{'search':<12}{'passes':>10}{'share':>8}{'adapt acc':>11}{'test acc':>10}  weights")
+    tested = {}
     for selection in (full, halving):
         held_out = scorer.accuracy(selection.weights, test_inputs, test.labels)
         weights = " ".join(f"{n}={w:g}" for n, w in selection.weights.items() if w)
         print(f"{selection.method:<12}{selection.forward_passes:>10}"
               f"{selection.forward_passes / full.forward_passes:>8.2f}"
               f"{100 * selection.adaptation_accuracy:>10.1f}%{100 * held_out:>9.1f}%  {weights}")
+        tested[selection.method] = 100 * held_out
+    rows.append(Measurement("soups", "successive halving / grid search forward passes",
+                            halving.forward_passes / full.forward_passes, "×", "<= 0.3334"))
+    rows.append(Measurement("soups", "grid search − successive halving held-out accuracy",
+                            tested[full.method] - tested[halving.method], "points", "<= 0.5"))
+    write_summary(args.summary, rows)
 
 
 if __name__ == "__main__":

@@ -5,19 +5,21 @@ synthetic 32×32 images, for the demo model and PreAct ResNet-18, in float32
 and in bf16 autocast + channels_last; prints images/s and their ratio,
 measured in one run (the machine is shared: ratios mean more than seconds).
 
-    .venv/bin/python bench/train_throughput.py [--images 256] [--batch 128] [--steps 10]
+    .venv/bin/python bench/train_throughput.py [--images 256] [--batch 128] [--steps 10] [--summary out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
 from robustsoup.data import ImageSplit
 from robustsoup.models import build_model
 from robustsoup.train import TrainSettings, make_input_policy, train_model
+from measurements import Measurement, write_summary
 
 MODELS = {"preact_resnet_small (w16)": ("preact_resnet_small", {"width": 16}),
           "preact_resnet18": ("preact_resnet18", {})}
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--summary", type=Path, default=None, help="also write the headline numbers here (JSON)")
     args = parser.parse_args()
     generator = torch.Generator().manual_seed(0)
     data = ImageSplit((torch.rand(args.images, 3, 32, 32, generator=generator) * 255).to(torch.uint8),
@@ -46,6 +49,7 @@ def main() -> None:
     print(f"APGD-{args.steps} L∞ training, {args.images} images, batch {args.batch}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'model':<28}{'fp32 img/s':>12}{'bf16+cl img/s':>15}{'ratio':>8}")
+    rows = []
     for label, (architecture, kwargs) in MODELS.items():
         # Best of two runs each: the first pays one-time warm-up costs.
         fp32 = max(images_per_second(architecture, kwargs, data, "float32", False, args.batch, args.steps)
@@ -53,6 +57,9 @@ def main() -> None:
         bf16 = max(images_per_second(architecture, kwargs, data, "bf16", True, args.batch, args.steps)
                    for _ in range(2))
         print(f"{label:<28}{fp32:>12.1f}{bf16:>15.1f}{bf16 / fp32:>7.2f}×")
+        rows.append(Measurement("train_throughput", f"bf16+channels_last / float32 training, {label}",
+                                bf16 / fp32, "×", ">= 2"))
+    write_summary(args.summary, rows)
 
 
 if __name__ == "__main__":

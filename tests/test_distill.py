@@ -58,13 +58,14 @@ def test_multihead_starts_as_the_student_in_every_head():
     torch.testing.assert_close(multihead(x), student(x), rtol=0, atol=1e-5)
 
 
-def test_frozen_parameters_stay_bit_identical_after_distillation():
+@pytest.mark.parametrize("precision", ["float32", "bf16"])
+def test_frozen_parameters_stay_bit_identical_after_distillation(precision):
     student, multihead = _student_and_multihead()
     teacher = tiny_meta(width=4).build().eval()
     before = copy.deepcopy(multihead.state_dict())
     data = _tiny_split()
     policy = AugmentInputs("augmix+corruptions", ["gaussian_blur", "saturate"], [2, 4], clean_fraction=0.5, seed=0)
-    settings = DistillSettings(epochs=2, lr=0.05, batch_size=8, batchnorm="train")
+    settings = DistillSettings(epochs=2, lr=0.05, batch_size=8, batchnorm="train", precision=precision)
     distill_multihead(multihead, teacher, predict_logits(student, data, "cpu"), data, policy, settings,
                       torch.device("cpu"))
     tuned = set(multihead.net.trainable_names())

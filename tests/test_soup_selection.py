@@ -109,10 +109,17 @@ def test_learned_weights_beat_the_uniform_soup(three_models, digits_splits):
     # Adapt to a shift where only classes ≡ 0 mod 3 matter: model "a" forgot them.
     keep = data.labels % 3 == 0
     uniform = scorer.accuracy({n: 1 / 3 for n in NAMES}, inputs[keep], data.labels[keep])
-    learned = learned_soup(scorer, inputs[keep], data.labels[keep], steps=60, lr=0.1, batch_size=1000)
+    learned = learned_soup(scorer, inputs[keep], data.labels[keep], steps=60, lr=0.1, batch_size=1000,
+                           init="uniform")
     assert learned.adaptation_accuracy > uniform
     assert sum(learned.weights.values()) == pytest.approx(1.0, abs=1e-5)
     assert learned.weights["a"] < 1 / 3
+    # From the best base model, the result is never worse than that model on the adaptation images.
+    from_best = learned_soup(scorer, inputs[keep], data.labels[keep], steps=20, lr=0.5, check_every=5)
+    best_base = max(scorer.accuracy({n: 1.0}, inputs[keep], data.labels[keep]) for n in NAMES)
+    assert from_best.adaptation_accuracy >= best_base
+    with pytest.raises(ValueError, match="expected one of"):
+        learned_soup(scorer, inputs[keep], data.labels[keep], init="middle")
     assert set(SELECTION_METHODS) == {"grid", "halving", "greedy", "learned"}
 
 

@@ -41,3 +41,10 @@ def test_simplex_grid_sizes_and_extension():
     assert len(extended) > 66 and all(abs(sum(w) - 1) < 1e-9 for w in extended)
     with pytest.raises(ValueError, match="must divide 1"):
         simplex_grid(3, 0.3)
+
+
+def test_mixture_text_writes_each_sign_once():
+    from robustsoup.report.tables import mixture_text
+
+    assert mixture_text([(1.2, "linf"), (-0.2, "linf-l2")]) == "1.2·linf − 0.2·linf-l2"
+    assert mixture_text([(-0.2, "linf"), (1.2, "linf-l2")]) == "−0.2·linf + 1.2·linf-l2"

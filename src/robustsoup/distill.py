@@ -45,6 +45,7 @@ of these constants; the defaults are in the config schema (``distill``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -230,8 +231,11 @@ class DistillSettings:
     head_weights: Mapping[str, float] = field(default_factory=lambda: {h: 1.0 for h in HEADS})
     batchnorm: str = "train"
     seed: int = 0
+    precision: str = "float32"  # or bf16: forward passes (teacher's, student's, losses') under bf16 autocast
 
     def __post_init__(self) -> None:
+        if self.precision not in ("float32", "bf16"):
+            raise ValueError(f"precision must be 'float32' or 'bf16', found {self.precision!r}")
         if self.batchnorm not in ("train", "frozen"):
             raise ValueError(f"batchnorm must be 'train' or 'frozen', found {self.batchnorm!r}")
         if self.temperature <= 0:
@@ -346,15 +350,18 @@ def distill_multihead(
             y = data.labels[idx].to(device)
             x_train = policy(None, x, y).detach()
             shifted = policy.last_shifted.to(device)
-            with torch.no_grad():
+            autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                        if settings.precision == "bf16" else contextlib.nullcontext())
+            with torch.no_grad(), autocast:
                 teacher_logits = teacher(x_train[shifted]).float()
             set_distillation_mode(model, settings.batchnorm)
-            features = net.features(_normalize(model, x_train))
             lr = learning_rate(settings.schedule, settings.lr, iteration, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss, logits = head_losses(net, features, y, shifted, reference_logits[idx].to(device),
-                                       teacher_logits, settings)
+            with autocast:
+                features = net.features(_normalize(model, x_train))
+                loss, logits = head_losses(net, features, y, shifted, reference_logits[idx].to(device),
+                                           teacher_logits, settings)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"the distillation loss became {loss.item()} at epoch {epoch}, batch {b + 1}/{per_epoch} "

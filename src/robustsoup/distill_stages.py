@@ -93,7 +93,8 @@ def _identity(spec: Mapping, config: Mapping) -> dict:
 def _settings(training: Mapping, seed: int, decay_all: bool) -> TrainSettings:
     return TrainSettings(epochs=training["epochs"], lr=training["lr"], schedule=training["schedule"],
                          batch_size=training["batch_size"], momentum=training["momentum"],
-                         weight_decay=training["weight_decay"], seed=seed, decay_all=decay_all)
+                         weight_decay=training["weight_decay"], seed=seed, decay_all=decay_all,
+                         precision=training["precision"], channels_last=training["channels_last"])
 
 
 def _fingerprint(record: Mapping, init: str = "") -> str:
@@ -198,7 +199,7 @@ def distill_student_stage(config: Mapping, teacher_path, student_path, train_pat
         epochs=spec["epochs"], lr=spec["lr"], schedule=spec["schedule"], batch_size=spec["batch_size"],
         momentum=spec["momentum"], weight_decay=spec["weight_decay"], temperature=spec["temperature"],
         ce_weight=spec["ce_weight"], kd_weight=spec["kd_weight"], head_weights=spec["head_weights"],
-        batchnorm=spec["batchnorm"], seed=config["seed"],
+        batchnorm=spec["batchnorm"], seed=config["seed"], precision=spec["precision"],
     )
     trainable = freeze_for_distillation(model)
     log.info("distilling %s into %s: %d of %d parameters trainable (%s), %s, %d epochs", teacher_meta.name,

@@ -102,7 +102,7 @@ def _run_method(method: str, scorer: SoupScorer, grid, inputs, labels, spec):
                                          keep=spec["halving_keep"])
     if method == "learned":
         return SELECTION_METHODS[method](scorer, inputs, labels, steps=spec["learned_steps"],
-                                         lr=spec["learned_lr"])
+                                         lr=spec["learned_lr"], init=spec["learned_init"])
     return SELECTION_METHODS[method](scorer, inputs, labels)
 
 

@@ -35,7 +35,6 @@ from .io import write_text_atomic
 from .models.registry import ZOO_PREFIX, input_statistics
 from .models.zoo import build_pretrained
 from .models.batchnorm import recompute_batchnorm_statistics
-from .report import accuracy_table, add_training_columns, attack_summary, evaluation_note, plot_soup_line, soup_line_points, write_table
 from .train import TrainSettings, make_input_policy, train_model
 from .weights import affine_combination
 
@@ -245,6 +244,10 @@ def build_report(config: Mapping, metrics_path, grid_path, sidecar_paths: Sequen
     accuracy, and for trained models what they were trained for and the
     training cost, read from the checkpoints' sidecars.
     """
+    # Imported here: matplotlib costs every other stage's job a third of a second.
+    from .report import (accuracy_table, add_training_columns, attack_summary, evaluation_note, plot_soup_line,
+                         soup_line_points, write_table)
+
     metrics = pd.read_csv(metrics_path, sep="\t")
     metrics = metrics[metrics["study"] == "lp"] if "study" in metrics else metrics
     grid = pd.read_csv(grid_path, sep="\t")

@@ -172,7 +172,8 @@ rule report_distill:
         sidecars=[distill_sidecar(m) for m in DISTILL_MODELS],
         summaries=distill_metric_files(".json"),
     output:
-        tables=distill_tables(),
+        tables=[report(path, caption="../report/distill.rst", category="Robust distillation")
+                for path in distill_tables()],
     log:
         f"logs/report_distill/{DATASET}.log",
     benchmark:

@@ -63,7 +63,8 @@ rule select_soups:
         context=training_context(),
     resources:
         gpu=1,
-    threads: 2
+    threads: 1
+    priority: 30
     log:
         f"logs/select_soups/{DATASET}.log",
     benchmark:
@@ -90,7 +91,8 @@ rule evaluate_soups_shifts:
         shifts=SHIFT_DATA,
     resources:
         gpu=1,
-    threads: 2
+    threads: 1
+    priority: 20
     log:
         f"logs/evaluate_soups_shifts/{DATASET}.log",
     benchmark:
@@ -115,7 +117,8 @@ rule evaluate_ternary:
         norms=config["evaluate"]["threats"],
     resources:
         gpu=1,
-    threads: 2
+    threads: 1
+    priority: 20
     log:
         f"logs/evaluate_ternary/{DATASET}.log",
     benchmark:

@@ -1,5 +1,10 @@
 # Robust fine-tuning (Croce & Hein 2022): adversarially train the parent once,
 # then fine-tune it briefly towards each target threat model.
+#
+# Scheduling: every rule asks for one thread (two small jobs side by side use
+# a few cores better than one job on both; profiles/slurm sets threads per
+# rule for real hardware), and the chain parent → fine-tunes → soup selection
+# has the highest priorities, so the long critical path starts first.
 
 
 rule pretrain:
@@ -13,7 +18,8 @@ rule pretrain:
         context=training_context(),
     resources:
         gpu=1,
-    threads: 2
+    threads: 1
+    priority: 50
     log:
         f"logs/pretrain/{DATASET}/{PARENT}.log",
     benchmark:
@@ -40,6 +46,7 @@ rule finetune:
     resources:
         gpu=1,
     threads: 1
+    priority: 40
     log:
         f"logs/finetune/{DATASET}/{PARENT}-{{target}}.log",
     benchmark:

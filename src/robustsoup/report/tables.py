@@ -30,12 +30,18 @@ def accuracy_table(metrics: pd.DataFrame, model_order: Sequence[str], grid: pd.D
         for _, soup in grid.iterrows():
             if soup["id"] in wide.index:
                 terms = [(soup[m], m) for m in base if soup[m] != 0]
-                wide.loc[soup["id"], "weights"] = " ".join(
-                    f"{'' if i == 0 and w > 0 else ('+ ' if w > 0 else '− ')}{abs(w) if i else w:g}·{m}"
-                    for i, (w, m) in enumerate(terms)
-                )
+                wide.loc[soup["id"], "weights"] = mixture_text(terms)
     wide.index.name = "model"
     return wide.round(1)
+
+
+def mixture_text(terms) -> str:
+    """``[(1.2, "linf"), (-0.2, "linf-l2")]`` → ``1.2·linf − 0.2·linf-l2`` (a leading negative: ``−0.2·a + 1.2·b``)."""
+    parts = []
+    for i, (w, name) in enumerate(terms):
+        sign = ("" if w > 0 else "−") if i == 0 else ("+ " if w > 0 else "− ")
+        parts.append(f"{sign}{abs(w):g}·{name}")
+    return " ".join(parts)
 
 
 def add_training_columns(table: pd.DataFrame, trainings: dict[str, dict | None], parents: dict[str, str | None]) -> pd.DataFrame:
