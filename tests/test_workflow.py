@@ -114,6 +114,10 @@ def test_micro_distillation_writes_rows_and_table(micro_run):
     table = (results / "tables" / "distill.md").read_text()
     assert "| student-multihead | ours |" in table and "trainable params" in table
     assert '"architecture": "multihead"' in (results / "models" / "student-multihead.json").read_text()
+    tidy = pd.read_csv(results / "metrics" / "all.tsv", sep="\t")
+    assert {"lp", "soups-shifts", "rws", "distill"} <= set(tidy["study"])
+    assert {"teacher", "student", "student-finetuned", "student-multihead"} <= set(
+        tidy.loc[tidy["study"] == "distill", "model"])
 
 
 def test_changing_only_head_selection_reruns_only_the_multihead_evaluation(micro_run, tmp_path):

@@ -113,11 +113,19 @@ def soups_figures():
     return [f"{RESULTS}/figures/{n}{suffix}" for n in names for suffix in (".png", ".pdf")]
 
 
-def gathered_studies():
-    """Study name → gathered metric file, merged into metrics/all.tsv."""
+def gathered_studies(wildcards=None):
+    """Study name → gathered metric file, merged into metrics/all.tsv.
+
+    Called at DAG time (an input function): RWS_READY and DISTILL_READY come
+    from rules included after this file.
+    """
     studies = {"soups-shifts": f"{RESULTS}/metrics/soups/shifts.tsv"}
     if config["soups"]["ternary"]["enabled"]:
         studies["soups-ternary"] = f"{RESULTS}/metrics/soups/ternary.tsv"
+    if RWS_READY:
+        studies["rws"] = f"{RESULTS}/metrics/rws.tsv"
+    if DISTILL_READY:
+        studies["distill"] = f"{RESULTS}/metrics/distill.tsv"
     return studies
 
 

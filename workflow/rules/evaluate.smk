@@ -58,13 +58,13 @@ rule evaluate_adversarial:
 rule gather_metrics:
     input:
         metric_files(),
-        studies=list(gathered_studies().values()),
+        studies=lambda wildcards: list(gathered_studies().values()),
     output:
         all=f"{RESULTS}/metrics/all.tsv",
     params:
         models=ALL_MODELS,
         threats=config["evaluate"]["threats"],
-        studies=gathered_studies(),
+        studies=gathered_studies,
     log:
         f"logs/gather_metrics/{DATASET}.log",
     benchmark:
