@@ -45,10 +45,8 @@ of these constants; the defaults are in the config schema (``distill``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +55,12 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from .data import ImageSplit
 from .models import Normalized
 from .models.multihead import HEADS, MultiHeadNet
-from .train import CorruptionInputs, EpochState, TrainingDivergedError, learning_rate
+from .train import (CorruptionInputs, EpochState, TrainingDivergedError, epoch_batches, learning_rate,
+                    set_learning_rate, training_autocast)
 
 log = logging.getLogger(__name__)
 
@@ -332,8 +330,7 @@ def distill_multihead(
         raise ValueError(f"reference logits for {len(reference_logits)} images, the training split has {n}")
     per_epoch = math.ceil(n / settings.batch_size)
     total = per_epoch * settings.epochs
-    epoch_state = EpochState(Path(resume_path) if resume_path is not None else None, fingerprint, model, optimizer,
-                             generator, policy)
+    epoch_state = EpochState(resume_path, fingerprint, model, optimizer, generator, policy)
     history, first_epoch = epoch_state.restore(settings.epochs)
 
     for epoch in range(first_epoch, settings.epochs + 1):
@@ -343,22 +340,16 @@ def distill_multihead(
         correct = dict.fromkeys(HEADS, 0)
         iteration = (epoch - 1) * per_epoch
         lr = settings.lr
-        for b in tqdm(range(per_epoch), desc=f"distill epoch {epoch}/{settings.epochs}", file=sys.stderr,
-                      mininterval=10, leave=True):
-            idx = order[b * settings.batch_size:(b + 1) * settings.batch_size]
-            x = data.load(idx).to(device).float().div_(255.0)
-            y = data.labels[idx].to(device)
+        for b, idx, x, y in epoch_batches(data, order, settings.batch_size, device,
+                                          f"distill epoch {epoch}/{settings.epochs}"):
             x_train = policy(None, x, y).detach()
             shifted = policy.last_shifted.to(device)
-            autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                        if settings.precision == "bf16" else contextlib.nullcontext())
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), training_autocast(settings.precision, device):
                 teacher_logits = teacher(x_train[shifted]).float()
             set_distillation_mode(model, settings.batchnorm)
             lr = learning_rate(settings.schedule, settings.lr, iteration, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast:
+            set_learning_rate(optimizer, lr)
+            with training_autocast(settings.precision, device):
                 features = net.features(_normalize(model, x_train))
                 loss, logits = head_losses(net, features, y, shifted, reference_logits[idx].to(device),
                                            teacher_logits, settings)
@@ -573,11 +564,3 @@ def calibrate_thresholds(clean: HeadSignals, clean_labels: torch.Tensor, shifted
 def _finite(value: float) -> float | None:
     """JSON-friendly threshold: None for "always" (+∞)."""
     return None if math.isinf(value) else value
-
-
-def thresholds_from_record(record: Mapping) -> Thresholds:
-    """Inverse of the ``uncertainty`` / ``divergence`` entries of :func:`calibrate_thresholds`' record."""
-    def value(v):
-        return math.inf if v is None else float(v)
-
-    return Thresholds(value(record["uncertainty"]), value(record["divergence"]))

@@ -41,7 +41,7 @@ from .distill import (
     select_heads,
     selected_predictions,
 )
-from .evaluate import METRIC_COLUMNS, write_metrics
+from .evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from .io import write_text_atomic
 from .models import build_pretrained
 from .models.multihead import MultiHeadNet
@@ -225,9 +225,7 @@ def distill_student_stage(config: Mapping, teacher_path, student_path, train_pat
 
 
 def _row(model: str, corruption: str, severity: int, attack: str, correct: torch.Tensor) -> dict:
-    n, hits = int(correct.numel()), int(correct.sum())
-    return {"model": model, "evalset": "test", "corruption": corruption, "severity": severity, "threat": "none",
-            "eps": 0.0, "attack": attack, "n": n, "correct": hits, "accuracy": hits / n}
+    return metric_row(model, "test", correct, attack=attack, corruption=corruption, severity=severity)
 
 
 def _corrupted_sets(config: Mapping, directory, n_images: int):

@@ -37,12 +37,13 @@ def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     )
 
 
-def _row(model: str, evalset: str, threat: str, eps: float, attack: str, correct: torch.Tensor) -> dict:
-    n = int(correct.numel())
-    hits = int(correct.sum())
+def metric_row(model: str, evalset: str, correct: torch.Tensor, *, threat: str = "none", eps: float = 0.0,
+               attack: str = "clean", corruption: str = "none", severity: int = 0) -> dict:
+    """One tidy metric row (the columns of :data:`METRIC_COLUMNS`) from per-point correctness."""
+    n, hits = int(correct.numel()), int(correct.sum())
     return {
-        "model": model, "evalset": evalset, "corruption": "none", "severity": 0, "threat": threat,
-        "eps": eps, "attack": attack, "n": n, "correct": hits, "accuracy": hits / n,
+        "model": model, "evalset": evalset, "corruption": corruption, "severity": int(severity), "threat": threat,
+        "eps": eps, "attack": attack, "n": n, "correct": hits, "accuracy": hits / n if n else float("nan"),
     }
 
 
@@ -57,7 +58,7 @@ def evaluate_clean(model: nn.Module, model_name: str, data: ImageSplit, device="
     model = model.to(device).eval()
     x, y = data.as_float()
     correct = clean_correct(model, x.to(device), y.to(device), batch_size)
-    row = _row(model_name, data.split, "none", 0.0, "clean", correct)
+    row = metric_row(model_name, data.split, correct)
     return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, correct)
 
 
@@ -84,7 +85,7 @@ def evaluate_adversarial(
     robust = robust_correct(model, x.to(device), y.to(device), norm, eps, plan, seed=seed, batch_size=batch_size)
     log.info("%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)", model_name, norm, eps,
              robust.float().mean().item(), len(y), plan.name, time.perf_counter() - start)
-    row = _row(model_name, data.split, norm, eps, plan.name, robust)
+    row = metric_row(model_name, data.split, robust, threat=norm, eps=eps, attack=plan.name)
     return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust)
 
 
@@ -108,7 +109,7 @@ def union_rows(model_name: str, evalset: str, points: Mapping[str, pd.DataFrame]
                 raise ValueError(f"{model_name}: per-point files of {threat} and {norms[0]} list other images")
         correct &= torch.as_tensor(table["correct"].to_numpy()[:n]).bool()
     attack = "+".join(sorted(set(attacks[t] for t in norms)))
-    return pd.DataFrame([_row(model_name, evalset, "union", 0.0, attack, correct)], columns=METRIC_COLUMNS)
+    return pd.DataFrame([metric_row(model_name, evalset, correct, threat="union", attack=attack)], columns=METRIC_COLUMNS)
 
 
 def evaluate_clean_and_adversarial(

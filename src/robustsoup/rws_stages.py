@@ -37,6 +37,7 @@ from .config import ConfigError
 from .data import load_split
 from .data.corruptions import CORRUPTIONS, corrupt, read_corrupted_split
 from .device import seed_everything
+from . import evaluate
 from .evaluate import METRIC_COLUMNS, clean_correct, read_metrics, write_metrics
 from .io import atomic_path, write_text_atomic
 from .rws import (
@@ -199,26 +200,34 @@ def train_rws_model(config: Mapping, name: str, init_path, train_path, out_path,
 # --------------------------------------------------------------------------- signatures
 
 
-def extract_stage(config: Mapping, corruption: str, init_path, standard_path, expert_path,
-                  shallow_path, all_path) -> list[Path]:
-    """Rule ``extract_rws``: the float32 signature of one expert over the first k layers and over all layers."""
+def extract_stage(config: Mapping, corruptions: Sequence[str], init_path, standard_path, expert_paths: Sequence,
+                  shallow_paths: Sequence, all_paths: Sequence) -> list[Path]:
+    """Rule ``extract_rws``: each expert's float32 signature over the first k layers and over all layers.
+
+    The init and standard checkpoints are read and the layer plans made once for all experts.
+    """
     rws = config["rws"]
     identity = model_identity(config)
-    states, sources = {}, {}
-    for label, path in (("init", init_path), ("standard", standard_path), ("expert", expert_path)):
+    shared, shared_sources = {}, {}
+    for label, path in (("init", init_path), ("standard", standard_path)):
         state, meta = load_checkpoint(path, expect=identity)
-        states[label] = state
-        sources[label] = {"name": meta.name, "weights_sha256": meta.weights_sha256}
+        shared[label] = state
+        shared_sources[label] = {"name": meta.name, "weights_sha256": meta.weights_sha256}
     ident = {**identity, "num_classes": meta.num_classes}
+    plans = {suffix: plan_layers(shared["standard"], k, rws["norm_affine"], rws["statistics"])
+             for k, suffix in ((rws["layers"], ""), (None, "-all"))}
     written = []
-    for k, path, suffix in ((rws["layers"], shallow_path, ""), (None, all_path, "-all")):
-        plan = plan_layers(states["standard"], k, rws["norm_affine"], rws["statistics"])
-        signature = extract_signature(states["init"], states["standard"], states["expert"], plan,
-                                      name=f"rws-{corruption}{suffix}", corruption=corruption,
-                                      identity=ident, sources=sources)
-        written.append(save_signature(path, signature))
-        log.info("%s: %d tensors over %d layers, %d parameters, %d bytes", signature.name, len(signature.values),
-                 len(plan.layers), signature.meta.parameters, signature.meta.file_bytes)
+    for corruption, expert_path, shallow_path, all_path in zip(corruptions, expert_paths, shallow_paths, all_paths):
+        expert, meta = load_checkpoint(expert_path, expect=identity)
+        sources = {**shared_sources, "expert": {"name": meta.name, "weights_sha256": meta.weights_sha256}}
+        for path, suffix in ((shallow_path, ""), (all_path, "-all")):
+            plan = plans[suffix]
+            signature = extract_signature(shared["init"], shared["standard"], expert, plan,
+                                          name=f"rws-{corruption}{suffix}", corruption=corruption,
+                                          identity=ident, sources=sources)
+            written.append(save_signature(path, signature))
+            log.info("%s: %d tensors over %d layers, %d parameters, %d bytes", signature.name,
+                     len(signature.values), len(plan.layers), signature.meta.parameters, signature.meta.file_bytes)
     return written
 
 
@@ -237,9 +246,7 @@ def quantize_stage(config: Mapping, signature_path, out_paths: Mapping[int, str]
 
 
 def metric_row(model: str, corruption: str, severity: int, correct: torch.Tensor) -> dict:
-    n, hits = int(correct.numel()), int(correct.sum())
-    return {"model": model, "evalset": EVALSET, "corruption": corruption, "severity": int(severity), "threat": "none",
-            "eps": 0.0, "attack": "clean", "n": n, "correct": hits, "accuracy": hits / n if n else float("nan")}
+    return evaluate.metric_row(model, EVALSET, correct, corruption=corruption, severity=severity)
 
 
 class EvalSets:
@@ -250,6 +257,7 @@ class EvalSets:
         data = load_split(test_path)
         self.x, self.y = data.as_float(n)
         self.n = len(self.y)
+        self.images = data.images[: self.n]  # uint8, for corruptions made on the fly
         self.dir = Path(corrupted_dir)
         self.split = split
         self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -329,6 +337,9 @@ def evaluate_patched_stage(config: Mapping, variant: str, standard_path, signatu
     reference = state_digest(model.state_dict())
     rws = config["rws"]
     sets = EvalSets(config, test_path, corrupted_dir)
+    # After every unpatch the weights are checked to be the standard model's bit for bit,
+    # so one clean pass gives every signature's "-off" row.
+    unpatched = _correct(model, sets.x, sets.y, device)
     rows = []
     for corruption, signature in _signatures(config, signature_paths).items():
         name = f"rws-{corruption}{variant_suffix(variant)}"
@@ -336,7 +347,7 @@ def evaluate_patched_stage(config: Mapping, variant: str, standard_path, signatu
             rows += _rows(model, name, sets, [corruption], rws["eval_severities"], device)
         if state_digest(model.state_dict()) != reference:
             raise RuntimeError(f"removing {signature.name} did not restore the standard model bit for bit")
-        rows.append(metric_row(f"{name}-off", "none", 0, _correct(model, sets.x, sets.y, device)))
+        rows.append(metric_row(f"{name}-off", "none", 0, unpatched))
     return _write(rows, rows_path)
 
 
@@ -382,8 +393,7 @@ def compose_stage(config: Mapping, standard_path, signature_paths: Mapping[str, 
     severity = rws["compose_severity"]
     sets = EvalSets(config, test_path, corrupted_dir, n=rws["sweep_images"])
     signatures = _signatures(config, {c: signature_paths[c] for c in (a, b)})
-    test = load_split(test_path)
-    images = test.images[: sets.n]
+    images = sets.images
     both = corrupt(corrupt(images, a, severity, seed=config["seed"]), b, severity, seed=config["seed"])
     streams = {"none": (sets.x, sets.y), a: sets.corrupted(a, severity), b: sets.corrupted(b, severity),
                compound_name(a, b): (both.float().div_(255.0), sets.y)}

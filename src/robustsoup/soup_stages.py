@@ -21,7 +21,7 @@ import torch
 from .checkpoint import load_checkpoint, load_model
 from .config import base_model_names
 from .data import load_split
-from .evaluate import METRIC_COLUMNS, write_metrics
+from .evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from .io import write_text_atomic
 from .shifts import MIXED_SEVERITY, evaluation_sets
 from .soup_selection import SELECTION_METHODS, SoupScorer, best_index, ensemble_correct
@@ -107,11 +107,9 @@ def _run_method(method: str, scorer: SoupScorer, grid, inputs, labels, spec):
 
 
 def _rows(model: str, evalset: str, correct: torch.Tensor) -> dict:
-    n, hits = int(correct.numel()), int(correct.sum())
     family = evalset != "clean"
-    return {"model": model, "evalset": evalset, "corruption": evalset if family else "none",
-            "severity": MIXED_SEVERITY if family else 0, "threat": "none", "eps": 0.0, "attack": "clean",
-            "n": n, "correct": hits, "accuracy": hits / n}
+    return metric_row(model, evalset, correct, corruption=evalset if family else "none",
+                      severity=MIXED_SEVERITY if family else 0)
 
 
 def evaluate_soups_on_shifts(config: Mapping, model_paths: Mapping[str, str], test_path, test_corrupted_dir,

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -255,12 +255,27 @@ def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
     return [{"params": decay, "weight_decay": settings.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
-def _autocast(settings: TrainSettings, device: torch.device):
-    if settings.precision == "bf16":
+def training_autocast(precision: str, device: torch.device):
+    """bf16 autocast for a training forward pass, or nothing for float32."""
+    if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if settings.precision != "float32":
-        raise ValueError(f"unknown precision {settings.precision!r}; expected float32 or bf16")
+    if precision != "float32":
+        raise ValueError(f"unknown precision {precision!r}; expected float32 or bf16")
     return contextlib.nullcontext()
+
+
+def epoch_batches(data: ImageSplit, order: torch.Tensor, batch_size: int, device: torch.device,
+                  desc: str) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch's mini-batches in ``order``: (batch number, indices, images in [0,1], labels) on ``device``."""
+    per_epoch = math.ceil(len(order) / batch_size)
+    for b in tqdm(range(per_epoch), desc=desc, file=sys.stderr, mininterval=10, leave=True):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        yield b, idx, data.load(idx).to(device).float().div_(255.0), data.labels[idx].to(device)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 @dataclass
@@ -279,6 +294,9 @@ class EpochState:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     policy: InputPolicy
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path) if self.path is not None else None
 
     def restore(self, epochs: int) -> tuple[list[dict], int]:
         """Load a matching state if there is one; return (history, first epoch to run)."""
@@ -344,8 +362,7 @@ def train_model(
     n = len(data)
     per_epoch = math.ceil(n / settings.batch_size)
     total = per_epoch * settings.epochs
-    epoch_state = EpochState(Path(resume_path) if resume_path is not None else None, fingerprint, model, optimizer,
-                             generator, policy)
+    epoch_state = EpochState(resume_path, fingerprint, model, optimizer, generator, policy)
     history, first_epoch = epoch_state.restore(settings.epochs)
 
     for epoch in range(first_epoch, settings.epochs + 1):
@@ -353,22 +370,17 @@ def train_model(
         order = torch.randperm(n, generator=generator)
         loss_sum, correct, seen = 0.0, 0, 0
         iteration = (epoch - 1) * per_epoch
-        batches = tqdm(range(per_epoch), desc=f"epoch {epoch}/{settings.epochs} [{policy.name}]",
-                       file=sys.stderr, mininterval=10, leave=True)
-        for b in batches:
-            idx = order[b * settings.batch_size : (b + 1) * settings.batch_size]
-            x = data.load(idx).to(device).float().div_(255.0)
-            y = data.labels[idx].to(device)
+        for b, _, x, y in epoch_batches(data, order, settings.batch_size, device,
+                                        f"epoch {epoch}/{settings.epochs} [{policy.name}]"):
             if settings.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             model.eval()
-            with _autocast(settings, device):
+            with training_autocast(settings.precision, device):
                 x_train = policy(model, x, y).detach()
             model.train()
             lr = learning_rate(settings.schedule, settings.lr, iteration, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with _autocast(settings, device):
+            set_learning_rate(optimizer, lr)
+            with training_autocast(settings.precision, device):
                 logits = model(x_train)
             loss = F.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):

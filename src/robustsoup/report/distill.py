@@ -15,9 +15,9 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..data.corruptions import FAMILIES
+from ..shifts import FAMILY_ORDER
 from .tables import write_table
 
-FAMILY_ORDER = ("noise", "blur", "weather", "digital")
 BASE_ORDER = ("teacher", "student", "student-finetuned")
 
 

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..io import write_text_atomic  # noqa: E402
+from ..rws import storage_bytes  # noqa: E402
 from .figures import save_figure  # noqa: E402
 from ..rws_stages import (  # noqa: E402
     compose_name,
@@ -47,10 +48,6 @@ def _n(metrics: pd.DataFrame, model: str) -> int:
     return int(rows["n"].max()) if not rows.empty else 0
 
 
-def _bytes(path) -> int:
-    return Path(path).stat().st_size
-
-
 def variant_label(variant: str, k: int) -> str:
     if variant == "all":
         return "Standard + RWS (all layers)"
@@ -71,7 +68,7 @@ def table1(config: Mapping, metrics: pd.DataFrame, model_paths: Mapping[str, str
     """
     rws = config["rws"]
     corruptions, severities, k = list(rws["corruptions"]), list(rws["severities"]), rws["layers"]
-    std_bytes = _bytes(model_paths["standard"])
+    std_bytes = storage_bytes(model_paths["standard"])
 
     def ra(models: Mapping[str, str]) -> float:
         return float(np.mean([accuracy(metrics, models[c], c, severities) for c in corruptions]))
@@ -85,20 +82,20 @@ def table1(config: Mapping, metrics: pd.DataFrame, model_paths: Mapping[str, str
 
     add("Standard", std_bytes, accuracy(metrics, "standard"), ra({c: "standard" for c in corruptions}),
         n=_n(metrics, "standard"))
-    add("Data Augmentation", _bytes(model_paths["augment"]), accuracy(metrics, "augment"),
+    add("Data Augmentation", storage_bytes(model_paths["augment"]), accuracy(metrics, "augment"),
         ra({c: "augment" for c in corruptions}), n=_n(metrics, "augment"))
-    add("All Models", std_bytes + sum(_bytes(model_paths[f"expert-{c}"]) for c in corruptions),
+    add("All Models", std_bytes + sum(storage_bytes(model_paths[f"expert-{c}"]) for c in corruptions),
         accuracy(metrics, "standard"), ra({c: f"expert-{c}" for c in corruptions}), n=_n(metrics, "standard"))
     for variant in variants(config):
         names = {c: f"rws-{c}{variant_suffix(variant)}" for c in corruptions}
-        sig_bytes = [_bytes(signature_paths[variant][c]) for c in corruptions]
+        sig_bytes = [storage_bytes(signature_paths[variant][c]) for c in corruptions]
         add(variant_label(variant, k), std_bytes + sum(sig_bytes),
             float(np.mean([accuracy(metrics, f"{names[c]}-off") for c in corruptions])), ra(names),
             float(np.mean([accuracy(metrics, names[c]) for c in corruptions])),
             float(np.mean(sig_bytes)) / std_bytes, n=_n(metrics, names[corruptions[0]]))
     deploy = deploy_variant(config)
-    sig_bytes = [_bytes(signature_paths[deploy][c]) for c in corruptions]
-    add(f"{variant_label(deploy, k)}, oracle-free", std_bytes + sum(sig_bytes) + _bytes(classifier_path),
+    sig_bytes = [storage_bytes(signature_paths[deploy][c]) for c in corruptions]
+    add(f"{variant_label(deploy, k)}, oracle-free", std_bytes + sum(sig_bytes) + storage_bytes(classifier_path),
         accuracy(metrics, "rws-auto"), ra({c: "rws-auto" for c in corruptions}),
         signature=float(np.mean(sig_bytes)) / std_bytes, n=_n(metrics, "rws-auto"))
     return pd.DataFrame(rows).set_index("method")
