@@ -311,7 +311,7 @@ def test_slurm_profile_sizes_every_gpu_rule():
     assert profile["slurm-status-command"] == "squeue"  # no sacct without an accounting database
     assert "cpus_per_task" not in profile["default-resources"]  # it would override cpus_per_gpu
     gpu_rules = _gpu_rules_of_workflow()
-    assert {"pretrain", "finetune", "evaluate_clean", "evaluate_adversarial"} <= gpu_rules
+    assert {"pretrain", "finetune", "evaluate_model"} <= gpu_rules
     resources = profile["set-resources"]
     for rule in sorted(gpu_rules):
         assert rule in resources, f"rule {rule} asks for a GPU but profiles/slurm sets no resources for it"
@@ -333,7 +333,7 @@ def test_profile_loads_in_snakemake(profile, tmp_path):
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "evaluate_adversarial" in result.stdout + result.stderr
+    assert "evaluate_model" in result.stdout + result.stderr
 
 
 # --- the real cluster ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,13 @@ pytestmark = pytest.mark.workflow
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path = MICRO) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, configfile: Path = MICRO, env: dict | None = None
+              ) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
         "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2", *args,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -68,7 +70,8 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
     for name in ["linf", "linf-l2", "soup-linf_0.5-linf-l2_0.5"]:
         assert (results / "models" / f"{name}.json").exists()
     assert (micro_run / "logs" / "pretrain" / "digits" / "linf.log").read_text().strip()
-    assert list((micro_run / "benchmarks" / "evaluate_adversarial" / "digits").glob("*/*.tsv"))
+    assert list((micro_run / "benchmarks" / "evaluate_model" / "digits").glob("*.tsv"))
+    assert "robustsoup-job: rule=pretrain" in (micro_run / "logs" / "pretrain" / "digits" / "linf.log").read_text()
     assert "total cost" in table
 
 
@@ -100,8 +103,7 @@ def test_changing_only_the_soup_grid_reruns_only_soups_and_later(micro_run, tmp_
     changed.write_text(yaml.safe_dump(config, sort_keys=True))  # key order must not matter
     jobs = planned_jobs(snakemake(micro_run, "--dry-run", configfile=changed))
     # Three soups on the finer grid, one of which (w = 0.5) is already made.
-    assert jobs == {"all": 1, "soup_grid": 1, "make_soup": 2, "evaluate_clean": 2, "evaluate_adversarial": 6,
-                    "gather_metrics": 1, "report": 1, "summarize_benchmarks": 1}
+    assert jobs == {"all": 1, "make_soup": 2, "evaluate_model": 2, "report": 1, "summarize_benchmarks": 1}
 
 
 def test_micro_distillation_writes_rows_and_table(micro_run):
@@ -126,8 +128,22 @@ def test_changing_only_head_selection_reruns_only_the_multihead_evaluation(micro
     changed = tmp_path / "selection.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = planned_jobs(snakemake(micro_run, "--dry-run", configfile=changed))
-    assert jobs["evaluate_distilled"] == 1 and {"gather_distill", "report_distill"} <= set(jobs)
+    assert jobs["evaluate_distilled"] == 1 and "report_distill" in jobs
     assert not {"train_teacher", "train_student", "distill_student", "finetune_student", "pretrain"} & set(jobs)
+
+
+@pytest.mark.parametrize("config", [MICRO, REPO / "config" / "config.yaml"], ids=["micro", "default"])
+def test_parsing_the_workflow_never_imports_torch(tmp_path, config):
+    """Every job (a SLURM job too) parses the Snakefile: that must not load torch. A torch that
+    fails on import comes first on the path; the dry run still plans the whole DAG."""
+    poison = tmp_path / "poison" / "torch"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('torch was imported while parsing the workflow')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(poison.parent),
+                                                                    os.environ.get("PYTHONPATH")]))}
+    result = snakemake(tmp_path / "run", "--dry-run", configfile=config, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {"pretrain", "evaluate_model", "report"} <= set(planned_jobs(result))
 
 
 def test_bad_config_fails_before_any_job_and_names_the_key(tmp_path):
@@ -150,7 +166,10 @@ def test_html_report_holds_every_table_and_figure(micro_run):
     done = snakemake(micro_run, "results/digits/tables/benchmarks.csv")
     assert done.returncode == 0, done.stderr[-3000:]
     benchmarks = pd.read_csv(micro_run / "results" / "digits" / "tables" / "benchmarks.csv")
-    assert {"pretrain", "evaluate_adversarial", "select_soups"} <= set(benchmarks["rule"])
+    assert {"pretrain", "evaluate_model", "select_soups"} <= set(benchmarks["rule"])
+    pretrain = benchmarks.set_index("rule").loc["pretrain"]
+    assert pretrain["precision"] in ("float32", "bf16") and pretrain["memory_format"] in ("channels_last", "contiguous")
+    assert pretrain["cpu_capability"] and 0 < pretrain["fixed_s_per_job"] < pretrain["total_s"]
     report = micro_run / "report.html"
     result = snakemake(micro_run, "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -57,10 +57,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import ImageSplit
+from .device import PRECISIONS, Arithmetic, resolve_precision
 from .models import Normalized
 from .models.multihead import HEADS, MultiHeadNet
 from .train import (CorruptionInputs, EpochState, TrainingDivergedError, epoch_batches, learning_rate,
-                    set_learning_rate, training_autocast)
+                    set_learning_rate, step)
 
 log = logging.getLogger(__name__)
 
@@ -229,11 +230,11 @@ class DistillSettings:
     head_weights: Mapping[str, float] = field(default_factory=lambda: {h: 1.0 for h in HEADS})
     batchnorm: str = "train"
     seed: int = 0
-    precision: str = "float32"  # or bf16: forward passes (teacher's, student's, losses') under bf16 autocast
+    precision: str = "float32"  # auto | float32 | bf16 | fp16: autocast of every forward pass (teacher's too)
 
     def __post_init__(self) -> None:
-        if self.precision not in ("float32", "bf16"):
-            raise ValueError(f"precision must be 'float32' or 'bf16', found {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, found {self.precision!r}")
         if self.batchnorm not in ("train", "frozen"):
             raise ValueError(f"batchnorm must be 'train' or 'frozen', found {self.batchnorm!r}")
         if self.temperature <= 0:
@@ -318,12 +319,15 @@ def distill_multihead(
     :func:`robustsoup.train.train_model` (``resume_path``, ``fingerprint``).
     """
     net = multihead_net(model)
+    arithmetic = Arithmetic(resolve_precision(settings.precision, device))
+    log.info("arithmetic: %s", arithmetic)
     model.to(device).eval()
     teacher.to(device).eval()
     freeze_for_distillation(model)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay)
+    scaler = arithmetic.grad_scaler(device)
     generator = torch.Generator().manual_seed(settings.seed)
     n = len(data)
     if len(reference_logits) != n:
@@ -344,12 +348,12 @@ def distill_multihead(
                                           f"distill epoch {epoch}/{settings.epochs}"):
             x_train = policy(None, x, y).detach()
             shifted = policy.last_shifted.to(device)
-            with torch.no_grad(), training_autocast(settings.precision, device):
+            with torch.no_grad(), arithmetic.autocast(device):
                 teacher_logits = teacher(x_train[shifted]).float()
             set_distillation_mode(model, settings.batchnorm)
             lr = learning_rate(settings.schedule, settings.lr, iteration, total)
             set_learning_rate(optimizer, lr)
-            with training_autocast(settings.precision, device):
+            with arithmetic.autocast(device):
                 features = net.features(_normalize(model, x_train))
                 loss, logits = head_losses(net, features, y, shifted, reference_logits[idx].to(device),
                                            teacher_logits, settings)
@@ -359,8 +363,7 @@ def distill_multihead(
                     f"(lr {lr:g}); lower the learning rate. No checkpoint was written."
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            step(loss, optimizer, scaler)
             iteration += 1
             loss_sum += loss.item() * len(y)
             seen += len(y)

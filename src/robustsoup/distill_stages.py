@@ -6,8 +6,7 @@ model trained normally (or loaded from ``distill.student.weights``);
 ``distill_student`` → ``student-multihead``; ``finetune_student`` →
 ``student-finetuned``: full fine-tuning with the same augmentation, the cost
 baseline; ``evaluate_distilled`` → tidy rows on the clean and corrupted test
-split; ``gather_distill`` → ``metrics/distill.tsv``; ``report_distill`` → the
-table. Like :mod:`robustsoup.stages`, each reads paths and writes atomically.
+split; ``report_distill`` → ``metrics/distill.tsv`` and the table. Like :mod:`robustsoup.stages`, each reads paths and writes atomically.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import torch
 from .checkpoint import CheckpointMeta, load_meta, load_model, load_state_dict_checked, save_checkpoint
 from .data import load_split
 from .data.corruptions import read_corrupted_split
-from .device import seed_everything
+from .device import resolve_precision, seed_everything
 from .distill import (
     HEADS,
     DistillSettings,
@@ -41,6 +40,8 @@ from .distill import (
     select_heads,
     selected_predictions,
 )
+from .distill_config import (DISTILL_MODELS, FINETUNED, MULTIHEAD, STUDENT, TEACHER, check_distill_config,
+                             multihead_model_names)
 from .evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from .io import write_text_atomic
 from .models import build_pretrained
@@ -49,34 +50,6 @@ from .stages import _new_meta
 from .train import CleanInputs, TrainSettings, train_model
 
 log = logging.getLogger(__name__)
-
-TEACHER, STUDENT, MULTIHEAD, FINETUNED = "teacher", "student", "student-multihead", "student-finetuned"
-DISTILL_MODELS = (TEACHER, STUDENT, FINETUNED, MULTIHEAD)
-
-
-def multihead_model_names(config: Mapping) -> list[str]:
-    """``student-multihead`` (the configured rule) and ``student-multihead-<rule>`` for every ablated rule."""
-    selection = config["distill"]["selection"]
-    return [MULTIHEAD] + [f"{MULTIHEAD}-{r}" for r in selection["ablate"] if r != selection["rule"]]
-
-
-def check_distill_config(config: Mapping) -> None:
-    """Checks of the ``distill`` section that the schema cannot express; ValueError naming the key."""
-    d = config["distill"]
-    selection = d["selection"]
-    if selection["rule"] == "oracle":
-        raise ValueError("config key 'distill.selection.rule': oracle needs the test labels; it is an "
-                         "ablation (distill.selection.ablate), not a rule to deploy")
-    if d["student"]["training"]["epochs"] == 0 and not d["student"]["weights"]:
-        raise ValueError("config key 'distill.student.training.epochs': 0 epochs needs pretrained weights "
-                         "in distill.student.weights")
-    if d["multihead"]["dropout"] == 0 and selection["mc_samples"] > 1:
-        log.warning("distill.multihead.dropout is 0: every MC-dropout sample is the same (the uncertainty is "
-                    "the entropy of the deterministic prediction)")
-    if d["augmentation"]["kind"] != "augmix" and not d["augmentation"]["corruptions"]:
-        raise ValueError(f"config key 'distill.augmentation.corruptions': {d['augmentation']['kind']} needs "
-                         "at least one corruption")
-
 
 def _model_config(config: Mapping, spec: Mapping) -> dict:
     """``config`` with ``model`` replaced by a distill model spec, for :func:`robustsoup.stages._new_meta`."""
@@ -103,6 +76,7 @@ def _fingerprint(record: Mapping, init: str = "") -> str:
 
 def _train_and_save(model, meta: CheckpointMeta, data, policy, settings: TrainSettings, out_path, device,
                     resume: bool, init_sha: str = "") -> Path:
+    settings = settings.resolved(device, meta.training)
     resume_path = Path(out_path).with_suffix(".resume.pt") if resume else None
     log.info("training %s: %s, %d epochs on %d images, device %s", meta.name, policy.name, settings.epochs,
              len(data), device)
@@ -199,8 +173,10 @@ def distill_student_stage(config: Mapping, teacher_path, student_path, train_pat
         epochs=spec["epochs"], lr=spec["lr"], schedule=spec["schedule"], batch_size=spec["batch_size"],
         momentum=spec["momentum"], weight_decay=spec["weight_decay"], temperature=spec["temperature"],
         ce_weight=spec["ce_weight"], kd_weight=spec["kd_weight"], head_weights=spec["head_weights"],
-        batchnorm=spec["batchnorm"], seed=config["seed"], precision=spec["precision"],
+        batchnorm=spec["batchnorm"], seed=config["seed"],
+        precision=resolve_precision(spec["precision"], device),
     )
+    record.update(precision_requested=spec["precision"], precision=settings.precision)
     trainable = freeze_for_distillation(model)
     log.info("distilling %s into %s: %d of %d parameters trainable (%s), %s, %d epochs", teacher_meta.name,
              MULTIHEAD, count_parameters(model, trainable_only=True), count_parameters(model),
@@ -336,21 +312,16 @@ def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, co
     return rows, summary
 
 
-def gather_distill(paths: Sequence, out_path) -> pd.DataFrame:
-    """Concatenate the distillation models' rows into ``metrics/distill.tsv``."""
+def report_distill_stage(config: Mapping, metric_paths: Sequence, gathered_path, sidecar_paths: Sequence,
+                         summary_paths: Sequence, table_stem) -> list[Path]:
+    """Rule ``report_distill``: the distillation models' rows in one tidy table (``gathered_path``,
+    i.e. ``metrics/distill.tsv``), then the distillation table (CSV + Markdown) from them and the
+    checkpoints' sidecars."""
     from .evaluate import read_metrics
-
-    frame = read_metrics(list(paths))
-    write_metrics(frame, out_path)
-    return frame
-
-
-def report_distill_stage(config: Mapping, metrics_path, sidecar_paths: Sequence, summary_paths: Sequence,
-                         table_stem) -> list[Path]:
-    """The distillation table (CSV + Markdown) from ``metrics/distill.tsv`` and the checkpoints' sidecars."""
     from .report.distill import distill_table, write_distill_table
 
-    metrics = pd.read_csv(metrics_path, sep="\t")
+    metrics = read_metrics(list(metric_paths))
+    write_metrics(metrics, gathered_path)
     metas = {m.name: m for m in (load_meta(p) for p in sidecar_paths)}
     summaries = [json.loads(Path(p).read_text(encoding="utf-8")) for p in summary_paths]
     table = distill_table(metrics, metas, multihead_model_names(config))
@@ -359,6 +330,6 @@ def report_distill_stage(config: Mapping, metrics_path, sidecar_paths: Sequence,
 
 __all__ = [
     "DISTILL_MODELS", "check_distill_config", "distill_student_stage", "evaluate_distilled_stage",
-    "finetune_student_stage", "gather_distill", "multihead_model_names", "report_distill_stage",
+    "finetune_student_stage", "multihead_model_names", "report_distill_stage",
     "train_student_stage", "train_teacher_stage",
 ]

@@ -6,13 +6,34 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
 
 from .config import resolve_config
-from .device import gpu_lease, select_device
+from .device import RESOLVED, Arithmetic, cpu_native_bf16, gpu_lease, machine_summary, select_device
+
+# The last line of every job's log: what it computed with and how long its work took, read by
+# robustsoup.report.benchmarks (the benchmark table) and bench/dag_walltime.py (fixed cost per job).
+JOB_RECORD = "robustsoup-job:"
+
+
+def job_record(rule: str, inside_s: float) -> str:
+    """``robustsoup-job: rule=… inside_s=… precision=… memory_format=… cpu_capability=… native_bf16=…``.
+
+    ``inside_s`` is the time from the job's set-up to its end: Snakemake's
+    benchmark time minus it is the job's fixed cost (interpreter, imports,
+    unpickling the job). A job that resolved no arithmetic computed in float32.
+    """
+    used = RESOLVED or [Arithmetic()]
+    fields = {"rule": rule, "inside_s": f"{inside_s:.2f}",
+              "precision": "+".join(dict.fromkeys(a.precision for a in used)),
+              "memory_format": "+".join(dict.fromkeys(a.memory_format for a in used)),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_native_bf16(),
+              "threads": torch.get_num_threads()}
+    return JOB_RECORD + " " + " ".join(f"{k}={v}" for k, v in fields.items())
 
 
 @dataclass
@@ -43,6 +64,7 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
     on distinct devices.
     """
     log_path = snakemake.log[0]
+    started = time.perf_counter()
     with open(log_path, "a", encoding="utf-8", buffering=1) as log_file:
         handler = logging.StreamHandler(log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -60,11 +82,12 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
             with lease as leased:
                 job = Job(config=config, device=select_device(config["device"]))
                 logging.getLogger("robustsoup").info(
-                    "rule %s on %s%s with %d threads%s", snakemake.rule, job.device,
+                    "rule %s on %s%s with %d threads%s; machine: %s", snakemake.rule, job.device,
                     f" (leased GPU {leased})" if leased is not None else "", torch.get_num_threads(),
-                    _slurm_context(gpus),
+                    _slurm_context(gpus), machine_summary(),
                 )
                 yield job
+            logging.getLogger("robustsoup").info(job_record(snakemake.rule, time.perf_counter() - started))
         except BaseException:
             logging.getLogger("robustsoup").exception("rule %s failed", snakemake.rule)
             raise

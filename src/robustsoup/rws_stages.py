@@ -33,13 +33,13 @@ import torch
 from safetensors.torch import save_file as save_torch
 
 from .checkpoint import load_checkpoint, load_model, load_state_dict_checked, save_checkpoint
-from .config import ConfigError
 from .data import load_split
 from .data.corruptions import CORRUPTIONS, corrupt, read_corrupted_split
 from .device import seed_everything
 from . import evaluate
 from .evaluate import METRIC_COLUMNS, clean_correct, read_metrics, write_metrics
 from .io import atomic_path, write_text_atomic
+from .rws_config import INIT, check_rws_config, deploy_variant, transfer_targets, variant_suffix, variants
 from .rws import (
     Signature,
     extract_signature,
@@ -56,64 +56,9 @@ from .train import CleanInputs, CorruptionInputs, TrainSettings, train_model
 log = logging.getLogger(__name__)
 
 EVALSET = "test"
-INIT = "init"
 
 
 # --------------------------------------------------------------------------- names and checks
-
-
-def transfer_targets(config: Mapping) -> dict[str, str]:
-    """Transfer targets and their initializations: ``standard-s<seed>-own`` from its own ``init-s<seed>``
-    (trained from scratch with that seed), ``standard-s<seed>-shared`` from the shared ``init``."""
-    spec = config["rws"]["transfer"]
-    seed = spec["seed"]
-    return {f"standard-s{seed}-{kind}": (f"init-s{seed}" if kind == "own" else INIT) for kind in spec["inits"]}
-
-
-def variant_suffix(variant: str) -> str:
-    """Model-name suffix of a signature variant: shallow → '', all → '-all', 8bit → '-8bit'."""
-    return "" if variant == "shallow" else f"-{variant}"
-
-
-def variants(config: Mapping) -> list[str]:
-    """Signature variants of Table 1: all layers, shallow k (float32), then each quantized width."""
-    return ["all", "shallow", *[f"{b}bit" for b in config["rws"]["bits"]]]
-
-
-def deploy_variant(config: Mapping) -> str:
-    """The variant used by Table 4, the λ sweep, composition, the oracle-free mode and transfer."""
-    bits = config["rws"]["deploy_bits"]
-    return "shallow" if bits == 32 else f"{bits}bit"
-
-
-def check_rws_config(config: Mapping) -> None:
-    """Cross-key checks of the ``rws`` section that the schema cannot express; names the key."""
-    rws, data = config["rws"], config["data"]
-    unknown = [c for c in rws["corruptions"] if c not in CORRUPTIONS]
-    if unknown:
-        raise ConfigError(f"config key 'rws.corruptions': unknown corruptions {unknown}; expected names from {list(CORRUPTIONS)}")
-    missing = [c for c in rws["corruptions"] if c not in data["corruptions"]]
-    if missing:
-        raise ConfigError(f"config key 'rws.corruptions': {missing} are not in data.corruptions {data['corruptions']}; "
-                          "the corrupted test split is generated for data.corruptions only")
-    for key in ("severities", "eval_severities"):
-        outside = [s for s in rws[key] if s not in data["severities"]]
-        if outside:
-            raise ConfigError(f"config key 'rws.{key}': severities {outside} are not in data.severities {data['severities']}")
-    if not set(rws["severities"]) <= set(rws["eval_severities"]):
-        raise ConfigError(f"config key 'rws.eval_severities': must include the training severities rws.severities "
-                          f"{rws['severities']} (Table 1 and 4 report those)")
-    if rws["deploy_bits"] != 32 and rws["deploy_bits"] not in rws["bits"]:
-        raise ConfigError(f"config key 'rws.deploy_bits': {rws['deploy_bits']} is neither 32 nor one of rws.bits {rws['bits']}")
-    outside = [c for c in rws["compose"] if c not in rws["corruptions"]]
-    if outside:
-        raise ConfigError(f"config key 'rws.compose': {outside} are not in rws.corruptions {rws['corruptions']}")
-    if rws["compose_severity"] not in data["severities"]:
-        raise ConfigError(f"config key 'rws.compose_severity': {rws['compose_severity']} is not in data.severities "
-                          f"{data['severities']}")
-    if rws["transfer"]["seed"] == config["seed"]:
-        raise ConfigError(f"config key 'rws.transfer.seed': must differ from seed ({config['seed']}) so the target "
-                          "is another model")
 
 
 # --------------------------------------------------------------------------- training
@@ -146,7 +91,7 @@ def _train(config: Mapping, name: str, spec: Mapping, policy, record: dict, trai
         epochs=spec["epochs"], lr=spec["lr"], schedule=spec["schedule"], batch_size=spec["batch_size"],
         momentum=spec["momentum"], weight_decay=spec["weight_decay"], seed=seed,
         decay_all=init_path is not None, precision=spec["precision"], channels_last=spec["channels_last"],
-    )
+    ).resolved(device, record)
     resume = Path(out_path).with_suffix(".resume.pt") if spec["resume"] else None
     fingerprint = json.dumps({"training": record, "identity": model_identity(config), "init": parent_sha},
                              sort_keys=True)
@@ -571,20 +516,15 @@ def oracle_free_stage(config: Mapping, standard_path, signature_paths: Mapping[s
 # --------------------------------------------------------------------------- gathering and report
 
 
-def gather_stage(paths: Sequence[str], out_path) -> pd.DataFrame:
-    """Rule ``gather_rws``: every RWS metric file in one tidy table (``metrics/rws.tsv``)."""
-    frame = read_metrics(list(paths))
-    write_metrics(frame, out_path)
-    return frame
-
-
-def report_stage(config: Mapping, metrics_path, detector_path, model_paths: Mapping[str, str],
-                 signature_paths: Mapping[str, Mapping[str, str]], classifier_path, tables: Mapping[str, str],
-                 figures: Mapping[str, str]) -> list[Path]:
-    """Rule ``report_rws``: Table 1, Table 4, the oracle-free and transfer tables, and three figures."""
+def report_stage(config: Mapping, metric_paths: Sequence[str], gathered_path, detector_path,
+                 model_paths: Mapping[str, str], signature_paths: Mapping[str, Mapping[str, str]], classifier_path,
+                 tables: Mapping[str, str], figures: Mapping[str, str]) -> list[Path]:
+    """Rule ``report_rws``: every RWS metric file in one tidy table (``gathered_path``, i.e.
+    ``metrics/rws.tsv``), then Table 1, Table 4, the oracle-free and transfer tables, and three figures."""
     from .report import rws as report
 
-    metrics = pd.read_csv(metrics_path, sep="\t")
+    metrics = read_metrics(list(metric_paths))
+    write_metrics(metrics, gathered_path)
     detector = pd.read_csv(detector_path, sep="\t")
     return report.write_report(config, metrics, detector, model_paths, signature_paths, classifier_path,
                                tables, figures)
@@ -592,7 +532,7 @@ def report_stage(config: Mapping, metrics_path, detector_path, model_paths: Mapp
 
 __all__ = [
     "EvalSets", "ShallowFeatures", "check_rws_config", "compose_stage", "deploy_variant", "detector_probabilities",
-    "evaluate_model_stage", "evaluate_patched_stage", "extract_stage", "fit_detector", "gather_stage",
+    "evaluate_model_stage", "evaluate_patched_stage", "extract_stage", "fit_detector",
     "lambda_sweep_stage", "metric_row", "oracle_free_stage", "quantize_stage", "report_stage", "train_init",
     "train_rws_model", "transfer_stage", "transfer_targets", "variant_suffix", "variants",
 ]

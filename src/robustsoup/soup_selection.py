@@ -19,7 +19,6 @@ Each returns a :class:`Selection` that counts its soup × image forward passes.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .device import Arithmetic
 from .models import Normalized
 from .weights import StateDict, check_compatible
 
@@ -48,22 +48,23 @@ class SoupScorer:
 
     ``model`` is a :class:`Normalized` model of the states' architecture; its
     tensors are overwritten in place for each soup. Inputs are normalized
-    once by :meth:`prepare`. ``bf16`` runs forward passes under bfloat16
-    autocast and channels_last (fast on recent CPUs and GPUs; scores may
+    once by :meth:`prepare`. ``arithmetic`` is the autocast and memory format
+    of the forward passes (bf16 + channels_last is fast on recent CPUs and GPUs; scores may
     differ from float32 in the last digits, so final numbers come from the
     float32 evaluation rules).
     """
 
     def __init__(self, model: Normalized, states: Sequence[StateDict], names: Sequence[str],
-                 device: torch.device | str = "cpu", bf16: bool = False, batch_size: int = 512) -> None:
+                 device: torch.device | str = "cpu", arithmetic: Arithmetic | None = None,
+                 batch_size: int = 512) -> None:
         check_compatible(states, names)
         self.names = list(names)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.net = model.net
-        self.bf16 = bf16
+        self.arithmetic = arithmetic or Arithmetic()
         self.batch_size = batch_size
-        if bf16:
+        if self.arithmetic.channels_last:
             self.net.to(memory_format=torch.channels_last)
         own = self.net.state_dict(keep_vars=True)
         self.targets = {k: own[k] for k in own if torch.is_floating_point(own[k])}
@@ -76,7 +77,7 @@ class SoupScorer:
         x = images.to(self.device)
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         x = (x - self.model.mean) / self.model.std
-        return x.contiguous(memory_format=torch.channels_last) if self.bf16 else x
+        return x.contiguous(memory_format=torch.channels_last) if self.arithmetic.channels_last else x
 
     def _weight_vector(self, weights: Mapping[str, float] | Sequence[float]) -> torch.Tensor:
         if isinstance(weights, Mapping):
@@ -99,16 +100,11 @@ class SoupScorer:
                 mixed = torch.maximum(mixed, stacked[nonzero].amin(dim=0))
             target.copy_(mixed)
 
-    def _autocast(self):
-        if self.bf16:
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     @torch.no_grad()
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits of the loaded soup on prepared inputs (counts the forward passes)."""
         out = []
-        with self._autocast():
+        with self.arithmetic.autocast(self.device):
             for start in range(0, len(inputs), self.batch_size):
                 out.append(self.net(inputs[start : start + self.batch_size]).float())
         self.forward_passes += len(inputs)

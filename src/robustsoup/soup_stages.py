@@ -21,6 +21,7 @@ import torch
 from .checkpoint import load_checkpoint, load_model
 from .config import base_model_names
 from .data import load_split
+from .device import resolve_arithmetic
 from .evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from .io import write_text_atomic
 from .shifts import MIXED_SEVERITY, evaluation_sets
@@ -57,7 +58,9 @@ def select_soups(config: Mapping, model_paths: Mapping[str, str], adapt_path, ad
     """
     spec = config["soups"]["search"]
     names, states, meta = _load_states(config, model_paths)
-    scorer = SoupScorer(meta.build(), states, names, device=device, bf16=spec["bf16"])
+    arithmetic = resolve_arithmetic(spec["precision"], "auto", device)
+    log.info("adaptation scores in %s", arithmetic)
+    scorer = SoupScorer(meta.build(), states, names, device=device, arithmetic=arithmetic)
     grid = [dict(zip(names, w)) for w in simplex_grid(len(names), spec["step"], spec["extend"])]
     sets = _sets(config, adapt_path, adapt_corrupted_dir)
     log.info("%d soups × %d shifts %s; adaptation sizes %s", len(grid), len(sets), list(sets), spec["k"])

@@ -35,6 +35,7 @@ from .io import write_text_atomic
 from .models.registry import ZOO_PREFIX, input_statistics
 from .models.zoo import build_pretrained
 from .models.batchnorm import recompute_batchnorm_statistics
+from .soups import grid_from_config, write_grid
 from .train import TrainSettings, make_input_policy, train_model
 from .weights import affine_combination
 
@@ -114,7 +115,7 @@ def _run_training(config, name, training, train_path, out_path, device, init_sta
         weight_decay=training["weight_decay"], seed=config["seed"],
         decay_all=init_state is not None, precision=training["precision"],
         channels_last=training["channels_last"],
-    )
+    ).resolved(device, record)
     log.info("training %s: %s, %d epochs on %d images, device %s", name, policy.name, settings.epochs,
              len(data), device)
     resume = Path(out_path).with_suffix(".resume.pt") if training["resume"] else None
@@ -179,31 +180,35 @@ def _load_for_evaluation(config: Mapping, model_path, split_path, device):
     return model, meta, load_split(split_path)
 
 
-def evaluate_clean_stage(config: Mapping, model_path, split_path, rows_path, points_path, device) -> pd.DataFrame:
-    """Clean accuracy of one checkpoint (rule ``evaluate_clean``): a tidy row and per-point results."""
-    model, meta, data = _load_for_evaluation(config, model_path, split_path, device)
-    rows, points = evaluate_clean(model, meta.name, data, device)
-    write_points(points, points_path)
-    write_metrics(rows, rows_path)
-    return rows
+def evaluate_model(config: Mapping, model_path, split_path, outputs: Mapping[str, tuple], device) -> pd.DataFrame:
+    """Clean accuracy and robust accuracy under every configured norm of one checkpoint (rule
+    ``evaluate_model``), in one process: the model and the split are loaded once.
 
-
-def evaluate_adversarial_stage(config: Mapping, norm: str, model_path, split_path, rows_path, points_path,
-                               device) -> pd.DataFrame:
-    """Robust accuracy of one checkpoint under one norm (rule ``evaluate_adversarial``)."""
-    if norm not in config["threats"]:
-        raise KeyError(f"no ε configured for norm {norm!r}; expected one of {list(config['threats'])}")
+    ``outputs`` maps ``clean`` and each norm of ``evaluate.threats`` to its
+    (rows, points) paths: one tidy row and the per-point results per threat,
+    so that union accuracy is counted from the points. Returns every row.
+    """
+    threats = ["clean", *config["evaluate"]["threats"]]
+    if set(outputs) != set(threats):
+        raise KeyError(f"evaluate_model writes {threats}; outputs were given for {sorted(outputs)}")
+    unknown = [n for n in threats[1:] if n not in config["threats"]]
+    if unknown:
+        raise KeyError(f"no ε configured for norms {unknown}; expected them among {list(config['threats'])}")
     model, meta, data = _load_for_evaluation(config, model_path, split_path, device)
     spec = config["evaluate"]
-    plan = attack_plan(spec["mode"], norm, meta.num_classes, spec["n_iter"], spec["n_restarts"])
-    rows, points = evaluate_adversarial(
-        model, meta.name, data, norm, config["threats"][norm], plan,
-        n_attacked=min(spec["n_images"], len(data)), seed=config["seed"],
-        batch_size=spec["batch_size"], device=device,
-    )
-    write_points(points, points_path)
-    write_metrics(rows, rows_path)
-    return rows
+    results = {"clean": evaluate_clean(model, meta.name, data, device)}
+    for norm in threats[1:]:
+        plan = attack_plan(spec["mode"], norm, meta.num_classes, spec["n_iter"], spec["n_restarts"])
+        results[norm] = evaluate_adversarial(
+            model, meta.name, data, norm, config["threats"][norm], plan,
+            n_attacked=min(spec["n_images"], len(data)), seed=config["seed"],
+            batch_size=spec["batch_size"], device=device,
+        )
+    for threat, (rows, points) in results.items():
+        rows_path, points_path = outputs[threat]
+        write_points(points, points_path)
+        write_metrics(rows, rows_path)
+    return pd.concat([rows for rows, _ in results.values()], ignore_index=True)
 
 
 def gather_metrics(config: Mapping, models: Sequence[str], metrics_dir, out_path, evalset: str = "test",
@@ -236,9 +241,11 @@ def gather_metrics(config: Mapping, models: Sequence[str], metrics_dir, out_path
     return frame
 
 
-def build_report(config: Mapping, metrics_path, grid_path, sidecar_paths: Sequence, table_stem,
-                 figure_paths: Sequence) -> list[Path]:
-    """The accuracy table (CSV + Markdown) and one soup-line figure per configured line.
+def build_report(config: Mapping, models: Sequence[str], metrics_dir, studies: Mapping[str, str], gathered_path,
+                 grid_path, sidecar_paths: Sequence, table_stem, figure_paths: Sequence) -> list[Path]:
+    """Rule ``report``: the soup grid (``soups/grid.tsv``), every study's metrics in
+    ``metrics/all.tsv`` (:func:`gather_metrics`), the accuracy table (CSV + Markdown) and one
+    soup-line figure per configured line.
 
     The table has robust-finetuning's columns: clean, per-norm and union
     accuracy, and for trained models what they were trained for and the
@@ -248,8 +255,9 @@ def build_report(config: Mapping, metrics_path, grid_path, sidecar_paths: Sequen
     from .report import (accuracy_table, add_training_columns, attack_summary, evaluation_note, plot_soup_line,
                          soup_line_points, write_table)
 
-    metrics = pd.read_csv(metrics_path, sep="\t")
-    metrics = metrics[metrics["study"] == "lp"] if "study" in metrics else metrics
+    write_grid(grid_from_config(config), base_model_names(config), grid_path)
+    metrics = gather_metrics(config, models, metrics_dir, gathered_path, studies=studies)
+    metrics = metrics[metrics["study"] == "lp"]
     grid = pd.read_csv(grid_path, sep="\t")
     metas = [load_meta(path) for path in sidecar_paths]
     order = base_model_names(config) + list(grid["id"])
@@ -264,7 +272,3 @@ def build_report(config: Mapping, metrics_path, grid_path, sidecar_paths: Sequen
     log.info("report written:\n%s", "\n".join(str(p) for p in written))
     return written
 
-
-def write_lines(path, lines: Sequence[str]) -> None:
-    """A small text artifact, atomically."""
-    write_text_atomic(path, "\n".join(lines) + "\n")

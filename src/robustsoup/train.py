@@ -10,7 +10,7 @@ killed run resumes where it stopped and ends with the same weights.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
 import math
 import sys
@@ -28,6 +28,7 @@ from .attacks import pgd_attack
 from .attacks.apgd import apgd_train
 from .attacks.projections import NORMS
 from .data import ImageSplit
+from .device import Arithmetic, resolve_arithmetic
 from .io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -229,9 +230,11 @@ class TrainSettings:
 
     ``decay_all``: weight decay on every parameter (fine-tuning, as the
     reference does); otherwise BatchNorm weights and biases are exempt
-    (training from scratch). ``precision`` ``bf16`` runs forward passes (attack
-    included) under bfloat16 autocast; ``channels_last`` changes the memory
-    format. Both are speed options for training only.
+    (training from scratch). ``precision`` (auto, float32, bf16, fp16) is the
+    autocast of forward passes, attack included, and ``channels_last`` (a bool
+    or auto) the memory format; ``auto`` is resolved for the training device by
+    :func:`robustsoup.device.resolve_arithmetic`. Both are speed options only:
+    weights, optimizer state and losses stay float32.
     """
 
     epochs: int
@@ -243,7 +246,24 @@ class TrainSettings:
     seed: int = 0
     decay_all: bool = True
     precision: str = "float32"
-    channels_last: bool = False
+    channels_last: bool | str = False
+
+    def arithmetic(self, device: torch.device) -> Arithmetic:
+        """The precision and memory format this training runs with on ``device``."""
+        return resolve_arithmetic(self.precision, self.channels_last, device)
+
+    def resolved(self, device: torch.device, record: dict | None = None) -> "TrainSettings":
+        """These settings with ``auto`` resolved for ``device``.
+
+        ``record`` (a sidecar's ``training`` dict) gets the resolved precision
+        and memory format, and what the config asked for.
+        """
+        arithmetic = self.arithmetic(device)
+        if record is not None:
+            record.update({"precision_requested": self.precision, "channels_last_requested": self.channels_last,
+                           "precision": arithmetic.precision, "channels_last": arithmetic.channels_last,
+                           "memory_format": arithmetic.memory_format})
+        return dataclasses.replace(self, precision=arithmetic.precision, channels_last=arithmetic.channels_last)
 
 
 def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
@@ -255,15 +275,6 @@ def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
     return [{"params": decay, "weight_decay": settings.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
-def training_autocast(precision: str, device: torch.device):
-    """bf16 autocast for a training forward pass, or nothing for float32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision != "float32":
-        raise ValueError(f"unknown precision {precision!r}; expected float32 or bf16")
-    return contextlib.nullcontext()
-
-
 def epoch_batches(data: ImageSplit, order: torch.Tensor, batch_size: int, device: torch.device,
                   desc: str) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """One epoch's mini-batches in ``order``: (batch number, indices, images in [0,1], labels) on ``device``."""
@@ -271,6 +282,17 @@ def epoch_batches(data: ImageSplit, order: torch.Tensor, batch_size: int, device
     for b in tqdm(range(per_epoch), desc=desc, file=sys.stderr, mininterval=10, leave=True):
         idx = order[b * batch_size : (b + 1) * batch_size]
         yield b, idx, data.load(idx).to(device).float().div_(255.0), data.labels[idx].to(device)
+
+
+def step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None) -> None:
+    """Backward pass and optimizer step, through the fp16 loss scaler when there is one."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -355,9 +377,12 @@ def train_model(
     Raises :class:`TrainingDivergedError` if the loss stops being finite.
     """
     model.to(device)
-    if settings.channels_last:
+    arithmetic = settings.arithmetic(device)
+    log.info("arithmetic: %s", arithmetic)
+    if arithmetic.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(_parameter_groups(model, settings), lr=settings.lr, momentum=settings.momentum)
+    scaler = arithmetic.grad_scaler(device)
     generator = torch.Generator().manual_seed(settings.seed)
     n = len(data)
     per_epoch = math.ceil(n / settings.batch_size)
@@ -372,15 +397,15 @@ def train_model(
         iteration = (epoch - 1) * per_epoch
         for b, _, x, y in epoch_batches(data, order, settings.batch_size, device,
                                         f"epoch {epoch}/{settings.epochs} [{policy.name}]"):
-            if settings.channels_last:
+            if arithmetic.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             model.eval()
-            with training_autocast(settings.precision, device):
+            with arithmetic.autocast(device):
                 x_train = policy(model, x, y).detach()
             model.train()
             lr = learning_rate(settings.schedule, settings.lr, iteration, total)
             set_learning_rate(optimizer, lr)
-            with training_autocast(settings.precision, device):
+            with arithmetic.autocast(device):
                 logits = model(x_train)
             loss = F.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
@@ -389,8 +414,7 @@ def train_model(
                     f"(lr {lr:g}); lower the learning rate or check the data. No checkpoint was written."
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            step(loss, optimizer, scaler)
             iteration += 1
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
@@ -406,6 +430,6 @@ def train_model(
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     model.eval()
-    if settings.channels_last:
+    if arithmetic.channels_last:
         model.to(memory_format=torch.contiguous_format)
     return history

@@ -27,6 +27,12 @@ ALL_MODELS = BASE_MODELS + list(SOUPS)
 ENV = "../envs/robustsoup.yaml"
 
 
+def job_threads():
+    """Threads of a job that trains or evaluates: the config's `threads`, auto = a quarter of --cores."""
+    threads = config["threads"]
+    return max(1, workflow.cores // 4) if threads == "auto" else threads
+
+
 def _alternatives(names):
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
@@ -36,7 +42,6 @@ wildcard_constraints:
     soup="soup-[A-Za-z0-9_.-]+",
     model=_alternatives(ALL_MODELS),
     split="train|adapt|test",
-    norm="Linf|L2|L1",
 
 
 def model_checkpoint(name):
@@ -73,18 +78,18 @@ def training_context():
     return settings({"data": data, **{k: config[k] for k in ("dataset", "seed", "model", "threats")}})
 
 
-def eps_of(wildcards):
-    return config["threats"][wildcards.norm]
+def evaluation_outputs(model):
+    """Named outputs of evaluate_model: <threat>_rows and <threat>_points for clean and every norm."""
+    folder = f"{RESULTS}/metrics/{model}/test"
+    return {
+        f"{t}_{kind}": f"{folder}/{t}{suffix}"
+        for t in ["clean", *config["evaluate"]["threats"]]
+        for kind, suffix in (("rows", ".tsv"), ("points", ".points.tsv"))
+    }
 
 
 def metric_files():
-    threats = ["clean", *config["evaluate"]["threats"]]
-    return [
-        f"{RESULTS}/metrics/{m}/test/{t}{suffix}"
-        for m in ALL_MODELS
-        for t in threats
-        for suffix in (".tsv", ".points.tsv")
-    ]
+    return [path for m in ALL_MODELS for path in evaluation_outputs(m).values()]
 
 
 def report_figures(suffixes=(".png",)):

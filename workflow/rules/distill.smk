@@ -26,7 +26,7 @@ rule train_teacher:
         context=DISTILL_CONTEXT,
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/train_teacher/{DATASET}/teacher.log",
     benchmark:
@@ -51,7 +51,7 @@ rule train_student:
         context=DISTILL_CONTEXT,
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/train_student/{DATASET}/student.log",
     benchmark:
@@ -81,7 +81,7 @@ rule distill_student:
         context=DISTILL_CONTEXT,
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/distill_student/{DATASET}/student-multihead.log",
     benchmark:
@@ -109,7 +109,7 @@ rule finetune_student:
         context=DISTILL_CONTEXT,
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/finetune_student/{DATASET}/student-finetuned.log",
     benchmark:
@@ -136,7 +136,7 @@ rule evaluate_distilled:
         dmodel="|".join(DISTILL_MODELS),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/evaluate_distilled/{DATASET}/{{dmodel}}.log",
     benchmark:
@@ -149,29 +149,13 @@ rule evaluate_distilled:
         "../scripts/evaluate_distilled.py"
 
 
-rule gather_distill:
-    input:
-        distill_metric_files(),
-    output:
-        all=f"{RESULTS}/metrics/distill.tsv",
-    log:
-        f"logs/gather_distill/{DATASET}.log",
-    benchmark:
-        f"benchmarks/gather_distill/{DATASET}.tsv"
-    message:
-        "Gathering the metrics of the distillation models"
-    conda:
-        ENV
-    script:
-        "../scripts/gather_distill.py"
-
-
 rule report_distill:
     input:
-        metrics=rules.gather_distill.output.all,
+        metrics=distill_metric_files(),
         sidecars=[distill_sidecar(m) for m in DISTILL_MODELS],
         summaries=distill_metric_files(".json"),
     output:
+        all=f"{RESULTS}/metrics/distill.tsv",
         tables=[report(path, caption="../report/distill.rst", category="Robust distillation")
                 for path in distill_tables()],
     log:
@@ -179,7 +163,7 @@ rule report_distill:
     benchmark:
         f"benchmarks/report_distill/{DATASET}.tsv"
     message:
-        "Writing the robust-distillation table"
+        "Gathering the distillation metrics, writing the robust-distillation table"
     conda:
         ENV
     script:

@@ -3,10 +3,12 @@
 
 rule report:
     input:
-        metrics=rules.gather_metrics.output.all,
-        grid=rules.soup_grid.output.grid,
+        metrics=metric_files(),
+        studies=lambda wildcards: list(gathered_studies().values()),
         sidecars=[f"{RESULTS}/models/{m}.json" for m in BASE_MODELS],
     output:
+        all=f"{RESULTS}/metrics/all.tsv",
+        grid=f"{RESULTS}/soups/grid.tsv",
         tables=[
             report(path, caption="../report/accuracy.rst", category="Robust fine-tuning")
             for path in report_tables()
@@ -17,13 +19,15 @@ rule report:
         ],
         figures_pdf=report_figures((".pdf",)),
     params:
-        lines=settings(config["soups"]["lines"]),
+        soups=settings({k: config["soups"][k] for k in ("lines", "weights")}),
+        models=ALL_MODELS,
+        studies=gathered_studies,
     log:
         f"logs/report/{DATASET}.log",
     benchmark:
         f"benchmarks/report/{DATASET}.tsv"
     message:
-        "Writing tables and figures"
+        f"Gathering the metrics of {len(ALL_MODELS)} models and every study, writing tables and figures"
     conda:
         ENV
     script:
@@ -39,6 +43,7 @@ rule summarize_benchmarks:
         ),
     params:
         folder="benchmarks",
+        logs="logs",
     log:
         f"logs/summarize_benchmarks/{DATASET}.log",
     message:

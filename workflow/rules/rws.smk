@@ -27,7 +27,7 @@ rule train_rws_init:
         context=RWS_CONTEXT,
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/train_rws_init/{DATASET}/{{rws_init}}.log",
     benchmark:
@@ -54,7 +54,7 @@ rule train_rws_model:
         context=RWS_CONTEXT,
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/train_rws_model/{DATASET}/{{rws_model}}.log",
     benchmark:
@@ -83,7 +83,7 @@ rule train_expert:
         context=RWS_CONTEXT,
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/train_expert/{DATASET}/{{rws_corruption}}.log",
     benchmark:
@@ -158,7 +158,7 @@ rule evaluate_rws_model:
         evaluate=settings({k: RWS[k] for k in ("corruptions", "eval_severities")}),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/evaluate_rws_model/{DATASET}/{{rws_model}}.log",
     benchmark:
@@ -187,7 +187,7 @@ rule evaluate_patched:
         evaluate=settings({k: RWS[k] for k in ("corruptions", "eval_severities", "lambda")}),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/evaluate_patched/{DATASET}/{{rws_variant}}.log",
     benchmark:
@@ -213,7 +213,7 @@ rule rws_lambda_sweep:
         sweep=settings({k: RWS[k] for k in ("lambdas", "sweep_images", "eval_severities", "deploy_bits")}),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/rws_lambda_sweep/{DATASET}.log",
     benchmark:
@@ -239,7 +239,7 @@ rule rws_compose:
         compose=settings({k: RWS[k] for k in ("compose", "compose_lambdas", "compose_severity", "sweep_images")}),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/rws_compose/{DATASET}.log",
     benchmark:
@@ -269,7 +269,7 @@ rule rws_oracle_free:
         oracle_free=settings({k: RWS[k] for k in ("oracle_free", "lambdas", "eval_severities", "deploy_bits")}),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/rws_oracle_free/{DATASET}.log",
     benchmark:
@@ -295,7 +295,7 @@ rule rws_transfer:
         transfer=settings({k: RWS[k] for k in ("lambda", "eval_severities", "deploy_bits")}),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     log:
         f"logs/rws_transfer/{DATASET}.log",
     benchmark:
@@ -308,32 +308,16 @@ rule rws_transfer:
         "../scripts/rws_transfer.py"
 
 
-rule gather_rws:
-    input:
-        rws_metric_files(),
-    output:
-        all=f"{RESULTS}/metrics/rws.tsv",
-    log:
-        f"logs/gather_rws/{DATASET}.log",
-    benchmark:
-        f"benchmarks/gather_rws/{DATASET}.tsv"
-    message:
-        "Gathering the RWS metrics"
-    conda:
-        ENV
-    script:
-        "../scripts/gather_rws.py"
-
-
 rule report_rws:
     input:
-        metrics=rules.gather_rws.output.all,
+        metrics=rws_metric_files(),
         detector=rules.rws_oracle_free.output.detector,
         classifier=rules.rws_oracle_free.output.classifier,
         models=[rws_model(m) for m in RWS_EVALUATED],
         signatures=[rws_signature(c, v) for v in RWS_VARIANTS for c in RWS_CORRUPTIONS],
         sidecars=[rws_signature(c, v, ".json") for v in RWS_VARIANTS for c in RWS_CORRUPTIONS],
     output:
+        all=f"{RESULTS}/metrics/rws.tsv",
         tables=[
             report(path, caption="../report/rws_tables.rst", category="Robust weight signatures")
             for path in RWS_TABLES.values()
@@ -354,7 +338,7 @@ rule report_rws:
     benchmark:
         f"benchmarks/report_rws/{DATASET}.tsv"
     message:
-        "Writing the RWS tables and figures"
+        "Gathering the RWS metrics, writing the RWS tables and figures"
     conda:
         ENV
     script:

@@ -1,6 +1,6 @@
 # Robust Weight Signatures: names, paths and getters of the rules in rws.smk.
 
-from robustsoup.rws_stages import check_rws_config, deploy_variant, transfer_targets, variants
+from robustsoup.rws_config import check_rws_config, deploy_variant, transfer_targets, variants
 
 RWS = config["rws"]
 

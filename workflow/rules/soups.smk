@@ -2,24 +2,6 @@
 # fine-tunes, interpolating and extrapolating.
 
 
-rule soup_grid:
-    output:
-        grid=f"{RESULTS}/soups/grid.tsv",
-    params:
-        soups=settings(config["soups"]),
-        base_models=BASE_MODELS,
-    log:
-        f"logs/soup_grid/{DATASET}.log",
-    benchmark:
-        f"benchmarks/soup_grid/{DATASET}.tsv"
-    message:
-        f"Writing the soup grid ({len(SOUPS)} soups)"
-    conda:
-        ENV
-    script:
-        "../scripts/soup_grid.py"
-
-
 rule make_soup:
     input:
         ingredients=soup_ingredients,
@@ -63,7 +45,7 @@ rule select_soups:
         context=training_context(),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     priority: 30
     log:
         f"logs/select_soups/{DATASET}.log",
@@ -91,7 +73,7 @@ rule evaluate_soups_shifts:
         shifts=SHIFT_DATA,
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     priority: 20
     log:
         f"logs/evaluate_soups_shifts/{DATASET}.log",
@@ -117,7 +99,7 @@ rule evaluate_ternary:
         norms=config["evaluate"]["threats"],
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     priority: 20
     log:
         f"logs/evaluate_ternary/{DATASET}.log",

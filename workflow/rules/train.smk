@@ -1,10 +1,9 @@
 # Robust fine-tuning (Croce & Hein 2022): adversarially train the parent once,
 # then fine-tune it briefly towards each target threat model.
 #
-# Scheduling: every rule asks for one thread (two small jobs side by side use
-# a few cores better than one job on both; profiles/slurm sets threads per
-# rule for real hardware), and the chain parent → fine-tunes → soup selection
-# has the highest priorities, so the long critical path starts first.
+# Scheduling: every job that computes takes the config's `threads` (auto: a
+# quarter of --cores, at least 1), and the chain parent → fine-tunes → soup
+# selection has the highest priorities, so the long critical path starts first.
 
 
 rule pretrain:
@@ -18,7 +17,7 @@ rule pretrain:
         context=training_context(),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     priority: 50
     log:
         f"logs/pretrain/{DATASET}/{PARENT}.log",
@@ -45,7 +44,7 @@ rule finetune:
         context=training_context(),
     resources:
         gpu=1,
-    threads: 1
+    threads: job_threads()
     priority: 40
     log:
         f"logs/finetune/{DATASET}/{PARENT}-{{target}}.log",

@@ -1,4 +1,4 @@
-"""Rule report: the accuracy table and the soup-line figures."""
+"""Rule report: soups/grid.tsv, metrics/all.tsv, the accuracy table and the soup-line figures."""
 
 from pathlib import Path
 
@@ -7,9 +7,8 @@ from robustsoup.stages import build_report
 
 if __name__ == "__main__":
     with snakemake_job(snakemake) as job:  # noqa: F821
-        table_stem = Path(snakemake.output.tables[0]).with_suffix("")  # noqa: F821
+        out, params = snakemake.output, snakemake.params  # noqa: F821
         build_report(
-            job.config, snakemake.input.metrics, snakemake.input.grid,  # noqa: F821
-            list(snakemake.input.sidecars), table_stem,  # noqa: F821
-            list(snakemake.output.figures),  # noqa: F821
+            job.config, params.models, Path(out.all).parent, params.studies, out.all, out.grid,
+            list(snakemake.input.sidecars), Path(out.tables[0]).with_suffix(""), list(out.figures),  # noqa: F821
         )

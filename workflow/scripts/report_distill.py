@@ -1,4 +1,4 @@
-"""Rule report_distill: the robust-distillation table (CSV + Markdown)."""
+"""Rule report_distill: metrics/distill.tsv and the robust-distillation table (CSV + Markdown)."""
 
 from pathlib import Path
 
@@ -8,6 +8,7 @@ from robustsoup.job import snakemake_job
 if __name__ == "__main__":
     with snakemake_job(snakemake) as job:  # noqa: F821
         report_distill_stage(
-            job.config, snakemake.input.metrics, list(snakemake.input.sidecars),  # noqa: F821
+            job.config, list(snakemake.input.metrics), snakemake.output.all,  # noqa: F821
+            list(snakemake.input.sidecars),  # noqa: F821
             list(snakemake.input.summaries), Path(snakemake.output.tables[0]).with_suffix(""),  # noqa: F821
         )

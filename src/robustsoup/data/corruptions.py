@@ -84,7 +84,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import torch
+import lazy_loader
+
+torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 from ..io import atomic_path
 from . import corruption_ops

@@ -6,8 +6,9 @@ pipeline runs offline with no download.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+import lazy_loader
+
+torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 from .registry import DatasetSpec, register_dataset
 
@@ -26,7 +27,7 @@ def read_digits(root: object = None, resolution: int = DIGITS_RESOLUTION) -> tup
 
     bunch = load_digits()
     grey = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    big = F.interpolate(grey, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    big = torch.nn.functional.interpolate(grey, size=(resolution, resolution), mode="bilinear", align_corners=False)
     images = (big.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     return images.contiguous(), labels

@@ -12,7 +12,9 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 
-import torch
+import lazy_loader
+
+torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 SUBSETS = ("imagenet-r", "imagenet-a")
 

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import torch
+import lazy_loader
+
+torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 from .sources import (
     Catalog,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Union
+from typing import TYPE_CHECKING, Callable, Mapping, Union
 
-import torch
 
 from .sources import Catalog, DataLayoutError
+
+if TYPE_CHECKING:
+    import torch
 
 # A reader takes the data root (None for embedded sets) and returns either
 #   * a Catalog: named parts ("train", "test", "val", "fog/3", "all"), each an
@@ -16,7 +18,7 @@ from .sources import Catalog, DataLayoutError
 #   * (images, labels): the whole set in memory as uint8 (N, 3, H, W) images
 #     and int64 (N,) labels, i.e. one part named "all" (the embedded digits).
 # open_dataset() turns either into a Catalog.
-Reader = Callable[..., Union[Catalog, tuple[torch.Tensor, torch.Tensor]]]
+Reader = Callable[..., Union[Catalog, "tuple[torch.Tensor, torch.Tensor]"]]
 
 # How the splits train / adapt / test come out of a data set's parts:
 #   stratified  one part ("all"), split 3-way by class (n_adapt, n_test)

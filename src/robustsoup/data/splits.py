@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-import torch
+import lazy_loader
+
+torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from ..io import atomic_path
 from .registry import DatasetSpec, get_dataset_spec, open_dataset
@@ -319,6 +320,8 @@ def write_decoded_split(path: Path, source: ImageSource, indices: torch.Tensor, 
             log.info("%s: decoded %d / %d images", path.name, offset + len(batch), len(indices))
     labels = source.labels[indices].contiguous()
     with atomic_path(path) as tmp:
+        from safetensors.torch import save_file  # imports torch
+
         save_file({"images": images, "labels": labels}, str(tmp), metadata=dict(metadata))
     log.info("wrote %s: %d images in %.1fs", path, len(indices), time.perf_counter() - start_time)
     return path
@@ -472,6 +475,8 @@ def load_split(path: str | Path) -> Split:
     if path.suffix == ".tsv":
         return read_file_list(path)
     try:
+        from safetensors.torch import load_file  # imports torch
+
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

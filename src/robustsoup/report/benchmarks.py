@@ -1,4 +1,4 @@
-"""Snakemake benchmark files (one TSV per job) summarized per rule."""
+"""Snakemake benchmark files (one TSV per job) summarized per rule, with what each job computed in."""
 
 from __future__ import annotations
 
@@ -8,25 +8,64 @@ import pandas as pd
 
 from ..io import write_text_atomic
 
+JOB_RECORD = "robustsoup-job:"  # robustsoup.job.JOB_RECORD (not imported: that module needs torch)
 
-def summarize_benchmarks(folder: str | Path, out_path: str | Path) -> pd.DataFrame:
-    """Per rule: jobs, total and longest wall time (s), peak max RSS (MB), from ``folder/<rule>/**.tsv``.
 
-    Snakemake writes ``s`` (wall seconds) and ``max_rss`` (MB) per job; rules
-    are the first folder level under ``folder``.
-    """
-    rows = []
-    for path in sorted(Path(folder).rglob("*.tsv")):
+def read_job_record(log_path: str | Path) -> dict[str, str]:
+    """The fields of the last ``robustsoup-job:`` line of a job's log (empty when there is none)."""
+    try:
+        lines = Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        if JOB_RECORD in line:
+            record = line.split(JOB_RECORD, 1)[1].split()
+            return dict(field.split("=", 1) for field in record if "=" in field)
+    return {}
+
+
+def job_table(benchmarks: str | Path, logs: str | Path = "logs") -> pd.DataFrame:
+    """One row per job: rule, job, wall ``s``, ``max_rss_mb``, and from the mirrored log
+    (``logs/<rule>/….log`` beside ``benchmarks/<rule>/….tsv``) the time inside the job, its fixed
+    cost (``s`` − inside), precision, memory format and the machine's CPU capability."""
+    benchmarks, rows = Path(benchmarks), []
+    for path in sorted(benchmarks.rglob("*.tsv")):
         frame = pd.read_csv(path, sep="\t")
         if frame.empty or "s" not in frame:
             continue
-        rule = path.relative_to(folder).parts[0]
+        relative = path.relative_to(benchmarks)
+        record = read_job_record(Path(logs) / relative.with_suffix(".log"))
+        seconds = float(frame["s"].iloc[-1])
+        inside = float(record["inside_s"]) if "inside_s" in record else float("nan")
         max_rss = pd.to_numeric(frame.get("max_rss", pd.Series(dtype=float)), errors="coerce").max()
-        rows.append({"rule": rule, "job": str(path.relative_to(folder)), "s": float(frame["s"].iloc[-1]),
-                     "max_rss_mb": max_rss})
-    jobs = pd.DataFrame(rows, columns=["rule", "job", "s", "max_rss_mb"])
-    table = jobs.groupby("rule").agg(jobs=("job", "count"), total_s=("s", "sum"), longest_s=("s", "max"),
-                                     max_rss_mb=("max_rss_mb", "max"))
-    table = table.sort_values("total_s", ascending=False).round(1)
+        rows.append({"rule": relative.parts[0], "job": str(relative), "s": seconds, "max_rss_mb": max_rss,
+                     "inside_s": inside, "fixed_s": seconds - inside,
+                     "precision": record.get("precision", ""), "memory_format": record.get("memory_format", ""),
+                     "cpu_capability": record.get("cpu_capability", ""),
+                     "native_bf16": record.get("native_bf16", "")})
+    return pd.DataFrame(rows, columns=["rule", "job", "s", "max_rss_mb", "inside_s", "fixed_s", "precision",
+                                       "memory_format", "cpu_capability", "native_bf16"])
+
+
+def _distinct(values: pd.Series) -> str:
+    return "+".join(dict.fromkeys(v for v in values if isinstance(v, str) and v))
+
+
+def summarize_benchmarks(folder: str | Path, out_path: str | Path, logs: str | Path = "logs") -> pd.DataFrame:
+    """Per rule: jobs, total and longest wall time (s), mean fixed cost per job (s), peak max RSS
+    (MB), and the precision / memory format / CPU the jobs ran with.
+
+    Snakemake writes ``s`` (wall seconds) and ``max_rss`` (MB) per job; rules
+    are the first folder level under ``folder``; the rest comes from each
+    job's closing log record (:func:`read_job_record`).
+    """
+    jobs = job_table(folder, logs)
+    table = jobs.groupby("rule").agg(
+        jobs=("job", "count"), total_s=("s", "sum"), longest_s=("s", "max"), fixed_s_per_job=("fixed_s", "mean"),
+        max_rss_mb=("max_rss_mb", "max"), precision=("precision", _distinct),
+        memory_format=("memory_format", _distinct), cpu_capability=("cpu_capability", _distinct),
+        native_bf16=("native_bf16", _distinct),
+    )
+    table = table.sort_values("total_s", ascending=False).round(2)
     write_text_atomic(out_path, table.to_csv())
     return table

@@ -1,0 +1,111 @@
+"""precision: auto and channels_last: auto, resolved for the hardware and recorded in the sidecar."""
+
+import logging
+
+import pytest
+import torch
+
+from robustsoup import device as device_module
+from robustsoup.checkpoint import load_checkpoint
+from robustsoup.config import resolve_config
+from robustsoup.data import prepare_splits
+from robustsoup.device import Arithmetic, resolve_arithmetic, resolve_channels_last, resolve_precision
+from robustsoup.stages import pretrain_parent
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def native(monkeypatch):
+    """Pretend the CPU has (True) or lacks (False) native bf16."""
+
+    def set_native(value: bool) -> None:
+        monkeypatch.setenv(device_module.NATIVE_BF16_ENV, "1" if value else "0")
+        device_module.cpu_native_bf16.cache_clear()
+        device_module._warned.clear()
+
+    yield set_native
+    device_module.cpu_native_bf16.cache_clear()
+
+
+def test_auto_is_float32_without_native_bf16_and_bf16_with_it(native):
+    native(False)
+    assert resolve_precision("auto", CPU) == "float32"
+    native(True)
+    assert resolve_precision("auto", CPU) == "bf16"
+
+
+def test_the_detection_asks_the_cpu_flags_not_only_onednn(monkeypatch):
+    monkeypatch.delenv(device_module.NATIVE_BF16_ENV, raising=False)
+    monkeypatch.setattr(device_module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    for flags, expected in (({"avx2", "avx512f", "avx512bw"}, False), ({"avx512f", "avx512_bf16"}, True),
+                            ({"amx_bf16", "amx_tile"}, True)):
+        monkeypatch.setattr(device_module, "_cpu_flags", lambda flags=flags: flags)
+        device_module.cpu_native_bf16.cache_clear()
+        assert device_module.cpu_native_bf16() is expected, flags
+    device_module.cpu_native_bf16.cache_clear()
+
+
+def test_explicit_precisions_stay_and_bf16_on_an_emulating_cpu_warns(native, caplog):
+    native(False)
+    assert resolve_precision("float32", CPU) == "float32"
+    with caplog.at_level(logging.WARNING, logger="robustsoup.device"):
+        assert resolve_precision("bf16", CPU) == "bf16"
+    assert "emulates bf16" in caplog.text and "precision: auto" in caplog.text
+    native(True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="robustsoup.device"):
+        resolve_precision("bf16", CPU)
+    assert caplog.text == ""
+
+
+def test_fp16_needs_cuda_and_unknown_values_are_refused():
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", CPU)
+    with pytest.raises(ValueError, match="expected one of auto, float32, bf16, fp16"):
+        resolve_precision("half", CPU)
+    with pytest.raises(ValueError, match="true, false or auto"):
+        resolve_channels_last("yes", CPU)
+
+
+def test_channels_last_auto_follows_onednn_on_cpu_and_explicit_values_stay(monkeypatch):
+    assert resolve_channels_last(False, CPU) is False
+    assert resolve_channels_last(True, CPU) is True
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert resolve_channels_last("auto", CPU) is False
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    assert resolve_channels_last("auto", CPU) is True
+
+
+def test_arithmetic_autocasts_only_when_asked():
+    x = torch.ones(2, 2)
+    with Arithmetic("float32").autocast(CPU):
+        assert (x @ x).dtype == torch.float32
+    with Arithmetic("bf16").autocast(CPU):
+        assert (x @ x).dtype == torch.bfloat16
+    assert Arithmetic("bf16", True).record() == {"precision": "bf16", "memory_format": "channels_last"}
+
+
+def test_the_config_defaults_to_auto_everywhere_a_precision_is_chosen():
+    config = resolve_config({})
+    sections = [config["pretrain"], *config["finetune"].values(), config["rws"]["init"], config["rws"]["finetune"],
+                config["distill"]["teacher"]["training"], config["distill"]["student"]["training"],
+                config["distill"]["finetune"]]
+    assert all(s["precision"] == "auto" and s["channels_last"] == "auto" for s in sections)
+    assert config["distill"]["distillation"]["precision"] == "auto"
+    assert config["soups"]["search"]["precision"] == "auto"
+
+
+@pytest.mark.parametrize("is_native, expected", [(False, "float32"), (True, "bf16")])
+def test_the_sidecar_records_the_resolved_precision_and_memory_format(tmp_path, native, is_native, expected):
+    native(is_native)
+    splits = prepare_splits("digits", tmp_path / "data", n_adapt=20, n_test=40, seed=0)
+    config = resolve_config({"device": "cpu", "model": {"width": 4},
+                             "pretrain": {"epochs": 1, "batch_size": 512, "attack_steps": 1}})
+    out = pretrain_parent(config, splits["train"], tmp_path / "linf.safetensors", CPU)
+    training = load_checkpoint(out)[1].training
+    assert training["precision"] == expected and training["precision_requested"] == "auto"
+    assert training["memory_format"] == ("channels_last" if resolve_arithmetic("auto", "auto", CPU).channels_last
+                                         else "contiguous")
+    assert training["channels_last_requested"] == "auto"
