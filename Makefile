@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test lint dry-run report bench reproduce-cifar10 reproduce-imagenet clean-results help
+.PHONY: run test lint dry-run report bench bench-dag reproduce-cifar10 reproduce-imagenet clean-results help
 
 help:
 	@echo "make run      the whole DAG on $(CONFIG) (creates $(VENV) on first use)"
@@ -17,6 +17,7 @@ help:
 	@echo "make dry-run  what a run would do"
 	@echo "make report   results/report.html: every table and figure of the run, captioned"
 	@echo "make bench    every benchmark, one at a time; headline ratios in bench/results/summary.md"
+	@echo "make bench-dag  the whole default DAG twice from empty folders (float32, then auto): wall time, fixed cost per job"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +61,10 @@ test: $(STAMP)
 # The soups benchmark uses the base models of the default run (make run first).
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# ~15 minutes on 2 cores: two whole runs of the default DAG in temporary folders.
+bench-dag: $(STAMP)
+	$(BIN)/python bench/dag_walltime.py --cores $(shell nproc) --summary bench/results/dag_walltime.json
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile $(CONFIG)

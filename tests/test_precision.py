@@ -109,3 +109,32 @@ def test_the_sidecar_records_the_resolved_precision_and_memory_format(tmp_path, 
     assert training["memory_format"] == ("channels_last" if resolve_arithmetic("auto", "auto", CPU).channels_last
                                          else "contiguous")
     assert training["channels_last_requested"] == "auto"
+
+
+def test_the_benchmark_table_names_fixed_cost_precision_and_machine_per_rule(tmp_path):
+    from robustsoup.device import RESOLVED
+    from robustsoup.job import job_record
+    from robustsoup.report.benchmarks import summarize_benchmarks
+
+    RESOLVED[:] = [Arithmetic("bf16", True)]
+    try:
+        record = job_record("pretrain", inside_s=7.5)
+    finally:
+        RESOLVED.clear()
+    for rule, job, seconds, line in (("pretrain", "digits/linf", 10.0, record),
+                                     ("report", "digits", 3.0, None)):
+        bench = tmp_path / "benchmarks" / rule / f"{job}.tsv"
+        bench.parent.mkdir(parents=True)
+        bench.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:10\t120.5\n")
+        log = tmp_path / "logs" / rule / f"{job}.log"
+        log.parent.mkdir(parents=True)
+        log.write_text("2026-01-01 INFO robustsoup: rule started\n" + (f"2026-01-01 INFO robustsoup: {line}\n"
+                                                                       if line else ""))
+    table = summarize_benchmarks(tmp_path / "benchmarks", tmp_path / "out.csv", tmp_path / "logs")
+    pretrain = table.loc["pretrain"]
+    assert pretrain["jobs"] == 1 and pretrain["fixed_s_per_job"] == pytest.approx(2.5)
+    assert (pretrain["precision"], pretrain["memory_format"]) == ("bf16", "channels_last")
+    assert pretrain["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    # A job without a closing record (killed, or written before records existed) keeps its wall time.
+    assert table.loc["report", "total_s"] == 3.0 and table.loc["report", "precision"] == ""
+    assert (tmp_path / "out.csv").read_text().startswith("rule,jobs,total_s")
