@@ -13,7 +13,7 @@ SNAKEMAKE_ARGS ?=
 help:
 	@echo "make run      the whole DAG on $(CONFIG) (creates $(VENV) on first use)"
 	@echo "make test     the test suite"
-	@echo "make lint     snakemake --lint"
+	@echo "make lint     ruff, snakefmt, lint-imports (the layering) and snakemake --lint"
 	@echo "make dry-run  what a run would do"
 	@echo "make report   results/report.html: every table and figure of the run, captioned"
 	@echo "make bench    every benchmark, one at a time; headline ratios in bench/results/summary.md"
@@ -66,7 +66,12 @@ bench: $(STAMP)
 bench-dag: $(STAMP)
 	$(BIN)/python bench/dag_walltime.py --cores $(shell nproc) --summary bench/results/dag_walltime.json
 
+# Code shape: ruff (lint + format), snakefmt, the import-layer contracts, snakemake --lint.
 lint: $(STAMP)
+	$(BIN)/ruff check src tests bench workflow/scripts
+	$(BIN)/ruff format --check src tests bench workflow/scripts
+	$(BIN)/snakefmt --check workflow/
+	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 
 clean-results:

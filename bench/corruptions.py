@@ -18,6 +18,7 @@ from pathlib import Path
 
 from robustsoup.data import load_split, prepare_splits
 from robustsoup.data.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, write_corrupted_split
+
 from measurements import Measurement, write_summary
 
 
@@ -36,8 +37,10 @@ def main() -> None:
         images, labels = split.images[: args.n], split.labels[: args.n]
         out_dir = Path(tmp) / "corrupted"
         n, _, height, width = images.shape
-        print(f"{n} images {height}×{width}, {len(names)} corruptions × {len(SEVERITIES)} severities, "
-              f"cpus={os.cpu_count()}")
+        print(
+            f"{n} images {height}×{width}, {len(names)} corruptions × {len(SEVERITIES)} severities, "
+            f"cpus={os.cpu_count()}"
+        )
         print(f"{'corruption':<20}{'family':<9}{'seconds':>9}{'img/s':>9}")
         total = 0.0
         for name in names:
@@ -49,11 +52,19 @@ def main() -> None:
         start = time.perf_counter()
         write_corrupted_split(images, labels, out_dir, corruptions=[], seed=args.seed)
         total += time.perf_counter() - start
-        print(f"{'total':<29}{total:>9.3f}   ({len(names) * len(SEVERITIES)} corruption × severity, "
-              f"{len(names) * len(SEVERITIES) * n} images)")
+        print(
+            f"{'total':<29}{total:>9.3f}   ({len(names) * len(SEVERITIES)} corruption × severity, "
+            f"{len(names) * len(SEVERITIES) * n} images)"
+        )
     goal = "<= 60" if len(names) == len(CORRUPTIONS) and n == 450 else ""
-    write_summary(args.summary, [Measurement("corruptions", f"{len(names)}×{len(SEVERITIES)} corruptions of "
-                                             f"{n} digits images", total, "s", goal)])
+    write_summary(
+        args.summary,
+        [
+            Measurement(
+                "corruptions", f"{len(names)}×{len(SEVERITIES)} corruptions of {n} digits images", total, "s", goal
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

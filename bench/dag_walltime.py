@@ -27,6 +27,7 @@ import yaml
 from robustsoup.config import load_config_file
 from robustsoup.device import cpu_native_bf16, machine_summary, resolve_precision
 from robustsoup.report.benchmarks import job_table
+
 from measurements import Measurement, write_summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,15 +49,28 @@ def run_dag(config: dict, folder: Path, cores: int) -> float:
     config_path = folder / "config" / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     snakemake = Path(sys.executable).with_name("snakemake")
-    command = [str(snakemake), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(folder),
-               "--cores", str(cores), "--configfile", str(config_path), "--quiet", "progress"]
+    command = [
+        str(snakemake),
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(folder),
+        "--cores",
+        str(cores),
+        "--configfile",
+        str(config_path),
+        "--quiet",
+        "progress",
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     (folder / "snakemake.log").write_text(result.stdout + result.stderr, encoding="utf-8")
     if result.returncode != 0:
-        raise SystemExit(f"the DAG failed in {folder} after {seconds:.0f} s (see {folder / 'snakemake.log'}):\n"
-                         + "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:]))
+        raise SystemExit(
+            f"the DAG failed in {folder} after {seconds:.0f} s (see {folder / 'snakemake.log'}):\n"
+            + "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        )
     return seconds
 
 
@@ -69,8 +83,10 @@ def main() -> None:
     parser.add_argument("--summary", type=Path, default=None, help="also write the headline numbers here (JSON)")
     args = parser.parse_args()
     base = load_config_file(args.config)
-    print(f"{args.config}, {args.cores} cores; {machine_summary()}; precision auto → "
-          f"{resolve_precision('auto', 'cpu')}", flush=True)
+    print(
+        f"{args.config}, {args.cores} cores; {machine_summary()}; precision auto → {resolve_precision('auto', 'cpu')}",
+        flush=True,
+    )
     print(f"{'precision':<10}{'wall s':>8}{'jobs':>6}{'job s':>8}{'fixed s/job':>13}{'fixed share':>13}  used")
     rows, walls = [], {}
     for precision in [p for p in args.precisions.split(",") if p]:
@@ -84,18 +100,29 @@ def main() -> None:
         shutil.rmtree(parent, ignore_errors=True)
         used = "+".join(sorted({p for value in jobs["precision"] for p in str(value).split("+") if p}))
         fixed = jobs["fixed_s"].mean()
-        print(f"{precision:<10}{wall:>8.0f}{len(jobs):>6}{jobs['s'].sum():>8.0f}{fixed:>13.2f}"
-              f"{jobs['fixed_s'].sum() / jobs['s'].sum():>12.0%}  {used}", flush=True)
+        print(
+            f"{precision:<10}{wall:>8.0f}{len(jobs):>6}{jobs['s'].sum():>8.0f}{fixed:>13.2f}"
+            f"{jobs['fixed_s'].sum() / jobs['s'].sum():>12.0%}  {used}",
+            flush=True,
+        )
         walls[precision] = wall
-        rows.append(Measurement("dag_walltime", f"default DAG wall time, precision {precision} ({len(jobs)} jobs, "
-                                f"{args.cores} cores)", wall, "s", f"<= {BUDGET_S}" if precision == "float32" else ""))
+        rows.append(
+            Measurement(
+                "dag_walltime",
+                f"default DAG wall time, precision {precision} ({len(jobs)} jobs, {args.cores} cores)",
+                wall,
+                "s",
+                f"<= {BUDGET_S}" if precision == "float32" else "",
+            )
+        )
         rows.append(Measurement("dag_walltime", f"fixed cost per job, precision {precision}", fixed, "s"))
     if {"float32", "auto"} <= set(walls):
         ratio = walls["auto"] / walls["float32"]
         print(f"auto / float32 wall time: {ratio:.2f}×")
         # With native bf16, auto must be at least as fast; elsewhere auto is float32 and the ratio is noise.
-        rows.append(Measurement("dag_walltime", "auto / float32 wall time", ratio, "×",
-                                "<= 1.05" if cpu_native_bf16() else ""))
+        rows.append(
+            Measurement("dag_walltime", "auto / float32 wall time", ratio, "×", "<= 1.05" if cpu_native_bf16() else "")
+        )
     write_summary(args.summary, rows)
 
 

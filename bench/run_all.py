@@ -33,8 +33,11 @@ def run_benchmark(name: str, out: Path, extra: list[str]) -> tuple[list[Measurem
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "summary.json"
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--summary", str(summary), *extra],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, str(HERE / f"{name}.py"), "--summary", str(summary), *extra],
+            capture_output=True,
+            text=True,
+        )
         seconds = time.perf_counter() - start
         (out / f"{name}.txt").write_text(result.stdout + result.stderr, encoding="utf-8")
         if result.returncode != 0:
@@ -47,8 +50,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
-    parser.add_argument("--results", type=Path, default=Path("results/digits"),
-                        help="a finished run's results folder (for the soups benchmark)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results/digits"),
+        help="a finished run's results folder (for the soups benchmark)",
+    )
     args = parser.parse_args()
     chosen = [b for b in args.only.split(",") if b] or list(BENCHMARKS)
     unknown = sorted(set(chosen) - set(BENCHMARKS))

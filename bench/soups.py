@@ -22,6 +22,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -29,11 +30,35 @@ import torch
 from robustsoup.checkpoint import load_checkpoint
 from robustsoup.data import load_split
 from robustsoup.device import Arithmetic, cpu_native_bf16
-from robustsoup.soup_selection import SoupScorer, grid_search, naive_accuracy, successive_halving
-from robustsoup.soups import simplex_grid
+from robustsoup.models import Normalized
+from robustsoup.soups.search import SoupScorer, grid_search, simplex_grid, successive_halving
+from robustsoup.weights import StateDict, affine_combination
+
 from measurements import Measurement, write_summary
 
 BASE = ["linf", "linf-l2", "linf-l1", "linf-nominal"]
+
+
+def naive_accuracy(
+    build: Callable[[], Normalized],
+    states: Sequence[StateDict],
+    weights: Sequence[float],
+    split_path,
+    batch_size: int = 512,
+) -> float:
+    """The slow path the scorer replaces, as a per-soup evaluation job does it: a new model and
+    state dict, the split read from its cache file, a DataLoader that converts every batch."""
+    model = build().eval()
+    model.load_state_dict(affine_combination(states, weights))
+    split = load_split(split_path)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(split.images, split.labels), batch_size=batch_size
+    )
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((model(x.float() / 255.0).argmax(1) == y).sum())
+    return correct / len(split)
 
 
 def main() -> None:
@@ -54,8 +79,7 @@ def main() -> None:
     adapt = load_split(args.results / "data" / "adapt.safetensors")
     test = load_split(args.results / "data" / "test.safetensors")
     grid = [dict(zip(BASE, w)) for w in simplex_grid(len(BASE), args.step)]
-    print(f"{len(grid)} soups of {len(BASE)} models, {len(adapt)} adaptation images, "
-          f"{torch.get_num_threads()} threads")
+    print(f"{len(grid)} soups of {len(BASE)} models, {len(adapt)} adaptation images, {torch.get_num_threads()} threads")
 
     rates = {}
     arithmetics = {"in-place fp32": Arithmetic("float32"), "in-place bf16+cl": Arithmetic("bf16", True)}
@@ -77,7 +101,7 @@ def main() -> None:
     for weights in spawned:
         code = (
             "import sys; from robustsoup.checkpoint import load_checkpoint; "
-            "from robustsoup.soup_selection import naive_accuracy; "
+            f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); from soups import naive_accuracy; "
             f"paths = {[str(p) for p in paths]!r}; loaded = [load_checkpoint(p) for p in paths]; "
             "print(naive_accuracy(loaded[0][1].build, [s for s, _ in loaded], "
             f"{[weights[n] for n in BASE]!r}, {str(args.results / 'data' / 'adapt.safetensors')!r}))"
@@ -94,21 +118,45 @@ def main() -> None:
     halving = successive_halving(scorer, grid, inputs, adapt.labels, first_images=16, keep=1 / 3)
     # The goal holds for the arithmetic `precision: auto` picks on this machine.
     auto = "in-place bf16+cl" if cpu_native_bf16() else "in-place fp32"
-    rows = [Measurement("soups", f"{label} / naive soups per second ({len(grid)} soups)", rates[label] / rates["naive"],
-                        "×", ">= 3" if label == auto else "") for label in arithmetics]
+    rows = [
+        Measurement(
+            "soups",
+            f"{label} / naive soups per second ({len(grid)} soups)",
+            rates[label] / rates["naive"],
+            "×",
+            ">= 3" if label == auto else "",
+        )
+        for label in arithmetics
+    ]
     print(f"\n{'search':<12}{'passes':>10}{'share':>8}{'adapt acc':>11}{'test acc':>10}  weights")
     tested = {}
     for selection in (full, halving):
         held_out = scorer.accuracy(selection.weights, test_inputs, test.labels)
         weights = " ".join(f"{n}={w:g}" for n, w in selection.weights.items() if w)
-        print(f"{selection.method:<12}{selection.forward_passes:>10}"
-              f"{selection.forward_passes / full.forward_passes:>8.2f}"
-              f"{100 * selection.adaptation_accuracy:>10.1f}%{100 * held_out:>9.1f}%  {weights}")
+        print(
+            f"{selection.method:<12}{selection.forward_passes:>10}"
+            f"{selection.forward_passes / full.forward_passes:>8.2f}"
+            f"{100 * selection.adaptation_accuracy:>10.1f}%{100 * held_out:>9.1f}%  {weights}"
+        )
         tested[selection.method] = 100 * held_out
-    rows.append(Measurement("soups", "successive halving / grid search forward passes",
-                            halving.forward_passes / full.forward_passes, "×", "<= 0.3334"))
-    rows.append(Measurement("soups", "grid search − successive halving held-out accuracy",
-                            tested[full.method] - tested[halving.method], "points", "<= 0.5"))
+    rows.append(
+        Measurement(
+            "soups",
+            "successive halving / grid search forward passes",
+            halving.forward_passes / full.forward_passes,
+            "×",
+            "<= 0.3334",
+        )
+    )
+    rows.append(
+        Measurement(
+            "soups",
+            "grid search − successive halving held-out accuracy",
+            tested[full.method] - tested[halving.method],
+            "points",
+            "<= 0.5",
+        )
+    )
     write_summary(args.summary, rows)
 
 

@@ -20,8 +20,13 @@ def _few_threads():
 
 def tiny_meta(name: str = "tiny", width: int = 4) -> CheckpointMeta:
     return CheckpointMeta(
-        name=name, architecture="preact_resnet_small", model_kwargs={"width": width, "activation": "relu"},
-        dataset="digits", num_classes=10, mean=[0.3, 0.3, 0.3], std=[0.3, 0.3, 0.3],
+        name=name,
+        architecture="preact_resnet_small",
+        model_kwargs={"width": width, "activation": "relu"},
+        dataset="digits",
+        num_classes=10,
+        mean=[0.3, 0.3, 0.3],
+        std=[0.3, 0.3, 0.3],
     )
 
 
@@ -43,12 +48,17 @@ def digits_splits(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_model(digits_splits):
     """A width-8 model trained cleanly on digits for 3 epochs (~95% test accuracy, seconds)."""
-    from robustsoup.train import CleanInputs, TrainSettings, train_model
+    from robustsoup.train.loop import CleanInputs, TrainSettings, train_model
 
     torch.manual_seed(0)
     model = tiny_meta(width=8).build()
-    train_model(model, digits_splits["train"], CleanInputs(),
-                TrainSettings(epochs=3, lr=0.1, batch_size=32, schedule="cosine"), torch.device("cpu"))
+    train_model(
+        model,
+        digits_splits["train"],
+        CleanInputs(),
+        TrainSettings(epochs=3, lr=0.1, batch_size=32, schedule="cosine"),
+        torch.device("cpu"),
+    )
     return model.eval()
 
 

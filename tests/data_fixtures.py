@@ -27,8 +27,9 @@ def coded_images(labels: list[int], res: int = 32, offset: int = 0) -> np.ndarra
     return images
 
 
-def write_cifar_binaries(root: Path, per_batch: int = 6, num_classes: int = 10, cifar100: bool = False,
-                         test_size: int | None = None) -> Path:
+def write_cifar_binaries(
+    root: Path, per_batch: int = 6, num_classes: int = 10, cifar100: bool = False, test_size: int | None = None
+) -> Path:
     """torchvision's cifar-10-batches-py (5 train batches + test_batch) or cifar-100-python (train, test)."""
     folder = root / ("cifar-100-python" if cifar100 else "cifar-10-batches-py")
     folder.mkdir(parents=True)
@@ -70,7 +71,9 @@ def write_wnid_folders(root: Path, wnids: list[str], per_class: int, size=(40, 3
             write_png(root / wnid / f"{wnid}_{i}{ext}", array, "JPEG")
 
 
-def write_hendrycks_npy(root: Path, corruptions: list[str], n: int = 8, num_classes: int = 4, res: int = 32) -> np.ndarray:
+def write_hendrycks_npy(
+    root: Path, corruptions: list[str], n: int = 8, num_classes: int = 4, res: int = 32
+) -> np.ndarray:
     """<corruption>.npy uint8 (5n, res, res, 3) and labels.npy; pixel [0,0,0] = severity·10 + corruption index."""
     root.mkdir(parents=True, exist_ok=True)
     labels = np.arange(n) % num_classes

@@ -54,8 +54,12 @@ def test_partial_record_keeps_its_own_defaults():
 
 
 def test_a_partial_finetune_map_replaces_the_default_targets():
-    config = resolve_config({"finetune": {"l2": {"norm": "L2"}},
-                             "soups": {"lines": [["linf", "linf-l2"]], "ensembles": [], "ternary": {"enabled": False}}})
+    config = resolve_config(
+        {
+            "finetune": {"l2": {"norm": "L2"}},
+            "soups": {"lines": [["linf", "linf-l2"]], "ensembles": [], "ternary": {"enabled": False}},
+        }
+    )
     assert list(config["finetune"]) == ["l2"]
     assert config["finetune"]["l2"]["epochs"] == 3
 

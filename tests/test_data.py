@@ -29,8 +29,8 @@ def test_prepared_splits_load_back_and_bad_files_say_so(tmp_path):
     paths = prepare_splits("digits", tmp_path, n_adapt=100, n_test=200, seed=0)
     test = load_split(paths["test"])
     assert len(test) == 200 and test.split == "test" and test.dataset == "digits"
-    x, y = test.as_float(16)
-    assert x.shape == (16, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
+    x, _y = test.as_float(16)
+    assert x.shape == (16, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
     with pytest.raises(FileNotFoundError, match="prepare_data"):
         load_split(tmp_path / "missing.safetensors")
     garbage = tmp_path / "garbage.safetensors"

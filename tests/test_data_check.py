@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
-from data_fixtures import imagenet_sample, write_cifar_binaries, write_cifar_image_folder, write_hendrycks_npy, write_wnid_folders
 from robustsoup.cli import main
 from robustsoup.config import load_config_file
 from robustsoup.data import DataLayoutError
 from robustsoup.data.check import check_config_data, check_dataset
+
+from conftest import REPO
+from data_fixtures import (
+    imagenet_sample,
+    write_cifar_binaries,
+    write_cifar_image_folder,
+    write_hendrycks_npy,
+    write_wnid_folders,
+)
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -65,8 +72,22 @@ def test_corruption_sets_report_corruptions_and_severities_and_missing_files(tmp
     with pytest.raises(DataLayoutError, match=r"corruption\(s\) frost not found") as error:
         check_dataset("cifar10-c", tmp_path, corruptions=["fog", "frost"])
     assert f"{tmp_path}/frost.npy" in str(error.value)
-    assert main(["data", "check", "--dataset", "cifar10-c", "--root", str(tmp_path),
-                 "--corruptions", "fog,frost", "--quick"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                "--dataset",
+                "cifar10-c",
+                "--root",
+                str(tmp_path),
+                "--corruptions",
+                "fog,frost",
+                "--quick",
+            ]
+        )
+        == 2
+    )
     assert "frost" in capsys.readouterr().err
     (tmp_path / "labels.npy").unlink()
     with pytest.raises(DataLayoutError, match="labels.npy is missing"):
@@ -76,7 +97,9 @@ def test_corruption_sets_report_corruptions_and_severities_and_missing_files(tmp
 def test_wrong_array_shape_is_named_with_expected_and_found(tmp_path):
     write_hendrycks_npy(tmp_path, ["fog"], n=6)
     np.save(tmp_path / "snow.npy", np.zeros((30, 32, 32), dtype=np.uint8))  # no channel axis
-    with pytest.raises(DataLayoutError, match=r"snow.npy has the wrong shape: expected uint8 \(30, 32, 32, 3\)") as error:
+    with pytest.raises(
+        DataLayoutError, match=r"snow.npy has the wrong shape: expected uint8 \(30, 32, 32, 3\)"
+    ) as error:
         check_dataset("cifar10-c", tmp_path, quick=True)
     assert "found uint8 (30, 32, 32)" in str(error.value)
     np.save(tmp_path / "snow.npy", np.zeros((30, 32, 32, 3), dtype=np.float32))
@@ -87,8 +110,15 @@ def test_wrong_array_shape_is_named_with_expected_and_found(tmp_path):
 def test_config_check_covers_shifts_and_their_base(tmp_path):
     write_hendrycks_npy(tmp_path / "c10c", ["fog"], n=4)
     write_cifar_binaries(tmp_path / "c10")
-    config = {"dataset": "cifar10", "data": {"root": str(tmp_path / "c10"), "shifts": {"cifar10-c": str(tmp_path / "c10c")},
-                                            "corruptions": ["fog"], "severities": [1, 5]}}
+    config = {
+        "dataset": "cifar10",
+        "data": {
+            "root": str(tmp_path / "c10"),
+            "shifts": {"cifar10-c": str(tmp_path / "c10c")},
+            "corruptions": ["fog"],
+            "severities": [1, 5],
+        },
+    }
     reports = check_config_data(config)
     assert [r.dataset for r in reports] == ["cifar10", "cifar10-c"]
     assert [p.name for p in reports[1].parts] == ["fog/1", "fog/5"]
@@ -96,8 +126,9 @@ def test_config_check_covers_shifts_and_their_base(tmp_path):
     with pytest.raises(DataLayoutError, match="snow not found"):
         check_config_data(config)
     with pytest.raises(ValueError, match="imagenet-r is a shift of imagenet"):
-        check_config_data({"dataset": "cifar10", "data": {"root": str(tmp_path / "c10"),
-                                                          "shifts": {"imagenet-r": str(tmp_path)}}})
+        check_config_data(
+            {"dataset": "cifar10", "data": {"root": str(tmp_path / "c10"), "shifts": {"imagenet-r": str(tmp_path)}}}
+        )
 
 
 def test_presets_are_valid_configs():
@@ -108,7 +139,13 @@ def test_presets_are_valid_configs():
     assert cifar["threats"] == {"Linf": pytest.approx(8 / 255), "L2": 0.5, "L1": 12.0}
     assert cifar["model"] == {**cifar["model"], "architecture": "preact_resnet18", "activation": "softplus"}
     imagenet = load_config_file(REPO / "config" / "presets" / "imagenet.yaml")
-    assert set(imagenet["data"]["shifts"]) == {"imagenet-c", "imagenet-r", "imagenet-sketch", "imagenet-a", "imagenet-v2"}
+    assert set(imagenet["data"]["shifts"]) == {
+        "imagenet-c",
+        "imagenet-r",
+        "imagenet-sketch",
+        "imagenet-a",
+        "imagenet-v2",
+    }
     assert all(f["epochs"] == 1 for f in imagenet["finetune"].values())
 
 
@@ -116,9 +153,23 @@ def test_workflow_fails_at_parse_time_on_a_misplaced_folder(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"dataset": "cifar10", "data": {"root": str(tmp_path / "no-such-folder")}}))
     run = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--configfile", str(config),
-         "--dry-run", "--cores", "1", "--directory", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "workflow" / "Snakefile"),
+            "--configfile",
+            str(config),
+            "--dry-run",
+            "--cores",
+            "1",
+            "--directory",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = run.stdout + run.stderr
     assert run.returncode != 0

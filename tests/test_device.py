@@ -21,8 +21,9 @@ with gpu_lease(lease_dir=sys.argv[1], timeout=30, poll=0.05) as gpu:
 
 
 def _start(tmp_path, name, hold, env):
-    return subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "leases"), str(tmp_path / name),
-                             str(hold)], env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "leases"), str(tmp_path / name), str(hold)], env=env
+    )
 
 
 def test_four_concurrent_jobs_get_four_distinct_devices(tmp_path):
@@ -52,9 +53,11 @@ def test_a_killed_job_frees_its_device(tmp_path):
 def test_no_free_device_times_out_with_a_message(tmp_path):
     with gpu_lease(["3"], lease_dir=tmp_path, timeout=5) as first:
         assert first == "3" and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
-        with pytest.raises(NoFreeDeviceError, match=r"GPUs \['3'\] stayed leased"):
-            with gpu_lease(["3"], lease_dir=tmp_path, timeout=0.2, poll=0.05):
-                pass
+        with (
+            pytest.raises(NoFreeDeviceError, match=r"GPUs \['3'\] stayed leased"),
+            gpu_lease(["3"], lease_dir=tmp_path, timeout=0.2, poll=0.05),
+        ):
+            pass
 
 
 def test_nothing_to_lease_on_a_cpu_machine_or_under_slurm(tmp_path, monkeypatch):

@@ -8,17 +8,15 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_meta
 from robustsoup.checkpoint import CheckpointMeta, load_model, save_checkpoint
 from robustsoup.config import ConfigError, resolve_config
-from robustsoup.distill import (
+from robustsoup.distill.method import (
     HEADS,
     AugmentInputs,
     DistillSettings,
     HeadSignals,
     Thresholds,
     calibrate_thresholds,
-    count_parameters,
     distill_multihead,
     freeze_for_distillation,
     head_signals,
@@ -28,15 +26,27 @@ from robustsoup.distill import (
     select_heads,
     selected_predictions,
 )
-from robustsoup.distill_stages import check_distill_config
+from robustsoup.distill.stages import check_distill_config
 from robustsoup.models import build_model
+from robustsoup.train.run import count_parameters
+
+from conftest import tiny_meta
 
 
 def _student_and_multihead(width: int = 4, dropout: float = 0.25, trainable_blocks: int = 1):
     torch.manual_seed(0)
     student = tiny_meta(width=width).build().eval()
-    multihead = build_model("multihead", 10, [0.3] * 3, [0.3] * 3, base="preact_resnet_small", width=width,
-                            activation="relu", dropout=dropout, trainable_blocks=trainable_blocks)
+    multihead = build_model(
+        "multihead",
+        10,
+        [0.3] * 3,
+        [0.3] * 3,
+        base="preact_resnet_small",
+        width=width,
+        activation="relu",
+        dropout=dropout,
+        trainable_blocks=trainable_blocks,
+    )
     multihead.load_state_dict(multihead_state_from_student(student.state_dict(), multihead.net))
     return student, multihead.eval()
 
@@ -66,8 +76,9 @@ def test_frozen_parameters_stay_bit_identical_after_distillation(precision):
     data = _tiny_split()
     policy = AugmentInputs("augmix+corruptions", ["gaussian_blur", "saturate"], [2, 4], clean_fraction=0.5, seed=0)
     settings = DistillSettings(epochs=2, lr=0.05, batch_size=8, batchnorm="train", precision=precision)
-    distill_multihead(multihead, teacher, predict_logits(student, data, "cpu"), data, policy, settings,
-                      torch.device("cpu"))
+    distill_multihead(
+        multihead, teacher, predict_logits(student, data, "cpu"), data, policy, settings, torch.device("cpu")
+    )
     tuned = set(multihead.net.trainable_names())
     assert tuned and not any(n.startswith("base.layers.0.") or n.startswith("base.conv1") for n in tuned)
     changed = []
@@ -87,7 +98,8 @@ def test_only_heads_and_final_norm_are_tuned_with_zero_blocks():
     assert {n.split(".")[1] for n in names} == {"base", "heads"}
     assert all(n.startswith(("net.base.bn.", "net.heads.")) for n in names)
     assert count_parameters(multihead, trainable_only=True) == sum(
-        p.numel() for n, p in multihead.named_parameters() if n in names)
+        p.numel() for n, p in multihead.named_parameters() if n in names
+    )
 
 
 def test_distillation_resumes_to_the_same_weights(tmp_path):
@@ -114,11 +126,22 @@ def test_distillation_resumes_to_the_same_weights(tmp_path):
     state = tmp_path / "m.resume.pt"
     torch.manual_seed(0)
     with pytest.raises(Killed):
-        distill_multihead(second, teacher, reference, data, policy(), settings, torch.device("cpu"),
-                          resume_path=state, fingerprint="f", on_epoch_end=kill)
+        distill_multihead(
+            second,
+            teacher,
+            reference,
+            data,
+            policy(),
+            settings,
+            torch.device("cpu"),
+            resume_path=state,
+            fingerprint="f",
+            on_epoch_end=kill,
+        )
     _, third = _student_and_multihead()
-    distill_multihead(third, teacher, reference, data, policy(), settings, torch.device("cpu"),
-                      resume_path=state, fingerprint="f")
+    distill_multihead(
+        third, teacher, reference, data, policy(), settings, torch.device("cpu"), resume_path=state, fingerprint="f"
+    )
     for key, tensor in first.state_dict().items():
         assert torch.equal(tensor, third.state_dict()[key]), key
 
@@ -152,13 +175,15 @@ def test_head_selection_with_t_samples_is_deterministic_under_a_seed():
 
 def _signals() -> tuple[HeadSignals, torch.Tensor]:
     # 4 inputs, 3 classes. Per head the predicted class:    input 0  1  2  3
-    predicted = torch.tensor([[0, 1, 2, 0],    # clean
-                              [0, 2, 2, 1],    # robust
-                              [1, 1, 0, 2]])   # combined
+    predicted = torch.tensor(
+        [
+            [0, 1, 2, 0],  # clean
+            [0, 2, 2, 1],  # robust
+            [1, 1, 0, 2],
+        ]
+    )  # combined
     logits = torch.nn.functional.one_hot(predicted, 3).float() * 5
-    uncertainty = torch.tensor([[0.1, 0.9, 0.2, 0.8],
-                                [0.5, 0.2, 0.6, 0.3],
-                                [0.4, 0.3, 0.1, 0.9]])
+    uncertainty = torch.tensor([[0.1, 0.9, 0.2, 0.8], [0.5, 0.2, 0.6, 0.3], [0.4, 0.3, 0.1, 0.9]])
     divergence = torch.tensor([0.01, 2.0, 0.5, 0.02])
     labels = torch.tensor([0, 2, 2, 2])
     return HeadSignals(logits, uncertainty, divergence), labels
@@ -215,10 +240,21 @@ def test_augmentation_is_seeded_and_records_the_shifted_images():
 
 def test_multihead_checkpoint_rebuilds_from_its_sidecar(tmp_path):
     _, multihead = _student_and_multihead()
-    meta = CheckpointMeta(name="student-multihead", architecture="multihead",
-                          model_kwargs={"base": "preact_resnet_small", "width": 4, "activation": "relu",
-                                        "dropout": 0.25, "trainable_blocks": 1},
-                          dataset="digits", num_classes=10, mean=[0.3] * 3, std=[0.3] * 3)
+    meta = CheckpointMeta(
+        name="student-multihead",
+        architecture="multihead",
+        model_kwargs={
+            "base": "preact_resnet_small",
+            "width": 4,
+            "activation": "relu",
+            "dropout": 0.25,
+            "trainable_blocks": 1,
+        },
+        dataset="digits",
+        num_classes=10,
+        mean=[0.3] * 3,
+        std=[0.3] * 3,
+    )
     path = save_checkpoint(tmp_path / "student-multihead.safetensors", multihead.state_dict(), meta)
     loaded, _ = load_model(path)
     x = torch.rand(3, 3, 32, 32)

@@ -10,7 +10,7 @@ from robustsoup.checkpoint import load_checkpoint
 from robustsoup.config import resolve_config
 from robustsoup.data import prepare_splits
 from robustsoup.device import Arithmetic, resolve_arithmetic, resolve_channels_last, resolve_precision
-from robustsoup.stages import pretrain_parent
+from robustsoup.lp.stages import pretrain
 
 CPU = torch.device("cpu")
 
@@ -39,8 +39,11 @@ def test_the_detection_asks_the_cpu_flags_not_only_onednn(monkeypatch):
     monkeypatch.delenv(device_module.NATIVE_BF16_ENV, raising=False)
     monkeypatch.setattr(device_module.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    for flags, expected in (({"avx2", "avx512f", "avx512bw"}, False), ({"avx512f", "avx512_bf16"}, True),
-                            ({"amx_bf16", "amx_tile"}, True)):
+    for flags, expected in (
+        ({"avx2", "avx512f", "avx512bw"}, False),
+        ({"avx512f", "avx512_bf16"}, True),
+        ({"amx_bf16", "amx_tile"}, True),
+    ):
         monkeypatch.setattr(device_module, "_cpu_flags", lambda flags=flags: flags)
         device_module.cpu_native_bf16.cache_clear()
         assert device_module.cpu_native_bf16() is expected, flags
@@ -89,9 +92,15 @@ def test_arithmetic_autocasts_only_when_asked():
 
 def test_the_config_defaults_to_auto_everywhere_a_precision_is_chosen():
     config = resolve_config({})
-    sections = [config["pretrain"], *config["finetune"].values(), config["rws"]["init"], config["rws"]["finetune"],
-                config["distill"]["teacher"]["training"], config["distill"]["student"]["training"],
-                config["distill"]["finetune"]]
+    sections = [
+        config["pretrain"],
+        *config["finetune"].values(),
+        config["rws"]["init"],
+        config["rws"]["finetune"],
+        config["distill"]["teacher"]["training"],
+        config["distill"]["student"]["training"],
+        config["distill"]["finetune"],
+    ]
     assert all(s["precision"] == "auto" and s["channels_last"] == "auto" for s in sections)
     assert config["distill"]["distillation"]["precision"] == "auto"
     assert config["soups"]["search"]["precision"] == "auto"
@@ -101,35 +110,37 @@ def test_the_config_defaults_to_auto_everywhere_a_precision_is_chosen():
 def test_the_sidecar_records_the_resolved_precision_and_memory_format(tmp_path, native, is_native, expected):
     native(is_native)
     splits = prepare_splits("digits", tmp_path / "data", n_adapt=20, n_test=40, seed=0)
-    config = resolve_config({"device": "cpu", "model": {"width": 4},
-                             "pretrain": {"epochs": 1, "batch_size": 512, "attack_steps": 1}})
-    out = pretrain_parent(config, splits["train"], tmp_path / "linf.safetensors", CPU)
+    config = resolve_config(
+        {"device": "cpu", "model": {"width": 4}, "pretrain": {"epochs": 1, "batch_size": 512, "attack_steps": 1}}
+    )
+    out = pretrain(config, splits["train"], tmp_path / "linf.safetensors", CPU)
     training = load_checkpoint(out)[1].training
     assert training["precision"] == expected and training["precision_requested"] == "auto"
-    assert training["memory_format"] == ("channels_last" if resolve_arithmetic("auto", "auto", CPU).channels_last
-                                         else "contiguous")
+    assert training["memory_format"] == (
+        "channels_last" if resolve_arithmetic("auto", "auto", CPU).channels_last else "contiguous"
+    )
     assert training["channels_last_requested"] == "auto"
 
 
 def test_the_benchmark_table_names_fixed_cost_precision_and_machine_per_rule(tmp_path):
     from robustsoup.device import RESOLVED
-    from robustsoup.job import job_record
     from robustsoup.report.benchmarks import summarize_benchmarks
+    from robustsoup.snakemake_job import job_record
 
     RESOLVED[:] = [Arithmetic("bf16", True)]
     try:
         record = job_record("pretrain", inside_s=7.5)
     finally:
         RESOLVED.clear()
-    for rule, job, seconds, line in (("pretrain", "digits/linf", 10.0, record),
-                                     ("report", "digits", 3.0, None)):
+    for rule, job, seconds, line in (("pretrain", "digits/linf", 10.0, record), ("report", "digits", 3.0, None)):
         bench = tmp_path / "benchmarks" / rule / f"{job}.tsv"
         bench.parent.mkdir(parents=True)
         bench.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:10\t120.5\n")
         log = tmp_path / "logs" / rule / f"{job}.log"
         log.parent.mkdir(parents=True)
-        log.write_text("2026-01-01 INFO robustsoup: rule started\n" + (f"2026-01-01 INFO robustsoup: {line}\n"
-                                                                       if line else ""))
+        log.write_text(
+            "2026-01-01 INFO robustsoup: rule started\n" + (f"2026-01-01 INFO robustsoup: {line}\n" if line else "")
+        )
     table = summarize_benchmarks(tmp_path / "benchmarks", tmp_path / "out.csv", tmp_path / "logs")
     pretrain = table.loc["pretrain"]
     assert pretrain["jobs"] == 1 and pretrain["fixed_s_per_job"] == pytest.approx(2.5)

@@ -10,10 +10,11 @@ import torch
 
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
 from robustsoup.config import ConfigError, resolve_config
-from robustsoup.rws import (
+from robustsoup.rws.signatures import (
     SignatureError,
     apply_signatures,
     compose,
+    dequantize_tensor,
     extract_signature,
     load_signature,
     patch_checkpoint,
@@ -23,7 +24,6 @@ from robustsoup.rws import (
     project_out,
     quantize,
     quantize_tensor,
-    dequantize_tensor,
     rescale,
     save_signature,
     state_digest,
@@ -31,12 +31,16 @@ from robustsoup.rws import (
     unpatch_checkpoint,
     weight_layers,
 )
-from robustsoup.rws_stages import check_rws_config, detector_probabilities, fit_detector
+from robustsoup.rws.stages import check_rws_config, detector_probabilities, fit_detector
 
 from conftest import tiny_meta
 
-IDENTITY = {"architecture": "preact_resnet_small", "model_kwargs": {"width": 4, "activation": "relu"},
-            "dataset": "digits", "num_classes": 10}
+IDENTITY = {
+    "architecture": "preact_resnet_small",
+    "model_kwargs": {"width": 4, "activation": "relu"},
+    "dataset": "digits",
+    "num_classes": 10,
+}
 
 
 def _perturbed(state, seed, scale=0.05):
@@ -70,8 +74,9 @@ def _signature(trio, k=5, statistics="all", corruption="fog", seed=None):
     if seed is not None:
         expert = _perturbed(init, seed)
     plan = plan_layers(standard, k, True, statistics)
-    return extract_signature(init, standard, expert, plan, name=f"rws-{corruption}", corruption=corruption,
-                             identity=IDENTITY)
+    return extract_signature(
+        init, standard, expert, plan, name=f"rws-{corruption}", corruption=corruption, identity=IDENTITY
+    )
 
 
 def test_projection_is_orthogonal_to_the_standard_direction(trio, tmp_path):
@@ -155,7 +160,7 @@ def test_quantized_signature_round_trips_and_respects_the_bound(trio, tmp_path):
 
 
 def test_storage_is_accounted_from_the_files(trio, tmp_path):
-    init, standard, _ = trio
+    _init, standard, _ = trio
     signature = _signature(trio)
     path = save_signature(tmp_path / "fog.safetensors", signature)
     q8 = save_signature(tmp_path / "fog-8bit.safetensors", quantize(signature, 8))
@@ -175,7 +180,7 @@ def test_storage_is_accounted_from_the_files(trio, tmp_path):
 
 
 def test_unpatch_restores_the_standard_model_bit_for_bit(trio):
-    init, standard, _ = trio
+    _init, standard, _ = trio
     model = tiny_meta().build()
     model.load_state_dict(standard)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
@@ -199,7 +204,7 @@ def test_unpatch_restores_the_standard_model_bit_for_bit(trio):
 
 
 def test_statistics_are_patched_to_the_expert_and_stay_positive(trio):
-    init, standard, expert = trio
+    _init, standard, expert = trio
     signature = _signature(trio, k=1, statistics="all")
     at_one = patched_state(standard, [signature], [1.0])
     key = "net.layers.2.bn2.running_var"
@@ -239,7 +244,9 @@ def test_signatures_of_another_architecture_fail_clearly(trio, tmp_path):
     with pytest.raises(SignatureError, match="has no tensor 'net.conv1.weight'"):
         patched_state(other_layers, [signature], [1.0])
     with pytest.raises(SignatureError, match="does not fit a wrn28_10"):
-        patched_state(trio[1], [signature], [1.0], identity={"architecture": "wrn28_10", "model_kwargs": {"width": 160}})
+        patched_state(
+            trio[1], [signature], [1.0], identity={"architecture": "wrn28_10", "model_kwargs": {"width": 160}}
+        )
     path = save_signature(tmp_path / "fog.safetensors", signature)
     with pytest.raises(SignatureError, match="expected architecture"):
         load_signature(path, expect={"architecture": "resnet50"})
@@ -256,8 +263,9 @@ def test_patch_and_unpatch_checkpoints_exactly(trio, tmp_path):
     _, standard, _ = trio
     base = save_checkpoint(tmp_path / "standard.safetensors", standard, tiny_meta("standard"))
     fog = save_signature(tmp_path / "fog.safetensors", _signature(trio, seed=3))
-    contrast = save_signature(tmp_path / "contrast-8bit.safetensors",
-                              quantize(_signature(trio, seed=4, corruption="contrast"), 8))
+    contrast = save_signature(
+        tmp_path / "contrast-8bit.safetensors", quantize(_signature(trio, seed=4, corruption="contrast"), 8)
+    )
     out = patch_checkpoint(base, [(fog, 0.8), (contrast, 1.0)], tmp_path / "patched.safetensors")
     state, meta = load_checkpoint(out)
     assert meta.provenance["rws_patch"]["base"] == "standard"
@@ -275,11 +283,13 @@ def test_patch_and_unpatch_checkpoints_exactly(trio, tmp_path):
 def test_rws_config_cross_checks_name_the_key():
     config = resolve_config({})
     check_rws_config(config)
-    for change, key in [({"corruptions": ["gaussian_noise", "snowfall"]}, "rws.corruptions"),
-                        ({"eval_severities": [1, 3]}, "rws.eval_severities"),
-                        ({"deploy_bits": 4}, "rws.deploy_bits"),
-                        ({"compose": ["fog", "frost"]}, "rws.compose"),
-                        ({"transfer": {"seed": 0}}, "rws.transfer.seed")]:
+    for change, key in [
+        ({"corruptions": ["gaussian_noise", "snowfall"]}, "rws.corruptions"),
+        ({"eval_severities": [1, 3]}, "rws.eval_severities"),
+        ({"deploy_bits": 4}, "rws.deploy_bits"),
+        ({"compose": ["fog", "frost"]}, "rws.compose"),
+        ({"transfer": {"seed": 0}}, "rws.transfer.seed"),
+    ]:
         bad = resolve_config({"rws": change})
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             check_rws_config(bad)
@@ -313,3 +323,19 @@ def test_patch_and_unpatch_commands(trio, tmp_path, capsys):
     wide = save_checkpoint(tmp_path / "wide.safetensors", tiny_meta(width=8).build().state_dict(), tiny_meta("wide", 8))
     assert main(["patch", str(wide), "--rws", f"{fog}:1", "-o", str(tmp_path / "bad.safetensors")]) == 2
     assert "does not fit" in capsys.readouterr().err
+
+
+def test_a_disabled_section_is_not_cross_checked():
+    from robustsoup.config import ConfigError, resolve_config
+    from robustsoup.distill.config import check_distill_config
+    from robustsoup.rws.config import check_rws_config
+
+    # rws.severities defaults to [5], which data.severities [1, 3] lacks: an error only when RWS runs.
+    data = {"severities": [1, 3]}
+    with pytest.raises(ConfigError, match="rws.severities"):
+        check_rws_config(resolve_config({"data": data}))
+    check_rws_config(resolve_config({"data": data, "rws": {"enabled": False}}))
+    bad = {"student": {"training": {"epochs": 0}}}  # 0 epochs needs pretrained weights
+    with pytest.raises(ConfigError, match="distill.student.training.epochs"):
+        check_distill_config(resolve_config({"distill": bad}))
+    check_distill_config(resolve_config({"distill": {**bad, "enabled": False}}))

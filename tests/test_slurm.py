@@ -17,6 +17,7 @@ SLURM and take seconds.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -87,9 +88,12 @@ class SlurmCluster:
 
     def env(self) -> dict[str, str]:
         # Nothing of an outer SLURM job or GPU selection leaks in: devices come from this cluster only.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k not in ("CUDA_VISIBLE_DEVICES",
-                                                                                "GPU_DEVICE_ORDINAL")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))
+            and k not in ("CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
+        }
         env["SLURM_CONF"] = str(self.conf)
         # The srun wrapper first: the jobstep plugin strips SLURM_CONF before its inner srun.
         env["PATH"] = os.pathsep.join([str(self.bin), str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -101,9 +105,17 @@ class SlurmCluster:
     # --- set-up --------------------------------------------------------------------------
 
     def _write_files(self) -> None:
-        for folder in (self.etc, self.run, self.logs, self.munge_dir, self.bin,
-                       self.root / "spool" / "ctld", self.root / "spool" / "d", self.root / "dev",
-                       self.root / "tmpfs"):
+        for folder in (
+            self.etc,
+            self.run,
+            self.logs,
+            self.munge_dir,
+            self.bin,
+            self.root / "spool" / "ctld",
+            self.root / "spool" / "d",
+            self.root / "dev",
+            self.root / "tmpfs",
+        ):
             folder.mkdir(parents=True, exist_ok=True)
         self.munge_dir.chmod(0o700)
         key = self.munge_dir / "munge.key"
@@ -180,32 +192,46 @@ PartitionName=gpu Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         wrapper.chmod(0o755)
 
     def _spawn(self, name: str, *args: str) -> None:
-        log = open(self.logs / f"{name}.out", "ab")
+        log = open(self.logs / f"{name}.out", "ab")  # noqa: SIM115 (the daemon's stdout for its lifetime)
         self.processes[name] = subprocess.Popen(
-            [_which(name), *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=self.env(), start_new_session=True, preexec_fn=_die_with_parent,
+            [_which(name), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
 
     def start(self, timeout: float = 60) -> None:
         self._write_files()
-        self._spawn("munged", "--foreground", "--force", f"--socket={self.socket}",
-                    f"--key-file={self.munge_dir / 'munge.key'}", f"--pid-file={self.run / 'munged.pid'}",
-                    f"--log-file={self.logs / 'munged.log'}", f"--seed-file={self.munge_dir / 'munged.seed'}")
+        self._spawn(
+            "munged",
+            "--foreground",
+            "--force",
+            f"--socket={self.socket}",
+            f"--key-file={self.munge_dir / 'munge.key'}",
+            f"--pid-file={self.run / 'munged.pid'}",
+            f"--log-file={self.logs / 'munged.log'}",
+            f"--seed-file={self.munge_dir / 'munged.seed'}",
+        )
         self._wait(lambda: self.socket.exists(), timeout, "munged to open its socket")
         self._spawn("slurmctld", "-D", "-c", "-i", "-f", str(self.conf))
         self._wait(lambda: self.client("scontrol", "ping").returncode == 0, timeout, "slurmctld to answer")
         self._spawn("slurmd", "-D", "-f", str(self.conf), "-N", self.node)
-        self._wait(lambda: self.client("sinfo", "-h", "-o", "%T").stdout.strip() == "idle", timeout,
-                   "the node to come up idle")
+        self._wait(
+            lambda: self.client("sinfo", "-h", "-o", "%T").stdout.strip() == "idle", timeout, "the node to come up idle"
+        )
 
     def _wait(self, ready, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode} while waiting for {what}:\n"
-                                       + self.log_tail())
+                    raise RuntimeError(
+                        f"{name} exited with {process.returncode} while waiting for {what}:\n" + self.log_tail()
+                    )
             if ready():
                 return
             time.sleep(0.2)
@@ -246,10 +272,8 @@ PartitionName=gpu Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         # slurmctld, a job's processes): every process that carries this cluster's slurm.conf or
         # writes into its folder, by PID.
         for pid in self._leftover_pids():
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
 
     def _leftover_pids(self) -> list[int]:
         marker, root, own = f"SLURM_CONF={self.conf}".encode(), str(self.root), {os.getpid(), os.getppid()}
@@ -258,9 +282,9 @@ PartitionName=gpu Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
             if not entry.name.isdigit() or int(entry.name) in own:
                 continue
             try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-                elif any(os.readlink(fd).startswith(root) for fd in (entry / "fd").iterdir()):
+                if marker in (entry / "environ").read_bytes().split(b"\0") or any(
+                    os.readlink(fd).startswith(root) for fd in (entry / "fd").iterdir()
+                ):
                     pids.append(int(entry.name))
             except OSError:
                 continue
@@ -275,10 +299,8 @@ def _user() -> str:
 
 def _die_with_parent() -> None:
     """In a daemon, before exec: get SIGKILL when the test process dies, however it dies (Linux)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _raise_interrupt(signum, frame):
@@ -324,13 +346,29 @@ def test_slurm_profile_sizes_every_gpu_rule():
 def test_profile_loads_in_snakemake(profile, tmp_path):
     """Every key of the profile is an option of Snakemake or of the pinned plugin (a dry run, no cluster)."""
     if profile == "slurm":
-        pytest.importorskip("snakemake_executor_plugin_slurm",
-                            reason="snakemake-executor-plugin-slurm is not installed (see requirements.txt)")
+        pytest.importorskip(
+            "snakemake_executor_plugin_slurm",
+            reason="snakemake-executor-plugin-slurm is not installed (see requirements.txt)",
+        )
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(MICRO), "--profile", str(REPO / "profiles" / profile),
-         "--dry-run"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(MICRO),
+            "--profile",
+            str(REPO / "profiles" / profile),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "evaluate_model" in result.stdout + result.stderr
@@ -343,10 +381,14 @@ def test_profile_loads_in_snakemake(profile, tmp_path):
 def slurm_cluster(tmp_path_factory):
     missing = missing_programs()
     if missing:
-        pytest.skip(f"SLURM is not installed here (missing {', '.join(missing)}): install the Debian packages "
-                    "slurm-wlm and munge to run the real SLURM test (.ci/run does)")
-    pytest.importorskip("snakemake_executor_plugin_slurm",
-                        reason="snakemake-executor-plugin-slurm is not installed (see requirements.txt)")
+        pytest.skip(
+            f"SLURM is not installed here (missing {', '.join(missing)}): install the Debian packages "
+            "slurm-wlm and munge to run the real SLURM test (.ci/run does)"
+        )
+    pytest.importorskip(
+        "snakemake_executor_plugin_slurm",
+        reason="snakemake-executor-plugin-slurm is not installed (see requirements.txt)",
+    )
     root, own_root = tmp_path_factory.mktemp("slurm"), False
     if len(str(root / "munge" / "munge.socket")) > 100:  # a UNIX socket path must stay short
         root, own_root = Path(tempfile.mkdtemp(prefix="robustsoup-slurm-")), True
@@ -372,10 +414,10 @@ class SlurmRun:
     workdir: Path
     output: str
     seconds: float
-    planned: dict[str, int]            # rule → jobs in the DAG (Snakemake's job stats)
-    submitted: dict[str, str]          # Snakemake job id → SLURM job id
+    planned: dict[str, int]  # rule → jobs in the DAG (Snakemake's job stats)
+    submitted: dict[str, str]  # Snakemake job id → SLURM job id
     records: dict[str, dict[str, str]]  # SLURM job id → its jobcomp record
-    logged: dict[str, dict]            # SLURM job id → what the job's rule log says
+    logged: dict[str, dict]  # SLURM job id → what the job's rule log says
 
 
 def _jobcomp(path: Path) -> dict[str, dict[str, str]]:
@@ -387,8 +429,10 @@ def _jobcomp(path: Path) -> dict[str, dict[str, str]]:
     return records
 
 
-LOG_LINE = re.compile(r"rule (\w+) on \S+ with \d+ threads in SLURM job (\d+) "
-                      r"\(gpu=(\d+), CUDA_VISIBLE_DEVICES=([^)]*)\)")
+LOG_LINE = re.compile(
+    r"rule (\w+) on \S+ with \d+ threads in SLURM job (\d+) "
+    r"\(gpu=(\d+), CUDA_VISIBLE_DEVICES=([^)]*)\)"
+)
 
 
 def _logged(workdir: Path) -> dict[str, dict]:
@@ -406,28 +450,49 @@ def slurm_run(slurm_cluster, tmp_path_factory) -> SlurmRun:
     """The micro config's DAG (see DAG_ENV) through `--profile profiles/slurm` on the test cluster."""
     workdir = tmp_path_factory.mktemp("slurm-run")
     command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(MICRO), "--profile", str(PROFILE),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(MICRO),
+        "--profile",
+        str(PROFILE),
         # A test wants failures fast and status polls often (the profile's values suit a real cluster).
-        "--retries", "0", "--slurm-init-seconds-before-status-checks", "1", "--max-status-checks-per-second", "10",
+        "--retries",
+        "0",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--max-status-checks-per-second",
+        "10",
         *_targets(),
     ]
     start = time.monotonic()
     try:
-        result = subprocess.run(command, env=slurm_cluster.env(), cwd=workdir, capture_output=True, text=True,
-                                timeout=RUN_TIMEOUT)
+        result = subprocess.run(
+            command, env=slurm_cluster.env(), cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT
+        )
     except subprocess.TimeoutExpired as timeout:
         queue = slurm_cluster.client("squeue", "--states=all", "-o", "%i %j %T %M %R").stdout
-        pytest.fail(f"the SLURM run did not finish in {RUN_TIMEOUT} s; squeue:\n{queue}\n"
-                    f"snakemake (last lines):\n{_text(timeout.stdout)[-3000:]}{_text(timeout.stderr)[-3000:]}")
+        pytest.fail(
+            f"the SLURM run did not finish in {RUN_TIMEOUT} s; squeue:\n{queue}\n"
+            f"snakemake (last lines):\n{_text(timeout.stdout)[-3000:]}{_text(timeout.stderr)[-3000:]}"
+        )
     seconds = time.monotonic() - start
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"snakemake failed after {seconds:.0f} s:\n{output[-6000:]}"
     print(f"\nthe micro config's {_dag()} DAG through SLURM took {seconds:.0f} s")
     return SlurmRun(
-        workdir=workdir, output=output, seconds=seconds, planned=job_stats(output),
+        workdir=workdir,
+        output=output,
+        seconds=seconds,
+        planned=job_stats(output),
         submitted=dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output)),
-        records=_jobcomp(slurm_cluster.jobcomp), logged=_logged(workdir),
+        records=_jobcomp(slurm_cluster.jobcomp),
+        logged=_logged(workdir),
     )
 
 
@@ -491,13 +556,20 @@ def test_gpu_jobs_got_the_gpus_they_asked_for(slurm_run):
         devices = entry["devices"].split(",")
         assert len(devices) == asked and len(set(devices)) == asked, (job_id, entry)
         assert set(devices) <= {str(i) for i in range(N_GPUS)}, (job_id, entry)
-        intervals.append((_time(run.records[job_id]["StartTime"]), _time(run.records[job_id]["EndTime"]),
-                          set(devices), job_id, entry["rule"]))
+        intervals.append(
+            (
+                _time(run.records[job_id]["StartTime"]),
+                _time(run.records[job_id]["EndTime"]),
+                set(devices),
+                job_id,
+                entry["rule"],
+            )
+        )
     assert {rule for _, _, _, _, rule in intervals} == gpu_rules & set(run.planned)
     # Jobs that ran at the same time never shared a device, and jobs did run at the same time.
     overlapping = 0
     for i, (start_a, end_a, devices_a, id_a, _) in enumerate(intervals):
-        for start_b, end_b, devices_b, id_b, _ in intervals[i + 1:]:
+        for start_b, end_b, devices_b, id_b, _ in intervals[i + 1 :]:
             if start_a < end_b and start_b < end_a:
                 overlapping += 1
                 assert not devices_a & devices_b, f"SLURM jobs {id_a} and {id_b} overlapped on GPU {devices_a}"

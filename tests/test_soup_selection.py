@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from robustsoup.soup_selection import (
+from robustsoup.soups.search import (
     SELECTION_METHODS,
     SoupScorer,
     best_index,
@@ -9,12 +9,10 @@ from robustsoup.soup_selection import (
     greedy_soup,
     grid_search,
     learned_soup,
-    naive_accuracy,
+    simplex_grid,
     successive_halving,
 )
-from robustsoup.soups import simplex_grid
-from robustsoup.train import CleanInputs, TrainSettings, train_model
-from robustsoup.weights import affine_combination
+from robustsoup.train.loop import CleanInputs, TrainSettings, train_model
 
 from conftest import tiny_meta
 
@@ -27,8 +25,13 @@ def three_models(digits_splits):
     """Three small digits models from one parent: trained briefly on different class subsets."""
     torch.manual_seed(0)
     parent = tiny_meta(width=WIDTH).build()
-    train_model(parent, digits_splits["train"], CleanInputs(),
-                TrainSettings(epochs=2, lr=0.1, batch_size=64), torch.device("cpu"))
+    train_model(
+        parent,
+        digits_splits["train"],
+        CleanInputs(),
+        TrainSettings(epochs=2, lr=0.1, batch_size=64),
+        torch.device("cpu"),
+    )
     states = []
     for i in range(3):
         model = tiny_meta(width=WIDTH).build()
@@ -38,14 +41,27 @@ def three_models(digits_splits):
         from robustsoup.data import ImageSplit
 
         subset = ImageSplit(split.images[keep], split.labels[keep], "digits", "train")
-        train_model(model, subset, CleanInputs(), TrainSettings(epochs=2, lr=0.1, batch_size=64, seed=i),
-                    torch.device("cpu"))
+        train_model(
+            model, subset, CleanInputs(), TrainSettings(epochs=2, lr=0.1, batch_size=64, seed=i), torch.device("cpu")
+        )
         states.append(model.state_dict())
     return states
 
 
 def _scorer(states, **kwargs):
     return SoupScorer(tiny_meta(width=WIDTH).build(), states, NAMES, **kwargs)
+
+
+def _fresh_soup_accuracy(states, weights, split_path) -> float:
+    """The path the scorer replaces: a new model, the mixed state dict, the split read from its file."""
+    from robustsoup.data import load_split
+    from robustsoup.weights import affine_combination
+
+    model = tiny_meta(width=WIDTH).build().eval()
+    model.load_state_dict(affine_combination(states, weights))
+    split = load_split(split_path)
+    with torch.no_grad():
+        return int((model(split.images.float() / 255.0).argmax(1) == split.labels).sum()) / len(split)
 
 
 def test_scorer_matches_a_freshly_built_soup(three_models, digits_splits, tmp_path):
@@ -57,11 +73,11 @@ def test_scorer_matches_a_freshly_built_soup(three_models, digits_splits, tmp_pa
     inputs = scorer.prepare(data.images)
     for weights in ([1, 0, 0], [0.2, 0.5, 0.3], [1.3, -0.3, 0.0]):
         fast = scorer.accuracy(dict(zip(NAMES, weights)), inputs, data.labels)
-        slow = naive_accuracy(lambda: tiny_meta(width=WIDTH).build(), three_models, weights, split_path)
+        slow = _fresh_soup_accuracy(three_models, weights, split_path)
         assert fast == pytest.approx(slow, abs=1e-9)
     assert scorer.forward_passes == 3 * len(data)
     # the scorer never changes the base states
-    assert torch.equal(scorer.stacked["conv1.weight"][0], three_models[0]["net.conv1.weight"])
+    assert torch.equal(scorer.stack.stacked["conv1.weight"][0], three_models[0]["net.conv1.weight"])
 
 
 def test_grid_search_returns_the_argmax_and_counts_passes(three_models, digits_splits):
@@ -108,9 +124,8 @@ def test_learned_weights_beat_the_uniform_soup(three_models, digits_splits):
     inputs = scorer.prepare(data.images)
     # Adapt to a shift where only classes ≡ 0 mod 3 matter: model "a" forgot them.
     keep = data.labels % 3 == 0
-    uniform = scorer.accuracy({n: 1 / 3 for n in NAMES}, inputs[keep], data.labels[keep])
-    learned = learned_soup(scorer, inputs[keep], data.labels[keep], steps=60, lr=0.1, batch_size=1000,
-                           init="uniform")
+    uniform = scorer.accuracy(dict.fromkeys(NAMES, 1 / 3), inputs[keep], data.labels[keep])
+    learned = learned_soup(scorer, inputs[keep], data.labels[keep], steps=60, lr=0.1, batch_size=1000, init="uniform")
     assert learned.adaptation_accuracy > uniform
     assert sum(learned.weights.values()) == pytest.approx(1.0, abs=1e-5)
     assert learned.weights["a"] < 1 / 3
@@ -135,3 +150,31 @@ def test_ensemble_averages_probabilities(three_models, digits_splits):
         direct = models[0].eval()(data.images.float() / 255).argmax(1) == data.labels
     assert torch.equal(single, direct)
     assert ensemble_correct(models, data.images, data.labels).shape == data.labels.shape
+
+
+@pytest.mark.parametrize("weights", [[0.2, 0.5, 0.3], [1.3, -0.3, 0.0], [-0.4, 0.7, 0.7], [1.5, 0.0, -0.5]])
+def test_one_mixer_the_learned_soup_the_scorer_and_the_checkpoint_compute_the_same_soup(
+    three_models, digits_splits, weights
+):
+    """make_soup (affine_combination), the scorer and learned soups mix through one WeightStack:
+    the same weights give the same logits, extrapolations (floored running variances) included."""
+    from torch.func import functional_call
+
+    from robustsoup.weights import affine_combination
+
+    scorer = _scorer(three_models)
+    x = scorer.prepare(digits_splits["adapt"].images[:64])
+    scorer.load(dict(zip(NAMES, weights)))
+    via_scorer = scorer.logits(x)
+    via_learned = functional_call(scorer.net, scorer.stack.mix(torch.tensor(weights)), (x,))
+    checkpoint = tiny_meta(width=WIDTH).build().eval()
+    checkpoint.load_state_dict(affine_combination(three_models, weights))
+    with torch.no_grad():
+        via_checkpoint = checkpoint.net(x)
+    assert torch.allclose(via_scorer, via_learned, atol=1e-5)
+    assert torch.allclose(via_scorer, via_checkpoint, atol=1e-4)
+    # an ingredient with weight 0 sets no floor: the floor comes from the others only
+    var = {k: v for k, v in affine_combination(three_models, weights).items() if k.endswith("running_var")}
+    used = [s for s, w in zip(three_models, weights) if w != 0]
+    for key, value in var.items():
+        assert (value >= torch.stack([s[key] for s in used]).amin(0) - 1e-6).all()

@@ -1,5 +1,6 @@
-from robustsoup.soups import grid_from_config, line_grid, line_weights, soup_id
 from robustsoup.config import resolve_config
+from robustsoup.lp.grid import grid_from_config, line_grid, line_weights
+from robustsoup.naming import soup_id
 
 BASE = ["linf", "linf-l2", "linf-l1", "linf-nominal"]
 
@@ -31,7 +32,7 @@ def test_simplex_grid_sizes_and_extension():
 
     import pytest
 
-    from robustsoup.soups import simplex_grid
+    from robustsoup.soups.search import simplex_grid
 
     assert len(simplex_grid(4, 0.1)) == comb(13, 3) == 286
     assert len(simplex_grid(3, 0.1)) == comb(12, 2) == 66
@@ -44,7 +45,7 @@ def test_simplex_grid_sizes_and_extension():
 
 
 def test_mixture_text_writes_each_sign_once():
-    from robustsoup.report.tables import mixture_text
+    from robustsoup.lp.report import mixture_text
 
     assert mixture_text([(1.2, "linf"), (-0.2, "linf-l2")]) == "1.2·linf − 0.2·linf-l2"
     assert mixture_text([(-0.2, "linf"), (1.2, "linf-l2")]) == "−0.2·linf + 1.2·linf-l2"

@@ -7,8 +7,8 @@ from safetensors.torch import save_file
 from robustsoup.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from robustsoup.config import resolve_config
 from robustsoup.data import prepare_splits
-from robustsoup.stages import finetune_from_parent, pretrain_parent
-from robustsoup.train import TrainingDivergedError
+from robustsoup.lp.stages import finetune, pretrain
+from robustsoup.train.loop import TrainingDivergedError
 
 from conftest import tiny_meta
 
@@ -19,13 +19,15 @@ def splits(tmp_path_factory):
 
 
 def _config(**model):
-    return resolve_config({
-        "device": "cpu",
-        "model": {"width": 4, **model},
-        "pretrain": {"epochs": 1, "lr": 1e-12, "batch_size": 512, "attack_steps": 1},
-        "finetune": {"l2": {"norm": "L2", "epochs": 1, "batch_size": 512, "attack_steps": 1}},
-        "soups": {"lines": [["linf", "linf-l2"]], "ensembles": [], "ternary": {"enabled": False}},
-    })
+    return resolve_config(
+        {
+            "device": "cpu",
+            "model": {"width": 4, **model},
+            "pretrain": {"epochs": 1, "lr": 1e-12, "batch_size": 512, "attack_steps": 1},
+            "finetune": {"l2": {"norm": "L2", "epochs": 1, "batch_size": 512, "attack_steps": 1}},
+            "soups": {"lines": [["linf", "linf-l2"]], "ensembles": [], "ternary": {"enabled": False}},
+        }
+    )
 
 
 def test_a_parent_can_start_from_a_local_weights_file(tmp_path, splits):
@@ -34,7 +36,7 @@ def test_a_parent_can_start_from_a_local_weights_file(tmp_path, splits):
     weights = tmp_path / "start.safetensors"
     save_file({k: v.contiguous() for k, v in start.items()}, str(weights))
     out = tmp_path / "linf.safetensors"
-    pretrain_parent(_config(weights=str(weights)), splits["train"], out, torch.device("cpu"))
+    pretrain(_config(weights=str(weights)), splits["train"], out, torch.device("cpu"))
     state, meta = load_checkpoint(out)
     assert meta.provenance["initial_weights"] == str(weights)
     # lr 1e-12: the parent is the file's weights (BN statistics moved by one epoch of batches)
@@ -48,7 +50,7 @@ def test_a_parent_of_another_architecture_stops_the_finetune_and_writes_nothing(
     save_checkpoint(parent, other.build().state_dict(), other)
     out = tmp_path / "linf-l2.safetensors"
     with pytest.raises(CheckpointError, match="expected model_kwargs"):
-        finetune_from_parent(_config(), "l2", parent, splits["train"], out, torch.device("cpu"))
+        finetune(_config(), "l2", parent, splits["train"], out, torch.device("cpu"))
     assert not out.exists()
 
 
@@ -58,5 +60,5 @@ def test_a_diverging_parent_writes_no_checkpoint(tmp_path, splits):
     config["pretrain"]["momentum"] = 0.0
     out = tmp_path / "linf.safetensors"
     with pytest.raises(TrainingDivergedError):
-        pretrain_parent(config, splits["train"], out, torch.device("cpu"))
+        pretrain(config, splits["train"], out, torch.device("cpu"))
     assert not out.exists() and not out.with_suffix(".json").exists()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from robustsoup.data import ImageSplit
-from robustsoup.train import (
+from robustsoup.train.loop import (
     AdversarialInputs,
     TrainingDivergedError,
     TrainSettings,
@@ -70,7 +70,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, norm):
     with pytest.raises(Killed):
         _train(norm, epochs=3, resume_path=state, fingerprint="a", on_epoch_end=_kill_after(1))
     assert state.exists()
-    resumed, resumed_history, policy = _train(norm, epochs=3, resume_path=state, fingerprint="a")
+    resumed, resumed_history, _policy = _train(norm, epochs=3, resume_path=state, fingerprint="a")
     for key, tensor in uninterrupted.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[key]), key
     assert [r["epoch"] for r in resumed_history] == [1, 2, 3]
@@ -120,7 +120,7 @@ def test_bf16_and_channels_last_train_and_return_a_float32_model():
 
 
 def test_corruption_augmentation_is_seeded_and_keeps_a_clean_fraction():
-    from robustsoup.train import CorruptionInputs
+    from robustsoup.train.loop import CorruptionInputs
 
     x = _data(16).images.float() / 255
     first = CorruptionInputs(["gaussian_noise", "fog"], [3, 5], clean_fraction=0.25, seed=1)

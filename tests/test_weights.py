@@ -52,7 +52,9 @@ def test_mismatch_names_the_first_offending_key():
     a = _models(1)[0]
     torch.manual_seed(0)
     wide = tiny_meta(width=8).build().state_dict()
-    with pytest.raises(WeightMismatchError, match=r"key 'net.conv1.weight': a has \(4, 3, 3, 3\).*b has \(8, 3, 3, 3\)"):
+    with pytest.raises(
+        WeightMismatchError, match=r"key 'net.conv1.weight': a has \(4, 3, 3, 3\).*b has \(8, 3, 3, 3\)"
+    ):
         affine_combination([a, wide], [0.5, 0.5], names=["a", "b"])
     fewer = dict(a)
     fewer.pop("net.linear.bias")

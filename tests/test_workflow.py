@@ -18,11 +18,22 @@ pytestmark = pytest.mark.workflow
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path = MICRO, env: dict | None = None
-              ) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, configfile: Path = MICRO, env: dict | None = None
+) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
 
@@ -78,8 +89,16 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
 def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
     results = micro_run / "results" / "digits"
     rws = pd.read_csv(results / "metrics" / "rws.tsv", sep="\t")
-    assert {"standard", "augment", "expert-fog", "rws-fog", "rws-fog-all", "rws-fog-8bit", "rws-auto",
-            "rws-fog@standard-s1-shared"} <= set(rws["model"])
+    assert {
+        "standard",
+        "augment",
+        "expert-fog",
+        "rws-fog",
+        "rws-fog-all",
+        "rws-fog-8bit",
+        "rws-auto",
+        "rws-fog@standard-s1-shared",
+    } <= set(rws["model"])
     assert set(rws["threat"]) == {"none"} and set(rws["attack"]) == {"clean"}
     standard = rws[(rws["model"] == "standard") & (rws["corruption"] == "none")]["correct"].item()
     assert (rws[rws["model"].str.endswith("-off")]["correct"] == standard).all()  # unpatched = standard
@@ -87,7 +106,9 @@ def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
         assert (results / "tables" / f"rws_{name}.md").read_text().startswith("# ")
     for name in ("lambda", "layer_norms", "compose"):
         assert (results / "figures" / f"rws_{name}.png").stat().st_size > 1000
-    assert (results / "rws" / "fog-8bit.safetensors").stat().st_size < (results / "rws" / "fog-all.safetensors").stat().st_size
+    assert (results / "rws" / "fog-8bit.safetensors").stat().st_size < (
+        results / "rws" / "fog-all.safetensors"
+    ).stat().st_size
 
 
 def test_rerun_with_nothing_changed_does_no_work(micro_run):
@@ -103,14 +124,15 @@ def test_changing_only_the_soup_grid_reruns_only_soups_and_later(micro_run, tmp_
     changed.write_text(yaml.safe_dump(config, sort_keys=True))  # key order must not matter
     jobs = planned_jobs(snakemake(micro_run, "--dry-run", configfile=changed))
     # Three soups on the finer grid, one of which (w = 0.5) is already made.
-    assert jobs == {"all": 1, "make_soup": 2, "evaluate_model": 2, "report": 1, "summarize_benchmarks": 1}
+    assert jobs == {"all": 1, "make_soup": 2, "evaluate_model": 2, "report_lp": 1, "summarize_benchmarks": 1}
 
 
 def test_micro_distillation_writes_rows_and_table(micro_run):
     results = micro_run / "results" / "digits"
     rows = pd.read_csv(results / "metrics" / "distill.tsv", sep="\t")
     assert {"teacher", "student", "student-finetuned", "student-multihead", "student-multihead-oracle"} <= set(
-        rows["model"])
+        rows["model"]
+    )
     assert set(rows["threat"]) == {"none"} and {"clean", "ours", "oracle"} <= set(rows["attack"])
     assert (rows["corruption"] == "none").groupby(rows["model"]).sum().eq(1).all()
     table = (results / "tables" / "distill.md").read_text()
@@ -119,7 +141,8 @@ def test_micro_distillation_writes_rows_and_table(micro_run):
     tidy = pd.read_csv(results / "metrics" / "all.tsv", sep="\t")
     assert {"lp", "soups-shifts", "rws", "distill"} <= set(tidy["study"])
     assert {"teacher", "student", "student-finetuned", "student-multihead"} <= set(
-        tidy.loc[tidy["study"] == "distill", "model"])
+        tidy.loc[tidy["study"] == "distill", "model"]
+    )
 
 
 def test_changing_only_head_selection_reruns_only_the_multihead_evaluation(micro_run, tmp_path):
@@ -139,11 +162,13 @@ def test_parsing_the_workflow_never_imports_torch(tmp_path, config):
     poison = tmp_path / "poison" / "torch"
     poison.mkdir(parents=True)
     (poison / "__init__.py").write_text("raise ImportError('torch was imported while parsing the workflow')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(poison.parent),
-                                                                    os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(poison.parent), os.environ.get("PYTHONPATH")])),
+    }
     result = snakemake(tmp_path / "run", "--dry-run", configfile=config, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {"pretrain", "evaluate_model", "report"} <= set(planned_jobs(result))
+    assert {"pretrain", "evaluate_model", "report_lp"} <= set(planned_jobs(result))
 
 
 def test_bad_config_fails_before_any_job_and_names_the_key(tmp_path):
@@ -174,6 +199,11 @@ def test_html_report_holds_every_table_and_figure(micro_run):
     result = snakemake(micro_run, "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text(errors="replace")
-    for name in ["accuracy.csv", "soup_line_linf_linf-l2.png", "soups_shifts.csv", "soup_ternary.png",
-                 "benchmarks.csv"]:
+    for name in [
+        "accuracy.csv",
+        "soup_line_linf_linf-l2.png",
+        "soups_shifts.csv",
+        "soup_ternary.png",
+        "benchmarks.csv",
+    ]:
         assert name in html, name

@@ -40,7 +40,9 @@ def no_network(monkeypatch):
 
 
 def test_registry_has_the_papers_architectures():
-    assert {"preact_resnet_small", "preact_resnet18", "wrn28_10", "resnet50", "vit_base_patch16_224"} <= set(ARCHITECTURES)
+    assert {"preact_resnet_small", "preact_resnet18", "wrn28_10", "resnet50", "vit_base_patch16_224"} <= set(
+        ARCHITECTURES
+    )
 
 
 def test_wrn28_matches_the_robustbench_parameter_layout():
@@ -128,6 +130,7 @@ def test_pickled_code_in_a_weights_file_is_refused(tmp_path):
     class Payload:
         def __reduce__(self):
             import os
+
             return (os.getcwd, ())
 
     path = tmp_path / "evil.pt"

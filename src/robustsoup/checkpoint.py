@@ -14,9 +14,10 @@ import datetime as _dt
 import hashlib
 import json
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -60,9 +61,7 @@ class CheckpointMeta:
 
     def build(self) -> Normalized:
         """A freshly initialised model of this architecture and normalization."""
-        return build_model(
-            self.architecture, self.num_classes, mean=self.mean, std=self.std, **self.model_kwargs
-        )
+        return build_model(self.architecture, self.num_classes, mean=self.mean, std=self.std, **self.model_kwargs)
 
 
 def sidecar_path(weights_path: str | Path) -> Path:
@@ -74,9 +73,7 @@ def git_commit() -> str:
     """The commit of the robustsoup checkout that made an artifact, ``+dirty`` if modified."""
     repo = Path(__file__).resolve().parents[2]
     try:
-        head = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return "unknown"
         dirty = subprocess.run(
@@ -99,9 +96,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(
-    weights_path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: CheckpointMeta
-) -> Path:
+def save_checkpoint(weights_path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: CheckpointMeta) -> Path:
     """Write ``state_dict`` and ``meta`` atomically; return the weights path."""
     weights_path = Path(weights_path)
     if weights_path.suffix != ".safetensors":
@@ -111,7 +106,7 @@ def save_checkpoint(
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": meta.name})
     meta.weights_sha256 = file_sha256(weights_path)
     meta.git_commit = meta.git_commit or git_commit()
-    meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    meta.created = meta.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     write_text_atomic(sidecar_path(weights_path), json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
     return weights_path
 
@@ -176,9 +171,7 @@ def load_checkpoint(
     for key, wanted in (expect or {}).items():
         found = getattr(meta, key)
         if found != wanted:
-            raise CheckpointError(
-                f"checkpoint {weights_path}: expected {key} {wanted!r}, found {found!r}"
-            )
+            raise CheckpointError(f"checkpoint {weights_path}: expected {key} {wanted!r}, found {found!r}")
     return state, meta
 
 

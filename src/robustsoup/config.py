@@ -1,6 +1,6 @@
 """Configuration: load, fill defaults from the JSON Schema, validate, name the bad key.
 
-The schema (``workflow/schemas/config.schema.yaml``) is the single source of
+The schema (``robustsoup/schemas/config.schema.yaml``, package data; ``workflow/schemas/`` links to it) is the single source of
 truth for keys, types and defaults; the workflow and the CLI both go through
 :func:`resolve_config` so a bad key fails the same way everywhere, before any
 job runs.
@@ -9,13 +9,14 @@ job runs.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data
 
 
 class ConfigError(ValueError):
@@ -27,8 +28,8 @@ def load_schema(path: str | Path | None = None) -> dict:
     schema_path = Path(path) if path is not None else SCHEMA_PATH
     if not schema_path.is_file():
         raise ConfigError(
-            f"config schema not found at {schema_path}; robustsoup must be installed from its "
-            "repository (pip install -e .) so that workflow/schemas/ sits beside src/"
+            f"config schema not found at {schema_path}; reinstall robustsoup (pip install -e .): "
+            "the schema ships inside the package (robustsoup/schemas/)"
         )
     return yaml.safe_load(schema_path.read_text(encoding="utf-8"))
 
@@ -91,8 +92,9 @@ def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None)
     if errors:
         lines = [f"  - config key '{_key_path(e)}': {e.message}" for e in errors]
         raise ConfigError(
-            "invalid configuration:\n" + "\n".join(lines) +
-            "\nSee workflow/schemas/config.schema.yaml for every key, its meaning and its default."
+            "invalid configuration:\n"
+            + "\n".join(lines)
+            + "\nSee robustsoup/schemas/config.schema.yaml (linked from workflow/schemas/) for every key, its meaning and its default."
         )
     _check_consistency(resolved)
     return resolved

@@ -12,9 +12,9 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
@@ -103,8 +103,10 @@ def native_bf16(device: torch.device | str) -> bool:
 def machine_summary() -> str:
     """One line naming what decides the arithmetic: CPU capability, native bf16, threads, CUDA."""
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"cpu_capability={torch.backends.cpu.get_cpu_capability()} native_bf16={cpu_native_bf16()} "
-            f"threads={torch.get_num_threads()} cuda={cuda}")
+    return (
+        f"cpu_capability={torch.backends.cpu.get_cpu_capability()} native_bf16={cpu_native_bf16()} "
+        f"threads={torch.get_num_threads()} cuda={cuda}"
+    )
 
 
 _warned: set[str] = set()
@@ -164,13 +166,20 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
     if requested == "auto":
         return "bf16" if native_bf16(device) else "float32"
     if requested == "bf16" and device.type in ("cpu", "cuda") and not native_bf16(device):
-        what = (f"this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX512-BF16/AMX/Arm BF16)"
-                if device.type == "cpu" else "this GPU")
-        _warn_once(f"precision bf16 was asked for, but {what} emulates bf16: expect training several times "
-                   "slower than float32. Set precision: auto (or float32) to use the fast path here.")
+        what = (
+            f"this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX512-BF16/AMX/Arm BF16)"
+            if device.type == "cpu"
+            else "this GPU"
+        )
+        _warn_once(
+            f"precision bf16 was asked for, but {what} emulates bf16: expect training several times "
+            "slower than float32. Set precision: auto (or float32) to use the fast path here."
+        )
     if requested == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision fp16 needs a CUDA device (it runs with a loss scaler there); found {device}. "
-                         "Set precision: auto, float32 or bf16.")
+        raise ValueError(
+            f"precision fp16 needs a CUDA device (it runs with a loss scaler there); found {device}. "
+            "Set precision: auto, float32 or bf16."
+        )
     return requested
 
 
@@ -227,8 +236,9 @@ def visible_gpu_ids() -> list[str]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
@@ -240,8 +250,12 @@ def under_slurm() -> bool:
 
 
 @contextlib.contextmanager
-def gpu_lease(gpu_ids: Sequence[str] | None = None, lease_dir: str | Path | None = None,
-              timeout: float = 3600.0, poll: float = 0.5) -> Iterator[str | None]:
+def gpu_lease(
+    gpu_ids: Sequence[str] | None = None,
+    lease_dir: str | Path | None = None,
+    timeout: float = 3600.0,
+    poll: float = 0.5,
+) -> Iterator[str | None]:
     """Hold an exclusive lease on one free GPU and expose only it via ``CUDA_VISIBLE_DEVICES``.
 
     Yields the leased id, or None when there is nothing to lease (no GPUs, or under SLURM,
@@ -257,7 +271,7 @@ def gpu_lease(gpu_ids: Sequence[str] | None = None, lease_dir: str | Path | None
     deadline = time.monotonic() + timeout
     while True:
         for gpu in ids:
-            handle = open(folder / f"gpu{gpu}.lock", "a+")
+            handle = open(folder / f"gpu{gpu}.lock", "a+")  # noqa: SIM115 (held for the lease's lifetime)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -10,23 +10,31 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .attacks import AttackPlan, attack_plan, robust_correct
-from .data import DATASETS, ImageSplit, get_dataset_spec
+from .attacks import AttackPlan, robust_correct
+from .data import ImageSplit
 from .io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [
-    "model", "evalset", "corruption", "severity", "threat", "eps", "attack", "n", "correct", "accuracy",
+    "model",
+    "evalset",
+    "corruption",
+    "severity",
+    "threat",
+    "eps",
+    "attack",
+    "n",
+    "correct",
+    "accuracy",
 ]
-THREATS = ("none", "Linf", "L2", "L1", "union")
 
 
 @torch.no_grad()
@@ -37,23 +45,42 @@ def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     )
 
 
-def metric_row(model: str, evalset: str, correct: torch.Tensor, *, threat: str = "none", eps: float = 0.0,
-               attack: str = "clean", corruption: str = "none", severity: int = 0) -> dict:
+def metric_row(
+    model: str,
+    evalset: str,
+    correct: torch.Tensor,
+    *,
+    threat: str = "none",
+    eps: float = 0.0,
+    attack: str = "clean",
+    corruption: str = "none",
+    severity: int = 0,
+) -> dict:
     """One tidy metric row (the columns of :data:`METRIC_COLUMNS`) from per-point correctness."""
     n, hits = int(correct.numel()), int(correct.sum())
     return {
-        "model": model, "evalset": evalset, "corruption": corruption, "severity": int(severity), "threat": threat,
-        "eps": eps, "attack": attack, "n": n, "correct": hits, "accuracy": hits / n if n else float("nan"),
+        "model": model,
+        "evalset": evalset,
+        "corruption": corruption,
+        "severity": int(severity),
+        "threat": threat,
+        "eps": eps,
+        "attack": attack,
+        "n": n,
+        "correct": hits,
+        "accuracy": hits / n if n else float("nan"),
     }
 
 
 def _points(labels: torch.Tensor, correct: torch.Tensor) -> pd.DataFrame:
-    return pd.DataFrame({"index": range(len(labels)), "label": labels.cpu().numpy(),
-                         "correct": correct.cpu().numpy().astype(int)})
+    return pd.DataFrame(
+        {"index": range(len(labels)), "label": labels.cpu().numpy(), "correct": correct.cpu().numpy().astype(int)}
+    )
 
 
-def evaluate_clean(model: nn.Module, model_name: str, data: ImageSplit, device="cpu",
-                   batch_size: int = 500) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_clean(
+    model: nn.Module, model_name: str, data: ImageSplit, device="cpu", batch_size: int = 500
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Clean accuracy on all of ``data``: (one tidy row, per-point correctness)."""
     model = model.to(device).eval()
     x, y = data.as_float()
@@ -83,14 +110,23 @@ def evaluate_adversarial(
     x, y = data.as_float(n_attacked)
     start = time.perf_counter()
     robust = robust_correct(model, x.to(device), y.to(device), norm, eps, plan, seed=seed, batch_size=batch_size)
-    log.info("%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)", model_name, norm, eps,
-             robust.float().mean().item(), len(y), plan.name, time.perf_counter() - start)
+    log.info(
+        "%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)",
+        model_name,
+        norm,
+        eps,
+        robust.float().mean().item(),
+        len(y),
+        plan.name,
+        time.perf_counter() - start,
+    )
     row = metric_row(model_name, data.split, robust, threat=norm, eps=eps, attack=plan.name)
     return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust)
 
 
-def union_rows(model_name: str, evalset: str, points: Mapping[str, pd.DataFrame],
-               attacks: Mapping[str, str]) -> pd.DataFrame:
+def union_rows(
+    model_name: str, evalset: str, points: Mapping[str, pd.DataFrame], attacks: Mapping[str, str]
+) -> pd.DataFrame:
     """Union accuracy from per-point results: correct clean and robust under every norm.
 
     ``points`` maps ``none`` and each norm to its per-point table; the union
@@ -108,37 +144,10 @@ def union_rows(model_name: str, evalset: str, points: Mapping[str, pd.DataFrame]
             if not torch.equal(labels, reference):
                 raise ValueError(f"{model_name}: per-point files of {threat} and {norms[0]} list other images")
         correct &= torch.as_tensor(table["correct"].to_numpy()[:n]).bool()
-    attack = "+".join(sorted(set(attacks[t] for t in norms)))
-    return pd.DataFrame([metric_row(model_name, evalset, correct, threat="union", attack=attack)], columns=METRIC_COLUMNS)
-
-
-def evaluate_clean_and_adversarial(
-    model: nn.Module,
-    model_name: str,
-    data: ImageSplit,
-    threats: Mapping[str, float],
-    n_attacked: int,
-    n_iter: int,
-    n_restarts: int = 1,
-    seed: int = 0,
-    batch_size: int = 250,
-    device: torch.device | str = "cpu",
-    mode: str = "fast",
-) -> pd.DataFrame:
-    """Clean, per-norm and union rows of one model in one call (for use outside the workflow)."""
-    rows, points = evaluate_clean(model, model_name, data, device)
-    all_rows, all_points, attacks = [rows], {"none": points}, {}
-    spec = get_dataset_spec(data.dataset) if data.dataset in DATASETS else None
-    num_classes = spec.num_classes if spec else int(data.labels.max()) + 1
-    for norm, eps in threats.items():
-        plan = attack_plan(mode, norm, num_classes, n_iter, n_restarts)
-        rows, points = evaluate_adversarial(model, model_name, data, norm, eps, plan, n_attacked, seed,
-                                            batch_size, device)
-        all_rows.append(rows)
-        all_points[norm] = points
-        attacks[norm] = plan.name
-    all_rows.append(union_rows(model_name, data.split, all_points, attacks))
-    return pd.concat([r for r in all_rows if not r.empty], ignore_index=True)
+    attack = "+".join(sorted({attacks[t] for t in norms}))
+    return pd.DataFrame(
+        [metric_row(model_name, evalset, correct, threat="union", attack=attack)], columns=METRIC_COLUMNS
+    )
 
 
 def write_points(frame: pd.DataFrame, path: str | Path) -> None:

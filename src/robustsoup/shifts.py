@@ -14,8 +14,8 @@ family and ``severity`` = :data:`MIXED_SEVERITY`.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -33,8 +33,15 @@ def family_corruptions(corruptions: Sequence[str]) -> dict[str, list[str]]:
     return {family: names for family, names in groups.items() if names}
 
 
-def family_mixture(corrupted_dir: str | Path, family: str, corruptions: Sequence[str], severities: Sequence[int],
-                   seed: int, split_name: str, dataset: str = "") -> ImageSplit:
+def family_mixture(
+    corrupted_dir: str | Path,
+    family: str,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+    seed: int,
+    split_name: str,
+    dataset: str = "",
+) -> ImageSplit:
     """One image per split image: a corruption of ``family`` at a severity, drawn with ``seed``.
 
     ``corrupted_dir`` holds the split's corrupted copies in Hendrycks' layout
@@ -60,8 +67,13 @@ def family_mixture(corrupted_dir: str | Path, family: str, corruptions: Sequence
     return ImageSplit(out, labels, dataset, f"{split_name}:{family}")
 
 
-def evaluation_sets(split: ImageSplit, corrupted_dir: str | Path | None, corruptions: Sequence[str],
-                    severities: Sequence[int], seed: int) -> dict[str, ImageSplit]:
+def evaluation_sets(
+    split: ImageSplit,
+    corrupted_dir: str | Path | None,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+    seed: int,
+) -> dict[str, ImageSplit]:
     """``clean`` and one mixture per corruption family (when corrupted copies exist)."""
     sets = {"clean": split}
     if corrupted_dir is not None:

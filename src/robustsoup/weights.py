@@ -8,7 +8,7 @@ architecture and names the first key that differs.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -41,40 +41,67 @@ def check_compatible(states: Sequence[StateDict], names: Sequence[str] | None = 
                 )
 
 
+class WeightStack:
+    """The floating tensors of compatible state dicts, stacked per key: the one soup mixer.
+
+    :meth:`mix` gives Σ wᵢ θᵢ for any weight vector; ``make_soup`` (through
+    :func:`affine_combination`), the soup scorer and learned soups all mix
+    through it, so a soup is the same tensors wherever it is built. BatchNorm
+    running variances of an extrapolated soup can fall below zero (or near
+    it), which would blow up the normalized activations; each is floored at
+    the smallest variance that an ingredient with non-zero weight has for that
+    channel, which leaves interpolations (a convex combination is never below
+    that minimum) untouched. ``keys`` maps each stacked name to the key it
+    has in the states (e.g. ``conv1.weight`` → ``net.conv1.weight``).
+    """
+
+    def __init__(
+        self,
+        states: Sequence[StateDict],
+        names: Sequence[str] | None = None,
+        keys: Mapping[str, str] | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        check_compatible(states, names)
+        keys = keys if keys is not None else {k: k for k, v in states[0].items() if torch.is_floating_point(v)}
+        self.stacked = {
+            name: torch.stack([s[key].detach().to(device, dtype) for s in states]) for name, key in keys.items()
+        }
+
+    def mix(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Σ wᵢ θᵢ per stacked key; differentiable in ``weights`` except for BatchNorm running
+        statistics (statistics, not parameters: they follow the weights without a gradient)."""
+        nonzero = weights.detach() != 0
+        mixed = {}
+        for key, stacked in self.stacked.items():
+            statistic = key.endswith(("running_mean", "running_var"))
+            value = torch.tensordot(weights.detach() if statistic else weights, stacked, dims=1)
+            if key.endswith("running_var") and bool(nonzero.any()):
+                value = torch.maximum(value, stacked[nonzero].amin(dim=0))
+            mixed[key] = value
+        return mixed
+
+
 def affine_combination(
     states: Sequence[StateDict], weights: Sequence[float], names: Sequence[str] | None = None
 ) -> dict[str, torch.Tensor]:
-    """θ = Σ wᵢ θᵢ over floating tensors; integer tensors are copied from ``states[0]``.
+    """θ = Σ wᵢ θᵢ over floating tensors (:class:`WeightStack`, in float64, cast back to each
+    tensor's dtype); integer tensors are copied from ``states[0]``.
 
     Exact where it can be: a weight vector with a single 1 and zeros
-    elsewhere returns that model's tensors bit for bit. Sums are accumulated
-    in float64 and cast back to each tensor's dtype. BatchNorm running
-    variances of an extrapolated soup can fall below zero (or near it), which
-    would blow up the normalized activations; each is floored at the smallest
-    variance any ingredient has for that channel, which leaves interpolations
-    (a convex combination is never below that minimum) untouched.
+    elsewhere returns that model's tensors bit for bit.
     """
     if len(states) != len(weights):
         raise ValueError(f"{len(states)} state dicts but {len(weights)} weights")
     check_compatible(states, names)
     one_hot = [i for i, w in enumerate(weights) if w != 0]
-    combined: dict[str, torch.Tensor] = {}
-    for key, first in states[0].items():
-        if not torch.is_floating_point(first):
-            combined[key] = first.clone()
-            continue
-        if len(one_hot) == 1 and weights[one_hot[0]] == 1:
-            combined[key] = states[one_hot[0]][key].clone()
-            continue
-        total = torch.zeros(first.shape, dtype=torch.float64)
-        for state, w in zip(states, weights):
-            if w != 0:
-                total += float(w) * state[key].detach().to("cpu", torch.float64)
-        if key.endswith("running_var"):
-            floor = torch.stack([states[i][key].to("cpu", torch.float64) for i in one_hot]).amin(dim=0)
-            total = torch.maximum(total, floor)
-        combined[key] = total.to(first.dtype)
-    return combined
+    if len(one_hot) == 1 and weights[one_hot[0]] == 1:
+        return {k: v.clone() for k, v in states[one_hot[0]].items()}
+    mixed = WeightStack(states, names, dtype=torch.float64).mix(
+        torch.tensor([float(w) for w in weights], dtype=torch.float64)
+    )
+    return {k: mixed[k].to(v.dtype) if k in mixed else v.clone() for k, v in states[0].items()}
 
 
 def _floating_binary(a: StateDict, b: StateDict, op, names=("a", "b")) -> dict[str, torch.Tensor]:
@@ -102,8 +129,9 @@ def task_vector(model: StateDict, parent: StateDict) -> dict[str, torch.Tensor]:
     return subtract(model, parent)
 
 
-def apply_task_vectors(parent: StateDict, vectors: Sequence[StateDict], coefficients: Sequence[float]
-                       ) -> dict[str, torch.Tensor]:
+def apply_task_vectors(
+    parent: StateDict, vectors: Sequence[StateDict], coefficients: Sequence[float]
+) -> dict[str, torch.Tensor]:
     """θ_parent + Σ λᵢ τᵢ; with Σ over fine-tunes of one parent this is a soup with weights
     (1 − Σλᵢ, λ₁, …), so every soup is also a point of task arithmetic."""
     if len(vectors) != len(coefficients):

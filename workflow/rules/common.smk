@@ -8,7 +8,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from robustsoup.config import ConfigError, base_model_names, finetune_names, parent_name, resolve_config
-from robustsoup.soups import grid_from_config
+from robustsoup.lp.grid import grid_from_config
 
 try:
     _resolved = resolve_config(config)
@@ -93,11 +93,7 @@ def metric_files():
 
 
 def report_figures(suffixes=(".png",)):
-    return [
-        f"{RESULTS}/figures/soup_line_{a}_{b}{suffix}"
-        for a, b in config["soups"]["lines"]
-        for suffix in suffixes
-    ]
+    return [f"{RESULTS}/figures/soup_line_{a}_{b}{suffix}" for a, b in config["soups"]["lines"] for suffix in suffixes]
 
 
 def report_tables():

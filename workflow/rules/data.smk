@@ -42,19 +42,17 @@ SHIFT_SPLITS = {
 rule prepare_data:
     output:
         **DATA_SPLITS,
-    params:
-        dataset=config["dataset"],
-        split=settings(
-            {k: DATA[k] for k in TRAINING_DATA_KEYS}
-        ),
     log:
         f"logs/prepare_data/{DATASET}.log",
     benchmark:
         f"benchmarks/prepare_data/{DATASET}.tsv"
-    message:
-        "Decoding and splitting {params.dataset}"
     conda:
         ENV
+    params:
+        dataset=config["dataset"],
+        split=settings({k: DATA[k] for k in TRAINING_DATA_KEYS}),
+    message:
+        "Decoding and splitting {params.dataset}"
     script:
         "../scripts/prepare_data.py"
 
@@ -67,19 +65,19 @@ for _shift, _parts in SHIFT_SPLITS.items():
             f"prepare_shift_{_shift.replace('-', '_')}"
         output:
             [path for splits in _parts.values() for path in splits.values()],
+        log:
+            f"logs/prepare_shift/{DATASET}/{_shift}.log",
+        benchmark:
+            f"benchmarks/prepare_shift/{DATASET}/{_shift}.tsv"
+        conda:
+            ENV
         params:
             shift=_shift,
             root=DATA["shifts"][_shift],
             parts=list(_parts),
             split=settings({"root": DATA["shifts"][_shift], "split_seed": DATA["split_seed"], **_CACHE}),
-        log:
-            f"logs/prepare_shift/{DATASET}/{_shift}.log",
-        benchmark:
-            f"benchmarks/prepare_shift/{DATASET}/{_shift}.tsv"
         message:
             f"Splitting the shifted set {_shift}"
-        conda:
-            ENV
         script:
             "../scripts/prepare_shift.py"
 
@@ -100,17 +98,17 @@ rule corrupt_split:
     output:
         [f"{RESULTS}/data/corrupted/{{split}}/{c}.npy" for c in CORRUPTIONS],
         labels=f"{RESULTS}/data/corrupted/{{split}}/labels.npy",
-    params:
-        corruptions=CORRUPTIONS,
-        severities=SEVERITIES,
-        seed=config["seed"],
     log:
         f"logs/corrupt_split/{DATASET}/{{split}}.log",
     benchmark:
         f"benchmarks/corrupt_split/{DATASET}/{{split}}.tsv"
-    message:
-        f"Corrupting the {{wildcards.split}} split ({len(CORRUPTIONS)} corruptions × {len(SEVERITIES)} severities)"
     conda:
         ENV
+    params:
+        corruptions=CORRUPTIONS,
+        severities=SEVERITIES,
+        seed=config["seed"],
+    message:
+        f"Corrupting the {{wildcards.split}} split ({len(CORRUPTIONS)} corruptions × {len(SEVERITIES)} severities)"
     script:
         "../scripts/corrupt_split.py"

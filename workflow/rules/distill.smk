@@ -11,6 +11,7 @@
 # Only the `distill` section (and the data split) reaches these rules' params,
 # so changing the soups, the threat models or the parent reruns none of them.
 
+
 include: "distill_common.smk"
 
 
@@ -20,22 +21,22 @@ rule train_teacher:
     output:
         weights=distill_checkpoint("teacher"),
         sidecar=distill_sidecar("teacher"),
-    params:
-        teacher=settings(DISTILL["teacher"]),
-        augmentation=settings(DISTILL["augmentation"]),
-        context=DISTILL_CONTEXT,
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/train_teacher/{DATASET}/teacher.log",
     benchmark:
         f"benchmarks/train_teacher/{DATASET}/teacher.tsv"
+    conda:
+        ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        teacher=settings(DISTILL["teacher"]),
+        augmentation=settings(DISTILL["augmentation"]),
+        context=DISTILL_CONTEXT,
     message:
         f"Training the robust teacher ({DISTILL['teacher']['architecture']}, width {DISTILL['teacher']['width']}) "
         f"on {DISTILL['augmentation']['kind']}"
-    conda:
-        ENV
     script:
         "../scripts/train_teacher.py"
 
@@ -46,20 +47,20 @@ rule train_student:
     output:
         weights=distill_checkpoint("student"),
         sidecar=distill_sidecar("student"),
-    params:
-        student=settings(DISTILL["student"]),
-        context=DISTILL_CONTEXT,
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/train_student/{DATASET}/student.log",
     benchmark:
         f"benchmarks/train_student/{DATASET}/student.tsv"
-    message:
-        f"Training the student ({DISTILL['student']['architecture']}, width {DISTILL['student']['width']}) normally"
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        student=settings(DISTILL["student"]),
+        context=DISTILL_CONTEXT,
+    message:
+        f"Training the student ({DISTILL['student']['architecture']}, width {DISTILL['student']['width']}) normally"
     script:
         "../scripts/train_student.py"
 
@@ -74,23 +75,23 @@ rule distill_student:
     output:
         weights=distill_checkpoint("student-multihead"),
         sidecar=distill_sidecar("student-multihead"),
+    log:
+        f"logs/distill_student/{DATASET}/student-multihead.log",
+    benchmark:
+        f"benchmarks/distill_student/{DATASET}/student-multihead.tsv"
+    conda:
+        ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
     params:
         multihead=settings(DISTILL["multihead"]),
         distillation=settings(DISTILL["distillation"]),
         augmentation=settings(DISTILL["augmentation"]),
         context=DISTILL_CONTEXT,
-    resources:
-        gpu=1,
-    threads: job_threads()
-    log:
-        f"logs/distill_student/{DATASET}/student-multihead.log",
-    benchmark:
-        f"benchmarks/distill_student/{DATASET}/student-multihead.tsv"
     message:
         f"Distilling the teacher into the last {DISTILL['multihead']['trainable_blocks']} block(s) and three "
         "heads of the student"
-    conda:
-        ENV
     script:
         "../scripts/distill_student.py"
 
@@ -103,21 +104,21 @@ rule finetune_student:
     output:
         weights=distill_checkpoint("student-finetuned"),
         sidecar=distill_sidecar("student-finetuned"),
-    params:
-        finetune=settings(DISTILL["finetune"]),
-        augmentation=settings(DISTILL["augmentation"]),
-        context=DISTILL_CONTEXT,
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/finetune_student/{DATASET}/student-finetuned.log",
     benchmark:
         f"benchmarks/finetune_student/{DATASET}/student-finetuned.tsv"
-    message:
-        f"Fine-tuning all of the student on {DISTILL['augmentation']['kind']} (the cost baseline)"
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        finetune=settings(DISTILL["finetune"]),
+        augmentation=settings(DISTILL["augmentation"]),
+        context=DISTILL_CONTEXT,
+    message:
+        f"Fine-tuning all of the student on {DISTILL['augmentation']['kind']} (the cost baseline)"
     script:
         "../scripts/finetune_student.py"
 
@@ -128,23 +129,23 @@ rule evaluate_distilled:
     output:
         rows=f"{RESULTS}/metrics/distill/{{dmodel}}.tsv",
         summary=f"{RESULTS}/metrics/distill/{{dmodel}}.json",
-    params:
-        evaluate=evaluate_distilled_settings,
-        corrupted_test=f"{RESULTS}/data/corrupted/test",
-        corrupted_adapt=f"{RESULTS}/data/corrupted/adapt",
-    wildcard_constraints:
-        dmodel="|".join(DISTILL_MODELS),
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/evaluate_distilled/{DATASET}/{{dmodel}}.log",
     benchmark:
         f"benchmarks/evaluate_distilled/{DATASET}/{{dmodel}}.tsv"
-    message:
-        "Clean and corrupted accuracy of {wildcards.dmodel}"
+    wildcard_constraints:
+        dmodel="|".join(DISTILL_MODELS),
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        evaluate=evaluate_distilled_settings,
+        corrupted_test=f"{RESULTS}/data/corrupted/test",
+        corrupted_adapt=f"{RESULTS}/data/corrupted/adapt",
+    message:
+        "Clean and corrupted accuracy of {wildcards.dmodel}"
     script:
         "../scripts/evaluate_distilled.py"
 
@@ -156,15 +157,16 @@ rule report_distill:
         summaries=distill_metric_files(".json"),
     output:
         all=f"{RESULTS}/metrics/distill.tsv",
-        tables=[report(path, caption="../report/distill.rst", category="Robust distillation")
-                for path in distill_tables()],
+        tables=[
+            report(path, caption="../report/distill.rst", category="Robust distillation") for path in distill_tables()
+        ],
     log:
         f"logs/report_distill/{DATASET}.log",
     benchmark:
         f"benchmarks/report_distill/{DATASET}.tsv"
-    message:
-        "Gathering the distillation metrics, writing the robust-distillation table"
     conda:
         ENV
+    message:
+        "Gathering the distillation metrics, writing the robust-distillation table"
     script:
         "../scripts/report_distill.py"

@@ -1,6 +1,6 @@
 # Names, paths and params of robust distillation (rules in distill.smk).
 
-from robustsoup.distill_config import DISTILL_MODELS, check_distill_config
+from robustsoup.distill.config import DISTILL_MODELS, check_distill_config
 
 DISTILL = config["distill"]
 

@@ -11,6 +11,7 @@
 # these rules' params: changing the soups, the threat models or the parent
 # reruns none of them.
 
+
 include: "rws_common.smk"
 
 
@@ -20,22 +21,22 @@ rule train_rws_init:
     output:
         weights=rws_model("{rws_init}"),
         sidecar=rws_model("{rws_init}", ".json"),
-    wildcard_constraints:
-        rws_init="init(-s[0-9]+)?",
-    params:
-        training=settings(RWS["init"]),
-        context=RWS_CONTEXT,
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/train_rws_init/{DATASET}/{{rws_init}}.log",
     benchmark:
         f"benchmarks/train_rws_init/{DATASET}/{{rws_init}}.tsv"
-    message:
-        "Training the RWS initialization {wildcards.rws_init} on clean images"
+    wildcard_constraints:
+        rws_init="init(-s[0-9]+)?",
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        training=settings(RWS["init"]),
+        context=RWS_CONTEXT,
+    message:
+        "Training the RWS initialization {wildcards.rws_init} on clean images"
     script:
         "../scripts/train_rws_init.py"
 
@@ -46,23 +47,23 @@ rule train_rws_model:
     output:
         weights=rws_model("{rws_model}"),
         sidecar=rws_model("{rws_model}", ".json"),
-    wildcard_constraints:
-        rws_model=_alternatives(RWS_FINETUNED),
-    params:
-        training=settings(RWS["finetune"]),
-        policy=rws_finetune_settings,
-        context=RWS_CONTEXT,
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/train_rws_model/{DATASET}/{{rws_model}}.log",
     benchmark:
         f"benchmarks/train_rws_model/{DATASET}/{{rws_model}}.tsv"
-    message:
-        "Fine-tuning the RWS model {wildcards.rws_model}"
+    wildcard_constraints:
+        rws_model=_alternatives(RWS_FINETUNED),
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        training=settings(RWS["finetune"]),
+        policy=rws_finetune_settings,
+        context=RWS_CONTEXT,
+    message:
+        "Fine-tuning the RWS model {wildcards.rws_model}"
     script:
         "../scripts/train_rws_model.py"
 
@@ -75,23 +76,23 @@ rule train_expert:
     output:
         weights=rws_model("expert-{rws_corruption}"),
         sidecar=rws_model("expert-{rws_corruption}", ".json"),
-    wildcard_constraints:
-        rws_corruption=_alternatives(RWS_CORRUPTIONS),
-    params:
-        training=settings(RWS["finetune"]),
-        severities=RWS["severities"],
-        context=RWS_CONTEXT,
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/train_expert/{DATASET}/{{rws_corruption}}.log",
     benchmark:
         f"benchmarks/train_expert/{DATASET}/{{rws_corruption}}.tsv"
-    message:
-        "Fine-tuning the {wildcards.rws_corruption} expert"
+    wildcard_constraints:
+        rws_corruption=_alternatives(RWS_CORRUPTIONS),
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        training=settings(RWS["finetune"]),
+        severities=RWS["severities"],
+        context=RWS_CONTEXT,
+    message:
+        "Fine-tuning the {wildcards.rws_corruption} expert"
     script:
         "../scripts/train_expert.py"
 
@@ -107,17 +108,17 @@ rule extract_rws:
         shallow_sidecars=[rws_signature(c, "shallow", ".json") for c in RWS_CORRUPTIONS],
         all=list(rws_signatures("all").values()),
         all_sidecars=[rws_signature(c, "all", ".json") for c in RWS_CORRUPTIONS],
-    params:
-        layers=settings({k: RWS[k] for k in ("layers", "norm_affine", "statistics")}),
-        corruptions=RWS_CORRUPTIONS,
     log:
         f"logs/extract_rws/{DATASET}.log",
     benchmark:
         f"benchmarks/extract_rws/{DATASET}.tsv"
-    message:
-        f"Extracting the robust weight signatures of {len(RWS_CORRUPTIONS)} experts"
     conda:
         ENV
+    params:
+        layers=settings({k: RWS[k] for k in ("layers", "norm_affine", "statistics")}),
+        corruptions=RWS_CORRUPTIONS,
+    message:
+        f"Extracting the robust weight signatures of {len(RWS_CORRUPTIONS)} experts"
     script:
         "../scripts/extract_rws.py"
 
@@ -129,17 +130,17 @@ rule quantize_rws:
     output:
         weights=[rws_signature(c, f"{b}bit") for c in RWS_CORRUPTIONS for b in RWS["bits"]],
         sidecars=[rws_signature(c, f"{b}bit", ".json") for c in RWS_CORRUPTIONS for b in RWS["bits"]],
-    params:
-        bits=RWS["bits"],
-        corruptions=RWS_CORRUPTIONS,
     log:
         f"logs/quantize_rws/{DATASET}.log",
     benchmark:
         f"benchmarks/quantize_rws/{DATASET}.tsv"
-    message:
-        f"Quantizing the shallow signatures to {RWS['bits']} bits"
     conda:
         ENV
+    params:
+        bits=RWS["bits"],
+        corruptions=RWS_CORRUPTIONS,
+    message:
+        f"Quantizing the shallow signatures to {RWS['bits']} bits"
     script:
         "../scripts/quantize_rws.py"
 
@@ -152,21 +153,21 @@ rule evaluate_rws_model:
         corrupted=rws_corrupted("test"),
     output:
         rows=f"{RWS_METRICS}/models/{{rws_model}}.tsv",
-    wildcard_constraints:
-        rws_model=_alternatives(RWS_EVALUATED),
-    params:
-        evaluate=settings({k: RWS[k] for k in ("corruptions", "eval_severities")}),
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/evaluate_rws_model/{DATASET}/{{rws_model}}.log",
     benchmark:
         f"benchmarks/evaluate_rws_model/{DATASET}/{{rws_model}}.tsv"
-    message:
-        "Clean and corrupted accuracy of {wildcards.rws_model}"
+    wildcard_constraints:
+        rws_model=_alternatives(RWS_EVALUATED),
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        evaluate=settings({k: RWS[k] for k in ("corruptions", "eval_severities")}),
+    message:
+        "Clean and corrupted accuracy of {wildcards.rws_model}"
     script:
         "../scripts/evaluate_rws_model.py"
 
@@ -181,21 +182,21 @@ rule evaluate_patched:
         corrupted=rws_corrupted("test"),
     output:
         rows=f"{RWS_METRICS}/patched/{{rws_variant}}.tsv",
-    wildcard_constraints:
-        rws_variant=_alternatives(RWS_VARIANTS),
-    params:
-        evaluate=settings({k: RWS[k] for k in ("corruptions", "eval_severities", "lambda")}),
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/evaluate_patched/{DATASET}/{{rws_variant}}.log",
     benchmark:
         f"benchmarks/evaluate_patched/{DATASET}/{{rws_variant}}.tsv"
-    message:
-        "Standard + RWS ({wildcards.rws_variant}): patch, evaluate, unpatch, check"
+    wildcard_constraints:
+        rws_variant=_alternatives(RWS_VARIANTS),
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        evaluate=settings({k: RWS[k] for k in ("corruptions", "eval_severities", "lambda")}),
+    message:
+        "Standard + RWS ({wildcards.rws_variant}): patch, evaluate, unpatch, check"
     script:
         "../scripts/evaluate_patched.py"
 
@@ -209,19 +210,19 @@ rule rws_lambda_sweep:
         corrupted=rws_corrupted("test"),
     output:
         rows=f"{RWS_METRICS}/lambda.tsv",
-    params:
-        sweep=settings({k: RWS[k] for k in ("lambdas", "sweep_images", "eval_severities", "deploy_bits")}),
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/rws_lambda_sweep/{DATASET}.log",
     benchmark:
         f"benchmarks/rws_lambda_sweep/{DATASET}.tsv"
-    message:
-        "Accuracy against λ of every signature"
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        sweep=settings({k: RWS[k] for k in ("lambdas", "sweep_images", "eval_severities", "deploy_bits")}),
+    message:
+        "Accuracy against λ of every signature"
     script:
         "../scripts/rws_lambda_sweep.py"
 
@@ -235,19 +236,19 @@ rule rws_compose:
         corrupted=rws_corrupted("test"),
     output:
         rows=f"{RWS_METRICS}/compose.tsv",
-    params:
-        compose=settings({k: RWS[k] for k in ("compose", "compose_lambdas", "compose_severity", "sweep_images")}),
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/rws_compose/{DATASET}.log",
     benchmark:
         f"benchmarks/rws_compose/{DATASET}.tsv"
-    message:
-        "Composing the {params.compose} signatures"
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        compose=settings({k: RWS[k] for k in ("compose", "compose_lambdas", "compose_severity", "sweep_images")}),
+    message:
+        "Composing the {params.compose} signatures"
     script:
         "../scripts/rws_compose.py"
 
@@ -265,19 +266,19 @@ rule rws_oracle_free:
         rows=f"{RWS_METRICS}/oracle_free.tsv",
         detector=f"{RWS_METRICS}/oracle_free_detector.tsv",
         classifier=f"{RWS_DIR}/oracle_free_classifier.safetensors",
-    params:
-        oracle_free=settings({k: RWS[k] for k in ("oracle_free", "lambdas", "eval_severities", "deploy_bits")}),
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/rws_oracle_free/{DATASET}.log",
     benchmark:
         f"benchmarks/rws_oracle_free/{DATASET}.tsv"
-    message:
-        "Oracle-free patching: a corruption classifier picks the signature and λ"
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        oracle_free=settings({k: RWS[k] for k in ("oracle_free", "lambdas", "eval_severities", "deploy_bits")}),
+    message:
+        "Oracle-free patching: a corruption classifier picks the signature and λ"
     script:
         "../scripts/rws_oracle_free.py"
 
@@ -291,19 +292,19 @@ rule rws_transfer:
         corrupted=rws_corrupted("test"),
     output:
         rows=f"{RWS_METRICS}/transfer.tsv",
-    params:
-        transfer=settings({k: RWS[k] for k in ("lambda", "eval_severities", "deploy_bits")}),
-    resources:
-        gpu=1,
-    threads: job_threads()
     log:
         f"logs/rws_transfer/{DATASET}.log",
     benchmark:
         f"benchmarks/rws_transfer/{DATASET}.tsv"
-    message:
-        f"Transferring the signatures to {', '.join(RWS_TARGETS)}"
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        transfer=settings({k: RWS[k] for k in ("lambda", "eval_severities", "deploy_bits")}),
+    message:
+        f"Transferring the signatures to {', '.join(RWS_TARGETS)}"
     script:
         "../scripts/rws_transfer.py"
 
@@ -327,19 +328,19 @@ rule report_rws:
             for name, path in RWS_FIGURES.items()
         ],
         figures_pdf=RWS_FIGURES_PDF,
+    log:
+        f"logs/report_rws/{DATASET}.log",
+    benchmark:
+        f"benchmarks/report_rws/{DATASET}.tsv"
+    conda:
+        ENV
     params:
         report=settings(RWS),
         models={m: rws_model(m) for m in RWS_EVALUATED},
         signatures={v: rws_signatures(v) for v in RWS_VARIANTS},
         tables=RWS_TABLES,
         figures=RWS_FIGURES,
-    log:
-        f"logs/report_rws/{DATASET}.log",
-    benchmark:
-        f"benchmarks/report_rws/{DATASET}.tsv"
     message:
         "Gathering the RWS metrics, writing the RWS tables and figures"
-    conda:
-        ENV
     script:
         "../scripts/report_rws.py"

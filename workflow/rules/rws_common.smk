@@ -1,6 +1,6 @@
 # Robust Weight Signatures: names, paths and getters of the rules in rws.smk.
 
-from robustsoup.rws_config import check_rws_config, deploy_variant, transfer_targets, variants
+from robustsoup.rws.config import check_rws_config, deploy_variant, transfer_targets, variants
 
 RWS = config["rws"]
 
@@ -98,5 +98,3 @@ def rws_finetune_settings(wildcards):
     if name in RWS_TARGETS:
         return settings({"seed": RWS["transfer"]["seed"], "init": RWS_TARGETS[name]})
     return settings({})
-
-

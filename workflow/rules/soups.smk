@@ -1,31 +1,6 @@
-# Model soups (Croce et al. 2023): affine combinations of the parent and its
-# fine-tunes, interpolating and extrapolating.
-
-
-rule make_soup:
-    input:
-        ingredients=soup_ingredients,
-        train=rules.prepare_data.output.train,
-    output:
-        weights=f"{RESULTS}/models/{{soup}}.safetensors",
-        sidecar=f"{RESULTS}/models/{{soup}}.json",
-    params:
-        weights=soup_weights,
-        batchnorm=settings({k: config["soups"][k] for k in ("batchnorm", "batchnorm_images")}),
-        context=training_context(),
-    log:
-        f"logs/make_soup/{DATASET}/{{soup}}.log",
-    benchmark:
-        f"benchmarks/make_soup/{DATASET}/{{soup}}.tsv"
-    message:
-        "Mixing {wildcards.soup}"
-    conda:
-        ENV
-    script:
-        "../scripts/make_soup.py"
-
-
-# --- choosing soups per distribution shift (the soups paper, Sec. 4) -------------------
+# Soups per distribution shift (Croce et al. 2023, Sec. 4): a soup of the four
+# base models chosen per shift on a few labelled images, tested held out,
+# against the base models and output ensembles; the L∞/L2/L1 triangle.
 
 BASE_CHECKPOINTS = [model_checkpoint(m) for m in BASE_MODELS]
 SHIFT_DATA = settings({k: config["data"][k] for k in ("corruptions", "severities")})
@@ -39,22 +14,22 @@ rule select_soups:
     output:
         scores=f"{RESULTS}/soups/scores.tsv",
         selection=f"{RESULTS}/soups/selection.tsv",
-    params:
-        search=settings(config["soups"]["search"]),
-        shifts=SHIFT_DATA,
-        context=training_context(),
-    resources:
-        gpu=1,
-    threads: job_threads()
-    priority: 30
     log:
         f"logs/select_soups/{DATASET}.log",
     benchmark:
         f"benchmarks/select_soups/{DATASET}.tsv"
-    message:
-        "Choosing a soup per shift"
+    priority: 30
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        search=settings(config["soups"]["search"]),
+        shifts=SHIFT_DATA,
+        context=training_context(),
+    message:
+        "Choosing a soup per shift"
     script:
         "../scripts/select_soups.py"
 
@@ -68,21 +43,21 @@ rule evaluate_soups_shifts:
     output:
         metrics=f"{RESULTS}/metrics/soups/shifts.tsv",
         models=f"{RESULTS}/soups/models.tsv",
-    params:
-        ensembles=settings(config["soups"]["ensembles"]),
-        shifts=SHIFT_DATA,
-    resources:
-        gpu=1,
-    threads: job_threads()
-    priority: 20
     log:
         f"logs/evaluate_soups_shifts/{DATASET}.log",
     benchmark:
         f"benchmarks/evaluate_soups_shifts/{DATASET}.tsv"
-    message:
-        "Testing base models, ensembles and chosen soups on every shift"
+    priority: 20
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        ensembles=settings(config["soups"]["ensembles"]),
+        shifts=SHIFT_DATA,
+    message:
+        "Testing base models, ensembles and chosen soups on every shift"
     script:
         "../scripts/evaluate_soups_shifts.py"
 
@@ -93,22 +68,22 @@ rule evaluate_ternary:
         test=DATA_SPLITS["test"],
     output:
         metrics=f"{RESULTS}/metrics/soups/ternary.tsv",
-    params:
-        ternary=settings(config["soups"]["ternary"]),
-        threats=settings(config["threats"]),
-        norms=config["evaluate"]["threats"],
-    resources:
-        gpu=1,
-    threads: job_threads()
-    priority: 20
     log:
         f"logs/evaluate_ternary/{DATASET}.log",
     benchmark:
         f"benchmarks/evaluate_ternary/{DATASET}.tsv"
-    message:
-        "Clean and robust accuracy over the triangle of soups"
+    priority: 20
     conda:
         ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        ternary=settings(config["soups"]["ternary"]),
+        threats=settings(config["threats"]),
+        norms=config["evaluate"]["threats"],
+    message:
+        "Clean and robust accuracy over the triangle of soups"
     script:
         "../scripts/evaluate_ternary.py"
 
@@ -125,18 +100,20 @@ rule report_soups:
             f"{RESULTS}/tables/soups_shifts.md",
         ],
         figures=[
-            report(path, caption=f"../report/{Path(path).stem}.rst", category="Soups")
-            if path.endswith(".png")
-            else path
+            (
+                report(path, caption=f"../report/{Path(path).stem}.rst", category="Soups")
+                if path.endswith(".png")
+                else path
+            )
             for path in soups_figures()
         ],
     log:
         f"logs/report_soups/{DATASET}.log",
     benchmark:
         f"benchmarks/report_soups/{DATASET}.tsv"
-    message:
-        "Writing the soups table and figures"
     conda:
         ENV
+    message:
+        "Writing the soups table and figures"
     script:
         "../scripts/report_soups.py"

@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from robustsoup.job import snakemake_job
-from robustsoup.soup_stages import evaluate_soups_on_shifts
+from robustsoup.snakemake_job import snakemake_job
+from robustsoup.soups.stages import evaluate_soups_shifts
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
-        inputs, output = snakemake.input, snakemake.output  # noqa: F821
+    with snakemake_job(snakemake) as job:
+        inputs, output = snakemake.input, snakemake.output
         paths = {Path(p).stem: p for p in inputs.models}
         corrupted = Path(inputs.corrupted[0]).parent if inputs.corrupted else None
-        evaluate_soups_on_shifts(job.config, paths, inputs.test, corrupted, inputs.selection,
-                                 output.metrics, output.models, job.device)
+        evaluate_soups_shifts(
+            job.config, paths, inputs.test, corrupted, inputs.selection, output.metrics, output.models, job.device
+        )

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from robustsoup.job import snakemake_job
-from robustsoup.soup_stages import evaluate_ternary
+from robustsoup.snakemake_job import snakemake_job
+from robustsoup.soups.stages import evaluate_ternary
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
-        inputs = snakemake.input  # noqa: F821
+    with snakemake_job(snakemake) as job:
+        inputs = snakemake.input
         paths = {Path(p).stem: p for p in inputs.models}
-        evaluate_ternary(job.config, paths, inputs.test, snakemake.output.metrics, job.device)  # noqa: F821
+        evaluate_ternary(job.config, paths, inputs.test, snakemake.output.metrics, job.device)

@@ -1,11 +1,15 @@
 """Rule finetune: fine-tune the parent towards one target threat model."""
 
-from robustsoup.job import snakemake_job
-from robustsoup.stages import finetune_from_parent
+from robustsoup.lp.stages import finetune
+from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
-        finetune_from_parent(
-            job.config, snakemake.wildcards.target, snakemake.input.parent,  # noqa: F821
-            snakemake.input.train, snakemake.output.weights, job.device,  # noqa: F821
+    with snakemake_job(snakemake) as job:
+        finetune(
+            job.config,
+            snakemake.wildcards.target,
+            snakemake.input.parent,
+            snakemake.input.train,
+            snakemake.output.weights,
+            job.device,
         )

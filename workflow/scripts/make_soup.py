@@ -3,14 +3,19 @@
 import json
 from pathlib import Path
 
-from robustsoup.job import snakemake_job
-from robustsoup.stages import make_soup
+from robustsoup.lp.stages import make_soup
+from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
-        weights = json.loads(snakemake.params.weights)  # noqa: F821
-        paths = {Path(path).stem: path for path in snakemake.input.ingredients}  # noqa: F821
+    with snakemake_job(snakemake) as job:
+        weights = json.loads(snakemake.params.weights)
+        paths = {Path(path).stem: path for path in snakemake.input.ingredients}
         make_soup(
-            job.config, snakemake.wildcards.soup, weights, paths,  # noqa: F821
-            snakemake.input.train, snakemake.output.weights, job.device,  # noqa: F821
+            job.config,
+            snakemake.wildcards.soup,
+            weights,
+            paths,
+            snakemake.input.train,
+            snakemake.output.weights,
+            job.device,
         )

@@ -2,18 +2,23 @@
 
 from pathlib import Path
 
-from robustsoup.job import snakemake_job
 from robustsoup.data import prepare_shift_splits
+from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
+    with snakemake_job(snakemake) as job:
         data = job.config["data"]
-        params = snakemake.params  # noqa: F821
+        params = snakemake.params
         parts = list(params.parts)
         # The first output is the first part's adapt split: <out>/adapt.* or <out>/<corruption>/<severity>/adapt.*
-        first = Path(snakemake.output[0])  # noqa: F821
+        first = Path(snakemake.output[0])
         out_dir = first.parent if parts == ["all"] else first.parents[2]
         prepare_shift_splits(
-            params.shift, params.root, out_dir, parts=parts, seed=data["split_seed"],
-            k_adapt_per_class=data["k_adapt_per_class"], cache_max_images=data["cache_max_images"],
+            params.shift,
+            params.root,
+            out_dir,
+            parts=parts,
+            seed=data["split_seed"],
+            k_adapt_per_class=data["k_adapt_per_class"],
+            cache_max_images=data["cache_max_images"],
         )

@@ -2,11 +2,18 @@
 
 from pathlib import Path
 
-from robustsoup.job import snakemake_job
-from robustsoup.rws_stages import compose_stage
+from robustsoup.rws.stages import rws_compose
+from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
-        signatures = dict(zip(job.config["rws"]["compose"], snakemake.input.signatures))  # noqa: F821
-        compose_stage(job.config, snakemake.input.standard, signatures, snakemake.input.test,  # noqa: F821
-                      Path(snakemake.input.corrupted[-1]).parent, snakemake.output.rows, job.device)  # noqa: F821
+    with snakemake_job(snakemake) as job:
+        signatures = dict(zip(job.config["rws"]["compose"], snakemake.input.signatures))
+        rws_compose(
+            job.config,
+            snakemake.input.standard,
+            signatures,
+            snakemake.input.test,
+            Path(snakemake.input.corrupted[-1]).parent,
+            snakemake.output.rows,
+            job.device,
+        )

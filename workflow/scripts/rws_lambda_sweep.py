@@ -2,12 +2,18 @@
 
 from pathlib import Path
 
-from robustsoup.job import snakemake_job
-from robustsoup.rws_stages import lambda_sweep_stage
+from robustsoup.rws.stages import rws_lambda_sweep
+from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
-        signatures = dict(zip(job.config["rws"]["corruptions"], snakemake.input.signatures))  # noqa: F821
-        lambda_sweep_stage(job.config, snakemake.input.standard, signatures, snakemake.input.test,  # noqa: F821
-                           Path(snakemake.input.corrupted[-1]).parent, snakemake.output.rows,  # noqa: F821
-                           job.device)
+    with snakemake_job(snakemake) as job:
+        signatures = dict(zip(job.config["rws"]["corruptions"], snakemake.input.signatures))
+        rws_lambda_sweep(
+            job.config,
+            snakemake.input.standard,
+            signatures,
+            snakemake.input.test,
+            Path(snakemake.input.corrupted[-1]).parent,
+            snakemake.output.rows,
+            job.device,
+        )

@@ -2,13 +2,23 @@
 
 from pathlib import Path
 
-from robustsoup.job import snakemake_job
-from robustsoup.rws_stages import oracle_free_stage
+from robustsoup.rws.stages import rws_oracle_free
+from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
-        inp, out = snakemake.input, snakemake.output  # noqa: F821
+    with snakemake_job(snakemake) as job:
+        inp, out = snakemake.input, snakemake.output
         signatures = dict(zip(job.config["rws"]["corruptions"], inp.signatures))
-        oracle_free_stage(job.config, inp.standard, signatures, inp.adapt, Path(inp.corrupted_adapt[-1]).parent,
-                          inp.test, Path(inp.corrupted[-1]).parent, out.rows, out.detector, out.classifier,
-                          job.device)
+        rws_oracle_free(
+            job.config,
+            inp.standard,
+            signatures,
+            inp.adapt,
+            Path(inp.corrupted_adapt[-1]).parent,
+            inp.test,
+            Path(inp.corrupted[-1]).parent,
+            out.rows,
+            out.detector,
+            out.classifier,
+            job.device,
+        )

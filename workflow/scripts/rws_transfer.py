@@ -2,12 +2,19 @@
 
 from pathlib import Path
 
-from robustsoup.job import snakemake_job
-from robustsoup.rws_stages import transfer_stage
+from robustsoup.rws.stages import rws_transfer
+from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
-        inp = snakemake.input  # noqa: F821
+    with snakemake_job(snakemake) as job:
+        inp = snakemake.input
         signatures = dict(zip(job.config["rws"]["corruptions"], inp.signatures))
-        transfer_stage(job.config, list(inp.targets), signatures, inp.test, Path(inp.corrupted[-1]).parent,
-                       snakemake.output.rows, job.device)  # noqa: F821
+        rws_transfer(
+            job.config,
+            list(inp.targets),
+            signatures,
+            inp.test,
+            Path(inp.corrupted[-1]).parent,
+            snakemake.output.rows,
+            job.device,
+        )

@@ -1,9 +1,10 @@
 """Rule train_rws_init: the shared initialization of the RWS models (or a transfer target's own)."""
 
-from robustsoup.job import snakemake_job
-from robustsoup.rws_stages import train_init
+from robustsoup.rws.stages import train_rws_init
+from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
-    with snakemake_job(snakemake) as job:  # noqa: F821
-        train_init(job.config, snakemake.wildcards.rws_init, snakemake.input.train,  # noqa: F821
-                   snakemake.output.weights, job.device)  # noqa: F821
+    with snakemake_job(snakemake) as job:
+        train_rws_init(
+            job.config, snakemake.wildcards.rws_init, snakemake.input.train, snakemake.output.weights, job.device
+        )

@@ -6,6 +6,15 @@ from .pgd import pgd_attack
 from .projections import NORMS, lp_norm, project
 
 __all__ = [
-    "EVALUATION_MODES", "NORMS", "AttackPlan", "apgd_ce_name", "apgd_train", "attack_plan", "lp_norm",
-    "pgd_attack", "project", "robust_correct", "robust_correct_apgd_ce",
+    "EVALUATION_MODES",
+    "NORMS",
+    "AttackPlan",
+    "apgd_ce_name",
+    "apgd_train",
+    "attack_plan",
+    "lp_norm",
+    "pgd_attack",
+    "project",
+    "robust_correct",
+    "robust_correct_apgd_ce",
 ]

@@ -108,8 +108,7 @@ def apgd_train(
             direction = _l1_sparse_direction(grad, topk)
             x_next = x + project(x_adv + step * direction - x, x, "L1", eps)
         else:
-            direction = grad.sign() if norm == "Linf" else grad / _per_image(
-                lp_norm(grad, "L2").clamp_min(1e-12), grad)
+            direction = grad.sign() if norm == "Linf" else grad / _per_image(lp_norm(grad, "L2").clamp_min(1e-12), grad)
             z = x + project(x_adv + step * direction - x, x, norm, eps)
             a = MOMENTUM if i > 0 else 1.0
             x_next = x + project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev) - x, x, norm, eps)

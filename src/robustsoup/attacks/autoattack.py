@@ -42,8 +42,7 @@ class AttackPlan:
     @property
     def name(self) -> str:
         if self.n_target_classes:
-            return (f"apgd-ce+apgd-t({self.n_iter}it, {self.restarts_ce}+{self.n_target_classes}"
-                    f"×{self.restarts_t} runs)")
+            return f"apgd-ce+apgd-t({self.n_iter}it, {self.restarts_ce}+{self.n_target_classes}×{self.restarts_t} runs)"
         return f"apgd-ce({self.n_iter}it×{self.restarts_ce})"
 
 
@@ -89,12 +88,33 @@ def robust_correct(
         raise RuntimeError("evaluation attacks need the model in eval mode")
     device = x.device
     largereps = norm == "L1"
-    attacks = [APGDAttack(model, n_iter=plan.n_iter, norm=norm, n_restarts=plan.restarts_ce, eps=eps,
-                          seed=seed, loss="ce", device=device, use_largereps=largereps)]
+    attacks = [
+        APGDAttack(
+            model,
+            n_iter=plan.n_iter,
+            norm=norm,
+            n_restarts=plan.restarts_ce,
+            eps=eps,
+            seed=seed,
+            loss="ce",
+            device=device,
+            use_largereps=largereps,
+        )
+    ]
     if plan.n_target_classes:
-        attacks.append(APGDAttack_targeted(model, n_iter=plan.n_iter, norm=norm, n_restarts=plan.restarts_t,
-                                           eps=eps, seed=seed, n_target_classes=plan.n_target_classes,
-                                           device=device, use_largereps=largereps))
+        attacks.append(
+            APGDAttack_targeted(
+                model,
+                n_iter=plan.n_iter,
+                norm=norm,
+                n_restarts=plan.restarts_t,
+                eps=eps,
+                seed=seed,
+                n_target_classes=plan.n_target_classes,
+                device=device,
+                use_largereps=largereps,
+            )
+        )
     correct = []
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -111,12 +131,20 @@ def robust_correct(
 
 
 def robust_correct_apgd_ce(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float,
-    n_iter: int, n_restarts: int = 1, seed: int = 0, batch_size: int = 250,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    norm: str,
+    eps: float,
+    n_iter: int,
+    n_restarts: int = 1,
+    seed: int = 0,
+    batch_size: int = 250,
 ) -> torch.Tensor:
     """Per-point robust correctness under APGD-CE alone (the fast mode)."""
-    return robust_correct(model, x, y, norm, eps, attack_plan("fast", norm, 0, n_iter, n_restarts),
-                          seed=seed, batch_size=batch_size)
+    return robust_correct(
+        model, x, y, norm, eps, attack_plan("fast", norm, 0, n_iter, n_restarts), seed=seed, batch_size=batch_size
+    )
 
 
 def _check_threat_model(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> None:

@@ -1,7 +1,9 @@
 """Data sets: registry, readers of every on-disk format, splits and the decoded uint8 cache."""
 
-from . import digits  # noqa: F401  (registers the embedded default)
-from . import sets  # noqa: F401  (registers CIFAR, ImageNet and their shifts)
+from . import (
+    digits,  # noqa: F401  (registers the embedded default)
+    sets,  # noqa: F401  (registers CIFAR, ImageNet and their shifts)
+)
 from .imagenet import imagenet_wnids, restrict_logits, subset_indices, subset_label_map, wnid_to_index
 from .registry import DATASETS, DatasetSpec, get_dataset_spec, open_dataset, register_dataset
 from .sources import (
@@ -30,16 +32,16 @@ from .splits import (
 )
 
 __all__ = [
+    "DATASETS",
+    "SPLITS",
     "ArraySource",
     "Catalog",
-    "DATASETS",
     "DataLayoutError",
     "DatasetSpec",
     "FileSource",
     "FileSplit",
     "ImageSource",
     "ImageSplit",
-    "SPLITS",
     "TensorSource",
     "adapt_test_split",
     "decode_image",

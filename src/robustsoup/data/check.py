@@ -14,9 +14,9 @@ while; the full check lists and counts everything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .registry import get_dataset_spec, open_dataset
 from .sources import DataLayoutError
@@ -44,11 +44,16 @@ class CheckReport:
     def text(self) -> str:
         """A human-readable summary."""
         spec = get_dataset_spec(self.dataset)
-        lines = [f"{self.dataset}: {spec.description}", f"  root:  {self.root if self.root else '(embedded)'}",
-                 f"  found: {self.found}"]
+        lines = [
+            f"{self.dataset}: {spec.description}",
+            f"  root:  {self.root if self.root else '(embedded)'}",
+            f"  found: {self.found}",
+        ]
         if self.corruptions:
-            lines.append(f"  corruptions × severities: {len(self.corruptions)} × {len(self.severities)} "
-                         f"(severities {', '.join(map(str, self.severities))})")
+            lines.append(
+                f"  corruptions × severities: {len(self.corruptions)} × {len(self.severities)} "
+                f"(severities {', '.join(map(str, self.severities))})"
+            )
             lines.append("    " + ", ".join(self.corruptions))
         total = 0
         for part in self.parts:
@@ -60,8 +65,10 @@ class CheckReport:
         if any(p.images is not None for p in self.parts) and len(self.parts) > 1:
             lines.append(f"  {'total':<28} {total:>9,} images")
         if spec.class_subset:
-            lines.append(f"  labels index the {spec.num_classes} classes of {spec.class_subset}; "
-                         "ImageNet logits are restricted to them")
+            lines.append(
+                f"  labels index the {spec.num_classes} classes of {spec.class_subset}; "
+                "ImageNet logits are restricted to them"
+            )
         return "\n".join(lines)
 
 
@@ -103,8 +110,9 @@ def check_dataset(
     elif spec.split_scheme == "official":
         for needed in (spec.train_part, spec.test_part):
             if needed not in catalog:
-                raise DataLayoutError(f"{name} at {catalog.root}: split {needed!r} missing.\n"
-                                      f"Expected layout:\n{spec.layout}")
+                raise DataLayoutError(
+                    f"{name} at {catalog.root}: split {needed!r} missing.\nExpected layout:\n{spec.layout}"
+                )
     for part in part_names:
         if quick:
             report.parts.append(PartReport(part, None, None, catalog.probe(part)))
@@ -135,9 +143,13 @@ def check_config_data(config) -> list[CheckReport]:
                 f"but this run's data set is {config['dataset']}"
             )
         is_c = "*" in shift_spec.nominal_sizes
-        reports.append(check_dataset(
-            shift, root, quick=True,
-            corruptions=data.get("corruptions") if is_c else None,
-            severities=data.get("severities") if is_c else None,
-        ))
+        reports.append(
+            check_dataset(
+                shift,
+                root,
+                quick=True,
+                corruptions=data.get("corruptions") if is_c else None,
+                severities=data.get("severities") if is_c else None,
+            )
+        )
     return reports

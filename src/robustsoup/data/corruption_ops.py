@@ -17,8 +17,8 @@ import functools
 import hashlib
 import io
 import math
+from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -239,7 +239,7 @@ def glass_shuffle(images: np.ndarray, max_delta: int, iterations: int, rngs: Gen
     return flat.reshape(images.shape)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def frost_texture(index: int, scale: float) -> np.ndarray:
     """Frost texture ``index`` (0–4) as RGB uint8, resized by ``scale`` (bilinear, OpenCV).
 
@@ -499,8 +499,9 @@ def elastic_transform(images: np.ndarray, c: tuple[float, float, float], rngs: G
             image = image[..., None]
         # smooth random displacement fields: columns first, then rows, as the reference draws them
         shift_c, shift_r = (
-            (ndimage.gaussian_filter(rng.uniform(-1, 1, (height, width)), sigma, mode="reflect", truncate=3) * alpha)
-            .astype(np.float32)
+            (
+                ndimage.gaussian_filter(rng.uniform(-1, 1, (height, width)), sigma, mode="reflect", truncate=3) * alpha
+            ).astype(np.float32)
             for _ in range(2)
         )
         coords = np.stack([rows + shift_r, cols + shift_c])
@@ -536,7 +537,16 @@ OPS: dict[str, Op] = {
 # corruptions whose result depends on random draws (the others ignore the generators)
 RANDOM_OPS = frozenset(
     {
-        "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "motion_blur",
-        "snow", "frost", "fog", "spatter", "elastic_transform",
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "speckle_noise",
+        "glass_blur",
+        "motion_blur",
+        "snow",
+        "frost",
+        "fog",
+        "spatter",
+        "elastic_transform",
     }
 )

@@ -80,16 +80,16 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
-import numpy as np
 import lazy_loader
-
-torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
+import numpy as np
 
 from ..io import atomic_path
 from . import corruption_ops
+
+torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 STANDARD_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise",
@@ -275,13 +275,12 @@ def _channels_last(shape: tuple[int, ...], layout: str | None) -> bool:
 
 def _image_generators(seed: int, corruption: str, severity: int, first: int, n: int) -> list[np.random.Generator]:
     key = [int(seed), zlib.crc32(corruption.encode()), int(severity)]
-    return [
-        np.random.Generator(np.random.PCG64(np.random.SeedSequence(key, spawn_key=(first + i,)))) for i in range(n)
-    ]
+    return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(key, spawn_key=(first + i,)))) for i in range(n)]
 
 
-def _corrupt_nhwc(images: np.ndarray, corruption: str, severity: int, seed: int, constants: str | None,
-                  index_offset: int) -> np.ndarray:
+def _corrupt_nhwc(
+    images: np.ndarray, corruption: str, severity: int, seed: int, constants: str | None, index_offset: int
+) -> np.ndarray:
     n, height, width, _ = images.shape
     table = constants_for_shape(height, width) if constants is None else _check_constants(constants)
     if n == 0:
@@ -412,7 +411,7 @@ def write_corrupted_split(
         _save_npy(path, out)
         written[name] = path
     if labels is not None:
-        flat = (labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels))
+        flat = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
         if flat.shape != (n,):
             raise ValueError(f"expected {n} labels of shape ({n},), found shape {flat.shape}")
         path = out_dir / "labels.npy"

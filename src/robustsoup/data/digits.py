@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import lazy_loader
 
-torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
-
 from .registry import DatasetSpec, register_dataset
+
+torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 DIGITS_RESOLUTION = 32
 

@@ -9,7 +9,7 @@ ship in ``wnids/`` (see its README for where they come from).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import lazy_loader
@@ -19,7 +19,7 @@ torch = lazy_loader.load("torch")  # not at import: parsing the workflow must no
 SUBSETS = ("imagenet-r", "imagenet-a")
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_wnids(name: str) -> tuple[str, ...]:
     """The wnids of ``imagenet`` (1,000) or of a subset (``imagenet-r``, ``imagenet-a``: 200), in label order."""
     if name != "imagenet" and name not in SUBSETS:
@@ -34,19 +34,19 @@ def imagenet_wnids() -> tuple[str, ...]:
     return read_wnids("imagenet")
 
 
-@lru_cache(maxsize=None)
+@cache
 def wnid_to_index() -> dict[str, int]:
     """ImageNet wnid → class index (0…999)."""
     return {wnid: i for i, wnid in enumerate(imagenet_wnids())}
 
 
-@lru_cache(maxsize=None)
+@cache
 def subset_label_map(name: str) -> dict[str, int]:
     """wnid → label (0…199) within a 200-class subset."""
     return {wnid: i for i, wnid in enumerate(read_wnids(name))}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _subset_indices(name: str) -> tuple[int, ...]:
     index = wnid_to_index()
     missing = [w for w in read_wnids(name) if w not in index]

@@ -23,26 +23,26 @@ from __future__ import annotations
 
 import importlib
 import pickle
-from functools import lru_cache
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import lazy_loader
-
-torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
+import numpy as np
 
 from .sources import (
+    ArraySource,
     Catalog,
     DataLayoutError,
     FileSource,
     Part,
     TensorSource,
-    ArraySource,
     list_subfolders,
     probe_class_folders,
     scan_class_folders,
 )
+
+torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -97,8 +97,7 @@ def _cifar_batch(path: Path, label_key: str, resolution: int = 32) -> tuple[torc
     data = np.asarray(batch["data"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * resolution * resolution:
         raise DataLayoutError(
-            f"{path}: expected uint8 data of shape (N, {3 * resolution * resolution}), "
-            f"found {data.dtype} {data.shape}"
+            f"{path}: expected uint8 data of shape (N, {3 * resolution * resolution}), found {data.dtype} {data.shape}"
         )
     labels = torch.as_tensor(np.asarray(batch[label_key], dtype=np.int64))
     if len(labels) != len(data):
@@ -124,8 +123,9 @@ def _descend(root: Path, looks_right: Callable[[Path], bool], max_depth: int = 2
     return root
 
 
-def _class_folder_part(folder: Path, label_of: Mapping[str, int], what: str, layout: str,
-                       resolution: int, resize: int | None) -> Part:
+def _class_folder_part(
+    folder: Path, label_of: Mapping[str, int], what: str, layout: str, resolution: int, resize: int | None
+) -> Part:
     def build() -> FileSource:
         paths, labels = scan_class_folders(folder, label_of, what, layout)
         return FileSource(paths, labels, resolution, resize)
@@ -157,6 +157,7 @@ def cifar_reader(name: str, num_classes: int, layout: str) -> Callable[[Path], C
         root = Path(root)
         binaries = next((f for f in (root / folder_name, root) if (f / marker).is_file()), None)
         if binaries is not None:
+
             def part(files: list[str]) -> Part:
                 def build() -> TensorSource:
                     loaded = [_cifar_batch(binaries / f, label_key) for f in files]
@@ -175,11 +176,14 @@ def cifar_reader(name: str, num_classes: int, layout: str) -> Callable[[Path], C
 
             missing = [f for f in train_files + test_files if not (binaries / f).is_file()]
             if missing:
-                raise DataLayoutError(
-                    f"{name}: {binaries} lacks {', '.join(missing)}.\nExpected layout:\n{layout}"
-                )
-            return Catalog(name, root, {"train": part(train_files), "test": part(test_files)},
-                           f"torchvision binaries in {binaries}", layout)
+                raise DataLayoutError(f"{name}: {binaries} lacks {', '.join(missing)}.\nExpected layout:\n{layout}")
+            return Catalog(
+                name,
+                root,
+                {"train": part(train_files), "test": part(test_files)},
+                f"torchvision binaries in {binaries}",
+                layout,
+            )
 
         if (root / "train").is_dir() or (root / "test").is_dir():
             for split in ("train", "test"):
@@ -267,8 +271,9 @@ def _find_corruption_folders(root: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def imagenet_c_reader(name: str, label_of: Callable[[], Mapping[str, int]], resolution: int,
-                      layout: str) -> Callable[[Path], Catalog]:
+def imagenet_c_reader(
+    name: str, label_of: Callable[[], Mapping[str, int]], resolution: int, layout: str
+) -> Callable[[Path], Catalog]:
     """Reader of ``<root>/<corruption>/<severity>/<wnid>/*`` (ImageNet-C); parts are ``<corruption>/<severity>``."""
 
     def read(root: Path) -> Catalog:
@@ -284,8 +289,12 @@ def imagenet_c_reader(name: str, label_of: Callable[[], Mapping[str, int]], reso
         for corruption, folder in corruptions.items():
             for severity in SEVERITIES:
                 parts[f"{corruption}/{severity}"] = _class_folder_part(
-                    folder / str(severity), labels, f"{name} {corruption} severity {severity}", layout,
-                    resolution, None,
+                    folder / str(severity),
+                    labels,
+                    f"{name} {corruption} severity {severity}",
+                    layout,
+                    resolution,
+                    None,
                 )
         return Catalog(name, root, parts, f"{len(corruptions)} corruption folders in {root}", layout)
 
@@ -308,7 +317,7 @@ def hendrycks_npy_reader(name: str, resolution: int, num_classes: int, layout: s
         if not files:
             raise DataLayoutError(f"{name}: no <corruption>.npy files in {root}.\nExpected layout:\n{layout}")
 
-        @lru_cache(maxsize=None)
+        @cache
         def all_labels() -> np.ndarray:
             labels = np.load(labels_path, mmap_mode="r", allow_pickle=False)
             if labels.ndim != 1 or labels.shape[0] % len(SEVERITIES) or not np.issubdtype(labels.dtype, np.integer):
@@ -323,7 +332,7 @@ def hendrycks_npy_reader(name: str, resolution: int, num_classes: int, layout: s
                 )
             return values
 
-        @lru_cache(maxsize=None)
+        @cache
         def array(path: Path) -> np.ndarray:
             try:
                 data = np.load(path, mmap_mode="r", allow_pickle=False)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Union
-
+from typing import TYPE_CHECKING, Union
 
 from .sources import Catalog, DataLayoutError
 
@@ -69,8 +69,9 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         if self.split_scheme not in SPLIT_SCHEMES:
-            raise ValueError(f"data set {self.name}: split_scheme must be one of {SPLIT_SCHEMES}, "
-                             f"found {self.split_scheme!r}")
+            raise ValueError(
+                f"data set {self.name}: split_scheme must be one of {SPLIT_SCHEMES}, found {self.split_scheme!r}"
+            )
 
     @property
     def is_shift(self) -> bool:
@@ -117,8 +118,7 @@ def open_dataset(name: str, root: str | Path | None = None) -> Catalog:
         root = Path(root).expanduser()
         if not root.is_dir():
             raise DataLayoutError(
-                f"data set {name}: data root {root} does not exist or is not a folder.\n"
-                f"Expected layout:\n{spec.layout}"
+                f"data set {name}: data root {root} does not exist or is not a folder.\nExpected layout:\n{spec.layout}"
             )
     result = spec.reader(root)
     if isinstance(result, Catalog):

@@ -69,78 +69,167 @@ def _v2_labels() -> dict[str, int]:
     return {str(i): i for i in range(1000)}
 
 
-register_dataset(DatasetSpec(
-    name="cifar10", num_classes=10, resolution=32, mean=CIFAR10_MEAN, std=CIFAR10_STD,
-    description="CIFAR-10 (50,000 train / 10,000 test, 32×32)",
-    reader=cifar_reader("cifar10", 10, CIFAR10_LAYOUT),
-    split_scheme="official", nominal_sizes={"train": 50_000, "test": 10_000}, layout=CIFAR10_LAYOUT,
-))
+register_dataset(
+    DatasetSpec(
+        name="cifar10",
+        num_classes=10,
+        resolution=32,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        description="CIFAR-10 (50,000 train / 10,000 test, 32×32)",
+        reader=cifar_reader("cifar10", 10, CIFAR10_LAYOUT),
+        split_scheme="official",
+        nominal_sizes={"train": 50_000, "test": 10_000},
+        layout=CIFAR10_LAYOUT,
+    )
+)
 
-register_dataset(DatasetSpec(
-    name="cifar100", num_classes=100, resolution=32, mean=CIFAR100_MEAN, std=CIFAR100_STD,
-    description="CIFAR-100 (50,000 train / 10,000 test, 32×32, 100 fine labels)",
-    reader=cifar_reader("cifar100", 100, CIFAR100_LAYOUT),
-    split_scheme="official", nominal_sizes={"train": 50_000, "test": 10_000}, layout=CIFAR100_LAYOUT,
-))
+register_dataset(
+    DatasetSpec(
+        name="cifar100",
+        num_classes=100,
+        resolution=32,
+        mean=CIFAR100_MEAN,
+        std=CIFAR100_STD,
+        description="CIFAR-100 (50,000 train / 10,000 test, 32×32, 100 fine labels)",
+        reader=cifar_reader("cifar100", 100, CIFAR100_LAYOUT),
+        split_scheme="official",
+        nominal_sizes={"train": 50_000, "test": 10_000},
+        layout=CIFAR100_LAYOUT,
+    )
+)
 
-register_dataset(DatasetSpec(
-    name="imagenet", num_classes=1000, resolution=IMAGENET_RESOLUTION, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    description="ImageNet-1k (1,281,167 train / 50,000 val; resize 256, centre crop 224)",
-    reader=imagenet_folder_reader("imagenet", {"train": "train", "val": "val"}, wnid_to_index,
-                                  IMAGENET_RESOLUTION, IMAGENET_RESIZE, IMAGENET_LAYOUT),
-    split_scheme="official", train_part="train", test_part="val",
-    nominal_sizes={"train": 1_281_167, "val": 50_000}, lazy=True, resize=IMAGENET_RESIZE, layout=IMAGENET_LAYOUT,
-))
+register_dataset(
+    DatasetSpec(
+        name="imagenet",
+        num_classes=1000,
+        resolution=IMAGENET_RESOLUTION,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        description="ImageNet-1k (1,281,167 train / 50,000 val; resize 256, centre crop 224)",
+        reader=imagenet_folder_reader(
+            "imagenet",
+            {"train": "train", "val": "val"},
+            wnid_to_index,
+            IMAGENET_RESOLUTION,
+            IMAGENET_RESIZE,
+            IMAGENET_LAYOUT,
+        ),
+        split_scheme="official",
+        train_part="train",
+        test_part="val",
+        nominal_sizes={"train": 1_281_167, "val": 50_000},
+        lazy=True,
+        resize=IMAGENET_RESIZE,
+        layout=IMAGENET_LAYOUT,
+    )
+)
 
 for _name, _n, _res, _mean, _std, _classes, _base, _what in (
     ("cifar10-c", 10_000, 32, CIFAR10_MEAN, CIFAR10_STD, 10, "cifar10", "CIFAR-10-C"),
     ("cifar100-c", 10_000, 32, CIFAR100_MEAN, CIFAR100_STD, 100, "cifar100", "CIFAR-100-C"),
 ):
     _layout = _hendrycks_npy_layout(_n, _res)
-    register_dataset(DatasetSpec(
-        name=_name, num_classes=_classes, resolution=_res, mean=_mean, std=_std,
-        description=f"{_what} (Hendrycks & Dietterich 2019): corruptions × 5 severities of the test set, .npy arrays",
-        reader=hendrycks_npy_reader(_name, _res, _classes, _layout),
-        split_scheme="shift", nominal_sizes={"*": _n}, base=_base, layout=_layout,
-    ))
+    register_dataset(
+        DatasetSpec(
+            name=_name,
+            num_classes=_classes,
+            resolution=_res,
+            mean=_mean,
+            std=_std,
+            description=f"{_what} (Hendrycks & Dietterich 2019): corruptions × 5 severities of the test set, .npy arrays",
+            reader=hendrycks_npy_reader(_name, _res, _classes, _layout),
+            split_scheme="shift",
+            nominal_sizes={"*": _n},
+            base=_base,
+            layout=_layout,
+        )
+    )
 
-register_dataset(DatasetSpec(
-    name="imagenet-c", num_classes=1000, resolution=IMAGENET_RESOLUTION, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    description="ImageNet-C (Hendrycks & Dietterich 2019): corruptions × 5 severities of the val set, 224×224 JPEG",
-    reader=imagenet_c_reader("imagenet-c", wnid_to_index, IMAGENET_RESOLUTION, IMAGENET_C_LAYOUT),
-    split_scheme="shift", nominal_sizes={"*": 50_000}, lazy=True, resize=None, base="imagenet",
-    layout=IMAGENET_C_LAYOUT,
-))
+register_dataset(
+    DatasetSpec(
+        name="imagenet-c",
+        num_classes=1000,
+        resolution=IMAGENET_RESOLUTION,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        description="ImageNet-C (Hendrycks & Dietterich 2019): corruptions × 5 severities of the val set, 224×224 JPEG",
+        reader=imagenet_c_reader("imagenet-c", wnid_to_index, IMAGENET_RESOLUTION, IMAGENET_C_LAYOUT),
+        split_scheme="shift",
+        nominal_sizes={"*": 50_000},
+        lazy=True,
+        resize=None,
+        base="imagenet",
+        layout=IMAGENET_C_LAYOUT,
+    )
+)
 
 for _name, _n, _archive, _what in (
     ("imagenet-r", 30_000, "imagenet-r", "ImageNet-R (renditions, Hendrycks et al. 2021)"),
     ("imagenet-a", 7_500, "imagenet-a", "ImageNet-A (natural adversarial examples, Hendrycks et al. 2021)"),
 ):
     _layout = _wnid_layout(200, "n01443537" if _name == "imagenet-r" else "n01498041", _archive)
-    register_dataset(DatasetSpec(
-        name=_name, num_classes=200, resolution=IMAGENET_RESOLUTION, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        description=f"{_what}: {_n:,} images of 200 ImageNet classes; logits restricted to those classes",
-        reader=imagenet_folder_reader(_name, {"all": ""}, (lambda n=_name: subset_label_map(n)),
-                                      IMAGENET_RESOLUTION, IMAGENET_RESIZE, _layout),
-        split_scheme="shift", test_part="all", nominal_sizes={"all": _n}, lazy=True, resize=IMAGENET_RESIZE,
-        class_subset=_name, base="imagenet", layout=_layout,
-    ))
+    register_dataset(
+        DatasetSpec(
+            name=_name,
+            num_classes=200,
+            resolution=IMAGENET_RESOLUTION,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            description=f"{_what}: {_n:,} images of 200 ImageNet classes; logits restricted to those classes",
+            reader=imagenet_folder_reader(
+                _name, {"all": ""}, (lambda n=_name: subset_label_map(n)), IMAGENET_RESOLUTION, IMAGENET_RESIZE, _layout
+            ),
+            split_scheme="shift",
+            test_part="all",
+            nominal_sizes={"all": _n},
+            lazy=True,
+            resize=IMAGENET_RESIZE,
+            class_subset=_name,
+            base="imagenet",
+            layout=_layout,
+        )
+    )
 
 _SKETCH_LAYOUT = _wnid_layout(1000, "n01440764", "sketch")
-register_dataset(DatasetSpec(
-    name="imagenet-sketch", num_classes=1000, resolution=IMAGENET_RESOLUTION, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    description="ImageNet-Sketch (Wang et al. 2019): 50,889 sketches of the 1,000 classes",
-    reader=imagenet_folder_reader("imagenet-sketch", {"all": ""}, wnid_to_index,
-                                  IMAGENET_RESOLUTION, IMAGENET_RESIZE, _SKETCH_LAYOUT),
-    split_scheme="shift", test_part="all", nominal_sizes={"all": 50_889}, lazy=True, resize=IMAGENET_RESIZE,
-    base="imagenet", layout=_SKETCH_LAYOUT,
-))
+register_dataset(
+    DatasetSpec(
+        name="imagenet-sketch",
+        num_classes=1000,
+        resolution=IMAGENET_RESOLUTION,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        description="ImageNet-Sketch (Wang et al. 2019): 50,889 sketches of the 1,000 classes",
+        reader=imagenet_folder_reader(
+            "imagenet-sketch", {"all": ""}, wnid_to_index, IMAGENET_RESOLUTION, IMAGENET_RESIZE, _SKETCH_LAYOUT
+        ),
+        split_scheme="shift",
+        test_part="all",
+        nominal_sizes={"all": 50_889},
+        lazy=True,
+        resize=IMAGENET_RESIZE,
+        base="imagenet",
+        layout=_SKETCH_LAYOUT,
+    )
+)
 
-register_dataset(DatasetSpec(
-    name="imagenet-v2", num_classes=1000, resolution=IMAGENET_RESOLUTION, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    description="ImageNetV2 matched-frequency (Recht et al. 2019): 10,000 images, folders by class index",
-    reader=imagenet_folder_reader("imagenet-v2", {"all": ""}, _v2_labels,
-                                  IMAGENET_RESOLUTION, IMAGENET_RESIZE, IMAGENET_V2_LAYOUT),
-    split_scheme="shift", test_part="all", nominal_sizes={"all": 10_000}, lazy=True, resize=IMAGENET_RESIZE,
-    base="imagenet", layout=IMAGENET_V2_LAYOUT,
-))
+register_dataset(
+    DatasetSpec(
+        name="imagenet-v2",
+        num_classes=1000,
+        resolution=IMAGENET_RESOLUTION,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        description="ImageNetV2 matched-frequency (Recht et al. 2019): 10,000 images, folders by class index",
+        reader=imagenet_folder_reader(
+            "imagenet-v2", {"all": ""}, _v2_labels, IMAGENET_RESOLUTION, IMAGENET_RESIZE, IMAGENET_V2_LAYOUT
+        ),
+        split_scheme="shift",
+        test_part="all",
+        nominal_sizes={"all": 10_000},
+        lazy=True,
+        resize=IMAGENET_RESIZE,
+        base="imagenet",
+        layout=IMAGENET_V2_LAYOUT,
+    )
+)

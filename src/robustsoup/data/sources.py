@@ -13,14 +13,15 @@ it is asked for (listing ImageNet's 1.28 M training files takes a while).
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
-import numpy as np
 import lazy_loader
+import numpy as np
 
 torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
@@ -183,7 +184,7 @@ class FileSource(ImageSource):
         else:
             bounds = [len(index) * w // workers for w in range(workers + 1)]
             with ThreadPoolExecutor(workers) as pool:
-                for future in [pool.submit(run, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
+                for future in [pool.submit(run, lo, hi) for lo, hi in itertools.pairwise(bounds)]:
                     future.result()
         return out
 
@@ -206,8 +207,7 @@ def list_images(folder: Path) -> list[str]:
     """Names of the image files in ``folder`` (any of :data:`IMAGE_EXTENSIONS`), sorted."""
     with os.scandir(folder) as entries:
         return sorted(
-            e.name for e in entries
-            if _visible(e) and e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file()
+            e.name for e in entries if _visible(e) and e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file()
         )
 
 
@@ -296,8 +296,10 @@ class Catalog(Mapping[str, ImageSource]):
 
     def __getitem__(self, part: str) -> ImageSource:
         if part not in self._parts:
-            raise KeyError(f"{self.dataset} has no part {part!r}; its parts are {list(self._parts)[:10]}"
-                           f"{'…' if len(self._parts) > 10 else ''}")
+            raise KeyError(
+                f"{self.dataset} has no part {part!r}; its parts are {list(self._parts)[:10]}"
+                f"{'…' if len(self._parts) > 10 else ''}"
+            )
         if part not in self._built:
             self._built[part] = self._parts[part].build()
         return self._built[part]
@@ -316,7 +318,7 @@ class Catalog(Mapping[str, ImageSource]):
         return definition.probe()
 
     @classmethod
-    def from_tensors(cls, dataset: str, images: torch.Tensor, labels: torch.Tensor, description: str) -> "Catalog":
+    def from_tensors(cls, dataset: str, images: torch.Tensor, labels: torch.Tensor, description: str) -> Catalog:
         """A one-part catalog (``all``) over images already in memory."""
         source = TensorSource(images, labels)
         return cls(dataset, None, {"all": Part(lambda: source)}, description)

@@ -32,18 +32,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import lazy_loader
-
-torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 from safetensors import SafetensorError, safe_open
 
 from ..io import atomic_path
 from .registry import DatasetSpec, get_dataset_spec, open_dataset
 from .sources import Catalog, DataLayoutError, FileSource, ImageSource
+
+torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ImageSplit:
 class LazyImages:
     """``split.images`` of a :class:`FileSplit`: indexing decodes just those images."""
 
-    def __init__(self, split: "FileSplit") -> None:
+    def __init__(self, split: FileSplit) -> None:
         self._split = split
 
     def __len__(self) -> int:
@@ -156,9 +156,7 @@ def _per_class_permutations(labels: torch.Tensor, seed: int) -> list[torch.Tenso
     return [idx[torch.randperm(len(idx), generator=generator)] for idx in per_class]
 
 
-def stratified_split(
-    labels: torch.Tensor, n_adapt: int, n_test: int, seed: int
-) -> dict[str, torch.Tensor]:
+def stratified_split(labels: torch.Tensor, n_adapt: int, n_test: int, seed: int) -> dict[str, torch.Tensor]:
     """Indices of train / adapt / test, each stratified by class.
 
     Every class contributes to adapt and test in proportion to its size
@@ -168,9 +166,7 @@ def stratified_split(
     """
     n_total = int(labels.shape[0])
     if n_adapt + n_test >= n_total:
-        raise ValueError(
-            f"n_adapt + n_test = {n_adapt + n_test} leaves no training images out of {n_total}"
-        )
+        raise ValueError(f"n_adapt + n_test = {n_adapt + n_test} leaves no training images out of {n_total}")
     per_class = _per_class_permutations(labels, seed)
 
     def quota(total: int) -> list[int]:
@@ -206,8 +202,12 @@ def adapt_test_split(labels: torch.Tensor, k: int, seed: int) -> dict[str, torch
         adapt.append(idx[:take].tolist())
         test.append(idx[take:].tolist())
     if short:
-        log.warning("%d class(es) have at most k=%d images (smallest: %d); each keeps one image for test",
-                    len(short), k, min(short))
+        log.warning(
+            "%d class(es) have at most k=%d images (smallest: %d); each keeps one image for test",
+            len(short),
+            k,
+            min(short),
+        )
     return {"adapt": _interleave(adapt), "test": _interleave(test)}
 
 
@@ -234,8 +234,14 @@ def nominal_split_size(spec: DatasetSpec, split: str, k: int, part: str | None =
     return adapt if split == "adapt" else max(test_total - adapt, 0)
 
 
-def split_storage(spec: DatasetSpec, split: str, *, k: int = DEFAULT_K_ADAPT_PER_CLASS,
-                  cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES, part: str | None = None) -> str:
+def split_storage(
+    spec: DatasetSpec,
+    split: str,
+    *,
+    k: int = DEFAULT_K_ADAPT_PER_CLASS,
+    cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES,
+    part: str | None = None,
+) -> str:
     """``safetensors`` (decoded once) or ``tsv`` (file list, decoded on demand) for one split.
 
     Only file-backed sets (``spec.lazy``: the ImageNet family) are ever kept
@@ -246,14 +252,20 @@ def split_storage(spec: DatasetSpec, split: str, *, k: int = DEFAULT_K_ADAPT_PER
     return "safetensors"
 
 
-def split_paths(dataset: str, out_dir: str | Path, *, part: str | None = None,
-                k_adapt_per_class: int = DEFAULT_K_ADAPT_PER_CLASS,
-                cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES) -> dict[str, Path]:
+def split_paths(
+    dataset: str,
+    out_dir: str | Path,
+    *,
+    part: str | None = None,
+    k_adapt_per_class: int = DEFAULT_K_ADAPT_PER_CLASS,
+    cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES,
+) -> dict[str, Path]:
     """Where :func:`prepare_splits` writes each split of ``dataset`` (``part``) in ``out_dir``; reads no data."""
     spec = get_dataset_spec(dataset)
     out_dir = Path(out_dir)
     return {
-        split: out_dir / f"{split}.{split_storage(spec, split, k=k_adapt_per_class, cache_max_images=cache_max_images, part=part)}"
+        split: out_dir
+        / f"{split}.{split_storage(spec, split, k=k_adapt_per_class, cache_max_images=cache_max_images, part=part)}"
         for split in splits_of(spec)
     }
 
@@ -279,8 +291,9 @@ def shift_parts(dataset: str, corruptions=None, severities=None) -> list[str]:
 # Writing and reading the caches
 
 
-def _index_plan(spec: DatasetSpec, catalog: Catalog, part: str | None, n_adapt: int, n_test: int,
-                k: int, seed: int) -> dict[str, tuple[ImageSource, torch.Tensor]]:
+def _index_plan(
+    spec: DatasetSpec, catalog: Catalog, part: str | None, n_adapt: int, n_test: int, k: int, seed: int
+) -> dict[str, tuple[ImageSource, torch.Tensor]]:
     """Each split as (source, indices into it)."""
     if spec.split_scheme == "stratified":
         source = catalog[part or next(iter(catalog))]
@@ -303,12 +316,20 @@ def _index_plan(spec: DatasetSpec, catalog: Catalog, part: str | None, n_adapt: 
 
 
 def _metadata(dataset: str, split: str, part: str | None, n: int, seed: int, k: int, root) -> dict[str, str]:
-    return {"dataset": dataset, "split": split, "part": part or "", "n": str(n), "split_seed": str(seed),
-            "k_adapt_per_class": str(k), "root": str(root or "")}
+    return {
+        "dataset": dataset,
+        "split": split,
+        "part": part or "",
+        "n": str(n),
+        "split_seed": str(seed),
+        "k_adapt_per_class": str(k),
+        "root": str(root or ""),
+    }
 
 
-def write_decoded_split(path: Path, source: ImageSource, indices: torch.Tensor, metadata: Mapping[str, str],
-                        batch_size: int = 1024) -> Path:
+def write_decoded_split(
+    path: Path, source: ImageSource, indices: torch.Tensor, metadata: Mapping[str, str], batch_size: int = 1024
+) -> Path:
     """Decode ``source[indices]`` once into ``path`` (safetensors, uint8 images + int64 labels), atomically."""
     r = source.resolution
     images = torch.empty((len(indices), 3, r, r), dtype=torch.uint8)
@@ -327,8 +348,14 @@ def write_decoded_split(path: Path, source: ImageSource, indices: torch.Tensor, 
     return path
 
 
-def write_file_list(path: Path, source: ImageSource, indices: torch.Tensor, metadata: Mapping[str, str],
-                    root: Path | None, resize: int | None) -> Path:
+def write_file_list(
+    path: Path,
+    source: ImageSource,
+    indices: torch.Tensor,
+    metadata: Mapping[str, str],
+    root: Path | None,
+    resize: int | None,
+) -> Path:
     """Write the files of ``source[indices]`` and their labels as a TSV, atomically.
 
     Paths are relative to ``root`` (named in the header) where possible, so a
@@ -382,8 +409,9 @@ def prepare_splits(
     spec = get_dataset_spec(dataset)
     catalog = catalog if catalog is not None else open_dataset(dataset, root)
     plan = _index_plan(spec, catalog, part, n_adapt, n_test, k_adapt_per_class, seed)
-    targets = split_paths(dataset, out_dir, part=part, k_adapt_per_class=k_adapt_per_class,
-                          cache_max_images=cache_max_images)
+    targets = split_paths(
+        dataset, out_dir, part=part, k_adapt_per_class=k_adapt_per_class, cache_max_images=cache_max_images
+    )
     for split, (source, indices) in plan.items():
         path = targets[split]
         metadata = _metadata(dataset, split, part, len(indices), seed, k_adapt_per_class, catalog.root)
@@ -418,8 +446,13 @@ def prepare_shift_splits(
     written = {}
     for part in parts or list(catalog):
         written[part] = prepare_splits(
-            dataset, part_dir(out_dir, part), seed=seed, part=part, k_adapt_per_class=k_adapt_per_class,
-            cache_max_images=cache_max_images, catalog=catalog,
+            dataset,
+            part_dir(out_dir, part),
+            seed=seed,
+            part=part,
+            k_adapt_per_class=k_adapt_per_class,
+            cache_max_images=cache_max_images,
+            catalog=catalog,
         )
     return written
 
@@ -433,8 +466,10 @@ def read_file_list(path: str | Path) -> FileSplit:
     with open(path, encoding="utf-8") as handle:
         first = handle.readline().strip()
         if first != f"# {FILELIST_FORMAT}":
-            raise ValueError(f"data split {path}: expected a '# {FILELIST_FORMAT}' header, found {first[:60]!r}; "
-                             "delete it and rerun prepare_data")
+            raise ValueError(
+                f"data split {path}: expected a '# {FILELIST_FORMAT}' header, found {first[:60]!r}; "
+                "delete it and rerun prepare_data"
+            )
         for line in handle:
             line = line.rstrip("\n")
             if line.startswith("# "):
@@ -448,8 +483,10 @@ def read_file_list(path: str | Path) -> FileSplit:
             labels.append(int(label))
     n = int(meta.get("n", len(labels)))
     if n != len(labels):
-        raise ValueError(f"data split {path} is truncated: header says {n} images, found {len(labels)}; "
-                         "delete it and rerun prepare_data")
+        raise ValueError(
+            f"data split {path} is truncated: header says {n} images, found {len(labels)}; "
+            "delete it and rerun prepare_data"
+        )
     root = Path(meta["root"]) if meta.get("root") else None
     if root is not None:
         if not root.is_dir():
@@ -459,9 +496,13 @@ def read_file_list(path: str | Path) -> FileSplit:
             )
         paths = [p if p.is_absolute() else root / p for p in paths]
     return FileSplit(
-        paths=paths, labels=torch.as_tensor(labels, dtype=torch.int64), dataset=meta.get("dataset", "?"),
-        split=meta.get("split", path.stem), resolution=int(meta["resolution"]),
-        resize=int(meta["resize"]) if meta.get("resize") else None, root=root,
+        paths=paths,
+        labels=torch.as_tensor(labels, dtype=torch.int64),
+        dataset=meta.get("dataset", "?"),
+        split=meta.get("split", path.stem),
+        resolution=int(meta["resolution"]),
+        resize=int(meta["resize"]) if meta.get("resize") else None,
+        root=root,
     )
 
 
@@ -469,9 +510,7 @@ def load_split(path: str | Path) -> Split:
     """Load a split written by :func:`prepare_splits`: an :class:`ImageSplit` (.safetensors) or a :class:`FileSplit` (.tsv)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"data split {path} does not exist; run the workflow's prepare_data rule to create it"
-        )
+        raise FileNotFoundError(f"data split {path} does not exist; run the workflow's prepare_data rule to create it")
     if path.suffix == ".tsv":
         return read_file_list(path)
     try:
@@ -493,4 +532,3 @@ def load_split(path: str | Path) -> Split:
         dataset=metadata.get("dataset", "?"),
         split=metadata.get("split", path.stem),
     )
-

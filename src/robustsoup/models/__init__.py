@@ -1,7 +1,9 @@
 """Model registry: architectures by name, with input normalization inside the model."""
 
-from . import timm_models  # noqa: F401  (registers resnet50, vit_base_patch16_224; timm is imported on use)
-from . import multihead  # noqa: F401  (registers multihead, the student of robust distillation)
+from . import (
+    multihead,  # noqa: F401  (registers multihead, the student of robust distillation)
+    timm_models,  # noqa: F401  (registers resnet50, vit_base_patch16_224; timm is imported on use)
+)
 from .registry import (
     ARCHITECTURES,
     FIXED_INPUT_STATISTICS,
@@ -11,7 +13,6 @@ from .registry import (
     input_statistics,
     register_architecture,
 )
-from .subset import RestrictedLogits
 from .zoo import (
     ZooError,
     build_pretrained,
@@ -25,9 +26,8 @@ from .zoo import (
 __all__ = [
     "ARCHITECTURES",
     "FIXED_INPUT_STATISTICS",
-    "Normalized",
-    "RestrictedLogits",
     "ZOO_PREFIX",
+    "Normalized",
     "ZooError",
     "build_model",
     "build_pretrained",

@@ -39,8 +39,11 @@ def split_base(net: nn.Module) -> tuple[str, list[str], list[str]]:
     if isinstance(net, PreActResNet):
         return "linear", [f"layers.{i}" for i in range(len(net.layers))], ["bn"]
     if isinstance(net, WideResNet):
-        blocks = [f"{stage}.layer.{i}" for stage in ("block1", "block2", "block3")
-                  for i in range(len(getattr(net, stage).layer))]
+        blocks = [
+            f"{stage}.layer.{i}"
+            for stage in ("block1", "block2", "block3")
+            for i in range(len(getattr(net, stage).layer))
+        ]
         return "fc", blocks, ["bn1"]
     if hasattr(net, "blocks") and hasattr(net, "head"):  # timm ViT
         post = [name for name in ("norm", "fc_norm") if isinstance(getattr(net, name, None), nn.Module)]
@@ -81,7 +84,7 @@ class MultiHeadNet(nn.Module):
         self.heads = nn.ModuleDict({h: nn.Linear(old.in_features, num_classes) for h in HEADS})
         self.dropout = float(dropout)
         self.classifier_name = classifier
-        tuned = blocks[len(blocks) - trainable_blocks:] + post
+        tuned = blocks[len(blocks) - trainable_blocks :] + post
         self.trainable_modules = [f"base.{m}" for m in tuned] + ["heads"]
 
     def features(self, x):
@@ -111,11 +114,19 @@ class MultiHeadNet(nn.Module):
 
 
 @register_architecture("multihead")
-def multihead(num_classes: int, base: str = "preact_resnet_small", width: int = 32, activation: str = "relu",
-              dropout: float = 0.25, trainable_blocks: int = 1) -> nn.Module:
+def multihead(
+    num_classes: int,
+    base: str = "preact_resnet_small",
+    width: int = 32,
+    activation: str = "relu",
+    dropout: float = 0.25,
+    trainable_blocks: int = 1,
+) -> nn.Module:
     """Multi-head student on the registry architecture ``base`` (see :class:`MultiHeadNet`)."""
     if base == "multihead" or base not in ARCHITECTURES:
-        raise KeyError(f"multihead: unknown base architecture {base!r}; expected one of "
-                       f"{sorted(a for a in ARCHITECTURES if a != 'multihead')}")
+        raise KeyError(
+            f"multihead: unknown base architecture {base!r}; expected one of "
+            f"{sorted(a for a in ARCHITECTURES if a != 'multihead')}"
+        )
     net = ARCHITECTURES[base](num_classes=num_classes, width=width, activation=activation)
     return MultiHeadNet(net, num_classes, dropout=dropout, trainable_blocks=trainable_blocks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -104,7 +104,7 @@ def build_model(
     if architecture.startswith(ZOO_PREFIX):
         from .zoo import build_zoo_architecture
 
-        net = build_zoo_architecture(architecture[len(ZOO_PREFIX):], num_classes=num_classes, **kwargs)
+        net = build_zoo_architecture(architecture[len(ZOO_PREFIX) :], num_classes=num_classes, **kwargs)
     else:
         try:
             builder = ARCHITECTURES[architecture]

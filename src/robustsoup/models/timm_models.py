@@ -12,7 +12,7 @@ augreg ViT), so a model takes [0,1] pixels like every other model here.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from torch import nn
 
@@ -29,7 +29,7 @@ def _timm():
     return timm
 
 
-@lru_cache(maxsize=None)
+@cache
 def timm_input_statistics(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std of timm's default pretrained configuration of ``name``."""
     from timm.models import get_pretrained_cfg

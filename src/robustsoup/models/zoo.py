@@ -29,8 +29,8 @@ import importlib.util
 import socket
 import sys
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -156,8 +156,9 @@ def require_zoo_weights(name: str, dataset: str, threat: str, model_dir: str | P
     return path
 
 
-def build_zoo_architecture(name: str, num_classes: int | None = None, dataset: str | None = None,
-                           threat: str = "Linf", **_ignored) -> nn.Module:
+def build_zoo_architecture(
+    name: str, num_classes: int | None = None, dataset: str | None = None, threat: str = "Linf", **_ignored
+) -> nn.Module:
     """The architecture of zoo entry ``name`` with random weights, built with the network off.
 
     ``dataset`` defaults to the one with ``num_classes`` classes (10 → cifar10,
@@ -196,8 +197,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return load_foreign_state_dict(path)
 
 
-def match_state_dict(net: nn.Module, state: Mapping[str, torch.Tensor],
-                     prefixes: Sequence[str] = ("model.", "net.")) -> dict[str, torch.Tensor]:
+def match_state_dict(
+    net: nn.Module, state: Mapping[str, torch.Tensor], prefixes: Sequence[str] = ("model.", "net.")
+) -> dict[str, torch.Tensor]:
     """``state`` with its keys matched to ``net``'s: as is, or with one of ``prefixes`` dropped or added."""
     own = set(net.state_dict())
     candidates = [dict(state)]
@@ -219,16 +221,16 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     return model
 
 
-def load_zoo_model(name: str, dataset: str, threat: str = "Linf", model_dir: str | Path = "models",
-                   device: str | torch.device = "cpu") -> Normalized:
+def load_zoo_model(
+    name: str, dataset: str, threat: str = "Linf", model_dir: str | Path = "models", device: str | torch.device = "cpu"
+) -> Normalized:
     """RobustBench model ``name`` with its weights from ``{model_dir}/{dataset}/{threat}/{name}.pt``.
 
     Fails at once, naming that path, if the file is missing; never downloads.
     The model takes [0,1] pixels (it normalizes inside) and is in eval mode.
     """
     path = require_zoo_weights(name, dataset, threat, model_dir)
-    model = build_model(ZOO_PREFIX + name, ZOO_DATASETS[dataset], *IDENTITY_STATISTICS,
-                        dataset=dataset, threat=threat)
+    model = build_model(ZOO_PREFIX + name, ZOO_DATASETS[dataset], *IDENTITY_STATISTICS, dataset=dataset, threat=threat)
     with network_forbidden(f"loading RobustBench model {name}"):
         load_weights_into(model, read_state_dict(path), source=str(path))
     return model.to(device).eval()
@@ -268,7 +270,7 @@ def build_pretrained(
             return load_weights_file(model, weights)
         if dataset is None:
             dataset = {n: d for d, n in ZOO_DATASETS.items()}.get(num_classes, f"<{num_classes}-class data set>")
-        return load_zoo_model(architecture[len(ZOO_PREFIX):], dataset, threat, model_dir)
+        return load_zoo_model(architecture[len(ZOO_PREFIX) :], dataset, threat, model_dir)
     model = build_model(architecture, num_classes, mean, std, **kwargs)
     if weights:
         load_weights_file(model, weights)

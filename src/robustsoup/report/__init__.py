@@ -1,6 +1,6 @@
-"""Tables and figures from tidy metric files; nothing here computes a metric."""
+"""Table and figure plumbing shared by every study's report: Markdown + CSV tables, PNG + PDF figures."""
 
-from .figures import plot_soup_line, soup_line_points
-from .tables import accuracy_table, add_training_columns, attack_summary, evaluation_note, to_markdown, write_table
+from .figures import save_figure
+from .tables import THREAT_COLUMNS, attack_summary, evaluation_note, to_markdown, write_table
 
-__all__ = ["accuracy_table", "add_training_columns", "attack_summary", "evaluation_note", "plot_soup_line", "soup_line_points", "to_markdown", "write_table"]
+__all__ = ["THREAT_COLUMNS", "attack_summary", "evaluation_note", "save_figure", "to_markdown", "write_table"]

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..io import write_text_atomic
 
-JOB_RECORD = "robustsoup-job:"  # robustsoup.job.JOB_RECORD (not imported: that module needs torch)
+JOB_RECORD = "robustsoup-job:"  # robustsoup.snakemake_job.JOB_RECORD (not imported: that module needs torch)
 
 
 def read_job_record(log_path: str | Path) -> dict[str, str]:
@@ -38,13 +38,35 @@ def job_table(benchmarks: str | Path, logs: str | Path = "logs") -> pd.DataFrame
         seconds = float(frame["s"].iloc[-1])
         inside = float(record["inside_s"]) if "inside_s" in record else float("nan")
         max_rss = pd.to_numeric(frame.get("max_rss", pd.Series(dtype=float)), errors="coerce").max()
-        rows.append({"rule": relative.parts[0], "job": str(relative), "s": seconds, "max_rss_mb": max_rss,
-                     "inside_s": inside, "fixed_s": seconds - inside,
-                     "precision": record.get("precision", ""), "memory_format": record.get("memory_format", ""),
-                     "cpu_capability": record.get("cpu_capability", ""),
-                     "native_bf16": record.get("native_bf16", "")})
-    return pd.DataFrame(rows, columns=["rule", "job", "s", "max_rss_mb", "inside_s", "fixed_s", "precision",
-                                       "memory_format", "cpu_capability", "native_bf16"])
+        rows.append(
+            {
+                "rule": relative.parts[0],
+                "job": str(relative),
+                "s": seconds,
+                "max_rss_mb": max_rss,
+                "inside_s": inside,
+                "fixed_s": seconds - inside,
+                "precision": record.get("precision", ""),
+                "memory_format": record.get("memory_format", ""),
+                "cpu_capability": record.get("cpu_capability", ""),
+                "native_bf16": record.get("native_bf16", ""),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "rule",
+            "job",
+            "s",
+            "max_rss_mb",
+            "inside_s",
+            "fixed_s",
+            "precision",
+            "memory_format",
+            "cpu_capability",
+            "native_bf16",
+        ],
+    )
 
 
 def _distinct(values: pd.Series) -> str:
@@ -61,9 +83,14 @@ def summarize_benchmarks(folder: str | Path, out_path: str | Path, logs: str | P
     """
     jobs = job_table(folder, logs)
     table = jobs.groupby("rule").agg(
-        jobs=("job", "count"), total_s=("s", "sum"), longest_s=("s", "max"), fixed_s_per_job=("fixed_s", "mean"),
-        max_rss_mb=("max_rss_mb", "max"), precision=("precision", _distinct),
-        memory_format=("memory_format", _distinct), cpu_capability=("cpu_capability", _distinct),
+        jobs=("job", "count"),
+        total_s=("s", "sum"),
+        longest_s=("s", "max"),
+        fixed_s_per_job=("fixed_s", "mean"),
+        max_rss_mb=("max_rss_mb", "max"),
+        precision=("precision", _distinct),
+        memory_format=("memory_format", _distinct),
+        cpu_capability=("cpu_capability", _distinct),
         native_bf16=("native_bf16", _distinct),
     )
     table = table.sort_values("total_s", ascending=False).round(2)

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from .figures import save_figure  # noqa: E402
-from .tables import THREAT_COLUMNS  # noqa: E402
+from ..report.figures import save_figure
+from ..report.tables import THREAT_COLUMNS
 
 
-def shifts_table(metrics: pd.DataFrame, models: pd.DataFrame, selection: pd.DataFrame,
-                 evalsets: Sequence[str]) -> pd.DataFrame:
+def shifts_table(
+    metrics: pd.DataFrame, models: pd.DataFrame, selection: pd.DataFrame, evalsets: Sequence[str]
+) -> pd.DataFrame:
     """Rows: base models, ensembles, the single soup, and one row per (method, k) of
     shift-specific soups (each column uses the soup chosen for that shift); columns: each
     shift, their mean, the FLOPs multiple, and the soup × image forward passes the choice used.
@@ -33,7 +34,7 @@ def shifts_table(metrics: pd.DataFrame, models: pd.DataFrame, selection: pd.Data
                 row["forward passes"] = int(selection[selection["method"] == "single"]["forward_passes"].sum())
             rows.append(row)
     specific = models[models["kind"] == "specific"]
-    for (method, k), group in specific.groupby(["method", "k"], sort=False):
+    for method, k in specific[["method", "k"]].drop_duplicates().itertuples(index=False):
         row = {"row": f"per-shift soups ({method}, k={k})", "kind": "specific", "flops": "1×"}
         for evalset in evalsets:
             name = f"soup-{evalset}-{method}-k{k}"
@@ -87,8 +88,9 @@ def plot_ternary(table: pd.DataFrame, corners: Sequence[str], path) -> list[Path
             ax.annotate(f"{value:.0f}", (x, y), ha="center", va="center", fontsize=5, color="w")
         ax.plot(*np.vstack([vertices, vertices[:1]]).T, color="0.5", lw=0.6)
         for (x, y), name in zip(vertices, corners):
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(0, -9 if y == 0 else 4),
-                        ha="center", fontsize=6)
+            ax.annotate(
+                name, (x, y), textcoords="offset points", xytext=(0, -9 if y == 0 else 4), ha="center", fontsize=6
+            )
         ax.set_title(THREAT_COLUMNS[threat], fontsize=8)
         ax.set_aspect("equal")
         ax.axis("off")

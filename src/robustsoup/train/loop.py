@@ -15,21 +15,22 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .attacks import pgd_attack
-from .attacks.apgd import apgd_train
-from .attacks.projections import NORMS
-from .data import ImageSplit
-from .device import Arithmetic, resolve_arithmetic
-from .io import atomic_path
+from ..attacks import pgd_attack
+from ..attacks.apgd import apgd_train
+from ..attacks.projections import NORMS
+from ..data import ImageSplit
+from ..device import Arithmetic, resolve_arithmetic
+from ..io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class CorruptionInputs:
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        from .data.corruptions import CORRUPTIONS, SEVERITIES
+        from ..data.corruptions import CORRUPTIONS, SEVERITIES
 
         unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
         if unknown or not self.corruptions:
@@ -167,7 +168,7 @@ class CorruptionInputs:
         self.name = f"corrupt({'+'.join(self.corruptions)}; s={','.join(map(str, self.severities))})"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from .data.corruptions import corrupt
+        from ..data.corruptions import corrupt
 
         n = len(x)
         which = torch.randint(len(self.corruptions), (n,), generator=self.generator)
@@ -179,8 +180,13 @@ class CorruptionInputs:
             for s in range(len(self.severities)):
                 idx = ((which == c) & (level == s) & ~clean).nonzero().flatten()
                 if len(idx):
-                    out[idx] = corrupt(images[idx], self.corruptions[c], self.severities[s],
-                                       seed=self.seed, index_offset=self.batches * n)
+                    out[idx] = corrupt(
+                        images[idx],
+                        self.corruptions[c],
+                        self.severities[s],
+                        seed=self.seed,
+                        index_offset=self.batches * n,
+                    )
         self.batches += 1
         return out.to(x.device).float().div_(255.0)
 
@@ -252,7 +258,7 @@ class TrainSettings:
         """The precision and memory format this training runs with on ``device``."""
         return resolve_arithmetic(self.precision, self.channels_last, device)
 
-    def resolved(self, device: torch.device, record: dict | None = None) -> "TrainSettings":
+    def resolved(self, device: torch.device, record: dict | None = None) -> TrainSettings:
         """These settings with ``auto`` resolved for ``device``.
 
         ``record`` (a sidecar's ``training`` dict) gets the resolved precision
@@ -260,9 +266,15 @@ class TrainSettings:
         """
         arithmetic = self.arithmetic(device)
         if record is not None:
-            record.update({"precision_requested": self.precision, "channels_last_requested": self.channels_last,
-                           "precision": arithmetic.precision, "channels_last": arithmetic.channels_last,
-                           "memory_format": arithmetic.memory_format})
+            record.update(
+                {
+                    "precision_requested": self.precision,
+                    "channels_last_requested": self.channels_last,
+                    "precision": arithmetic.precision,
+                    "channels_last": arithmetic.channels_last,
+                    "memory_format": arithmetic.memory_format,
+                }
+            )
         return dataclasses.replace(self, precision=arithmetic.precision, channels_last=arithmetic.channels_last)
 
 
@@ -270,13 +282,14 @@ def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
     if settings.decay_all:
         return [{"params": list(model.parameters()), "weight_decay": settings.weight_decay}]
     decay, exempt = [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         (exempt if parameter.dim() <= 1 else decay).append(parameter)
     return [{"params": decay, "weight_decay": settings.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
-def epoch_batches(data: ImageSplit, order: torch.Tensor, batch_size: int, device: torch.device,
-                  desc: str) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+def epoch_batches(
+    data: ImageSplit, order: torch.Tensor, batch_size: int, device: torch.device, desc: str
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """One epoch's mini-batches in ``order``: (batch number, indices, images in [0,1], labels) on ``device``."""
     per_epoch = math.ceil(len(order) / batch_size)
     for b in tqdm(range(per_epoch), desc=desc, file=sys.stderr, mininterval=10, leave=True):
@@ -341,9 +354,14 @@ class EpochState:
         if self.path is None:
             return
         state = {
-            "fingerprint": self.fingerprint, "epoch": epoch, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "policy": self.policy.state_dict(), "history": history,
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "policy": self.policy.state_dict(),
+            "history": history,
         }
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
@@ -395,8 +413,9 @@ def train_model(
         order = torch.randperm(n, generator=generator)
         loss_sum, correct, seen = 0.0, 0, 0
         iteration = (epoch - 1) * per_epoch
-        for b, _, x, y in epoch_batches(data, order, settings.batch_size, device,
-                                        f"epoch {epoch}/{settings.epochs} [{policy.name}]"):
+        for b, _, x, y in epoch_batches(
+            data, order, settings.batch_size, device, f"epoch {epoch}/{settings.epochs} [{policy.name}]"
+        ):
             if arithmetic.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             model.eval()
@@ -419,12 +438,24 @@ def train_model(
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-        row = {"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen, "lr": lr,
-               "seconds": time.perf_counter() - start}
+        row = {
+            "epoch": epoch,
+            "loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "lr": lr,
+            "seconds": time.perf_counter() - start,
+        }
         if isinstance(policy, AdversarialInputs):
             row["attack_robust_accuracy"] = policy.robust_accuracy()
-        log.info("epoch %d/%d loss %.4f acc %.4f lr %.4g (%.1fs)", epoch, settings.epochs,
-                 row["loss"], row["train_accuracy"], lr, row["seconds"])
+        log.info(
+            "epoch %d/%d loss %.4f acc %.4f lr %.4g (%.1fs)",
+            epoch,
+            settings.epochs,
+            row["loss"],
+            row["train_accuracy"],
+            lr,
+            row["seconds"],
+        )
         history.append(row)
         epoch_state.save(epoch, history)
         if on_epoch_end is not None:

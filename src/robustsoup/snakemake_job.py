@@ -7,8 +7,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -28,11 +29,15 @@ def job_record(rule: str, inside_s: float) -> str:
     unpickling the job). A job that resolved no arithmetic computed in float32.
     """
     used = RESOLVED or [Arithmetic()]
-    fields = {"rule": rule, "inside_s": f"{inside_s:.2f}",
-              "precision": "+".join(dict.fromkeys(a.precision for a in used)),
-              "memory_format": "+".join(dict.fromkeys(a.memory_format for a in used)),
-              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_native_bf16(),
-              "threads": torch.get_num_threads()}
+    fields = {
+        "rule": rule,
+        "inside_s": f"{inside_s:.2f}",
+        "precision": "+".join(dict.fromkeys(a.precision for a in used)),
+        "memory_format": "+".join(dict.fromkeys(a.memory_format for a in used)),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_native_bf16(),
+        "threads": torch.get_num_threads(),
+    }
     return JOB_RECORD + " " + " ".join(f"{k}={v}" for k, v in fields.items())
 
 
@@ -48,8 +53,10 @@ def _slurm_context(gpus: int) -> str:
     """Under SLURM, the job id, the GPUs the rule asked for and the devices SLURM gave it."""
     if "SLURM_JOB_ID" not in os.environ:
         return ""
-    return (f" in SLURM job {os.environ['SLURM_JOB_ID']} (gpu={gpus},"
-            f" CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    return (
+        f" in SLURM job {os.environ['SLURM_JOB_ID']} (gpu={gpus},"
+        f" CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+    )
 
 
 @contextlib.contextmanager
@@ -82,9 +89,13 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
             with lease as leased:
                 job = Job(config=config, device=select_device(config["device"]))
                 logging.getLogger("robustsoup").info(
-                    "rule %s on %s%s with %d threads%s; machine: %s", snakemake.rule, job.device,
-                    f" (leased GPU {leased})" if leased is not None else "", torch.get_num_threads(),
-                    _slurm_context(gpus), machine_summary(),
+                    "rule %s on %s%s with %d threads%s; machine: %s",
+                    snakemake.rule,
+                    job.device,
+                    f" (leased GPU {leased})" if leased is not None else "",
+                    torch.get_num_threads(),
+                    _slurm_context(gpus),
+                    machine_summary(),
                 )
                 yield job
             logging.getLogger("robustsoup").info(job_record(snakemake.rule, time.perf_counter() - started))

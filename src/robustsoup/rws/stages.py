@@ -24,23 +24,34 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
 from safetensors.torch import save_file as save_torch
 
-from .checkpoint import load_checkpoint, load_model, load_state_dict_checked, save_checkpoint
-from .data import load_split
-from .data.corruptions import CORRUPTIONS, corrupt, read_corrupted_split
-from .device import seed_everything
-from . import evaluate
-from .evaluate import METRIC_COLUMNS, clean_correct, read_metrics, write_metrics
-from .io import atomic_path, write_text_atomic
-from .rws_config import INIT, check_rws_config, deploy_variant, transfer_targets, variant_suffix, variants
-from .rws import (
+from .. import evaluate
+from ..checkpoint import load_checkpoint, load_model
+from ..data import load_split
+from ..data.corruptions import corrupt, read_corrupted_split
+from ..device import seed_everything
+from ..evaluate import METRIC_COLUMNS, clean_correct, read_metrics, write_metrics
+from ..io import atomic_path, write_text_atomic
+from ..train.loop import CleanInputs, CorruptionInputs
+from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
+from .config import (
+    INIT,
+    check_rws_config,
+    compose_name,
+    compound_name,
+    deploy_variant,
+    lambda_name,
+    transfer_targets,
+    variant_suffix,
+    variants,
+)
+from .signatures import (
     Signature,
     extract_signature,
     load_signature,
@@ -50,8 +61,6 @@ from .rws import (
     save_signature,
     state_digest,
 )
-from .stages import _initial_model, _new_meta, model_identity
-from .train import CleanInputs, CorruptionInputs, TrainSettings, train_model
 
 log = logging.getLogger(__name__)
 
@@ -65,48 +74,42 @@ EVALSET = "test"
 
 
 def _training_record(spec: Mapping, policy, seed: int, corruptions=(), severities=(), clean_fraction=0.0) -> dict:
-    return {**spec, "policy": policy.name, "corruptions": list(corruptions), "severities": list(severities),
-            "clean_fraction": clean_fraction, "seed": seed,
-            # The fields the soup report reads (see report.tables.add_training_columns).
-            "norms": [], "attack_steps": 0, "cost": spec["epochs"]}
+    return {
+        **spec,
+        "policy": policy.name,
+        "corruptions": list(corruptions),
+        "severities": list(severities),
+        "clean_fraction": clean_fraction,
+        "seed": seed,
+        # The fields the soup report reads (see report.tables.add_training_columns).
+        "norms": [],
+        "attack_steps": 0,
+        "cost": spec["epochs"],
+    }
 
 
-def _train(config: Mapping, name: str, spec: Mapping, policy, record: dict, train_path, out_path, device,
-           seed: int, init_path=None) -> Path:
+def _train(
+    config: Mapping,
+    name: str,
+    spec: Mapping,
+    policy,
+    record: dict,
+    train_path,
+    out_path,
+    device,
+    seed: int,
+    init_path=None,
+) -> Path:
+    """Train one RWS model of the run's architecture, from scratch or fine-tuned from ``init_path``."""
     seed_everything(seed)
-    parent, parent_sha = None, ""
-    meta = _new_meta(config, name, training=record)
-    if init_path is not None:
-        state, init_meta = load_checkpoint(init_path, expect=model_identity(config))
-        model = meta.build()
-        load_state_dict_checked(model, state, source=f"initialization {init_path}")
-        parent, parent_sha = init_meta.name, init_meta.weights_sha256
-        meta.parent = parent
-    else:
-        model = _initial_model(config, meta)
-        if config["model"]["weights"]:
-            meta.provenance["initial_weights"] = config["model"]["weights"]
+    meta = new_meta(model_identity(config), name, training=record)
+    model, init_sha = starting_model(config, meta, init_path)
+    settings = settings_from(spec, seed, decay_all=init_path is not None)
     data = load_split(train_path)
-    settings = TrainSettings(
-        epochs=spec["epochs"], lr=spec["lr"], schedule=spec["schedule"], batch_size=spec["batch_size"],
-        momentum=spec["momentum"], weight_decay=spec["weight_decay"], seed=seed,
-        decay_all=init_path is not None, precision=spec["precision"], channels_last=spec["channels_last"],
-    ).resolved(device, record)
-    resume = Path(out_path).with_suffix(".resume.pt") if spec["resume"] else None
-    fingerprint = json.dumps({"training": record, "identity": model_identity(config), "init": parent_sha},
-                             sort_keys=True)
-    log.info("training %s: %s, %d epochs on %d images from %s", name, policy.name, settings.epochs, len(data),
-             parent or "scratch")
-    start = time.perf_counter()
-    history = train_model(model, data, policy, settings, device, resume_path=resume, fingerprint=fingerprint)
-    meta.metrics = {"train_history": history, "train_seconds": time.perf_counter() - start}
-    save_checkpoint(out_path, model.state_dict(), meta)
-    if resume is not None and resume.exists():
-        resume.unlink()
-    return Path(out_path)
+    return train_and_checkpoint(model, meta, data, policy, settings, out_path, device, spec["resume"], init_sha)
 
 
-def train_init(config: Mapping, name: str, train_path, out_path, device) -> Path:
+def train_rws_init(config: Mapping, name: str, train_path, out_path, device) -> Path:
     """Rule ``train_rws_init``: the shared initialization (``init``) or a transfer target's own (``init-s<seed>``)."""
     seed = config["seed"] if name == INIT else int(name.removeprefix("init-s"))
     spec = config["rws"]["init"]
@@ -136,17 +139,31 @@ def train_rws_model(config: Mapping, name: str, init_path, train_path, out_path,
         policy = CorruptionInputs([corruption], severities, seed=seed)
         extra = {"corruptions": [corruption], "severities": severities}
     else:
-        raise ValueError(f"unknown RWS model {name!r}; expected standard, augment, {list(transfer_targets(config))} "
-                         f"or expert-<c> for c in {rws['corruptions']}")
+        raise ValueError(
+            f"unknown RWS model {name!r}; expected standard, augment, {list(transfer_targets(config))} "
+            f"or expert-<c> for c in {rws['corruptions']}"
+        )
     record = _training_record(spec, policy, seed, **extra)
     return _train(config, name, spec, policy, record, train_path, out_path, device, seed, init_path=init_path)
+
+
+def train_expert(config: Mapping, corruption: str, init_path, train_path, out_path, device) -> Path:
+    """Rule ``train_expert``: the expert of ``corruption``, fine-tuned from ``init_path`` on that corruption."""
+    return train_rws_model(config, f"expert-{corruption}", init_path, train_path, out_path, device)
 
 
 # --------------------------------------------------------------------------- signatures
 
 
-def extract_stage(config: Mapping, corruptions: Sequence[str], init_path, standard_path, expert_paths: Sequence,
-                  shallow_paths: Sequence, all_paths: Sequence) -> list[Path]:
+def extract_rws(
+    config: Mapping,
+    corruptions: Sequence[str],
+    init_path,
+    standard_path,
+    expert_paths: Sequence,
+    shallow_paths: Sequence,
+    all_paths: Sequence,
+) -> list[Path]:
     """Rule ``extract_rws``: each expert's float32 signature over the first k layers and over all layers.
 
     The init and standard checkpoints are read and the layer plans made once for all experts.
@@ -159,24 +176,39 @@ def extract_stage(config: Mapping, corruptions: Sequence[str], init_path, standa
         shared[label] = state
         shared_sources[label] = {"name": meta.name, "weights_sha256": meta.weights_sha256}
     ident = {**identity, "num_classes": meta.num_classes}
-    plans = {suffix: plan_layers(shared["standard"], k, rws["norm_affine"], rws["statistics"])
-             for k, suffix in ((rws["layers"], ""), (None, "-all"))}
+    plans = {
+        suffix: plan_layers(shared["standard"], k, rws["norm_affine"], rws["statistics"])
+        for k, suffix in ((rws["layers"], ""), (None, "-all"))
+    }
     written = []
     for corruption, expert_path, shallow_path, all_path in zip(corruptions, expert_paths, shallow_paths, all_paths):
         expert, meta = load_checkpoint(expert_path, expect=identity)
         sources = {**shared_sources, "expert": {"name": meta.name, "weights_sha256": meta.weights_sha256}}
         for path, suffix in ((shallow_path, ""), (all_path, "-all")):
             plan = plans[suffix]
-            signature = extract_signature(shared["init"], shared["standard"], expert, plan,
-                                          name=f"rws-{corruption}{suffix}", corruption=corruption,
-                                          identity=ident, sources=sources)
+            signature = extract_signature(
+                shared["init"],
+                shared["standard"],
+                expert,
+                plan,
+                name=f"rws-{corruption}{suffix}",
+                corruption=corruption,
+                identity=ident,
+                sources=sources,
+            )
             written.append(save_signature(path, signature))
-            log.info("%s: %d tensors over %d layers, %d parameters, %d bytes", signature.name,
-                     len(signature.values), len(plan.layers), signature.meta.parameters, signature.meta.file_bytes)
+            log.info(
+                "%s: %d tensors over %d layers, %d parameters, %d bytes",
+                signature.name,
+                len(signature.values),
+                len(plan.layers),
+                signature.meta.parameters,
+                signature.meta.file_bytes,
+            )
     return written
 
 
-def quantize_stage(config: Mapping, signature_path, out_paths: Mapping[int, str]) -> list[Path]:
+def quantize_rws(config: Mapping, signature_path, out_paths: Mapping[int, str]) -> list[Path]:
     """Rule ``quantize_rws``: the signature quantized to each of ``rws.bits``."""
     signature = load_signature(signature_path, expect={"architecture": model_identity(config)["architecture"]})
     written = []
@@ -210,12 +242,15 @@ class EvalSets:
     def corrupted(self, corruption: str, severity: int) -> tuple[torch.Tensor, torch.Tensor]:
         key = (corruption, severity)
         if key not in self._cache:
-            images, labels = read_corrupted_split(self.dir, corruption, severity,
-                                                  severities=sorted(self.config["data"]["severities"]))
+            images, labels = read_corrupted_split(
+                self.dir, corruption, severity, severities=sorted(self.config["data"]["severities"])
+            )
             x, y = images[: self.n].float().div_(255.0), labels[: self.n]
             if not torch.equal(y, self.y):
-                raise ValueError(f"{self.dir}: labels of {corruption} severity {severity} do not match the "
-                                 f"{self.split} split; regenerate the corrupted split")
+                raise ValueError(
+                    f"{self.dir}: labels of {corruption} severity {severity} do not match the "
+                    f"{self.split} split; regenerate the corrupted split"
+                )
             self._cache[key] = (x, y)
         return self._cache[key]
 
@@ -224,8 +259,9 @@ def _correct(model, x, y, device) -> torch.Tensor:
     return clean_correct(model, x.to(device), y.to(device)).cpu()
 
 
-def _rows(model, name: str, sets: EvalSets, corruptions: Sequence[str], severities: Sequence[int], device,
-          clean: bool = True) -> list[dict]:
+def _rows(
+    model, name: str, sets: EvalSets, corruptions: Sequence[str], severities: Sequence[int], device, clean: bool = True
+) -> list[dict]:
     rows = [metric_row(name, "none", 0, _correct(model, sets.x, sets.y, device))] if clean else []
     for corruption in corruptions:
         for severity in severities:
@@ -248,15 +284,20 @@ def _load(config, path, device):
 
 def _signatures(config, paths: Mapping[str, str]) -> dict[str, Signature]:
     identity = model_identity(config)
-    return {c: load_signature(p, expect={"architecture": identity["architecture"],
-                                         "model_kwargs": identity["model_kwargs"]}) for c, p in paths.items()}
+    return {
+        c: load_signature(
+            p, expect={"architecture": identity["architecture"], "model_kwargs": identity["model_kwargs"]}
+        )
+        for c, p in paths.items()
+    }
 
 
 # --------------------------------------------------------------------------- evaluation stages
 
 
-def evaluate_model_stage(config: Mapping, name: str, model_path, test_path, corrupted_dir, rows_path, device
-                         ) -> pd.DataFrame:
+def evaluate_rws_model(
+    config: Mapping, name: str, model_path, test_path, corrupted_dir, rows_path, device
+) -> pd.DataFrame:
     """Rule ``evaluate_rws_model``: a baseline's clean and corrupted accuracy.
 
     ``standard`` and ``augment`` on every corruption; ``expert-<c>`` on its own corruption (the
@@ -269,8 +310,16 @@ def evaluate_model_stage(config: Mapping, name: str, model_path, test_path, corr
     return _write(_rows(model, name, sets, corruptions, rws["eval_severities"], device), rows_path)
 
 
-def evaluate_patched_stage(config: Mapping, variant: str, standard_path, signature_paths: Mapping[str, str],
-                           test_path, corrupted_dir, rows_path, device) -> pd.DataFrame:
+def evaluate_patched(
+    config: Mapping,
+    variant: str,
+    standard_path,
+    signature_paths: Mapping[str, str],
+    test_path,
+    corrupted_dir,
+    rows_path,
+    device,
+) -> pd.DataFrame:
     """Rule ``evaluate_patched``: the standard model patched with each corruption's signature (oracle, λ = rws.lambda).
 
     Rows ``rws-<c><suffix>``: on corruption c at every evaluation severity and on clean images
@@ -296,12 +345,9 @@ def evaluate_patched_stage(config: Mapping, variant: str, standard_path, signatu
     return _write(rows, rows_path)
 
 
-def lambda_name(corruption: str, coefficient: float) -> str:
-    return f"rws-{corruption}-x{coefficient:g}"
-
-
-def lambda_sweep_stage(config: Mapping, standard_path, signature_paths: Mapping[str, str], test_path,
-                       corrupted_dir, rows_path, device) -> pd.DataFrame:
+def rws_lambda_sweep(
+    config: Mapping, standard_path, signature_paths: Mapping[str, str], test_path, corrupted_dir, rows_path, device
+) -> pd.DataFrame:
     """Rule ``rws_lambda_sweep``: accuracy against λ at every evaluation severity (and clean), first ``sweep_images``."""
     model, meta = _load(config, standard_path, device)
     identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
@@ -311,21 +357,15 @@ def lambda_sweep_stage(config: Mapping, standard_path, signature_paths: Mapping[
     for corruption, signature in _signatures(config, signature_paths).items():
         for coefficient in rws["lambdas"]:
             with patched(model, [signature], [coefficient], identity):
-                rows += _rows(model, lambda_name(corruption, coefficient), sets, [corruption],
-                              rws["eval_severities"], device)
+                rows += _rows(
+                    model, lambda_name(corruption, coefficient), sets, [corruption], rws["eval_severities"], device
+                )
     return _write(rows, rows_path)
 
 
-def compound_name(a: str, b: str) -> str:
-    return f"{a}+{b}"
-
-
-def compose_name(a: str, la: float, b: str, lb: float) -> str:
-    return f"rws-{a}-x{la:g}+{b}-x{lb:g}"
-
-
-def compose_stage(config: Mapping, standard_path, signature_paths: Mapping[str, str], test_path, corrupted_dir,
-                  rows_path, device) -> pd.DataFrame:
+def rws_compose(
+    config: Mapping, standard_path, signature_paths: Mapping[str, str], test_path, corrupted_dir, rows_path, device
+) -> pd.DataFrame:
     """Rule ``rws_compose``: two signatures added together with λ₁, λ₂ on a grid.
 
     Evaluated on clean images, on each corruption alone and on the compound corruption (a then
@@ -340,21 +380,35 @@ def compose_stage(config: Mapping, standard_path, signature_paths: Mapping[str, 
     signatures = _signatures(config, {c: signature_paths[c] for c in (a, b)})
     images = sets.images
     both = corrupt(corrupt(images, a, severity, seed=config["seed"]), b, severity, seed=config["seed"])
-    streams = {"none": (sets.x, sets.y), a: sets.corrupted(a, severity), b: sets.corrupted(b, severity),
-               compound_name(a, b): (both.float().div_(255.0), sets.y)}
+    streams = {
+        "none": (sets.x, sets.y),
+        a: sets.corrupted(a, severity),
+        b: sets.corrupted(b, severity),
+        compound_name(a, b): (both.float().div_(255.0), sets.y),
+    }
     rows = []
     for la in rws["compose_lambdas"]:
         for lb in rws["compose_lambdas"]:
             name = compose_name(a, la, b, lb)
             with patched(model, [signatures[a], signatures[b]], [la, lb], identity):
                 for corruption, (x, y) in streams.items():
-                    rows.append(metric_row(name, corruption, 0 if corruption == "none" else severity,
-                                           _correct(model, x, y, device)))
+                    rows.append(
+                        metric_row(
+                            name, corruption, 0 if corruption == "none" else severity, _correct(model, x, y, device)
+                        )
+                    )
     return _write(rows, rows_path)
 
 
-def transfer_stage(config: Mapping, target_paths: Sequence[str], signature_paths: Mapping[str, str], test_path,
-                   corrupted_dir, rows_path, device) -> pd.DataFrame:
+def rws_transfer(
+    config: Mapping,
+    target_paths: Sequence[str],
+    signature_paths: Mapping[str, str],
+    test_path,
+    corrupted_dir,
+    rows_path,
+    device,
+) -> pd.DataFrame:
     """Rule ``rws_transfer``: signatures extracted against ``standard`` patched onto other standard models.
 
     Per target: rows ``<target>`` (alone) and ``rws-<c>@<target>`` (patched, λ = rws.lambda).
@@ -407,8 +461,9 @@ class ShallowFeatures:
         return torch.cat(out)
 
 
-def fit_detector(features: torch.Tensor, labels: torch.Tensor, classes: int, weight_decay: float,
-                 steps: int) -> dict[str, torch.Tensor]:
+def fit_detector(
+    features: torch.Tensor, labels: torch.Tensor, classes: int, weight_decay: float, steps: int
+) -> dict[str, torch.Tensor]:
     """Multinomial logistic regression on standardized features (full-batch L-BFGS, deterministic)."""
     mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
     z = ((features - mean) / std).double()
@@ -431,9 +486,19 @@ def detector_probabilities(detector: Mapping[str, torch.Tensor], features: torch
     return torch.softmax(z @ detector["weight"] + detector["bias"], dim=1)
 
 
-def oracle_free_stage(config: Mapping, standard_path, signature_paths: Mapping[str, str], adapt_path,
-                      adapt_corrupted_dir, test_path, corrupted_dir, rows_path, detector_path, classifier_path,
-                      device) -> pd.DataFrame:
+def rws_oracle_free(
+    config: Mapping,
+    standard_path,
+    signature_paths: Mapping[str, str],
+    adapt_path,
+    adapt_corrupted_dir,
+    test_path,
+    corrupted_dir,
+    rows_path,
+    detector_path,
+    classifier_path,
+    device,
+) -> pd.DataFrame:
     """Rule ``rws_oracle_free``: no oracle; a corruption-type classifier picks the signature and λ per batch.
 
     The classifier (multinomial logistic regression) sees per-channel means and standard
@@ -466,8 +531,11 @@ def oracle_free_stage(config: Mapping, standard_path, signature_paths: Mapping[s
     y_fit = torch.cat([torch.full((adapt.n,), i, dtype=torch.int64) for i in range(len(classes))])
     detector = fit_detector(x_fit, y_fit, len(classes), spec["weight_decay"], spec["steps"])
     with atomic_path(classifier_path) as tmp:
-        save_torch({k: v.float().contiguous() for k, v in detector.items()}, str(tmp),
-                   metadata={"classes": json.dumps(classes), "layers": json.dumps(layers)})
+        save_torch(
+            {k: v.float().contiguous() for k, v in detector.items()},
+            str(tmp),
+            metadata={"classes": json.dumps(classes), "layers": json.dumps(layers)},
+        )
 
     best_lambda = {}
     for c, s in classes[1:]:
@@ -502,13 +570,21 @@ def oracle_free_stage(config: Mapping, standard_path, signature_paths: Mapping[s
         rows.append(metric_row("rws-oracle-tuned", truth[0], truth[1], torch.cat(tuned)))
         per_image = probabilities.argmax(1)
         image_type = sum(classes[int(i)][0] == truth[0] for i in per_image)
-        detector_rows.append({
-            "corruption": truth[0], "severity": truth[1], "batch_size": batch, "batches": batches,
-            "correct_corruption": right_type, "correct_both": right_both,
-            "accuracy_corruption": right_type / batches, "accuracy_both": right_both / batches,
-            "images": len(y), "image_accuracy_corruption": image_type / len(y),
-            "lambda": 0.0 if truth[0] == "none" else best_lambda[truth],
-        })
+        detector_rows.append(
+            {
+                "corruption": truth[0],
+                "severity": truth[1],
+                "batch_size": batch,
+                "batches": batches,
+                "correct_corruption": right_type,
+                "correct_both": right_both,
+                "accuracy_corruption": right_type / batches,
+                "accuracy_both": right_both / batches,
+                "images": len(y),
+                "image_accuracy_corruption": image_type / len(y),
+                "lambda": 0.0 if truth[0] == "none" else best_lambda[truth],
+            }
+        )
     write_text_atomic(detector_path, pd.DataFrame(detector_rows).to_csv(sep="\t", index=False))
     return _write(rows, rows_path)
 
@@ -516,23 +592,49 @@ def oracle_free_stage(config: Mapping, standard_path, signature_paths: Mapping[s
 # --------------------------------------------------------------------------- gathering and report
 
 
-def report_stage(config: Mapping, metric_paths: Sequence[str], gathered_path, detector_path,
-                 model_paths: Mapping[str, str], signature_paths: Mapping[str, Mapping[str, str]], classifier_path,
-                 tables: Mapping[str, str], figures: Mapping[str, str]) -> list[Path]:
+def report_rws(
+    config: Mapping,
+    metric_paths: Sequence[str],
+    gathered_path,
+    detector_path,
+    model_paths: Mapping[str, str],
+    signature_paths: Mapping[str, Mapping[str, str]],
+    classifier_path,
+    tables: Mapping[str, str],
+    figures: Mapping[str, str],
+) -> list[Path]:
     """Rule ``report_rws``: every RWS metric file in one tidy table (``gathered_path``, i.e.
     ``metrics/rws.tsv``), then Table 1, Table 4, the oracle-free and transfer tables, and three figures."""
-    from .report import rws as report
+    from . import report
 
     metrics = read_metrics(list(metric_paths))
     write_metrics(metrics, gathered_path)
     detector = pd.read_csv(detector_path, sep="\t")
-    return report.write_report(config, metrics, detector, model_paths, signature_paths, classifier_path,
-                               tables, figures)
+    return report.write_report(
+        config, metrics, detector, model_paths, signature_paths, classifier_path, tables, figures
+    )
 
 
 __all__ = [
-    "EvalSets", "ShallowFeatures", "check_rws_config", "compose_stage", "deploy_variant", "detector_probabilities",
-    "evaluate_model_stage", "evaluate_patched_stage", "extract_stage", "fit_detector",
-    "lambda_sweep_stage", "metric_row", "oracle_free_stage", "quantize_stage", "report_stage", "train_init",
-    "train_rws_model", "transfer_stage", "transfer_targets", "variant_suffix", "variants",
+    "EvalSets",
+    "ShallowFeatures",
+    "check_rws_config",
+    "deploy_variant",
+    "detector_probabilities",
+    "evaluate_patched",
+    "evaluate_rws_model",
+    "extract_rws",
+    "fit_detector",
+    "metric_row",
+    "quantize_rws",
+    "report_rws",
+    "rws_compose",
+    "rws_lambda_sweep",
+    "rws_oracle_free",
+    "rws_transfer",
+    "train_rws_init",
+    "train_rws_model",
+    "transfer_targets",
+    "variant_suffix",
+    "variants",
 ]

@@ -18,21 +18,12 @@ from pathlib import Path
 
 import yaml
 
-from .checkpoint import CheckpointError, load_checkpoint, load_meta, save_checkpoint
-from .config import ConfigError, load_config_file, resolve_config
-from .data import DATASETS, DataLayoutError
-from .weights import WeightMismatchError, affine_combination
-
-
-def parse_path_and_number(spec: str, number: str, expected: str) -> tuple[Path, float]:
-    """``PATH:NUMBER`` on the command line (the last colon splits, so paths may hold colons)."""
-    path, sep, value = spec.rpartition(":")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected {expected}, found {spec!r}")
-    try:
-        return Path(path), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{number} {value!r} in {spec!r} is not a number") from None
+from ..checkpoint import CheckpointError, load_checkpoint, load_meta, save_checkpoint
+from ..config import ConfigError, load_config_file, resolve_config
+from ..data import DATASETS, DataLayoutError
+from ..weights import WeightMismatchError, affine_combination
+from .args import parse_path_and_number
+from .rws import add_rws_commands
 
 
 def _parse_weighted(spec: str) -> tuple[Path, float]:
@@ -76,7 +67,7 @@ def cmd_soup(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from .data.check import check_dataset
+    from ..data.check import check_dataset
 
     corruptions = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
     severities = [int(s) for s in args.severities.split(",") if s] if args.severities else None
@@ -103,8 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors (+ .json sidecar)")
     soup.set_defaults(run=cmd_soup)
 
-    from .rws_cli import add_rws_commands  # here: rws_cli imports this module
-
     add_rws_commands(commands)
 
     data = commands.add_parser("data", help="data set tools")
@@ -114,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="registry name of the data set")
     check.add_argument("--root", type=Path, default=None, help="folder holding the data set (not needed for digits)")
-    check.add_argument("--quick", action="store_true",
-                       help="check the structure only (folders, one image per class, array shapes); no full count")
+    check.add_argument(
+        "--quick",
+        action="store_true",
+        help="check the structure only (folders, one image per class, array shapes); no full count",
+    )
     check.add_argument("--corruptions", default="", help="comma-separated corruptions that must be present (-C sets)")
     check.add_argument("--severities", default="", help="comma-separated severities to check (-C sets; default 1-5)")
     check.set_defaults(run=cmd_data_check)

@@ -59,18 +59,21 @@ import datetime as _dt
 import hashlib
 import json
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
-from safetensors.torch import load_file as load_torch, save_file as save_torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file as load_torch
+from safetensors.torch import save_file as save_torch
 
-from .checkpoint import file_sha256, read_sidecar, sidecar_path
-from .io import atomic_path, write_text_atomic
+from ..checkpoint import file_sha256, read_sidecar, sidecar_path
+from ..io import atomic_path, write_text_atomic
 
 FORMAT = "robustsoup-rws/1"
 STATISTICS = ("none", "selected", "all")
@@ -93,8 +96,11 @@ def _module(key: str) -> str:
 
 def weight_layers(state: StateDict) -> list[str]:
     """Module names of the weight layers (``weight`` with ≥ 2 dims), in state-dict order."""
-    return [_module(k) for k, v in state.items()
-            if k.rpartition(".")[2] == "weight" and torch.is_floating_point(v) and v.dim() >= 2]
+    return [
+        _module(k)
+        for k, v in state.items()
+        if k.rpartition(".")[2] == "weight" and torch.is_floating_point(v) and v.dim() >= 2
+    ]
 
 
 def batchnorm_layers(state: StateDict) -> list[str]:
@@ -117,8 +123,7 @@ class LayerPlan:
     statistics: str
 
 
-def plan_layers(state: StateDict, k: int | None = 5, norm_affine: bool = True,
-                statistics: str = "all") -> LayerPlan:
+def plan_layers(state: StateDict, k: int | None = 5, norm_affine: bool = True, statistics: str = "all") -> LayerPlan:
     """The tensors of a signature over the first ``k`` weight layers (``None``: all of them).
 
     See the module docstring for the rules. Raises :class:`SignatureError` if the state dict
@@ -145,8 +150,13 @@ def plan_layers(state: StateDict, k: int | None = 5, norm_affine: bool = True,
             continue
         if module in chosen_set and leaf in ("weight", "bias"):
             tensors[key] = "weight"
-        elif leaf in ("weight", "bias") and norm_affine and module not in chosen_set and value.dim() == 1 \
-                and (module in bn or f"{module}.weight" in state and state[f"{module}.weight"].dim() == 1):
+        elif (
+            leaf in ("weight", "bias")
+            and norm_affine
+            and module not in chosen_set
+            and value.dim() == 1
+            and (module in bn or (f"{module}.weight" in state and state[f"{module}.weight"].dim() == 1))
+        ):
             tensors[key] = "norm"
         elif statistics == "selected" and module in bn and leaf in ("running_mean", "running_var"):
             tensors[key] = "mean" if leaf == "running_mean" else "logvar"
@@ -223,9 +233,17 @@ class Signature:
         return self.meta.name
 
 
-def extract_signature(init: StateDict, standard: StateDict, expert: StateDict, plan: LayerPlan, *,
-                      name: str, corruption: str | None, identity: Mapping[str, Any],
-                      sources: Mapping[str, Any] | None = None) -> Signature:
+def extract_signature(
+    init: StateDict,
+    standard: StateDict,
+    expert: StateDict,
+    plan: LayerPlan,
+    *,
+    name: str,
+    corruption: str | None,
+    identity: Mapping[str, Any],
+    sources: Mapping[str, Any] | None = None,
+) -> Signature:
     """The RWS of ``expert`` against ``standard``, both fine-tuned from ``init``, over ``plan``.
 
     ``identity`` has the sidecar fields architecture, model_kwargs, dataset, num_classes.
@@ -238,8 +256,10 @@ def extract_signature(init: StateDict, standard: StateDict, expert: StateDict, p
             raise SignatureError(f"the {label} model or the initialization lacks {missing[:3]}: other architecture")
         bad = [k for k in plan.tensors if state[k].shape != init[k].shape]
         if bad:
-            raise SignatureError(f"{label} key {bad[0]!r} has shape {tuple(state[bad[0]].shape)}, the initialization "
-                                 f"{tuple(init[bad[0]].shape)}: other architecture")
+            raise SignatureError(
+                f"{label} key {bad[0]!r} has shape {tuple(state[bad[0]].shape)}, the initialization "
+                f"{tuple(init[bad[0]].shape)}: other architecture"
+            )
     values: dict[str, torch.Tensor] = {}
     norms: dict[str, dict[str, float]] = {}
     tensors: dict[str, dict[str, Any]] = {}
@@ -248,11 +268,19 @@ def extract_signature(init: StateDict, standard: StateDict, expert: StateDict, p
         if kind in ("weight", "norm"):
             delta, move = e - z, s - z
             value = project_out(delta, move)
-            cosine = float(delta.flatten() @ move.flatten() / (delta.norm() * move.norm())) \
-                if delta.norm() > 0 and move.norm() > 0 else 0.0
-            norms[key] = {"rws": float(value.norm()), "delta": float(delta.norm()), "standard_move": float(move.norm()),
-                          "standard": float(s.norm()), "expert_minus_standard": float((e - s).norm()),
-                          "cosine": cosine}
+            cosine = (
+                float(delta.flatten() @ move.flatten() / (delta.norm() * move.norm()))
+                if delta.norm() > 0 and move.norm() > 0
+                else 0.0
+            )
+            norms[key] = {
+                "rws": float(value.norm()),
+                "delta": float(delta.norm()),
+                "standard_move": float(move.norm()),
+                "standard": float(s.norm()),
+                "expert_minus_standard": float((e - s).norm()),
+                "cosine": cosine,
+            }
         elif kind == "mean":
             value = e - s
             norms[key] = {"rws": float(value.norm()), "standard": float(s.norm())}
@@ -262,11 +290,20 @@ def extract_signature(init: StateDict, standard: StateDict, expert: StateDict, p
         values[key] = value
         tensors[key] = {"kind": kind, "shape": list(value.shape)}
     meta = SignatureMeta(
-        name=name, corruption=corruption, architecture=identity["architecture"],
-        model_kwargs=dict(identity["model_kwargs"]), dataset=identity["dataset"],
-        num_classes=int(identity["num_classes"]), layers=list(plan.layers), k=plan.k,
-        norm_affine=plan.norm_affine, statistics=plan.statistics, tensors=tensors,
-        sources=dict(sources or {}), norms=norms, parameters=sum(v.numel() for v in values.values()),
+        name=name,
+        corruption=corruption,
+        architecture=identity["architecture"],
+        model_kwargs=dict(identity["model_kwargs"]),
+        dataset=identity["dataset"],
+        num_classes=int(identity["num_classes"]),
+        layers=list(plan.layers),
+        k=plan.k,
+        norm_affine=plan.norm_affine,
+        statistics=plan.statistics,
+        tensors=tensors,
+        sources=dict(sources or {}),
+        norms=norms,
+        parameters=sum(v.numel() for v in values.values()),
     )
     return Signature(values=values, meta=meta)
 
@@ -316,9 +353,17 @@ def quantize(signature: Signature, bits: int, name: str | None = None) -> Signat
         q, scale, offset = quantize_tensor(value, bits)
         codes[key] = (q, scale, offset)
         values[key] = dequantize_tensor(q, scale, offset)
-    meta = SignatureMeta(**{**asdict(signature.meta), "bits": bits, "name": name or f"{signature.name}-{bits}bit",
-                            "file_bytes": 0, "weights_sha256": "", "created": "",
-                            "provenance": {**signature.meta.provenance, "quantized_from": signature.name}})
+    meta = SignatureMeta(
+        **{
+            **asdict(signature.meta),
+            "bits": bits,
+            "name": name or f"{signature.name}-{bits}bit",
+            "file_bytes": 0,
+            "weights_sha256": "",
+            "created": "",
+            "provenance": {**signature.meta.provenance, "quantized_from": signature.name},
+        }
+    )
     return Signature(values=values, meta=meta, codes=codes)
 
 
@@ -350,12 +395,13 @@ def save_signature(path: str | Path, signature: Signature) -> Path:
         arrays["__scale__"] = np.array([signature.codes[k][1] for k in order], dtype=np.float64)
         arrays["__offset__"] = np.array([signature.codes[k][2] for k in order], dtype=np.float64)
     with atomic_path(path) as tmp:
-        save_numpy(arrays, str(tmp), metadata={"format": FORMAT, "name": signature.name,
-                                               "bits": str(signature.meta.bits)})
+        save_numpy(
+            arrays, str(tmp), metadata={"format": FORMAT, "name": signature.name, "bits": str(signature.meta.bits)}
+        )
     meta = signature.meta
     meta.file_bytes = path.stat().st_size
     meta.weights_sha256 = file_sha256(path)
-    meta.created = meta.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    meta.created = meta.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     write_text_atomic(sidecar_path(path), json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
     return path
 
@@ -370,7 +416,9 @@ def load_signature(path: str | Path, expect: Mapping[str, Any] | None = None) ->
     if not path.is_file():
         raise SignatureError(f"signature {path} does not exist")
     if not side.is_file():
-        raise SignatureError(f"signature sidecar {side} is missing; a signature is a .safetensors file plus a .json sidecar")
+        raise SignatureError(
+            f"signature sidecar {side} is missing; a signature is a .safetensors file plus a .json sidecar"
+        )
     meta = read_sidecar(side, FORMAT, SignatureMeta, SignatureError, "signature")
     if meta.weights_sha256 and file_sha256(path) != meta.weights_sha256:
         raise SignatureError(f"signature {path} does not match its sidecar's SHA-256: truncated or replaced")
@@ -389,10 +437,14 @@ def load_signature(path: str | Path, expect: Mapping[str, Any] | None = None) ->
             raise SignatureError(f"signature {path} lacks tensor {key!r} that its sidecar lists")
         array = arrays[key]
         if list(array.shape) != list(info["shape"]):
-            raise SignatureError(f"signature {path}: {key!r} has shape {list(array.shape)}, sidecar says {info['shape']}")
+            raise SignatureError(
+                f"signature {path}: {key!r} has shape {list(array.shape)}, sidecar says {info['shape']}"
+            )
         expected = np.dtype(np.float32) if meta.bits == 32 else code_dtype(meta.bits)
         if array.dtype != expected:
-            raise SignatureError(f"signature {path}: {key!r} is {array.dtype}, expected {expected} for {meta.bits} bits")
+            raise SignatureError(
+                f"signature {path}: {key!r} is {array.dtype}, expected {expected} for {meta.bits} bits"
+            )
         if meta.bits == 32:
             values[key] = torch.from_numpy(array.astype(np.float64))
         else:
@@ -421,15 +473,25 @@ def _check_same_kinds(signatures: Sequence[Signature]) -> dict[str, str]:
     for sig in signatures:
         for key, kind in sig.kinds.items():
             if kinds.setdefault(key, kind) != kind:
-                raise SignatureError(f"{key!r} is a {kinds[key]} tensor in one signature and a {kind} one in {sig.name}")
+                raise SignatureError(
+                    f"{key!r} is a {kinds[key]} tensor in one signature and a {kind} one in {sig.name}"
+                )
     return kinds
 
 
 def rescale(signature: Signature, factor: float, name: str | None = None) -> Signature:
     """λ·RWS as a signature of its own (float64 values, stored as float32 if saved)."""
-    meta = SignatureMeta(**{**asdict(signature.meta), "bits": 32, "name": name or f"{signature.name}-x{factor:g}",
-                            "file_bytes": 0, "weights_sha256": "", "created": "",
-                            "provenance": {"rescaled": {signature.name: float(factor)}}})
+    meta = SignatureMeta(
+        **{
+            **asdict(signature.meta),
+            "bits": 32,
+            "name": name or f"{signature.name}-x{factor:g}",
+            "file_bytes": 0,
+            "weights_sha256": "",
+            "created": "",
+            "provenance": {"rescaled": {signature.name: float(factor)}},
+        }
+    )
     return Signature(values={k: v * float(factor) for k, v in signature.values.items()}, meta=meta)
 
 
@@ -448,10 +510,17 @@ def compose(signatures: Sequence[Signature], coefficients: Sequence[float], name
     tensors = {k: {"kind": kinds[k], "shape": list(v.shape)} for k, v in total.items()}
     layers = list(dict.fromkeys(layer for sig in signatures for layer in sig.meta.layers))
     meta = SignatureMeta(
-        name=name, corruption=None, architecture=first.architecture, model_kwargs=first.model_kwargs,
-        dataset=first.dataset, num_classes=first.num_classes, layers=layers,
+        name=name,
+        corruption=None,
+        architecture=first.architecture,
+        model_kwargs=first.model_kwargs,
+        dataset=first.dataset,
+        num_classes=first.num_classes,
+        layers=layers,
         k=None if any(s.meta.k is None for s in signatures) else max(s.meta.k for s in signatures),
-        norm_affine=any(s.meta.norm_affine for s in signatures), statistics=first.statistics, tensors=tensors,
+        norm_affine=any(s.meta.norm_affine for s in signatures),
+        statistics=first.statistics,
+        tensors=tensors,
         provenance={"composed": [{"name": s.name, "coefficient": float(c)} for s, c in zip(signatures, coefficients)]},
         parameters=sum(v.numel() for v in total.values()),
     )
@@ -463,8 +532,10 @@ def check_compatible(signatures: Sequence[Signature]) -> None:
     first = signatures[0].meta
     for sig in signatures[1:]:
         if sig.meta.identity() != first.identity():
-            raise SignatureError(f"{sig.name} is for a {sig.meta.architecture} {sig.meta.model_kwargs}, "
-                                 f"{first.name} for a {first.architecture} {first.model_kwargs}")
+            raise SignatureError(
+                f"{sig.name} is for a {sig.meta.architecture} {sig.meta.model_kwargs}, "
+                f"{first.name} for a {first.architecture} {first.model_kwargs}"
+            )
 
 
 def check_applicable(base: StateDict, signature: Signature, identity: Mapping[str, Any] | None = None) -> None:
@@ -474,8 +545,10 @@ def check_applicable(base: StateDict, signature: Signature, identity: Mapping[st
     signature's: a signature transfers across data sets and seeds, not architectures.
     """
     meta = signature.meta
-    where = f"signature {meta.name} (layers {', '.join(meta.layers[:3])}{'…' if len(meta.layers) > 3 else ''} " \
-            f"of a {meta.architecture} {meta.model_kwargs})"
+    where = (
+        f"signature {meta.name} (layers {', '.join(meta.layers[:3])}{'…' if len(meta.layers) > 3 else ''} "
+        f"of a {meta.architecture} {meta.model_kwargs})"
+    )
     if identity is not None:
         wanted = {"architecture": identity["architecture"], "model_kwargs": dict(identity["model_kwargs"])}
         if wanted != meta.identity():
@@ -484,8 +557,10 @@ def check_applicable(base: StateDict, signature: Signature, identity: Mapping[st
         if key not in base:
             raise SignatureError(f"{where}: the model has no tensor {key!r}; it is another architecture")
         if tuple(base[key].shape) != tuple(value.shape):
-            raise SignatureError(f"{where}: {key!r} has shape {tuple(value.shape)} in the signature, "
-                                 f"{tuple(base[key].shape)} in the model; it is another architecture")
+            raise SignatureError(
+                f"{where}: {key!r} has shape {tuple(value.shape)} in the signature, "
+                f"{tuple(base[key].shape)} in the model; it is another architecture"
+            )
         if not torch.is_floating_point(base[key]):
             raise SignatureError(f"{where}: {key!r} is an integer tensor in the model")
 
@@ -499,8 +574,9 @@ def _sum_deltas(signatures: Sequence[Signature], coefficients: Sequence[float]) 
     return total
 
 
-def _patched_tensors(base: StateDict, signatures: Sequence[Signature], coefficients: Sequence[float],
-                     identity: Mapping[str, Any] | None) -> dict[str, torch.Tensor]:
+def _patched_tensors(
+    base: StateDict, signatures: Sequence[Signature], coefficients: Sequence[float], identity: Mapping[str, Any] | None
+) -> dict[str, torch.Tensor]:
     if len(signatures) != len(coefficients):
         raise SignatureError(f"{len(signatures)} signatures but {len(coefficients)} coefficients")
     for sig in signatures:
@@ -515,8 +591,12 @@ def _patched_tensors(base: StateDict, signatures: Sequence[Signature], coefficie
     return out
 
 
-def patched_state(base: StateDict, signatures: Sequence[Signature], coefficients: Sequence[float],
-                  identity: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+def patched_state(
+    base: StateDict,
+    signatures: Sequence[Signature],
+    coefficients: Sequence[float],
+    identity: Mapping[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
     """θ = θ_base + Σ λᵢ RWSᵢ as a new state dict; ``base`` is left untouched.
 
     The deltas are summed in float64 and added once, then cast to each tensor's dtype; running
@@ -548,8 +628,12 @@ class Patch:
 
 
 @torch.no_grad()
-def apply_signatures(model: torch.nn.Module, signatures: Sequence[Signature], coefficients: Sequence[float],
-                     identity: Mapping[str, Any] | None = None) -> Patch:
+def apply_signatures(
+    model: torch.nn.Module,
+    signatures: Sequence[Signature],
+    coefficients: Sequence[float],
+    identity: Mapping[str, Any] | None = None,
+) -> Patch:
     """Patch ``model`` in place with θ + Σ λᵢ RWSᵢ; ``Patch.remove()`` restores it exactly."""
     state = model.state_dict(keep_vars=True)
     plain = {k: v.detach() for k, v in state.items()}
@@ -560,13 +644,21 @@ def apply_signatures(model: torch.nn.Module, signatures: Sequence[Signature], co
         originals[key] = target.clone()
         targets[key] = target
         target.copy_(value)
-    return Patch(originals=originals, signatures=[s.name for s in signatures],
-                 coefficients=[float(c) for c in coefficients], _targets=targets)
+    return Patch(
+        originals=originals,
+        signatures=[s.name for s in signatures],
+        coefficients=[float(c) for c in coefficients],
+        _targets=targets,
+    )
 
 
 @contextlib.contextmanager
-def patched(model: torch.nn.Module, signatures: Sequence[Signature], coefficients: Sequence[float],
-            identity: Mapping[str, Any] | None = None) -> Iterator[Patch]:
+def patched(
+    model: torch.nn.Module,
+    signatures: Sequence[Signature],
+    coefficients: Sequence[float],
+    identity: Mapping[str, Any] | None = None,
+) -> Iterator[Patch]:
     """``with patched(model, [sig], [λ]): …`` — the model is exactly restored on exit."""
     patch = apply_signatures(model, signatures, coefficients, identity)
     try:
@@ -600,7 +692,7 @@ def patch_checkpoint(model_path: str | Path, specs: Sequence[tuple[str | Path, f
     Beside it, ``OUT.unpatch.safetensors`` keeps exact copies of the replaced tensors, and the
     sidecar's provenance records the base model, its content digest and every (signature, λ).
     """
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import load_checkpoint, save_checkpoint
 
     state, meta = load_checkpoint(model_path)
     signatures = [load_signature(path) for path, _ in specs]
@@ -611,12 +703,19 @@ def patch_checkpoint(model_path: str | Path, specs: Sequence[tuple[str | Path, f
     out_path = Path(out_path)
     with atomic_path(unpatch_companion(out_path)) as tmp:
         save_torch({k: state[k].contiguous() for k in touched}, str(tmp), metadata={"format": FORMAT + "+originals"})
-    meta.provenance = {**meta.provenance, "rws_patch": {
-        "base": meta.name, "base_weights_sha256": meta.weights_sha256, "base_digest": state_digest(state),
-        "signatures": [{"path": str(p), "name": s.name, "sha256": s.meta.weights_sha256, "coefficient": c}
-                       for (p, _), s, c in zip(specs, signatures, coefficients)],
-        "originals": unpatch_companion(out_path).name,
-    }}
+    meta.provenance = {
+        **meta.provenance,
+        "rws_patch": {
+            "base": meta.name,
+            "base_weights_sha256": meta.weights_sha256,
+            "base_digest": state_digest(state),
+            "signatures": [
+                {"path": str(p), "name": s.name, "sha256": s.meta.weights_sha256, "coefficient": c}
+                for (p, _), s, c in zip(specs, signatures, coefficients)
+            ],
+            "originals": unpatch_companion(out_path).name,
+        },
+    }
     meta.name, meta.weights_sha256, meta.created, meta.git_commit = out_path.stem, "", "", ""
     return save_checkpoint(out_path, new, meta)
 
@@ -627,7 +726,7 @@ def unpatch_checkpoint(patched_path: str | Path, out_path: str | Path) -> Path:
     Fails if the companion file is missing or the restored tensors do not hash to the digest
     recorded at patch time.
     """
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import load_checkpoint, save_checkpoint
 
     state, meta = load_checkpoint(patched_path)
     record = meta.provenance.get("rws_patch")
@@ -639,17 +738,46 @@ def unpatch_checkpoint(patched_path: str | Path, out_path: str | Path) -> Path:
     originals = load_torch(str(companion))
     restored = {k: originals.get(k, v) for k, v in state.items()}
     if state_digest(restored) != record["base_digest"]:
-        raise SignatureError(f"unpatching {patched_path} did not reproduce the base model {record['base']} "
-                             "(its companion file belongs to another patch)")
+        raise SignatureError(
+            f"unpatching {patched_path} did not reproduce the base model {record['base']} "
+            "(its companion file belongs to another patch)"
+        )
     meta.provenance = {k: v for k, v in meta.provenance.items() if k != "rws_patch"}
     meta.name, meta.weights_sha256, meta.created, meta.git_commit = record["base"], "", "", ""
     return save_checkpoint(out_path, restored, meta)
 
 
 __all__ = [
-    "FORMAT", "KINDS", "LayerPlan", "Patch", "STATISTICS", "Signature", "SignatureError", "SignatureMeta",
-    "apply_signatures", "batchnorm_layers", "check_applicable", "check_compatible", "code_dtype", "compose",
-    "dequantize_tensor", "extract_signature", "load_signature", "patch_checkpoint", "patched", "patched_state",
-    "plan_layers", "project_out", "quantize", "quantize_tensor", "rescale", "save_signature", "sidecar_path",
-    "state_digest", "storage_bytes", "unpatch_checkpoint", "unpatch_companion", "weight_layers",
+    "FORMAT",
+    "KINDS",
+    "STATISTICS",
+    "LayerPlan",
+    "Patch",
+    "Signature",
+    "SignatureError",
+    "SignatureMeta",
+    "apply_signatures",
+    "batchnorm_layers",
+    "check_applicable",
+    "check_compatible",
+    "code_dtype",
+    "compose",
+    "dequantize_tensor",
+    "extract_signature",
+    "load_signature",
+    "patch_checkpoint",
+    "patched",
+    "patched_state",
+    "plan_layers",
+    "project_out",
+    "quantize",
+    "quantize_tensor",
+    "rescale",
+    "save_signature",
+    "sidecar_path",
+    "state_digest",
+    "storage_bytes",
+    "unpatch_checkpoint",
+    "unpatch_companion",
+    "weight_layers",
 ]

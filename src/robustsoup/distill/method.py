@@ -48,20 +48,27 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import ImageSplit
-from .device import PRECISIONS, Arithmetic, resolve_precision
-from .models import Normalized
-from .models.multihead import HEADS, MultiHeadNet
-from .train import (CorruptionInputs, EpochState, TrainingDivergedError, epoch_batches, learning_rate,
-                    set_learning_rate, step)
+from ..data import ImageSplit
+from ..device import PRECISIONS, Arithmetic, resolve_precision
+from ..models import Normalized
+from ..models.multihead import HEADS, MultiHeadNet
+from ..train.loop import (
+    CorruptionInputs,
+    EpochState,
+    TrainingDivergedError,
+    epoch_batches,
+    learning_rate,
+    set_learning_rate,
+    step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +112,11 @@ class AugmentInputs:
             raise ValueError(f"augmix_severity must be in 1..10, found {self.augmix_severity}")
         self.uses_augmix = "augmix" in self.kind
         self.uses_corruptions = "corruptions" in self.kind
-        self.corrupt = (CorruptionInputs(list(self.corruptions), list(self.severities), 0.0, self.seed)
-                        if self.uses_corruptions else None)
+        self.corrupt = (
+            CorruptionInputs(list(self.corruptions), list(self.severities), 0.0, self.seed)
+            if self.uses_corruptions
+            else None
+        )
         if self.uses_augmix:
             from torchvision.transforms import AugMix
 
@@ -139,8 +149,7 @@ class AugmentInputs:
         return out.to(x.device).float().div_(255.0)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(),
-                "corrupt": self.corrupt.state_dict() if self.corrupt else {}}
+        return {"generator": self.generator.get_state(), "corrupt": self.corrupt.state_dict() if self.corrupt else {}}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
@@ -150,8 +159,9 @@ class AugmentInputs:
 
 def make_augmentation(spec: Mapping, seed: int) -> AugmentInputs:
     """The policy of a config's ``distill.augmentation`` section."""
-    return AugmentInputs(spec["kind"], spec["corruptions"], spec["severities"], spec["clean_fraction"],
-                         spec["augmix_severity"], seed)
+    return AugmentInputs(
+        spec["kind"], spec["corruptions"], spec["severities"], spec["clean_fraction"], spec["augmix_severity"], seed
+    )
 
 
 # ----------------------------------------------------------------------------- the multi-head student
@@ -164,8 +174,9 @@ def multihead_net(model: Normalized) -> MultiHeadNet:
     return net
 
 
-def multihead_state_from_student(student_state: Mapping[str, torch.Tensor], net: MultiHeadNet,
-                                 prefix: str = "net.") -> dict[str, torch.Tensor]:
+def multihead_state_from_student(
+    student_state: Mapping[str, torch.Tensor], net: MultiHeadNet, prefix: str = "net."
+) -> dict[str, torch.Tensor]:
     """The multi-head student's state dict from the original student's: the base as it is, every head
     a copy of the original classifier."""
     classifier = prefix + net.classifier_name + "."
@@ -173,9 +184,9 @@ def multihead_state_from_student(student_state: Mapping[str, torch.Tensor], net:
     for key, tensor in student_state.items():
         if key.startswith(classifier):
             for head in HEADS:
-                state[f"{prefix}heads.{head}.{key[len(classifier):]}"] = tensor.clone()
+                state[f"{prefix}heads.{head}.{key[len(classifier) :]}"] = tensor.clone()
         elif key.startswith(prefix):
-            state[f"{prefix}base.{key[len(prefix):]}"] = tensor.clone()
+            state[f"{prefix}base.{key[len(prefix) :]}"] = tensor.clone()
         else:
             state[key] = tensor.clone()
     return state
@@ -203,10 +214,6 @@ def set_distillation_mode(model: Normalized, batchnorm: str = "train") -> None:
             net.get_submodule(name).train()
 
 
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 def _normalize(model: Normalized, x: torch.Tensor) -> torch.Tensor:
     return (x - model.mean) / model.std
 
@@ -227,7 +234,7 @@ class DistillSettings:
     temperature: float = 4.0
     ce_weight: float = 1.0
     kd_weight: float = 1.0
-    head_weights: Mapping[str, float] = field(default_factory=lambda: {h: 1.0 for h in HEADS})
+    head_weights: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(HEADS, 1.0))
     batchnorm: str = "train"
     seed: int = 0
     precision: str = "float32"  # auto | float32 | bf16 | fp16: autocast of every forward pass (teacher's too)
@@ -240,8 +247,9 @@ class DistillSettings:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, found {self.temperature}")
         if self.ce_weight < 0 or self.kd_weight < 0 or self.ce_weight + self.kd_weight == 0:
-            raise ValueError(f"ce_weight and kd_weight must be ≥ 0 and not both 0, found "
-                             f"{self.ce_weight} and {self.kd_weight}")
+            raise ValueError(
+                f"ce_weight and kd_weight must be ≥ 0 and not both 0, found {self.ce_weight} and {self.kd_weight}"
+            )
         if set(self.head_weights) != set(HEADS) or any(w < 0 for w in self.head_weights.values()):
             raise ValueError(f"head_weights needs a weight ≥ 0 for each of {HEADS}, found {dict(self.head_weights)}")
 
@@ -249,13 +257,24 @@ class DistillSettings:
 def kd_loss(logits: torch.Tensor, target_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """τ² · KL(softmax(target/τ) ‖ softmax(logits/τ)), averaged over the batch (Hinton et al.)."""
     t = temperature
-    return F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(target_logits / t, 1), reduction="batchmean",
-                    log_target=True) * t * t
+    return (
+        F.kl_div(
+            F.log_softmax(logits / t, 1), F.log_softmax(target_logits / t, 1), reduction="batchmean", log_target=True
+        )
+        * t
+        * t
+    )
 
 
-def head_losses(net: MultiHeadNet, features: torch.Tensor, y: torch.Tensor, shifted: torch.Tensor,
-                reference: torch.Tensor, teacher: torch.Tensor, settings: DistillSettings
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def head_losses(
+    net: MultiHeadNet,
+    features: torch.Tensor,
+    y: torch.Tensor,
+    shifted: torch.Tensor,
+    reference: torch.Tensor,
+    teacher: torch.Tensor,
+    settings: DistillSettings,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss of a batch and each head's logits on all of it.
 
     ``features`` (B, D) of a batch whose images ``shifted`` (bool, B) were
@@ -271,7 +290,8 @@ def head_losses(net: MultiHeadNet, features: torch.Tensor, y: torch.Tensor, shif
         if len(labels) == 0:
             return logits.sum() * 0.0
         return settings.ce_weight * F.cross_entropy(logits, labels) + settings.kd_weight * kd_loss(
-            logits, target, settings.temperature)
+            logits, target, settings.temperature
+        )
 
     clean = ~shifted
     logits = {h: net.head(h, features, dropout=True) for h in HEADS}
@@ -325,8 +345,9 @@ def distill_multihead(
     teacher.to(device).eval()
     freeze_for_distillation(model)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay)
+    optimizer = torch.optim.SGD(
+        parameters, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
     scaler = arithmetic.grad_scaler(device)
     generator = torch.Generator().manual_seed(settings.seed)
     n = len(data)
@@ -344,8 +365,9 @@ def distill_multihead(
         correct = dict.fromkeys(HEADS, 0)
         iteration = (epoch - 1) * per_epoch
         lr = settings.lr
-        for b, idx, x, y in epoch_batches(data, order, settings.batch_size, device,
-                                          f"distill epoch {epoch}/{settings.epochs}"):
+        for b, idx, x, y in epoch_batches(
+            data, order, settings.batch_size, device, f"distill epoch {epoch}/{settings.epochs}"
+        ):
             x_train = policy(None, x, y).detach()
             shifted = policy.last_shifted.to(device)
             with torch.no_grad(), arithmetic.autocast(device):
@@ -355,8 +377,9 @@ def distill_multihead(
             set_learning_rate(optimizer, lr)
             with arithmetic.autocast(device):
                 features = net.features(_normalize(model, x_train))
-                loss, logits = head_losses(net, features, y, shifted, reference_logits[idx].to(device),
-                                           teacher_logits, settings)
+                loss, logits = head_losses(
+                    net, features, y, shifted, reference_logits[idx].to(device), teacher_logits, settings
+                )
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"the distillation loss became {loss.item()} at epoch {epoch}, batch {b + 1}/{per_epoch} "
@@ -373,11 +396,22 @@ def distill_multihead(
             correct["robust"] += int(hits["robust"][shifted].sum())
             correct["combined"] += int(hits["combined"].sum())
         counts = {"clean": seen - n_shifted, "robust": n_shifted, "combined": seen}
-        row = {"epoch": epoch, "loss": loss_sum / seen, "lr": lr, "seconds": time.perf_counter() - start,
-               "shifted_fraction": n_shifted / seen,
-               "train_accuracy": {h: correct[h] / max(counts[h], 1) for h in HEADS}}
-        log.info("distill epoch %d/%d loss %.4f acc clean %.4f robust %.4f combined %.4f (%.1fs)", epoch,
-                 settings.epochs, row["loss"], *row["train_accuracy"].values(), row["seconds"])
+        row = {
+            "epoch": epoch,
+            "loss": loss_sum / seen,
+            "lr": lr,
+            "seconds": time.perf_counter() - start,
+            "shifted_fraction": n_shifted / seen,
+            "train_accuracy": {h: correct[h] / max(counts[h], 1) for h in HEADS},
+        }
+        log.info(
+            "distill epoch %d/%d loss %.4f acc clean %.4f robust %.4f combined %.4f (%.1fs)",
+            epoch,
+            settings.epochs,
+            row["loss"],
+            *row["train_accuracy"].values(),
+            row["seconds"],
+        )
         history.append(row)
         epoch_state.save(epoch, history)
         if on_epoch_end is not None:
@@ -407,9 +441,12 @@ class HeadSignals:
         return int(self.logits.shape[1])
 
     @staticmethod
-    def cat(parts: Sequence["HeadSignals"]) -> "HeadSignals":
-        return HeadSignals(torch.cat([p.logits for p in parts], 1), torch.cat([p.uncertainty for p in parts], 1),
-                           torch.cat([p.divergence for p in parts]))
+    def cat(parts: Sequence[HeadSignals]) -> HeadSignals:
+        return HeadSignals(
+            torch.cat([p.logits for p in parts], 1),
+            torch.cat([p.uncertainty for p in parts], 1),
+            torch.cat([p.divergence for p in parts]),
+        )
 
 
 def _uncertainty(samples: torch.Tensor, kind: str) -> torch.Tensor:
@@ -433,8 +470,15 @@ def _symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def head_signals(model: Normalized, x: torch.Tensor, samples: int = 8, seed: int = 0,
-                 uncertainty: str = "entropy", batch_size: int = 500, device="cpu") -> HeadSignals:
+def head_signals(
+    model: Normalized,
+    x: torch.Tensor,
+    samples: int = 8,
+    seed: int = 0,
+    uncertainty: str = "entropy",
+    batch_size: int = 500,
+    device="cpu",
+) -> HeadSignals:
     """Selection signals of images ``x`` ([0,1] floats): see :class:`HeadSignals`.
 
     The base runs once per image; the ``samples`` dropout masks act on its
@@ -452,7 +496,7 @@ def head_signals(model: Normalized, x: torch.Tensor, samples: int = 8, seed: int
     keep = 1.0 - net.dropout
     logits, uncert, divergence = [], [], []
     for start in range(0, len(x), batch_size):
-        features = net.features(_normalize(model, x[start:start + batch_size].to(device)))
+        features = net.features(_normalize(model, x[start : start + batch_size].to(device)))
         det, unc, means = [], [], []
         for head in HEADS:
             det.append(net.head(head, features).float().cpu())
@@ -484,8 +528,9 @@ def _ours(signals: HeadSignals, thresholds: Thresholds) -> torch.Tensor:
     return torch.where(keep_clean, torch.full_like(other, _CLEAN), other)
 
 
-def select_heads(signals: HeadSignals, rule: str, thresholds: Thresholds | None = None,
-                 labels: torch.Tensor | None = None) -> torch.Tensor:
+def select_heads(
+    signals: HeadSignals, rule: str, thresholds: Thresholds | None = None, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """Index into :data:`HEADS` of the head each input gets under ``rule`` (see the module docstring)."""
     n = len(signals)
     if rule in HEADS:
@@ -512,13 +557,20 @@ def selected_predictions(signals: HeadSignals, choice: torch.Tensor) -> torch.Te
 def _candidates(values: torch.Tensor, quantiles: int) -> list[float]:
     levels = torch.linspace(0, 1, quantiles, dtype=torch.float64)
     qs = torch.quantile(values.double(), levels).tolist() if len(values) else []
-    return sorted(set([-1.0, *qs, math.inf]))
+    return sorted({-1.0, *qs, math.inf})
 
 
-def calibrate_thresholds(clean: HeadSignals, clean_labels: torch.Tensor, shifted: HeadSignals,
-                         shifted_labels: torch.Tensor, clean_weight: float = 0.5, max_clean_drop: float = 0.005,
-                         quantiles: int = 21, uncertainty: float | None = None,
-                         divergence: float | None = None) -> tuple[Thresholds, dict]:
+def calibrate_thresholds(
+    clean: HeadSignals,
+    clean_labels: torch.Tensor,
+    shifted: HeadSignals,
+    shifted_labels: torch.Tensor,
+    clean_weight: float = 0.5,
+    max_clean_drop: float = 0.005,
+    quantiles: int = 21,
+    uncertainty: float | None = None,
+    divergence: float | None = None,
+) -> tuple[Thresholds, dict]:
     """Thresholds of ``ours`` chosen on labelled clean and shifted inputs (the adaptation split).
 
     Maximises ``clean_weight · clean accuracy + (1 − clean_weight) · shifted
@@ -553,14 +605,23 @@ def calibrate_thresholds(clean: HeadSignals, clean_labels: torch.Tensor, shifted
                 best, best_score, best_acc = t, score, (acc_c, acc_s)
     if best is None:  # only when both thresholds are fixed and violate the clean floor
         best = Thresholds(u_grid[0], d_grid[0])
-        best_acc = (correct_c.gather(0, _ours(clean, best).view(1, -1)).double().mean().item(),
-                    correct_s.gather(0, _ours(shifted, best).view(1, -1)).double().mean().item())
+        best_acc = (
+            correct_c.gather(0, _ours(clean, best).view(1, -1)).double().mean().item(),
+            correct_s.gather(0, _ours(shifted, best).view(1, -1)).double().mean().item(),
+        )
         best_score = clean_weight * best_acc[0] + (1 - clean_weight) * best_acc[1]
         log.warning("the fixed thresholds lose more than max_clean_drop of clean accuracy on the adaptation split")
-    record = {"uncertainty": _finite(best.uncertainty), "divergence": _finite(best.divergence),
-              "objective": best_score, "adapt_clean_accuracy": best_acc[0], "adapt_shifted_accuracy": best_acc[1],
-              "adapt_clean_head_clean_accuracy": floor + max_clean_drop, "grid": [len(u_grid), len(d_grid)],
-              "n_clean": len(clean), "n_shifted": len(shifted)}
+    record = {
+        "uncertainty": _finite(best.uncertainty),
+        "divergence": _finite(best.divergence),
+        "objective": best_score,
+        "adapt_clean_accuracy": best_acc[0],
+        "adapt_shifted_accuracy": best_acc[1],
+        "adapt_clean_head_clean_accuracy": floor + max_clean_drop,
+        "grid": [len(u_grid), len(d_grid)],
+        "n_clean": len(clean),
+        "n_shifted": len(shifted),
+    }
     return best, record
 
 

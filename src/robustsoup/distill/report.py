@@ -9,14 +9,14 @@ checkpoints' sidecars. Nothing here computes a metric.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pandas as pd
 
 from ..data.corruptions import FAMILIES
+from ..report.tables import write_table
 from ..shifts import FAMILY_ORDER
-from .tables import write_table
 
 BASE_ORDER = ("teacher", "student", "student-finetuned")
 
@@ -33,8 +33,12 @@ def distill_table(metrics: pd.DataFrame, metas: Mapping, multihead_names: Sequen
         own = metrics[metrics["model"] == model]
         clean = own[own["corruption"] == "none"]
         shifted = own[own["corruption"] != "none"]
-        row = {"model": model, "rule": clean["attack"].iloc[0] if model.startswith("student-multihead") else "",
-               "clean": clean["accuracy"].mean() * 100, "corruptions": shifted["accuracy"].mean() * 100}
+        row = {
+            "model": model,
+            "rule": clean["attack"].iloc[0] if model.startswith("student-multihead") else "",
+            "clean": clean["accuracy"].mean() * 100,
+            "corruptions": shifted["accuracy"].mean() * 100,
+        }
         families = shifted["corruption"].map(FAMILIES)
         for family in FAMILY_ORDER:
             part = shifted[families == family]
@@ -66,27 +70,35 @@ def cost_sentence(metas: Mapping) -> str:
     m, f = multihead.metrics, finetuned.metrics
     key = "train_cpu_seconds" if "train_cpu_seconds" in m and "train_cpu_seconds" in f else "train_seconds"
     what = "CPU time" if key == "train_cpu_seconds" else "time"
-    text = (f"Distillation tunes {m['trainable_parameters']:,} of {m['parameters']:,} parameters "
-            f"({m['trainable_parameters'] / m['parameters']:.0%}) in {m[key]:.1f} s of {what}; full fine-tuning "
-            f"tunes all {f['trainable_parameters']:,} in {f[key]:.1f} s ({what} ratio {m[key] / f[key]:.2f})")
+    text = (
+        f"Distillation tunes {m['trainable_parameters']:,} of {m['parameters']:,} parameters "
+        f"({m['trainable_parameters'] / m['parameters']:.0%}) in {m[key]:.1f} s of {what}; full fine-tuning "
+        f"tunes all {f['trainable_parameters']:,} in {f[key]:.1f} s ({what} ratio {m[key] / f[key]:.2f})"
+    )
     if teacher is not None and key in teacher.metrics:
         text += f"; training the teacher took {teacher.metrics[key]:.1f} s"
-    return text + (". Train time is wall-clock, CPU time the job's own (robust to other jobs sharing the machine)"
-                   if key == "train_cpu_seconds" else "")
+    return text + (
+        ". Train time is wall-clock, CPU time the job's own (robust to other jobs sharing the machine)"
+        if key == "train_cpu_seconds"
+        else ""
+    )
 
 
-def write_distill_table(table: pd.DataFrame, metas: Mapping, summaries: Sequence[Mapping], stem: str | Path,
-                        dataset: str) -> list[Path]:
+def write_distill_table(
+    table: pd.DataFrame, metas: Mapping, summaries: Sequence[Mapping], stem: str | Path, dataset: str
+) -> list[Path]:
     """Write ``stem.csv`` and ``stem.md`` with a note on the evaluation and the cost comparison."""
     n_clean = sorted({s["n_clean"] for s in summaries})
     n_shifted = sorted({s["n_per_corrupted_set"] for s in summaries})
     first = summaries[0] if summaries else {"corruptions": [], "severities": []}
-    note = (f"Clean: {'/'.join(map(str, n_clean))} test images; corruptions: mean over "
-            f"{len(first['corruptions'])} corruptions × {len(first['severities'])} "
-            f"{'severity' if len(first['severities']) == 1 else 'severities'} on the first "
-            f"{'/'.join(map(str, n_shifted))} test images each, families the mean of their corruptions. "
-            "Trainable params and train time: teacher and student from scratch; student-finetuned and "
-            "student-multihead start from the trained student (not counted)")
+    note = (
+        f"Clean: {'/'.join(map(str, n_clean))} test images; corruptions: mean over "
+        f"{len(first['corruptions'])} corruptions × {len(first['severities'])} "
+        f"{'severity' if len(first['severities']) == 1 else 'severities'} on the first "
+        f"{'/'.join(map(str, n_shifted))} test images each, families the mean of their corruptions. "
+        "Trainable params and train time: teacher and student from scratch; student-finetuned and "
+        "student-multihead start from the trained student (not counted)"
+    )
     cost = cost_sentence(metas)
     if cost:
         note += ". " + cost
@@ -98,10 +110,12 @@ def write_distill_table(table: pd.DataFrame, metas: Mapping, summaries: Sequence
             return "always" if value is None else f"{value:.3g}"
 
         usage = multihead["head_usage"][multihead["rule"]]
-        note += (f". Rule {multihead['rule']}: θ_u {shown(t['uncertainty'])} ({multihead['uncertainty']}, "
-                 f"T={multihead['mc_samples']}), θ_kl {shown(t['divergence'])}, chosen on the adaptation split; "
-                 "heads used (clean/robust/combined) on clean test images "
-                 + "/".join(f"{usage['clean'][h]:.0%}" for h in ("clean", "robust", "combined"))
-                 + ", on corrupted ones "
-                 + "/".join(f"{usage['corrupted'][h]:.0%}" for h in ("clean", "robust", "combined")))
+        note += (
+            f". Rule {multihead['rule']}: θ_u {shown(t['uncertainty'])} ({multihead['uncertainty']}, "
+            f"T={multihead['mc_samples']}), θ_kl {shown(t['divergence'])}, chosen on the adaptation split; "
+            "heads used (clean/robust/combined) on clean test images "
+            + "/".join(f"{usage['clean'][h]:.0%}" for h in ("clean", "robust", "combined"))
+            + ", on corrupted ones "
+            + "/".join(f"{usage['corrupted'][h]:.0%}" for h in ("clean", "robust", "combined"))
+        )
     return write_table(table, stem, f"Robust distillation on {dataset}", note)

@@ -1,13 +1,15 @@
 """Robust distillation: the model names and the config checks the workflow needs when it parses.
 
 Torch-free (the Snakefile imports this module in every job it starts, SLURM
-jobs included); the stages are in :mod:`robustsoup.distill_stages`.
+jobs included); the stages are in :mod:`robustsoup.distill.stages`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
+
+from ..config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -22,18 +24,27 @@ def multihead_model_names(config: Mapping) -> list[str]:
 
 
 def check_distill_config(config: Mapping) -> None:
-    """Checks of the ``distill`` section that the schema cannot express; ValueError naming the key."""
+    """Checks of the ``distill`` section that the schema cannot express; a ConfigError naming the key.
+    Nothing is checked when the section is disabled (``distill.enabled: false``)."""
     d = config["distill"]
+    if not d["enabled"]:
+        return
     selection = d["selection"]
     if selection["rule"] == "oracle":
-        raise ValueError("config key 'distill.selection.rule': oracle needs the test labels; it is an "
-                         "ablation (distill.selection.ablate), not a rule to deploy")
+        raise ConfigError(
+            "config key 'distill.selection.rule': oracle needs the test labels; it is an "
+            "ablation (distill.selection.ablate), not a rule to deploy"
+        )
     if d["student"]["training"]["epochs"] == 0 and not d["student"]["weights"]:
-        raise ValueError("config key 'distill.student.training.epochs': 0 epochs needs pretrained weights "
-                         "in distill.student.weights")
+        raise ConfigError(
+            "config key 'distill.student.training.epochs': 0 epochs needs pretrained weights in distill.student.weights"
+        )
     if d["multihead"]["dropout"] == 0 and selection["mc_samples"] > 1:
-        log.warning("distill.multihead.dropout is 0: every MC-dropout sample is the same (the uncertainty is "
-                    "the entropy of the deterministic prediction)")
+        log.warning(
+            "distill.multihead.dropout is 0: every MC-dropout sample is the same (the uncertainty is "
+            "the entropy of the deterministic prediction)"
+        )
     if d["augmentation"]["kind"] != "augmix" and not d["augmentation"]["corruptions"]:
-        raise ValueError(f"config key 'distill.augmentation.corruptions': {d['augmentation']['kind']} needs "
-                         "at least one corruption")
+        raise ConfigError(
+            f"config key 'distill.augmentation.corruptions': {d['augmentation']['kind']} needs at least one corruption"
+        )

@@ -2,32 +2,31 @@
 
 ``select_soups`` scores the simplex grid of the base models on every
 shift's adaptation images (and at several adaptation-set sizes) and runs
-each selection method; ``evaluate_soups_on_shifts`` tests the base models,
+each selection method; ``evaluate_soups_shifts`` tests the base models,
 output ensembles, the single soup and every shift-specific soup on the
 held-out images of each shift. Both run in one process each with the
-in-place :class:`~robustsoup.soup_selection.SoupScorer`.
+in-place :class:`~robustsoup.soups.search.SoupScorer`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
 
-from .checkpoint import load_checkpoint, load_model
-from .config import base_model_names
-from .data import load_split
-from .device import resolve_arithmetic
-from .evaluate import METRIC_COLUMNS, metric_row, write_metrics
-from .io import write_text_atomic
-from .shifts import MIXED_SEVERITY, evaluation_sets
-from .soup_selection import SELECTION_METHODS, SoupScorer, best_index, ensemble_correct
-from .soups import simplex_grid
-from .stages import model_identity
+from ..checkpoint import load_checkpoint, load_model
+from ..config import base_model_names
+from ..data import load_split
+from ..device import resolve_arithmetic
+from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
+from ..io import write_text_atomic
+from ..shifts import MIXED_SEVERITY, evaluation_sets
+from ..train.run import model_identity
+from .search import SELECTION_METHODS, SoupScorer, best_index, ensemble_correct, simplex_grid
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +42,20 @@ def _load_states(config: Mapping, model_paths: Mapping[str, str]):
 
 def _sets(config: Mapping, split_path, corrupted_dir) -> dict:
     data = config["data"]
-    return evaluation_sets(load_split(split_path), corrupted_dir, data["corruptions"], data["severities"],
-                           seed=config["seed"])
+    return evaluation_sets(
+        load_split(split_path), corrupted_dir, data["corruptions"], data["severities"], seed=config["seed"]
+    )
 
 
-def select_soups(config: Mapping, model_paths: Mapping[str, str], adapt_path, adapt_corrupted_dir,
-                 scores_path, selection_path, device="cpu") -> pd.DataFrame:
+def select_soups(
+    config: Mapping,
+    model_paths: Mapping[str, str],
+    adapt_path,
+    adapt_corrupted_dir,
+    scores_path,
+    selection_path,
+    device="cpu",
+) -> pd.DataFrame:
     """Score the grid on every shift's adaptation images and run every selection method.
 
     Writes ``scores_path`` (one row per soup: weights and adaptation accuracy
@@ -71,11 +78,25 @@ def select_soups(config: Mapping, model_paths: Mapping[str, str], adapt_path, ad
             k_eff = min(k, len(labels))
             for method in spec["methods"]:
                 chosen = _run_method(method, scorer, grid, inputs[:k_eff], labels[:k_eff], spec)
-                rows.append({"evalset": evalset, "k": k_eff, "method": method,
-                             "adaptation_accuracy": chosen.adaptation_accuracy,
-                             "forward_passes": chosen.forward_passes, "weights": json.dumps(chosen.weights)})
-                log.info("%s k=%d %s: %.4f with %s (%d passes)", evalset, k_eff, method,
-                         chosen.adaptation_accuracy, chosen.weights, chosen.forward_passes)
+                rows.append(
+                    {
+                        "evalset": evalset,
+                        "k": k_eff,
+                        "method": method,
+                        "adaptation_accuracy": chosen.adaptation_accuracy,
+                        "forward_passes": chosen.forward_passes,
+                        "weights": json.dumps(chosen.weights),
+                    }
+                )
+                log.info(
+                    "%s k=%d %s: %.4f with %s (%d passes)",
+                    evalset,
+                    k_eff,
+                    method,
+                    chosen.adaptation_accuracy,
+                    chosen.weights,
+                    chosen.forward_passes,
+                )
                 if method == "grid" and k == max(spec["k"]):
                     largest_scores[evalset] = chosen.details["scores"]
     # One soup for all shifts together: the best mean adaptation accuracy over shifts.
@@ -85,10 +106,16 @@ def select_soups(config: Mapping, model_paths: Mapping[str, str], adapt_path, ad
     if largest_scores:
         mean = table[list(largest_scores)].mean(axis=1)
         i = best_index(list(mean))
-        rows.append({"evalset": "all", "k": min(max(spec["k"]), min(len(s) for s in sets.values())),
-                     "method": "single", "adaptation_accuracy": float(mean[i]),
-                     "forward_passes": len(grid) * sum(min(max(spec["k"]), len(s)) for s in sets.values()),
-                     "weights": json.dumps(grid[i])})
+        rows.append(
+            {
+                "evalset": "all",
+                "k": min(max(spec["k"]), min(len(s) for s in sets.values())),
+                "method": "single",
+                "adaptation_accuracy": float(mean[i]),
+                "forward_passes": len(grid) * sum(min(max(spec["k"]), len(s)) for s in sets.values()),
+                "weights": json.dumps(grid[i]),
+            }
+        )
     write_text_atomic(scores_path, table.to_csv(sep="\t", index=False))
     selection = pd.DataFrame(rows, columns=SELECTION_COLUMNS)
     write_text_atomic(selection_path, selection.to_csv(sep="\t", index=False))
@@ -101,22 +128,33 @@ def _run_method(method: str, scorer: SoupScorer, grid, inputs, labels, spec):
     if method == "grid":
         return SELECTION_METHODS[method](scorer, grid, inputs, labels)
     if method == "halving":
-        return SELECTION_METHODS[method](scorer, grid, inputs, labels, first_images=spec["halving_first_images"],
-                                         keep=spec["halving_keep"])
+        return SELECTION_METHODS[method](
+            scorer, grid, inputs, labels, first_images=spec["halving_first_images"], keep=spec["halving_keep"]
+        )
     if method == "learned":
-        return SELECTION_METHODS[method](scorer, inputs, labels, steps=spec["learned_steps"],
-                                         lr=spec["learned_lr"], init=spec["learned_init"])
+        return SELECTION_METHODS[method](
+            scorer, inputs, labels, steps=spec["learned_steps"], lr=spec["learned_lr"], init=spec["learned_init"]
+        )
     return SELECTION_METHODS[method](scorer, inputs, labels)
 
 
 def _rows(model: str, evalset: str, correct: torch.Tensor) -> dict:
     family = evalset != "clean"
-    return metric_row(model, evalset, correct, corruption=evalset if family else "none",
-                      severity=MIXED_SEVERITY if family else 0)
+    return metric_row(
+        model, evalset, correct, corruption=evalset if family else "none", severity=MIXED_SEVERITY if family else 0
+    )
 
 
-def evaluate_soups_on_shifts(config: Mapping, model_paths: Mapping[str, str], test_path, test_corrupted_dir,
-                             selection_path, metrics_path, models_path, device="cpu") -> pd.DataFrame:
+def evaluate_soups_shifts(
+    config: Mapping,
+    model_paths: Mapping[str, str],
+    test_path,
+    test_corrupted_dir,
+    selection_path,
+    metrics_path,
+    models_path,
+    device="cpu",
+) -> pd.DataFrame:
     """Held-out accuracy on every shift of: base models, ensembles, the single soup, and each
     shift-specific soup on its own shift. Writes tidy metric rows and a model table (kind, FLOPs
     multiple, weights) for the report."""
@@ -127,8 +165,9 @@ def evaluate_soups_on_shifts(config: Mapping, model_paths: Mapping[str, str], te
     rows, models = [], []
 
     def add_model(name, kind, weights, flops, targets, method="", k=0):
-        models.append({"model": name, "kind": kind, "method": method, "k": k, "flops": flops,
-                       "weights": json.dumps(weights)})
+        models.append(
+            {"model": name, "kind": kind, "method": method, "k": k, "flops": flops, "weights": json.dumps(weights)}
+        )
         for evalset in targets:
             split = sets[evalset]
             rows.append(_rows(name, evalset, scorer.correct(weights, scorer.prepare(split.images), split.labels)))
@@ -140,17 +179,31 @@ def evaluate_soups_on_shifts(config: Mapping, model_paths: Mapping[str, str], te
         if row["method"] == "single":
             add_model("soup-single", "single", weights, 1, sets, "grid", int(row["k"]))
         elif row["evalset"] in sets:
-            add_model(f"soup-{row['evalset']}-{row['method']}-k{int(row['k'])}", "specific", weights, 1,
-                      [row["evalset"]], row["method"], int(row["k"]))
+            add_model(
+                f"soup-{row['evalset']}-{row['method']}-k{int(row['k'])}",
+                "specific",
+                weights,
+                1,
+                [row["evalset"]],
+                row["method"],
+                int(row["k"]),
+            )
     ensembles = {"ensemble-" + "+".join(members): members for members in config["soups"]["ensembles"]}
     if ensembles:
         full = {n: load_model(model_paths[n], expect=model_identity(config), device=device)[0] for n in names}
         for name, members in ensembles.items():
-            models.append({"model": name, "kind": "ensemble", "method": "", "k": 0, "flops": len(members),
-                           "weights": json.dumps({m: 1.0 / len(members) for m in members})})
+            models.append(
+                {
+                    "model": name,
+                    "kind": "ensemble",
+                    "method": "",
+                    "k": 0,
+                    "flops": len(members),
+                    "weights": json.dumps({m: 1.0 / len(members) for m in members}),
+                }
+            )
             for evalset, split in sets.items():
-                correct = ensemble_correct([full[m] for m in members], split.images.to(device),
-                                           split.labels.to(device))
+                correct = ensemble_correct([full[m] for m in members], split.images.to(device), split.labels.to(device))
                 rows.append(_rows(name, evalset, correct))
     frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     write_metrics(frame, metrics_path)
@@ -158,8 +211,9 @@ def evaluate_soups_on_shifts(config: Mapping, model_paths: Mapping[str, str], te
     return frame
 
 
-def evaluate_ternary(config: Mapping, model_paths: Mapping[str, str], test_path, metrics_path,
-                     device="cpu") -> pd.DataFrame:
+def evaluate_ternary(
+    config: Mapping, model_paths: Mapping[str, str], test_path, metrics_path, device="cpu"
+) -> pd.DataFrame:
     """Clean, per-norm and union accuracy of every soup on the triangle of three models.
 
     One model instance is overwritten in place per soup; the attack is the
@@ -167,9 +221,9 @@ def evaluate_ternary(config: Mapping, model_paths: Mapping[str, str], test_path,
     the first ``soups.ternary.n_images`` test images). Soup ids follow
     :func:`robustsoup.soups.soup_id`; corners keep their model names.
     """
-    from .attacks import attack_plan
-    from .evaluate import evaluate_adversarial, evaluate_clean, union_rows
-    from .soups import soup_id
+    from ..attacks import attack_plan
+    from ..evaluate import evaluate_adversarial, evaluate_clean, union_rows
+    from ..naming import soup_id
 
     spec = config["soups"]["ternary"]
     corners = list(spec["models"])
@@ -187,9 +241,17 @@ def evaluate_ternary(config: Mapping, model_paths: Mapping[str, str], test_path,
         all_points, attacks, parts = {"none": points}, {}, [rows]
         for norm in config["evaluate"]["threats"]:
             plan = attack_plan("fast", norm, loaded[0][1].num_classes, spec["n_iter"], 1)
-            rows, points = evaluate_adversarial(scorer.model, name, data, norm, config["threats"][norm], plan,
-                                                n_attacked=min(spec["n_images"], len(data)), seed=config["seed"],
-                                                device=device)
+            rows, points = evaluate_adversarial(
+                scorer.model,
+                name,
+                data,
+                norm,
+                config["threats"][norm],
+                plan,
+                n_attacked=min(spec["n_images"], len(data)),
+                seed=config["seed"],
+                device=device,
+            )
             parts.append(rows)
             all_points[norm], attacks[norm] = points, plan.name
         parts.append(union_rows(name, data.split, all_points, attacks))
@@ -203,11 +265,19 @@ def evaluate_ternary(config: Mapping, model_paths: Mapping[str, str], test_path,
     return table
 
 
-def build_soups_report(config: Mapping, shifts_path, models_path, selection_path, ternary_path,
-                       table_stem, composition_path, ternary_figure_path) -> list[Path]:
+def report_soups(
+    config: Mapping,
+    shifts_path,
+    models_path,
+    selection_path,
+    ternary_path,
+    table_stem,
+    composition_path,
+    ternary_figure_path,
+) -> list[Path]:
     """The soups paper's table (CSV + Markdown) and figures: soup composition per shift, ternary maps."""
-    from .report.soups import plot_composition, plot_ternary, shifts_table
-    from .report.tables import write_table
+    from ..report.tables import write_table
+    from .report import plot_composition, plot_ternary, shifts_table
 
     metrics = pd.read_csv(shifts_path, sep="\t")
     models = pd.read_csv(models_path, sep="\t")
@@ -215,11 +285,13 @@ def build_soups_report(config: Mapping, shifts_path, models_path, selection_path
     evalsets = list(dict.fromkeys(metrics["evalset"]))
     table = shifts_table(metrics, models, selection, evalsets)
     sizes = "/".join(str(n) for n in sorted(set(metrics["n"])))
-    note = (f"Held-out images per shift: {sizes}. Per-shift soups are chosen on the first k adaptation "
-            "images of that shift over the simplex grid of the base models "
-            f"(step {config['soups']['search']['step']}); corruption families are mixtures of the "
-            "configured corruptions and severities, one per image. FLOPs: multiple of one model's. "
-            "Forward passes: soup × image evaluations the choice used, summed over shifts")
+    note = (
+        f"Held-out images per shift: {sizes}. Per-shift soups are chosen on the first k adaptation "
+        "images of that shift over the simplex grid of the base models "
+        f"(step {config['soups']['search']['step']}); corruption families are mixtures of the "
+        "configured corruptions and severities, one per image. FLOPs: multiple of one model's. "
+        "Forward passes: soup × image evaluations the choice used, summed over shifts"
+    )
     written = write_table(table, table_stem, f"Soups per distribution shift on {config['dataset']}", note)
     written += plot_composition(selection, base_model_names(config), composition_path)
     if ternary_path is not None:

@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
-from .cli import parse_path_and_number
-from .rws import SignatureError, patch_checkpoint, unpatch_checkpoint, unpatch_companion
+from ..checkpoint import CheckpointError
+from ..rws.signatures import SignatureError, patch_checkpoint, unpatch_checkpoint, unpatch_companion
+from .args import parse_path_and_number
 
 
 def _parse_signature(spec: str) -> tuple[Path, float]:
@@ -48,8 +48,14 @@ def add_rws_commands(commands) -> None:
     """Add ``patch`` and ``unpatch`` to the ``robustsoup`` sub-command parsers."""
     patch = commands.add_parser("patch", help="add robust weight signatures to a checkpoint: θ + Σ λᵢ RWSᵢ")
     patch.add_argument("model", type=Path, help="checkpoint (.safetensors with its .json sidecar)")
-    patch.add_argument("--rws", action="append", required=True, type=_parse_signature, metavar="SIGNATURE:LAMBDA",
-                       help="a signature file and its coefficient λ (repeat to compose)")
+    patch.add_argument(
+        "--rws",
+        action="append",
+        required=True,
+        type=_parse_signature,
+        metavar="SIGNATURE:LAMBDA",
+        help="a signature file and its coefficient λ (repeat to compose)",
+    )
     patch.add_argument("-o", "--output", type=Path, required=True, help="patched checkpoint (.safetensors)")
     patch.set_defaults(run=cmd_patch)
     unpatch = commands.add_parser("unpatch", help="restore a patched checkpoint's original model, bit for bit")

@@ -7,13 +7,13 @@ soup keeps its id (and its cached artifacts) when the grid around it changes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Mapping, Sequence
 
 import pandas as pd
 
-from .io import write_text_atomic
+from ..io import write_text_atomic
+from ..naming import soup_id
 
 
 @dataclass(frozen=True)
@@ -27,21 +27,6 @@ class Soup:
 
     def weight_dict(self) -> dict[str, float]:
         return dict(self.weights)
-
-
-def _format_weight(w: float) -> str:
-    text = format(Decimal(str(round(w, 6))).normalize(), "f")
-    return text.replace("-", "m")
-
-
-def soup_id(weights: Mapping[str, float], base_models: Sequence[str]) -> str:
-    """``soup-`` followed by every non-zero weight as ``<model>_<w>`` in base-model order.
-
-    E.g. ``soup-linf_0.8-linf-l2_0.2``; a negative weight is written with
-    ``m`` (``soup-linf_1.2-linf-l2_m0.2``) so that ids stay file-name safe.
-    """
-    parts = [f"{m}_{_format_weight(weights[m])}" for m in base_models if weights.get(m, 0) != 0]
-    return "soup-" + "-".join(parts)
 
 
 def line_weights(start: float, stop: float, step: float) -> list[float]:
@@ -72,37 +57,9 @@ def line_grid(
     return list(soups.values())
 
 
-def simplex_grid(k: int, step: float, extend: float = 0.0) -> list[tuple[float, ...]]:
-    """Weight vectors of ``k`` models on a lattice of spacing ``step`` with Σw = 1.
-
-    With ``extend`` = 0 this is the simplex (all w ≥ 0); ``extend`` = e lets
-    every weight go down to −e (extrapolation outside the simplex, weights
-    then reach up to 1 + (k−1)·e). For k = 4 and step 0.1 the simplex has
-    286 points (the soups paper's grid).
-    """
-    if step <= 0:
-        raise ValueError(f"step must be positive, got {step}")
-    units = int(round(1 / step))
-    if abs(units * step - 1) > 1e-9:
-        raise ValueError(f"step {step} must divide 1 (e.g. 0.1, 0.05, 0.25)")
-    low = -int(round(extend / step))
-    total = units
-
-    def compositions(parts: int, remaining: int):
-        if parts == 1:
-            if low <= remaining:
-                yield (remaining,)
-            return
-        for first in range(remaining - low * (parts - 1), low - 1, -1):
-            for rest in compositions(parts - 1, remaining - first):
-                yield (first, *rest)
-
-    return [tuple(round(c * step, 6) for c in combo) for combo in compositions(k, total)]
-
-
 def grid_from_config(config: Mapping) -> list[Soup]:
     """The soup grid the config asks for (see ``soups`` in the config schema)."""
-    from .config import base_model_names
+    from ..config import base_model_names
 
     spec = config["soups"]
     return line_grid(spec["lines"], **spec["weights"], base_models=base_model_names(config))

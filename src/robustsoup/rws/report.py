@@ -8,20 +8,19 @@ sidecars, where extraction recorded them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from ..io import write_text_atomic  # noqa: E402
-from ..rws import storage_bytes  # noqa: E402
-from .figures import save_figure  # noqa: E402
-from ..rws_stages import (  # noqa: E402
+from ..io import write_text_atomic
+from ..report.figures import save_figure
+from .config import (
     compose_name,
     compound_name,
     deploy_variant,
@@ -30,14 +29,18 @@ from ..rws_stages import (  # noqa: E402
     variant_suffix,
     variants,
 )
+from .signatures import storage_bytes
 
 MB = 1e6
 
 
 def accuracy(metrics: pd.DataFrame, model: str, corruption: str = "none", severities: Sequence[int] = (0,)) -> float:
     """Mean accuracy (%) of ``model`` on ``corruption`` over ``severities`` (each severity weighs the same)."""
-    rows = metrics[(metrics["model"] == model) & (metrics["corruption"] == corruption)
-                   & (metrics["severity"].isin(list(severities)))]
+    rows = metrics[
+        (metrics["model"] == model)
+        & (metrics["corruption"] == corruption)
+        & (metrics["severity"].isin(list(severities)))
+    ]
     if rows.empty:
         return float("nan")
     return float(rows.groupby("severity")["accuracy"].mean().mean() * 100)
@@ -56,8 +59,13 @@ def variant_label(variant: str, k: int) -> str:
     return f"Standard + RWS (shallow {k}, {variant.removesuffix('bit')}-bit)"
 
 
-def table1(config: Mapping, metrics: pd.DataFrame, model_paths: Mapping[str, str],
-           signature_paths: Mapping[str, Mapping[str, str]], classifier_path) -> pd.DataFrame:
+def table1(
+    config: Mapping,
+    metrics: pd.DataFrame,
+    model_paths: Mapping[str, str],
+    signature_paths: Mapping[str, Mapping[str, str]],
+    classifier_path,
+) -> pd.DataFrame:
     """The paper's Table 1: storage, clean accuracy TA and mean corruption accuracy RA per method.
 
     RA is the mean over ``rws.corruptions`` at the training severities ``rws.severities``. TA of
@@ -76,28 +84,63 @@ def table1(config: Mapping, metrics: pd.DataFrame, model_paths: Mapping[str, str
     rows = []
 
     def add(label, storage, ta, ra_value, ta_patched=float("nan"), signature=float("nan"), n=0):
-        rows.append({"method": label, "storage (MB)": storage / MB, "storage (bytes)": int(storage),
-                     "× standard": storage / std_bytes, "RWS file / checkpoint": signature,
-                     "TA": ta, "RA": ra_value, "TA patched": ta_patched, "n": n})
+        rows.append(
+            {
+                "method": label,
+                "storage (MB)": storage / MB,
+                "storage (bytes)": int(storage),
+                "× standard": storage / std_bytes,
+                "RWS file / checkpoint": signature,
+                "TA": ta,
+                "RA": ra_value,
+                "TA patched": ta_patched,
+                "n": n,
+            }
+        )
 
-    add("Standard", std_bytes, accuracy(metrics, "standard"), ra({c: "standard" for c in corruptions}),
-        n=_n(metrics, "standard"))
-    add("Data Augmentation", storage_bytes(model_paths["augment"]), accuracy(metrics, "augment"),
-        ra({c: "augment" for c in corruptions}), n=_n(metrics, "augment"))
-    add("All Models", std_bytes + sum(storage_bytes(model_paths[f"expert-{c}"]) for c in corruptions),
-        accuracy(metrics, "standard"), ra({c: f"expert-{c}" for c in corruptions}), n=_n(metrics, "standard"))
+    add(
+        "Standard",
+        std_bytes,
+        accuracy(metrics, "standard"),
+        ra(dict.fromkeys(corruptions, "standard")),
+        n=_n(metrics, "standard"),
+    )
+    add(
+        "Data Augmentation",
+        storage_bytes(model_paths["augment"]),
+        accuracy(metrics, "augment"),
+        ra(dict.fromkeys(corruptions, "augment")),
+        n=_n(metrics, "augment"),
+    )
+    add(
+        "All Models",
+        std_bytes + sum(storage_bytes(model_paths[f"expert-{c}"]) for c in corruptions),
+        accuracy(metrics, "standard"),
+        ra({c: f"expert-{c}" for c in corruptions}),
+        n=_n(metrics, "standard"),
+    )
     for variant in variants(config):
         names = {c: f"rws-{c}{variant_suffix(variant)}" for c in corruptions}
         sig_bytes = [storage_bytes(signature_paths[variant][c]) for c in corruptions]
-        add(variant_label(variant, k), std_bytes + sum(sig_bytes),
-            float(np.mean([accuracy(metrics, f"{names[c]}-off") for c in corruptions])), ra(names),
+        add(
+            variant_label(variant, k),
+            std_bytes + sum(sig_bytes),
+            float(np.mean([accuracy(metrics, f"{names[c]}-off") for c in corruptions])),
+            ra(names),
             float(np.mean([accuracy(metrics, names[c]) for c in corruptions])),
-            float(np.mean(sig_bytes)) / std_bytes, n=_n(metrics, names[corruptions[0]]))
+            float(np.mean(sig_bytes)) / std_bytes,
+            n=_n(metrics, names[corruptions[0]]),
+        )
     deploy = deploy_variant(config)
     sig_bytes = [storage_bytes(signature_paths[deploy][c]) for c in corruptions]
-    add(f"{variant_label(deploy, k)}, oracle-free", std_bytes + sum(sig_bytes) + storage_bytes(classifier_path),
-        accuracy(metrics, "rws-auto"), ra({c: "rws-auto" for c in corruptions}),
-        signature=float(np.mean(sig_bytes)) / std_bytes, n=_n(metrics, "rws-auto"))
+    add(
+        f"{variant_label(deploy, k)}, oracle-free",
+        std_bytes + sum(sig_bytes) + storage_bytes(classifier_path),
+        accuracy(metrics, "rws-auto"),
+        ra(dict.fromkeys(corruptions, "rws-auto")),
+        signature=float(np.mean(sig_bytes)) / std_bytes,
+        n=_n(metrics, "rws-auto"),
+    )
     return pd.DataFrame(rows).set_index("method")
 
 
@@ -113,9 +156,16 @@ def table4(config: Mapping, metrics: pd.DataFrame) -> pd.DataFrame:
     for c in rws["corruptions"]:
         without = accuracy(metrics, "standard", c, severities)
         with_rws = accuracy(metrics, f"rws-{c}{suffix}", c, severities)
-        rows.append({"corruption": c, "w.o. RWS": without, "w. RWS": with_rws, "Diff.": with_rws - without,
-                     "expert": accuracy(metrics, f"expert-{c}", c, severities),
-                     "Data Augmentation": accuracy(metrics, "augment", c, severities)})
+        rows.append(
+            {
+                "corruption": c,
+                "w.o. RWS": without,
+                "w. RWS": with_rws,
+                "Diff.": with_rws - without,
+                "expert": accuracy(metrics, f"expert-{c}", c, severities),
+                "Data Augmentation": accuracy(metrics, "augment", c, severities),
+            }
+        )
     frame = pd.DataFrame(rows).set_index("corruption")
     frame.loc["Average"] = frame.mean()
     return frame
@@ -128,15 +178,19 @@ def oracle_free_table(config: Mapping, metrics: pd.DataFrame, detector: pd.DataF
     for _, d in detector.iterrows():
         c, s = d["corruption"], int(d["severity"])
         oracle = "standard" if c == "none" else f"rws-{c}{suffix}"
-        rows.append({"stream": "clean" if c == "none" else f"{c} s{s}",
-                     "picked right (corruption)": d["accuracy_corruption"] * 100,
-                     "picked right (corruption, severity)": d["accuracy_both"] * 100,
-                     "per-image (corruption)": d["image_accuracy_corruption"] * 100,
-                     "λ (adapt)": d["lambda"],
-                     "standard": accuracy(metrics, "standard", c, [s]),
-                     "oracle λ=rws.lambda": accuracy(metrics, oracle, c, [s]),
-                     "oracle, tuned λ": accuracy(metrics, "rws-oracle-tuned", c, [s]),
-                     "oracle-free": accuracy(metrics, "rws-auto", c, [s])})
+        rows.append(
+            {
+                "stream": "clean" if c == "none" else f"{c} s{s}",
+                "picked right (corruption)": d["accuracy_corruption"] * 100,
+                "picked right (corruption, severity)": d["accuracy_both"] * 100,
+                "per-image (corruption)": d["image_accuracy_corruption"] * 100,
+                "λ (adapt)": d["lambda"],
+                "standard": accuracy(metrics, "standard", c, [s]),
+                "oracle λ=rws.lambda": accuracy(metrics, oracle, c, [s]),
+                "oracle, tuned λ": accuracy(metrics, "rws-oracle-tuned", c, [s]),
+                "oracle-free": accuracy(metrics, "rws-auto", c, [s]),
+            }
+        )
     frame = pd.DataFrame(rows).set_index("stream")
     corrupted = frame.drop(index="clean", errors="ignore")
     frame.loc["mean over corrupted streams"] = corrupted.mean()
@@ -151,7 +205,10 @@ def transfer_table(config: Mapping, metrics: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for c in rws["corruptions"]:
         row = {"corruption": c}
-        base, patched = accuracy(metrics, "standard", c, severities), accuracy(metrics, f"rws-{c}{suffix}", c, severities)
+        base, patched = (
+            accuracy(metrics, "standard", c, severities),
+            accuracy(metrics, f"rws-{c}{suffix}", c, severities),
+        )
         row.update({"standard": base, "standard + RWS": patched, "gain (source)": patched - base})
         for target in transfer_targets(config):
             before = accuracy(metrics, target, c, severities)
@@ -162,7 +219,9 @@ def transfer_table(config: Mapping, metrics: pd.DataFrame) -> pd.DataFrame:
     frame.loc["Average"] = frame.mean()
     clean = {"standard": accuracy(metrics, "standard"), "standard + RWS": float("nan"), "gain (source)": float("nan")}
     for target in transfer_targets(config):
-        clean.update({target: accuracy(metrics, target), f"{target} + RWS": float("nan"), f"gain ({target})": float("nan")})
+        clean.update(
+            {target: accuracy(metrics, target), f"{target} + RWS": float("nan"), f"gain ({target})": float("nan")}
+        )
     frame.loc["clean (TA)"] = pd.Series(clean)
     return frame
 
@@ -177,9 +236,7 @@ def _markdown(table: pd.DataFrame, title: str, note: str, index_name: str) -> st
                 cells.append("")
             elif column in ("storage (bytes)", "n"):
                 cells.append(f"{int(value):,}")
-            elif column in ("× standard", "RWS file / checkpoint"):
-                cells.append(f"{value:.3f}")
-            elif column == "storage (MB)":
+            elif column in ("× standard", "RWS file / checkpoint") or column == "storage (MB)":
                 cells.append(f"{value:.3f}")
             elif isinstance(value, (float, np.floating)):
                 cells.append(f"{value:+.2f}" if column.startswith(("Diff", "gain")) else f"{value:.2f}")
@@ -206,8 +263,14 @@ def plot_lambda(config: Mapping, metrics: pd.DataFrame, path) -> list[Path]:
     for ax, c in zip(axes[0], corruptions):
         for i, s in enumerate(rws["eval_severities"]):
             ys = [accuracy(metrics, lambda_name(c, lam), c, [s]) for lam in lambdas]
-            ax.plot(lambdas, ys, "-o", color=plt.cm.viridis(i / max(1, len(rws["eval_severities"]) - 1)),
-                    markersize=3, label=f"severity {s}")
+            ax.plot(
+                lambdas,
+                ys,
+                "-o",
+                color=plt.cm.viridis(i / max(1, len(rws["eval_severities"]) - 1)),
+                markersize=3,
+                label=f"severity {s}",
+            )
         ax.plot(lambdas, [accuracy(metrics, lambda_name(c, lam)) for lam in lambdas], "k--", label="clean")
         ax.axvline(1.0, color="0.7", lw=0.8)
         ax.set_title(c, fontsize=9)
@@ -230,8 +293,14 @@ def layer_norms(sidecars: Mapping[str, Mapping]) -> pd.DataFrame:
             rws = np.sqrt(sum(meta["norms"][k]["rws"] ** 2 for k in keys))
             std = np.sqrt(sum(meta["norms"][k]["standard"] ** 2 for k in keys))
             diff = np.sqrt(sum(meta["norms"][k]["expert_minus_standard"] ** 2 for k in keys))
-            rows.append({"corruption": corruption, "layer": layer, "relative_rws": rws / std,
-                         "relative_expert_minus_standard": diff / std})
+            rows.append(
+                {
+                    "corruption": corruption,
+                    "layer": layer,
+                    "relative_rws": rws / std,
+                    "relative_expert_minus_standard": diff / std,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -265,16 +334,31 @@ def plot_compose(config: Mapping, metrics: pd.DataFrame, path) -> list[Path]:
     lambdas = list(rws["compose_lambdas"])
     streams = [a, b, compound_name(a, b), "none"]
     severity = rws["compose_severity"]
-    fig, axes = plt.subplots(1, len(streams), figsize=(3.0 * len(streams) + 1, 3.2), dpi=150, squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(streams), figsize=(3.0 * len(streams) + 1, 3.2), dpi=150, squeeze=False, layout="constrained"
+    )
     for ax, stream in zip(axes[0], streams):
-        grid = np.array([[accuracy(metrics, compose_name(a, la, b, lb), stream, [0 if stream == "none" else severity])
-                          for lb in lambdas] for la in lambdas])
+        grid = np.array(
+            [
+                [
+                    accuracy(metrics, compose_name(a, la, b, lb), stream, [0 if stream == "none" else severity])
+                    for lb in lambdas
+                ]
+                for la in lambdas
+            ]
+        )
         image = ax.imshow(grid, origin="lower", vmin=0, vmax=100, cmap="viridis")
         for i in range(len(lambdas)):
             for j in range(len(lambdas)):
-                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                        color="w" if grid[i, j] < 60 else "k")
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="w" if grid[i, j] < 60 else "k",
+                )
         ax.set_xticks(range(len(lambdas)))
         ax.set_xticklabels([f"{v:g}" for v in lambdas], fontsize=7)
         ax.set_yticks(range(len(lambdas)))
@@ -283,14 +367,24 @@ def plot_compose(config: Mapping, metrics: pd.DataFrame, path) -> list[Path]:
         ax.set_title("clean" if stream == "none" else f"{stream} (s{severity})", fontsize=8)
     axes[0][0].set_ylabel(f"λ {a}", fontsize=8)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="accuracy (%)")
-    fig.suptitle(f"θ_std + λ·RWS[{a}] + λ·RWS[{b}] ({deploy_variant(config)}), "
-                 f"n={_n(metrics, compose_name(a, lambdas[0], b, lambdas[0]))} test images", fontsize=9)
+    fig.suptitle(
+        f"θ_std + λ·RWS[{a}] + λ·RWS[{b}] ({deploy_variant(config)}), "
+        f"n={_n(metrics, compose_name(a, lambdas[0], b, lambdas[0]))} test images",
+        fontsize=9,
+    )
     return save_figure(fig, path)
 
 
-def write_report(config: Mapping, metrics: pd.DataFrame, detector: pd.DataFrame, model_paths: Mapping[str, str],
-                 signature_paths: Mapping[str, Mapping[str, str]], classifier_path, tables: Mapping[str, str],
-                 figures: Mapping[str, str]) -> list[Path]:
+def write_report(
+    config: Mapping,
+    metrics: pd.DataFrame,
+    detector: pd.DataFrame,
+    model_paths: Mapping[str, str],
+    signature_paths: Mapping[str, Mapping[str, str]],
+    classifier_path,
+    tables: Mapping[str, str],
+    figures: Mapping[str, str],
+) -> list[Path]:
     """Every RWS table (CSV + Markdown) and figure (PNG + PDF)."""
     rws = config["rws"]
     sev = "/".join(map(str, rws["severities"]))
@@ -298,29 +392,48 @@ def write_report(config: Mapping, metrics: pd.DataFrame, detector: pd.DataFrame,
     deploy = deploy_variant(config)
     written = []
     written += write_table(
-        table1(config, metrics, model_paths, signature_paths, classifier_path), tables["table1_csv"],
-        tables["table1_md"], f"Robust Weight Signatures on {config['dataset']}: storage, TA and RA (Table 1)",
+        table1(config, metrics, model_paths, signature_paths, classifier_path),
+        tables["table1_csv"],
+        tables["table1_md"],
+        f"Robust Weight Signatures on {config['dataset']}: storage, TA and RA (Table 1)",
         f"Accuracy in %. TA: clean {evalset}; for RWS rows after removing the patch (TA patched: with it on). "
         f"RA: mean over {', '.join(rws['corruptions'])} at severity {sev}, each corruption with its own "
         f"signature or expert (oracle), λ = {rws['lambda']:g}. Storage: bytes of the .safetensors files kept "
         f"(standard + one file per corruption); RWS file / checkpoint: one signature against the standard "
-        f"checkpoint. The oracle-free row adds the corruption classifier.", "method")
+        f"checkpoint. The oracle-free row adds the corruption classifier.",
+        "method",
+    )
     written += write_table(
-        table4(config, metrics), tables["table4_csv"], tables["table4_md"],
+        table4(config, metrics),
+        tables["table4_csv"],
+        tables["table4_md"],
         f"Per corruption, without and with RWS (Table 4; {deploy}, shallow {rws['layers']})",
-        f"Accuracy in % on the {evalset} at severity {sev}, λ = {rws['lambda']:g}.", "corruption")
+        f"Accuracy in % on the {evalset} at severity {sev}, λ = {rws['lambda']:g}.",
+        "corruption",
+    )
     written += write_table(
-        oracle_free_table(config, metrics, detector), tables["oracle_free_csv"], tables["oracle_free_md"],
+        oracle_free_table(config, metrics, detector),
+        tables["oracle_free_csv"],
+        tables["oracle_free_md"],
         "Oracle-free patching: a corruption classifier picks the signature and λ per batch",
         f"Classifier: logistic regression on per-channel mean/std of the standard model's first "
         f"{rws['layers']} layers, fitted on the adaptation split; batches of {rws['oracle_free']['batch_size']} "
-        f"test images from one stream. 'picked right': % of batches. Accuracies in %.", "stream")
+        f"test images from one stream. 'picked right': % of batches. Accuracies in %.",
+        "stream",
+    )
     written += write_table(
-        transfer_table(config, metrics), tables["transfer_csv"], tables["transfer_md"],
+        transfer_table(config, metrics),
+        tables["transfer_csv"],
+        tables["transfer_md"],
         "Transfer: signatures extracted against `standard` patched onto other standard models",
         f"Accuracy in % at severity {sev} ({deploy}, λ = {rws['lambda']:g}). Targets: "
-        + "; ".join(f"{name} (seed {rws['transfer']['seed']}, {'its own' if init != 'init' else 'the shared'} "
-                    f"initialization)" for name, init in transfer_targets(config).items()) + ".", "corruption")
+        + "; ".join(
+            f"{name} (seed {rws['transfer']['seed']}, {'its own' if init != 'init' else 'the shared'} initialization)"
+            for name, init in transfer_targets(config).items()
+        )
+        + ".",
+        "corruption",
+    )
     sidecars = {c: json.loads(Path(p).with_suffix(".json").read_text()) for c, p in signature_paths["all"].items()}
     written += plot_lambda(config, metrics, figures["lambda"])
     written += plot_layer_norms(config, sidecars, figures["layer_norms"])

@@ -20,16 +20,16 @@ Each returns a :class:`Selection` that counts its soup × image forward passes.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .device import Arithmetic
-from .models import Normalized
-from .weights import StateDict, check_compatible
+from ..device import Arithmetic
+from ..models import Normalized
+from ..weights import StateDict, WeightStack
 
 
 @dataclass
@@ -54,10 +54,15 @@ class SoupScorer:
     float32 evaluation rules).
     """
 
-    def __init__(self, model: Normalized, states: Sequence[StateDict], names: Sequence[str],
-                 device: torch.device | str = "cpu", arithmetic: Arithmetic | None = None,
-                 batch_size: int = 512) -> None:
-        check_compatible(states, names)
+    def __init__(
+        self,
+        model: Normalized,
+        states: Sequence[StateDict],
+        names: Sequence[str],
+        device: torch.device | str = "cpu",
+        arithmetic: Arithmetic | None = None,
+        batch_size: int = 512,
+    ) -> None:
         self.names = list(names)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -68,8 +73,7 @@ class SoupScorer:
             self.net.to(memory_format=torch.channels_last)
         own = self.net.state_dict(keep_vars=True)
         self.targets = {k: own[k] for k in own if torch.is_floating_point(own[k])}
-        self.stacked = {k: torch.stack([s[f"net.{k}"].to(self.device, torch.float32) for s in states])
-                        for k in self.targets}
+        self.stack = WeightStack(states, names, keys={k: f"net.{k}" for k in self.targets}, device=self.device)
         self.forward_passes = 0
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -91,14 +95,9 @@ class SoupScorer:
     def load(self, weights: Mapping[str, float] | Sequence[float]) -> None:
         """Overwrite the model's tensors with the soup (running variances floored as in
         :func:`robustsoup.weights.affine_combination`)."""
-        w = self._weight_vector(weights)
-        nonzero = w != 0
+        mixed = self.stack.mix(self._weight_vector(weights))
         for key, target in self.targets.items():
-            stacked = self.stacked[key]
-            mixed = torch.tensordot(w, stacked, dims=1)
-            if key.endswith("running_var"):
-                mixed = torch.maximum(mixed, stacked[nonzero].amin(dim=0))
-            target.copy_(mixed)
+            target.copy_(mixed[key])
 
     @torch.no_grad()
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -120,25 +119,6 @@ class SoupScorer:
         return int(correct.sum()) / len(correct)
 
 
-def naive_accuracy(build: Callable[[], Normalized], states: Sequence[StateDict], weights: Sequence[float],
-                   split_path, batch_size: int = 512) -> float:
-    """The slow path the scorer replaces, as a per-soup evaluation job does it: a new model and
-    state dict, the split read from its cache file, a DataLoader that converts every batch."""
-    from .data import load_split
-    from .weights import affine_combination
-
-    model = build().eval()
-    model.load_state_dict(affine_combination(states, weights))
-    split = load_split(split_path)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(split.images, split.labels),
-                                         batch_size=batch_size)
-    correct = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x.float() / 255.0).argmax(1) == y).sum())
-    return correct / len(split)
-
-
 # --- selection over a score table -------------------------------------------------------------
 
 
@@ -153,12 +133,12 @@ def grid_search(scorer: SoupScorer, grid: Sequence[Mapping[str, float]], inputs,
     start = scorer.forward_passes
     scores = [scorer.accuracy(w, inputs, labels) for w in grid]
     i = best_index(scores)
-    return Selection("grid", dict(grid[i]), scores[i], scorer.forward_passes - start,
-                     {"scores": scores})
+    return Selection("grid", dict(grid[i]), scores[i], scorer.forward_passes - start, {"scores": scores})
 
 
-def successive_halving(scorer: SoupScorer, grid: Sequence[Mapping[str, float]], inputs, labels,
-                       first_images: int = 16, keep: float = 1 / 3) -> Selection:
+def successive_halving(
+    scorer: SoupScorer, grid: Sequence[Mapping[str, float]], inputs, labels, first_images: int = 16, keep: float = 1 / 3
+) -> Selection:
     """Score all soups on ``first_images`` images, keep the best ``keep`` fraction, grow the
     images by 1/keep, until one soup is left or all images are used (Jamieson & Talwalkar 2016).
     Images are taken as a prefix of the adaptation set (stratified by construction)."""
@@ -177,8 +157,7 @@ def successive_halving(scorer: SoupScorer, grid: Sequence[Mapping[str, float]], 
         alive = ranked[: max(1, math.ceil(len(alive) * keep))]
         n = min(len(labels), math.ceil(n / keep))
     winner = max(alive, key=lambda i: (scores[i], -i))
-    return Selection("halving", dict(grid[winner]), scores[winner], scorer.forward_passes - start,
-                     {"rounds": rounds})
+    return Selection("halving", dict(grid[winner]), scores[winner], scorer.forward_passes - start, {"rounds": rounds})
 
 
 def greedy_soup(scorer: SoupScorer, inputs, labels) -> Selection:
@@ -205,9 +184,17 @@ def greedy_soup(scorer: SoupScorer, inputs, labels) -> Selection:
 LEARNED_INITS = ("best_base", "uniform")
 
 
-def learned_soup(scorer: SoupScorer, inputs, labels, steps: int = 50, lr: float = 0.05,
-                 init: Mapping[str, float] | str = "best_base", batch_size: int = 256, seed: int = 0,
-                 check_every: int = 10) -> Selection:
+def learned_soup(
+    scorer: SoupScorer,
+    inputs,
+    labels,
+    steps: int = 50,
+    lr: float = 0.05,
+    init: Mapping[str, float] | str = "best_base",
+    batch_size: int = 256,
+    seed: int = 0,
+    check_every: int = 10,
+) -> Selection:
     """Learn the mixing weights by gradient descent on the adaptation cross-entropy.
 
     The weights live on the affine plane Σw = 1 (so extrapolation is
@@ -262,15 +249,7 @@ def learned_soup(scorer: SoupScorer, inputs, labels, steps: int = 50, lr: float 
     for step in range(1, steps + 1):
         idx = torch.randperm(len(labels), generator=generator)[:batch_size].to(scorer.device)
         w = on_plane(u)
-        tensors = {}
-        for key, stacked in scorer.stacked.items():
-            if key.endswith(("running_mean", "running_var")):
-                mixed = torch.tensordot(w.detach(), stacked, dims=1)
-                if key.endswith("running_var"):
-                    mixed = torch.maximum(mixed, stacked.amin(dim=0))
-            else:
-                mixed = torch.tensordot(w, stacked, dims=1)
-            tensors[key] = mixed
+        tensors = scorer.stack.mix(w)
         logits = functional_call(scorer.net, tensors, (inputs[idx],))
         loss = F.cross_entropy(logits.float() * log_temperature.exp(), labels[idx])
         optimizer.zero_grad()
@@ -283,22 +262,25 @@ def learned_soup(scorer: SoupScorer, inputs, labels, steps: int = 50, lr: float 
             if accuracy > best_accuracy:
                 best_weights, best_accuracy, best_step = weights, accuracy, step
     scorer.forward_passes += trained
-    details = {"steps": steps, "lr": lr, "init": init if isinstance(init, str) else dict(init),
-               "best_step": best_step}
+    details = {"steps": steps, "lr": lr, "init": init if isinstance(init, str) else dict(init), "best_step": best_step}
     return Selection("learned", best_weights, best_accuracy, scorer.forward_passes - scored_before, details)
 
 
 @torch.no_grad()
-def ensemble_correct(models: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor,
-                     batch_size: int = 512) -> torch.Tensor:
+def ensemble_correct(
+    models: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512
+) -> torch.Tensor:
     """Per-point correctness of an output ensemble (mean of softmax probabilities).
 
     An ensemble of k networks costs k× the FLOPs of one; a soup costs 1×.
     """
     correct = []
     for start in range(0, len(labels), batch_size):
-        x = images[start : start + batch_size].float() / 255.0 if images.dtype == torch.uint8 \
+        x = (
+            images[start : start + batch_size].float() / 255.0
+            if images.dtype == torch.uint8
             else images[start : start + batch_size]
+        )
         probs = torch.stack([m.eval()(x).softmax(1) for m in models]).mean(0)
         correct.append(probs.argmax(1) == labels[start : start + batch_size])
     return torch.cat(correct)
@@ -310,3 +292,31 @@ SELECTION_METHODS = {
     "greedy": greedy_soup,
     "learned": learned_soup,
 }
+
+
+def simplex_grid(k: int, step: float, extend: float = 0.0) -> list[tuple[float, ...]]:
+    """Weight vectors of ``k`` models on a lattice of spacing ``step`` with Σw = 1.
+
+    With ``extend`` = 0 this is the simplex (all w ≥ 0); ``extend`` = e lets
+    every weight go down to −e (extrapolation outside the simplex, weights
+    then reach up to 1 + (k−1)·e). For k = 4 and step 0.1 the simplex has
+    286 points (the soups paper's grid).
+    """
+    if step <= 0:
+        raise ValueError(f"step must be positive, got {step}")
+    units = int(round(1 / step))
+    if abs(units * step - 1) > 1e-9:
+        raise ValueError(f"step {step} must divide 1 (e.g. 0.1, 0.05, 0.25)")
+    low = -int(round(extend / step))
+    total = units
+
+    def compositions(parts: int, remaining: int):
+        if parts == 1:
+            if low <= remaining:
+                yield (remaining,)
+            return
+        for first in range(remaining - low * (parts - 1), low - 1, -1):
+            for rest in compositions(parts - 1, remaining - first):
+                yield (first, *rest)
+
+    return [tuple(round(c * step, 6) for c in combo) for combo in compositions(k, total)]

@@ -1,0 +1,425 @@
+"""Robust distillation's workflow stages (rules of ``workflow/rules/distill.smk``) as plain functions.
+
+``train_teacher`` → ``teacher``: the small model made robust with the
+``distill.augmentation`` policy; ``train_student`` → ``student``: the larger
+model trained normally (or loaded from ``distill.student.weights``);
+``distill_student`` → ``student-multihead``; ``finetune_student`` →
+``student-finetuned``: full fine-tuning with the same augmentation, the cost
+baseline; ``evaluate_distilled`` → tidy rows on the clean and corrupted test
+split; ``report_distill`` → ``metrics/distill.tsv`` and the table. Like :mod:`robustsoup.lp.stages`, each reads paths and writes atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..checkpoint import load_meta, load_model, load_state_dict_checked, save_checkpoint
+from ..data import load_split
+from ..data.corruptions import read_corrupted_split
+from ..device import resolve_precision, seed_everything
+from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
+from ..io import write_text_atomic
+from ..models import build_pretrained
+from ..models.multihead import MultiHeadNet
+from ..train.loop import CleanInputs
+from ..train.run import count_parameters, new_meta, settings_from, train_and_checkpoint
+from .config import (
+    DISTILL_MODELS,
+    FINETUNED,
+    MULTIHEAD,
+    STUDENT,
+    TEACHER,
+    check_distill_config,
+    multihead_model_names,
+)
+from .method import (
+    HEADS,
+    DistillSettings,
+    HeadSignals,
+    calibrate_thresholds,
+    distill_multihead,
+    freeze_for_distillation,
+    head_signals,
+    make_augmentation,
+    multihead_state_from_student,
+    predict_logits,
+    select_heads,
+    selected_predictions,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _identity(spec: Mapping, config: Mapping) -> dict:
+    """The identity (architecture, model_kwargs, dataset) of a distill model spec (teacher or student)."""
+    return {
+        "architecture": spec["architecture"],
+        "dataset": config["dataset"],
+        "model_kwargs": {"width": spec["width"], "activation": spec["activation"]},
+    }
+
+
+def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
+    """The small robust teacher: trained from scratch on ``distill.augmentation`` (clean_fraction kept clean)."""
+    check_distill_config(config)
+    seed_everything(config["seed"])
+    d = config["distill"]
+    spec = d["teacher"]
+    policy = make_augmentation(d["augmentation"], config["seed"])
+    record = {**spec["training"], "augmentation": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
+    meta = new_meta(_identity(spec, config), TEACHER, training=record)
+    model = meta.build()
+    return train_and_checkpoint(
+        model,
+        meta,
+        load_split(train_path),
+        policy,
+        settings_from(spec["training"], config["seed"], decay_all=False),
+        out_path,
+        device,
+        d["resume"],
+    )
+
+
+def train_student(config: Mapping, train_path, out_path, device) -> Path:
+    """The original student: normal (clean) training from scratch, or from ``distill.student.weights``."""
+    check_distill_config(config)
+    seed_everything(config["seed"])
+    d = config["distill"]
+    spec = d["student"]
+    record = {**spec["training"], "policy": "clean", "weights": spec["weights"], "seed": config["seed"]}
+    meta = new_meta(_identity(spec, config), STUDENT, training=record)
+    model = build_pretrained(
+        meta.architecture,
+        meta.num_classes,
+        meta.mean,
+        meta.std,
+        weights=spec["weights"],
+        dataset=config["dataset"] if meta.architecture.startswith("robustbench:") else None,
+        **meta.model_kwargs,
+    )
+    return train_and_checkpoint(
+        model,
+        meta,
+        load_split(train_path),
+        CleanInputs(),
+        settings_from(spec["training"], config["seed"], decay_all=bool(spec["weights"])),
+        out_path,
+        device,
+        d["resume"],
+    )
+
+
+def _load_student(config: Mapping, path, device):
+    return load_model(path, expect=_identity(config["distill"]["student"], config), device=device)
+
+
+def finetune_student(config: Mapping, student_path, train_path, out_path, device) -> Path:
+    """The baseline: every parameter of the student fine-tuned with the same augmentation."""
+    check_distill_config(config)
+    seed_everything(config["seed"])
+    d = config["distill"]
+    spec = d["finetune"]
+    student, student_meta = _load_student(config, student_path, device)
+    policy = make_augmentation(d["augmentation"], config["seed"])
+    record = {**spec, "augmentation": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
+    meta = new_meta(_identity(d["student"], config), FINETUNED, training=record, parent=STUDENT)
+    return train_and_checkpoint(
+        student,
+        meta,
+        load_split(train_path),
+        policy,
+        settings_from(spec, config["seed"], decay_all=True),
+        out_path,
+        device,
+        d["resume"],
+        init_sha=student_meta.weights_sha256,
+    )
+
+
+def distill_student(config: Mapping, teacher_path, student_path, train_path, out_path, device) -> Path:
+    """The multi-head student: the original student's base and classifier (copied to every head),
+    its last block(s) and heads distilled (:func:`robustsoup.distill.distill_multihead`)."""
+    check_distill_config(config)
+    seed_everything(config["seed"])
+    d = config["distill"]
+    teacher, teacher_meta = load_model(teacher_path, expect=_identity(d["teacher"], config), device=device)
+    student, student_meta = _load_student(config, student_path, device)
+    record = {
+        "method": "robust distillation (multi-head)",
+        "teacher": TEACHER,
+        **d["distillation"],
+        "multihead": d["multihead"],
+        "augmentation": d["augmentation"],
+        "seed": config["seed"],
+    }
+    meta = new_meta(_identity(d["student"], config), MULTIHEAD, training=record, parent=STUDENT)
+    meta.architecture = "multihead"
+    meta.model_kwargs = {"base": student_meta.architecture, **student_meta.model_kwargs, **d["multihead"]}
+    # The statistics the student's wrapper really uses (fixed ones for timm / zoo bases).
+    meta.mean = student.mean.flatten().tolist()
+    meta.std = student.std.flatten().tolist()
+    model = meta.build()
+    state = multihead_state_from_student(student.state_dict(), model.net)
+    load_state_dict_checked(model, state, source=f"student {student_path}")
+    model.to(device)
+    data = load_split(train_path)
+    start, cpu = time.perf_counter(), time.process_time()
+    reference = predict_logits(student, data, device)  # the clean head's targets, once
+    del student
+    policy = make_augmentation(d["augmentation"], config["seed"])
+    spec = d["distillation"]
+    settings = DistillSettings(
+        epochs=spec["epochs"],
+        lr=spec["lr"],
+        schedule=spec["schedule"],
+        batch_size=spec["batch_size"],
+        momentum=spec["momentum"],
+        weight_decay=spec["weight_decay"],
+        temperature=spec["temperature"],
+        ce_weight=spec["ce_weight"],
+        kd_weight=spec["kd_weight"],
+        head_weights=spec["head_weights"],
+        batchnorm=spec["batchnorm"],
+        seed=config["seed"],
+        precision=resolve_precision(spec["precision"], device),
+    )
+    record.update(precision_requested=spec["precision"], precision=settings.precision)
+    trainable = freeze_for_distillation(model)
+    log.info(
+        "distilling %s into %s: %d of %d parameters trainable (%s), %s, %d epochs",
+        teacher_meta.name,
+        MULTIHEAD,
+        count_parameters(model, trainable_only=True),
+        count_parameters(model),
+        ", ".join(sorted({n.rsplit(".", 1)[0] for n in trainable})),
+        policy.name,
+        settings.epochs,
+    )
+    resume_path = Path(out_path).with_suffix(".resume.pt") if d["resume"] else None
+    history = distill_multihead(
+        model,
+        teacher,
+        reference,
+        data,
+        policy,
+        settings,
+        device,
+        resume_path=resume_path,
+        fingerprint=json.dumps(
+            {"training": record, "init": student_meta.weights_sha256 + teacher_meta.weights_sha256},
+            sort_keys=True,
+            default=str,
+        ),
+    )
+    seconds = time.perf_counter() - start
+    meta.metrics = {
+        "train_history": history,
+        "train_seconds": seconds,
+        "train_cpu_seconds": time.process_time() - cpu,
+        "parameters": count_parameters(model),
+        "trainable_parameters": count_parameters(model, trainable_only=True),
+        "trainable": sorted({n.rsplit(".", 1)[0] for n in trainable}),
+    }
+    save_checkpoint(out_path, model.state_dict(), meta)
+    if resume_path is not None and resume_path.exists():
+        resume_path.unlink()
+    log.info("wrote %s (%.1fs of distillation)", out_path, seconds)
+    return Path(out_path)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _row(model: str, corruption: str, severity: int, attack: str, correct: torch.Tensor) -> dict:
+    return metric_row(model, "test", correct, attack=attack, corruption=corruption, severity=severity)
+
+
+def _corrupted_sets(config: Mapping, directory, n_images: int):
+    """(corruption, severity, images uint8, labels) of the first ``n_images`` of each set in ``directory``."""
+    data = config["data"]
+    for corruption in data["corruptions"]:
+        for severity in sorted(data["severities"]):
+            images, labels = read_corrupted_split(
+                directory, corruption, severity, severities=sorted(data["severities"])
+            )
+            yield corruption, severity, images[:n_images], labels[:n_images]
+
+
+@torch.no_grad()
+def _correct(model, images: torch.Tensor, labels: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device).float().div_(255.0)
+        out.append(model(x).argmax(1).cpu() == labels[start : start + batch_size])
+    return torch.cat(out)
+
+
+def evaluate_distilled(
+    config: Mapping,
+    model_path,
+    test_path,
+    corrupted_test_dir,
+    rows_path,
+    summary_path,
+    device,
+    adapt_path=None,
+    corrupted_adapt_dir=None,
+) -> pd.DataFrame:
+    """Clean and corrupted test accuracy of one distillation model as tidy rows (rule ``evaluate_distilled``).
+
+    Clean rows use the whole test split; corrupted rows the first
+    ``distill.evaluate.n_images`` test images of every configured corruption
+    and severity (``data.corruptions`` × ``data.severities``). The multi-head
+    student needs the adaptation split too: the thresholds of the ``ours``
+    rule are chosen there, then every rule is evaluated (rows
+    ``student-multihead`` for ``distill.selection.rule``, attack = the rule's
+    name, and ``student-multihead-<rule>`` for each ablation).
+    """
+    seed_everything(config["seed"])
+    d = config["distill"]
+    model, meta = load_model(model_path, expect={"dataset": config["dataset"]}, device=device)
+    test = load_split(test_path)
+    n_images, batch_size = d["evaluate"]["n_images"], d["evaluate"]["batch_size"]
+    start, cpu = time.perf_counter(), time.process_time()
+    if isinstance(model.net, MultiHeadNet):
+        if adapt_path is None or corrupted_adapt_dir is None:
+            raise ValueError(
+                "the multi-head student's head selection is calibrated on the adaptation split: "
+                "pass adapt_path and corrupted_adapt_dir"
+            )
+        rows, summary = _evaluate_multihead(
+            config, model, meta, test, corrupted_test_dir, load_split(adapt_path), corrupted_adapt_dir, device
+        )
+    else:
+        x, y = test.images, test.labels
+        rows = [_row(meta.name, "none", 0, "clean", _correct(model, x, y, device, batch_size))]
+        for corruption, severity, images, labels in _corrupted_sets(config, corrupted_test_dir, n_images):
+            rows.append(
+                _row(meta.name, corruption, severity, "clean", _correct(model, images, labels, device, batch_size))
+            )
+        summary = {"model": meta.name}
+    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    summary.update(
+        {
+            "n_clean": len(test),
+            "n_per_corrupted_set": min(n_images, len(test)),
+            "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu,
+            "corruptions": list(config["data"]["corruptions"]),
+            "severities": list(config["data"]["severities"]),
+        }
+    )
+    write_text_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_metrics(frame, rows_path)
+    for name, rows in frame.groupby("model", sort=False):
+        log.info(
+            "%s: clean %.4f, mean corrupted %.4f",
+            name,
+            rows.loc[rows["corruption"] == "none", "accuracy"].mean(),
+            rows.loc[rows["corruption"] != "none", "accuracy"].mean(),
+        )
+    return frame
+
+
+def _signals(config: Mapping, model, images: torch.Tensor, device) -> HeadSignals:
+    s = config["distill"]["selection"]
+    return head_signals(
+        model,
+        images.float().div(255.0),
+        samples=s["mc_samples"],
+        seed=config["seed"],
+        uncertainty=s["uncertainty"],
+        batch_size=config["distill"]["evaluate"]["batch_size"],
+        device=device,
+    )
+
+
+def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, corrupted_adapt_dir, device):
+    s = config["distill"]["selection"]
+    # Calibration on the adaptation split: its clean images and the first n_adapt_images of every corrupted set.
+    clean_adapt = _signals(config, model, adapt.images, device)
+    shifted, labels = [], []
+    for _, _, images, y in _corrupted_sets(config, corrupted_adapt_dir, s["n_adapt_images"]):
+        shifted.append(_signals(config, model, images, device))
+        labels.append(y)
+    thresholds, record = calibrate_thresholds(
+        clean_adapt,
+        adapt.labels,
+        HeadSignals.cat(shifted),
+        torch.cat(labels),
+        clean_weight=s["clean_weight"],
+        max_clean_drop=s["max_clean_drop"],
+        quantiles=s["quantiles"],
+        uncertainty=s["uncertainty_threshold"],
+        divergence=s["divergence_threshold"],
+    )
+    log.info("head selection calibrated on the adaptation split: %s", record)
+    names = {s["rule"]: MULTIHEAD, **{r: f"{MULTIHEAD}-{r}" for r in s["ablate"] if r != s["rule"]}}
+    rows, usage = [], {r: {"clean": [0, 0, 0], "corrupted": [0, 0, 0]} for r in names}
+
+    def add(signals, labels, corruption, severity):
+        for rule, name in names.items():
+            choice = select_heads(signals, rule, thresholds, labels)
+            rows.append(_row(name, corruption, severity, rule, selected_predictions(signals, choice) == labels))
+            counts = torch.bincount(choice, minlength=len(HEADS)).tolist()
+            key = "clean" if corruption == "none" else "corrupted"
+            usage[rule][key] = [a + b for a, b in zip(usage[rule][key], counts)]
+
+    add(_signals(config, model, test.images, device), test.labels, "none", 0)
+    for corruption, severity, images, y in _corrupted_sets(
+        config, corrupted_test_dir, config["distill"]["evaluate"]["n_images"]
+    ):
+        add(_signals(config, model, images, device), y, corruption, severity)
+    # Rows grouped by model, clean first (the order of a plain model's file).
+    rows.sort(key=lambda r: list(names.values()).index(r["model"]))
+    fractions = {
+        rule: {k: dict(zip(HEADS, (c / max(sum(v), 1) for c in v))) for k, v in u.items()} for rule, u in usage.items()
+    }
+    summary = {
+        "model": meta.name,
+        "rule": s["rule"],
+        "models": names,
+        "thresholds": record,
+        "head_usage": fractions,
+        "mc_samples": s["mc_samples"],
+        "uncertainty": s["uncertainty"],
+    }
+    return rows, summary
+
+
+def report_distill(
+    config: Mapping, metric_paths: Sequence, gathered_path, sidecar_paths: Sequence, summary_paths: Sequence, table_stem
+) -> list[Path]:
+    """Rule ``report_distill``: the distillation models' rows in one tidy table (``gathered_path``,
+    i.e. ``metrics/distill.tsv``), then the distillation table (CSV + Markdown) from them and the
+    checkpoints' sidecars."""
+    from ..evaluate import read_metrics
+    from .report import distill_table, write_distill_table
+
+    metrics = read_metrics(list(metric_paths))
+    write_metrics(metrics, gathered_path)
+    metas = {m.name: m for m in (load_meta(p) for p in sidecar_paths)}
+    summaries = [json.loads(Path(p).read_text(encoding="utf-8")) for p in summary_paths]
+    table = distill_table(metrics, metas, multihead_model_names(config))
+    return write_distill_table(table, metas, summaries, table_stem, config["dataset"])
+
+
+__all__ = [
+    "DISTILL_MODELS",
+    "check_distill_config",
+    "distill_student",
+    "evaluate_distilled",
+    "finetune_student",
+    "multihead_model_names",
+    "report_distill",
+    "train_student",
+    "train_teacher",
+]

@@ -1,0 +1,249 @@
+"""Robust fine-tuning's stages (rules of ``workflow/rules/lp.smk``) as plain functions: the parent,
+the fine-tunes, the soups along lines between them, their evaluation, the accuracy table.
+
+Each function reads its inputs from paths, writes its outputs atomically and
+returns what it wrote; the workflow scripts only pass ``snakemake.*`` in.
+Usable without Snakemake (the CLI and the tests call them directly).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..attacks import attack_plan
+from ..checkpoint import (
+    load_checkpoint,
+    load_meta,
+    load_model,
+    load_state_dict_checked,
+    save_checkpoint,
+)
+from ..config import base_model_names, parent_name
+from ..data import load_split
+from ..device import seed_everything
+from ..evaluate import (
+    METRIC_COLUMNS,
+    evaluate_adversarial,
+    evaluate_clean,
+    read_metrics,
+    read_points,
+    union_rows,
+    write_metrics,
+    write_points,
+)
+from ..io import write_text_atomic
+from ..models.batchnorm import recompute_batchnorm_statistics
+from ..train.loop import make_input_policy
+from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
+from ..weights import affine_combination
+from .grid import grid_from_config, write_grid
+
+log = logging.getLogger(__name__)
+
+
+def _training_record(config: Mapping, training: Mapping) -> dict:
+    norm = training["norm"]
+    norms = [] if norm == "none" else ([norm] if isinstance(norm, str) else list(norm))
+    steps = training["attack_steps"] if norms else 0
+    return {
+        **training,
+        "norms": norms,
+        "eps": {n: config["threats"][n] for n in norms},
+        "attack_steps": steps,
+        "seed": config["seed"],
+        # Forward-backward passes per training image: the attack's steps plus the update.
+        "cost": training["epochs"] * (steps + 1),
+    }
+
+
+def _run_training(config, name, training, train_path, out_path, device, init_path=None) -> Path:
+    seed_everything(config["seed"])
+    meta = new_meta(model_identity(config), name, training=_training_record(config, training))
+    model, init_sha = starting_model(config, meta, init_path)
+    policy = make_input_policy(
+        training["norm"], config["threats"], training["attack_steps"], attack=training["attack"], seed=config["seed"]
+    )
+    settings = settings_from(training, config["seed"], decay_all=init_path is not None)
+    data = load_split(train_path)
+    return train_and_checkpoint(model, meta, data, policy, settings, out_path, device, training["resume"], init_sha)
+
+
+def pretrain(config: Mapping, train_path, out_path, device: torch.device) -> Path:
+    """Adversarially train the parent from scratch (``pretrain`` in the config)."""
+    return _run_training(config, parent_name(config), config["pretrain"], train_path, out_path, device)
+
+
+def finetune(config: Mapping, target: str, parent_path, train_path, out_path, device) -> Path:
+    """Fine-tune the parent towards ``finetune[target]`` (e.g. L2, L1 or nominal training).
+
+    Starts from all of the parent's tensors, BatchNorm statistics included.
+    """
+    if target not in config["finetune"]:
+        raise KeyError(f"fine-tune target {target!r} is not in the config; expected one of {list(config['finetune'])}")
+    name = f"{parent_name(config)}-{target}"
+    return _run_training(config, name, config["finetune"][target], train_path, out_path, device, parent_path)
+
+
+def make_soup(
+    config: Mapping,
+    soup_id: str,
+    weights: Mapping[str, float],
+    model_paths: Mapping[str, str],
+    train_path,
+    out_path,
+    device: torch.device | str = "cpu",
+) -> Path:
+    """Write the soup Σ wᵢθᵢ over the base models as a checkpoint of its own.
+
+    BatchNorm statistics are mixed or re-estimated on training images, as
+    ``soups.batchnorm`` says.
+    """
+    names = [n for n in base_model_names(config) if n in weights]
+    identity = model_identity(config)
+    states = [load_checkpoint(model_paths[n], expect=identity)[0] for n in names]
+    combined = affine_combination(states, [weights[n] for n in names], names=names)
+    spec = config["soups"]
+    meta = new_meta(
+        identity, soup_id, provenance={"soup": {n: weights[n] for n in names}, "batchnorm": spec["batchnorm"]}
+    )
+    if spec["batchnorm"] == "recompute":
+        seed_everything(config["seed"])
+        model = meta.build()
+        load_state_dict_checked(model, combined, source=soup_id)
+        images = load_split(train_path).images[: spec["batchnorm_images"]]
+        recompute_batchnorm_statistics(model, images, device=device)
+        meta.provenance["batchnorm_images"] = len(images)
+        combined = model.state_dict()
+    save_checkpoint(out_path, combined, meta)
+    return Path(out_path)
+
+
+def _load_for_evaluation(config: Mapping, model_path, split_path, device):
+    seed_everything(config["seed"])
+    model, meta = load_model(model_path, expect=model_identity(config), device=device)
+    return model, meta, load_split(split_path)
+
+
+def evaluate_model(config: Mapping, model_path, split_path, outputs: Mapping[str, tuple], device) -> pd.DataFrame:
+    """Clean accuracy and robust accuracy under every configured norm of one checkpoint (rule
+    ``evaluate_model``), in one process: the model and the split are loaded once.
+
+    ``outputs`` maps ``clean`` and each norm of ``evaluate.threats`` to its
+    (rows, points) paths: one tidy row and the per-point results per threat,
+    so that union accuracy is counted from the points. Returns every row.
+    """
+    threats = ["clean", *config["evaluate"]["threats"]]
+    if set(outputs) != set(threats):
+        raise KeyError(f"evaluate_model writes {threats}; outputs were given for {sorted(outputs)}")
+    unknown = [n for n in threats[1:] if n not in config["threats"]]
+    if unknown:
+        raise KeyError(f"no ε configured for norms {unknown}; expected them among {list(config['threats'])}")
+    model, meta, data = _load_for_evaluation(config, model_path, split_path, device)
+    spec = config["evaluate"]
+    results = {"clean": evaluate_clean(model, meta.name, data, device)}
+    for norm in threats[1:]:
+        plan = attack_plan(spec["mode"], norm, meta.num_classes, spec["n_iter"], spec["n_restarts"])
+        results[norm] = evaluate_adversarial(
+            model,
+            meta.name,
+            data,
+            norm,
+            config["threats"][norm],
+            plan,
+            n_attacked=min(spec["n_images"], len(data)),
+            seed=config["seed"],
+            batch_size=spec["batch_size"],
+            device=device,
+        )
+    for threat, (rows, points) in results.items():
+        rows_path, points_path = outputs[threat]
+        write_points(points, points_path)
+        write_metrics(rows, rows_path)
+    return pd.concat([rows for rows, _ in results.values()], ignore_index=True)
+
+
+def gather_metrics(
+    config: Mapping,
+    models: Sequence[str],
+    metrics_dir,
+    out_path,
+    evalset: str = "test",
+    studies: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """Concatenate every metric file into ``metrics/all.tsv``, with a ``study`` column.
+
+    The per-model files (``metrics/<model>/<evalset>/<threat>.tsv``) form the
+    ``lp`` study (clean and robust accuracy), with union accuracy counted
+    from their per-point files; ``studies`` maps other study names (e.g.
+    ``soups-shifts``) to gathered files of tidy rows.
+    """
+    metrics_dir = Path(metrics_dir)
+    threats = ["clean", *config["evaluate"]["threats"]]
+    frames = []
+    for model in models:
+        folder = metrics_dir / model / evalset
+        rows = read_metrics([folder / f"{t}.tsv" for t in threats])
+        points = {("none" if t == "clean" else t): read_points(folder / f"{t}.points.tsv") for t in threats}
+        attacks = dict(zip(rows["threat"], rows["attack"]))
+        frames += [rows, union_rows(model, evalset, points, attacks)]
+    lp = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    lp.insert(0, "study", "lp")
+    gathered = [lp]
+    for study, path in (studies or {}).items():
+        frame = read_metrics([path])
+        frame.insert(0, "study", study)
+        gathered.append(frame)
+    frame = pd.concat(gathered, ignore_index=True)
+    write_text_atomic(out_path, frame[["study", *METRIC_COLUMNS]].to_csv(sep="\t", index=False))
+    return frame
+
+
+def report_lp(
+    config: Mapping,
+    models: Sequence[str],
+    metrics_dir,
+    studies: Mapping[str, str],
+    gathered_path,
+    grid_path,
+    sidecar_paths: Sequence,
+    table_stem,
+    figure_paths: Sequence,
+) -> list[Path]:
+    """Rule ``report``: the soup grid (``soups/grid.tsv``), every study's metrics in
+    ``metrics/all.tsv`` (:func:`gather_metrics`), the accuracy table (CSV + Markdown) and one
+    soup-line figure per configured line.
+
+    The table has robust-finetuning's columns: clean, per-norm and union
+    accuracy, and for trained models what they were trained for and the
+    training cost, read from the checkpoints' sidecars.
+    """
+    # Imported here: matplotlib costs every other stage's job a third of a second.
+    from ..report import attack_summary, evaluation_note, write_table
+    from .report import accuracy_table, add_training_columns, plot_soup_line, soup_line_points
+
+    write_grid(grid_from_config(config), base_model_names(config), grid_path)
+    metrics = gather_metrics(config, models, metrics_dir, gathered_path, studies=studies)
+    metrics = metrics[metrics["study"] == "lp"]
+    grid = pd.read_csv(grid_path, sep="\t")
+    metas = [load_meta(path) for path in sidecar_paths]
+    order = base_model_names(config) + list(grid["id"])
+    note = evaluation_note(metrics)
+    table = add_training_columns(
+        accuracy_table(metrics, order, grid), {m.name: m.training for m in metas}, {m.name: m.parent for m in metas}
+    )
+    written = write_table(
+        table,
+        table_stem,
+        f"Clean and robust accuracy on {config['dataset']}",
+        note + ". Cost: forward-backward passes per training image, epochs × (attack steps + 1)",
+    )
+    for (a, b), path in zip(config["soups"]["lines"], figure_paths):
+        points = soup_line_points(metrics, grid, a, b)
+        written += plot_soup_line(points, a, b, path, subtitle=attack_summary(metrics))
+    log.info("report written:\n%s", "\n".join(str(p) for p in written))
+    return written

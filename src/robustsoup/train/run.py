@@ -1,0 +1,163 @@
+"""Train and checkpoint: the one runner every study trains through, and the model a run is about.
+
+:func:`train_and_checkpoint` resolves the arithmetic for the device, trains
+with resume (a killed job continues after its last epoch), records what it
+cost and writes the checkpoint atomically; lp, rws and distill call it with
+their own model, sidecar, data and input policy. :func:`model_identity`,
+:func:`new_meta` and :func:`initial_model` say which model a config trains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import CheckpointMeta, load_checkpoint, load_state_dict_checked, save_checkpoint
+from ..data import ImageSplit, get_dataset_spec
+from ..models.registry import ZOO_PREFIX, input_statistics
+from ..models.zoo import build_pretrained
+from .loop import InputPolicy, TrainSettings, train_model
+
+log = logging.getLogger(__name__)
+
+
+def model_identity(config: Mapping) -> dict:
+    """Sidecar fields every checkpoint of the run's model (``config["model"]``) must match."""
+    model = config["model"]
+    if model["architecture"].startswith(ZOO_PREFIX):
+        kwargs = {"dataset": config["dataset"], "threat": model["zoo_threat"]}
+    else:
+        kwargs = {"width": model["width"], "activation": model["activation"]}
+    return {"architecture": model["architecture"], "dataset": config["dataset"], "model_kwargs": kwargs}
+
+
+def new_meta(identity: Mapping, name: str, **fields) -> CheckpointMeta:
+    """The sidecar of a new checkpoint of ``identity`` (architecture, model_kwargs, dataset): classes
+    and input statistics come from the data set (or the architecture's own, for zoo models)."""
+    spec = get_dataset_spec(identity["dataset"])
+    mean, std = input_statistics(identity["architecture"], spec.mean, spec.std)
+    return CheckpointMeta(
+        name=name,
+        architecture=identity["architecture"],
+        model_kwargs=dict(identity["model_kwargs"]),
+        dataset=identity["dataset"],
+        num_classes=spec.num_classes,
+        mean=list(mean),
+        std=list(std),
+        **fields,
+    )
+
+
+def initial_model(config: Mapping, meta: CheckpointMeta) -> nn.Module:
+    """The run's model before training: pretrained weights when the config names any (a RobustBench
+    zoo entry or a local weights file, recorded in ``meta.provenance``), else a fresh initialisation."""
+    model = config["model"]
+    if not (model["architecture"].startswith(ZOO_PREFIX) or model["weights"]):
+        return meta.build()
+    extra = {} if model["architecture"].startswith(ZOO_PREFIX) else meta.model_kwargs
+    meta.provenance["initial_weights"] = model["weights"] or meta.architecture
+    return build_pretrained(
+        meta.architecture,
+        meta.num_classes,
+        meta.mean,
+        meta.std,
+        weights=model["weights"],
+        model_dir=model["model_dir"],
+        dataset=config["dataset"],
+        threat=model["zoo_threat"],
+        **extra,
+    )
+
+
+def starting_model(config: Mapping, meta: CheckpointMeta, init_path=None) -> tuple[nn.Module, str]:
+    """The model a training starts from and the SHA-256 of its weights ('' for a fresh or pretrained
+    start): the checkpoint at ``init_path`` (which must be the run's model; it becomes
+    ``meta.parent``), else :func:`initial_model`."""
+    if init_path is None:
+        return initial_model(config, meta), ""
+    state, init_meta = load_checkpoint(init_path, expect=model_identity(config))
+    model = meta.build()
+    load_state_dict_checked(model, state, source=f"starting point {init_path}")
+    meta.parent = init_meta.name
+    return model, init_meta.weights_sha256
+
+
+def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSettings:
+    """:class:`TrainSettings` from a config training section (the schema's ``$defs/training`` keys)."""
+    return TrainSettings(
+        epochs=training["epochs"],
+        lr=training["lr"],
+        schedule=training["schedule"],
+        batch_size=training["batch_size"],
+        momentum=training["momentum"],
+        weight_decay=training["weight_decay"],
+        seed=seed,
+        decay_all=decay_all,
+        precision=training["precision"],
+        channels_last=training["channels_last"],
+    )
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def train_and_checkpoint(
+    model: nn.Module,
+    meta: CheckpointMeta,
+    data: ImageSplit,
+    policy: InputPolicy,
+    settings: TrainSettings,
+    out_path: str | Path,
+    device: torch.device,
+    resume: bool = True,
+    init_sha: str = "",
+) -> Path:
+    """Train ``model`` in place and write it with ``meta`` to ``out_path``; return the path.
+
+    ``settings``' auto precision and memory format are resolved for ``device``
+    and recorded in ``meta.training``. With ``resume`` the state is saved
+    every epoch beside the output (``<name>.resume.pt``) and a killed run
+    continues from it, provided the training record, the model identity and
+    ``init_sha`` (the SHA-256 of the starting weights) are the same; it is
+    deleted once the checkpoint is written. The sidecar's ``metrics`` get the
+    history, wall and CPU seconds and parameter counts. A diverging loss
+    raises :class:`~robustsoup.train.loop.TrainingDivergedError` and writes nothing.
+    """
+    settings = settings.resolved(device, meta.training)
+    resume_path = Path(out_path).with_suffix(".resume.pt") if resume else None
+    identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs, "dataset": meta.dataset}
+    fingerprint = json.dumps(
+        {"training": meta.training, "identity": identity, "init": init_sha}, sort_keys=True, default=str
+    )
+    log.info(
+        "training %s: %s, %d epochs on %d images from %s, device %s",
+        meta.name,
+        policy.name,
+        settings.epochs,
+        len(data),
+        meta.parent or "scratch",
+        device,
+    )
+    start, cpu = time.perf_counter(), time.process_time()
+    history = train_model(model, data, policy, settings, device, resume_path=resume_path, fingerprint=fingerprint)
+    seconds = time.perf_counter() - start
+    n = count_parameters(model)
+    meta.metrics = {
+        "train_history": history,
+        "train_seconds": seconds,
+        "train_cpu_seconds": time.process_time() - cpu,
+        "parameters": n,
+        "trainable_parameters": n if settings.epochs else 0,
+    }
+    save_checkpoint(out_path, model.state_dict(), meta)
+    if resume_path is not None and resume_path.exists():
+        resume_path.unlink()
+    log.info("wrote %s (%.1fs of training)", out_path, seconds)
+    return Path(out_path)
