@@ -9,7 +9,7 @@ from robustsoup import device as device_module
 from robustsoup.checkpoint import load_checkpoint
 from robustsoup.config import resolve_config
 from robustsoup.data import prepare_splits
-from robustsoup.device import Arithmetic, resolve_arithmetic, resolve_channels_last, resolve_precision
+from robustsoup.device import Arithmetic, resolve_channels_last, resolve_precision
 from robustsoup.lp.stages import pretrain
 
 CPU = torch.device("cpu")
@@ -81,6 +81,20 @@ def test_channels_last_auto_follows_onednn_on_cpu_and_explicit_values_stay(monke
     assert resolve_channels_last("auto", CPU) is True
 
 
+def test_channels_last_auto_keeps_narrow_models_contiguous_on_cpu(monkeypatch, caplog):
+    """oneDNN crashes in channels_last backward passes of convolutions under 16 channels on AVX-512."""
+    from conftest import tiny_meta
+
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    narrow, wide = tiny_meta(width=8).build(), tiny_meta(width=16).build()
+    assert resolve_channels_last("auto", CPU, narrow) is False
+    assert resolve_channels_last("auto", CPU, wide) is True
+    device_module._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="robustsoup.device"):
+        assert resolve_channels_last(True, CPU, narrow) is True
+    assert "can crash" in caplog.text
+
+
 def test_arithmetic_autocasts_only_when_asked():
     x = torch.ones(2, 2)
     with Arithmetic("float32").autocast(CPU):
@@ -116,9 +130,8 @@ def test_the_sidecar_records_the_resolved_precision_and_memory_format(tmp_path, 
     out = pretrain(config, splits["train"], tmp_path / "linf.safetensors", CPU)
     training = load_checkpoint(out)[1].training
     assert training["precision"] == expected and training["precision_requested"] == "auto"
-    assert training["memory_format"] == (
-        "channels_last" if resolve_arithmetic("auto", "auto", CPU).channels_last else "contiguous"
-    )
+    # width 4: a convolution narrower than 16 channels keeps the contiguous format on a CPU
+    assert training["memory_format"] == "contiguous"
     assert training["channels_last_requested"] == "auto"
 
 

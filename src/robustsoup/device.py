@@ -183,15 +183,39 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
     return requested
 
 
-def resolve_channels_last(requested: bool | str, device: torch.device | str) -> bool:
+# oneDNN on AVX-512 CPUs (torch 2.14) crashes (SIGSEGV) in the backward pass of channels_last
+# convolutions with fewer than 16 output channels once the batch size changes (the last, partial
+# batch of an epoch) with 2 or more threads; contiguous tensors and AVX2 are not affected.
+CPU_CHANNELS_LAST_MIN_CHANNELS = 16
+
+
+def _narrowest_conv(model: torch.nn.Module | None) -> int | None:
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] if model is not None else []
+    return min(widths) if widths else None
+
+
+def resolve_channels_last(
+    requested: bool | str, device: torch.device | str, model: torch.nn.Module | None = None
+) -> bool:
     """``auto`` → channels_last on CUDA and on CPUs with oneDNN (its convolutions prefer it: 1.3× float32
     APGD training of the default model on an AVX-512 CPU, 1.0–1.1× on an AVX2 one; never slower
-    in our measurements), contiguous elsewhere."""
+    in our measurements), contiguous elsewhere, and contiguous on a CPU for a ``model`` with a
+    convolution of fewer than 16 output channels (see :data:`CPU_CHANNELS_LAST_MIN_CHANNELS`)."""
+    device = torch.device(device)
+    narrow = device.type == "cpu" and (_narrowest_conv(model) or CPU_CHANNELS_LAST_MIN_CHANNELS) < (
+        CPU_CHANNELS_LAST_MIN_CHANNELS
+    )
     if isinstance(requested, bool):
+        if requested and narrow:
+            _warn_once(
+                f"channels_last with convolutions of {_narrowest_conv(model)} channels can crash oneDNN's "
+                "backward pass on this CPU; set channels_last: auto (or false) if training dies"
+            )
         return requested
     if requested != "auto":
         raise ValueError(f"channels_last must be true, false or auto; found {requested!r}")
-    device = torch.device(device)
+    if narrow:
+        return False
     return device.type == "cuda" or (device.type == "cpu" and torch.backends.mkldnn.is_available())
 
 
@@ -199,9 +223,11 @@ def resolve_channels_last(requested: bool | str, device: torch.device | str) -> 
 RESOLVED: list[Arithmetic] = []
 
 
-def resolve_arithmetic(precision: str, channels_last: bool | str, device: torch.device | str) -> Arithmetic:
-    """The :class:`Arithmetic` a config's ``precision`` / ``channels_last`` mean on ``device``."""
-    arithmetic = Arithmetic(resolve_precision(precision, device), resolve_channels_last(channels_last, device))
+def resolve_arithmetic(
+    precision: str, channels_last: bool | str, device: torch.device | str, model: torch.nn.Module | None = None
+) -> Arithmetic:
+    """The :class:`Arithmetic` a config's ``precision`` / ``channels_last`` mean on ``device`` (for ``model``)."""
+    arithmetic = Arithmetic(resolve_precision(precision, device), resolve_channels_last(channels_last, device, model))
     if arithmetic not in RESOLVED:
         RESOLVED.append(arithmetic)
     return arithmetic

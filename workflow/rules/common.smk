@@ -28,9 +28,14 @@ ENV = "../envs/robustsoup.yaml"
 
 
 def job_threads():
-    """Threads of a job that trains or evaluates: the config's `threads`, auto = a quarter of --cores."""
-    threads = config["threads"]
-    return max(1, workflow.cores // 4) if threads == "auto" else threads
+    """Threads of a job that trains or evaluates: the config's `threads`, auto = a quarter of --cores
+    (1 without --cores: a cluster profile sets threads per rule)."""
+    if config["threads"] != "auto":
+        return config["threads"]
+    try:
+        return max(1, workflow.cores // 4)
+    except WorkflowError:
+        return 1
 
 
 def _alternatives(names):

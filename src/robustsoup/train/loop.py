@@ -254,17 +254,19 @@ class TrainSettings:
     precision: str = "float32"
     channels_last: bool | str = False
 
-    def arithmetic(self, device: torch.device) -> Arithmetic:
-        """The precision and memory format this training runs with on ``device``."""
-        return resolve_arithmetic(self.precision, self.channels_last, device)
+    def arithmetic(self, device: torch.device, model: nn.Module | None = None) -> Arithmetic:
+        """The precision and memory format this training (of ``model``) runs with on ``device``."""
+        return resolve_arithmetic(self.precision, self.channels_last, device, model)
 
-    def resolved(self, device: torch.device, record: dict | None = None) -> TrainSettings:
+    def resolved(
+        self, device: torch.device, record: dict | None = None, model: nn.Module | None = None
+    ) -> TrainSettings:
         """These settings with ``auto`` resolved for ``device``.
 
         ``record`` (a sidecar's ``training`` dict) gets the resolved precision
         and memory format, and what the config asked for.
         """
-        arithmetic = self.arithmetic(device)
+        arithmetic = self.arithmetic(device, model)
         if record is not None:
             record.update(
                 {
@@ -395,7 +397,7 @@ def train_model(
     Raises :class:`TrainingDivergedError` if the loss stops being finite.
     """
     model.to(device)
-    arithmetic = settings.arithmetic(device)
+    arithmetic = settings.arithmetic(device, model)
     log.info("arithmetic: %s", arithmetic)
     if arithmetic.channels_last:
         model.to(memory_format=torch.channels_last)

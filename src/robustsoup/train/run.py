@@ -130,7 +130,7 @@ def train_and_checkpoint(
     history, wall and CPU seconds and parameter counts. A diverging loss
     raises :class:`~robustsoup.train.loop.TrainingDivergedError` and writes nothing.
     """
-    settings = settings.resolved(device, meta.training)
+    settings = settings.resolved(device, meta.training, model)
     resume_path = Path(out_path).with_suffix(".resume.pt") if resume else None
     identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs, "dataset": meta.dataset}
     fingerprint = json.dumps(
