@@ -207,3 +207,30 @@ def test_html_report_holds_every_table_and_figure(micro_run):
         "benchmarks.csv",
     ]:
         assert name in html, name
+
+
+def test_a_config_given_on_the_command_line_stands_alone_and_is_written_resolved(tmp_path):
+    """No layering on config/config.yaml: keys the file leaves out take the schema's defaults, the run
+    writes results/<dataset>/config.resolved.yaml, and `robustsoup config FILE` prints exactly that."""
+    from robustsoup.config import resolve_config
+
+    sparse = tmp_path / "sparse.yaml"
+    sparse.write_text("seed: 3\ndata: {n_adapt: 20, n_test: 40}\n")
+    workdir = tmp_path / "run"
+    result = snakemake(workdir, "results/digits/data/train.safetensors", configfile=sparse)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "extended by additional config" not in result.stdout + result.stderr
+    written = (workdir / "results" / "digits" / "config.resolved.yaml").read_text()
+    printed = subprocess.run(
+        [str(Path(sys.executable).with_name("robustsoup")), "config", str(sparse)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert written == printed
+    resolved = yaml.safe_load(written)
+    digits_file = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert resolved["seed"] == 3 and resolved["data"]["n_test"] == 40
+    # the digits file's value is not inherited; the schema's default is taken
+    assert resolved["soups"]["search"]["step"] != digits_file["soups"]["search"]["step"]
+    assert resolved["soups"]["search"]["step"] == resolve_config({})["soups"]["search"]["step"]

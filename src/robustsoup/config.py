@@ -164,3 +164,17 @@ def load_config_file(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, found {type(raw).__name__}")
     return resolve_config(raw)
+
+
+def config_yaml(config: Mapping) -> str:
+    """A resolved config as YAML, keys in schema order: what ``robustsoup config`` prints and what
+    every run writes to ``results/<dataset>/config.resolved.yaml``."""
+    return yaml.safe_dump(dict(config), sort_keys=False)
+
+
+def write_resolved_config(config: Mapping, path: str | Path) -> Path:
+    """Write the run's resolved config (:func:`config_yaml`) atomically to ``path``."""
+    from .io import write_text_atomic
+
+    write_text_atomic(path, config_yaml(config))
+    return Path(path)

@@ -7,7 +7,13 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from robustsoup.config import ConfigError, base_model_names, finetune_names, parent_name, resolve_config
+from robustsoup.config import (
+    ConfigError,
+    base_model_names,
+    parent_name,
+    resolve_config,
+    write_resolved_config,
+)
 from robustsoup.lp.grid import grid_from_config
 
 try:

@@ -16,10 +16,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import yaml
-
 from ..checkpoint import CheckpointError, load_checkpoint, load_meta, save_checkpoint
-from ..config import ConfigError, load_config_file, resolve_config
+from ..config import ConfigError, config_yaml, load_config_file, resolve_config
 from ..data import DATASETS, DataLayoutError
 from ..weights import WeightMismatchError, affine_combination
 from .args import parse_path_and_number
@@ -40,7 +38,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     config = load_config_file(args.file) if args.file else resolve_config({})
-    print(yaml.safe_dump(config, sort_keys=False), end="")
+    print(config_yaml(config), end="")
     return 0
 
 
