@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, load_checkpoint, load_meta, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..config import ConfigError, config_yaml, load_config_file, resolve_config
 from ..data import DATASETS, DataLayoutError
 from ..weights import WeightMismatchError, affine_combination
@@ -29,7 +29,8 @@ def _parse_weighted(spec: str) -> tuple[Path, float]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    meta = asdict(load_meta(args.model))
+    # load_checkpoint, not only the sidecar: a missing, truncated or swapped weights file is an error.
+    meta = asdict(load_checkpoint(args.model)[1])
     if not args.history:
         meta.get("metrics", {}).pop("train_history", None)
     print(json.dumps(meta, indent=2, sort_keys=True))
@@ -54,6 +55,19 @@ def cmd_soup(args: argparse.Namespace) -> int:
                 f"{meta.name} is a {meta.architecture} {meta.model_kwargs}, "
                 f"{first.name} a {first.architecture} {first.model_kwargs}: soups need one architecture"
             )
+        for field in ("dataset", "num_classes", "mean", "std"):
+            if getattr(meta, field) != getattr(first, field):
+                raise CheckpointError(
+                    f"{meta.name} has {field} {getattr(meta, field)!r}, {first.name} {getattr(first, field)!r}: "
+                    "the ingredients of a soup must share the data set and the input normalization"
+                )
+    total = sum(weights)
+    if abs(total - 1.0) > 1e-6:
+        print(
+            f"robustsoup: warning: the weights sum to {total:g}, not 1: this is task arithmetic, not a soup "
+            "(allowed; BatchNorm statistics are mixed with the same weights)",
+            file=sys.stderr,
+        )
     soup = affine_combination(states, weights, names=names)
     first.name = args.output.stem
     first.training, first.parent, first.metrics = None, None, {}
