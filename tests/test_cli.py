@@ -50,3 +50,20 @@ def test_soup_whose_weights_do_not_sum_to_one_is_written_with_a_warning(two_chec
     assert out.exists()
     assert main(["soup", f"{two_checkpoints[0]}:1.2", f"{two_checkpoints[1]}:-0.2", "-o", str(out)]) == 0
     assert "warning" not in capsys.readouterr().err  # extrapolation on the line: sums to 1
+
+
+@pytest.mark.parametrize("bad", ["x", "7", "1,,0"])
+def test_data_check_names_bad_severities_without_a_traceback(bad, capsys):
+    assert main(["data", "check", "--dataset", "digits", "--severities", bad]) == 2
+    assert "expected comma-separated severities between 1 and 5" in capsys.readouterr().err
+
+
+def test_a_sidecar_that_is_not_utf8_or_lacks_a_field_is_named(two_checkpoints, capsys):
+    sidecar = two_checkpoints[0].with_suffix(".json")
+    text = sidecar.read_text()
+    sidecar.write_bytes(b"\xff\xfe" + text.encode())
+    assert main(["info", str(two_checkpoints[0])]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+    sidecar.write_text(text.replace('"architecture"', '"architecturX"'))
+    assert main(["info", str(two_checkpoints[0])]) == 2
+    assert "lacks the field(s) architecture" in capsys.readouterr().err

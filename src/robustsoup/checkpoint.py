@@ -15,7 +15,7 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -131,16 +131,25 @@ def read_sidecar(side: Path, fmt: str, meta_class: type, error: type[Exception],
     """
     try:
         raw = json.loads(side.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{what} sidecar {side} is not UTF-8 text (byte {exc.start}: {exc.reason}); expected the JSON "
+            "robustsoup writes: restore the file, or delete both files and rerun the rule that made them"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise error(f"{what} sidecar {side} is not valid JSON ({exc}); delete it and rerun") from exc
     if not isinstance(raw, dict) or raw.get("format") != fmt:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise error(f"{what} sidecar {side}: expected format {fmt!r}, found {found!r}")
     known = meta_class.__dataclass_fields__
-    try:
-        return meta_class(**{k: v for k, v in raw.items() if k in known})
-    except TypeError as exc:
-        raise error(f"{what} sidecar {side} lacks a required field: {exc}") from exc
+    required = [name for name, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in raw]
+    if missing:
+        raise error(
+            f"{what} sidecar {side} lacks the field(s) {', '.join(missing)}; expected every one of "
+            f"{', '.join(required)}: restore the file, or delete both files and rerun the rule that made them"
+        )
+    return meta_class(**{k: v for k, v in raw.items() if k in known})
 
 
 def load_checkpoint(

@@ -78,11 +78,20 @@ def cmd_soup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _severities(text: str) -> list[int]:
+    values = [s.strip() for s in text.split(",") if s.strip()]
+    if not all(v.isdigit() and 1 <= int(v) <= 5 for v in values):
+        raise ConfigError(
+            f"--severities: expected comma-separated severities between 1 and 5 (e.g. 1,3,5), found {text!r}"
+        )
+    return [int(v) for v in values]
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset
 
     corruptions = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
-    severities = [int(s) for s in args.severities.split(",") if s] if args.severities else None
+    severities = _severities(args.severities) if args.severities else None
     report = check_dataset(args.dataset, args.root, quick=args.quick, corruptions=corruptions, severities=severities)
     print(report.text())
     return 0
