@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,19 @@ def test_shipped_config_resolves_and_names_its_models():
     config = load_config_file(REPO / "config" / "config.yaml")
     assert base_model_names(config) == ["linf", "linf-l2", "linf-l1", "linf-nominal"]
     assert config["finetune"]["nominal"]["norm"] == "none"
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"pretrain": {"norm": "L3"}}, "'L3' is not accepted; expected 'Linf', 'L2', 'L1', 'none' or a list of"),
+        ({"pretrain": {"channels_last": "yes"}}, "expected boolean or 'auto'"),
+        ({"threads": 0}, "expected integer ≥ 1 or 'auto'"),
+    ],
+)
+def test_a_value_outside_an_any_of_lists_what_is_accepted(config, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config(config)
 
 
 def test_empty_config_takes_the_schema_defaults():

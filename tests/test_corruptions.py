@@ -296,5 +296,9 @@ def test_reader_rejects_a_truncated_file(tmp_path):
     write_corrupted_split(_images(2, 32).transpose(0, 3, 1, 2).copy(), np.arange(2), tmp_path, corruptions=["fog"])
     path = tmp_path / "fog.npy"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="unreadable or truncated"):
+    with pytest.raises(ValueError, match="unreadable or truncated") as error:
         read_corrupted_split(tmp_path, "fog", 2)
+    # says how short it is: the bytes on disk against what its header promises
+    assert "1000 bytes on disk" in str(error.value) and "expected from its header (shape (10, 32, 32, 3)" in str(
+        error.value
+    )

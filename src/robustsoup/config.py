@@ -75,6 +75,26 @@ def _fill_defaults(value: Any, schema: dict, root: dict) -> Any:
     return value
 
 
+def _allowed(schema: dict, root: dict) -> str:
+    """What a (sub)schema accepts, in words: its enum values, a list of them, or its type."""
+    schema = _resolve_ref(schema, root)
+    if "enum" in schema:
+        return ", ".join(repr(v) for v in schema["enum"])
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        return f"a list of {_allowed(schema['items'], root)}"
+    kind = str(schema.get("type", "a value of another kind"))
+    return f"{kind} ≥ {schema['minimum']}" if "minimum" in schema else kind
+
+
+def _message(error: jsonschema.ValidationError, root: dict) -> str:
+    """jsonschema's message, with the accepted values spelled out where it says only 'not valid under
+    any of the given schemas'."""
+    if error.validator in ("anyOf", "oneOf"):
+        options = " or ".join(_allowed(sub, root) for sub in error.validator_value)
+        return f"{error.instance!r} is not accepted; expected {options}"
+    return error.message
+
+
 def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
@@ -90,7 +110,7 @@ def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = [f"  - config key '{_key_path(e)}': {e.message}" for e in errors]
+        lines = [f"  - config key '{_key_path(e)}': {_message(e, schema)}" for e in errors]
         raise ConfigError(
             "invalid configuration:\n"
             + "\n".join(lines)

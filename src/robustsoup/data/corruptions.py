@@ -432,8 +432,25 @@ def _load_npy(path: Path, what: str, mmap: bool) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise ValueError(
-            f"corrupted split file {path} is unreadable or truncated ({exc}); delete it and rerun"
+            f"corrupted split file {path} is unreadable or truncated ({_npy_sizes(path)}); expected {what}. "
+            "Delete it and rerun (the workflow regenerates it), or copy it again if it came from disk"
         ) from exc
+
+
+def _npy_sizes(path: Path) -> str:
+    """'N bytes on disk, M expected from its header (shape …, dtype …)', or why the header is unreadable."""
+    actual = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(handle)
+            expected = handle.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    except Exception as exc:  # a header too damaged to read says so
+        return f"{actual} bytes on disk, no readable .npy header: {exc}"
+    return f"{actual} bytes on disk, {expected} expected from its header (shape {shape}, dtype {dtype})"
 
 
 def read_corrupted_split(
