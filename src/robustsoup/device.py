@@ -202,13 +202,12 @@ def resolve_channels_last(
     in our measurements), contiguous elsewhere, and contiguous on a CPU for a ``model`` with a
     convolution of fewer than 16 output channels (see :data:`CPU_CHANNELS_LAST_MIN_CHANNELS`)."""
     device = torch.device(device)
-    narrow = device.type == "cpu" and (_narrowest_conv(model) or CPU_CHANNELS_LAST_MIN_CHANNELS) < (
-        CPU_CHANNELS_LAST_MIN_CHANNELS
-    )
+    width = _narrowest_conv(model) if device.type == "cpu" else None
+    narrow = width is not None and width < CPU_CHANNELS_LAST_MIN_CHANNELS
     if isinstance(requested, bool):
         if requested and narrow:
             _warn_once(
-                f"channels_last with convolutions of {_narrowest_conv(model)} channels can crash oneDNN's "
+                f"channels_last with convolutions of {width} channels can crash oneDNN's "
                 "backward pass on this CPU; set channels_last: auto (or false) if training dies"
             )
         return requested

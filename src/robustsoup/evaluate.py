@@ -124,6 +124,27 @@ def evaluate_adversarial(
     return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust)
 
 
+def evaluate_threats(
+    model: nn.Module,
+    model_name: str,
+    data: ImageSplit,
+    eps: Mapping[str, float],
+    plans: Mapping[str, AttackPlan],
+    n_attacked: int,
+    seed: int = 0,
+    batch_size: int = 250,
+    device="cpu",
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Clean accuracy, then robust accuracy under every norm of ``plans`` (ε from ``eps``) on the first
+    ``n_attacked`` images: ``{"clean": (row, points), norm: (row, points), …}`` in that order."""
+    results = {"clean": evaluate_clean(model, model_name, data, device)}
+    for norm, plan in plans.items():
+        results[norm] = evaluate_adversarial(
+            model, model_name, data, norm, eps[norm], plan, n_attacked, seed=seed, batch_size=batch_size, device=device
+        )
+    return results
+
+
 def union_rows(
     model_name: str, evalset: str, points: Mapping[str, pd.DataFrame], attacks: Mapping[str, str]
 ) -> pd.DataFrame:

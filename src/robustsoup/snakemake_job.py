@@ -15,10 +15,7 @@ import torch
 
 from .config import resolve_config
 from .device import RESOLVED, Arithmetic, cpu_native_bf16, gpu_lease, machine_summary, select_device
-
-# The last line of every job's log: what it computed with and how long its work took, read by
-# robustsoup.report.benchmarks (the benchmark table) and bench/dag_walltime.py (fixed cost per job).
-JOB_RECORD = "robustsoup-job:"
+from .report.benchmarks import JOB_RECORD
 
 
 def job_record(rule: str, inside_s: float) -> str:

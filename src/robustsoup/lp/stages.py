@@ -28,8 +28,7 @@ from ..data import load_split
 from ..device import seed_everything
 from ..evaluate import (
     METRIC_COLUMNS,
-    evaluate_adversarial,
-    evaluate_clean,
+    evaluate_threats,
     read_metrics,
     read_points,
     union_rows,
@@ -145,21 +144,19 @@ def evaluate_model(config: Mapping, model_path, split_path, outputs: Mapping[str
         raise KeyError(f"no ε configured for norms {unknown}; expected them among {list(config['threats'])}")
     model, meta, data = _load_for_evaluation(config, model_path, split_path, device)
     spec = config["evaluate"]
-    results = {"clean": evaluate_clean(model, meta.name, data, device)}
-    for norm in threats[1:]:
-        plan = attack_plan(spec["mode"], norm, meta.num_classes, spec["n_iter"], spec["n_restarts"])
-        results[norm] = evaluate_adversarial(
-            model,
-            meta.name,
-            data,
-            norm,
-            config["threats"][norm],
-            plan,
-            n_attacked=min(spec["n_images"], len(data)),
-            seed=config["seed"],
-            batch_size=spec["batch_size"],
-            device=device,
-        )
+    plans = {n: attack_plan(spec["mode"], n, meta.num_classes, spec["n_iter"], spec["n_restarts"]) for n in threats[1:]}
+    n_attacked = min(spec["n_images"], len(data))
+    results = evaluate_threats(
+        model,
+        meta.name,
+        data,
+        config["threats"],
+        plans,
+        n_attacked,
+        seed=config["seed"],
+        batch_size=spec["batch_size"],
+        device=device,
+    )
     for threat, (rows, points) in results.items():
         rows_path, points_path = outputs[threat]
         write_points(points, points_path)

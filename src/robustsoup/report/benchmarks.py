@@ -8,7 +8,9 @@ import pandas as pd
 
 from ..io import write_text_atomic
 
-JOB_RECORD = "robustsoup-job:"  # robustsoup.snakemake_job.JOB_RECORD (not imported: that module needs torch)
+# The last line of every job's log (robustsoup.snakemake_job.job_record): what it computed with and
+# how long its work took; read here (the benchmark table) and by bench/dag_walltime.py.
+JOB_RECORD = "robustsoup-job:"
 
 
 def read_job_record(log_path: str | Path) -> dict[str, str]:

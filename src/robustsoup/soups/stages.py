@@ -222,7 +222,7 @@ def evaluate_ternary(
     :func:`robustsoup.soups.soup_id`; corners keep their model names.
     """
     from ..attacks import attack_plan
-    from ..evaluate import evaluate_adversarial, evaluate_clean, union_rows
+    from ..evaluate import evaluate_threats, union_rows
     from ..naming import soup_id
 
     spec = config["soups"]["ternary"]
@@ -231,29 +231,27 @@ def evaluate_ternary(
     loaded = [load_checkpoint(model_paths[n], expect=identity) for n in corners]
     scorer = SoupScorer(loaded[0][1].build(), [s for s, _ in loaded], corners, device=device)
     data = load_split(test_path)
+    num_classes = loaded[0][1].num_classes
+    plans = {n: attack_plan("fast", n, num_classes, spec["n_iter"], 1) for n in config["evaluate"]["threats"]}
     frames = []
     for weights in simplex_grid(3, spec["step"]):
         mix = dict(zip(corners, weights))
         nonzero = {m: w for m, w in mix.items() if w}
         name = next(iter(nonzero)) if len(nonzero) == 1 else soup_id(nonzero, base_model_names(config))
         scorer.load(mix)
-        rows, points = evaluate_clean(scorer.model, name, data, device)
-        all_points, attacks, parts = {"none": points}, {}, [rows]
-        for norm in config["evaluate"]["threats"]:
-            plan = attack_plan("fast", norm, loaded[0][1].num_classes, spec["n_iter"], 1)
-            rows, points = evaluate_adversarial(
-                scorer.model,
-                name,
-                data,
-                norm,
-                config["threats"][norm],
-                plan,
-                n_attacked=min(spec["n_images"], len(data)),
-                seed=config["seed"],
-                device=device,
-            )
-            parts.append(rows)
-            all_points[norm], attacks[norm] = points, plan.name
+        results = evaluate_threats(
+            scorer.model,
+            name,
+            data,
+            config["threats"],
+            plans,
+            min(spec["n_images"], len(data)),
+            seed=config["seed"],
+            device=device,
+        )
+        parts = [rows for rows, _ in results.values()]
+        all_points = {("none" if t == "clean" else t): points for t, (_, points) in results.items()}
+        attacks = {norm: plan.name for norm, plan in plans.items()}
         parts.append(union_rows(name, data.split, all_points, attacks))
         frame = pd.concat([p for p in parts if not p.empty], ignore_index=True)
         for corner in corners:

@@ -269,13 +269,10 @@ class TrainSettings:
         arithmetic = self.arithmetic(device, model)
         if record is not None:
             record.update(
-                {
-                    "precision_requested": self.precision,
-                    "channels_last_requested": self.channels_last,
-                    "precision": arithmetic.precision,
-                    "channels_last": arithmetic.channels_last,
-                    "memory_format": arithmetic.memory_format,
-                }
+                precision_requested=self.precision,
+                channels_last_requested=self.channels_last,
+                channels_last=arithmetic.channels_last,
+                **arithmetic.record(),
             )
         return dataclasses.replace(self, precision=arithmetic.precision, channels_last=arithmetic.channels_last)
 
