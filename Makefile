@@ -29,10 +29,13 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $(STAMP)
 
+# `robustsoup config` first: Snakemake reports a YAML syntax error without its file and line.
 run: $(STAMP)
+	@$(BIN)/robustsoup config $(CONFIG) > /dev/null
 	$(BIN)/snakemake --cores all --configfile $(CONFIG) $(SNAKEMAKE_ARGS)
 
 dry-run: $(STAMP)
+	@$(BIN)/robustsoup config $(CONFIG) > /dev/null
 	$(BIN)/snakemake --cores all --configfile $(CONFIG) --dry-run $(SNAKEMAKE_ARGS)
 
 report: $(STAMP)

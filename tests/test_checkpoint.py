@@ -96,3 +96,19 @@ def test_killed_writer_leaves_no_file_that_looks_complete(tmp_path):
     assert not target.exists()
     leftovers = [p.name for p in tmp_path.iterdir()]
     assert all(name.endswith(".partial") and name.startswith(".") for name in leftovers)
+
+
+@pytest.mark.parametrize("made_by", ["workflow", "hand"])
+def test_the_advice_for_a_damaged_checkpoint_fits_where_it_came_from(tmp_path, tiny_model, made_by):
+    """A workflow artifact is remade by rerunning Snakemake; a file made by hand cannot be, so the
+    advice differs (issue 14)."""
+    folder = tmp_path / "results" / "digits" / "models" if made_by == "workflow" else tmp_path / "mine"
+    path = save_checkpoint(folder / "m.safetensors", tiny_model.state_dict(), tiny_meta())
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    if made_by == "workflow":
+        assert "rerun Snakemake" in message and "not a workflow artifact" not in message
+    else:
+        assert "not a workflow artifact" in message and "rerun Snakemake" not in message

@@ -137,7 +137,7 @@ def test_presets_are_valid_configs():
         assert config["dataset"] == name and config["data"]["root"]
     cifar = load_config_file(REPO / "config" / "presets" / "cifar10.yaml")
     assert cifar["threats"] == {"Linf": pytest.approx(8 / 255), "L2": 0.5, "L1": 12.0}
-    assert cifar["model"] == {**cifar["model"], "architecture": "preact_resnet18", "activation": "softplus"}
+    assert cifar["model"] == {**cifar["model"], "architecture": "preact_resnet18_rf", "activation": "softplus"}
     imagenet = load_config_file(REPO / "config" / "presets" / "imagenet.yaml")
     assert set(imagenet["data"]["shifts"]) == {
         "imagenet-c",

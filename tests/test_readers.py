@@ -206,6 +206,53 @@ def test_split_storage_is_decided_from_the_spec_alone():
     assert {s: p.name for s, p in paths.items()} == {"adapt": "adapt.safetensors", "test": "test.tsv"}
 
 
+def test_a_training_subset_sizes_the_train_split_storage_by_itself():
+    imagenet = get_dataset_spec("imagenet")
+    # 100 per class × 1,000 classes = 100,000: decoded at the default cache_max_images; one more is a file list.
+    assert split_storage(imagenet, "train", train_per_class=100) == "safetensors"
+    assert split_storage(imagenet, "train", train_per_class=101) == "tsv"
+    assert split_storage(imagenet, "train", train_per_class=5000) == "tsv"  # capped at the published 1.28 M
+    assert split_storage(imagenet, "test", cache_max_images=10_000, k=1, train_per_class=1) == "tsv"  # train only
+    paths = split_paths("imagenet", "out", k_adapt_per_class=1, cache_max_images=10_000, train_per_class=10)
+    assert {s: p.name for s, p in paths.items()} == {
+        "train": "train.safetensors",
+        "adapt": "adapt.safetensors",
+        "test": "test.tsv",
+    }
+    # A shift has no train split: the key changes nothing there.
+    assert split_paths("imagenet-r", "out", train_per_class=1) == split_paths("imagenet-r", "out")
+
+
+def test_a_test_subset_sizes_the_test_split_storage_by_itself(tmp_path):
+    imagenet = get_dataset_spec("imagenet")
+    # 10 per class × 1,000 classes = 10,000: decoded at cache_max_images 10,000; one more is a file list.
+    assert split_storage(imagenet, "test", cache_max_images=10_000, k=1, test_per_class=10) == "safetensors"
+    assert split_storage(imagenet, "test", cache_max_images=10_000, k=1, test_per_class=11) == "tsv"
+    assert split_storage(imagenet, "train", test_per_class=1) == "tsv"  # test only
+    assert split_storage(imagenet, "adapt", cache_max_images=999, k=1, test_per_class=1) == "tsv"
+    # A shift's part too: ImageNet-R's 30,000 images less 200 for adapt, or 5 × 200 classes.
+    assert split_paths("imagenet-r", "out", part="all", k_adapt_per_class=1, cache_max_images=1000)["test"].suffix == (
+        ".tsv"
+    )
+    shift = split_paths("imagenet-r", "out", part="all", k_adapt_per_class=1, cache_max_images=1000, test_per_class=5)
+    assert shift["test"].suffix == ".safetensors"
+    # prepare_splits writes what split_paths names: the same images, decoded or listed.
+    wnids = imagenet_sample()
+    for split in ("train", "val"):
+        write_wnid_folders(tmp_path / "raw" / split, wnids, per_class=4)
+    common = {"root": tmp_path / "raw", "k_adapt_per_class": 1, "test_per_class": 2}
+    listed = prepare_splits("imagenet", tmp_path / "list", cache_max_images=1999, **common)
+    decoded = prepare_splits("imagenet", tmp_path / "decoded", cache_max_images=2000, **common)
+    assert listed == split_paths(
+        "imagenet", tmp_path / "list", k_adapt_per_class=1, cache_max_images=1999, test_per_class=2
+    )
+    assert (listed["test"].suffix, decoded["test"].suffix) == (".tsv", ".safetensors")
+    as_list, as_images = load_split(listed["test"]), load_split(decoded["test"])
+    assert isinstance(as_list, FileSplit) and as_list.metadata["test_per_class"] == "2"
+    assert as_list.labels.bincount(minlength=1000)[[0, 500, 999]].tolist() == [2, 2, 2]
+    assert torch.equal(as_images.images, as_list.load(torch.arange(6))) and as_images.metadata["test_per_class"] == "2"
+
+
 def test_imagenet_r_and_a_labels_index_their_200_classes(tmp_path):
     for name in ("imagenet-r", "imagenet-a"):
         wnids = subset_sample(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
 from robustsoup.config import ConfigError, resolve_config
+from robustsoup.rws.config import deploy_variant, quantized_variants, variant_label, variant_suffix, variants
 from robustsoup.rws.signatures import (
     SignatureError,
     apply_signatures,
@@ -17,21 +19,26 @@ from robustsoup.rws.signatures import (
     dequantize_tensor,
     extract_signature,
     load_signature,
+    pack_codes,
     patch_checkpoint,
     patched,
     patched_state,
     plan_layers,
     project_out,
     quantize,
+    quantize_signatures,
     quantize_tensor,
+    reference_layers,
     rescale,
+    residual_unit,
     save_signature,
     state_digest,
     storage_bytes,
+    unpack_codes,
     unpatch_checkpoint,
     weight_layers,
 )
-from robustsoup.rws.stages import check_rws_config, detector_probabilities, fit_detector
+from robustsoup.rws.stages import check_rws_config, detector_probabilities, fit_detector, quantize_rws
 
 from conftest import tiny_meta
 
@@ -69,11 +76,11 @@ def trio():
     return init, _perturbed(init, 1), _perturbed(init, 2)
 
 
-def _signature(trio, k=5, statistics="all", corruption="fog", seed=None):
+def _signature(trio, k=5, statistics="all", corruption="fog", seed=None, rule="ours"):
     init, standard, expert = trio
     if seed is not None:
         expert = _perturbed(init, seed)
-    plan = plan_layers(standard, k, True, statistics)
+    plan = plan_layers(standard, k, True, statistics, rule)
     return extract_signature(
         init, standard, expert, plan, name=f"rws-{corruption}", corruption=corruption, identity=IDENTITY
     )
@@ -287,6 +294,8 @@ def test_rws_config_cross_checks_name_the_key():
         ({"corruptions": ["gaussian_noise", "snowfall"]}, "rws.corruptions"),
         ({"eval_severities": [1, 3]}, "rws.eval_severities"),
         ({"deploy_bits": 4}, "rws.deploy_bits"),
+        ({"deploy": "4levels"}, "rws.deploy"),
+        ({"levels": [], "deploy": "16levels"}, "rws.deploy"),
         ({"compose": ["fog", "frost"]}, "rws.compose"),
         ({"transfer": {"seed": 0}}, "rws.transfer.seed"),
     ]:
@@ -339,3 +348,262 @@ def test_a_disabled_section_is_not_cross_checked():
     with pytest.raises(ConfigError, match="distill.student.training.epochs"):
         check_distill_config(resolve_config({"distill": bad}))
     check_distill_config(resolve_config({"distill": {**bad, "enabled": False}}))
+
+
+# --------------------------------------------------------------------------- quantization to levels
+
+
+def _experts(trio, seeds=(3, 4, 5), **kwargs):
+    return [_signature(trio, seed=seed, corruption=f"c{seed}", **kwargs) for seed in seeds]
+
+
+@pytest.mark.parametrize("levels", [16, 8])
+def test_levels_quantization_error_is_at_most_half_a_level_per_key(trio, levels):
+    experts = _experts(trio)
+    quantized = quantize_signatures(experts, levels=levels, value_range="experts")
+    checked = 0
+    for key, kind in experts[0].kinds.items():
+        if kind not in ("weight", "norm"):  # statistics stay float32
+            assert all(key not in q.codes for q in quantized)
+            assert torch.equal(quantized[0].values[key], experts[0].values[key].float().double())
+            continue
+        lo = min(float(e.values[key].min()) for e in experts)
+        hi = max(float(e.values[key].max()) for e in experts)
+        step = (hi - lo) / (levels - 1)
+        for expert, q in zip(experts, quantized):
+            codes, scale, offset = q.codes[key]
+            assert (scale, offset) == (pytest.approx(step, rel=1e-12), lo)  # one grid per key for every expert
+            assert codes.max() <= levels - 1
+            assert float((q.values[key] - expert.values[key]).abs().max()) <= step / 2 * (1 + 1e-9)
+        checked += 1
+    assert checked > 10
+    own = quantize_signatures(experts, levels=levels, value_range="signature")
+    key = "net.conv1.weight"
+    for expert, q in zip(experts, own):
+        lo, hi = float(expert.values[key].min()), float(expert.values[key].max())
+        assert q.codes[key][1:] == (pytest.approx((hi - lo) / (levels - 1), rel=1e-12), lo)
+        assert float((q.values[key] - expert.values[key]).abs().max()) <= q.codes[key][1] / 2 * (1 + 1e-9)
+
+
+def _payload_bytes(path) -> int:
+    """Bytes of a safetensors file after its 8-byte length and JSON header."""
+    raw = path.read_bytes()
+    return len(raw) - 8 - int.from_bytes(raw[:8], "little")
+
+
+@pytest.mark.parametrize(("levels", "width"), [(16, 4), (8, 3), (256, 8), (1000, 10)])
+def test_packed_storage_equals_the_file_size_computation(trio, tmp_path, levels, width):
+    signature = _signature(trio)
+    quantized = quantize(signature, levels=levels)
+    path = save_signature(tmp_path / f"fog-{levels}levels.safetensors", quantized)
+    kinds = signature.kinds
+    coded = [k for k, kind in kinds.items() if kind in ("weight", "norm")]
+    floats = [k for k in kinds if k not in coded]
+    n_codes = sum(signature.values[k].numel() for k in coded)
+    expected = -(-n_codes * width // 8) + 2 * 8 * len(coded) + 4 * sum(signature.values[k].numel() for k in floats)
+    assert _payload_bytes(path) == expected
+    meta = load_signature(path).meta
+    assert meta.file_bytes == path.stat().st_size == storage_bytes(path)
+    assert meta.levels == levels and meta.bits == 32 and meta.quantization_range == "signature"
+    eight_bit = save_signature(tmp_path / "fog-8bit.safetensors", quantize(signature, 8))
+    assert _payload_bytes(eight_bit) == sum(v.numel() for v in signature.values.values()) + 16 * len(kinds)
+    if width < 8:
+        assert storage_bytes(path) < storage_bytes(eight_bit)
+
+
+def test_quantized_signatures_round_trip_through_save_and_load(trio, tmp_path):
+    experts = _experts(trio)
+    for spec in ({"levels": 16}, {"levels": 8}, {"bits": 8}, {"bits": 3}):
+        quantized = quantize_signatures(experts, value_range="experts", **spec)
+        for q in quantized:
+            path = save_signature(tmp_path / f"{q.name}.safetensors", q)
+            loaded = load_signature(path)
+            assert loaded.meta.tensors == q.meta.tensors and loaded.meta.code_levels() == q.meta.code_levels()
+            assert sorted(loaded.codes) == sorted(q.codes)
+            for key, value in q.values.items():
+                assert torch.equal(loaded.values[key], value), key
+            for key, (codes, scale, offset) in q.codes.items():
+                assert np.array_equal(loaded.codes[key][0], codes) and loaded.codes[key][1:] == (scale, offset)
+            again = save_signature(tmp_path / f"{q.name}-again.safetensors", loaded)
+            assert _payload_bytes(again) == _payload_bytes(path)
+            assert again.read_bytes()[-_payload_bytes(path) :] == path.read_bytes()[-_payload_bytes(path) :]
+
+
+def test_pack_and_unpack_codes_invert_each_other():
+    generator = np.random.default_rng(0)
+    for width in (1, 3, 4, 7, 8, 11, 16):
+        parts = [generator.integers(0, 1 << width, size=n) for n in (0, 1, 5, 64, 9)]
+        stream = pack_codes(parts, width)
+        assert stream.dtype == np.uint8 and stream.size == -(-sum(p.size for p in parts) * width // 8)
+        for part, back in zip(parts, unpack_codes(stream, [p.size for p in parts], width)):
+            assert np.array_equal(part, back)
+    with pytest.raises(SignatureError, match="expected 3 uint8 bytes for 6 codes of 4 bits, found 2"):
+        unpack_codes(np.zeros(2, dtype=np.uint8), [6], 4)
+    with pytest.raises(SignatureError, match="cannot be packed into 3 bits"):
+        pack_codes([np.array([8])], 3)
+
+
+def test_bad_quantization_settings_are_rejected_with_a_clear_message(trio):
+    signature = _signature(trio)
+    for kwargs, message in [
+        ({"levels": 1}, "from 2 to 65536"),
+        ({"levels": 70000}, "from 2 to 65536"),
+        ({"levels": 2.5}, "whole number of levels"),
+        ({"levels": 16, "bits": 8}, "not both or neither"),
+        ({}, "not both or neither"),
+        ({"bits": 17}, "1–16 bits"),
+        ({"levels": 16, "value_range": "global"}, "unknown quantization range 'global'"),
+    ]:
+        with pytest.raises(SignatureError, match=message):
+            quantize_signatures([signature], **kwargs)
+    quantized = quantize(signature, levels=16)
+    with pytest.raises(SignatureError, match="already quantized"):
+        quantize(quantized, 8)
+    with pytest.raises(SignatureError, match="does not contain the tensor's values"):
+        quantize_tensor(torch.tensor([0.0, 2.0]), levels=4, value_range=(0.0, 1.0))
+    with pytest.raises(SignatureError, match="non-finite"):
+        quantize_tensor(torch.tensor([0.0, float("nan")]), levels=4)
+    with pytest.raises(ConfigError, match=r"rws\.levels"):
+        resolve_config({"rws": {"levels": [1]}})
+    with pytest.raises(ConfigError, match=r"rws\.levels_range"):
+        resolve_config({"rws": {"levels_range": "global"}})
+
+
+def test_variant_names_labels_and_deploy_follow_the_config():
+    config = resolve_config({})
+    assert quantized_variants(config) == {
+        "16levels": {"levels": 16, "range": "experts"},
+        "8levels": {"levels": 8, "range": "experts"},
+        "8bit": {"bits": 8, "range": "signature"},
+    }
+    assert variants(config) == ["all", "shallow", "16levels", "8levels", "8bit"]
+    assert deploy_variant(config) == "16levels"
+    assert variant_label("16levels", 5) == "Standard + RWS (shallow 5, 16 levels (4 bit))"
+    assert variant_label("8levels", 5) == "Standard + RWS (shallow 5, 8 levels (3 bit))"
+    assert variant_label("8bit", 5) == "Standard + RWS (shallow 5, 8-bit codes (256 levels))"
+    assert variant_suffix("16levels") == "-16levels"
+    legacy = resolve_config({"rws": {"bits": [16, 8], "deploy_bits": 16}})
+    assert deploy_variant(legacy) == "16bit" and "16bit" in variants(legacy)
+    assert deploy_variant(resolve_config({"rws": {"deploy_bits": 32}})) == "shallow"
+
+
+def test_quantize_rws_writes_every_variant_with_one_grid_over_the_experts(trio, tmp_path):
+    experts = _experts(trio, seeds=(3, 4))
+    config = resolve_config({"rws": {"levels": [8], "bits": [8], "deploy": "8levels"}})
+    config["model"]["architecture"] = IDENTITY["architecture"]
+    inputs = {e.meta.corruption: str(save_signature(tmp_path / f"{e.meta.corruption}.safetensors", e)) for e in experts}
+    outputs = {v: {c: str(tmp_path / f"{c}-{v}.safetensors") for c in inputs} for v in ("8levels", "8bit")}
+    written = quantize_rws(config, inputs, outputs)
+    assert len(written) == 4
+    levels = {c: load_signature(outputs["8levels"][c]) for c in inputs}
+    bits = {c: load_signature(outputs["8bit"][c]) for c in inputs}
+    key = "net.conv1.weight"
+    assert levels["c3"].codes[key][1:] == levels["c4"].codes[key][1:]  # experts: one grid
+    assert bits["c3"].codes[key][1:] != bits["c4"].codes[key][1:]  # signature: each its own
+    assert levels["c3"].name == "rws-c3-8levels" and levels["c3"].meta.quantization_range == "experts"
+    with pytest.raises(ValueError, match=r"variants \['4levels'\] are not in this config's"):
+        quantize_rws(config, inputs, {"4levels": outputs["8levels"]})
+
+
+# --------------------------------------------------------------------------- the reference's layer rule
+
+
+def test_residual_units_are_the_stem_and_the_blocks():
+    assert residual_unit("net.layers.0.conv1") == "net.layers.0"
+    assert residual_unit("net.block1.layer.3.convShortcut") == "net.block1.layer.3"
+    assert residual_unit("layer1.0.downsample.0") == "layer1.0"  # torchvision / timm ResNet-50
+    assert residual_unit("net.conv1") == "net.conv1" and residual_unit("features.7") == "features.7"  # stem; VGG
+
+
+def test_reference_rule_counts_blocks_and_replaces_batchnorm_and_shortcuts(trio):
+    _, standard, _ = trio
+    units = reference_layers(standard)
+    assert list(units) == ["net.conv1", "net.layers.0", "net.layers.1", "net.layers.2"]  # no classifier
+    assert units["net.layers.1"] == ["net.layers.1.conv1", "net.layers.1.conv2", "net.layers.1.shortcut"]
+    plan = plan_layers(standard, 2, rule="reference")
+    assert plan.layers == ["net.conv1", "net.layers.0"] and plan.rule == "reference"
+    projected = {k for k, kind in plan.tensors.items() if kind == "weight"}
+    assert projected == {"net.conv1.weight", "net.layers.0.conv1.weight", "net.layers.0.conv2.weight"}
+    replaced = {k for k, kind in plan.tensors.items() if kind == "replace"}
+    batchnorm = {k for k in standard if k.rpartition(".")[2] in ("weight", "bias", "running_mean", "running_var")}
+    batchnorm = {k for k in batchnorm if ".bn" in k}
+    assert replaced == batchnorm | {"net.layers.1.shortcut.weight", "net.layers.2.shortcut.weight"}
+    assert not any("linear" in k or k.endswith("num_batches_tracked") for k in plan.tensors)
+    assert plan_layers(standard, None, rule="reference").layers == list(units)
+    with pytest.raises(SignatureError, match="unknown layer rule 'paper'"):
+        plan_layers(standard, 2, rule="paper")
+
+
+def test_reference_rule_patches_the_experts_mean_whatever_lambda(trio, tmp_path):
+    init, standard, _ = trio
+    a, b = _experts(trio, seeds=(3, 4), k=2, rule="reference")
+    expert_a, expert_b = _perturbed(init, 3), _perturbed(init, 4)
+    for coefficients in ([0.3, 0.0], [1.0, 1.0], [0.0, 0.0]):
+        new = patched_state(standard, [a, b], coefficients)
+        for key in ("net.bn.running_var", "net.layers.2.shortcut.weight", "net.layers.0.bn1.weight"):
+            mean = ((expert_a[key].double() + expert_b[key].double()) / 2).float()
+            assert torch.equal(new[key], mean), key
+        key = "net.conv1.weight"
+        rws = coefficients[0] * a.values[key] + coefficients[1] * b.values[key]
+        assert torch.equal(new[key], (standard[key].double() + rws).float())
+        assert new["net.linear.weight"] is standard["net.linear.weight"]
+    one = patched_state(standard, [a], [0.5])
+    assert torch.equal(one["net.bn.running_mean"], expert_a["net.bn.running_mean"])  # one expert: its own
+    composed = patched_state(standard, [compose([a, b], [0.3, 0.7])], [1.0])
+    together = patched_state(standard, [a, b], [0.3, 0.7])
+    assert all(torch.equal(composed[k], together[k]) for k in standard)
+    assert torch.equal(rescale(a, 3.0).values["net.bn.bias"], a.values["net.bn.bias"])  # not λ-scaled
+    quantized = quantize(a, levels=8)
+    assert all(k not in quantized.codes for k, kind in a.kinds.items() if kind == "replace")
+    loaded = load_signature(save_signature(tmp_path / "a-8levels.safetensors", quantized))
+    assert loaded.meta.layer_rule == "reference"
+    assert torch.equal(loaded.values["net.bn.bias"], a.values["net.bn.bias"].float().double())
+    model = tiny_meta().build()
+    model.load_state_dict(standard)
+    digest = state_digest(model.state_dict())
+    with patched(model, [loaded, b], [1.0, 1.0]):
+        assert state_digest(model.state_dict()) != digest
+    assert state_digest(model.state_dict()) == digest
+
+
+def test_block_features_and_layer_norms_under_the_reference_rule(trio):
+    from dataclasses import asdict
+
+    from robustsoup.rws.report import layer_norms
+    from robustsoup.rws.stages import ShallowFeatures
+
+    signature = _signature(trio, k=2, rule="reference")
+    frame = layer_norms({"fog": json.loads(json.dumps(asdict(signature.meta)))})
+    assert list(frame["layer"]) == ["net.conv1", "net.layers.0"]
+    assert np.isfinite(frame["relative_rws"]).all() and (frame["relative_rws"] > 0).all()
+    model = tiny_meta().build().eval()
+    features = ShallowFeatures(model, signature.meta.layers)(torch.rand(3, 3, 32, 32))
+    assert features.shape == (3, 2 * (4 + 4))  # mean and std per channel of the stem and the first block
+
+
+def test_patch_refuses_a_signature_of_another_standard_model_unless_allowed(trio, tmp_path, capsys):
+    """Issue 14: the signature's sidecar records the standard model it was extracted against; patching
+    another one is refused (the transfer table shows it does not work) unless --allow-other-base."""
+    from robustsoup.cli import main
+
+    init, standard, expert = trio
+    base = save_checkpoint(tmp_path / "standard.safetensors", standard, tiny_meta("standard"))
+    sources = {"standard": {"name": "standard", "weights_sha256": load_checkpoint(base)[1].weights_sha256}}
+    plan = plan_layers(standard, 5, True, "all")
+    signature = extract_signature(
+        init, standard, expert, plan, name="rws-fog", corruption="fog", identity=IDENTITY, sources=sources
+    )
+    fog = save_signature(tmp_path / "fog.safetensors", signature)
+    other = save_checkpoint(tmp_path / "other.safetensors", _perturbed(init, 7), tiny_meta("other"))
+    out = tmp_path / "patched.safetensors"
+    assert main(["patch", str(other), "--rws", f"{fog}:1", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "extracted against standard" in err and "--allow-other-base" in err and "rws_transfer" in err
+    assert not out.exists()
+    assert main(["patch", str(other), "--rws", f"{fog}:1", "-o", str(out), "--allow-other-base"]) == 0
+    assert "warning" in capsys.readouterr().err and out.exists()
+    # its own standard model, and a model already patched from it, are accepted without a word
+    assert main(["patch", str(base), "--rws", f"{fog}:1", "-o", str(tmp_path / "own.safetensors")]) == 0
+    again = tmp_path / "twice.safetensors"
+    assert main(["patch", str(tmp_path / "own.safetensors"), "--rws", f"{fog}:0.5", "-o", str(again)]) == 0
+    assert "warning" not in capsys.readouterr().err

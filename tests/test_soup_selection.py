@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from robustsoup.soups.search import (
+    LABEL_FREE_METHODS,
     SELECTION_METHODS,
     SoupScorer,
     best_index,
@@ -135,7 +136,7 @@ def test_learned_weights_beat_the_uniform_soup(three_models, digits_splits):
     assert from_best.adaptation_accuracy >= best_base
     with pytest.raises(ValueError, match="expected one of"):
         learned_soup(scorer, inputs[keep], data.labels[keep], init="middle")
-    assert set(SELECTION_METHODS) == {"grid", "halving", "greedy", "learned"}
+    assert set(SELECTION_METHODS) == {"grid", "halving", "greedy", "learned"} | set(LABEL_FREE_METHODS)
 
 
 def test_ensemble_averages_probabilities(three_models, digits_splits):

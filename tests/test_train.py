@@ -16,9 +16,29 @@ from conftest import tiny_meta
 EPS = {"Linf": 0.1, "L2": 1.0, "L1": 8.0}
 
 
-def test_piecewise_ft_divides_by_ten_each_third():
-    rates = [learning_rate("piecewise-ft", 0.3, i, 9) for i in range(9)]
-    assert rates == pytest.approx([0.3] * 3 + [0.03] * 3 + [0.003] * 3)
+def _reference_piecewise_ft(t: float, epochs: int, lr_max: float) -> float:
+    """robust-finetuning's utils.get_lr_schedule('piecewise-ft') at t epochs (train.py: t = epoch + (i + 1) / n)."""
+    if t / epochs < 1.0 / 3.0:
+        return lr_max
+    return lr_max / 10.0 if t / epochs < 2.0 / 3.0 else lr_max / 100.0
+
+
+def test_piecewise_ft_divides_by_ten_each_third_read_after_the_step():
+    # 3 epochs of 3 iterations: the rate is read at (i + 1) / 9, so the third iteration already gets lr/10.
+    rates = [learning_rate("piecewise-ft", 0.3, i, 9, per_epoch=3) for i in range(9)]
+    assert rates == pytest.approx([0.3] * 2 + [0.03] * 3 + [0.003] * 4)
+    assert rates == [learning_rate("piecewise-ft", 0.3, i, 9) for i in range(9)]
+    for epochs in range(1, 8):
+        for per_epoch in range(1, 40):
+            ours = [
+                learning_rate("piecewise-ft", 0.05, i, epochs * per_epoch, per_epoch) for i in range(epochs * per_epoch)
+            ]
+            reference = [
+                _reference_piecewise_ft(e + (i + 1) / per_epoch, epochs, 0.05)
+                for e in range(epochs)
+                for i in range(per_epoch)
+            ]
+            assert ours == reference, (epochs, per_epoch)
     assert learning_rate("cosine", 1.0, 0, 10) == 1.0 and learning_rate("cosine", 1.0, 5, 10) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="unknown schedule"):
         learning_rate("step", 1.0, 0, 1)
@@ -31,11 +51,11 @@ def _data(n=48):
     return ImageSplit(images, labels, "synthetic", "train")
 
 
-def _train(norm, epochs=2, attack="apgd", **kwargs):
+def _train(norm, epochs=2, attack="apgd", decay_all=True, exempt_lr="schedule", **kwargs):
     torch.manual_seed(0)
     model = tiny_meta().build()
     policy = make_input_policy(norm, EPS, 2, attack=attack, seed=0)
-    settings = TrainSettings(epochs=epochs, lr=0.1, batch_size=16)
+    settings = TrainSettings(epochs=epochs, lr=0.1, batch_size=16, decay_all=decay_all, exempt_lr=exempt_lr)
     history = train_model(model, _data(), policy, settings, torch.device("cpu"), **kwargs)
     return model, history, policy
 
@@ -133,3 +153,38 @@ def test_corruption_augmentation_is_seeded_and_keeps_a_clean_fraction():
         CorruptionInputs(["rain"], [1])
     with pytest.raises(ValueError, match="severities must be among"):
         CorruptionInputs(["fog"], [6])
+
+
+def test_exempt_parameters_follow_the_schedule_or_keep_a_fixed_rate():
+    from robustsoup.train.loop import _parameter_groups, set_learning_rate
+
+    model = tiny_meta().build()
+    scheduled = torch.optim.SGD(_parameter_groups(model, TrainSettings(epochs=1, lr=0.1, decay_all=False)), lr=0.1)
+    set_learning_rate(scheduled, 0.01)
+    assert [g["lr"] for g in scheduled.param_groups] == [0.01, 0.01]
+    assert [g["weight_decay"] for g in scheduled.param_groups] == [5e-4, 0.0]
+    assert all(p.dim() <= 1 for p in scheduled.param_groups[1]["params"])
+    # robust-finetuning's from-scratch train.py: the exempt group keeps the initial lr 1.0 throughout.
+    settings = TrainSettings(epochs=1, lr=0.1, decay_all=False, exempt_lr=1.0)
+    fixed = torch.optim.SGD(_parameter_groups(model, settings), lr=0.1)
+    set_learning_rate(fixed, 0.01)
+    assert [g["lr"] for g in fixed.param_groups] == [0.01, 1.0]
+    # Fine-tuning: one group, every parameter decays and follows the schedule whatever exempt_lr says.
+    finetune = torch.optim.SGD(_parameter_groups(model, TrainSettings(epochs=1, lr=0.1, exempt_lr=1.0)), lr=0.1)
+    set_learning_rate(finetune, 0.01)
+    assert [g["lr"] for g in finetune.param_groups] == [0.01]
+    with pytest.raises(ValueError, match="exempt_lr must be 'schedule' or a positive number"):
+        TrainSettings(epochs=1, lr=0.1, exempt_lr="fixed")
+
+
+def test_a_fixed_exempt_rate_trains_and_resumes(tmp_path):
+    kwargs = {"decay_all": False, "exempt_lr": 0.5}
+    uninterrupted, _, _ = _train("none", epochs=2, **kwargs)
+    state = tmp_path / "m.resume.pt"
+    with pytest.raises(Killed):
+        _train("none", epochs=2, resume_path=state, fingerprint="a", on_epoch_end=_kill_after(1), **kwargs)
+    resumed, _, _ = _train("none", epochs=2, resume_path=state, fingerprint="a", **kwargs)
+    for key, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[key]), key
+    scheduled, _, _ = _train("none", epochs=2, decay_all=False)
+    assert not torch.equal(scheduled.state_dict()["net.bn.weight"], uninterrupted.state_dict()["net.bn.weight"])

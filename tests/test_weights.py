@@ -84,3 +84,67 @@ def test_task_vectors_and_soups_are_the_same_algebra():
     outer = affine_combination([parent, inner], [0.5, 0.5])
     flat = affine_combination([parent, a, b], [0.5, 0.125, 0.375])
     assert torch.allclose(outer[key], flat[key], atol=1e-6)
+
+
+def test_sparse_combination_sums_each_key_over_the_parts_that_hold_it():
+    from robustsoup.weights import sparse_combination
+
+    a, b, c = _models(3)
+    first = {"net.conv1.weight": a["net.conv1.weight"], "net.bn.bias": a["net.bn.bias"]}
+    second = {"net.conv1.weight": b["net.conv1.weight"]}
+    third = {"net.linear.bias": c["net.linear.bias"]}
+    total = sparse_combination([first, second, third], [0.5, -2.0, 3.0])
+    assert set(total) == {"net.conv1.weight", "net.bn.bias", "net.linear.bias"}
+    assert all(v.dtype == torch.float64 for v in total.values())
+    key = "net.conv1.weight"
+    assert torch.equal(total[key], 0.5 * a[key].double() + -2.0 * b[key].double())
+    assert torch.equal(total["net.bn.bias"], 0.5 * a["net.bn.bias"].double())
+    assert torch.equal(total["net.linear.bias"], 3.0 * c["net.linear.bias"].double())
+    # one part with weight 1 comes back exactly (no 0 + x)
+    assert torch.equal(sparse_combination([first], [1.0])[key], a[key].double())
+    mean = sparse_combination([first, second, third], [1.0, 1.0, 1.0], mean=True)
+    assert torch.allclose(mean[key], (a[key].double() + b[key].double()) / 2)
+    assert torch.equal(mean["net.bn.bias"], a["net.bn.bias"].double())  # held by one part only
+    with pytest.raises(WeightMismatchError, match=r"key 'net.conv1.weight': part 1 has shape \(3,\)"):
+        sparse_combination([first, {key: torch.zeros(3)}], [1.0, 1.0])
+    with pytest.raises(ValueError, match="2 partial state dicts but 1 weights"):
+        sparse_combination([first, second], [1.0])
+    with pytest.raises(ValueError, match="sum to 0"):
+        sparse_combination([first, second], [1.0, -1.0], mean=True)
+
+
+def test_apply_delta_changes_only_the_delta_keys_and_casts_back():
+    from robustsoup.weights import apply_delta
+
+    (a,) = _models(1)
+    half = {k: v.half() if torch.is_floating_point(v) else v for k, v in a.items()}
+    delta = {"net.conv1.weight": torch.full_like(a["net.conv1.weight"], 0.25, dtype=torch.float64)}
+    delta["net.bn.running_var"] = torch.full_like(a["net.bn.running_var"], -5.0, dtype=torch.float64)
+    out = apply_delta(half, delta, log_scale={"net.bn.running_var"})
+    assert set(out) == set(delta)
+    assert out["net.conv1.weight"].dtype == torch.float16
+    assert torch.equal(out["net.conv1.weight"], (half["net.conv1.weight"].double() + 0.25).half())
+    expected = (half["net.bn.running_var"].double() * torch.exp(torch.tensor(-5.0, dtype=torch.float64))).half()
+    assert torch.equal(out["net.bn.running_var"], expected) and (out["net.bn.running_var"] > 0).all()
+    with pytest.raises(WeightMismatchError, match="the delta has it, the model does not"):
+        apply_delta(a, {"net.nothing.weight": torch.zeros(1)})
+    with pytest.raises(WeightMismatchError, match=r"key 'net.bn.bias': the model has \(16,\)"):
+        apply_delta(a, {"net.bn.bias": torch.zeros(5)})
+    with pytest.raises(WeightMismatchError, match="expected a floating tensor"):
+        apply_delta(a, {"net.bn.num_batches_tracked": torch.zeros(())})
+
+
+def test_task_vectors_over_a_subset_of_keys_in_float64():
+    from robustsoup.weights import check_compatible, task_vector
+
+    a, b = _models(2)
+    keys = ["net.conv1.weight", "net.bn.running_var"]
+    vector = task_vector(a, b, keys, torch.float64)
+    assert list(vector) == keys and all(v.dtype == torch.float64 for v in vector.values())
+    assert torch.equal(vector["net.conv1.weight"], a["net.conv1.weight"].double() - b["net.conv1.weight"].double())
+    partial = {k: b[k] for k in keys}
+    check_compatible([a, partial], keys=keys)  # other keys may differ
+    with pytest.raises(WeightMismatchError, match="key 'net.linear.bias': partial does not have it"):
+        check_compatible([a, partial], ["full", "partial"], keys=[*keys, "net.linear.bias"])
+    with pytest.raises(WeightMismatchError, match="model 0 has it, model 1 does not"):
+        check_compatible([a, partial])  # without keys, every key must match

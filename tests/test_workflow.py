@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,8 +59,15 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
     for column in ["model", "evalset", "threat", "eps", "severity", "n", "accuracy"]:
         assert column in metrics.columns
     lp = metrics[metrics["study"] == "lp"]
-    assert set(lp["model"]) == {"linf", "linf-l2", "linf-l1", "linf-nominal", "soup-linf_0.5-linf-l2_0.5"}
-    assert set(lp["threat"]) == {"none", "Linf", "L2", "L1", "union"}
+    assert set(lp["model"]) == {
+        "linf",
+        "linf-l2",
+        "linf-l1",
+        "linf-nominal",
+        "scratch-l2",
+        "soup-linf_0.5-linf-l2_0.5",
+    }
+    assert set(lp["threat"]) == {"none", "none@attacked", "Linf", "L2", "L1", "union"}
     assert metrics["accuracy"].between(0, 1).all()
     union = lp[lp["threat"] == "union"].set_index("model")["accuracy"]
     per_norm = lp[lp["threat"].isin(["Linf", "L2", "L1"])].groupby("model")["accuracy"].min()
@@ -73,7 +82,17 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
     soups_table = (results / "tables" / "soups_shifts.md").read_text()
     assert "per-shift soups (halving, k=20)" in soups_table and "| 4× |" in soups_table
     selection = pd.read_csv(results / "soups" / "selection.tsv", sep="\t")
-    assert set(selection["method"]) == {"grid", "halving", "greedy", "learned", "single"}
+    assert set(selection["method"]) == {
+        "grid",
+        "halving",
+        "greedy",
+        "learned",
+        "entropy",
+        "agreement",
+        "bn_distance",
+        "infomax",
+        "single",
+    }
     ternary = metrics[metrics["study"] == "soups-ternary"]
     assert len(set(ternary["model"])) == 6 and "union" in set(ternary["threat"])
     for figure in ["soup_composition", "soup_ternary"]:
@@ -96,6 +115,7 @@ def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
         "rws-fog",
         "rws-fog-all",
         "rws-fog-8bit",
+        "rws-fog-8levels",
         "rws-auto",
         "rws-fog@standard-s1-shared",
     } <= set(rws["model"])
@@ -104,8 +124,10 @@ def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
     assert (rws[rws["model"].str.endswith("-off")]["correct"] == standard).all()  # unpatched = standard
     for name in ("table1", "table4", "oracle_free", "transfer"):
         assert (results / "tables" / f"rws_{name}.md").read_text().startswith("# ")
+        assert "<table>" in (results / "tables" / f"rws_{name}.html").read_text(encoding="utf-8")
     for name in ("lambda", "layer_norms", "compose"):
         assert (results / "figures" / f"rws_{name}.png").stat().st_size > 1000
+        assert "data:image/png;base64," in (results / "figures" / f"rws_{name}.html").read_text(encoding="utf-8")
     assert (results / "rws" / "fog-8bit.safetensors").stat().st_size < (
         results / "rws" / "fog-all.safetensors"
     ).stat().st_size
@@ -137,6 +159,9 @@ def test_micro_distillation_writes_rows_and_table(micro_run):
     assert (rows["corruption"] == "none").groupby(rows["model"]).sum().eq(1).all()
     table = (results / "tables" / "distill.md").read_text()
     assert "| student-multihead | ours |" in table and "trainable params" in table
+    assert "<table>" in (results / "tables" / "distill.html").read_text(encoding="utf-8")
+    assert (results / "figures" / "distill.png").stat().st_size > 1000
+    assert (results / "figures" / "distill.pdf").read_bytes().startswith(b"%PDF")
     assert '"architecture": "multihead"' in (results / "models" / "student-multihead.json").read_text()
     tidy = pd.read_csv(results / "metrics" / "all.tsv", sep="\t")
     assert {"lp", "soups-shifts", "rws", "distill"} <= set(tidy["study"])
@@ -199,14 +224,41 @@ def test_html_report_holds_every_table_and_figure(micro_run):
     result = snakemake(micro_run, "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text(errors="replace")
-    for name in [
-        "accuracy.csv",
-        "soup_line_linf_linf-l2.png",
-        "soups_shifts.csv",
-        "soup_ternary.png",
-        "benchmarks.csv",
-    ]:
-        assert name in html, name
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S).group(1))
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html, re.S).group(1))
+    folder = "results/digits"
+    # Every table and figure is an HTML page (shown inline), listed under its study with one label
+    pages = {
+        "1. Robust fine-tuning": {"Tables": ["tables/accuracy.html"]},
+        "2. Model soups": {
+            "Tables": ["tables/soups_shifts.html"],
+            "Figures": [
+                "figures/soup_line_linf_linf-l2.html",
+                "figures/soup_composition.html",
+                "figures/soup_ternary.html",
+            ],
+        },
+        "3. Robust weight signatures": {
+            "Tables": [f"tables/rws_{name}.html" for name in ("table1", "table4", "oracle_free", "transfer")],
+            "Figures": [f"figures/rws_{name}.html" for name in ("lambda", "layer_norms", "compose")],
+        },
+        "4. Robust distillation": {"Tables": ["tables/distill.html"], "Figures": ["figures/distill.html"]},
+        "5. Run cost": {"Tables": ["tables/benchmarks.html"]},
+    }
+    for category, kinds in pages.items():
+        for kind, paths in kinds.items():
+            assert sorted(categories[category][kind]) == sorted(f"{folder}/{p}" for p in paths), (category, kind)
+            for path in paths:
+                page = results[f"{folder}/{path}"]
+                assert page["mime_type"] == "text/html" and len(page["labels"]) == 1, path
+                assert page["caption"] and page["data_uri"].startswith("data:text/html"), path
+    assert results[f"{folder}/figures/soup_line_linf_linf-l2.html"]["labels"] == {
+        "result": "Soups on the line L∞ parent – L∞→L2 fine-tune"
+    }
+    # …and each table's CSV is a download beside its page; Markdown, PNG and PDF are not report items
+    csv = sorted(categories["1. Robust fine-tuning"]["Tables (CSV download)"])
+    assert csv == [f"{folder}/tables/accuracy.csv"] and results[csv[0]]["mime_type"] == "text/csv"
+    assert not [p for p in results if not p.endswith((".html", ".csv"))]
 
 
 def test_a_config_given_on_the_command_line_stands_alone_and_is_written_resolved(tmp_path):

@@ -40,9 +40,14 @@ def no_network(monkeypatch):
 
 
 def test_registry_has_the_papers_architectures():
-    assert {"preact_resnet_small", "preact_resnet18", "wrn28_10", "resnet50", "vit_base_patch16_224"} <= set(
-        ARCHITECTURES
-    )
+    assert {
+        "preact_resnet_small",
+        "preact_resnet18",
+        "preact_resnet18_rf",
+        "wrn28_10",
+        "resnet50",
+        "vit_base_patch16_224",
+    } <= set(ARCHITECTURES)
 
 
 def test_wrn28_matches_the_robustbench_parameter_layout():
@@ -80,13 +85,15 @@ def test_timm_resnet50_takes_weights_from_a_local_file(tmp_path, no_network):
     # Weights of another architecture are refused with the key that does not fit.
     small = tmp_path / "small.safetensors"
     save_file(build_model("preact_resnet_small", 1000, (0,) * 3, (1,) * 3).net.state_dict(), str(small))
-    with pytest.raises(CheckpointError, match="another architecture"):
+    with pytest.raises(CheckpointError, match="another architecture.*set model.architecture"):
         load_weights_file(build_model("resnet50", 1000, (0,) * 3, (1,) * 3), small)
 
 
 def test_vit_statistics_come_from_timm_without_building_it():
     assert input_statistics("vit_base_patch16_224", (0.1,) * 3, (0.2,) * 3) == ((0.5,) * 3, (0.5,) * 3)
     assert input_statistics("preact_resnet18", (0.1,) * 3, (0.2,) * 3) == ((0.1,) * 3, (0.2,) * 3)
+    # robust-finetuning's PreAct ResNet-18 takes raw pixels (see tests/test_preact_reference.py).
+    assert input_statistics("preact_resnet18_rf", (0.1,) * 3, (0.2,) * 3) == ((0.0,) * 3, (1.0,) * 3)
     assert input_statistics("robustbench:Anything", (0.1,) * 3, (0.2,) * 3) == ((0.0,) * 3, (1.0,) * 3)
 
 

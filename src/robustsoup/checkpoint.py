@@ -111,6 +111,18 @@ def save_checkpoint(weights_path: str | Path, state_dict: Mapping[str, torch.Ten
     return weights_path
 
 
+def repair_advice(path: str | Path) -> str:
+    """What to do about a damaged file: a workflow artifact (under ``results/<dataset>/``) is made again by
+    deleting it and rerunning Snakemake; a file made by hand is restored from where it came from."""
+    parts = Path(path).resolve().parts
+    if "results" in parts[:-2]:
+        return "delete the file and its .json sidecar and rerun Snakemake: the rule that wrote them makes them again"
+    return (
+        "it is not a workflow artifact, so nothing can remake it: restore it from where it came from "
+        "(copy it again, or re-create it with the robustsoup command that wrote it)"
+    )
+
+
 def load_meta(weights_path: str | Path) -> CheckpointMeta:
     """Read and check the sidecar of ``weights_path``."""
     side = sidecar_path(weights_path)
@@ -134,10 +146,10 @@ def read_sidecar(side: Path, fmt: str, meta_class: type, error: type[Exception],
     except UnicodeDecodeError as exc:
         raise error(
             f"{what} sidecar {side} is not UTF-8 text (byte {exc.start}: {exc.reason}); expected the JSON "
-            "robustsoup writes: restore the file, or delete both files and rerun the rule that made them"
+            f"robustsoup writes: {repair_advice(side)}"
         ) from exc
     except json.JSONDecodeError as exc:
-        raise error(f"{what} sidecar {side} is not valid JSON ({exc}); delete it and rerun") from exc
+        raise error(f"{what} sidecar {side} is not valid JSON ({exc}): {repair_advice(side)}") from exc
     if not isinstance(raw, dict) or raw.get("format") != fmt:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise error(f"{what} sidecar {side}: expected format {fmt!r}, found {found!r}")
@@ -147,7 +159,7 @@ def read_sidecar(side: Path, fmt: str, meta_class: type, error: type[Exception],
     if missing:
         raise error(
             f"{what} sidecar {side} lacks the field(s) {', '.join(missing)}; expected every one of "
-            f"{', '.join(required)}: restore the file, or delete both files and rerun the rule that made them"
+            f"{', '.join(required)}: {repair_advice(side)}"
         )
     return meta_class(**{k: v for k, v in raw.items() if k in known})
 
@@ -171,12 +183,14 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {weights_path} does not match its sidecar (SHA-256 {actual_sha[:12]}… , "
             f"sidecar says {meta.weights_sha256[:12]}…): the file is truncated or was replaced; "
-            "delete both files and rerun"
+            f"{repair_advice(weights_path)}"
         )
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {weights_path} is unreadable or truncated ({exc})") from exc
+        raise CheckpointError(
+            f"checkpoint {weights_path} is unreadable or truncated ({exc}): {repair_advice(weights_path)}"
+        ) from exc
     for key, wanted in (expect or {}).items():
         found = getattr(meta, key)
         if found != wanted:

@@ -167,23 +167,38 @@ def finetune_names(config: Mapping[str, Any]) -> list[str]:
     return [f"{parent}-{target}" for target in config["finetune"]]
 
 
+def reference_names(config: Mapping[str, Any]) -> list[str]:
+    """Names of the from-scratch reference models, ``scratch-<norm>`` (``references`` in the config)."""
+    return [f"scratch-{norm.lower()}" for norm in config["references"]]
+
+
+def reference_norm(config: Mapping[str, Any], name: str) -> str:
+    """The norm of reference model ``name`` (``scratch-l2`` → ``L2``)."""
+    for norm in config["references"]:
+        if f"scratch-{norm.lower()}" == name:
+            return norm
+    raise KeyError(f"{name!r} is not a reference model of this config; expected one of {reference_names(config)}")
+
+
 def base_model_names(config: Mapping[str, Any]) -> list[str]:
     """The parent followed by its fine-tunes: the ingredients of every soup."""
     return [parent_name(config), *finetune_names(config)]
 
 
-def load_config_file(path: str | Path) -> dict:
-    """Read a YAML config file and resolve it (defaults + validation)."""
+def load_config_file(path: str | Path, resolve=None) -> dict:
+    """Read a YAML config file and resolve it: ``resolve`` (default :func:`resolve_config`, defaults and
+    validation; :func:`robustsoup.paths.resolve_run_config` adds every study's cross-key checks)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        with path.open(encoding="utf-8") as stream:  # a stream, so that a syntax error names the file
+            raw = yaml.safe_load(stream) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, found {type(raw).__name__}")
-    return resolve_config(raw)
+    return (resolve or resolve_config)(raw)
 
 
 def config_yaml(config: Mapping) -> str:

@@ -35,6 +35,8 @@ METRIC_COLUMNS = [
     "correct",
     "accuracy",
 ]
+# Threat of the row of clean accuracy on the attacked images only (the ``none`` row covers the whole split).
+CLEAN_ON_ATTACKED = "none@attacked"
 
 
 @torch.no_grad()
@@ -148,27 +150,45 @@ def evaluate_threats(
 def union_rows(
     model_name: str, evalset: str, points: Mapping[str, pd.DataFrame], attacks: Mapping[str, str]
 ) -> pd.DataFrame:
-    """Union accuracy from per-point results: correct clean and robust under every norm.
+    """Rows counted over the attacked images from per-point results: clean accuracy on them
+    (threat :data:`CLEAN_ON_ATTACKED`) and, with two norms or more, union accuracy (threat ``union``:
+    correct clean and robust under every norm).
 
-    ``points`` maps ``none`` and each norm to its per-point table; the union
-    covers the images every norm attacked (a prefix of the split).
+    ``points`` maps ``none`` (clean, usually the whole split) and each norm to
+    its per-point table; the attacked images are the prefix every norm
+    attacked. The clean row on them is what AutoAttack and robust-finetuning's
+    eval.py report as clean accuracy (measured on the same points as the
+    robust ones); the ``none`` row of the whole split stays as it is.
     """
     norms = [t for t in points if t != "none"]
-    if len(norms) < 2:
+    if not norms:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     n = min(len(points[t]) for t in norms)
-    correct = torch.ones(n, dtype=torch.bool)
+    reference = points[norms[0]].iloc[:n]
     for threat, table in points.items():
-        labels = torch.as_tensor(table["label"].to_numpy()[:n])
-        if threat != norms[0]:
-            reference = torch.as_tensor(points[norms[0]]["label"].to_numpy()[:n])
-            if not torch.equal(labels, reference):
-                raise ValueError(f"{model_name}: per-point files of {threat} and {norms[0]} list other images")
-        correct &= torch.as_tensor(table["correct"].to_numpy()[:n]).bool()
-    attack = "+".join(sorted({attacks[t] for t in norms}))
-    return pd.DataFrame(
-        [metric_row(model_name, evalset, correct, threat="union", attack=attack)], columns=METRIC_COLUMNS
-    )
+        head = table.iloc[:n]
+        if len(head) < n:
+            raise ValueError(
+                f"{model_name}: the per-point file of {threat} lists {len(head)} images; "
+                f"{norms[0]} attacked {n}. Evaluate {threat} on all of them again."
+            )
+        for column in ("index", "label"):
+            if not (head[column].to_numpy() == reference[column].to_numpy()).all():
+                raise ValueError(
+                    f"{model_name}: per-point files of {threat} and {norms[0]} list other images "
+                    f"(column {column!r} differs within the first {n}); evaluate them on the same split again."
+                )
+    correct = {t: torch.from_numpy(table["correct"].to_numpy()[:n] != 0) for t, table in points.items()}
+    rows = []
+    if "none" in correct:
+        rows.append(metric_row(model_name, evalset, correct["none"], threat=CLEAN_ON_ATTACKED, attack="clean"))
+    if len(norms) >= 2:
+        union = torch.ones(n, dtype=torch.bool)
+        for hits in correct.values():
+            union &= hits
+        attack = "+".join(sorted({attacks[t] for t in norms}))
+        rows.append(metric_row(model_name, evalset, union, threat="union", attack=attack))
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
 def write_points(frame: pd.DataFrame, path: str | Path) -> None:

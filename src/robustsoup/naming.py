@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
+# The architecture prefix of a RobustBench model-zoo entry (robustbench:<name>).
+ZOO_PREFIX = "robustbench:"
+
 
 def _format_weight(w: float) -> str:
     text = format(Decimal(str(round(w, 6))).normalize(), "f")

@@ -3,45 +3,15 @@
 # decoded uint8 tensors (<split>.safetensors), or a file list (<split>.tsv) for
 # large file-backed splits, decoded on demand. Every later job reads these.
 #
-#   results/<dataset>/data/{train,adapt,test}.{safetensors|tsv}          DATA_SPLITS
-#   results/<dataset>/data/<shift>/{adapt,test}.*                         SHIFT_SPLITS[shift]["all"]
-#   results/<dataset>/data/<shift>/<corruption>/<severity>/{adapt,test}.*  SHIFT_SPLITS[shift]["<c>/<s>"]
-
-from robustsoup.data import DataLayoutError, part_dir, shift_parts, split_paths
-from robustsoup.data.check import check_config_data
-
-DATA = config["data"]
-_CACHE = {"k_adapt_per_class": DATA["k_adapt_per_class"], "cache_max_images": DATA["cache_max_images"]}
-
-# The quick form of `robustsoup data check`, for the data set and every shift.
-if workflow.is_main_process:
-    try:
-        check_config_data(config)
-    except (DataLayoutError, ValueError, KeyError) as error:
-        raise WorkflowError(
-            f"robustsoup: the data is not where the config says (data.root / data.shifts):\n{error}\n"
-            "`robustsoup data check --dataset NAME --root PATH` runs the same check."
-        ) from None
-
-# {split: path} of the run's data set.
-DATA_SPLITS = {s: str(p) for s, p in split_paths(DATASET, f"{RESULTS}/data", **_CACHE).items()}
-
-# {shift: {part: {split: path}}}; parts are `all` or `<corruption>/<severity>`.
-SHIFT_SPLITS = {
-    shift: {
-        part: {
-            s: str(p)
-            for s, p in split_paths(shift, part_dir(f"{RESULTS}/data/{shift}", part), part=part, **_CACHE).items()
-        }
-        for part in shift_parts(shift, DATA["corruptions"], DATA["severities"])
-    }
-    for shift in DATA["shifts"]
-}
+#   results/<dataset>/data/{train,adapt,test}.{safetensors|tsv}          P.data
+#   results/<dataset>/data/<shift>/{adapt,test}.*                         P.shifts[shift]["all"]
+#   results/<dataset>/data/<shift>/<corruption>/<severity>/{adapt,test}.*  P.shifts[shift]["<c>/<s>"]
+#   results/<dataset>/data/corrupted/<split>/{<corruption>,labels}.npy    P.corrupted_dir(split)
 
 
 rule prepare_data:
     output:
-        **DATA_SPLITS,
+        **P.data,
     log:
         f"logs/prepare_data/{DATASET}.log",
     benchmark:
@@ -49,37 +19,31 @@ rule prepare_data:
     conda:
         ENV
     params:
-        dataset=config["dataset"],
-        split=settings({k: DATA[k] for k in TRAINING_DATA_KEYS}),
+        rerun=P.rerun("prepare_data"),
     message:
-        "Decoding and splitting {params.dataset}"
+        f"Decoding and splitting {DATASET}"
     script:
         "../scripts/prepare_data.py"
 
 
-# One job per configured shift writes the adapt / test split of every part.
-for _shift, _parts in SHIFT_SPLITS.items():
-
-    rule:
-        name:
-            f"prepare_shift_{_shift.replace('-', '_')}"
-        output:
-            [path for splits in _parts.values() for path in splits.values()],
-        log:
-            f"logs/prepare_shift/{DATASET}/{_shift}.log",
-        benchmark:
-            f"benchmarks/prepare_shift/{DATASET}/{_shift}.tsv"
-        conda:
-            ENV
-        params:
-            shift=_shift,
-            root=DATA["shifts"][_shift],
-            parts=list(_parts),
-            split=settings({"root": DATA["shifts"][_shift], "split_seed": DATA["split_seed"], **_CACHE}),
-        message:
-            f"Splitting the shifted set {_shift}"
-        script:
-            "../scripts/prepare_shift.py"
+# One job per configured shift writes the adapt / test split of every part (P.shifts[shift]).
+rule prepare_shift:
+    output:
+        splits=directory(P.shift_dir("{shift}")),
+    log:
+        f"logs/prepare_shift/{DATASET}/{{shift}}.log",
+    benchmark:
+        f"benchmarks/prepare_shift/{DATASET}/{{shift}}.tsv"
+    wildcard_constraints:
+        shift=alternatives(P.shifts),
+    conda:
+        ENV
+    params:
+        rerun=lambda w: P.rerun("prepare_shift", w.shift),
+    message:
+        "Splitting the shifted set {wildcards.shift}"
+    script:
+        "../scripts/prepare_shift.py"
 
 
 # Corrupted copies of the adapt and test splits (Hendrycks' CIFAR-10-C layout:
@@ -87,17 +51,11 @@ for _shift, _parts in SHIFT_SPLITS.items():
 # configured corruptions and severities, at the constants of the images'
 # resolution. Generated once; a downloaded -C set in the same layout is
 # interchangeable. Only for splits decoded to tensors (not file lists).
-CORRUPTIONS = list(DATA["corruptions"])
-SEVERITIES = list(DATA["severities"])
-CORRUPTED_SPLITS = [s for s in ("adapt", "test") if DATA_SPLITS[s].endswith(".safetensors")]
-
-
 rule corrupt_split:
     input:
         split=f"{RESULTS}/data/{{split}}.safetensors",
     output:
-        [f"{RESULTS}/data/corrupted/{{split}}/{c}.npy" for c in CORRUPTIONS],
-        labels=f"{RESULTS}/data/corrupted/{{split}}/labels.npy",
+        corrupted=directory(P.corrupted_dir("{split}")),
     log:
         f"logs/corrupt_split/{DATASET}/{{split}}.log",
     benchmark:
@@ -105,10 +63,8 @@ rule corrupt_split:
     conda:
         ENV
     params:
-        corruptions=CORRUPTIONS,
-        severities=SEVERITIES,
-        seed=config["seed"],
+        rerun=P.rerun("corrupt_split"),
     message:
-        f"Corrupting the {{wildcards.split}} split ({len(CORRUPTIONS)} corruptions × {len(SEVERITIES)} severities)"
+        f"Corrupting the {{wildcards.split}} split ({len(P.corruptions)} corruptions × {len(P.severities)} severities)"
     script:
         "../scripts/corrupt_split.py"

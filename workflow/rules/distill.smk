@@ -6,21 +6,22 @@
 #   results/<dataset>/models/{teacher,student,student-multihead,student-finetuned}.{safetensors,json}
 #   results/<dataset>/metrics/distill/<model>.{tsv,json}   tidy rows; what the evaluation chose
 #   results/<dataset>/metrics/distill.tsv                  every distillation row (merged into all.tsv)
-#   results/<dataset>/tables/distill.{csv,md}              the table, with the cost comparison
+#   results/<dataset>/tables/distill.{csv,md,html}         the table, with the cost comparison
+#   results/<dataset>/figures/distill.{png,pdf,html}       the table at a glance
 #
-# Only the `distill` section (and the data split) reaches these rules' params,
-# so changing the soups, the threat models or the parent reruns none of them.
+# Only the `distill` section (and the data split) reaches these rules' rerun
+# params, so changing the soups, the threat models or the parent reruns none
+# of them. Included only when distill.enabled and the splits can be corrupted.
 
-
-include: "distill_common.smk"
+D = P.distill
 
 
 rule train_teacher:
     input:
-        train=rules.prepare_data.output.train,
+        train=P.data["train"],
     output:
-        weights=distill_checkpoint("teacher"),
-        sidecar=distill_sidecar("teacher"),
+        weights=P.model("teacher"),
+        sidecar=P.model("teacher", ".json"),
     log:
         f"logs/train_teacher/{DATASET}/teacher.log",
     benchmark:
@@ -31,22 +32,21 @@ rule train_teacher:
     resources:
         gpu=1,
     params:
-        teacher=settings(DISTILL["teacher"]),
-        augmentation=settings(DISTILL["augmentation"]),
-        context=DISTILL_CONTEXT,
+        rerun=P.rerun("train_teacher"),
     message:
-        f"Training the robust teacher ({DISTILL['teacher']['architecture']}, width {DISTILL['teacher']['width']}) "
-        f"on {DISTILL['augmentation']['kind']}"
+        f"Training the robust teacher ({D.spec['teacher']['architecture']}, width {D.spec['teacher']['width']}) "
+        f"on {D.spec['augmentation']['kind']}"
     script:
         "../scripts/train_teacher.py"
 
 
 rule train_student:
     input:
-        train=rules.prepare_data.output.train,
+        train=P.data["train"],
+        weights=list(P.external_weights("student").values()),
     output:
-        weights=distill_checkpoint("student"),
-        sidecar=distill_sidecar("student"),
+        weights=P.model("student"),
+        sidecar=P.model("student", ".json"),
     log:
         f"logs/train_student/{DATASET}/student.log",
     benchmark:
@@ -57,10 +57,9 @@ rule train_student:
     resources:
         gpu=1,
     params:
-        student=settings(DISTILL["student"]),
-        context=DISTILL_CONTEXT,
+        rerun=P.rerun("train_student"),
     message:
-        f"Training the student ({DISTILL['student']['architecture']}, width {DISTILL['student']['width']}) normally"
+        f"Training the student ({D.spec['student']['architecture']}, width {D.spec['student']['width']}) normally"
     script:
         "../scripts/train_student.py"
 
@@ -71,10 +70,10 @@ rule distill_student:
         teacher_sidecar=rules.train_teacher.output.sidecar,
         student=rules.train_student.output.weights,
         student_sidecar=rules.train_student.output.sidecar,
-        train=rules.prepare_data.output.train,
+        train=P.data["train"],
     output:
-        weights=distill_checkpoint("student-multihead"),
-        sidecar=distill_sidecar("student-multihead"),
+        weights=P.model("student-multihead"),
+        sidecar=P.model("student-multihead", ".json"),
     log:
         f"logs/distill_student/{DATASET}/student-multihead.log",
     benchmark:
@@ -85,12 +84,9 @@ rule distill_student:
     resources:
         gpu=1,
     params:
-        multihead=settings(DISTILL["multihead"]),
-        distillation=settings(DISTILL["distillation"]),
-        augmentation=settings(DISTILL["augmentation"]),
-        context=DISTILL_CONTEXT,
+        rerun=P.rerun("distill_student"),
     message:
-        f"Distilling the teacher into the last {DISTILL['multihead']['trainable_blocks']} block(s) and three "
+        f"Distilling the teacher into the last {D.spec['multihead']['trainable_blocks']} block(s) and three "
         "heads of the student"
     script:
         "../scripts/distill_student.py"
@@ -100,10 +96,10 @@ rule finetune_student:
     input:
         student=rules.train_student.output.weights,
         student_sidecar=rules.train_student.output.sidecar,
-        train=rules.prepare_data.output.train,
+        train=P.data["train"],
     output:
-        weights=distill_checkpoint("student-finetuned"),
-        sidecar=distill_sidecar("student-finetuned"),
+        weights=P.model("student-finetuned"),
+        sidecar=P.model("student-finetuned", ".json"),
     log:
         f"logs/finetune_student/{DATASET}/student-finetuned.log",
     benchmark:
@@ -114,18 +110,16 @@ rule finetune_student:
     resources:
         gpu=1,
     params:
-        finetune=settings(DISTILL["finetune"]),
-        augmentation=settings(DISTILL["augmentation"]),
-        context=DISTILL_CONTEXT,
+        rerun=P.rerun("finetune_student"),
     message:
-        f"Fine-tuning all of the student on {DISTILL['augmentation']['kind']} (the cost baseline)"
+        f"Fine-tuning all of the student on {D.spec['augmentation']['kind']} (the cost baseline)"
     script:
         "../scripts/finetune_student.py"
 
 
 rule evaluate_distilled:
     input:
-        unpack(evaluate_distilled_input),
+        unpack(lambda w: D.evaluation_inputs(w.dmodel)),
     output:
         rows=f"{RESULTS}/metrics/distill/{{dmodel}}.tsv",
         summary=f"{RESULTS}/metrics/distill/{{dmodel}}.json",
@@ -134,16 +128,14 @@ rule evaluate_distilled:
     benchmark:
         f"benchmarks/evaluate_distilled/{DATASET}/{{dmodel}}.tsv"
     wildcard_constraints:
-        dmodel="|".join(DISTILL_MODELS),
+        dmodel=alternatives(D.MODELS),
     conda:
         ENV
     threads: job_threads()
     resources:
         gpu=1,
     params:
-        evaluate=evaluate_distilled_settings,
-        corrupted_test=f"{RESULTS}/data/corrupted/test",
-        corrupted_adapt=f"{RESULTS}/data/corrupted/adapt",
+        rerun=lambda w: P.rerun("evaluate_distilled", w.dmodel),
     message:
         "Clean and corrupted accuracy of {wildcards.dmodel}"
     script:
@@ -152,21 +144,26 @@ rule evaluate_distilled:
 
 rule report_distill:
     input:
-        metrics=distill_metric_files(),
-        sidecars=[distill_sidecar(m) for m in DISTILL_MODELS],
-        summaries=distill_metric_files(".json"),
+        metrics=D.metric_files(),
+        sidecars=[P.model(m, ".json") for m in D.MODELS],
+        summaries=D.metric_files(".json"),
     output:
         all=f"{RESULTS}/metrics/distill.tsv",
-        tables=[
-            report(path, caption="../report/distill.rst", category="Robust distillation") for path in distill_tables()
-        ],
+        table_csv=report_csv(P.table("distill", ".csv"), "distill", "distill"),
+        table_md=P.table("distill"),
+        table_page=report_page(P.table("distill", ".html"), "distill", "Tables", "distill"),
+        figure=D.figure(),
+        figure_pdf=D.figure(".pdf"),
+        figure_page=report_page(D.figure(".html"), "distill", "Figures", "distill_figure"),
     log:
         f"logs/report_distill/{DATASET}.log",
     benchmark:
         f"benchmarks/report_distill/{DATASET}.tsv"
     conda:
         ENV
+    params:
+        rerun=P.rerun("report_distill"),
     message:
-        "Gathering the distillation metrics, writing the robust-distillation table"
+        "Gathering the distillation metrics, writing the robust-distillation table and figure"
     script:
         "../scripts/report_distill.py"

@@ -10,14 +10,15 @@
 
 rule pretrain:
     input:
-        train=rules.prepare_data.output.train,
+        train=P.data["train"],
+        weights=list(P.external_weights().values()),
     output:
-        weights=f"{RESULTS}/models/{PARENT}.safetensors",
-        sidecar=f"{RESULTS}/models/{PARENT}.json",
+        weights=P.model(P.parent),
+        sidecar=P.model(P.parent, ".json"),
     log:
-        f"logs/pretrain/{DATASET}/{PARENT}.log",
+        f"logs/pretrain/{DATASET}/{P.parent}.log",
     benchmark:
-        f"benchmarks/pretrain/{DATASET}/{PARENT}.tsv"
+        f"benchmarks/pretrain/{DATASET}/{P.parent}.tsv"
     priority: 50
     conda:
         ENV
@@ -25,26 +26,51 @@ rule pretrain:
     resources:
         gpu=1,
     params:
-        training=settings(config["pretrain"]),
-        context=training_context(),
+        rerun=P.rerun("pretrain"),
     message:
-        "Adversarial training of the parent {PARENT}"
+        f"Adversarial training of the parent {P.parent}"
     script:
         "../scripts/pretrain.py"
 
 
+rule pretrain_reference:
+    input:
+        train=P.data["train"],
+    output:
+        weights=P.model("{reference}"),
+        sidecar=P.model("{reference}", ".json"),
+    log:
+        f"logs/pretrain_reference/{DATASET}/{{reference}}.log",
+    benchmark:
+        f"benchmarks/pretrain_reference/{DATASET}/{{reference}}.tsv"
+    wildcard_constraints:
+        reference=alternatives(P.references),
+    priority: 10
+    conda:
+        ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        rerun=lambda w: P.rerun("pretrain_reference", w.reference),
+    message:
+        "Training the reference {wildcards.reference} from scratch with the parent's budget"
+    script:
+        "../scripts/pretrain_reference.py"
+
+
 rule finetune:
     input:
-        parent=rules.pretrain.output.weights,
-        parent_sidecar=rules.pretrain.output.sidecar,
-        train=rules.prepare_data.output.train,
+        parent=P.model(P.parent),
+        parent_sidecar=P.model(P.parent, ".json"),
+        train=P.data["train"],
     output:
-        weights=f"{RESULTS}/models/{PARENT}-{{target}}.safetensors",
-        sidecar=f"{RESULTS}/models/{PARENT}-{{target}}.json",
+        weights=P.model(f"{P.parent}-{{target}}"),
+        sidecar=P.model(f"{P.parent}-{{target}}", ".json"),
     log:
-        f"logs/finetune/{DATASET}/{PARENT}-{{target}}.log",
+        f"logs/finetune/{DATASET}/{P.parent}-{{target}}.log",
     benchmark:
-        f"benchmarks/finetune/{DATASET}/{PARENT}-{{target}}.tsv"
+        f"benchmarks/finetune/{DATASET}/{P.parent}-{{target}}.tsv"
     priority: 40
     conda:
         ENV
@@ -52,21 +78,20 @@ rule finetune:
     resources:
         gpu=1,
     params:
-        training=finetune_settings,
-        context=training_context(),
+        rerun=lambda w: P.rerun("finetune", w.target),
     message:
-        "Fine-tuning {PARENT} towards {wildcards.target}"
+        f"Fine-tuning {P.parent} towards {{wildcards.target}}"
     script:
         "../scripts/finetune.py"
 
 
 rule make_soup:
     input:
-        ingredients=soup_ingredients,
-        train=rules.prepare_data.output.train,
+        ingredients=lambda w: list(P.soup_ingredients(w.soup).values()),
+        train=P.data["train"],
     output:
-        weights=f"{RESULTS}/models/{{soup}}.safetensors",
-        sidecar=f"{RESULTS}/models/{{soup}}.json",
+        weights=P.model("{soup}"),
+        sidecar=P.model("{soup}", ".json"),
     log:
         f"logs/make_soup/{DATASET}/{{soup}}.log",
     benchmark:
@@ -74,9 +99,9 @@ rule make_soup:
     conda:
         ENV
     params:
-        weights=soup_weights,
-        batchnorm=settings({k: config["soups"][k] for k in ("batchnorm", "batchnorm_images")}),
-        context=training_context(),
+        ingredients=lambda w: P.soup_ingredients(w.soup),
+        weights=lambda w: P.soup_weights(w.soup),
+        rerun=P.rerun("make_soup"),
     message:
         "Mixing {wildcards.soup}"
     script:
@@ -85,11 +110,11 @@ rule make_soup:
 
 rule evaluate_model:
     input:
-        weights=f"{RESULTS}/models/{{model}}.safetensors",
-        sidecar=f"{RESULTS}/models/{{model}}.json",
-        test=rules.prepare_data.output.test,
+        weights=P.model("{model}"),
+        sidecar=P.model("{model}", ".json"),
+        test=P.data["test"],
     output:
-        **evaluation_outputs("{model}"),
+        **P.evaluation_outputs("{model}"),
     log:
         f"logs/evaluate_model/{DATASET}/{{model}}.log",
     benchmark:
@@ -100,9 +125,7 @@ rule evaluate_model:
     resources:
         gpu=1,
     params:
-        evaluate=settings(config["evaluate"]),
-        threats=settings(config["threats"]),
-        seed=config["seed"],
+        rerun=P.rerun("evaluate_model"),
     message:
         "Clean and robust accuracy of {wildcards.model}"
     script:
@@ -111,20 +134,21 @@ rule evaluate_model:
 
 rule report_lp:
     input:
-        metrics=metric_files(),
-        studies=lambda wildcards: list(gathered_studies().values()),
-        sidecars=[f"{RESULTS}/models/{m}.json" for m in BASE_MODELS],
+        metrics=P.metric_files(),
+        studies=list(P.gathered_studies().values()),
+        sidecars=[P.model(m, ".json") for m in P.base_models + P.references],
     output:
         all=f"{RESULTS}/metrics/all.tsv",
         grid=f"{RESULTS}/soups/grid.tsv",
-        tables=[
-            report(path, caption="../report/accuracy.rst", category="Robust fine-tuning") for path in report_tables()
+        table_csv=report_csv(P.table("accuracy", ".csv"), "lp", "accuracy"),
+        table_md=P.table("accuracy"),
+        table_page=report_page(P.table("accuracy", ".html"), "lp", "Tables", "accuracy"),
+        figures=P.soup_line_figures(),
+        figures_pdf=P.soup_line_figures(".pdf"),
+        figure_pages=[
+            report_page(P.soup_line_figure(a, b, ".html"), "soups", "Figures", "soup_line", soup_line_label(a, b))
+            for a, b in config["soups"]["lines"]
         ],
-        figures=[
-            report(path, caption="../report/soup_line.rst", category="Soups", subcategory="Lines")
-            for path in report_figures()
-        ],
-        figures_pdf=report_figures((".pdf",)),
     log:
         f"logs/report_lp/{DATASET}.log",
     benchmark:
@@ -132,10 +156,10 @@ rule report_lp:
     conda:
         ENV
     params:
-        soups=settings({k: config["soups"][k] for k in ("lines", "weights")}),
-        models=ALL_MODELS,
-        studies=gathered_studies,
+        models=P.all_models,
+        studies=P.gathered_studies(),
+        rerun=P.rerun("report_lp"),
     message:
-        f"Gathering the metrics of {len(ALL_MODELS)} models and every study, writing tables and figures"
+        f"Gathering the metrics of {len(P.all_models)} models and every study, writing tables and figures"
     script:
         "../scripts/report_lp.py"

@@ -3,9 +3,10 @@
 
 rule summarize_benchmarks:
     input:
-        final_outputs(),
+        P.study_outputs(),
     output:
-        table=report(f"{RESULTS}/tables/benchmarks.csv", caption="../report/benchmarks.rst", category="Benchmarks"),
+        table=report_csv(P.table("benchmarks", ".csv"), "cost", "benchmarks"),
+        page=report_page(P.table("benchmarks", ".html"), "cost", "Tables", "benchmarks"),
     log:
         f"logs/summarize_benchmarks/{DATASET}.log",
     conda:

@@ -1,26 +1,26 @@
 # Robust Weight Signatures (Cai et al. 2023): robustness to a corruption as a
 # small weight patch on a standard model, added, rescaled, composed, removed.
+# Included only when rws.enabled and the splits can be corrupted (P.rws).
 #
 #   results/<dataset>/models/rws/{init,standard,augment,expert-<c>}.{safetensors,json}
 #   results/<dataset>/models/rws/{init-s<seed>,standard-s<seed>-{own,shared}}.*   transfer targets
-#   results/<dataset>/rws/<c>{,-all,-16bit,-8bit}.{safetensors,json}             signatures
+#   results/<dataset>/rws/<c>{,-all,-16levels,-8levels,-8bit}.{safetensors,json}  signatures
 #   results/<dataset>/metrics/rws/…, metrics/rws.tsv                           tidy rows
-#   results/<dataset>/tables/rws_*.{csv,md}, figures/rws_*.{png,pdf}
+#   results/<dataset>/tables/rws_*.{csv,md,html}, figures/rws_*.{png,pdf,html}
 #
 # Only the `rws` section, the training split, the seed and the model reach
-# these rules' params: changing the soups, the threat models or the parent
-# reruns none of them.
+# these rules' rerun params: changing the soups, the threat models or the
+# parent reruns none of them.
 
-
-include: "rws_common.smk"
+R = P.rws
 
 
 rule train_rws_init:
     input:
-        train=DATA_SPLITS["train"],
+        train=P.data["train"],
     output:
-        weights=rws_model("{rws_init}"),
-        sidecar=rws_model("{rws_init}", ".json"),
+        weights=R.model("{rws_init}"),
+        sidecar=R.model("{rws_init}", ".json"),
     log:
         f"logs/train_rws_init/{DATASET}/{{rws_init}}.log",
     benchmark:
@@ -33,8 +33,7 @@ rule train_rws_init:
     resources:
         gpu=1,
     params:
-        training=settings(RWS["init"]),
-        context=RWS_CONTEXT,
+        rerun=P.rerun("train_rws_init"),
     message:
         "Training the RWS initialization {wildcards.rws_init} on clean images"
     script:
@@ -43,25 +42,25 @@ rule train_rws_init:
 
 rule train_rws_model:
     input:
-        unpack(rws_finetune_input),
+        init=lambda w: R.model(R.finetune_init(w.rws_model)),
+        init_sidecar=lambda w: R.model(R.finetune_init(w.rws_model), ".json"),
+        train=P.data["train"],
     output:
-        weights=rws_model("{rws_model}"),
-        sidecar=rws_model("{rws_model}", ".json"),
+        weights=R.model("{rws_model}"),
+        sidecar=R.model("{rws_model}", ".json"),
     log:
         f"logs/train_rws_model/{DATASET}/{{rws_model}}.log",
     benchmark:
         f"benchmarks/train_rws_model/{DATASET}/{{rws_model}}.tsv"
     wildcard_constraints:
-        rws_model=_alternatives(RWS_FINETUNED),
+        rws_model=alternatives(R.finetuned),
     conda:
         ENV
     threads: job_threads()
     resources:
         gpu=1,
     params:
-        training=settings(RWS["finetune"]),
-        policy=rws_finetune_settings,
-        context=RWS_CONTEXT,
+        rerun=lambda w: P.rerun("train_rws_model", w.rws_model),
     message:
         "Fine-tuning the RWS model {wildcards.rws_model}"
     script:
@@ -70,27 +69,25 @@ rule train_rws_model:
 
 rule train_expert:
     input:
-        init=rws_model("init"),
-        init_sidecar=rws_model("init", ".json"),
-        train=DATA_SPLITS["train"],
+        init=R.model("init"),
+        init_sidecar=R.model("init", ".json"),
+        train=P.data["train"],
     output:
-        weights=rws_model("expert-{rws_corruption}"),
-        sidecar=rws_model("expert-{rws_corruption}", ".json"),
+        weights=R.model("expert-{rws_corruption}"),
+        sidecar=R.model("expert-{rws_corruption}", ".json"),
     log:
         f"logs/train_expert/{DATASET}/{{rws_corruption}}.log",
     benchmark:
         f"benchmarks/train_expert/{DATASET}/{{rws_corruption}}.tsv"
     wildcard_constraints:
-        rws_corruption=_alternatives(RWS_CORRUPTIONS),
+        rws_corruption=alternatives(R.corruptions),
     conda:
         ENV
     threads: job_threads()
     resources:
         gpu=1,
     params:
-        training=settings(RWS["finetune"]),
-        severities=RWS["severities"],
-        context=RWS_CONTEXT,
+        rerun=P.rerun("train_expert"),
     message:
         "Fine-tuning the {wildcards.rws_corruption} expert"
     script:
@@ -99,15 +96,15 @@ rule train_expert:
 
 rule extract_rws:
     input:
-        init=rws_model("init"),
-        standard=rws_model("standard"),
-        experts=[rws_model(f"expert-{c}") for c in RWS_CORRUPTIONS],
-        sidecars=[rws_model(m, ".json") for m in ["init", "standard", *[f"expert-{c}" for c in RWS_CORRUPTIONS]]],
+        init=R.model("init"),
+        standard=R.model("standard"),
+        experts=list(R.models(R.experts).values()),
+        sidecars=list(R.models(["init", "standard", *R.experts], ".json").values()),
     output:
-        shallow=list(rws_signatures("shallow").values()),
-        shallow_sidecars=[rws_signature(c, "shallow", ".json") for c in RWS_CORRUPTIONS],
-        all=list(rws_signatures("all").values()),
-        all_sidecars=[rws_signature(c, "all", ".json") for c in RWS_CORRUPTIONS],
+        shallow=list(R.signatures("shallow").values()),
+        shallow_sidecars=list(R.signatures("shallow", suffix=".json").values()),
+        all=list(R.signatures("all").values()),
+        all_sidecars=list(R.signatures("all", suffix=".json").values()),
     log:
         f"logs/extract_rws/{DATASET}.log",
     benchmark:
@@ -115,21 +112,23 @@ rule extract_rws:
     conda:
         ENV
     params:
-        layers=settings({k: RWS[k] for k in ("layers", "norm_affine", "statistics")}),
-        corruptions=RWS_CORRUPTIONS,
+        experts=dict(zip(R.corruptions, R.models(R.experts).values())),
+        shallow=R.signatures("shallow"),
+        all=R.signatures("all"),
+        rerun=P.rerun("extract_rws"),
     message:
-        f"Extracting the robust weight signatures of {len(RWS_CORRUPTIONS)} experts"
+        f"Extracting the robust weight signatures of {len(R.corruptions)} experts"
     script:
         "../scripts/extract_rws.py"
 
 
 rule quantize_rws:
     input:
-        signatures=list(rws_signatures("shallow").values()),
-        sidecars=[rws_signature(c, "shallow", ".json") for c in RWS_CORRUPTIONS],
+        signatures=list(R.signatures("shallow").values()),
+        sidecars=list(R.signatures("shallow", suffix=".json").values()),
     output:
-        weights=[rws_signature(c, f"{b}bit") for c in RWS_CORRUPTIONS for b in RWS["bits"]],
-        sidecars=[rws_signature(c, f"{b}bit", ".json") for c in RWS_CORRUPTIONS for b in RWS["bits"]],
+        weights=R.quantized(),
+        sidecars=R.quantized(".json"),
     log:
         f"logs/quantize_rws/{DATASET}.log",
     benchmark:
@@ -137,35 +136,36 @@ rule quantize_rws:
     conda:
         ENV
     params:
-        bits=RWS["bits"],
-        corruptions=RWS_CORRUPTIONS,
+        signatures=R.signatures("shallow"),
+        quantized=R.quantized_outputs(),
+        rerun=P.rerun("quantize_rws"),
     message:
-        f"Quantizing the shallow signatures to {RWS['bits']} bits"
+        f"Quantizing the shallow signatures: {', '.join(R.quantized_variants)}"
     script:
         "../scripts/quantize_rws.py"
 
 
 rule evaluate_rws_model:
     input:
-        weights=rws_model("{rws_model}"),
-        sidecar=rws_model("{rws_model}", ".json"),
-        test=DATA_SPLITS["test"],
-        corrupted=rws_corrupted("test"),
+        weights=R.model("{rws_model}"),
+        sidecar=R.model("{rws_model}", ".json"),
+        test=P.data["test"],
+        corrupted=P.corrupted_dir("test"),
     output:
-        rows=f"{RWS_METRICS}/models/{{rws_model}}.tsv",
+        rows=f"{R.metrics}/models/{{rws_model}}.tsv",
     log:
         f"logs/evaluate_rws_model/{DATASET}/{{rws_model}}.log",
     benchmark:
         f"benchmarks/evaluate_rws_model/{DATASET}/{{rws_model}}.tsv"
     wildcard_constraints:
-        rws_model=_alternatives(RWS_EVALUATED),
+        rws_model=alternatives(R.evaluated),
     conda:
         ENV
     threads: job_threads()
     resources:
         gpu=1,
     params:
-        evaluate=settings({k: RWS[k] for k in ("corruptions", "eval_severities")}),
+        rerun=P.rerun("evaluate_rws_model"),
     message:
         "Clean and corrupted accuracy of {wildcards.rws_model}"
     script:
@@ -174,27 +174,28 @@ rule evaluate_rws_model:
 
 rule evaluate_patched:
     input:
-        standard=rws_model("standard"),
-        standard_sidecar=rws_model("standard", ".json"),
-        signatures=lambda w: [rws_signature(c, w.rws_variant) for c in RWS_CORRUPTIONS],
-        sidecars=lambda w: [rws_signature(c, w.rws_variant, ".json") for c in RWS_CORRUPTIONS],
-        test=DATA_SPLITS["test"],
-        corrupted=rws_corrupted("test"),
+        standard=R.model("standard"),
+        standard_sidecar=R.model("standard", ".json"),
+        signatures=lambda w: list(R.signatures(w.rws_variant).values()),
+        sidecars=lambda w: list(R.signatures(w.rws_variant, suffix=".json").values()),
+        test=P.data["test"],
+        corrupted=P.corrupted_dir("test"),
     output:
-        rows=f"{RWS_METRICS}/patched/{{rws_variant}}.tsv",
+        rows=f"{R.metrics}/patched/{{rws_variant}}.tsv",
     log:
         f"logs/evaluate_patched/{DATASET}/{{rws_variant}}.log",
     benchmark:
         f"benchmarks/evaluate_patched/{DATASET}/{{rws_variant}}.tsv"
     wildcard_constraints:
-        rws_variant=_alternatives(RWS_VARIANTS),
+        rws_variant=alternatives(R.variants),
     conda:
         ENV
     threads: job_threads()
     resources:
         gpu=1,
     params:
-        evaluate=settings({k: RWS[k] for k in ("corruptions", "eval_severities", "lambda")}),
+        signatures=lambda w: R.signatures(w.rws_variant),
+        rerun=P.rerun("evaluate_patched"),
     message:
         "Standard + RWS ({wildcards.rws_variant}): patch, evaluate, unpatch, check"
     script:
@@ -203,13 +204,13 @@ rule evaluate_patched:
 
 rule rws_lambda_sweep:
     input:
-        standard=rws_model("standard"),
-        standard_sidecar=rws_model("standard", ".json"),
-        signatures=list(rws_signatures(RWS_DEPLOY).values()),
-        test=DATA_SPLITS["test"],
-        corrupted=rws_corrupted("test"),
+        standard=R.model("standard"),
+        standard_sidecar=R.model("standard", ".json"),
+        signatures=list(R.signatures(R.deploy).values()),
+        test=P.data["test"],
+        corrupted=P.corrupted_dir("test"),
     output:
-        rows=f"{RWS_METRICS}/lambda.tsv",
+        rows=f"{R.metrics}/lambda.tsv",
     log:
         f"logs/rws_lambda_sweep/{DATASET}.log",
     benchmark:
@@ -220,7 +221,8 @@ rule rws_lambda_sweep:
     resources:
         gpu=1,
     params:
-        sweep=settings({k: RWS[k] for k in ("lambdas", "sweep_images", "eval_severities", "deploy_bits")}),
+        signatures=R.signatures(R.deploy),
+        rerun=P.rerun("rws_lambda_sweep"),
     message:
         "Accuracy against λ of every signature"
     script:
@@ -229,13 +231,13 @@ rule rws_lambda_sweep:
 
 rule rws_compose:
     input:
-        standard=rws_model("standard"),
-        standard_sidecar=rws_model("standard", ".json"),
-        signatures=[rws_signature(c, RWS_DEPLOY) for c in RWS["compose"]],
-        test=DATA_SPLITS["test"],
-        corrupted=rws_corrupted("test"),
+        standard=R.model("standard"),
+        standard_sidecar=R.model("standard", ".json"),
+        signatures=list(R.signatures(R.deploy, R.spec["compose"]).values()),
+        test=P.data["test"],
+        corrupted=P.corrupted_dir("test"),
     output:
-        rows=f"{RWS_METRICS}/compose.tsv",
+        rows=f"{R.metrics}/compose.tsv",
     log:
         f"logs/rws_compose/{DATASET}.log",
     benchmark:
@@ -246,26 +248,27 @@ rule rws_compose:
     resources:
         gpu=1,
     params:
-        compose=settings({k: RWS[k] for k in ("compose", "compose_lambdas", "compose_severity", "sweep_images")}),
+        signatures=R.signatures(R.deploy, R.spec["compose"]),
+        rerun=P.rerun("rws_compose"),
     message:
-        "Composing the {params.compose} signatures"
+        f"Composing the {R.spec['compose']} signatures"
     script:
         "../scripts/rws_compose.py"
 
 
 rule rws_oracle_free:
     input:
-        standard=rws_model("standard"),
-        standard_sidecar=rws_model("standard", ".json"),
-        signatures=list(rws_signatures(RWS_DEPLOY).values()),
-        adapt=DATA_SPLITS["adapt"],
-        corrupted_adapt=rws_corrupted("adapt"),
-        test=DATA_SPLITS["test"],
-        corrupted=rws_corrupted("test"),
+        standard=R.model("standard"),
+        standard_sidecar=R.model("standard", ".json"),
+        signatures=list(R.signatures(R.deploy).values()),
+        adapt=P.data["adapt"],
+        corrupted_adapt=P.corrupted_dir("adapt"),
+        test=P.data["test"],
+        corrupted=P.corrupted_dir("test"),
     output:
-        rows=f"{RWS_METRICS}/oracle_free.tsv",
-        detector=f"{RWS_METRICS}/oracle_free_detector.tsv",
-        classifier=f"{RWS_DIR}/oracle_free_classifier.safetensors",
+        rows=f"{R.metrics}/oracle_free.tsv",
+        detector=f"{R.metrics}/oracle_free_detector.tsv",
+        classifier=f"{R.folder}/oracle_free_classifier.safetensors",
     log:
         f"logs/rws_oracle_free/{DATASET}.log",
     benchmark:
@@ -276,7 +279,8 @@ rule rws_oracle_free:
     resources:
         gpu=1,
     params:
-        oracle_free=settings({k: RWS[k] for k in ("oracle_free", "lambdas", "eval_severities", "deploy_bits")}),
+        signatures=R.signatures(R.deploy),
+        rerun=P.rerun("rws_oracle_free"),
     message:
         "Oracle-free patching: a corruption classifier picks the signature and λ"
     script:
@@ -285,13 +289,13 @@ rule rws_oracle_free:
 
 rule rws_transfer:
     input:
-        targets=[rws_model(t) for t in RWS_TARGETS],
-        target_sidecars=[rws_model(t, ".json") for t in RWS_TARGETS],
-        signatures=list(rws_signatures(RWS_DEPLOY).values()),
-        test=DATA_SPLITS["test"],
-        corrupted=rws_corrupted("test"),
+        targets=list(R.models(R.targets).values()),
+        target_sidecars=list(R.models(R.targets, ".json").values()),
+        signatures=list(R.signatures(R.deploy).values()),
+        test=P.data["test"],
+        corrupted=P.corrupted_dir("test"),
     output:
-        rows=f"{RWS_METRICS}/transfer.tsv",
+        rows=f"{R.metrics}/transfer.tsv",
     log:
         f"logs/rws_transfer/{DATASET}.log",
     benchmark:
@@ -302,32 +306,30 @@ rule rws_transfer:
     resources:
         gpu=1,
     params:
-        transfer=settings({k: RWS[k] for k in ("lambda", "eval_severities", "deploy_bits")}),
+        signatures=R.signatures(R.deploy),
+        rerun=P.rerun("rws_transfer"),
     message:
-        f"Transferring the signatures to {', '.join(RWS_TARGETS)}"
+        f"Transferring the signatures to {', '.join(R.targets)}"
     script:
         "../scripts/rws_transfer.py"
 
 
 rule report_rws:
     input:
-        metrics=rws_metric_files(),
+        metrics=R.metric_files(),
         detector=rules.rws_oracle_free.output.detector,
         classifier=rules.rws_oracle_free.output.classifier,
-        models=[rws_model(m) for m in RWS_EVALUATED],
-        signatures=[rws_signature(c, v) for v in RWS_VARIANTS for c in RWS_CORRUPTIONS],
-        sidecars=[rws_signature(c, v, ".json") for v in RWS_VARIANTS for c in RWS_CORRUPTIONS],
+        models=list(R.models(R.evaluated).values()),
+        signatures=[R.signature(c, v) for v in R.variants for c in R.corruptions],
+        sidecars=[R.signature(c, v, ".json") for v in R.variants for c in R.corruptions],
     output:
         all=f"{RESULTS}/metrics/rws.tsv",
-        tables=[
-            report(path, caption="../report/rws_tables.rst", category="Robust weight signatures")
-            for path in RWS_TABLES.values()
-        ],
-        figures=[
-            report(path, caption=f"../report/rws_{name}.rst", category="Robust weight signatures")
-            for name, path in RWS_FIGURES.items()
-        ],
-        figures_pdf=RWS_FIGURES_PDF,
+        tables=[report_csv(R.table(name, "csv"), "rws", f"rws_{name}") for name in R.TABLES],
+        tables_md=[R.table(name, "md") for name in R.TABLES],
+        table_pages=[report_page(R.table(name, "html"), "rws", "Tables", f"rws_{name}") for name in R.TABLES],
+        figures=list(R.figures().values()),
+        figures_pdf=list(R.figures(".pdf").values()),
+        figure_pages=[report_page(path, "rws", "Figures", f"rws_{name}") for name, path in R.figures(".html").items()],
     log:
         f"logs/report_rws/{DATASET}.log",
     benchmark:
@@ -335,11 +337,11 @@ rule report_rws:
     conda:
         ENV
     params:
-        report=settings(RWS),
-        models={m: rws_model(m) for m in RWS_EVALUATED},
-        signatures={v: rws_signatures(v) for v in RWS_VARIANTS},
-        tables=RWS_TABLES,
-        figures=RWS_FIGURES,
+        models=R.models(R.evaluated),
+        signatures={v: R.signatures(v) for v in R.variants},
+        tables=R.tables(),
+        figures=R.figures(),
+        rerun=P.rerun("report_rws"),
     message:
         "Gathering the RWS metrics, writing the RWS tables and figures"
     script:

@@ -2,15 +2,12 @@
 # base models chosen per shift on a few labelled images, tested held out,
 # against the base models and output ensembles; the L∞/L2/L1 triangle.
 
-BASE_CHECKPOINTS = [model_checkpoint(m) for m in BASE_MODELS]
-SHIFT_DATA = settings({k: config["data"][k] for k in ("corruptions", "severities")})
-
 
 rule select_soups:
     input:
-        models=BASE_CHECKPOINTS,
-        adapt=DATA_SPLITS["adapt"],
-        corrupted=corrupted_dir_or_none("adapt"),
+        **P.corrupted_input("adapt"),
+        models=list(P.models(P.base_models).values()),
+        adapt=P.data["adapt"],
     output:
         scores=f"{RESULTS}/soups/scores.tsv",
         selection=f"{RESULTS}/soups/selection.tsv",
@@ -25,9 +22,8 @@ rule select_soups:
     resources:
         gpu=1,
     params:
-        search=settings(config["soups"]["search"]),
-        shifts=SHIFT_DATA,
-        context=training_context(),
+        models=P.models(P.base_models),
+        rerun=P.rerun("select_soups"),
     message:
         "Choosing a soup per shift"
     script:
@@ -36,9 +32,9 @@ rule select_soups:
 
 rule evaluate_soups_shifts:
     input:
-        models=BASE_CHECKPOINTS,
-        test=DATA_SPLITS["test"],
-        corrupted=corrupted_dir_or_none("test"),
+        **P.corrupted_input("test"),
+        models=list(P.models(P.base_models).values()),
+        test=P.data["test"],
         selection=rules.select_soups.output.selection,
     output:
         metrics=f"{RESULTS}/metrics/soups/shifts.tsv",
@@ -54,8 +50,8 @@ rule evaluate_soups_shifts:
     resources:
         gpu=1,
     params:
-        ensembles=settings(config["soups"]["ensembles"]),
-        shifts=SHIFT_DATA,
+        models=P.models(P.base_models),
+        rerun=P.rerun("evaluate_soups_shifts"),
     message:
         "Testing base models, ensembles and chosen soups on every shift"
     script:
@@ -64,8 +60,8 @@ rule evaluate_soups_shifts:
 
 rule evaluate_ternary:
     input:
-        models=[model_checkpoint(m) for m in config["soups"]["ternary"]["models"]],
-        test=DATA_SPLITS["test"],
+        models=list(P.models(config["soups"]["ternary"]["models"]).values()),
+        test=P.data["test"],
     output:
         metrics=f"{RESULTS}/metrics/soups/ternary.tsv",
     log:
@@ -79,9 +75,8 @@ rule evaluate_ternary:
     resources:
         gpu=1,
     params:
-        ternary=settings(config["soups"]["ternary"]),
-        threats=settings(config["threats"]),
-        norms=config["evaluate"]["threats"],
+        models=P.models(config["soups"]["ternary"]["models"]),
+        rerun=P.rerun("evaluate_ternary"),
     message:
         "Clean and robust accuracy over the triangle of soups"
     script:
@@ -90,22 +85,18 @@ rule evaluate_ternary:
 
 rule report_soups:
     input:
+        **P.ternary_input(),
         shifts=rules.evaluate_soups_shifts.output.metrics,
         models=rules.evaluate_soups_shifts.output.models,
         selection=rules.select_soups.output.selection,
-        ternary=ternary_metrics(),
     output:
-        tables=[
-            report(f"{RESULTS}/tables/soups_shifts.csv", caption="../report/soups_shifts.rst", category="Soups"),
-            f"{RESULTS}/tables/soups_shifts.md",
-        ],
-        figures=[
-            (
-                report(path, caption=f"../report/{Path(path).stem}.rst", category="Soups")
-                if path.endswith(".png")
-                else path
-            )
-            for path in soups_figures()
+        table_csv=report_csv(P.table("soups_shifts", ".csv"), "soups", "soups_shifts"),
+        table_md=P.table("soups_shifts"),
+        table_page=report_page(P.table("soups_shifts", ".html"), "soups", "Tables", "soups_shifts"),
+        figures=P.soups_figures(),
+        figures_pdf=P.soups_figures(".pdf"),
+        figure_pages=[
+            report_page(path, "soups", "Figures", name) for name, path in P.soups_figures_by_name(".html").items()
         ],
     log:
         f"logs/report_soups/{DATASET}.log",
@@ -113,6 +104,8 @@ rule report_soups:
         f"benchmarks/report_soups/{DATASET}.tsv"
     conda:
         ENV
+    params:
+        figures=P.soups_figures_by_name(),
     message:
         "Writing the soups table and figures"
     script:

@@ -5,16 +5,16 @@ from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
     with snakemake_job(snakemake) as job:
-        inputs, params, output = snakemake.input, snakemake.params, snakemake.output
+        inputs, output = snakemake.input, snakemake.output
         multihead = "adapt" in inputs.keys()  # noqa: SIM118 (a Namedlist: `in` would look at the values)
         evaluate_distilled(
             job.config,
             inputs.weights,
             inputs.test,
-            params.corrupted_test,
+            inputs.corrupted_test,
             output.rows,
             output.summary,
             job.device,
             adapt_path=inputs.adapt if multihead else None,
-            corrupted_adapt_dir=params.corrupted_adapt if multihead else None,
+            corrupted_adapt_dir=inputs.corrupted_adapt if multihead else None,
         )

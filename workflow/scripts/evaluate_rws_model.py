@@ -1,7 +1,5 @@
 """Rule evaluate_rws_model: clean and corrupted test accuracy of a standard, augmentation or expert model."""
 
-from pathlib import Path
-
 from robustsoup.rws.stages import evaluate_rws_model
 from robustsoup.snakemake_job import snakemake_job
 
@@ -12,7 +10,7 @@ if __name__ == "__main__":
             snakemake.wildcards.rws_model,
             snakemake.input.weights,
             snakemake.input.test,
-            Path(snakemake.input.corrupted[-1]).parent,
+            snakemake.input.corrupted,
             snakemake.output.rows,
             job.device,
         )

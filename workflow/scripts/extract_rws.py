@@ -5,5 +5,14 @@ from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
     with snakemake_job(snakemake) as job:
-        inp, out = snakemake.input, snakemake.output
-        extract_rws(job.config, snakemake.params.corruptions, inp.init, inp.standard, inp.experts, out.shallow, out.all)
+        inp, params = snakemake.input, snakemake.params
+        experts = dict(params.experts)  # corruption → expert checkpoint
+        extract_rws(
+            job.config,
+            list(experts),
+            inp.init,
+            inp.standard,
+            list(experts.values()),
+            [params.shallow[c] for c in experts],
+            [params.all[c] for c in experts],
+        )

@@ -1,6 +1,5 @@
-"""Rule report_distill: metrics/distill.tsv and the robust-distillation table (CSV + Markdown)."""
-
-from pathlib import Path
+"""Rule report_distill: metrics/distill.tsv, the robust-distillation table (CSV + Markdown + HTML page)
+and its figure (PNG + PDF + HTML page)."""
 
 from robustsoup.distill.stages import report_distill
 from robustsoup.snakemake_job import snakemake_job
@@ -13,5 +12,6 @@ if __name__ == "__main__":
             snakemake.output.all,
             list(snakemake.input.sidecars),
             list(snakemake.input.summaries),
-            Path(snakemake.output.tables[0]).with_suffix(""),
+            snakemake.output.table_md,
+            snakemake.output.figure,
         )

@@ -1,6 +1,4 @@
-"""Rule report: soups/grid.tsv, metrics/all.tsv, the accuracy table and the soup-line figures."""
-
-from pathlib import Path
+"""Rule report_lp: soups/grid.tsv, metrics/all.tsv, the accuracy table and the soup-line figures."""
 
 from robustsoup.lp.stages import report_lp
 from robustsoup.snakemake_job import snakemake_job
@@ -11,11 +9,11 @@ if __name__ == "__main__":
         report_lp(
             job.config,
             params.models,
-            Path(out.all).parent,
+            None,  # the metrics folder: metrics/all.tsv's
             params.studies,
             out.all,
             out.grid,
             list(snakemake.input.sidecars),
-            Path(out.tables[0]).with_suffix(""),
+            out.table_md,
             list(out.figures),
         )

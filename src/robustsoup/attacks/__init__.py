@@ -1,17 +1,28 @@
 """Attacks: APGD and PGD for training, AutoAttack's APGD for evaluation, Lp-ball ∩ box projections."""
 
 from .apgd import apgd_train
-from .autoattack import EVALUATION_MODES, AttackPlan, apgd_ce_name, attack_plan, robust_correct, robust_correct_apgd_ce
+from .autoattack import (
+    EVALUATION_MODES,
+    LARGEREPS_EPS,
+    AttackPlan,
+    apgd_ce_name,
+    attack_plan,
+    largereps_iterations,
+    robust_correct,
+    robust_correct_apgd_ce,
+)
 from .pgd import pgd_attack
 from .projections import NORMS, lp_norm, project
 
 __all__ = [
     "EVALUATION_MODES",
+    "LARGEREPS_EPS",
     "NORMS",
     "AttackPlan",
     "apgd_ce_name",
     "apgd_train",
     "attack_plan",
+    "largereps_iterations",
     "lp_norm",
     "pgd_attack",
     "project",

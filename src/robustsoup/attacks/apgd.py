@@ -4,16 +4,19 @@ Auto-PGD (Croce & Hein 2020) as the training attack of
 fra31/robust-finetuning: no random start, cross-entropy, momentum 0.75.
 
 * L∞ / L2: initial step 2ε; progress is checked at checkpoints, the first
-  after ⌈0.22·n⌉ iterations, later ones closer by 0.03·n down to 0.06·n. At a
+  after ⌊0.22·n⌋ iterations, later ones closer by ⌊0.03·n⌋ down to ⌊0.06·n⌋
+  (each at least 1; integer parts, as the reference's ``int()``). At a
   checkpoint a point whose loss rose in at most 75 % of the steps since the
   last one, or that did not improve and was not reduced last time, halves its
-  step and restarts from its best point.
+  step and restarts from its best point. As in the reference, the first step
+  of the first window counts as a rise whenever its loss is positive (the
+  reference compares it with a not yet written, zero, entry of its loss log).
 * L1: steps of size ε spread over the top-k coordinates of |grad| (k starts at
   5 % of the input in training, 20 % for evaluation, then follows the current
-  sparsity of the best point / 1.5); at each checkpoint (every ⌈0.04·n⌉
-  iterations) the step resets to ε where the sparsity fell by > 5 % and
-  shrinks by 1.5 (down to ε/10) elsewhere. Every iterate is projected onto the
-  L1 ball ∩ [0,1] box.
+  sparsity of the best point / 1.5); at each checkpoint (every ⌊0.04·n⌋
+  iterations, at least 1) the step resets to ε where the sparsity fell by
+  > 5 % and shrinks by 1.5 (down to ε/10) elsewhere. Every iterate is
+  projected onto the L1 ball ∩ [0,1] box.
 
 The model must be in eval mode; the attack returns the highest-loss point
 found, which is what the training step uses.
@@ -44,7 +47,10 @@ def _loss_and_grad(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_
 
 
 def _l1_sparse_direction(grad: torch.Tensor, topk: torch.Tensor) -> torch.Tensor:
-    """sign(grad) on the top ``topk`` fraction of |grad| per image, scaled to unit L1 norm."""
+    """sign(grad) on the top ``topk`` fraction of |grad| per image, scaled to unit L1 norm.
+
+    The scale counts the non-zero signs, as the reference does (a zero gradient inside the top-k moves nothing).
+    """
     flat = grad.abs().flatten(1)
     n = flat.shape[1]
     sorted_abs = flat.sort(dim=1).values
@@ -52,7 +58,7 @@ def _l1_sparse_direction(grad: torch.Tensor, topk: torch.Tensor) -> torch.Tensor
     threshold = sorted_abs.gather(1, position.unsqueeze(1))
     mask = (flat >= threshold).to(grad.dtype)
     direction = grad.sign().flatten(1) * mask
-    return (direction / (mask.sum(dim=1, keepdim=True) + 1e-10)).view_as(grad)
+    return (direction / (direction.abs().sum(dim=1, keepdim=True) + 1e-10)).view_as(grad)
 
 
 def apgd_train(
@@ -97,6 +103,8 @@ def apgd_train(
     loss, correct, grad = _loss_and_grad(model, x_adv, y, need_grad=True)
     robust = correct.clone()
     x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
+    # The rise of the first step is judged against 0, as the reference's loss log does (see the module docstring).
+    loss = torch.zeros_like(loss)
     loss_best_at_check = loss_best.clone()
     reduced_at_check = torch.ones(batch, dtype=torch.bool, device=x.device)
     increases = torch.zeros(batch, device=x.device)

@@ -3,6 +3,7 @@
     robustsoup info MODEL.safetensors            what a checkpoint is (its sidecar)
     robustsoup config [FILE]                     the resolved config, every default filled in
     robustsoup soup A.safetensors:0.8 B.safetensors:0.2 -o SOUP.safetensors
+    robustsoup soup-for FOLDER A.safetensors B.safetensors … -o SOUP.safetensors   a soup for unlabelled images
     robustsoup data check --dataset NAME --root PATH   is the data where and how robustsoup reads it?
 
 Every command calls the same functions as the workflow's rules.
@@ -16,12 +17,14 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ..config import ConfigError, config_yaml, load_config_file, resolve_config
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..config import ConfigError, config_yaml, load_config_file
 from ..data import DATASETS, DataLayoutError
-from ..weights import WeightMismatchError, affine_combination
+from ..paths import resolve_run_config
+from ..weights import WeightMismatchError
 from .args import parse_path_and_number
 from .rws import add_rws_commands
+from .soups import add_soup_for_command, check_soup_family, write_soup
 
 
 def _parse_weighted(spec: str) -> tuple[Path, float]:
@@ -38,29 +41,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    config = load_config_file(args.file) if args.file else resolve_config({})
+    config = load_config_file(args.file, resolve_run_config) if args.file else resolve_run_config({})
     print(config_yaml(config), end="")
     return 0
 
 
 def cmd_soup(args: argparse.Namespace) -> int:
     loaded = [load_checkpoint(path) for path, _ in args.models]
-    states = [state for state, _ in loaded]
+    check_soup_family(loaded)
     names = [meta.name for _, meta in loaded]
     weights = [w for _, w in args.models]
-    first = loaded[0][1]
-    for _, meta in loaded[1:]:
-        if (meta.architecture, meta.model_kwargs) != (first.architecture, first.model_kwargs):
-            raise CheckpointError(
-                f"{meta.name} is a {meta.architecture} {meta.model_kwargs}, "
-                f"{first.name} a {first.architecture} {first.model_kwargs}: soups need one architecture"
-            )
-        for field in ("dataset", "num_classes", "mean", "std"):
-            if getattr(meta, field) != getattr(first, field):
-                raise CheckpointError(
-                    f"{meta.name} has {field} {getattr(meta, field)!r}, {first.name} {getattr(first, field)!r}: "
-                    "the ingredients of a soup must share the data set and the input normalization"
-                )
     total = sum(weights)
     if abs(total - 1.0) > 1e-6:
         print(
@@ -68,12 +58,7 @@ def cmd_soup(args: argparse.Namespace) -> int:
             "(allowed; BatchNorm statistics are mixed with the same weights)",
             file=sys.stderr,
         )
-    soup = affine_combination(states, weights, names=names)
-    first.name = args.output.stem
-    first.training, first.parent, first.metrics = None, None, {}
-    first.provenance = {"soup": dict(zip(names, weights))}
-    first.git_commit = first.created = first.weights_sha256 = ""
-    save_checkpoint(args.output, soup, first)
+    write_soup(loaded, weights, args.output, {"soup": dict(zip(names, weights))})
     print(f"wrote {args.output} = " + " + ".join(f"{w:g}·{n}" for n, w in zip(names, weights)))
     return 0
 
@@ -114,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("models", nargs="+", type=_parse_weighted, metavar="PATH:WEIGHT")
     soup.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors (+ .json sidecar)")
     soup.set_defaults(run=cmd_soup)
+    add_soup_for_command(commands)
 
     add_rws_commands(commands)
 

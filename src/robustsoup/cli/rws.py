@@ -14,8 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..checkpoint import CheckpointError
-from ..rws.signatures import SignatureError, patch_checkpoint, unpatch_checkpoint, unpatch_companion
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..rws.signatures import (
+    OTHER_BASE_ADVICE,
+    SignatureError,
+    load_signature,
+    other_base_problems,
+    patch_checkpoint,
+    unpatch_checkpoint,
+    unpatch_companion,
+)
 from .args import parse_path_and_number
 
 
@@ -25,7 +33,11 @@ def _parse_signature(spec: str) -> tuple[Path, float]:
 
 def cmd_patch(args: argparse.Namespace) -> int:
     try:
-        out = patch_checkpoint(args.model, args.rws, args.output)
+        if args.allow_other_base:
+            meta = load_checkpoint(args.model)[1]
+            for problem in other_base_problems(meta, [load_signature(path) for path, _ in args.rws]):
+                print(f"robustsoup: warning: {problem}. {OTHER_BASE_ADVICE}", file=sys.stderr)
+        out = patch_checkpoint(args.model, args.rws, args.output, allow_other_base=args.allow_other_base)
     except (SignatureError, CheckpointError) as error:
         print(f"robustsoup: error: {error}", file=sys.stderr)
         return 2
@@ -57,6 +69,11 @@ def add_rws_commands(commands) -> None:
         help="a signature file and its coefficient λ (repeat to compose)",
     )
     patch.add_argument("-o", "--output", type=Path, required=True, help="patched checkpoint (.safetensors)")
+    patch.add_argument(
+        "--allow-other-base",
+        action="store_true",
+        help="apply signatures extracted against another standard model (refused otherwise; a warning is printed)",
+    )
     patch.set_defaults(run=cmd_patch)
     unpatch = commands.add_parser("unpatch", help="restore a patched checkpoint's original model, bit for bit")
     unpatch.add_argument("model", type=Path, help="checkpoint written by `robustsoup patch`")

@@ -153,3 +153,50 @@ def check_config_data(config) -> list[CheckReport]:
             )
         )
     return reports
+
+
+def train_subset_problem(config) -> str | None:
+    """Why ``data.train_per_class`` cannot be met by the published training set (None if it can).
+
+    Reads no data: k images of each of C classes need k·C training images, and
+    the published training split (digits: what n_adapt and n_test leave) has
+    a known size. Classes smaller than k in a large enough set are found when
+    prepare_data splits the data (:func:`robustsoup.data.splits.train_subset`).
+    """
+    data = config.get("data", {})
+    per_class = data.get("train_per_class")
+    spec = get_dataset_spec(config["dataset"])
+    if per_class is None or spec.is_shift:
+        return None
+    if spec.split_scheme == "stratified":
+        available = spec.nominal_size("all") - data.get("n_adapt", 0) - data.get("n_test", 0)
+        where = f"the {available:,} left of {spec.nominal_size('all'):,} after data.n_adapt and data.n_test"
+    else:
+        available = spec.nominal_size(spec.train_part)
+        where = f"{available:,} in its published training split"
+    if available <= 0 or per_class * spec.num_classes <= available:
+        return None
+    return (
+        f"config key 'data.train_per_class': {per_class} training images of each of {config['dataset']}'s "
+        f"{spec.num_classes} classes need {per_class * spec.num_classes:,} images, but the data set has {where} "
+        f"(about {available // spec.num_classes} per class). Lower data.train_per_class, or set it "
+        "to null to train on every training image."
+    )
+
+
+def check_run_data(config) -> None:
+    """The workflow's parse-time check (:func:`check_config_data`): a misplaced folder fails in seconds,
+    before any job is queued, with one ConfigError that says what to run to see the details. A
+    ``data.train_per_class`` no published training set can meet (:func:`train_subset_problem`) fails too."""
+    from ..config import ConfigError
+
+    problem = train_subset_problem(config)
+    if problem:
+        raise ConfigError(problem)
+    try:
+        check_config_data(config)
+    except (DataLayoutError, ValueError, KeyError) as error:
+        raise ConfigError(
+            f"robustsoup: the data is not where the config says (data.root / data.shifts):\n{error}\n"
+            "`robustsoup data check --dataset NAME --root PATH` runs the same check."
+        ) from None

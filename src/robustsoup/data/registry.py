@@ -28,6 +28,60 @@ Reader = Callable[..., Union[Catalog, "tuple[torch.Tensor, torch.Tensor]"]]
 #               class (seeded), test = the rest (natural shifts and -C sets)
 SPLIT_SCHEMES = ("stratified", "official", "shift")
 
+# How `augmentation: standard` crops a data set's training images (robustsoup.train.augment applies them):
+#   pad      zero-pad by `padding` pixels, cut a random window of the original size
+#            (torchvision's RandomCrop(size, padding): the CIFAR references)
+#   resized  a random window of `scale` × the area, aspect ratio log-uniform in `ratio`, resized
+#            back to the resolution (RandomResizedCrop: the ImageNet references)
+CROPS = ("pad", "resized")
+
+
+@dataclass(frozen=True)
+class TrainAugmentation:
+    """The random crop (see :data:`CROPS`) and flip of ``augmentation: standard`` for one data set.
+
+    ``augmentation: crop`` applies the crop alone. ``flip``: random horizontal
+    flips (probability 1/2); False where the mirror image of a training image
+    is no image of the set, ``why`` saying so.
+    """
+
+    crop: str = "pad"
+    padding: int = 4
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, found {self.crop!r}")
+        if self.padding < 0:
+            raise ValueError(f"padding must be ≥ 0, found {self.padding}")
+        if not 0 < self.scale[0] <= self.scale[1] <= 1 or not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"need 0 < scale ≤ 1 and 0 < ratio ascending, found {self.scale}, {self.ratio}")
+
+    def describe(self, flip: bool | None = None) -> str:
+        """``pad-crop(4)+flip``-like words for sidecars and logs (``flip`` overrides the spec's)."""
+        crop = f"pad-crop({self.padding})" if self.crop == "pad" else "resized-crop({:g}-{:g})".format(*self.scale)
+        return crop + ("+flip" if (self.flip if flip is None else flip) else "")
+
+
+# Data sets whose `standard` augmentation is not the default for their resolution
+# (CIFAR's pad-4 crop and flip up to 64 px, ImageNet's resized crop and flip above).
+STANDARD_AUGMENTATIONS: dict[str, TrainAugmentation] = {
+    "digits": TrainAugmentation(
+        crop="pad",
+        padding=4,
+        flip=False,
+        why="digits are not mirror-symmetric: a flipped 2, 3, 4, 5, 7 or 9 is no digit",
+    ),
+}
+
+
+def default_augmentation(resolution: int) -> TrainAugmentation:
+    """The references' training augmentation for images of ``resolution`` pixels: CIFAR's up to 64, ImageNet's above."""
+    return TrainAugmentation(crop="pad", padding=4) if resolution <= 64 else TrainAugmentation(crop="resized")
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -47,6 +101,9 @@ class DatasetSpec:
     subset of ImageNet, see :mod:`robustsoup.data.imagenet`); ``base`` the
     data set whose models are evaluated on this one (a shift of ``base``);
     ``layout`` the expected layout under the data root, shown in errors.
+    ``augmentation`` is what training with ``augmentation: standard`` does
+    to its images (None: :data:`STANDARD_AUGMENTATIONS`, else the default
+    for the resolution; digits: the crop, never a flip).
     """
 
     name: str
@@ -66,12 +123,16 @@ class DatasetSpec:
     base: str | None = None
     needs_root: bool = True
     layout: str = field(default="", repr=False, compare=False)
+    augmentation: TrainAugmentation | None = None
 
     def __post_init__(self) -> None:
         if self.split_scheme not in SPLIT_SCHEMES:
             raise ValueError(
                 f"data set {self.name}: split_scheme must be one of {SPLIT_SCHEMES}, found {self.split_scheme!r}"
             )
+        if self.augmentation is None:
+            standard = STANDARD_AUGMENTATIONS.get(self.name) or default_augmentation(self.resolution)
+            object.__setattr__(self, "augmentation", standard)
 
     @property
     def is_shift(self) -> bool:

@@ -12,6 +12,14 @@ How a data set is split depends on its spec's ``split_scheme``:
   corruption at a severity, or the whole set) gets adapt = first ``k`` per
   class, test = the rest.
 
+With ``train_per_class`` (config ``data.train_per_class``) the training split
+keeps that many images of each class, drawn from the training images alone
+(:func:`train_subset`), so adapt and test are the same with or without it.
+With ``test_per_class`` (``data.test_per_class``; official and shift sets
+only) the test split keeps the first that many images of each class that
+follow the adaptation images in the same seeded order (:func:`adapt_test_split`),
+so adapt is unchanged and a smaller test split lies inside a larger one.
+
 A split is cached in one of two forms, decided from the spec alone (so the
 workflow knows the file names before reading any data, see
 :func:`split_paths`):
@@ -23,6 +31,11 @@ workflow knows the file names before reading any data, see
   header naming the root, resolution and resize; images are decoded on
   demand (:class:`FileSplit`). Larger file-backed splits (ImageNet).
 
+Either form records how it was made (data set, part, images, split seed, k;
+the train split also ``train_per_class``, the test split ``test_per_class``,
+each empty for every image) in its header, kept in the split's ``metadata``; :func:`split_record` is what a
+checkpoint's sidecar records of the split it was trained on.
+
 Both classes offer ``labels``, ``len()``, ``load(indices)`` → uint8
 (B, 3, R, R), ``as_float(n)``, ``images`` (indexable; lazy for a FileSplit),
 ``dataset`` and ``split``; :func:`load_split` opens either.
@@ -32,13 +45,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lazy_loader
 from safetensors import SafetensorError, safe_open
 
+from ..config import ConfigError
 from ..io import atomic_path
 from .registry import DatasetSpec, get_dataset_spec, open_dataset
 from .sources import Catalog, DataLayoutError, FileSource, ImageSource
@@ -55,12 +70,14 @@ DEFAULT_CACHE_MAX_IMAGES = 100_000
 
 @dataclass
 class ImageSplit:
-    """Decoded images of one split: uint8 (N, 3, H, W) and int64 (N,) labels."""
+    """Decoded images of one split: uint8 (N, 3, H, W) and int64 (N,) labels; ``metadata`` is the
+    cache header (how the split was made, see :func:`split_record`), empty for a split built in memory."""
 
     images: torch.Tensor
     labels: torch.Tensor
     dataset: str
     split: str
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -110,6 +127,7 @@ class FileSplit:
     resolution: int
     resize: int | None = None
     root: Path | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
     _source: FileSource | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
@@ -136,6 +154,24 @@ class FileSplit:
 
 
 Split = ImageSplit | FileSplit
+
+
+def split_record(split: Split) -> dict[str, Any]:
+    """What a checkpoint's sidecar records about the split it was trained on: data set, split, images
+    and, from the cache header, the split seed and ``train_per_class`` / ``test_per_class`` (None: every
+    image), whichever the header holds.
+
+    Keys the header lacks (a split built in memory, a cache written before the key existed) are left
+    out rather than guessed.
+    """
+    metadata = getattr(split, "metadata", None) or {}
+    record: dict[str, Any] = {"dataset": split.dataset, "split": split.split, "images": len(split)}
+    if metadata.get("split_seed", "") != "":
+        record["split_seed"] = int(metadata["split_seed"])
+    for key in ("train_per_class", "test_per_class"):
+        if key in metadata:
+            record[key] = int(metadata[key]) if metadata[key] else None
+    return record
 
 
 # ---------------------------------------------------------------------------
@@ -186,21 +222,40 @@ def stratified_split(labels: torch.Tensor, n_adapt: int, n_test: int, seed: int)
     return {name: _interleave(groups) for name, groups in parts.items()}
 
 
-def adapt_test_split(labels: torch.Tensor, k: int, seed: int) -> dict[str, torch.Tensor]:
+def adapt_test_split(
+    labels: torch.Tensor,
+    k: int,
+    seed: int,
+    test_per_class: int | None = None,
+    *,
+    class_names: Callable[[list[int]], Mapping[int, str]] | None = None,
+    where: str = "the test images",
+) -> dict[str, torch.Tensor]:
     """adapt = the first ``k`` images of each class in a seeded order, test = the rest; disjoint.
 
     A class with ``k`` or fewer images gives all but one to adapt, so that
-    every class stays in the test split. Both are interleaved by class.
+    every class stays in the test split. ``test_per_class`` keeps only the
+    next that many of each class for test (None: all), so adapt does not
+    depend on it and a smaller test split is a subset of a larger one; a class
+    with fewer raises :class:`TestSubsetError` naming the classes and counts
+    (``class_names`` maps labels to names; ``where`` names the images split).
+    Both are interleaved by class.
     """
     if k < 1:
         raise ValueError(f"k (adaptation images per class) must be at least 1, found {k}")
-    adapt, test, short = [], [], []
-    for idx in _per_class_permutations(labels, seed):
+    if test_per_class is not None and test_per_class < 1:
+        raise ValueError(f"data.test_per_class must be at least 1 (or null for every image), found {test_per_class}")
+    classes = labels.unique(sorted=True).tolist()
+    adapt, test, short, short_test = [], [], [], {}
+    for label, idx in zip(classes, _per_class_permutations(labels, seed)):
         take = min(k, len(idx) - 1)
         if take < k:
             short.append(len(idx))
+        rest = idx[take:]
+        if test_per_class is not None and len(rest) < test_per_class:
+            short_test[label] = len(rest)
         adapt.append(idx[:take].tolist())
-        test.append(idx[take:].tolist())
+        test.append(rest[:test_per_class].tolist())
     if short:
         log.warning(
             "%d class(es) have at most k=%d images (smallest: %d); each keeps one image for test",
@@ -208,7 +263,103 @@ def adapt_test_split(labels: torch.Tensor, k: int, seed: int) -> dict[str, torch
             k,
             min(short),
         )
+    if short_test:
+        names = class_names(sorted(short_test)) if class_names is not None else {}
+        shown = _class_counts(short_test, names)
+        raise TestSubsetError(
+            f"data.test_per_class = {test_per_class} asks for {test_per_class} test images of every class of "
+            f"{where}, but {len(short_test)} of {len(classes)} classes have fewer left after the {k} adaptation "
+            f"images per class (data.k_adapt_per_class) ({shown}). To fix it, lower data.test_per_class to at "
+            f"most {min(short_test.values())} (the smallest class), or set data.test_per_class: null to test on "
+            "every image left after adapt."
+        )
     return {"adapt": _interleave(adapt), "test": _interleave(test)}
+
+
+class TestSubsetError(ValueError):
+    """``data.test_per_class`` asks for more test images of some class than its test images hold after adapt."""
+
+    __test__ = False  # not a pytest test class
+
+
+class TrainSubsetError(ValueError):
+    """``data.train_per_class`` asks for more training images of some class than the data holds."""
+
+
+def train_subset(
+    labels: torch.Tensor,
+    candidates: torch.Tensor,
+    per_class: int,
+    seed: int,
+    *,
+    classes: Sequence[int] | None = None,
+    class_names: Callable[[list[int]], Mapping[int, str]] | None = None,
+    hint: str = "",
+) -> torch.Tensor:
+    """``per_class`` of the ``candidates`` (indices into ``labels``: the training images) of each class.
+
+    Each class takes the first ``per_class`` of its candidates in a per-class
+    order seeded by ``seed``; the candidates are sorted first, so the subset
+    depends on which images are candidates, not on the order they came in
+    (file-system order never enters). A smaller ``per_class`` gives a subset
+    of a larger one's under the same seed. The result is interleaved by
+    class, like every split, so any prefix is close to balanced.
+
+    ``classes`` are the labels that must be present (default: those among the
+    candidates); if any has fewer than ``per_class`` candidates a
+    :class:`TrainSubsetError` names them and their counts (``class_names``
+    maps those labels to names; ``hint`` adds what decides the number of
+    training images).
+    """
+    if per_class < 1:
+        raise ValueError(f"data.train_per_class must be at least 1 (or null for every image), found {per_class}")
+    pool = torch.as_tensor(candidates, dtype=torch.int64).sort().values
+    pool_labels = labels[pool]
+    wanted = sorted(int(c) for c in (pool_labels.unique() if classes is None else classes))
+    counts = torch.bincount(pool_labels, minlength=max(wanted, default=-1) + 1).tolist()
+    short = {c: counts[c] for c in wanted if counts[c] < per_class}
+    if short:
+        names = class_names(sorted(short)) if class_names is not None else {}
+        raise TrainSubsetError(_short_classes_message(short, len(wanted), per_class, names, hint))
+    return _interleave([pool[idx[:per_class]].tolist() for idx in _per_class_permutations(pool_labels, seed)])
+
+
+def _class_counts(short: Mapping[int, int], names: Mapping[int, str]) -> str:
+    """``class 3 (cat): 5; …`` for the first ten classes of ``short`` (label → images found)."""
+    shown = [f"class {c}{f' ({names[c]})' if c in names else ''}: {n}" for c, n in sorted(short.items())[:10]]
+    more = f", … and {len(short) - 10} more" if len(short) > 10 else ""
+    return "; ".join(shown) + more
+
+
+def _short_classes_message(
+    short: Mapping[int, int], n_classes: int, per_class: int, names: Mapping[int, str], hint: str
+) -> str:
+    smallest = min(short.values())
+    if smallest > 0:
+        fix = f"lower data.train_per_class to at most {smallest} (the smallest class)"
+    else:
+        fix = "check that every class has training images under data.root"
+    return (
+        f"data.train_per_class = {per_class} asks for {per_class} training images of every class, but "
+        f"{len(short)} of {n_classes} classes have fewer ({_class_counts(short, names)}). To fix it, {fix}, "
+        f"or set data.train_per_class: null to train on every training image.{hint}"
+    )
+
+
+def _folder_names(*sources: ImageSource) -> Callable[[list[int]], dict[int, str]]:
+    """Labels → class folder names (the parent folder of a class's first image in any of the file-backed
+    ``sources``), for messages; in-memory sources name nothing."""
+
+    def names(classes: list[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for source in (s for s in sources if s.paths is not None):
+            for c in (c for c in classes if c not in found):
+                hit = torch.nonzero(source.labels == c).flatten()
+                if len(hit):
+                    found[c] = Path(source.paths[int(hit[0])]).parent.name
+        return found
+
+    return names
 
 
 # ---------------------------------------------------------------------------
@@ -220,9 +371,24 @@ def splits_of(spec: DatasetSpec) -> tuple[str, ...]:
     return ("adapt", "test") if spec.is_shift else SPLITS
 
 
-def nominal_split_size(spec: DatasetSpec, split: str, k: int, part: str | None = None) -> int:
-    """Images in ``split`` for the published data set (from the spec, without reading data)."""
+def nominal_split_size(
+    spec: DatasetSpec,
+    split: str,
+    k: int,
+    part: str | None = None,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+) -> int:
+    """Images in ``split`` for the published data set (from the spec, without reading data).
+
+    ``train_per_class`` caps the train split at that many images per class,
+    ``test_per_class`` the test split of an official or shift set.
+    """
     adapt = k * spec.num_classes
+    if split == "train" and train_per_class is not None and not spec.is_shift:
+        return min(train_per_class * spec.num_classes, nominal_split_size(spec, split, k, part))
+    if split == "test" and test_per_class is not None and spec.split_scheme != "stratified":
+        return min(test_per_class * spec.num_classes, nominal_split_size(spec, split, k, part))
     if spec.split_scheme == "stratified":
         return spec.nominal_size(part or "all")
     if spec.split_scheme == "official":
@@ -241,13 +407,17 @@ def split_storage(
     k: int = DEFAULT_K_ADAPT_PER_CLASS,
     cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES,
     part: str | None = None,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
 ) -> str:
     """``safetensors`` (decoded once) or ``tsv`` (file list, decoded on demand) for one split.
 
     Only file-backed sets (``spec.lazy``: the ImageNet family) are ever kept
-    as file lists, when their published split is larger than ``cache_max_images``.
+    as file lists, when their published split (the train split capped at
+    ``train_per_class`` per class, the test split at ``test_per_class``) is
+    larger than ``cache_max_images``.
     """
-    if spec.lazy and nominal_split_size(spec, split, k, part) > cache_max_images:
+    if spec.lazy and nominal_split_size(spec, split, k, part, train_per_class, test_per_class) > cache_max_images:
         return "tsv"
     return "safetensors"
 
@@ -259,15 +429,70 @@ def split_paths(
     part: str | None = None,
     k_adapt_per_class: int = DEFAULT_K_ADAPT_PER_CLASS,
     cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
 ) -> dict[str, Path]:
-    """Where :func:`prepare_splits` writes each split of ``dataset`` (``part``) in ``out_dir``; reads no data."""
+    """Where :func:`prepare_splits` writes each split of ``dataset`` (``part``) in ``out_dir``; reads no data.
+
+    Pass the same ``train_per_class`` and ``test_per_class`` as to
+    :func:`prepare_splits`: a small subset of a file-backed set is decoded
+    (``<split>.safetensors``) where the whole split would be a file list. A
+    ``test_per_class`` the data set cannot meet raises :class:`ConfigError`
+    here (:func:`check_test_per_class`), so the workflow fails while it parses.
+    """
     spec = get_dataset_spec(dataset)
+    check_test_per_class(spec, test_per_class, k_adapt_per_class, part)
     out_dir = Path(out_dir)
-    return {
-        split: out_dir
-        / f"{split}.{split_storage(spec, split, k=k_adapt_per_class, cache_max_images=cache_max_images, part=part)}"
-        for split in splits_of(spec)
-    }
+
+    def storage(split: str) -> str:
+        return split_storage(
+            spec,
+            split,
+            k=k_adapt_per_class,
+            cache_max_images=cache_max_images,
+            part=part,
+            train_per_class=train_per_class,
+            test_per_class=test_per_class,
+        )
+
+    return {split: out_dir / f"{split}.{storage(split)}" for split in splits_of(spec)}
+
+
+def check_test_per_class(spec: DatasetSpec, test_per_class: int | None, k: int, part: str | None = None) -> None:
+    """Raise :class:`ConfigError` where ``data.test_per_class`` cannot apply to ``spec``'s test split.
+
+    Reads no data: a stratified set (digits) has no official test part (its
+    test split is sized by ``data.n_test``), and m images of each of C classes
+    need m·C of the published test images left after adapt. Classes smaller
+    than m in a large enough set are found when the data is split
+    (:func:`adapt_test_split`).
+    """
+    if test_per_class is None:
+        return
+    if test_per_class < 1:
+        raise ConfigError(
+            f"config key 'data.test_per_class': expected an integer of at least 1 (or null for every test "
+            f"image), found {test_per_class}"
+        )
+    classes = spec.num_classes
+    if spec.split_scheme == "stratified":
+        raise ConfigError(
+            f"config key 'data.test_per_class': {spec.name} has no official test part, so test_per_class does "
+            f"not apply; its test split is data.n_test images drawn stratified by class. Set data.n_test instead "
+            f"(e.g. {test_per_class * classes} for about {test_per_class} per class of its {classes}) and leave "
+            "data.test_per_class null."
+        )
+    available = nominal_split_size(spec, "test", k, part)
+    if available <= 0 or test_per_class * classes <= available:
+        return
+    total = spec.nominal_size(spec.test_part if spec.split_scheme == "official" else part or spec.test_part)
+    raise ConfigError(
+        f"config key 'data.test_per_class': {test_per_class} test images of each of {spec.name}'s {classes} "
+        f"classes need {test_per_class * classes:,} images, but its test split holds {available:,} (the "
+        f"{total:,} published test images less data.k_adapt_per_class = {k} per class for adapt; about "
+        f"{available // classes} per class). Lower data.test_per_class to at most {available // classes}, or "
+        "set it to null to test on every image left after adapt."
+    )
 
 
 def part_dir(out_dir: str | Path, part: str) -> Path:
@@ -292,31 +517,82 @@ def shift_parts(dataset: str, corruptions=None, severities=None) -> list[str]:
 
 
 def _index_plan(
-    spec: DatasetSpec, catalog: Catalog, part: str | None, n_adapt: int, n_test: int, k: int, seed: int
+    spec: DatasetSpec,
+    catalog: Catalog,
+    part: str | None,
+    n_adapt: int,
+    n_test: int,
+    k: int,
+    seed: int,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
 ) -> dict[str, tuple[ImageSource, torch.Tensor]]:
-    """Each split as (source, indices into it)."""
+    """Each split as (source, indices into it); the train split cut to ``train_per_class`` per class, the
+    test split of an official or shift set to ``test_per_class`` (a stratified set refuses it, see
+    :func:`check_test_per_class`)."""
     if spec.split_scheme == "stratified":
+        check_test_per_class(spec, test_per_class, k, part)
         source = catalog[part or next(iter(catalog))]
         indices = stratified_split(source.labels, n_adapt=n_adapt, n_test=n_test, seed=seed)
+        if train_per_class is not None:
+            classes = source.labels.unique().tolist()
+            indices["train"] = train_subset(
+                source.labels,
+                indices["train"],
+                train_per_class,
+                seed,
+                classes=classes,
+                class_names=_folder_names(source),
+                hint=" (The training images are those left after data.n_adapt and data.n_test.)",
+            )
         return {split: (source, idx) for split, idx in indices.items()}
     if spec.split_scheme == "official":
         for needed in (spec.train_part, spec.test_part):
             if needed not in catalog:
                 raise DataLayoutError(f"{spec.name}: the data has no {needed!r} part.\nExpected layout:\n{spec.layout}")
         train, test = catalog[spec.train_part], catalog[spec.test_part]
-        plan = {"train": (train, torch.arange(len(train)))}
-        plan.update({split: (test, idx) for split, idx in adapt_test_split(test.labels, k, seed).items()})
+        train_idx = torch.arange(len(train))
+        if train_per_class is not None:
+            # Every class of the data set, so a class with test images but no training images is named too.
+            classes = torch.cat([train.labels, test.labels]).unique().tolist()
+            train_idx = train_subset(
+                train.labels, train_idx, train_per_class, seed, classes=classes, class_names=_folder_names(train, test)
+            )
+        plan = {"train": (train, train_idx)}
+        held_out = adapt_test_split(
+            test.labels,
+            k,
+            seed,
+            test_per_class,
+            class_names=_folder_names(test),
+            where=f"{spec.name}'s {spec.test_part!r} part",
+        )
+        plan.update({split: (test, idx) for split, idx in held_out.items()})
         return plan
     if part is None:
         if len(catalog) != 1:
             raise ValueError(f"{spec.name} has {len(catalog)} parts; name one (e.g. {next(iter(catalog))!r})")
         part = next(iter(catalog))
     source = catalog[part]
-    return {split: (source, idx) for split, idx in adapt_test_split(source.labels, k, seed).items()}
+    where = spec.name if part == "all" else f"{spec.name} part {part!r}"
+    held_out = adapt_test_split(source.labels, k, seed, test_per_class, class_names=_folder_names(source), where=where)
+    return {split: (source, idx) for split, idx in held_out.items()}
 
 
-def _metadata(dataset: str, split: str, part: str | None, n: int, seed: int, k: int, root) -> dict[str, str]:
-    return {
+def _metadata(
+    dataset: str,
+    split: str,
+    part: str | None,
+    n: int,
+    seed: int,
+    k: int,
+    root,
+    train_per_class: int | None,
+    test_per_class: int | None = None,
+) -> dict[str, str]:
+    """A split's header; the train split's names its ``train_per_class``, the test split's its
+    ``test_per_class`` ('' = every image)."""
+    metadata = {
         "dataset": dataset,
         "split": split,
         "part": part or "",
@@ -325,6 +601,11 @@ def _metadata(dataset: str, split: str, part: str | None, n: int, seed: int, k: 
         "k_adapt_per_class": str(k),
         "root": str(root or ""),
     }
+    if split == "train":
+        metadata["train_per_class"] = "" if train_per_class is None else str(train_per_class)
+    if split == "test":
+        metadata["test_per_class"] = "" if test_per_class is None else str(test_per_class)
+    return metadata
 
 
 def write_decoded_split(
@@ -397,24 +678,50 @@ def prepare_splits(
     part: str | None = None,
     k_adapt_per_class: int = DEFAULT_K_ADAPT_PER_CLASS,
     cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
     catalog: Catalog | None = None,
 ) -> dict[str, Path]:
     """Read ``dataset`` (under ``root``), split it and cache each split in ``out_dir``.
 
     ``n_adapt`` / ``n_test`` apply to stratified sets (digits);
     ``k_adapt_per_class`` to sets with an official test part and to shifts.
-    ``part`` picks one part of a multi-part shift (``fog/3``). Returns the
-    written paths by split name (see :func:`split_paths` for their form).
+    ``train_per_class`` keeps that many training images per class
+    (:func:`train_subset`; None: all); ``test_per_class`` keeps that many
+    test images per class of an official or shift set (:func:`adapt_test_split`;
+    None: all; a stratified set raises :class:`ConfigError`, its test split
+    is ``n_test``). A class with fewer stops here, before anything is
+    written. ``part`` picks one part of a multi-part shift (``fog/3``).
+    Returns the written paths by split name (see :func:`split_paths` for
+    their form).
     """
     spec = get_dataset_spec(dataset)
-    catalog = catalog if catalog is not None else open_dataset(dataset, root)
-    plan = _index_plan(spec, catalog, part, n_adapt, n_test, k_adapt_per_class, seed)
-    targets = split_paths(
-        dataset, out_dir, part=part, k_adapt_per_class=k_adapt_per_class, cache_max_images=cache_max_images
+    if spec.is_shift and train_per_class is not None:
+        raise ValueError(f"{dataset} is a shifted data set without training images; train_per_class must be None")
+    targets = split_paths(  # before reading data: refuses a test_per_class the data set cannot meet
+        dataset,
+        out_dir,
+        part=part,
+        k_adapt_per_class=k_adapt_per_class,
+        cache_max_images=cache_max_images,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
     )
+    catalog = catalog if catalog is not None else open_dataset(dataset, root)
+    plan = _index_plan(spec, catalog, part, n_adapt, n_test, k_adapt_per_class, seed, train_per_class, test_per_class)
     for split, (source, indices) in plan.items():
         path = targets[split]
-        metadata = _metadata(dataset, split, part, len(indices), seed, k_adapt_per_class, catalog.root)
+        metadata = _metadata(
+            dataset,
+            split,
+            part,
+            len(indices),
+            seed,
+            k_adapt_per_class,
+            catalog.root,
+            train_per_class,
+            test_per_class,
+        )
         if path.suffix == ".tsv":
             write_file_list(path, source, indices, metadata, catalog.root, spec.resize)
         else:
@@ -431,10 +738,12 @@ def prepare_shift_splits(
     seed: int = 0,
     k_adapt_per_class: int = DEFAULT_K_ADAPT_PER_CLASS,
     cache_max_images: int = DEFAULT_CACHE_MAX_IMAGES,
+    test_per_class: int | None = None,
 ) -> dict[str, dict[str, Path]]:
     """Adapt / test splits of every part of a shifted set (all found on disk if ``parts`` is None).
 
-    Part ``all`` is written to ``out_dir``, part ``fog/3`` to ``out_dir/fog/3``.
+    Part ``all`` is written to ``out_dir``, part ``fog/3`` to ``out_dir/fog/3``;
+    each part's test split keeps ``test_per_class`` images per class (None: all).
     """
     catalog = open_dataset(dataset, root)
     missing = [p for p in (parts or []) if p not in catalog]
@@ -452,6 +761,7 @@ def prepare_shift_splits(
             part=part,
             k_adapt_per_class=k_adapt_per_class,
             cache_max_images=cache_max_images,
+            test_per_class=test_per_class,
             catalog=catalog,
         )
     return written
@@ -503,6 +813,7 @@ def read_file_list(path: str | Path) -> FileSplit:
         resolution=int(meta["resolution"]),
         resize=int(meta["resize"]) if meta.get("resize") else None,
         root=root,
+        metadata=meta,
     )
 
 
@@ -531,4 +842,5 @@ def load_split(path: str | Path) -> Split:
         labels=tensors["labels"],
         dataset=metadata.get("dataset", "?"),
         split=metadata.get("split", path.stem),
+        metadata=dict(metadata),
     )

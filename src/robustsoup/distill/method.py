@@ -47,10 +47,10 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -60,15 +60,7 @@ from ..data import ImageSplit
 from ..device import PRECISIONS, Arithmetic, resolve_precision
 from ..models import Normalized
 from ..models.multihead import HEADS, MultiHeadNet
-from ..train.loop import (
-    CorruptionInputs,
-    EpochState,
-    TrainingDivergedError,
-    epoch_batches,
-    learning_rate,
-    set_learning_rate,
-    step,
-)
+from ..train.loop import BatchStep, CorruptionInputs, run_epochs
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +309,60 @@ def predict_logits(model: nn.Module, data: ImageSplit, device, batch_size: int =
     return torch.cat(out)
 
 
+@dataclass
+class DistillStep(BatchStep):
+    """A batch of distillation for :func:`robustsoup.train.loop.run_epochs`.
+
+    The policy shifts part of the batch; the teacher (no gradient) gives the
+    robust targets on the shifted images, ``reference_logits`` (indexed by the
+    training-split indices) the clean targets; :func:`head_losses` weighs the
+    three heads. Only the parameters :func:`freeze_for_distillation` left
+    trainable are optimised, with weight decay. History rows get the shifted
+    fraction and each head's training accuracy on its own images.
+    """
+
+    teacher: nn.Module
+    reference_logits: torch.Tensor
+    settings: DistillSettings
+    label: ClassVar[str] = "distill epoch"
+    loss_name: ClassVar[str] = "distillation loss"
+
+    def __post_init__(self) -> None:
+        self.net = multihead_net(self.model)
+
+    def parameter_groups(self) -> list[dict]:
+        tuned = [p for p in self.model.parameters() if p.requires_grad]
+        return [{"params": tuned, "weight_decay": self.settings.weight_decay}]
+
+    def begin_epoch(self) -> None:
+        self.n_shifted = 0
+        self.correct = dict.fromkeys(HEADS, 0)
+
+    def loss(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x_train = self.policy(None, x, y).detach()
+        shifted = self.policy.last_shifted.to(self.device)
+        with torch.no_grad(), self.arithmetic.autocast(self.device):
+            teacher_logits = self.teacher(x_train[shifted]).float()
+        set_distillation_mode(self.model, self.settings.batchnorm)
+        with self.arithmetic.autocast(self.device):
+            features = self.net.features(_normalize(self.model, x_train))
+            reference = self.reference_logits[idx].to(self.device)
+            loss, logits = head_losses(self.net, features, y, shifted, reference, teacher_logits, self.settings)
+        self.n_shifted += int(shifted.sum())
+        hits = {h: logits[h].detach().argmax(1) == y for h in HEADS}
+        self.correct["clean"] += int(hits["clean"][~shifted].sum())
+        self.correct["robust"] += int(hits["robust"][shifted].sum())
+        self.correct["combined"] += int(hits["combined"].sum())
+        return loss
+
+    def epoch_metrics(self, seen: int) -> dict:
+        counts = {"clean": seen - self.n_shifted, "robust": self.n_shifted, "combined": seen}
+        return {
+            "shifted_fraction": self.n_shifted / seen,
+            "train_accuracy": {h: self.correct[h] / max(counts[h], 1) for h in HEADS},
+        }
+
+
 def distill_multihead(
     model: Normalized,
     teacher: nn.Module,
@@ -325,8 +371,9 @@ def distill_multihead(
     policy,
     settings: DistillSettings,
     device: torch.device,
-    resume_path: str | Path | None = None,
+    *,
     fingerprint: str = "",
+    resume_path: str | Path | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Distil into ``model`` (a multi-head student) in place; one history row per epoch.
@@ -335,89 +382,20 @@ def distill_multihead(
     image (the clean head's target); ``teacher`` gives the robust targets on
     ``policy``'s shifted images. Only the parameters that
     :func:`freeze_for_distillation` leaves trainable change; the teacher and
-    the frozen layers stay in eval mode (:func:`set_distillation_mode`). Resumable per epoch like
-    :func:`robustsoup.train.train_model` (``resume_path``, ``fingerprint``).
+    the frozen layers stay in eval mode (:func:`set_distillation_mode`). The
+    epoch loop, resumable per epoch (``resume_path``, ``fingerprint``), is
+    :func:`robustsoup.train.loop.run_epochs` with a :class:`DistillStep`.
     """
-    net = multihead_net(model)
+    if len(reference_logits) != len(data):
+        raise ValueError(f"reference logits for {len(reference_logits)} images, the training split has {len(data)}")
     arithmetic = Arithmetic(resolve_precision(settings.precision, device))
-    log.info("arithmetic: %s", arithmetic)
     model.to(device).eval()
     teacher.to(device).eval()
     freeze_for_distillation(model)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        parameters, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    step = DistillStep(
+        model, policy, arithmetic, device, teacher=teacher, reference_logits=reference_logits, settings=settings
     )
-    scaler = arithmetic.grad_scaler(device)
-    generator = torch.Generator().manual_seed(settings.seed)
-    n = len(data)
-    if len(reference_logits) != n:
-        raise ValueError(f"reference logits for {len(reference_logits)} images, the training split has {n}")
-    per_epoch = math.ceil(n / settings.batch_size)
-    total = per_epoch * settings.epochs
-    epoch_state = EpochState(resume_path, fingerprint, model, optimizer, generator, policy)
-    history, first_epoch = epoch_state.restore(settings.epochs)
-
-    for epoch in range(first_epoch, settings.epochs + 1):
-        start = time.perf_counter()
-        order = torch.randperm(n, generator=generator)
-        loss_sum, seen, n_shifted = 0.0, 0, 0
-        correct = dict.fromkeys(HEADS, 0)
-        iteration = (epoch - 1) * per_epoch
-        lr = settings.lr
-        for b, idx, x, y in epoch_batches(
-            data, order, settings.batch_size, device, f"distill epoch {epoch}/{settings.epochs}"
-        ):
-            x_train = policy(None, x, y).detach()
-            shifted = policy.last_shifted.to(device)
-            with torch.no_grad(), arithmetic.autocast(device):
-                teacher_logits = teacher(x_train[shifted]).float()
-            set_distillation_mode(model, settings.batchnorm)
-            lr = learning_rate(settings.schedule, settings.lr, iteration, total)
-            set_learning_rate(optimizer, lr)
-            with arithmetic.autocast(device):
-                features = net.features(_normalize(model, x_train))
-                loss, logits = head_losses(
-                    net, features, y, shifted, reference_logits[idx].to(device), teacher_logits, settings
-                )
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"the distillation loss became {loss.item()} at epoch {epoch}, batch {b + 1}/{per_epoch} "
-                    f"(lr {lr:g}); lower the learning rate. No checkpoint was written."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            step(loss, optimizer, scaler)
-            iteration += 1
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
-            n_shifted += int(shifted.sum())
-            hits = {h: logits[h].detach().argmax(1) == y for h in HEADS}
-            correct["clean"] += int(hits["clean"][~shifted].sum())
-            correct["robust"] += int(hits["robust"][shifted].sum())
-            correct["combined"] += int(hits["combined"].sum())
-        counts = {"clean": seen - n_shifted, "robust": n_shifted, "combined": seen}
-        row = {
-            "epoch": epoch,
-            "loss": loss_sum / seen,
-            "lr": lr,
-            "seconds": time.perf_counter() - start,
-            "shifted_fraction": n_shifted / seen,
-            "train_accuracy": {h: correct[h] / max(counts[h], 1) for h in HEADS},
-        }
-        log.info(
-            "distill epoch %d/%d loss %.4f acc clean %.4f robust %.4f combined %.4f (%.1fs)",
-            epoch,
-            settings.epochs,
-            row["loss"],
-            *row["train_accuracy"].values(),
-            row["seconds"],
-        )
-        history.append(row)
-        epoch_state.save(epoch, history)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
-    model.eval()
-    return history
+    return run_epochs(step, data, settings, resume_path=resume_path, fingerprint=fingerprint, on_epoch_end=on_epoch_end)
 
 
 # ----------------------------------------------------------------------------- head selection

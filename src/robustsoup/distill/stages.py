@@ -7,6 +7,12 @@ model trained normally (or loaded from ``distill.student.weights``);
 ``student-finetuned``: full fine-tuning with the same augmentation, the cost
 baseline; ``evaluate_distilled`` → tidy rows on the clean and corrupted test
 split; ``report_distill`` → ``metrics/distill.tsv`` and the table. Like :mod:`robustsoup.lp.stages`, each reads paths and writes atomically.
+
+Sidecars record the ``distill.augmentation`` policy under ``training.shift``;
+``training.augmentation`` is the crop-and-flip augmentation of the training
+section (:mod:`robustsoup.train.augment`). The distillation itself trains on
+uncropped images: the clean head's targets are the original student's
+logits, computed once per training image.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
     d = config["distill"]
     spec = d["teacher"]
     policy = make_augmentation(d["augmentation"], config["seed"])
-    record = {**spec["training"], "augmentation": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
+    record = {**spec["training"], "shift": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
     meta = new_meta(_identity(spec, config), TEACHER, training=record)
     model = meta.build()
     return train_and_checkpoint(
@@ -129,7 +135,7 @@ def finetune_student(config: Mapping, student_path, train_path, out_path, device
     spec = d["finetune"]
     student, student_meta = _load_student(config, student_path, device)
     policy = make_augmentation(d["augmentation"], config["seed"])
-    record = {**spec, "augmentation": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
+    record = {**spec, "shift": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
     meta = new_meta(_identity(d["student"], config), FINETUNED, training=record, parent=STUDENT)
     return train_and_checkpoint(
         student,
@@ -157,7 +163,7 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
         "teacher": TEACHER,
         **d["distillation"],
         "multihead": d["multihead"],
-        "augmentation": d["augmentation"],
+        "shift": d["augmentation"],
         "seed": config["seed"],
     }
     meta = new_meta(_identity(d["student"], config), MULTIHEAD, training=record, parent=STUDENT)
@@ -396,20 +402,30 @@ def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, co
 
 
 def report_distill(
-    config: Mapping, metric_paths: Sequence, gathered_path, sidecar_paths: Sequence, summary_paths: Sequence, table_stem
+    config: Mapping,
+    metric_paths: Sequence,
+    gathered_path,
+    sidecar_paths: Sequence,
+    summary_paths: Sequence,
+    table_stem,
+    figure_path=None,
 ) -> list[Path]:
     """Rule ``report_distill``: the distillation models' rows in one tidy table (``gathered_path``,
-    i.e. ``metrics/distill.tsv``), then the distillation table (CSV + Markdown) from them and the
-    checkpoints' sidecars."""
+    i.e. ``metrics/distill.tsv``), then the distillation table (CSV + Markdown + HTML page) from them
+    and the checkpoints' sidecars, and with ``figure_path`` (.png) the table at a glance as a figure
+    (PNG + PDF + HTML page)."""
     from ..evaluate import read_metrics
-    from .report import distill_table, write_distill_table
+    from .report import distill_table, plot_distill, write_distill_table
 
     metrics = read_metrics(list(metric_paths))
     write_metrics(metrics, gathered_path)
     metas = {m.name: m for m in (load_meta(p) for p in sidecar_paths)}
     summaries = [json.loads(Path(p).read_text(encoding="utf-8")) for p in summary_paths]
     table = distill_table(metrics, metas, multihead_model_names(config))
-    return write_distill_table(table, metas, summaries, table_stem, config["dataset"])
+    written = write_distill_table(table, metas, summaries, table_stem, config["dataset"])
+    if figure_path is not None:
+        written += plot_distill(table, figure_path)
+    return written
 
 
 __all__ = [

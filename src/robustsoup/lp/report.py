@@ -13,19 +13,28 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..report.figures import save_figure
+from ..report.labels import THREAT_ORDER, measurement_note, model_label, threat_eps, threat_label
+from ..report.style import THREAT_STYLE, footnote, house_style, legend_outside
 from ..report.tables import THREAT_COLUMNS
+
+# Threat of a tidy row → its column in the accuracy table. Clean accuracy comes twice: on the whole
+# test split (N images) and on the n attacked images that the robust and union columns also count.
+ACCURACY_COLUMNS = THREAT_COLUMNS
 
 
 def accuracy_table(metrics: pd.DataFrame, model_order: Sequence[str], grid: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per model (in ``model_order``), one column per threat, accuracy in percent.
+    """One row per model (in ``model_order``), one column per threat (:data:`ACCURACY_COLUMNS`), accuracy in percent.
 
-    Soups get a ``weights`` column from ``grid`` (``soups/grid.tsv``);
-    every evaluated model appears, models not in ``model_order`` last.
+    Clean accuracy appears on the whole test split (``clean (all N)``) and on
+    the attacked images (``clean (attacked n)``, the clean number AutoAttack
+    reports next to robust accuracy), when the rows hold both. Soups get a
+    ``weights`` column from ``grid`` (``soups/grid.tsv``); every evaluated
+    model appears, models not in ``model_order`` last.
     """
     clean = metrics[metrics["corruption"] == "none"]
     wide = clean.pivot_table(index="model", columns="threat", values="accuracy", aggfunc="first") * 100
-    columns = [t for t in THREAT_COLUMNS if t in wide.columns]
-    wide = wide[columns].rename(columns=THREAT_COLUMNS)
+    columns = [t for t in ACCURACY_COLUMNS if t in wide.columns]
+    wide = wide[columns].rename(columns=ACCURACY_COLUMNS)
     order = [m for m in model_order if m in wide.index] + sorted(m for m in wide.index if m not in model_order)
     wide = wide.loc[order]
     wide.insert(0, "weights", "")
@@ -80,7 +89,7 @@ def add_training_columns(
 
 
 def soup_line_points(metrics: pd.DataFrame, grid: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
-    """Accuracy along the line (1 − w)·θ_a + w·θ_b: columns position, threat, accuracy.
+    """Accuracy along the line (1 − w)·θ_a + w·θ_b: columns position, threat, accuracy, n, eps, attack.
 
     The end points are the base models ``a`` (w = 0) and ``b`` (w = 1).
     """
@@ -89,31 +98,63 @@ def soup_line_points(metrics: pd.DataFrame, grid: pd.DataFrame, a: str, b: str) 
         [on_line.rename(columns={"id": "model"}), pd.DataFrame({"model": [a, b], "position": [0.0, 1.0]})]
     )
     rows = metrics[metrics["corruption"] == "none"].merge(positions, on="model")
-    return rows[["position", "threat", "accuracy", "n"]].sort_values("position")
+    columns = ["position", "threat", "accuracy", "n"] + [c for c in ("eps", "attack") if c in rows.columns]
+    return rows[columns].sort_values("position")
 
 
 def plot_soup_line(points: pd.DataFrame, a: str, b: str, path: str | Path, subtitle: str = "") -> list[Path]:
-    """Plot accuracy (%) against w for every threat; write ``path`` (.png) and its .pdf twin."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=150)
-    styles = {"none": "k-o", "Linf": "C0-s", "L2": "C1-^", "L1": "C2-v", "union": "C3--D"}
-    for threat in [t for t in THREAT_COLUMNS if t in set(points["threat"])]:
-        group = points[points["threat"] == threat]
-        ax.plot(
-            group["position"],
-            group["accuracy"] * 100,
-            styles.get(threat, "-"),
-            label=THREAT_COLUMNS.get(threat, threat),
-            markersize=4,
-        )
-    lo, hi = points["position"].min(), points["position"].max()
-    if lo < 0:
-        ax.axvspan(lo, 0, color="0.92", zorder=0)
-    if hi > 1:
-        ax.axvspan(1, hi, color="0.92", zorder=0, label="extrapolation")
-    ax.set_xlabel(f"w in (1 − w)·θ[{a}] + w·θ[{b}]")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"Soups between {a} and {b}" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    """Accuracy (%) against w for every threat (clean, each norm with its ε, union); write ``path``
+    (.png), its .pdf twin and its .html page.
+
+    The y-axis spans 0–100 % in every soup-line figure, so the lines of one run compare at a glance;
+    the end points are named under w = 0 and w = 1, extrapolation (w < 0, w > 1) is shaded.
+    """
+    name_a, name_b = model_label(a), model_label(b)
+    threats = [t for t in THREAT_ORDER if t in set(points["threat"])]
+    positions = sorted(set(points["position"]))
+    with house_style():
+        fig, ax = plt.subplots(figsize=(5.6, 3.1))
+        lo, hi = min(positions), max(positions)
+        if lo < 0:
+            ax.axvspan(lo - 0.05, 0, color="0.93", zorder=0, lw=0)
+        if hi > 1:
+            ax.axvspan(1, hi + 0.05, color="0.93", zorder=0, lw=0)
+        for threat in threats:
+            group = points[points["threat"] == threat].sort_values("position")
+            ax.plot(
+                group["position"],
+                group["accuracy"] * 100,
+                label=threat_label(threat, threat_eps(points, threat)),
+                **THREAT_STYLE.get(threat, {}),
+            )
+        handles, labels = ax.get_legend_handles_labels()
+        if lo < 0 or hi > 1:
+            handles.append(plt.Rectangle((0, 0), 1, 1, color="0.93"))
+            labels.append("extrapolation")
+        legend_outside(ax, handles, labels, title="threat model")
+        ax.set_xlim(lo - 0.05, hi + 0.05)
+        ax.set_ylim(0, 101)
+        ax.set_xticks(positions, [_position_label(w, a, b) for w in positions])
+        ax.set_xlabel(f"w in the soup (1 − w)·{model_label(a, short=True)} + w·{model_label(b, short=True)}")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"Soups between the {name_a} and the {name_b}")
+        measured = measurement_note(points) or subtitle
+        footnote(fig, measured)
+    caption = (
+        f"Clean and robust accuracy of the soups (1 − w)·θ[{name_a}] + w·θ[{name_b}] against w: w = 0 is the "
+        f"{name_a}, w = 1 the {name_b}; shaded w < 0 or w > 1 extrapolate beyond them. Robust accuracy per "
+        "norm at the ε in the legend; union counts an image only if it is classified correctly clean and "
+        f"under every norm's attack. {measured}. The counterpart of the soups paper's Fig. 2 "
+        "(Croce et al. 2023): the weight trades one kind of robustness for another without retraining."
+    )
+    return save_figure(fig, path, f"Soups between the {name_a} and the {name_b}", caption)
+
+
+def _position_label(w: float, a: str, b: str) -> str:
+    """``0`` → ``0\nL∞``, ``1`` → ``1\nL∞→L2``, others as numbers: the ends carry their model's name."""
+    text = f"{w:g}".replace("-", "−")
+    if w == 0:
+        return f"{text}\n{model_label(a, short=True)}"
+    if w == 1:
+        return f"{text}\n{model_label(b, short=True)}"
+    return f"{text}\n "  # two lines like the ends, so that every number sits at the same height

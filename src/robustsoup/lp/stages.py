@@ -23,7 +23,7 @@ from ..checkpoint import (
     load_state_dict_checked,
     save_checkpoint,
 )
-from ..config import base_model_names, parent_name
+from ..config import base_model_names, parent_name, reference_names, reference_norm
 from ..data import load_split
 from ..device import seed_everything
 from ..evaluate import (
@@ -75,6 +75,13 @@ def _run_training(config, name, training, train_path, out_path, device, init_pat
 def pretrain(config: Mapping, train_path, out_path, device: torch.device) -> Path:
     """Adversarially train the parent from scratch (``pretrain`` in the config)."""
     return _run_training(config, parent_name(config), config["pretrain"], train_path, out_path, device)
+
+
+def pretrain_reference(config: Mapping, reference: str, train_path, out_path, device: torch.device) -> Path:
+    """Train reference model ``reference`` (``scratch-<norm>``) from scratch: the parent's settings and budget
+    (``pretrain``) against another norm, the robust-finetuning paper's comparison for a fine-tune."""
+    training = {**config["pretrain"], "norm": reference_norm(config, reference)}
+    return _run_training(config, reference, training, train_path, out_path, device)
 
 
 def finetune(config: Mapping, target: str, parent_path, train_path, out_path, device) -> Path:
@@ -211,9 +218,10 @@ def report_lp(
     table_stem,
     figure_paths: Sequence,
 ) -> list[Path]:
-    """Rule ``report``: the soup grid (``soups/grid.tsv``), every study's metrics in
-    ``metrics/all.tsv`` (:func:`gather_metrics`), the accuracy table (CSV + Markdown) and one
-    soup-line figure per configured line.
+    """Rule ``report_lp``: the soup grid (``soups/grid.tsv``), every study's metrics in
+    ``metrics/all.tsv`` (:func:`gather_metrics`; ``metrics_dir`` None: the folder of
+    ``gathered_path``), the accuracy table (``table_stem`` with any suffix: its .csv, .md and .html
+    are written) and one soup-line figure per configured line.
 
     The table has robust-finetuning's columns: clean, per-norm and union
     accuracy, and for trained models what they were trained for and the
@@ -224,11 +232,12 @@ def report_lp(
     from .report import accuracy_table, add_training_columns, plot_soup_line, soup_line_points
 
     write_grid(grid_from_config(config), base_model_names(config), grid_path)
+    metrics_dir = Path(gathered_path).parent if metrics_dir is None else metrics_dir  # all.tsv sits in it
     metrics = gather_metrics(config, models, metrics_dir, gathered_path, studies=studies)
     metrics = metrics[metrics["study"] == "lp"]
     grid = pd.read_csv(grid_path, sep="\t")
     metas = [load_meta(path) for path in sidecar_paths]
-    order = base_model_names(config) + list(grid["id"])
+    order = base_model_names(config) + reference_names(config) + list(grid["id"])
     note = evaluation_note(metrics)
     table = add_training_columns(
         accuracy_table(metrics, order, grid), {m.name: m.training for m in metas}, {m.name: m.parent for m in metas}

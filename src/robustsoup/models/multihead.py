@@ -37,7 +37,7 @@ def split_base(net: nn.Module) -> tuple[str, list[str], list[str]]:
     whose layout is not known here.
     """
     if isinstance(net, PreActResNet):
-        return "linear", [f"layers.{i}" for i in range(len(net.layers))], ["bn"]
+        return "linear", net.block_names(), ["bn"]
     if isinstance(net, WideResNet):
         blocks = [
             f"{stage}.layer.{i}"

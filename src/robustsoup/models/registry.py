@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..naming import ZOO_PREFIX
 from .preact_resnet import PreActResNet
 from .wide_resnet import WideResNet
 
@@ -33,7 +34,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 
 # Architectures whose input statistics come with their weights, not the data set.
 FIXED_INPUT_STATISTICS: dict[str, Callable[[], tuple[tuple[float, ...], tuple[float, ...]]]] = {}
-ZOO_PREFIX = "robustbench:"
+# (x − 0) / 1: for networks that take raw [0,1] pixels (RobustBench's, robust-finetuning's).
+IDENTITY_STATISTICS: tuple[tuple[float, ...], tuple[float, ...]] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
 def register_architecture(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -56,8 +58,37 @@ def preact_resnet_small(num_classes: int, width: int = 16, activation: str = "re
 
 @register_architecture("preact_resnet18")
 def preact_resnet18(num_classes: int, width: int = 64, activation: str = "softplus") -> nn.Module:
-    """PreAct ResNet-18 of robust-finetuning (Croce & Hein 2022): [2,2,2,2], 64…512."""
+    """PreAct ResNet-18, [2,2,2,2], 64…512, in our variant: ``activation`` after the last BatchNorm
+    too, inputs normalized with the data set's statistics, our module names.
+
+    robust-finetuning's own network is :func:`preact_resnet18_rf`.
+    """
     return PreActResNet((2, 2, 2, 2), width=width, num_classes=num_classes, activation=activation)
+
+
+@register_architecture("preact_resnet18_rf")
+def preact_resnet18_rf(num_classes: int, width: int = 64, activation: str = "softplus") -> nn.Module:
+    """robust-finetuning's PreAct ResNet-18 (fra31/robust-finetuning, ``model_zoo/fast_models.py``).
+
+    ``activation`` inside the blocks (their ``softplus1`` is ``softplus``), ReLU after the last
+    BatchNorm whatever ``activation`` is, no input normalization (identity statistics, see
+    :data:`FIXED_INPUT_STATISTICS`), their average-pooling operation and their module names
+    (``layer1`` … ``layer4``, ``shortcut.0``), so that their ``.pth`` state dicts load without a
+    key map and give their logits bit for bit on 32×32 inputs. Their network has ``width`` 64;
+    other widths scale it.
+    """
+    return PreActResNet(
+        (2, 2, 2, 2),
+        width=width,
+        num_classes=num_classes,
+        activation=activation,
+        final_activation="relu",
+        reference_layout=True,
+        pooling="window",
+    )
+
+
+FIXED_INPUT_STATISTICS["preact_resnet18_rf"] = lambda: IDENTITY_STATISTICS
 
 
 def input_statistics(
@@ -67,7 +98,8 @@ def input_statistics(
 
     The data set's by default; architectures whose weights expect fixed
     statistics (timm's ViT: 0.5 / 0.5; RobustBench models, which normalize
-    inside: identity) say so in :data:`FIXED_INPUT_STATISTICS`.
+    inside, and robust-finetuning's PreAct ResNet-18, which does not
+    normalize: identity) say so in :data:`FIXED_INPUT_STATISTICS`.
     """
     fixed = FIXED_INPUT_STATISTICS.get(architecture)
     if fixed is None and architecture.startswith(ZOO_PREFIX):

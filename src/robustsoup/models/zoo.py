@@ -15,6 +15,14 @@ RobustBench 1.1.1 imports ``autoattack``, which on PyPI is the package
 other before RobustBench is imported. It also needs ``setuptools<81``
 (``pkg_resources``).
 
+Local weights files (``model.weights``) load into any registry
+architecture: timm's ImageNet weights, and robust-finetuning's PreAct
+ResNet-18 checkpoints (their published ``pretr_Linf.pth``/``pretr_L2.pth``/
+``pretr_L1.pth`` or a ``ep_<n>.pth`` of their train.py, bare or as
+``{'state_dict': …, 'optim': …}``) into ``preact_resnet18_rf``, whose module
+names are theirs, so no key map is needed. A file that does not fit fails
+with the keys or shapes expected and found, and what to set.
+
 Third-party files are read with ``torch.load(weights_only=True)`` only.
 RobustBench models take [0,1] pixels and normalize inside, so they are
 wrapped with identity statistics.
@@ -29,17 +37,17 @@ import importlib.util
 import socket
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .registry import FIXED_INPUT_STATISTICS, ZOO_PREFIX, Normalized, build_model
+from .preact_resnet import PreActResNet
+from .registry import FIXED_INPUT_STATISTICS, IDENTITY_STATISTICS, ZOO_PREFIX, Normalized, build_model
 
 ZOO_DATASETS = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 ZOO_THREATS = ("Linf", "L2", "corruptions")
-IDENTITY_STATISTICS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 FIXED_INPUT_STATISTICS[ZOO_PREFIX] = lambda: IDENTITY_STATISTICS
 
 
@@ -193,7 +201,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if not path.is_file():
-        raise ZooError(f"weights file {path} does not exist")
+        where = "" if path.is_absolute() else f" (looked at {path.absolute()})"
+        raise ZooError(
+            f"weights file {path} not found{where}; expected a .safetensors file or a "
+            ".pt/.pth state dict there. robustsoup never downloads: copy the file to that path, or point "
+            "model.weights at it (absolute, or relative to the directory the workflow runs in)"
+        )
     return load_foreign_state_dict(path)
 
 
@@ -212,12 +225,57 @@ def match_state_dict(
     return dict(state)  # let the checked load name the mismatch
 
 
+def _is_reference_preact(keys: Iterable[str]) -> bool:
+    """Whether state-dict ``keys`` have robust-finetuning's PreAct ResNet layout (``layer1.0.bn1``, ``linear``)."""
+    keys = set(keys)
+    return {"conv1.weight", "bn.weight", "linear.weight", "layer1.0.bn1.weight"} <= keys
+
+
+def weights_hint(net: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """What to do when ``state`` does not load into ``net``: the architecture or width the file fits, if known."""
+    reference = isinstance(net, PreActResNet) and "layer1" in net.stage_names
+    if _is_reference_preact(state) and not reference:
+        return (
+            "the file has robust-finetuning's PreAct ResNet layout (layer1 … layer4, shortcut.0): "
+            "set model.architecture: preact_resnet18_rf"
+        )
+    if not isinstance(net, PreActResNet):
+        return (
+            "set model.architecture (and model.width) to the network the file was saved from, "
+            "or give a weights file of this architecture"
+        )
+    if reference and not _is_reference_preact(state):
+        return (
+            "preact_resnet18_rf loads robust-finetuning's PreAct ResNet-18 state dicts as their train.py saves "
+            "them (conv1.weight, layer1.0.bn1.weight … layer4.1.conv2.weight, layer2.0.shortcut.0.weight, bn.*, "
+            "linear.*; bare or as {'state_dict': …}); this file is not one"
+        )
+    conv1, linear = state.get("conv1.weight"), state.get("linear.weight")
+    if conv1 is not None and linear is not None and conv1.dim() == 4 and linear.dim() == 2:
+        found, built = (conv1.shape[0], linear.shape[0]), (net.conv1.out_channels, net.linear.out_features)
+        if found != built:
+            return (
+                f"the file's network has width {found[0]} and {found[1]} classes, the model built here "
+                f"width {built[0]} and {built[1]} classes: set model.width to the file's, and use the data "
+                "set it was trained on"
+            )
+    return "the file is not a state dict of this architecture; give weights saved from the same network"
+
+
 def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> nn.Module:
-    """Load ``state`` strictly into ``model`` (the network inside a ``Normalized`` wrapper)."""
-    from ..checkpoint import load_state_dict_checked
+    """Load ``state`` strictly into ``model`` (the network inside a ``Normalized`` wrapper).
+
+    Missing or unexpected keys and shape mismatches raise
+    :class:`~robustsoup.checkpoint.CheckpointError` naming what was expected and found, and what to do.
+    """
+    from ..checkpoint import CheckpointError, load_state_dict_checked
 
     net = model.net if isinstance(model, Normalized) else model
-    load_state_dict_checked(net, match_state_dict(net, state), source=source)
+    matched = match_state_dict(net, state)
+    try:
+        load_state_dict_checked(net, matched, source=source)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; {weights_hint(net, matched)}") from exc
     return model
 
 
@@ -261,7 +319,8 @@ def build_pretrained(
 
     ``robustbench:<name>`` loads the zoo model (``model_dir``, ``dataset``,
     ``threat``); any other architecture is built by the registry and, if
-    ``weights`` is a file, loaded from it (timm ImageNet models); with
+    ``weights`` is a file, loaded from it (timm ImageNet models;
+    robust-finetuning's ``.pth`` files into ``preact_resnet18_rf``); with
     neither, the model keeps its random initialisation.
     """
     if architecture.startswith(ZOO_PREFIX):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import write_text_atomic
+from .html import write_table_page
 
 # The last line of every job's log (robustsoup.snakemake_job.job_record): what it computed with and
 # how long its work took; read here (the benchmark table) and by bench/dag_walltime.py.
@@ -75,9 +76,12 @@ def _distinct(values: pd.Series) -> str:
     return "+".join(dict.fromkeys(v for v in values if isinstance(v, str) and v))
 
 
-def summarize_benchmarks(folder: str | Path, out_path: str | Path, logs: str | Path = "logs") -> pd.DataFrame:
+def summarize_benchmarks(
+    folder: str | Path, out_path: str | Path, logs: str | Path = "logs", page_path: str | Path | None = None
+) -> pd.DataFrame:
     """Per rule: jobs, total and longest wall time (s), mean fixed cost per job (s), peak max RSS
-    (MB), and the precision / memory format / CPU the jobs ran with.
+    (MB), and the precision / memory format / CPU the jobs ran with; written to ``out_path`` (CSV)
+    and ``page_path`` (its HTML page; by default beside the CSV).
 
     Snakemake writes ``s`` (wall seconds) and ``max_rss`` (MB) per job; rules
     are the first folder level under ``folder``; the rest comes from each
@@ -97,4 +101,28 @@ def summarize_benchmarks(folder: str | Path, out_path: str | Path, logs: str | P
     )
     table = table.sort_values("total_s", ascending=False).round(2)
     write_text_atomic(out_path, table.to_csv())
+    write_benchmarks_page(table, Path(out_path).with_suffix(".html") if page_path is None else page_path)
     return table
+
+
+def write_benchmarks_page(table: pd.DataFrame, path: str | Path) -> Path:
+    """The benchmark table as an HTML page for the report: the rules by total wall time, with the sum."""
+    total = float(table["total_s"].sum()) if len(table) else 0.0
+    note = (
+        f"{int(table['jobs'].sum()) if len(table) else 0} jobs, {total:.1f} s of wall time in all (summed over "
+        "jobs, so parallel jobs count fully). total_s / longest_s: wall seconds of the rule's jobs (Snakemake's "
+        "benchmark files); fixed_s_per_job: the mean time a job spends outside its own work (start-up, imports, "
+        "reading inputs); max_rss_mb: peak resident memory of one job in MB; precision, memory format and CPU "
+        "capability: what the jobs computed with, from each job's closing log record."
+    )
+    return write_table_page(
+        table, path, "Run cost: wall time, memory and arithmetic per rule", note, index_name="rule", cell=_cell
+    )
+
+
+def _cell(column: str, value) -> str:
+    if isinstance(value, float) and value != value:
+        return ""
+    if column in ("total_s", "longest_s", "fixed_s_per_job", "max_rss_mb") and isinstance(value, int | float):
+        return f"{value:,.1f}"
+    return str(value)

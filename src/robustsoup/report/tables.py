@@ -7,16 +7,27 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import write_text_atomic
+from .html import write_table_page
+from .labels import CLEAN_ON_ATTACKED, NO_EPS, attack_text
 
-THREAT_COLUMNS = {"none": "clean", "Linf": "Linf", "L2": "L2", "L1": "L1", "union": "union"}
+# Threat of a tidy row → how the notes name it (as the accuracy table's columns do).
+THREAT_COLUMNS = {
+    "none": "clean (all N)",
+    CLEAN_ON_ATTACKED: "clean (attacked n)",
+    "Linf": "Linf",
+    "L2": "L2",
+    "L1": "L1",
+    "union": "union",
+}
 
 
 def attack_summary(metrics: pd.DataFrame) -> str:
-    """A short line for a figure: the attacks and how many images they saw."""
-    attacked = metrics[~metrics["threat"].isin(["none"])]
-    attacks = "/".join(sorted(set(attacked["attack"])))
+    """A short line for a figure: the attacks and how many images they saw (the norms' rows: clean rows
+    have no attack, and union's attack is the norms' together)."""
+    attacked = metrics[~metrics["threat"].isin(NO_EPS)]
+    attacks = " / ".join(attack_text(a) for a in sorted(set(attacked["attack"])))
     sizes = "/".join(map(str, sorted(set(attacked["n"]))))
-    return f"robust accuracy: {attacks}, n={sizes}" if attacks else ""
+    return f"robust accuracy: {attacks}; n={sizes}" if attacks else ""
 
 
 def evaluation_note(metrics: pd.DataFrame) -> str:
@@ -26,7 +37,7 @@ def evaluation_note(metrics: pd.DataFrame) -> str:
         sizes = sorted(set(group["n"]))
         attacks = sorted(set(group["attack"]))
         eps = sorted(set(group["eps"]))
-        eps_text = f" ε={'/'.join(f'{e:g}' for e in eps)}" if threat not in ("none", "union") else ""
+        eps_text = f" ε={'/'.join(f'{e:g}' for e in eps)}" if threat not in NO_EPS else ""
         parts.append(
             f"{THREAT_COLUMNS.get(threat, threat)}{eps_text}: n={'/'.join(map(str, sizes))}, {'/'.join(attacks)}"
         )
@@ -45,9 +56,11 @@ def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
 
 
 def write_table(table: pd.DataFrame, stem: str | Path, title: str, note: str) -> list[Path]:
-    """Write ``stem.csv`` and ``stem.md`` atomically; return both paths."""
+    """Write ``stem.csv``, ``stem.md`` and ``stem.html`` (the page Snakemake's report shows inline)
+    atomically; return the three paths."""
     stem = Path(stem)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
     write_text_atomic(csv_path, table.to_csv())
     write_text_atomic(md_path, to_markdown(table, title, note))
-    return [csv_path, md_path]
+    html_path = write_table_page(table, stem.with_suffix(".html"), title, f"Accuracy in %. {note}.", index_name="model")
+    return [csv_path, md_path, html_path]

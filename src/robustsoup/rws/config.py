@@ -12,6 +12,9 @@ from ..config import ConfigError
 from ..data.corruptions import CORRUPTIONS
 
 INIT = "init"
+LAYER_RULES = ("ours", "reference")  # rws.layer_rule: which tensors a signature holds (see rws.signatures)
+QUANTIZATION_RANGES = ("signature", "experts")  # [min, max] per tensor of each signature, or per key over all
+MAX_LEVELS = 1 << 16  # packed codes of up to 16 bits
 
 
 def transfer_targets(config: Mapping) -> dict[str, str]:
@@ -27,15 +30,75 @@ def variant_suffix(variant: str) -> str:
     return "" if variant == "shallow" else f"-{variant}"
 
 
+def code_width(levels: int) -> int:
+    """Bits per packed code of ``levels`` levels: ⌈log₂ levels⌉ (16 → 4, 8 → 3, 256 → 8)."""
+    return max(1, (int(levels) - 1).bit_length())
+
+
+def levels_problem(levels) -> str | None:
+    """Why ``levels`` is not a usable number of quantization levels, or None if it is."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= MAX_LEVELS:
+        return (
+            f"quantization needs a whole number of levels from 2 to {MAX_LEVELS} (the reference's linear_quant "
+            f"takes a number of levels: 16 for its '16-bit' signatures), got {levels!r}"
+        )
+    return None
+
+
+def quantized_variants(config: Mapping) -> dict[str, dict]:
+    """The quantized variants of the shallow signature and how each is made, in table order.
+
+    ``<L>levels`` for each of ``rws.levels`` (packed codes, [min, max] as ``rws.levels_range``),
+    then ``<b>bit`` for each of ``rws.bits`` (uint8/uint16 codes, ``rws.bits_range``):
+    ``{"16levels": {"levels": 16, "range": "experts"}, "8bit": {"bits": 8, "range": "signature"}}``.
+    """
+    rws = config["rws"]
+    out = {f"{n}levels": {"levels": n, "range": rws["levels_range"]} for n in rws["levels"]}
+    out.update({f"{b}bit": {"bits": b, "range": rws["bits_range"]} for b in rws["bits"]})
+    return out
+
+
 def variants(config: Mapping) -> list[str]:
-    """Signature variants of Table 1: all layers, shallow k (float32), then each quantized width."""
-    return ["all", "shallow", *[f"{b}bit" for b in config["rws"]["bits"]]]
+    """Signature variants of Table 1: all layers, shallow k (float32), then each quantized variant."""
+    return ["all", "shallow", *quantized_variants(config)]
+
+
+def parse_variant(variant: str) -> dict | None:
+    """``16levels`` → {"levels": 16}, ``8bit`` → {"bits": 8}, ``shallow`` / ``all`` → None."""
+    for suffix, key in (("levels", "levels"), ("bit", "bits")):
+        number = variant.removesuffix(suffix)
+        if number != variant and number.isdigit():
+            return {key: int(number)}
+    return None
+
+
+def quantization_label(spec: Mapping) -> str:
+    """A table label that cannot be misread: ``16 levels (4 bit)`` or ``8-bit codes (256 levels)``."""
+    if "levels" in spec:
+        return f"{spec['levels']} levels ({code_width(spec['levels'])} bit)"
+    return f"{spec['bits']}-bit codes ({1 << spec['bits']} levels)"
+
+
+def variant_label(variant: str, k: int) -> str:
+    """Table 1's method label of a signature variant over ``k`` shallow layers."""
+    if variant == "all":
+        return "Standard + RWS (all layers)"
+    if variant == "shallow":
+        return f"Standard + RWS (shallow {k})"
+    spec = parse_variant(variant)
+    if spec is None:
+        raise ValueError(f"unknown signature variant {variant!r}; expected all, shallow, <L>levels or <b>bit")
+    return f"Standard + RWS (shallow {k}, {quantization_label(spec)})"
 
 
 def deploy_variant(config: Mapping) -> str:
-    """The variant used by Table 4, the λ sweep, composition, the oracle-free mode and transfer."""
-    bits = config["rws"]["deploy_bits"]
-    return "shallow" if bits == 32 else f"{bits}bit"
+    """The variant used by Table 4, the λ sweep, composition, the oracle-free mode and transfer:
+    ``rws.deploy``, or the one the deprecated ``rws.deploy_bits`` names when it is set."""
+    rws = config["rws"]
+    bits = rws.get("deploy_bits")
+    if bits is not None:
+        return "shallow" if bits == 32 else f"{bits}bit"
+    return rws["deploy"]
 
 
 def check_rws_config(config: Mapping) -> None:
@@ -66,9 +129,19 @@ def check_rws_config(config: Mapping) -> None:
             f"config key 'rws.eval_severities': must include the training severities rws.severities "
             f"{rws['severities']} (Table 1 and 4 report those)"
         )
-    if rws["deploy_bits"] != 32 and rws["deploy_bits"] not in rws["bits"]:
+    for n in rws["levels"]:
+        if levels_problem(n):
+            raise ConfigError(f"config key 'rws.levels': {levels_problem(n)}")
+    deploy, choices = deploy_variant(config), ["shallow", *quantized_variants(config)]
+    if deploy not in choices:
+        if rws.get("deploy_bits") is not None:
+            raise ConfigError(
+                f"config key 'rws.deploy_bits': {rws['deploy_bits']} is neither 32 nor one of rws.bits {rws['bits']} "
+                f"(rws.deploy_bits is deprecated: set rws.deploy to one of {choices})"
+            )
         raise ConfigError(
-            f"config key 'rws.deploy_bits': {rws['deploy_bits']} is neither 32 nor one of rws.bits {rws['bits']}"
+            f"config key 'rws.deploy': {deploy!r} is not a signature this run makes; expected one of {choices} "
+            f"(shallow: float32; <L>levels for L in rws.levels {rws['levels']}; <b>bit for b in rws.bits {rws['bits']})"
         )
     outside = [c for c in rws["compose"] if c not in rws["corruptions"]]
     if outside:

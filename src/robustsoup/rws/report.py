@@ -17,15 +17,33 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import Normalize
 
 from ..io import write_text_atomic
 from ..report.figures import save_figure
+from ..report.html import write_table_page
+from ..report.style import (
+    MARKERS,
+    TWO_COLUMNS,
+    annotate_values,
+    colour_range,
+    footnote,
+    house_style,
+    legend_outside,
+    palette,
+    sequential,
+    shared_limits,
+)
 from .config import (
     compose_name,
     compound_name,
     deploy_variant,
     lambda_name,
+    parse_variant,
+    quantization_label,
+    quantized_variants,
     transfer_targets,
+    variant_label,
     variant_suffix,
     variants,
 )
@@ -51,12 +69,28 @@ def _n(metrics: pd.DataFrame, model: str) -> int:
     return int(rows["n"].max()) if not rows.empty else 0
 
 
-def variant_label(variant: str, k: int) -> str:
-    if variant == "all":
-        return "Standard + RWS (all layers)"
-    if variant == "shallow":
-        return f"Standard + RWS (shallow {k})"
-    return f"Standard + RWS (shallow {k}, {variant.removesuffix('bit')}-bit)"
+def quantization_note(config: Mapping) -> str:
+    """How the quantized rows were made, for the notes under the tables."""
+    rws = config["rws"]
+    scope = {
+        "experts": "one range per key over all the experts' signatures",
+        "signature": "one range per tensor of each signature",
+    }
+    parts = [
+        f"{quantization_label(spec)}, {'packed codes' if 'levels' in spec else 'uint8/uint16 codes'}, "
+        f"{scope[spec['range']]}"
+        for spec in quantized_variants(config).values()
+    ]
+    rule = (
+        "layers: stem and residual blocks, BatchNorm and shortcuts set to the experts' mean (the reference's rule)"
+        if rws["layer_rule"] == "reference"
+        else "layers: weight layers in network order"
+    )
+    return (
+        "Quantized rows, linear over [min, max]: "
+        + ("; ".join(parts) if parts else "none")
+        + f'. The paper\'s "16-bit" and "8-bit" signatures are 16 and 8 levels. Signature {rule}.'
+    )
 
 
 def table1(
@@ -226,62 +260,110 @@ def transfer_table(config: Mapping, metrics: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _cell(column: str, value) -> str:
+    """A cell of an RWS table: byte counts with thousands separators, ratios to 3 decimals, differences
+    signed, accuracies to 2 decimals; empty when missing (the Markdown table and the HTML page alike)."""
+    if pd.isna(value):
+        return ""
+    if column in ("storage (bytes)", "n"):
+        return f"{int(value):,}"
+    if column in ("× standard", "RWS file / checkpoint", "storage (MB)"):
+        return f"{value:.3f}"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:+.2f}" if column.startswith(("Diff", "gain")) else f"{value:.2f}"
+    return str(value)
+
+
 def _markdown(table: pd.DataFrame, title: str, note: str, index_name: str) -> str:
     header = [index_name, *table.columns]
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in table.iterrows():
-        cells = [str(name)]
-        for column, value in row.items():
-            if pd.isna(value):
-                cells.append("")
-            elif column in ("storage (bytes)", "n"):
-                cells.append(f"{int(value):,}")
-            elif column in ("× standard", "RWS file / checkpoint") or column == "storage (MB)":
-                cells.append(f"{value:.3f}")
-            elif isinstance(value, (float, np.floating)):
-                cells.append(f"{value:+.2f}" if column.startswith(("Diff", "gain")) else f"{value:.2f}")
-            else:
-                cells.append(str(value))
+        cells = [str(name), *(_cell(str(column), value) for column, value in row.items())]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", note, ""])
 
 
-def write_table(table: pd.DataFrame, csv_path, md_path, title: str, note: str, index_name: str) -> list[Path]:
+def write_table(
+    table: pd.DataFrame, csv_path, md_path, html_path, title: str, note: str, index_name: str
+) -> list[Path]:
+    """Write an RWS table as CSV (full precision), Markdown and an HTML page for the report (the same cells
+    as the Markdown, with the table's caption of :mod:`robustsoup.report.captions`); return the paths."""
     write_text_atomic(csv_path, table.to_csv(float_format="%.6g"))
     write_text_atomic(md_path, _markdown(table, title, note, index_name))
-    return [Path(csv_path), Path(md_path)]
+    page = write_table_page(table, html_path, title, note, index_name=index_name, cell=_cell)
+    return [Path(csv_path), Path(md_path), page]
 
 
 # --------------------------------------------------------------------------- figures
 
 
+def _pretty(corruption: str) -> str:
+    """``impulse_noise`` → ``impulse noise``; a compound ``fog+contrast`` → ``fog + contrast``."""
+    return corruption.replace("_", " ").replace("+", " + ")
+
+
+def _variant_text(variant: str, k: int) -> str:
+    """What a signature variant keeps: ``all layers``, ``first 5 layers``, ``first 5 layers, 8-bit``."""
+    if variant == "all":
+        return "all layers"
+    if variant == "shallow":
+        return f"first {k} layers"
+    quantized = parse_variant(variant) or {}
+    if "levels" in quantized:
+        return f"first {k} layers, {quantized['levels']} levels"
+    return f"first {k} layers, {quantized.get('bits', variant)}-bit"
+
+
 def plot_lambda(config: Mapping, metrics: pd.DataFrame, path) -> list[Path]:
-    """Accuracy against λ, one panel per corruption, one line per severity (the paper's Figure 7)."""
+    """Accuracy against λ, one panel per corruption, one line per severity (the paper's Figure 7).
+
+    The panels share one y-range, so a flat curve looks flat next to a steep one.
+    """
     rws = config["rws"]
     corruptions, lambdas = list(rws["corruptions"]), list(rws["lambdas"])
-    fig, axes = plt.subplots(1, len(corruptions), figsize=(3.2 * len(corruptions), 3.2), dpi=150, squeeze=False)
-    for ax, c in zip(axes[0], corruptions):
-        for i, s in enumerate(rws["eval_severities"]):
-            ys = [accuracy(metrics, lambda_name(c, lam), c, [s]) for lam in lambdas]
-            ax.plot(
-                lambdas,
-                ys,
-                "-o",
-                color=plt.cm.viridis(i / max(1, len(rws["eval_severities"]) - 1)),
-                markersize=3,
-                label=f"severity {s}",
-            )
-        ax.plot(lambdas, [accuracy(metrics, lambda_name(c, lam)) for lam in lambdas], "k--", label="clean")
-        ax.axvline(1.0, color="0.7", lw=0.8)
-        ax.set_title(c, fontsize=9)
-        ax.set_xlabel("λ")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (%)")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    n = _n(metrics, lambda_name(corruptions[0], lambdas[0]))
-    fig.suptitle(f"Standard + λ·RWS ({deploy_variant(config)}), n={n} test images", fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    severities = list(rws["eval_severities"])
+    colours = sequential(len(severities))
+    markers = ("o", "s", "^", "v", "D", "P")
+    curves = {
+        c: {s: [accuracy(metrics, lambda_name(c, lam), c, [s]) for lam in lambdas] for s in severities}
+        for c in corruptions
+    }
+    clean = {c: [accuracy(metrics, lambda_name(c, lam)) for lam in lambdas] for c in corruptions}
+    limits = shared_limits([v for c in corruptions for ys in [*curves[c].values(), clean[c]] for v in ys])
+    variant = _variant_text(deploy_variant(config), rws["layers"])
+    with house_style():
+        width = min(TWO_COLUMNS, 1.75 * len(corruptions) + 0.6)
+        fig, axes = plt.subplots(1, len(corruptions), figsize=(width, 2.7), sharey=True, squeeze=False)
+        for ax, c in zip(axes[0], corruptions):
+            for i, s in enumerate(severities):
+                ax.plot(
+                    lambdas, curves[c][s], color=colours[i], marker=markers[i % len(markers)], label=f"severity {s}"
+                )
+            ax.plot(lambdas, clean[c], color="black", linestyle="--", marker="o", markersize=3, label="clean")
+            ax.axvline(rws["lambda"], color="0.55", lw=0.8, linestyle=":", label=f"λ of the tables ({rws['lambda']:g})")
+            ax.set_title(_pretty(c))
+            ax.set_xlabel("λ")
+            ax.set_xticks([v for v in lambdas if float(v * 2).is_integer()])
+            ax.set_ylim(*limits)
+        axes[0][0].set_ylabel("accuracy (%)")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside upper center", ncol=len(labels), frameon=False)
+        n = _n(metrics, lambda_name(corruptions[0], lambdas[0]))
+        footnote(fig, f"θ_std + λ·RWS ({variant}); corrupted test split, n={n} images per severity")
+    caption = (
+        f"Accuracy of the standard model patched with λ times its robust weight signature ({variant}) against λ, "
+        f"one panel per corruption (shared y-axis), one line per severity of the corrupted test split "
+        f"(n={n} images each), clean accuracy dashed; the dotted line marks λ = {rws['lambda']:g}, the value "
+        "the tables use. λ = 0 is the standard model, λ = 1 the expert's shallow layers. The counterpart of "
+        "the RWS paper's Figure 7 (Cai et al. 2023): milder corruptions want a smaller λ."
+    )
+    return save_figure(fig, path, "Robust weight signatures: accuracy against the coefficient λ", caption)
+
+
+def _in_layer(key: str, layer: str) -> bool:
+    """Whether ``key`` belongs to ``layer``: a weight layer, or a residual block (rws.layer_rule reference)."""
+    module = key.rpartition(".")[0]
+    return module == layer or module.startswith(f"{layer}.")
 
 
 def layer_norms(sidecars: Mapping[str, Mapping]) -> pd.DataFrame:
@@ -289,7 +371,7 @@ def layer_norms(sidecars: Mapping[str, Mapping]) -> pd.DataFrame:
     rows = []
     for corruption, meta in sidecars.items():
         for layer in meta["layers"]:
-            keys = [k for k, t in meta["tensors"].items() if t["kind"] == "weight" and k.rpartition(".")[0] == layer]
+            keys = [k for k, t in meta["tensors"].items() if t["kind"] == "weight" and _in_layer(k, layer)]
             rws = np.sqrt(sum(meta["norms"][k]["rws"] ** 2 for k in keys))
             std = np.sqrt(sum(meta["norms"][k]["standard"] ** 2 for k in keys))
             diff = np.sqrt(sum(meta["norms"][k]["expert_minus_standard"] ** 2 for k in keys))
@@ -309,36 +391,56 @@ def plot_layer_norms(config: Mapping, sidecars: Mapping[str, Mapping], path) -> 
     frame = layer_norms(sidecars)
     layers = list(dict.fromkeys(frame["layer"]))
     x = np.arange(len(layers))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(layers) + 2), 3.6), dpi=150)
-    for corruption, group in frame.groupby("corruption", sort=False):
-        ax.plot(x, group.set_index("layer").loc[layers, "relative_rws"], "-", alpha=0.45, lw=1, label=corruption)
-    mean = frame.groupby("layer")["relative_rws"].mean().loc[layers]
-    ax.plot(x, mean, "k-o", lw=2, markersize=4, label="mean")
     k = config["rws"]["layers"]
-    if k < len(layers):
-        ax.axvspan(-0.5, k - 0.5, color="C2", alpha=0.08, label=f"shallow {k}")
-    ax.set_xticks(x)
-    ax.set_xticklabels([name.removeprefix("net.") for name in layers], rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("‖RWS‖ / ‖θ_std‖")
-    ax.set_title("Relative norm of the robust weight signature per layer", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    corruptions = list(dict.fromkeys(frame["corruption"]))
+    colours = palette(len(corruptions))
+    with house_style():
+        fig, ax = plt.subplots(figsize=(min(TWO_COLUMNS, max(4.6, 0.42 * len(layers) + 2.4)), 3.0))
+        if k < len(layers):
+            ax.axvspan(-0.5, k - 0.5, color="#56B4E9", alpha=0.15, lw=0, label=f"first {k} layers (shallow RWS)")
+        for i, corruption in enumerate(corruptions):
+            group = frame[frame["corruption"] == corruption].set_index("layer").loc[layers]
+            ax.plot(
+                x,
+                group["relative_rws"],
+                color=colours[i],
+                lw=1,
+                alpha=0.8,
+                marker=MARKERS[i % len(MARKERS)],
+                markersize=3,
+                label=_pretty(corruption),
+            )
+        mean = frame.groupby("layer")["relative_rws"].mean().loc[layers]
+        ax.plot(x, mean, color="black", lw=2.2, marker="o", markersize=4, label="mean")
+        ax.set_xticks(x, [name.removeprefix("net.") for name in layers], rotation=45, ha="right")
+        ax.set_xlim(-0.5, len(layers) - 0.5)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("weight layer (input → output)")
+        ax.set_ylabel("‖RWS‖ / ‖θ_std‖")
+        ax.set_title("Relative norm of the robust weight signature per layer")
+        legend_outside(ax, title="corruption")
+    caption = (
+        "Norm of each weight layer's robust weight signature (expert − standard, weights and biases together) "
+        "relative to the standard model's weights of that layer, per corruption and their mean, from the "
+        f"all-layer signatures; shaded: the first {k} layers that the shallow signature keeps. The counterpart "
+        "of the RWS paper's Figure 2 (Cai et al. 2023): fine-tuning to a corruption changes shallow layers most."
+    )
+    return save_figure(fig, path, "Robust weight signatures: where the signature lives", caption)
 
 
 def plot_compose(config: Mapping, metrics: pd.DataFrame, path) -> list[Path]:
-    """Accuracy of θ_std + λ_a·RWS_a + λ_b·RWS_b on a, b, the compound a+b and clean images (Figure 8)."""
+    """Accuracy of θ_std + λ_a·RWS_a + λ_b·RWS_b on a, b, the compound a+b and clean images (Figure 8).
+
+    The panels share one colour scale (the range of all their cells), each cell is labelled with
+    its accuracy in black or white by its colour.
+    """
     rws = config["rws"]
     a, b = rws["compose"]
     lambdas = list(rws["compose_lambdas"])
     streams = [a, b, compound_name(a, b), "none"]
     severity = rws["compose_severity"]
-    fig, axes = plt.subplots(
-        1, len(streams), figsize=(3.0 * len(streams) + 1, 3.2), dpi=150, squeeze=False, layout="constrained"
-    )
-    for ax, stream in zip(axes[0], streams):
-        grid = np.array(
+    grids = {
+        stream: np.array(
             [
                 [
                     accuracy(metrics, compose_name(a, la, b, lb), stream, [0 if stream == "none" else severity])
@@ -347,32 +449,39 @@ def plot_compose(config: Mapping, metrics: pd.DataFrame, path) -> list[Path]:
                 for la in lambdas
             ]
         )
-        image = ax.imshow(grid, origin="lower", vmin=0, vmax=100, cmap="viridis")
-        for i in range(len(lambdas)):
-            for j in range(len(lambdas)):
-                ax.text(
-                    j,
-                    i,
-                    f"{grid[i, j]:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="w" if grid[i, j] < 60 else "k",
-                )
-        ax.set_xticks(range(len(lambdas)))
-        ax.set_xticklabels([f"{v:g}" for v in lambdas], fontsize=7)
-        ax.set_yticks(range(len(lambdas)))
-        ax.set_yticklabels([f"{v:g}" for v in lambdas], fontsize=7)
-        ax.set_xlabel(f"λ {b}", fontsize=8)
-        ax.set_title("clean" if stream == "none" else f"{stream} (s{severity})", fontsize=8)
-    axes[0][0].set_ylabel(f"λ {a}", fontsize=8)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="accuracy (%)")
-    fig.suptitle(
-        f"θ_std + λ·RWS[{a}] + λ·RWS[{b}] ({deploy_variant(config)}), "
-        f"n={_n(metrics, compose_name(a, lambdas[0], b, lambdas[0]))} test images",
-        fontsize=9,
+        for stream in streams
+    }
+    vmin, vmax = colour_range(np.concatenate([g.ravel() for g in grids.values()]))
+    cmap, norm = plt.get_cmap("viridis"), Normalize(vmin, vmax)
+    variant = _variant_text(deploy_variant(config), rws["layers"])
+    n = _n(metrics, compose_name(a, lambdas[0], b, lambdas[0]))
+    with house_style():
+        fig, axes = plt.subplots(1, len(streams), figsize=(TWO_COLUMNS, 2.5), sharey=True, squeeze=False)
+        for ax, stream in zip(axes[0], streams):
+            grid = grids[stream]
+            image = ax.imshow(grid, origin="lower", cmap=cmap, norm=norm)
+            cells = [(j, i) for i in range(len(lambdas)) for j in range(len(lambdas))]
+            annotate_values(ax, cells, [grid[i, j] for j, i in cells], cmap, norm, fontsize=5.5)
+            ticks = [f"{v:g}" for v in lambdas]
+            ax.set_xticks(range(len(lambdas)), ticks)
+            ax.set_yticks(range(len(lambdas)), ticks)
+            ax.grid(False)
+            ax.set_xlabel(f"λ of RWS[{_pretty(b)}]")
+            ax.set_title("clean" if stream == "none" else _pretty(stream))
+        axes[0][0].set_ylabel(f"λ of RWS[{_pretty(a)}]")
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.85, label="accuracy (%)", pad=0.01)
+        footnote(
+            fig,
+            f"θ_std + λ·RWS[{_pretty(a)}] + λ·RWS[{_pretty(b)}] ({variant}); corruptions at severity {severity}; "
+            f"n={n} test images per panel",
+        )
+    caption = (
+        f"Two signatures composed, θ_std + λ_a·RWS[{_pretty(a)}] + λ_b·RWS[{_pretty(b)}] ({variant}), on a grid of "
+        f"coefficients: accuracy (%) on {_pretty(a)} alone, {_pretty(b)} alone, both applied to the same image "
+        f"(severity {severity}) and on clean images, n={n} test images each. One colour scale for all panels "
+        f"({vmin:.1f}–{vmax:.1f} %). The counterpart of the RWS paper's Figure 8 (Cai et al. 2023)."
     )
-    return save_figure(fig, path)
+    return save_figure(fig, path, "Robust weight signatures: composing two signatures", caption)
 
 
 def write_report(
@@ -385,7 +494,7 @@ def write_report(
     tables: Mapping[str, str],
     figures: Mapping[str, str],
 ) -> list[Path]:
-    """Every RWS table (CSV + Markdown) and figure (PNG + PDF)."""
+    """Every RWS table (CSV + Markdown + HTML page) and figure (PNG + PDF + HTML page)."""
     rws = config["rws"]
     sev = "/".join(map(str, rws["severities"]))
     evalset = f"test split, n={_n(metrics, 'standard')}"
@@ -395,19 +504,21 @@ def write_report(
         table1(config, metrics, model_paths, signature_paths, classifier_path),
         tables["table1_csv"],
         tables["table1_md"],
+        tables["table1_html"],
         f"Robust Weight Signatures on {config['dataset']}: storage, TA and RA (Table 1)",
         f"Accuracy in %. TA: clean {evalset}; for RWS rows after removing the patch (TA patched: with it on). "
         f"RA: mean over {', '.join(rws['corruptions'])} at severity {sev}, each corruption with its own "
         f"signature or expert (oracle), λ = {rws['lambda']:g}. Storage: bytes of the .safetensors files kept "
         f"(standard + one file per corruption); RWS file / checkpoint: one signature against the standard "
-        f"checkpoint. The oracle-free row adds the corruption classifier.",
+        f"checkpoint. The oracle-free row adds the corruption classifier. {quantization_note(config)}",
         "method",
     )
     written += write_table(
         table4(config, metrics),
         tables["table4_csv"],
         tables["table4_md"],
-        f"Per corruption, without and with RWS (Table 4; {deploy}, shallow {rws['layers']})",
+        tables["table4_html"],
+        f"Per corruption, without and with RWS (Table 4; {variant_label(deploy, rws['layers'])})",
         f"Accuracy in % on the {evalset} at severity {sev}, λ = {rws['lambda']:g}.",
         "corruption",
     )
@@ -415,6 +526,7 @@ def write_report(
         oracle_free_table(config, metrics, detector),
         tables["oracle_free_csv"],
         tables["oracle_free_md"],
+        tables["oracle_free_html"],
         "Oracle-free patching: a corruption classifier picks the signature and λ per batch",
         f"Classifier: logistic regression on per-channel mean/std of the standard model's first "
         f"{rws['layers']} layers, fitted on the adaptation split; batches of {rws['oracle_free']['batch_size']} "
@@ -425,6 +537,7 @@ def write_report(
         transfer_table(config, metrics),
         tables["transfer_csv"],
         tables["transfer_md"],
+        tables["transfer_html"],
         "Transfer: signatures extracted against `standard` patched onto other standard models",
         f"Accuracy in % at severity {sev} ({deploy}, λ = {rws['lambda']:g}). Targets: "
         + "; ".join(

@@ -47,6 +47,7 @@ from .config import (
     compound_name,
     deploy_variant,
     lambda_name,
+    quantized_variants,
     transfer_targets,
     variant_suffix,
     variants,
@@ -57,7 +58,7 @@ from .signatures import (
     load_signature,
     patched,
     plan_layers,
-    quantize,
+    quantize_signatures,
     save_signature,
     state_digest,
 )
@@ -177,7 +178,7 @@ def extract_rws(
         shared_sources[label] = {"name": meta.name, "weights_sha256": meta.weights_sha256}
     ident = {**identity, "num_classes": meta.num_classes}
     plans = {
-        suffix: plan_layers(shared["standard"], k, rws["norm_affine"], rws["statistics"])
+        suffix: plan_layers(shared["standard"], k, rws["norm_affine"], rws["statistics"], rws["layer_rule"])
         for k, suffix in ((rws["layers"], ""), (None, "-all"))
     }
     written = []
@@ -208,14 +209,41 @@ def extract_rws(
     return written
 
 
-def quantize_rws(config: Mapping, signature_path, out_paths: Mapping[int, str]) -> list[Path]:
-    """Rule ``quantize_rws``: the signature quantized to each of ``rws.bits``."""
-    signature = load_signature(signature_path, expect={"architecture": model_identity(config)["architecture"]})
+def quantize_rws(
+    config: Mapping, signature_paths: Mapping[str, str], out_paths: Mapping[str, Mapping[str, str]]
+) -> list[Path]:
+    """Rule ``quantize_rws``: every shallow signature quantized as each variant of
+    :func:`~robustsoup.rws.config.quantized_variants` (``rws.levels``, ``rws.bits`` and their ranges).
+
+    ``signature_paths`` maps each corruption to its float32 shallow signature, ``out_paths``
+    each variant (``16levels``, ``8bit``, …) to {corruption: output path}. All signatures are
+    quantized together, so that a range ``experts`` is [min, max] per key over all of them.
+    """
+    wanted = quantized_variants(config)
+    unknown = [v for v in out_paths if v not in wanted]
+    if unknown:
+        raise ValueError(f"quantize_rws: variants {unknown} are not in this config's {list(wanted)}")
+    identity = model_identity(config)
+    corruptions = list(signature_paths)
+    signatures = [
+        load_signature(signature_paths[c], expect={"architecture": identity["architecture"]}) for c in corruptions
+    ]
     written = []
-    for bits, path in out_paths.items():
-        quantized = quantize(signature, int(bits), name=f"{signature.name}-{bits}bit")
-        written.append(save_signature(path, quantized))
-        log.info("%s: %d bytes (float32: %d)", quantized.name, quantized.meta.file_bytes, signature.meta.file_bytes)
+    for variant, paths in out_paths.items():
+        spec = wanted[variant]
+        missing = [c for c in corruptions if c not in paths]
+        if missing:
+            raise ValueError(f"quantize_rws: no output path for {variant} of {missing}")
+        quantized = quantize_signatures(
+            signatures,
+            bits=spec.get("bits"),
+            levels=spec.get("levels"),
+            value_range=spec["range"],
+            names=[f"{s.name}-{variant}" for s in signatures],
+        )
+        for corruption, signature, original in zip(corruptions, quantized, signatures):
+            written.append(save_signature(paths[corruption], signature))
+            log.info("%s: %d bytes (float32: %d)", signature.name, signature.meta.file_bytes, original.meta.file_bytes)
     return written
 
 

@@ -14,14 +14,30 @@ memory. Selection methods, in :data:`SELECTION_METHODS`:
 * ``halving`` — successive halving: score every soup on a few images, keep
   the best fraction, grow the images.
 
+Label-free methods (:data:`LABEL_FREE_METHODS`) score the same grid from the
+shift's adaptation images *without their labels*, one forward pass per soup
+shared by all of them (:func:`soup_statistics`):
+
+* ``entropy`` — lowest mean prediction entropy (Tent's objective);
+* ``agreement`` — most agreement with the output ensemble of the base models;
+* ``bn_distance`` — smallest distance between the shift's feature statistics
+  and the soup's BatchNorm running statistics;
+* ``infomax`` — SHOT's information maximization: confident *and* diverse
+  predictions.
+
+:func:`pick_disagreement` is their safety signal: how often the other
+label-free picks predict differently (median over them); above a threshold a pick is not
+trusted to beat the best base model and the pipeline falls back to it.
+
 Each returns a :class:`Selection` that counts its soup × image forward passes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import median as statistics_median
 
 import torch
 from torch import nn
@@ -286,12 +302,308 @@ def ensemble_correct(
     return torch.cat(correct)
 
 
-SELECTION_METHODS = {
+LABELLED_METHODS = {
     "grid": grid_search,
     "halving": successive_halving,
     "greedy": greedy_soup,
     "learned": learned_soup,
 }
+
+# --- label-free selection ---------------------------------------------------------------------
+
+
+def batchnorm_layers(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The network's BatchNorm layers (any dimension) that keep running statistics, in module order."""
+    return [
+        m
+        for m in net.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_var is not None
+    ]
+
+
+def gaussian_kl(mean_p: torch.Tensor, var_p: torch.Tensor, mean_q: torch.Tensor, var_q: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean_p, var_p) ‖ N(mean_q, var_q)) per channel (nats)."""
+    return 0.5 * (torch.log(var_q / var_p) + (var_p + (mean_p - mean_q) ** 2) / var_q - 1.0)
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+
+
+def _is_corner(weights: Mapping[str, float], name: str) -> bool:
+    return all(abs(float(w) - (1.0 if n == name else 0.0)) < 1e-9 for n, w in weights.items())
+
+
+@dataclass
+class SoupStatistics:
+    """What the label-free methods read of every soup of a grid on unlabelled images.
+
+    ``table`` holds one list per statistic, one value per soup (in grid
+    order): ``entropy`` (mean prediction entropy, nats), ``marginal_entropy``
+    (entropy of the mean prediction), ``agreement`` (fraction of images on
+    which the soup predicts the class the output ensemble of the base models
+    predicts), ``bn_distance`` (mean over BatchNorm layers and channels of
+    KL(shift's feature statistics ‖ the soup's running statistics); NaN
+    without BatchNorm) and, only when labels were given, ``accuracy`` (a
+    diagnostic, never used to choose). ``predictions`` is (soups, images),
+    for the safety signal. ``soup_passes`` = soups × images;
+    ``ensemble_passes`` = the extra base-model passes the ensemble needed (0
+    when the base models are corners of the grid, as on a simplex).
+    """
+
+    table: dict[str, list[float]]
+    predictions: torch.Tensor
+    images: int
+    soup_passes: int
+    ensemble_passes: int
+
+
+@torch.no_grad()
+def soup_statistics(
+    scorer: SoupScorer,
+    grid: Sequence[Mapping[str, float]],
+    inputs: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    batchnorm: bool = True,
+) -> SoupStatistics:
+    """One forward pass of every soup of ``grid`` over the prepared, unlabelled ``inputs``.
+
+    BatchNorm inputs are summed per channel by forward hooks during the same
+    pass (``batchnorm``: False skips them); the output ensemble is the mean of
+    the base models' softmax probabilities, taken from the grid's corners
+    when they are in it.
+    """
+    if len(inputs) == 0:
+        raise ValueError("label-free selection needs at least one image; found none")
+    start = scorer.forward_passes
+    layers = batchnorm_layers(scorer.net) if batchnorm else []
+    moments: dict[nn.Module, tuple[int, torch.Tensor, torch.Tensor]] = {}
+
+    def collect(module: nn.Module, args, _output) -> None:
+        """Per-channel count, mean and sum of squared deviations of the layer's input, merged over
+        batches (Chan et al.'s pairwise update, float64 per channel; no float64 copy of the input)."""
+        x = args[0].detach()
+        dims = [d for d in range(x.dim()) if d != 1]
+        var_b, mean_b = torch.var_mean(x.float(), dims, unbiased=False)
+        n_b, mean_b, m2_b = x.numel() // x.shape[1], mean_b.double(), var_b.double() * (x.numel() // x.shape[1])
+        if module not in moments:
+            moments[module] = (n_b, mean_b, m2_b)
+            return
+        n_a, mean_a, m2_a = moments[module]
+        n = n_a + n_b
+        delta = mean_b - mean_a
+        moments[module] = (n, mean_a + delta * n_b / n, m2_a + m2_b + delta**2 * n_a * n_b / n)
+
+    handles = [layer.register_forward_hook(collect) for layer in layers]
+    corner_probs: dict[str, torch.Tensor] = {}
+    table: dict[str, list[float]] = {"entropy": [], "marginal_entropy": [], "bn_distance": []}
+    predictions = []
+    if labels is not None:
+        table["accuracy"] = []
+        labels = labels.to(scorer.device)
+    try:
+        for weights in grid:
+            moments.clear()
+            scorer.load(weights)
+            probs = scorer.logits(inputs).softmax(1)
+            table["entropy"].append(float(_entropy(probs).mean()))
+            table["marginal_entropy"].append(float(_entropy(probs.mean(0))))
+            predictions.append(probs.argmax(1))
+            if labels is not None:
+                table["accuracy"].append(float((predictions[-1] == labels).float().mean()))
+            for name in scorer.names:
+                if name not in corner_probs and _is_corner(weights, name):
+                    corner_probs[name] = probs
+            distances = []
+            for layer in layers:
+                count, mean, m2 = moments[layer]
+                var = m2 / count + layer.eps
+                running_var = layer.running_var.to(torch.float64) + layer.eps
+                distances.append(gaussian_kl(mean, var, layer.running_mean.to(torch.float64), running_var).mean())
+            table["bn_distance"].append(float(torch.stack(distances).mean()) if distances else math.nan)
+    finally:
+        for handle in handles:
+            handle.remove()
+    soup_passes = scorer.forward_passes - start
+    for name in scorer.names:
+        if name not in corner_probs:  # a grid without this base model: one more pass for the ensemble
+            scorer.load({name: 1.0})
+            corner_probs[name] = scorer.logits(inputs).softmax(1)
+    ensemble = torch.stack([corner_probs[n] for n in scorer.names]).mean(0).argmax(1)
+    stacked = torch.stack(predictions)
+    table["agreement"] = (stacked == ensemble).double().mean(1).tolist()
+    return SoupStatistics(table, stacked.cpu(), len(inputs), soup_passes, scorer.forward_passes - start - soup_passes)
+
+
+@dataclass(frozen=True)
+class LabelFreeMethod:
+    """A label-free selection rule: a score per soup (higher is better) from a statistics table."""
+
+    name: str
+    score: Callable[[Mapping[str, Sequence[float]]], list[float]]
+    reference: str
+    uses_ensemble: bool = False
+    needs_batchnorm: bool = False
+
+    def passes(self, statistics: SoupStatistics) -> int:
+        """Soup × image forward passes this method needs alone."""
+        return statistics.soup_passes + (statistics.ensemble_passes if self.uses_ensemble else 0)
+
+
+LABEL_FREE_METHODS: dict[str, LabelFreeMethod] = {
+    m.name: m
+    for m in (
+        LabelFreeMethod(
+            "entropy",
+            lambda t: [-float(v) for v in t["entropy"]],
+            "Wang et al., Tent: Fully Test-Time Adaptation by Entropy Minimization, ICLR 2021 (the mean "
+            "prediction entropy they minimize, used here to rank soups; lower is better)",
+        ),
+        LabelFreeMethod(
+            "agreement",
+            lambda t: [float(v) for v in t["agreement"]],
+            "the output ensemble's predictions as pseudo-labels; agreement as an estimate of accuracy: Jiang et al., "
+            "Assessing Generalization of SGD via Disagreement, ICLR 2022; Baek et al., Agreement-on-the-Line, "
+            "NeurIPS 2022",
+            uses_ensemble=True,
+        ),
+        LabelFreeMethod(
+            "bn_distance",
+            lambda t: [-float(v) for v in t["bn_distance"]],
+            "distance between a batch's feature statistics and the BatchNorm running statistics, as in "
+            "Yin et al., DeepInversion, CVPR 2020 (their ℓ2 feature-statistics term) and Schneider et al., "
+            "Improving robustness against common corruptions by covariate shift adaptation, NeurIPS 2020; here "
+            "the per-channel Gaussian KL, scale-free across layers (lower is better)",
+            needs_batchnorm=True,
+        ),
+        LabelFreeMethod(
+            "infomax",
+            lambda t: [float(m) - float(e) for m, e in zip(t["marginal_entropy"], t["entropy"])],
+            "Liang et al., Do We Really Need to Access the Source Data? Source Hypothesis Transfer for "
+            "Unsupervised Domain Adaptation (SHOT), ICML 2020, Sec. 3.2: information maximization, "
+            "entropy of the mean prediction minus mean prediction entropy (higher is better)",
+        ),
+    )
+}
+
+
+def select_from_table(
+    method: str,
+    grid: Sequence[Mapping[str, float]],
+    table: Mapping[str, Sequence[float]],
+    forward_passes: int = 0,
+) -> Selection:
+    """The soup of ``grid`` with the highest score of label-free ``method`` on a statistics table.
+
+    ``adaptation_accuracy`` is the chosen soup's ``accuracy`` entry when the
+    table has one (labels seen only for this diagnostic), else NaN.
+    """
+    if method not in LABEL_FREE_METHODS:
+        raise ValueError(f"unknown label-free method {method!r}; expected one of {sorted(LABEL_FREE_METHODS)}")
+    rule = LABEL_FREE_METHODS[method]
+    scores = rule.score(table)
+    if len(scores) != len(grid):
+        raise ValueError(f"{method}: {len(scores)} scores for a grid of {len(grid)} soups")
+    if any(math.isnan(s) for s in scores):
+        raise ValueError(
+            f"{method}: some soups have no score (NaN)"
+            + ("; the network has no BatchNorm layer to compare statistics with" if rule.needs_batchnorm else "")
+        )
+    i = best_index(scores)
+    accuracy = float(table["accuracy"][i]) if "accuracy" in table else math.nan
+    details = {"scores": scores, "score": scores[i], "index": i, "reference": rule.reference}
+    return Selection(method, dict(grid[i]), accuracy, forward_passes, details)
+
+
+def label_free_selection(
+    method: str,
+    scorer: SoupScorer,
+    grid: Sequence[Mapping[str, float]],
+    inputs: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    statistics: SoupStatistics | None = None,
+) -> Selection:
+    """Choose a soup of ``grid`` by label-free ``method`` from the unlabelled ``inputs``.
+
+    ``statistics`` (from :func:`soup_statistics` on the same grid and inputs)
+    lets several methods share one pass; the forward passes reported are the
+    ones the method needs alone. ``labels``, if given, only fill the
+    diagnostic ``adaptation_accuracy``.
+    """
+    if method not in LABEL_FREE_METHODS:
+        raise ValueError(f"unknown label-free method {method!r}; expected one of {sorted(LABEL_FREE_METHODS)}")
+    rule = LABEL_FREE_METHODS[method]
+    if rule.needs_batchnorm and not batchnorm_layers(scorer.net):
+        raise ValueError(
+            f"{method} compares BatchNorm running statistics, but the network "
+            f"({type(scorer.net).__name__}) has no BatchNorm layer; choose another method"
+        )
+    if statistics is None:
+        statistics = soup_statistics(scorer, grid, inputs, labels, batchnorm=rule.needs_batchnorm)
+    return select_from_table(method, grid, statistics.table, rule.passes(statistics))
+
+
+def _label_free_entry(method: str) -> Callable[..., Selection]:
+    def select(scorer, grid, inputs, labels=None, statistics=None) -> Selection:
+        return label_free_selection(method, scorer, grid, inputs, labels, statistics)
+
+    select.__name__ = f"{method}_selection"
+    select.__doc__ = f"Label-free selection by {method}: {LABEL_FREE_METHODS[method].reference}."
+    return select
+
+
+SELECTION_METHODS = {**LABELLED_METHODS, **{m: _label_free_entry(m) for m in LABEL_FREE_METHODS}}
+
+
+def pick_disagreement(statistics: SoupStatistics, picks: Mapping[str, int]) -> dict[str, float]:
+    """For each method's pick (a grid index), the median over the *other* methods' picks of the
+    fraction of unlabelled images on which the two soups predict different classes.
+
+    0: most other label-free methods chose a soup that predicts like this one (the median lets
+    one outlying method, e.g. entropy drawn to an over-confident soup, flag only its own pick);
+    NaN with a single method.
+    """
+    rates = {}
+    for method, i in picks.items():
+        others = [j for m, j in picks.items() if m != method]
+        differ = [float((statistics.predictions[i] != statistics.predictions[j]).double().mean()) for j in others]
+        rates[method] = statistics_median(differ) if differ else math.nan
+    return rates
+
+
+@dataclass
+class LabelFreeChoice:
+    """Label-free picks on one set of images, with the safety signal of each."""
+
+    selections: dict[str, Selection]
+    disagreement: dict[str, float]
+    threshold: float
+    statistics: SoupStatistics
+
+    def fallback(self, method: str) -> bool:
+        """Whether ``method``'s pick is not trusted to beat the best base model: the label-free
+        picks disagree on more than ``threshold`` of the images (never with a single method)."""
+        d = self.disagreement[method]
+        return not math.isnan(d) and d > self.threshold
+
+
+def choose_without_labels(
+    scorer: SoupScorer,
+    grid: Sequence[Mapping[str, float]],
+    inputs: torch.Tensor,
+    methods: Sequence[str],
+    threshold: float,
+    labels: torch.Tensor | None = None,
+) -> LabelFreeChoice:
+    """Every label-free method in ``methods`` on one shared pass over the grid, and their disagreement."""
+    unknown = [m for m in methods if m not in LABEL_FREE_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"label-free methods {list(methods)}: expected some of {sorted(LABEL_FREE_METHODS)}")
+    batchnorm = any(LABEL_FREE_METHODS[m].needs_batchnorm for m in methods)
+    statistics = soup_statistics(scorer, grid, inputs, labels, batchnorm=batchnorm)
+    selections = {m: label_free_selection(m, scorer, grid, inputs, statistics=statistics) for m in methods}
+    picks = {m: s.details["index"] for m, s in selections.items()}
+    return LabelFreeChoice(selections, pick_disagreement(statistics, picks), threshold, statistics)
 
 
 def simplex_grid(k: int, step: float, extend: float = 0.0) -> list[tuple[float, ...]]:

@@ -2,9 +2,10 @@
 
 ``select_soups`` scores the simplex grid of the base models on every
 shift's adaptation images (and at several adaptation-set sizes) and runs
-each selection method; ``evaluate_soups_shifts`` tests the base models,
-output ensembles, the single soup and every shift-specific soup on the
-held-out images of each shift. Both run in one process each with the
+each selection method, the label-free ones with their safety signal;
+``evaluate_soups_shifts`` tests the base models, output ensembles, the
+single soup and every shift-specific soup on the held-out images of each
+shift. Both run in one process each with the
 in-place :class:`~robustsoup.soups.search.SoupScorer`.
 """
 
@@ -26,11 +27,37 @@ from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from ..io import write_text_atomic
 from ..shifts import MIXED_SEVERITY, evaluation_sets
 from ..train.run import model_identity
-from .search import SELECTION_METHODS, SoupScorer, best_index, ensemble_correct, simplex_grid
+from .search import (
+    LABEL_FREE_METHODS,
+    SELECTION_METHODS,
+    SoupScorer,
+    batchnorm_layers,
+    best_index,
+    choose_without_labels,
+    ensemble_correct,
+    simplex_grid,
+)
 
 log = logging.getLogger(__name__)
 
-SELECTION_COLUMNS = ["evalset", "k", "method", "adaptation_accuracy", "forward_passes", "weights"]
+# label_free: 1 for rows chosen without labels; score: the label-free score of the pick;
+# disagreement: the safety signal (search.pick_disagreement); fallback: 1 when the pipeline replaces
+# the pick by fallback_model (the base model most accurate on the clean adaptation images), whose
+# choice cost fallback_passes labelled forward passes.
+SELECTION_COLUMNS = [
+    "evalset",
+    "k",
+    "method",
+    "adaptation_accuracy",
+    "forward_passes",
+    "weights",
+    "label_free",
+    "score",
+    "disagreement",
+    "fallback",
+    "fallback_model",
+    "fallback_passes",
+]
 
 
 def _load_states(config: Mapping, model_paths: Mapping[str, str]):
@@ -61,7 +88,11 @@ def select_soups(
     Writes ``scores_path`` (one row per soup: weights and adaptation accuracy
     per shift, on the largest adaptation size) and ``selection_path`` (one
     row per shift × adaptation size × method, plus the single soup chosen
-    for the mean over shifts). Returns the selection table.
+    for the mean over shifts). Label-free methods see the same first k
+    adaptation images without their labels (which only fill the diagnostic
+    ``adaptation_accuracy``); their rows carry the safety signal and whether
+    the pipeline falls back to the base model most accurate on the clean
+    adaptation images (see :data:`SELECTION_COLUMNS`). Returns the selection table.
     """
     spec = config["soups"]["search"]
     names, states, meta = _load_states(config, model_paths)
@@ -71,34 +102,47 @@ def select_soups(
     grid = [dict(zip(names, w)) for w in simplex_grid(len(names), spec["step"], spec["extend"])]
     sets = _sets(config, adapt_path, adapt_corrupted_dir)
     log.info("%d soups × %d shifts %s; adaptation sizes %s", len(grid), len(sets), list(sets), spec["k"])
+    labelled = [m for m in spec["methods"] if m not in LABEL_FREE_METHODS]
+    label_free = _label_free_methods(spec["methods"], scorer)
+    fallbacks = _fallback_models(scorer, sets["clean"], spec["k"]) if label_free else {}
     rows, largest_scores = [], {}
     for evalset, split in sets.items():
         inputs, labels = scorer.prepare(split.images), split.labels
         for k in spec["k"]:
             k_eff = min(k, len(labels))
-            for method in spec["methods"]:
+            for method in labelled:
                 chosen = _run_method(method, scorer, grid, inputs[:k_eff], labels[:k_eff], spec)
-                rows.append(
-                    {
-                        "evalset": evalset,
-                        "k": k_eff,
-                        "method": method,
-                        "adaptation_accuracy": chosen.adaptation_accuracy,
-                        "forward_passes": chosen.forward_passes,
-                        "weights": json.dumps(chosen.weights),
-                    }
-                )
-                log.info(
-                    "%s k=%d %s: %.4f with %s (%d passes)",
-                    evalset,
-                    k_eff,
-                    method,
-                    chosen.adaptation_accuracy,
-                    chosen.weights,
-                    chosen.forward_passes,
-                )
+                rows.append(_selection_row(evalset, k_eff, chosen, label_free=0))
                 if method == "grid" and k == max(spec["k"]):
                     largest_scores[evalset] = chosen.details["scores"]
+            if label_free:
+                choice = choose_without_labels(
+                    scorer, grid, inputs[:k_eff], label_free, spec["fallback_threshold"], labels[:k_eff]
+                )
+                fallback_model, fallback_passes = fallbacks[k]
+                for method, chosen in choice.selections.items():
+                    fires = choice.fallback(method)
+                    rows.append(
+                        _selection_row(
+                            evalset,
+                            k_eff,
+                            chosen,
+                            label_free=1,
+                            score=chosen.details["score"],
+                            disagreement=choice.disagreement[method],
+                            fallback=int(fires),
+                            fallback_model=fallback_model,
+                            fallback_passes=fallback_passes,
+                        )
+                    )
+                    log.info(
+                        "%s k=%d %s: disagreement %.3f with the other label-free picks%s",
+                        evalset,
+                        k_eff,
+                        method,
+                        choice.disagreement[method],
+                        f" > {spec['fallback_threshold']:g}: falls back to {fallback_model}" if fires else "",
+                    )
     # One soup for all shifts together: the best mean adaptation accuracy over shifts.
     table = pd.DataFrame(grid)
     for evalset, scores in largest_scores.items():
@@ -120,6 +164,51 @@ def select_soups(
     selection = pd.DataFrame(rows, columns=SELECTION_COLUMNS)
     write_text_atomic(selection_path, selection.to_csv(sep="\t", index=False))
     return selection
+
+
+def _selection_row(evalset: str, k: int, chosen, **extra) -> dict:
+    log.info(
+        "%s k=%d %s: %.4f with %s (%d passes)",
+        evalset,
+        k,
+        chosen.method,
+        chosen.adaptation_accuracy,
+        chosen.weights,
+        chosen.forward_passes,
+    )
+    return {
+        "evalset": evalset,
+        "k": k,
+        "method": chosen.method,
+        "adaptation_accuracy": chosen.adaptation_accuracy,
+        "forward_passes": chosen.forward_passes,
+        "weights": json.dumps(chosen.weights),
+        **extra,
+    }
+
+
+def _label_free_methods(methods, scorer: SoupScorer) -> list[str]:
+    """The configured label-free methods this network supports (bn_distance needs BatchNorm)."""
+    chosen = [m for m in methods if m in LABEL_FREE_METHODS]
+    if not batchnorm_layers(scorer.net):
+        skipped = [m for m in chosen if LABEL_FREE_METHODS[m].needs_batchnorm]
+        if skipped:
+            log.warning("%s skipped: the network has no BatchNorm layer", ", ".join(skipped))
+        chosen = [m for m in chosen if m not in skipped]
+    return chosen
+
+
+def _fallback_models(scorer: SoupScorer, clean, sizes) -> dict[int, tuple[str, int]]:
+    """Per adaptation size k: the base model most accurate on the first k clean adaptation images
+    (labels exist there; ties to the first base model) and the forward passes that choice cost."""
+    inputs = scorer.prepare(clean.images)
+    out = {}
+    for k in sizes:
+        k_eff = min(k, len(clean.labels))
+        start = scorer.forward_passes
+        accuracy = [scorer.accuracy({n: 1.0}, inputs[:k_eff], clean.labels[:k_eff]) for n in scorer.names]
+        out[k] = (scorer.names[best_index(accuracy)], scorer.forward_passes - start)
+    return out
 
 
 def _run_method(method: str, scorer: SoupScorer, grid, inputs, labels, spec):
@@ -263,6 +352,26 @@ def evaluate_ternary(
     return table
 
 
+def _label_free_note(table: pd.DataFrame, spec: Mapping) -> str:
+    """What the label-free rows are, and how often their fallback fired and what it changed."""
+    free = table[table["kind"] == "label-free"]
+    safe = table[table["kind"] == "label-free+fallback"]
+    if free.empty:
+        return ""
+    counts = [tuple(int(x) for x in f.split("/")) for f in safe["fallbacks"]]
+    fired, picks = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    change = float((safe["mean"].to_numpy() - free["mean"].to_numpy()).mean())
+    return (
+        ". Label-free rows choose from the same k adaptation images without their labels; "
+        "'+ fallback' uses instead the base model most accurate on the clean adaptation images (labelled) "
+        "wherever the label-free picks predict differently on more than "
+        f"{spec['fallback_threshold']:.0%} of the images (median over the other label-free methods): it fired on "
+        f"{fired} of {picks} picks and changed a row's mean accuracy by {change:+.1f} points on average. Δ grid: "
+        "points against grid search at the same k (mean over shifts); Δ best base, worst Δ best base: mean "
+        "and smallest gap to the best base model of each shift (an oracle: chosen on held-out labels)"
+    )
+
+
 def report_soups(
     config: Mapping,
     shifts_path,
@@ -289,6 +398,7 @@ def report_soups(
         f"(step {config['soups']['search']['step']}); corruption families are mixtures of the "
         "configured corruptions and severities, one per image. FLOPs: multiple of one model's. "
         "Forward passes: soup × image evaluations the choice used, summed over shifts"
+        + _label_free_note(table, config["soups"]["search"])
     )
     written = write_table(table, table_stem, f"Soups per distribution shift on {config['dataset']}", note)
     written += plot_composition(selection, base_model_names(config), composition_path)

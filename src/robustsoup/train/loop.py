@@ -1,11 +1,13 @@
-"""One training loop; what perturbs a batch is a pluggable input policy.
+"""The one epoch loop (:func:`run_epochs`); what a batch computes is a pluggable step, what perturbs it an input policy.
 
-The loop knows nothing of the papers: pre-training and every fine-tune are
-this loop with another policy, schedule and starting point. SGD with
-momentum and weight decay, a learning rate updated every iteration, the
-model in eval mode while the policy attacks and in train mode for the update
-(as robust-finetuning does). State is saved at the end of every epoch, so a
-killed run resumes where it stopped and ends with the same weights.
+The loop knows nothing of the papers: pre-training, every fine-tune
+(:class:`SupervisedStep`, through :func:`train_model`) and the multi-head
+distillation (``robustsoup.distill.method.DistillStep``) are this loop with
+another step, policy, schedule and starting point. SGD with momentum and
+weight decay, a learning rate updated every iteration; the supervised step
+keeps the model in eval mode while the policy attacks and in train mode for
+the update (as robust-finetuning does). State is saved at the end of every
+epoch, so a killed run resumes where it stopped and ends with the same weights.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import logging
 import math
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -31,6 +34,7 @@ from ..attacks.projections import NORMS
 from ..data import ImageSplit
 from ..device import Arithmetic, resolve_arithmetic
 from ..io import atomic_path
+from .augment import AUGMENTATIONS, BatchAugmentation, batch_augmentation
 
 log = logging.getLogger(__name__)
 
@@ -211,20 +215,24 @@ def make_input_policy(
     return AdversarialInputs(norms, [eps_by_norm[n] for n in norms], steps, attack=attack, seed=seed)
 
 
-def learning_rate(schedule: str, lr_max: float, iteration: int, total: int) -> float:
-    """Learning rate at ``iteration`` (0-based) of ``total``.
+def learning_rate(schedule: str, lr_max: float, iteration: int, total: int, per_epoch: int | None = None) -> float:
+    """Learning rate of the step at ``iteration`` (0-based) of ``total``, ``per_epoch`` iterations an epoch.
 
-    ``piecewise-ft``: lr_max, lr_max/10, lr_max/100 by thirds of the
-    iterations (robust-finetuning); ``cosine``: half a cosine from lr_max to
-    0; ``constant``: lr_max throughout.
+    ``piecewise-ft``: lr_max, lr_max/10, lr_max/100 by thirds of training,
+    read after the step as robust-finetuning does (its train.py evaluates the
+    schedule at epoch + (i + 1)/iterations-per-epoch, in epochs; ``per_epoch``
+    None counts all of ``total`` as one epoch); ``cosine``: half a cosine from
+    lr_max to 0 read before the step; ``constant``: lr_max throughout.
     """
-    progress = iteration / max(total, 1)
     if schedule == "piecewise-ft":
+        per_epoch = per_epoch or max(total, 1)
+        epochs = max(total, 1) / per_epoch
+        progress = (iteration // per_epoch + (iteration % per_epoch + 1) / per_epoch) / epochs
         if progress < 1 / 3:
             return lr_max
         return lr_max / 10 if progress < 2 / 3 else lr_max / 100
     if schedule == "cosine":
-        return lr_max * 0.5 * (1 + math.cos(math.pi * progress))
+        return lr_max * 0.5 * (1 + math.cos(math.pi * (iteration / max(total, 1))))
     if schedule == "constant":
         return lr_max
     raise ValueError(f"unknown schedule {schedule!r}; expected piecewise-ft, cosine or constant")
@@ -235,8 +243,13 @@ class TrainSettings:
     """Optimisation settings of one training run (see the config schema).
 
     ``decay_all``: weight decay on every parameter (fine-tuning, as the
-    reference does); otherwise BatchNorm weights and biases are exempt
-    (training from scratch). ``precision`` (auto, float32, bf16, fp16) is the
+    reference does); otherwise BatchNorm weights and biases (every parameter
+    of at most one dimension) are exempt (training from scratch), and
+    ``exempt_lr`` says their learning rate: ``"schedule"`` (the schedule, like
+    every other parameter) or a number kept fixed throughout (1.0 is what
+    robust-finetuning's from-scratch train.py does). ``augmentation``
+    (standard, crop, none) crops and flips the training images as
+    :mod:`robustsoup.train.augment` says for the data set. ``precision`` (auto, float32, bf16, fp16) is the
     autocast of forward passes, attack included, and ``channels_last`` (a bool
     or auto) the memory format; ``auto`` is resolved for the training device by
     :func:`robustsoup.device.resolve_arithmetic`. Both are speed options only:
@@ -253,6 +266,14 @@ class TrainSettings:
     decay_all: bool = True
     precision: str = "float32"
     channels_last: bool | str = False
+    exempt_lr: float | str = "schedule"
+    augmentation: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {self.augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}")
+        if self.exempt_lr != "schedule" and not (isinstance(self.exempt_lr, int | float) and self.exempt_lr > 0):
+            raise ValueError(f"exempt_lr must be 'schedule' or a positive number, found {self.exempt_lr!r}")
 
     def arithmetic(self, device: torch.device, model: nn.Module | None = None) -> Arithmetic:
         """The precision and memory format this training (of ``model``) runs with on ``device``."""
@@ -283,7 +304,10 @@ def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
     decay, exempt = [], []
     for parameter in model.parameters():
         (exempt if parameter.dim() <= 1 else decay).append(parameter)
-    return [{"params": decay, "weight_decay": settings.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+    exempt_group = {"params": exempt, "weight_decay": 0.0}
+    if settings.exempt_lr != "schedule":
+        exempt_group.update(lr=float(settings.exempt_lr), scheduled=False)
+    return [{"params": decay, "weight_decay": settings.weight_decay}, exempt_group]
 
 
 def epoch_batches(
@@ -296,7 +320,7 @@ def epoch_batches(
         yield b, idx, data.load(idx).to(device).float().div_(255.0), data.labels[idx].to(device)
 
 
-def step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None) -> None:
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None) -> None:
     """Backward pass and optimizer step, through the fp16 loss scaler when there is one."""
     if scaler is None:
         loss.backward()
@@ -308,8 +332,10 @@ def step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None) -> N
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """``lr`` for every parameter group but those marked ``scheduled: False`` (a fixed learning rate)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if group.get("scheduled", True):
+            group["lr"] = lr
 
 
 @dataclass
@@ -317,7 +343,8 @@ class EpochState:
     """What a training loop saves at the end of every epoch and restores after a kill.
 
     Weights, optimizer, the batch-order generator, the global torch RNG, the
-    input policy's statistics and the history so far, written atomically to
+    input policy's statistics, the augmentation's generator (when there is
+    one) and the history so far, written atomically to
     ``path`` (nothing is saved when it is None). A state written under another
     ``fingerprint`` (other settings) or unreadable is ignored with a warning.
     """
@@ -328,6 +355,7 @@ class EpochState:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     policy: InputPolicy
+    augmentation: BatchAugmentation | None = None
 
     def __post_init__(self) -> None:
         self.path = Path(self.path) if self.path is not None else None
@@ -345,6 +373,8 @@ class EpochState:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.policy.load_state_dict(state["policy"])
+        if self.augmentation is not None:
+            self.augmentation.load_state_dict(state["augmentation"])
         first_epoch = int(state["epoch"]) + 1
         log.info("resuming from %s after epoch %d of %d", self.path, first_epoch - 1, epochs)
         return list(state["history"]), first_epoch
@@ -360,6 +390,7 @@ class EpochState:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "policy": self.policy.state_dict(),
+            "augmentation": self.augmentation.state_dict() if self.augmentation is not None else {},
             "history": history,
         }
         with atomic_path(self.path) as tmp:
@@ -375,85 +406,128 @@ class EpochState:
             return None
 
 
-def train_model(
-    model: nn.Module,
+class EpochSettings(Protocol):
+    """What :func:`run_epochs` reads of a run's settings (:class:`TrainSettings` and the distillation's have it)."""
+
+    epochs: int
+    lr: float
+    schedule: str
+    batch_size: int
+    momentum: float
+    seed: int
+
+
+@dataclass
+class BatchStep(ABC):
+    """What a training does with one batch; :func:`run_epochs` does everything else.
+
+    The loop owns the optimizer (SGD over :meth:`parameter_groups`), the batch
+    order, the learning-rate schedule, the resumable state (``model`` and
+    ``policy`` are saved with it), the divergence check and the history rows.
+    A step says what is optimised, how a batch's loss is computed on
+    ``device`` (train and eval modes, the input policy, every forward pass in
+    ``arithmetic``) and which per-epoch metrics its history rows add.
+    ``label`` names the loop in progress bars and logs, ``loss_name`` the
+    loss in errors.
+    """
+
+    model: nn.Module
+    policy: InputPolicy
+    arithmetic: Arithmetic
+    device: torch.device
+    label: ClassVar[str] = "epoch"
+    loss_name: ClassVar[str] = "training loss"
+
+    @abstractmethod
+    def parameter_groups(self) -> list[dict]:
+        """The optimizer's parameter groups (with their weight decay)."""
+
+    @abstractmethod
+    def begin_epoch(self) -> None:
+        """Reset the step's per-epoch tallies."""
+
+    @abstractmethod
+    def loss(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of the batch ``x``, ``y`` (training-split indices ``idx``); tallies the step's metrics."""
+
+    @abstractmethod
+    def epoch_metrics(self, seen: int) -> dict:
+        """The step's entries of the epoch's history row, after ``seen`` images."""
+
+
+def run_epochs(
+    step: BatchStep,
     data: ImageSplit,
-    policy: InputPolicy,
-    settings: TrainSettings,
-    device: torch.device,
+    settings: EpochSettings,
+    *,
+    augmentation: BatchAugmentation | None = None,
     resume_path: str | Path | None = None,
     fingerprint: str = "",
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> list[dict]:
-    """Train ``model`` in place on ``data`` and return one history row per epoch.
+    """The one epoch loop: train ``step.model`` in place on ``data``; return one history row per epoch.
 
-    With ``resume_path``, state (weights, optimizer, RNGs, policy statistics,
-    history) is written there at the end of every epoch, and a run that finds
-    a state with the same ``fingerprint`` resumes after its last epoch. The
-    caller deletes the state once the final checkpoint is written.
-    Raises :class:`TrainingDivergedError` if the loss stops being finite.
+    SGD with momentum over the step's parameter groups, a new seeded batch
+    order every epoch, the learning rate of ``settings.schedule`` set every
+    iteration, batches on ``step.device``, cropped and flipped by
+    ``augmentation`` (when given) before the step sees them. With ``resume_path``,
+    state (weights, optimizer, RNGs, policy statistics, history) is written
+    there at the end of every epoch, and a run that finds a state with the
+    same ``fingerprint`` resumes after its last epoch; the caller deletes it
+    once the final checkpoint is written. Raises
+    :class:`TrainingDivergedError` if the loss stops being finite.
     """
-    model.to(device)
-    arithmetic = settings.arithmetic(device, model)
+    model, arithmetic, device = step.model, step.arithmetic, step.device
     log.info("arithmetic: %s", arithmetic)
     if arithmetic.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(_parameter_groups(model, settings), lr=settings.lr, momentum=settings.momentum)
+    optimizer = torch.optim.SGD(step.parameter_groups(), lr=settings.lr, momentum=settings.momentum)
     scaler = arithmetic.grad_scaler(device)
     generator = torch.Generator().manual_seed(settings.seed)
     n = len(data)
     per_epoch = math.ceil(n / settings.batch_size)
     total = per_epoch * settings.epochs
-    epoch_state = EpochState(resume_path, fingerprint, model, optimizer, generator, policy)
+    epoch_state = EpochState(resume_path, fingerprint, model, optimizer, generator, step.policy, augmentation)
     history, first_epoch = epoch_state.restore(settings.epochs)
+    on_augmented = f" on {augmentation.name}" if augmentation is not None else ""
 
     for epoch in range(first_epoch, settings.epochs + 1):
         start = time.perf_counter()
         order = torch.randperm(n, generator=generator)
-        loss_sum, correct, seen = 0.0, 0, 0
+        step.begin_epoch()
+        loss_sum, seen = 0.0, 0
         iteration = (epoch - 1) * per_epoch
-        for b, _, x, y in epoch_batches(
-            data, order, settings.batch_size, device, f"epoch {epoch}/{settings.epochs} [{policy.name}]"
-        ):
+        lr = settings.lr
+        desc = f"{step.label} {epoch}/{settings.epochs} [{step.policy.name}{on_augmented}]"
+        for b, idx, x, y in epoch_batches(data, order, settings.batch_size, device, desc):
+            if augmentation is not None:
+                x = augmentation(x)
             if arithmetic.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            model.eval()
-            with arithmetic.autocast(device):
-                x_train = policy(model, x, y).detach()
-            model.train()
-            lr = learning_rate(settings.schedule, settings.lr, iteration, total)
+            lr = learning_rate(settings.schedule, settings.lr, iteration, total, per_epoch)
             set_learning_rate(optimizer, lr)
-            with arithmetic.autocast(device):
-                logits = model(x_train)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = step.loss(idx, x, y)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"the training loss became {loss.item()} at epoch {epoch}, batch {b + 1}/{per_epoch} "
+                    f"the {step.loss_name} became {loss.item()} at epoch {epoch}, batch {b + 1}/{per_epoch} "
                     f"(lr {lr:g}); lower the learning rate or check the data. No checkpoint was written."
                 )
             optimizer.zero_grad(set_to_none=True)
-            step(loss, optimizer, scaler)
+            backward_and_step(loss, optimizer, scaler)
             iteration += 1
             loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-        row = {
-            "epoch": epoch,
-            "loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "lr": lr,
-            "seconds": time.perf_counter() - start,
-        }
-        if isinstance(policy, AdversarialInputs):
-            row["attack_robust_accuracy"] = policy.robust_accuracy()
+        row = {"epoch": epoch, "loss": loss_sum / seen, "lr": lr, "seconds": time.perf_counter() - start}
+        row.update(step.epoch_metrics(seen))
         log.info(
-            "epoch %d/%d loss %.4f acc %.4f lr %.4g (%.1fs)",
+            "%s %d/%d loss %.4f lr %.4g (%.1fs) %s",
+            step.label,
             epoch,
             settings.epochs,
             row["loss"],
-            row["train_accuracy"],
             lr,
             row["seconds"],
+            {k: v for k, v in row.items() if k not in ("epoch", "loss", "lr", "seconds")},
         )
         history.append(row)
         epoch_state.save(epoch, history)
@@ -463,3 +537,71 @@ def train_model(
     if arithmetic.channels_last:
         model.to(memory_format=torch.contiguous_format)
     return history
+
+
+@dataclass
+class SupervisedStep(BatchStep):
+    """Cross-entropy on the input policy's batch: pre-training and every fine-tune.
+
+    The model is in eval mode while the policy perturbs the batch (an attack
+    must not update BatchNorm statistics) and in train mode for the update,
+    as robust-finetuning does. History rows get the training accuracy and,
+    for adversarial policies, the attack's running robust accuracy per norm.
+    """
+
+    settings: TrainSettings
+
+    def parameter_groups(self) -> list[dict]:
+        return _parameter_groups(self.model, self.settings)
+
+    def begin_epoch(self) -> None:
+        self.correct = 0
+
+    def loss(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        with self.arithmetic.autocast(self.device):
+            x_train = self.policy(self.model, x, y).detach()
+        self.model.train()
+        with self.arithmetic.autocast(self.device):
+            logits = self.model(x_train)
+        self.correct += int((logits.detach().argmax(1) == y).sum())
+        return F.cross_entropy(logits.float(), y)
+
+    def epoch_metrics(self, seen: int) -> dict:
+        metrics = {"train_accuracy": self.correct / seen}
+        if isinstance(self.policy, AdversarialInputs):
+            metrics["attack_robust_accuracy"] = self.policy.robust_accuracy()
+        return metrics
+
+
+def train_model(
+    model: nn.Module,
+    data: ImageSplit,
+    policy: InputPolicy,
+    settings: TrainSettings,
+    device: torch.device,
+    *,
+    resume_path: str | Path | None = None,
+    fingerprint: str = "",
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Train ``model`` in place on ``data`` with ``policy``'s inputs; one history row per epoch.
+
+    :func:`run_epochs` with a :class:`SupervisedStep`: resumable with
+    ``resume_path`` and ``fingerprint``; ``settings``' precision and memory
+    format are resolved for ``device``; ``settings.augmentation`` is read for
+    ``data``'s data set (:func:`robustsoup.train.augment.batch_augmentation`). Raises :class:`TrainingDivergedError`
+    if the loss stops being finite.
+    """
+    model.to(device)
+    arithmetic = settings.arithmetic(device, model)
+    step = SupervisedStep(model, policy, arithmetic, device, settings=settings)
+    return run_epochs(
+        step,
+        data,
+        settings,
+        augmentation=batch_augmentation(settings.augmentation, data.dataset, settings.seed),
+        resume_path=resume_path,
+        fingerprint=fingerprint,
+        on_epoch_end=on_epoch_end,
+    )

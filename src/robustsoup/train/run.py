@@ -20,8 +20,10 @@ from torch import nn
 
 from ..checkpoint import CheckpointMeta, load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import ImageSplit, get_dataset_spec
+from ..data.splits import split_record
 from ..models.registry import ZOO_PREFIX, input_statistics
 from ..models.zoo import build_pretrained
+from .augment import describe_augmentation
 from .loop import InputPolicy, TrainSettings, train_model
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,20 @@ def starting_model(config: Mapping, meta: CheckpointMeta, init_path=None) -> tup
     return model, init_meta.weights_sha256
 
 
+def training_sections(config: Mapping) -> dict[str, Mapping]:
+    """Every training section of a resolved config (what :func:`settings_from` reads), by its key path."""
+    d, rws = config["distill"], config["rws"]
+    return {
+        "pretrain": config["pretrain"],
+        **{f"finetune.{name}": section for name, section in config["finetune"].items()},
+        "rws.init": rws["init"],
+        "rws.finetune": rws["finetune"],
+        "distill.teacher.training": d["teacher"]["training"],
+        "distill.student.training": d["student"]["training"],
+        "distill.finetune": d["finetune"],
+    }
+
+
 def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSettings:
     """:class:`TrainSettings` from a config training section (the schema's ``$defs/training`` keys)."""
     return TrainSettings(
@@ -101,6 +117,8 @@ def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSetting
         decay_all=decay_all,
         precision=training["precision"],
         channels_last=training["channels_last"],
+        exempt_lr=training["exempt_lr"],
+        augmentation=training["augmentation"],
     )
 
 
@@ -122,7 +140,9 @@ def train_and_checkpoint(
     """Train ``model`` in place and write it with ``meta`` to ``out_path``; return the path.
 
     ``settings``' auto precision and memory format are resolved for ``device``
-    and recorded in ``meta.training``. With ``resume`` the state is saved
+    and recorded in ``meta.training``, with the augmentation (``augmentation``
+    as asked, ``augmentation_ops`` what it does to the data set's images,
+    e.g. ``pad-crop(4)+flip``) and ``exempt_lr``. With ``resume`` the state is saved
     every epoch beside the output (``<name>.resume.pt``) and a killed run
     continues from it, provided the training record, the model identity and
     ``init_sha`` (the SHA-256 of the starting weights) are the same; it is
@@ -130,7 +150,16 @@ def train_and_checkpoint(
     history, wall and CPU seconds and parameter counts. A diverging loss
     raises :class:`~robustsoup.train.loop.TrainingDivergedError` and writes nothing.
     """
+    meta.training = {} if meta.training is None else meta.training
+    # The images trained on, from the split's header (images, split seed, data.train_per_class); part of the
+    # resume fingerprint, so a run on another subset never resumes from this one's state.
+    meta.training["train_split"] = split_record(data)
     settings = settings.resolved(device, meta.training, model)
+    meta.training.update(
+        augmentation=settings.augmentation,
+        augmentation_ops=describe_augmentation(settings.augmentation, meta.dataset),
+        exempt_lr=settings.exempt_lr,
+    )
     resume_path = Path(out_path).with_suffix(".resume.pt") if resume else None
     identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs, "dataset": meta.dataset}
     fingerprint = json.dumps(

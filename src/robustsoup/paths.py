@@ -1,0 +1,523 @@
+"""Every artifact of one run: its name, its path under ``results/<dataset>/``, and what reruns it.
+
+The workflow builds one :class:`RunPaths` from the resolved config; the
+``.smk`` files are getters over it, and every rule hands its script each
+path by name (inputs, outputs and ``params``), so no script rebuilds a name
+from a path. Each rule's ``rerun`` param (:meth:`RunPaths.rerun`) is the
+canonical JSON of exactly the config keys its outputs depend on: a change
+reruns the rule, a change elsewhere (or a reordering of keys) does not.
+
+Torch-free: every job, SLURM jobs included, parses the Snakefile.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, base_model_names, parent_name, reference_names, resolve_config
+from .data import part_dir, shift_parts, split_paths
+from .distill.config import DISTILL_MODELS, MULTIHEAD, check_distill_config
+from .lp.grid import grid_from_config
+from .naming import ZOO_PREFIX
+from .rws.config import (
+    check_rws_config,
+    deploy_variant,
+    quantized_variants,
+    transfer_targets,
+    variant_suffix,
+    variants,
+)
+
+# Keys of `data` that change what a training produces (adding a shift must not retrain).
+TRAINING_DATA_KEYS = (
+    "root",
+    "n_adapt",
+    "n_test",
+    "split_seed",
+    "k_adapt_per_class",
+    "cache_max_images",
+    "train_per_class",
+    "test_per_class",
+)
+# Keys that shape every split cache, the run's and each shift's (test_per_class: each test split's size).
+SPLITS_CACHE_KEYS = ("k_adapt_per_class", "cache_max_images", "test_per_class")
+
+# The version of the evaluation's attack plans (robustsoup.attacks): bump it when a plan changes, so that
+# existing evaluations rerun (2: AutoAttack's standard L1 protocol, APGD-T 5 targets × 1 restart).
+EVALUATION_PROTOCOL = 2
+
+# What the report writes of every table and figure: the HTML page is what Snakemake's report shows inline.
+TABLE_SUFFIXES = (".csv", ".md", ".html")
+FIGURE_SUFFIXES = (".png", ".pdf", ".html")
+
+# Files that exist where an NVIDIA (or ROCm) GPU driver is loaded: checked without importing torch.
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+
+# Cross-key checks a study registers: run on the resolved config, skipped when the section is disabled.
+STUDY_CHECKS = {"rws": check_rws_config, "distill": check_distill_config}
+
+
+def resolve_run_config(config: Mapping[str, Any] | None) -> dict:
+    """The schema's defaults, validation and every cross-key check (the foundations' and each enabled
+    study's): what the workflow runs on and what ``robustsoup config`` prints. Raises ConfigError."""
+    resolved = resolve_config(config)
+    for section, check in STUDY_CHECKS.items():
+        if resolved[section]["enabled"]:
+            check(resolved)
+    return resolved
+
+
+def settings(value: Any) -> str:
+    """Canonical JSON of a config part: equal for equal content whatever the key order."""
+    return json.dumps(value, sort_keys=True)
+
+
+def alternatives(names: Sequence[str]) -> str:
+    """A wildcard constraint matching exactly ``names`` (nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+class RunPaths:
+    """Names and paths of one run's artifacts (see the Snakefile's header for the layout)."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+        self.dataset = config["dataset"]
+        self.results = f"results/{self.dataset}"
+        self.parent = parent_name(config)
+        self.targets = list(config["finetune"])
+        self.base_models = base_model_names(config)
+        self.references = reference_names(config)  # from-scratch models: evaluated, never a soup ingredient
+        self.soups = {soup.id: soup for soup in grid_from_config(config)}
+        self.all_models = self.base_models + self.references + list(self.soups)
+        data = config["data"]
+        cache = {k: data[k] for k in SPLITS_CACHE_KEYS}
+        subset = {"train_per_class": data["train_per_class"]}  # a small subset is decoded, not a file list
+        self.data = {s: str(p) for s, p in split_paths(self.dataset, f"{self.results}/data", **cache, **subset).items()}
+        self.shifts = {
+            shift: {
+                part: {
+                    s: str(p)
+                    for s, p in split_paths(shift, part_dir(self.shift_dir(shift), part), part=part, **cache).items()
+                }
+                for part in shift_parts(shift, data["corruptions"], data["severities"])
+            }
+            for shift in data["shifts"]
+        }
+        self.corruptions = list(data["corruptions"])
+        self.severities = list(data["severities"])
+        # Corrupted copies exist for splits decoded to tensors (not for file lists).
+        self.corrupted_splits = [s for s in ("adapt", "test") if self.data[s].endswith(".safetensors")]
+        can_corrupt = all(s in self.corrupted_splits for s in ("adapt", "test"))
+        self.rws = RwsPaths(self, config) if config["rws"]["enabled"] and can_corrupt else None
+        self.distill = DistillPaths(self) if config["distill"]["enabled"] and can_corrupt else None
+
+    # ------------------------------------------------------------------ data
+    def shift_dir(self, shift: str) -> str:
+        return f"{self.results}/data/{shift}"
+
+    def shift_outputs(self, shift: str) -> list[str]:
+        return [path for splits in self.shifts[shift].values() for path in splits.values()]
+
+    def corrupted_dir(self, split: str) -> str:
+        return f"{self.results}/data/corrupted/{split}"
+
+    def corrupted_input(self, split: str, name: str = "corrupted") -> dict[str, str]:
+        """``{name: folder of the split's corrupted copies}`` when the workflow generates them, else ``{}``
+        (an optional named input: the script reads ``input.get(name)``)."""
+        return {name: self.corrupted_dir(split)} if split in self.corrupted_splits else {}
+
+    def skipped_studies(self) -> list[str]:
+        """A sentence per enabled study that cannot run on this data set (file-list splits)."""
+        return [
+            f"robustsoup: {title} skipped: its evaluation needs the adapt and test splits decoded to tensors, and "
+            f"{self.dataset}'s are file lists (raise data.cache_max_images, or set {section}.enabled: false)"
+            for section, title in (("rws", "robust weight signatures"), ("distill", "robust distillation"))
+            if self.config[section]["enabled"] and getattr(self, section) is None
+        ]
+
+    # ------------------------------------------------------------------ files from outside the run
+    def external_weights(self, section: str = "model") -> dict[str, str]:
+        """{config key: file} of the pretrained weights a model section starts from: its ``weights``, or for
+        ``robustbench:<name>`` the zoo file ``{model_dir}/{dataset}/{zoo_threat}/{name}.pt``. They are the
+        rules' inputs, so a replaced file reruns what was trained from it."""
+        spec = self.config["model"] if section == "model" else self.config["distill"][section]
+        if spec.get("weights"):
+            return {f"{section}.weights": spec["weights"]}
+        name = str(spec["architecture"])
+        if section == "model" and name.startswith(ZOO_PREFIX):
+            zoo = f"{spec['model_dir']}/{self.dataset}/{spec['zoo_threat']}/{name.removeprefix(ZOO_PREFIX)}.pt"
+            return {"model.model_dir": zoo}
+        return {}
+
+    def check_external_files(self) -> None:
+        """Every file from outside the run that a rule reads exists (checked at parse time: a typo fails
+        before any job is queued, not hours into a cluster run)."""
+        sections = ["model"] + (["teacher", "student"] if self.distill is not None else [])
+        for section in sections:
+            for key, path in self.external_weights(section).items():
+                if not Path(path).is_file():
+                    raise ConfigError(
+                        f"config key '{key if section == 'model' else 'distill.' + key}': the weights file {path} "
+                        "does not exist (relative paths are from the working directory). robustsoup never "
+                        "downloads: copy the file there, or correct the key."
+                    )
+
+    def check_device(self, jobs_run_here: bool) -> None:
+        """``device: cuda`` on a machine whose jobs run locally must see a GPU driver (torch-free: the driver's
+        files). Skipped when jobs run elsewhere (a SLURM login node has no GPU; the compute nodes do)."""
+        if not jobs_run_here or self.config["device"] != "cuda":
+            return
+        if not any(Path(p).exists() for p in GPU_DRIVER_FILES):
+            raise ConfigError(
+                "config key 'device': cuda, but this machine shows no GPU driver (none of "
+                f"{', '.join(GPU_DRIVER_FILES)} exists) and the jobs run here; set device: auto (CUDA when "
+                "present, else the CPU) or cpu, or run on a machine with a GPU (--profile profiles/slurm)."
+            )
+
+    # ------------------------------------------------------------------ models and metrics
+    def model(self, name: str, suffix: str = ".safetensors") -> str:
+        return f"{self.results}/models/{name}{suffix}"
+
+    def models(self, names: Sequence[str]) -> dict[str, str]:
+        """{name: checkpoint} of ``names``, sorted by name: a script receives the names with the paths, and a
+        reordering of the config's keys changes no param (the stages order models by the config)."""
+        return {name: self.model(name) for name in sorted(names)}
+
+    def soup_ingredients(self, soup: str) -> dict[str, str]:
+        """{base model: checkpoint} of the models a soup mixes with a non-zero weight."""
+        return self.models([m for m, w in self.soups[soup].weights if w != 0])
+
+    def soup_weights(self, soup: str) -> dict[str, float]:
+        return {m: w for m, w in self.soups[soup].weights if w != 0}
+
+    def evaluation_outputs(self, model: str) -> dict[str, str]:
+        """Named outputs of evaluate_model: ``<threat>_rows`` and ``<threat>_points`` for clean and every norm."""
+        folder = f"{self.results}/metrics/{model}/test"
+        return {
+            f"{t}_{kind}": f"{folder}/{t}{suffix}"
+            for t in ["clean", *self.config["evaluate"]["threats"]]
+            for kind, suffix in (("rows", ".tsv"), ("points", ".points.tsv"))
+        }
+
+    def metric_files(self) -> list[str]:
+        return [path for m in self.all_models for path in self.evaluation_outputs(m).values()]
+
+    def table(self, name: str, suffix: str = ".md") -> str:
+        return f"{self.results}/tables/{name}{suffix}"
+
+    def figure(self, name: str, suffix: str = ".png") -> str:
+        return f"{self.results}/figures/{name}{suffix}"
+
+    def soup_line_figure(self, a: str, b: str, suffix: str = ".png") -> str:
+        """The figure of the soups on the line from model ``a`` to ``b`` (.png, .pdf or its .html page)."""
+        return self.figure(f"soup_line_{a}_{b}", suffix)
+
+    def soup_line_figures(self, suffix: str = ".png") -> list[str]:
+        return [self.soup_line_figure(a, b, suffix) for a, b in self.config["soups"]["lines"]]
+
+    def accuracy_tables(self) -> list[str]:
+        """The accuracy table as CSV, Markdown and the HTML page Snakemake's report shows."""
+        return [self.table("accuracy", suffix) for suffix in TABLE_SUFFIXES]
+
+    def ternary_file(self) -> str | None:
+        """The ternary's metrics when soups.ternary is enabled."""
+        return f"{self.results}/metrics/soups/ternary.tsv" if self.config["soups"]["ternary"]["enabled"] else None
+
+    def ternary_metrics(self) -> list[str]:
+        return [self.ternary_file()] if self.ternary_file() else []
+
+    def ternary_input(self) -> dict[str, str]:
+        """``{"ternary": its metrics}`` when soups.ternary is enabled, else ``{}`` (an optional named input)."""
+        return {"ternary": self.ternary_file()} if self.ternary_file() else {}
+
+    def soups_figure_names(self) -> list[str]:
+        return ["soup_composition"] + (["soup_ternary"] if self.config["soups"]["ternary"]["enabled"] else [])
+
+    def soups_figures(self, suffix: str = ".png") -> list[str]:
+        return list(self.soups_figures_by_name(suffix).values())
+
+    def soups_figures_by_name(self, suffix: str = ".png") -> dict[str, str]:
+        return {n: self.figure(n, suffix) for n in self.soups_figure_names()}
+
+    def gathered_studies(self) -> dict[str, str]:
+        """Study name → its gathered metric file, merged into metrics/all.tsv."""
+        studies = {"soups-shifts": f"{self.results}/metrics/soups/shifts.tsv"}
+        if self.config["soups"]["ternary"]["enabled"]:
+            studies["soups-ternary"] = f"{self.results}/metrics/soups/ternary.tsv"
+        if self.rws is not None:
+            studies["rws"] = f"{self.results}/metrics/rws.tsv"
+        if self.distill is not None:
+            studies["distill"] = f"{self.results}/metrics/distill.tsv"
+        return studies
+
+    def report_files(self) -> list[str]:
+        """The tables (CSV, Markdown, HTML page) and figures (PNG, PDF, HTML page) of robust fine-tuning and
+        soups (what `rule all` lists first)."""
+        return [
+            *self.accuracy_tables(),
+            *[self.table("soups_shifts", suffix) for suffix in TABLE_SUFFIXES],
+            *[
+                path
+                for suffix in FIGURE_SUFFIXES
+                for path in (*self.soup_line_figures(suffix), *self.soups_figures(suffix))
+            ],
+        ]
+
+    def study_outputs(self) -> list[str]:
+        """Every study's gathered metrics, tables and figures (what the benchmark summary waits for)."""
+        rws = self.rws.outputs() if self.rws else []
+        distill = self.distill.outputs() if self.distill else []
+        return [f"{self.results}/metrics/all.tsv", *self.report_files(), *rws, *distill]
+
+    def final_outputs(self) -> list[str]:
+        """Everything `rule all` asks for: the studies' outputs and the benchmark table of the run (its page,
+        then the CSV last)."""
+        return [*self.study_outputs(), self.table("benchmarks", ".html"), self.table("benchmarks", ".csv")]
+
+    def report_locations(self) -> str:
+        lines = ["", "robustsoup: the run is complete. Tables and figures:"]
+        lines += [f"  {p}" for p in self.final_outputs()[1:] if p.endswith((".md", ".png", ".csv"))]
+        lines += [f"  metrics (tidy rows): {self.results}/metrics/all.tsv", ""]
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ rerun triggers
+    def training_context(self) -> dict:
+        """What changes any training of robust fine-tuning and the soups: the training split, the seed,
+        the data set, the model and the threat models."""
+        data = {k: self.config["data"][k] for k in TRAINING_DATA_KEYS}
+        return {"data": data, **{k: self.config[k] for k in ("dataset", "seed", "model", "threats")}}
+
+    def rerun(self, rule: str, wildcard: str | None = None) -> str:
+        """Canonical JSON of the config keys rule ``rule``'s outputs depend on (its ``rerun`` param)."""
+        c = self.config
+        soups, data = c["soups"], c["data"]
+        shifts = {k: data[k] for k in ("corruptions", "severities")}
+        keys: dict[str, Any] = {
+            "prepare_data": lambda: {"dataset": self.dataset, **{k: data[k] for k in TRAINING_DATA_KEYS}},
+            "prepare_shift": lambda: {
+                "root": data["shifts"][wildcard],
+                "split_seed": data["split_seed"],
+                **{k: data[k] for k in SPLITS_CACHE_KEYS},
+            },
+            "corrupt_split": lambda: {**shifts, "seed": c["seed"]},
+            "pretrain": lambda: {"training": c["pretrain"], "context": self.training_context()},
+            "pretrain_reference": lambda: {
+                "training": c["pretrain"],
+                "norm": wildcard,
+                "context": self.training_context(),
+            },
+            "finetune": lambda: {"training": c["finetune"][wildcard], "context": self.training_context()},
+            "make_soup": lambda: {
+                "batchnorm": {k: soups[k] for k in ("batchnorm", "batchnorm_images")},
+                "context": self.training_context(),
+            },
+            "evaluate_model": lambda: (
+                {k: c[k] for k in ("evaluate", "threats", "seed")} | {"protocol": EVALUATION_PROTOCOL}
+            ),
+            "report_lp": lambda: {k: soups[k] for k in ("lines", "weights")},
+            "select_soups": lambda: {"search": soups["search"], "shifts": shifts, "context": self.training_context()},
+            "evaluate_soups_shifts": lambda: {"ensembles": soups["ensembles"], "shifts": shifts},
+            "evaluate_ternary": lambda: {
+                "ternary": soups["ternary"],
+                "threats": c["threats"],
+                "norms": c["evaluate"]["threats"],
+                "protocol": EVALUATION_PROTOCOL,
+            },
+        }
+        if rule in keys:
+            return settings(keys[rule]())
+        for study in (self.rws, self.distill):
+            if study is not None and rule in study.RULES:
+                return settings(study.rerun(rule, wildcard))
+        raise KeyError(f"no rerun keys for rule {rule!r}")
+
+
+class RwsPaths:
+    """Robust Weight Signatures: models under models/rws/, signatures under rws/, metrics under metrics/rws/."""
+
+    RULES = (
+        "train_rws_init",
+        "train_rws_model",
+        "train_expert",
+        "extract_rws",
+        "quantize_rws",
+        "evaluate_rws_model",
+        "evaluate_patched",
+        "rws_lambda_sweep",
+        "rws_compose",
+        "rws_oracle_free",
+        "rws_transfer",
+        "report_rws",
+    )
+    TABLES = ("table1", "table4", "oracle_free", "transfer")
+    FIGURES = ("lambda", "layer_norms", "compose")
+
+    def __init__(self, run: RunPaths, config: Mapping[str, Any]) -> None:
+        self.run = run
+        self.spec = config["rws"]
+        self.corruptions = list(self.spec["corruptions"])
+        self.variants = variants(config)  # all, shallow, <L>levels, <b>bit …
+        self.quantized_variants = quantized_variants(config)  # variant → its levels or bits and range
+        self.deploy = deploy_variant(config)
+        self.targets = transfer_targets(config)  # transfer target → its initialization
+        self.finetuned = ["standard", "augment", *self.targets]
+        self.experts = [f"expert-{c}" for c in self.corruptions]
+        self.evaluated = ["standard", "augment", *self.experts]
+        self.metrics = f"{run.results}/metrics/rws"
+        self.folder = f"{run.results}/rws"
+
+    def model(self, name: str, suffix: str = ".safetensors") -> str:
+        return f"{self.run.results}/models/rws/{name}{suffix}"
+
+    def models(self, names: Sequence[str], suffix: str = ".safetensors") -> dict[str, str]:
+        return {name: self.model(name, suffix) for name in names}
+
+    def signature(self, corruption: str, variant: str, suffix: str = ".safetensors") -> str:
+        return f"{self.folder}/{corruption}{variant_suffix(variant)}{suffix}"
+
+    def signatures(self, variant: str, corruptions: Sequence[str] | None = None, suffix=".safetensors") -> dict:
+        """{corruption: signature file} of one variant."""
+        return {c: self.signature(c, variant, suffix) for c in (corruptions or self.corruptions)}
+
+    def quantized(self, suffix: str = ".safetensors") -> list[str]:
+        return [self.signature(c, v, suffix) for c in self.corruptions for v in self.quantized_variants]
+
+    def quantized_outputs(self) -> dict[str, dict[str, str]]:
+        """{variant: {corruption: signature}} of what quantize_rws writes."""
+        return {v: self.signatures(v) for v in self.quantized_variants}
+
+    def finetune_init(self, model: str) -> str:
+        """The initialization a fine-tuned RWS model starts from (a transfer target's own init, else init)."""
+        return self.targets.get(model, "init")
+
+    def metric_files(self) -> list[str]:
+        return [
+            *[f"{self.metrics}/models/{m}.tsv" for m in self.evaluated],
+            *[f"{self.metrics}/patched/{v}.tsv" for v in self.variants],
+            *[f"{self.metrics}/{name}.tsv" for name in ("lambda", "compose", "oracle_free", "transfer")],
+        ]
+
+    def table(self, name: str, kind: str) -> str:
+        """An RWS table (``TABLES``) as ``csv``, ``md`` or ``html`` (its page in the report)."""
+        return self.run.table(f"rws_{name}", f".{kind}")
+
+    def tables(self) -> dict[str, str]:
+        """{``<table>_<kind>``: file} of every RWS table, CSV, Markdown and HTML page."""
+        return {f"{name}_{s[1:]}": self.table(name, s[1:]) for name in self.TABLES for s in TABLE_SUFFIXES}
+
+    def figures(self, suffix: str = ".png") -> dict[str, str]:
+        return {name: self.run.figure(f"rws_{name}", suffix) for name in self.FIGURES}
+
+    def outputs(self) -> list[str]:
+        figures = [path for suffix in FIGURE_SUFFIXES for path in self.figures(suffix).values()]
+        return [f"{self.run.results}/metrics/rws.tsv", *self.tables().values(), *figures]
+
+    def rerun(self, rule: str, wildcard: str | None) -> dict:
+        rws, c = self.spec, self.run.config
+        # What changes any RWS model: the training split, the seed and the architecture.
+        context = {
+            "data": {k: c["data"][k] for k in TRAINING_DATA_KEYS},
+            "dataset": self.run.dataset,
+            "seed": c["seed"],
+            "model": c["model"],
+        }
+        pick = lambda *keys: {k: rws[k] for k in keys}  # noqa: E731
+        if rule == "train_rws_model":
+            policy = {}
+            if wildcard == "augment":
+                policy = pick("corruptions", "severities", "augment_clean_fraction")
+            elif wildcard in self.targets:
+                policy = {"seed": rws["transfer"]["seed"], "init": self.targets[wildcard]}
+            return {"training": rws["finetune"], "policy": policy, "context": context}
+        return {
+            "train_rws_init": lambda: {"training": rws["init"], "context": context},
+            "train_expert": lambda: {"training": rws["finetune"], "severities": rws["severities"], "context": context},
+            "extract_rws": lambda: {
+                **pick("layers", "layer_rule", "norm_affine", "statistics"),
+                "corruptions": self.corruptions,
+            },
+            "quantize_rws": lambda: {"variants": self.quantized_variants},
+            "evaluate_rws_model": lambda: pick("corruptions", "eval_severities"),
+            "evaluate_patched": lambda: pick("corruptions", "eval_severities", "lambda"),
+            "rws_lambda_sweep": lambda: {**pick("lambdas", "sweep_images", "eval_severities"), "deploy": self.deploy},
+            "rws_compose": lambda: pick("compose", "compose_lambdas", "compose_severity", "sweep_images"),
+            "rws_oracle_free": lambda: {**pick("oracle_free", "lambdas", "eval_severities"), "deploy": self.deploy},
+            "rws_transfer": lambda: {**pick("lambda", "eval_severities"), "deploy": self.deploy},
+            "report_rws": lambda: rws,
+        }[rule]()
+
+
+class DistillPaths:
+    """Robust distillation: checkpoints under models/, metrics under metrics/distill/."""
+
+    RULES = (
+        "train_teacher",
+        "train_student",
+        "distill_student",
+        "finetune_student",
+        "evaluate_distilled",
+        "report_distill",
+    )
+    MODELS = DISTILL_MODELS
+
+    def __init__(self, run: RunPaths) -> None:
+        self.run = run
+        self.spec = run.config["distill"]
+
+    def metric_files(self, suffix: str = ".tsv") -> list[str]:
+        return [f"{self.run.results}/metrics/distill/{m}{suffix}" for m in self.MODELS]
+
+    def tables(self) -> list[str]:
+        """The distillation table as CSV, Markdown and its HTML page."""
+        return [self.run.table("distill", suffix) for suffix in TABLE_SUFFIXES]
+
+    def figure(self, suffix: str = ".png") -> str:
+        """The distillation table at a glance (.png, .pdf or its .html page)."""
+        return self.run.figure("distill", suffix)
+
+    def outputs(self) -> list[str]:
+        figures = [self.figure(suffix) for suffix in FIGURE_SUFFIXES]
+        return [f"{self.run.results}/metrics/distill.tsv", *self.tables(), *figures]
+
+    def evaluation_inputs(self, model: str) -> dict[str, Any]:
+        """Inputs of evaluate_distilled; the multi-head student calibrates its head rule on the adapt split."""
+        run = self.run
+        files: dict[str, Any] = {
+            "weights": run.model(model),
+            "sidecar": run.model(model, ".json"),
+            "test": run.data["test"],
+            "corrupted_test": run.corrupted_dir("test"),
+        }
+        if model == MULTIHEAD:
+            files |= {"adapt": run.data["adapt"], "corrupted_adapt": run.corrupted_dir("adapt")}
+        return files
+
+    def rerun(self, rule: str, wildcard: str | None) -> dict:
+        d, c = self.spec, self.run.config
+        # What changes any distillation model: the training split and the seed (not the soups or threats).
+        context = {
+            "data": {k: c["data"][k] for k in TRAINING_DATA_KEYS},
+            "dataset": self.run.dataset,
+            "seed": c["seed"],
+        }
+        if rule == "evaluate_distilled":
+            wanted = {"evaluate": d["evaluate"], "corruptions": self.run.corruptions, "severities": self.run.severities}
+            return wanted | ({"selection": d["selection"]} if wildcard == MULTIHEAD else {})
+        return {
+            "train_teacher": lambda: {"teacher": d["teacher"], "augmentation": d["augmentation"], "context": context},
+            "train_student": lambda: {"student": d["student"], "context": context},
+            "distill_student": lambda: {
+                **{k: d[k] for k in ("multihead", "distillation", "augmentation")},
+                "context": context,
+            },
+            "finetune_student": lambda: {k: d[k] for k in ("finetune", "augmentation")} | {"context": context},
+            "report_distill": lambda: {},
+        }[rule]()
+
+
+__all__ = ["STUDY_CHECKS", "ConfigError", "RunPaths", "alternatives", "resolve_run_config", "settings"]

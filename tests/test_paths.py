@@ -1,0 +1,97 @@
+"""robustsoup.paths: one run's names, paths, rerun keys and parse-time checks (torch-free)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from robustsoup.config import ConfigError
+from robustsoup.paths import RunPaths, resolve_run_config
+
+
+def run_paths(**sections) -> RunPaths:
+    return RunPaths(resolve_run_config(sections))
+
+
+def test_paths_and_names_of_the_default_run():
+    p = run_paths()
+    assert p.results == "results/digits" and p.parent == "linf"
+    assert p.data["train"] == "results/digits/data/train.safetensors"
+    assert p.model("linf-l2") == "results/digits/models/linf-l2.safetensors"
+    soup = next(iter(p.soups))
+    assert set(p.soup_ingredients(soup)) == set(p.soup_weights(soup)) <= set(p.base_models)
+    assert p.corrupted_input("test") == {"corrupted": "results/digits/data/corrupted/test"}
+    assert p.rws is not None and p.distill is not None
+    assert p.rws.signature("fog", "8bit") == "results/digits/rws/fog-8bit.safetensors"
+    assert p.final_outputs()[-1] == "results/digits/tables/benchmarks.csv"
+    assert "results/digits/tables/benchmarks.csv" not in p.study_outputs()
+
+
+def test_a_disabled_study_has_no_paths_and_is_not_cross_checked():
+    config = {"rws": {"enabled": False, "compose": ["not-a-corruption", "fog"]}, "distill": {"enabled": False}}
+    p = run_paths(**config)
+    assert p.rws is None and p.distill is None
+    assert not any("rws" in path or "distill" in path for path in p.final_outputs())
+    with pytest.raises(ConfigError, match="rws.compose"):
+        resolve_run_config({"rws": {"compose": ["not-a-corruption", "fog"]}})
+
+
+def test_rerun_keys_hold_exactly_what_a_rule_depends_on():
+    base = resolve_run_config({})
+    changed = copy.deepcopy(base)
+    changed["soups"]["weights"]["step"] = 0.5
+    a, b = RunPaths(base), RunPaths(changed)
+    assert a.rerun("pretrain") == b.rerun("pretrain")  # the soup grid does not retrain the parent
+    assert a.rerun("report_lp") != b.rerun("report_lp")
+    changed = copy.deepcopy(base)
+    changed["finetune"]["l2"]["epochs"] += 1
+    c = RunPaths(changed)
+    assert c.rerun("finetune", "l2") != a.rerun("finetune", "l2")
+    assert c.rerun("finetune", "l1") == a.rerun("finetune", "l1")
+    assert c.rerun("train_rws_init") == a.rerun("train_rws_init")
+    with pytest.raises(KeyError, match="no rerun keys"):
+        a.rerun("no_such_rule")
+
+
+def test_missing_pretrained_weights_fail_at_parse_time_naming_the_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = run_paths(model={"weights": "zoo/pretr_Linf.pth"})
+    assert p.external_weights() == {"model.weights": "zoo/pretr_Linf.pth"}
+    with pytest.raises(ConfigError, match=r"'model.weights'.*zoo/pretr_Linf.pth does not exist"):
+        p.check_external_files()
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "pretr_Linf.pth").write_bytes(b"x")
+    p.check_external_files()
+
+
+def test_a_robustbench_parent_needs_its_zoo_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = {"dataset": "cifar10", "data": {"root": str(tmp_path)}}
+    config["model"] = {"architecture": "robustbench:Carmon2019Unlabeled", "model_dir": "rb"}
+    p = run_paths(**config)
+    expected = "rb/cifar10/Linf/Carmon2019Unlabeled.pt"
+    assert p.external_weights() == {"model.model_dir": expected}
+    with pytest.raises(ConfigError, match=expected):
+        p.check_external_files()
+
+
+def test_device_cuda_without_a_gpu_fails_only_where_jobs_run(monkeypatch):
+    import robustsoup.paths as paths
+
+    monkeypatch.setattr(paths, "GPU_DRIVER_FILES", ("/nonexistent/nvidia",))
+    p = run_paths(device="cuda")
+    with pytest.raises(ConfigError, match=r"'device': cuda.*no GPU driver"):
+        p.check_device(jobs_run_here=True)
+    p.check_device(jobs_run_here=False)  # a cluster's login node: the compute nodes have the GPUs
+    run_paths(device="auto").check_device(jobs_run_here=True)
+
+
+def test_reference_models_are_evaluated_but_never_a_soup_ingredient():
+    p = run_paths(references=["L2", "L1"])
+    assert p.references == ["scratch-l2", "scratch-l1"]
+    assert set(p.references) <= set(p.all_models) and not set(p.references) & set(p.base_models)
+    assert all(not set(p.soup_ingredients(s)) & set(p.references) for s in p.soups)
+    assert p.rerun("pretrain_reference", "scratch-l2") != p.rerun("pretrain_reference", "scratch-l1")
+    with pytest.raises(ConfigError, match="references"):
+        resolve_run_config({"references": ["L3"]})

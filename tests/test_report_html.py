@@ -1,0 +1,212 @@
+"""Tables and figures as HTML pages, and how Snakemake's HTML report shows them: inline, captioned."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robustsoup.report.benchmarks import summarize_benchmarks
+from robustsoup.report.html import figure_page, table_page
+from robustsoup.report.tables import write_table
+
+from conftest import REPO
+
+
+class Cells(HTMLParser):
+    """Rows of every ``<table>`` in a page, each cell's text (``th`` and ``td`` alike)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_rows(page: str) -> list[list[str]]:
+    parser = Cells()
+    parser.feed(page)
+    return parser.rows
+
+
+def accuracy_frame() -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {"weights": ["", "0.5·linf + 0.5·linf-l2"], "clean": [99.11, 98.9], "Linf": [87.5, np.nan]},
+        index=pd.Index(["linf", "soup-linf_0.5-linf-l2_0.5"], name="model"),
+    )
+    frame["cost"] = pd.array([165, None], dtype="Int64")
+    return frame
+
+
+def test_write_table_writes_a_page_with_the_markdown_numbers(tmp_path):
+    csv_path, md_path, html_path = write_table(accuracy_frame(), tmp_path / "accuracy", "Accuracy", "n=160, `apgd`")
+    assert (csv_path.suffix, md_path.suffix, html_path.suffix) == (".csv", ".md", ".html")
+    page = html_path.read_text(encoding="utf-8")
+    rows = table_rows(page)
+    markdown = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in md_path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ")
+    ]
+    assert rows == markdown  # the page shows exactly the Markdown table's cells
+    assert rows[1] == ["linf", "", "99.1", "87.5", "165"] and rows[2][3:] == ["", ""]
+    assert "<h1>Accuracy</h1>" in page and "<code>apgd</code>" in page and "Accuracy in %. n=160" in page
+    assert page.count('<td class="num"></td>') == 2  # a missing number stays right-aligned with its column
+
+
+def test_table_page_escapes_text_and_right_aligns_numbers():
+    frame = pd.DataFrame({"name": ["<b>x</b>"], "value": [1.5]}, index=pd.Index(["a&b"], name="row"))
+    page = table_page(frame, "T <1>", "note")
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "a&amp;b" in page
+    assert '<td class="num">1.5</td>' in page
+    assert '<td class="text">' in page
+
+
+def test_figure_page_embeds_the_png_with_its_caption(tmp_path):
+    png = tmp_path / "f.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    page = figure_page(png, "Title", "First paragraph.\n\nSecond, with `code`.")
+    encoded = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
+    assert base64.b64decode(encoded) == png.read_bytes()
+    assert "<figcaption>First paragraph.<br><br>Second, with <code>code</code>.</figcaption>" in page
+
+
+def test_benchmark_summary_writes_its_page(tmp_path):
+    bench, logs = tmp_path / "benchmarks", tmp_path / "logs"
+    for rule, seconds in (("pretrain", 12.5), ("report", 1.5)):
+        (bench / rule).mkdir(parents=True)
+        (bench / rule / "digits.tsv").write_text(f"s\tmax_rss\n{seconds}\t300.0\n")
+        (logs / rule).mkdir(parents=True)
+        (logs / rule / "digits.log").write_text("robustsoup-job: inside_s=1.0 precision=float32\n")
+    summarize_benchmarks(bench, tmp_path / "benchmarks.csv", logs)
+    rows = table_rows((tmp_path / "benchmarks.html").read_text(encoding="utf-8"))
+    assert rows[0][:3] == ["rule", "jobs", "total_s"]
+    assert [r[0] for r in rows[1:]] == ["pretrain", "report"] and rows[1][2] == "12.5"
+
+
+SNAKEFILE = """
+from robustsoup.report.html import write_table_page
+import pandas as pd
+
+report: "workflow.rst"
+
+rule all:
+    input: "tables/accuracy.html", "tables/accuracy.csv"
+
+rule table:
+    output:
+        page=report("tables/accuracy.html", caption="caption.rst", category="1. Robust fine-tuning",
+                    subcategory="Tables", labels={"item": "Accuracy per threat model"}),
+        csv=report("tables/accuracy.csv", category="1. Robust fine-tuning", subcategory="Data (CSV)",
+                   labels={"item": "Accuracy per threat model"}),
+    run:
+        frame = pd.DataFrame({"clean": [99.1], "Linf": [87.5]}, index=pd.Index(["linf"], name="model"))
+        write_table_page(frame, output.page, "Accuracy", "n=160")
+        frame.to_csv(output.csv)
+"""
+
+
+@pytest.mark.workflow
+def test_snakemake_report_shows_an_html_table_inline_with_its_caption(tmp_path):
+    """Snakemake 9's report: a text/html result opens in a frame (rendered), a CSV only downloads."""
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    (tmp_path / "caption.rst").write_text("Clean and robust accuracy, ε in the note.\n")
+    (tmp_path / "workflow.rst").write_text("A test workflow.\n")
+    base = [sys.executable, "-m", "snakemake", "--directory", str(tmp_path), "--snakefile", str(tmp_path / "Snakefile")]
+    run = subprocess.run([*base, "--cores", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = tmp_path / "report.html"
+    made = subprocess.run([*base, "--report", str(report)], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-3000:]
+    html = report.read_text(encoding="utf-8")
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S).group(1))
+    page = next(r for r in results.values() if r["filename"] == "accuracy.html")
+    assert page["mime_type"] == "text/html" and page["labels"] == {"item": "Accuracy per threat model"}
+    assert "ε in the note" in page["caption"]
+    kind, encoded = page["data_uri"].split(",", 1)
+    assert kind.startswith("data:text/html")
+    rows = table_rows(base64.b64decode(encoded).decode("utf-8"))
+    assert rows == [["model", "clean", "Linf"], ["linf", "99.1", "87.5"]]
+    csv = next(r for r in results.values() if r["filename"] == "accuracy.csv")
+    assert csv["mime_type"] == "text/csv"
+    # …and the report's viewer renders text/html in a frame, while anything else (CSV) is a download link
+    import snakemake
+
+    template = Path(snakemake.__file__).parent / "report" / "html_reporter" / "template" / "components"
+    viewer = (template / "abstract_view_manager.js").read_text()
+    assert re.search(r'case "text/html":\s*return this.handleHtml', viewer)
+    assert re.search(r'case "html":\s*case "pdf":\s*return e\(\s*"iframe"', (template / "content.js").read_text())
+
+
+def test_rws_table_page_shows_the_markdown_cells(tmp_path):
+    from robustsoup.rws.report import write_table as write_rws_table
+
+    frame = pd.DataFrame(
+        {
+            "storage (bytes)": [1234567, 2345678],
+            "× standard": [1.0, 1.9],
+            "TA": [91.234, np.nan],
+            "Diff.": [0.5, -1.25],
+        },
+        index=pd.Index(["Standard", "Standard + RWS"], name="method"),
+    )
+    paths = [tmp_path / f"rws_table1.{kind}" for kind in ("csv", "md", "html")]
+    written = write_rws_table(frame, *paths, "Table 1", "Accuracy in %.", "method")
+    assert written == paths
+    markdown = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in paths[1].read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ")
+    ]
+    page = paths[2].read_text(encoding="utf-8")
+    assert table_rows(page) == markdown
+    assert markdown[1] == ["Standard", "1,234,567", "1.000", "91.23", "+0.50"] and markdown[2][3:] == ["", "-1.25"]
+    assert "Robust Weight Signatures (Cai et al. 2023), the paper's Table 1" in page  # its caption, by the stem
+
+
+def test_report_items_have_a_study_folder_and_one_label():
+    from robustsoup.report.captions import REPORT_CATEGORIES, REPORT_LABELS, report_place, soup_line_label
+
+    place = report_place("rws", "Tables", "rws_table1")
+    assert place == {
+        "category": "3. Robust weight signatures",
+        "subcategory": "Tables",
+        "labels": {"result": REPORT_LABELS["rws_table1"]},
+    }
+    assert report_place("soups", "Figures", "soup_line", "x")["labels"] == {"result": "x"}
+    assert soup_line_label("linf", "linf-l2") == "Soups on the line L∞ parent – L∞→L2 fine-tune"
+    assert sorted(REPORT_CATEGORIES.values()) == list(REPORT_CATEGORIES.values())  # numbered in reading order
+    with pytest.raises(KeyError, match="add it to robustsoup.report.captions"):
+        report_place("rws", "Tables", "no_such_table")
+    with pytest.raises(KeyError, match="expected a study in"):
+        report_place("no_study", "Tables", "accuracy")
+
+
+def test_every_report_caption_file_exists_and_every_label_has_one():
+    from robustsoup.report.captions import REPORT_LABELS
+
+    captions = REPO / "workflow" / "report"
+    for name in [*REPORT_LABELS, "soup_line", "data_csv"]:
+        assert (captions / f"{name}.rst").read_text(encoding="utf-8").strip(), name
