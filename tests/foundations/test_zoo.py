@@ -92,7 +92,7 @@ def test_timm_resnet50_takes_weights_from_a_local_file(tmp_path, no_network):
 def test_vit_statistics_come_from_timm_without_building_it():
     assert input_statistics("vit_base_patch16_224", (0.1,) * 3, (0.2,) * 3) == ((0.5,) * 3, (0.5,) * 3)
     assert input_statistics("preact_resnet18", (0.1,) * 3, (0.2,) * 3) == ((0.1,) * 3, (0.2,) * 3)
-    # robust-finetuning's PreAct ResNet-18 takes raw pixels (see tests/test_preact_reference.py).
+    # robust-finetuning's PreAct ResNet-18 takes raw pixels (see tests/foundations/test_preact_reference.py).
     assert input_statistics("preact_resnet18_rf", (0.1,) * 3, (0.2,) * 3) == ((0.0,) * 3, (1.0,) * 3)
     assert input_statistics("robustbench:Anything", (0.1,) * 3, (0.2,) * 3) == ((0.0,) * 3, (1.0,) * 3)
 
