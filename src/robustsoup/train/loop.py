@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -35,6 +35,9 @@ from ..data import ImageSplit
 from ..device import Arithmetic, resolve_arithmetic
 from ..io import atomic_path
 from .augment import AUGMENTATIONS, BatchAugmentation, batch_augmentation
+
+if TYPE_CHECKING:
+    from .distributed import Distributed
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +256,9 @@ class TrainSettings:
     autocast of forward passes, attack included, and ``channels_last`` (a bool
     or auto) the memory format; ``auto`` is resolved for the training device by
     :func:`robustsoup.device.resolve_arithmetic`. Both are speed options only:
-    weights, optimizer state and losses stay float32.
+    weights, optimizer state and losses stay float32. ``gpus`` is the number of
+    data-parallel processes the run is launched as (:mod:`robustsoup.train.distributed`),
+    ``sync_batchnorm`` whether their BatchNorm layers use the global batch's statistics.
     """
 
     epochs: int
@@ -268,8 +273,12 @@ class TrainSettings:
     channels_last: bool | str = False
     exempt_lr: float | str = "schedule"
     augmentation: str = "none"
+    gpus: int = 1
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.gpus, int) and self.gpus >= 1):
+            raise ValueError(f"gpus must be a positive integer, found {self.gpus!r}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}")
         if self.exempt_lr != "schedule" and not (isinstance(self.exempt_lr, int | float) and self.exempt_lr > 0):
@@ -311,22 +320,33 @@ def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
 
 
 def epoch_batches(
-    data: ImageSplit, order: torch.Tensor, batch_size: int, device: torch.device, desc: str
+    data: ImageSplit, order: torch.Tensor, batch_size: int, device: torch.device, desc: str, quiet: bool = False
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One epoch's mini-batches in ``order``: (batch number, indices, images in [0,1], labels) on ``device``."""
+    """One epoch's mini-batches in ``order``: (batch number, indices, images in [0,1], labels) on ``device``
+    (``quiet``: no progress bar)."""
     per_epoch = math.ceil(len(order) / batch_size)
-    for b in tqdm(range(per_epoch), desc=desc, file=sys.stderr, mininterval=10, leave=True):
+    for b in tqdm(range(per_epoch), desc=desc, file=sys.stderr, mininterval=10, leave=True, disable=quiet):
         idx = order[b * batch_size : (b + 1) * batch_size]
         yield b, idx, data.load(idx).to(device).float().div_(255.0), data.labels[idx].to(device)
 
 
-def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler=None) -> None:
-    """Backward pass and optimizer step, through the fp16 loss scaler when there is one."""
+def backward_and_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler=None,
+    after_backward: Callable[[], None] | None = None,
+) -> None:
+    """Backward pass and optimizer step, through the fp16 loss scaler when there is one; ``after_backward``
+    (the gradients' all-reduce of a distributed run) between the two."""
     if scaler is None:
         loss.backward()
+        if after_backward is not None:
+            after_backward()
         optimizer.step()
         return
     scaler.scale(loss).backward()
+    if after_backward is not None:
+        after_backward()
     scaler.step(optimizer)
     scaler.update()
 
@@ -360,8 +380,12 @@ class EpochState:
     def __post_init__(self) -> None:
         self.path = Path(self.path) if self.path is not None else None
 
-    def restore(self, epochs: int) -> tuple[list[dict], int]:
-        """Load a matching state if there is one; return (history, first epoch to run)."""
+    def restore(self, epochs: int, rank: int = 0, world_size: int = 1) -> tuple[list[dict], int]:
+        """Load a matching state if there is one; return (history, first epoch to run).
+
+        A state saved by ``world_size`` ranks gives rank ``rank`` its own global RNG and policy state; any
+        other state gives every rank rank 0's.
+        """
         state = self._load() if self.path is not None else None
         if state is None:
             return [], 1
@@ -371,15 +395,22 @@ class EpochState:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.policy.load_state_dict(state["policy"])
+        ranks = state.get("ranks") or []
+        own = ranks[rank] if len(ranks) == world_size else state
+        torch.set_rng_state(own["torch_rng"])
+        self.policy.load_state_dict(own["policy"])
         if self.augmentation is not None:
             self.augmentation.load_state_dict(state["augmentation"])
         first_epoch = int(state["epoch"]) + 1
         log.info("resuming from %s after epoch %d of %d", self.path, first_epoch - 1, epochs)
         return list(state["history"]), first_epoch
 
-    def save(self, epoch: int, history: list[dict]) -> None:
+    def rank_state(self) -> dict:
+        """What differs between the ranks of a distributed run: the global RNG and the input policy."""
+        return {"torch_rng": torch.get_rng_state(), "policy": self.policy.state_dict()}
+
+    def save(self, epoch: int, history: list[dict], ranks: list[dict] | None = None) -> None:
+        """Write the state after ``epoch`` (with every rank's :meth:`rank_state`, in rank order, when given)."""
         if self.path is None:
             return
         state = {
@@ -393,6 +424,8 @@ class EpochState:
             "augmentation": self.augmentation.state_dict() if self.augmentation is not None else {},
             "history": history,
         }
+        if ranks is not None:
+            state["ranks"] = ranks
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
 
@@ -454,6 +487,11 @@ class BatchStep(ABC):
     def epoch_metrics(self, seen: int) -> dict:
         """The step's entries of the epoch's history row, after ``seen`` images."""
 
+    def sum_tallies(self, all_sum: Callable[[Sequence[float]], list[float]]) -> None:
+        """Replace this rank's per-epoch tallies by their sums over ranks (``all_sum``) before
+        :meth:`epoch_metrics` of a distributed run; a step without tallies keeps this no-op."""
+        return None
+
 
 def run_epochs(
     step: BatchStep,
@@ -464,6 +502,7 @@ def run_epochs(
     resume_path: str | Path | None = None,
     fingerprint: str = "",
     on_epoch_end: Callable[[int], None] | None = None,
+    distributed: Distributed | None = None,
 ) -> list[dict]:
     """The one epoch loop: train ``step.model`` in place on ``data``; return one history row per epoch.
 
@@ -476,9 +515,28 @@ def run_epochs(
     same ``fingerprint`` resumes after its last epoch; the caller deletes it
     once the final checkpoint is written. Raises
     :class:`TrainingDivergedError` if the loss stops being finite.
+
+    ``distributed`` (default: the initialised process group, if any) makes this
+    one rank of a data-parallel run (:mod:`robustsoup.train.distributed`): it
+    trains on its shard of every global batch, gradients are averaged over
+    ranks, only rank 0 writes the state and logs, and the history is global.
     """
+    if distributed is None:
+        from .distributed import current
+
+        distributed = current()
     model, arithmetic, device = step.model, step.arithmetic, step.device
-    log.info("arithmetic: %s", arithmetic)
+    main = distributed is None or distributed.is_main
+    if main:
+        log.info("arithmetic: %s", arithmetic)
+    policy = step.policy
+    if distributed is not None:
+        from .distributed import RankPolicy, convert_batchnorm
+
+        distributed.check_batches(len(data), settings.batch_size)
+        if distributed.sync_batchnorm:
+            convert_batchnorm(model)
+        step.policy = RankPolicy(policy, distributed)
     if arithmetic.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(step.parameter_groups(), lr=settings.lr, momentum=settings.momentum)
@@ -488,51 +546,82 @@ def run_epochs(
     per_epoch = math.ceil(n / settings.batch_size)
     total = per_epoch * settings.epochs
     epoch_state = EpochState(resume_path, fingerprint, model, optimizer, generator, step.policy, augmentation)
-    history, first_epoch = epoch_state.restore(settings.epochs)
+    if distributed is None:
+        history, first_epoch = epoch_state.restore(settings.epochs)
+        after_backward = None
+    else:
+        history, first_epoch = epoch_state.restore(settings.epochs, distributed.rank, distributed.world_size)
+        distributed.broadcast_model(model)  # every rank starts from rank 0's weights
+
+        def after_backward() -> None:
+            distributed.average_gradients(model)
+
     on_augmented = f" on {augmentation.name}" if augmentation is not None else ""
 
-    for epoch in range(first_epoch, settings.epochs + 1):
-        start = time.perf_counter()
-        order = torch.randperm(n, generator=generator)
-        step.begin_epoch()
-        loss_sum, seen = 0.0, 0
-        iteration = (epoch - 1) * per_epoch
-        lr = settings.lr
-        desc = f"{step.label} {epoch}/{settings.epochs} [{step.policy.name}{on_augmented}]"
-        for b, idx, x, y in epoch_batches(data, order, settings.batch_size, device, desc):
-            if augmentation is not None:
-                x = augmentation(x)
-            if arithmetic.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = learning_rate(settings.schedule, settings.lr, iteration, total, per_epoch)
-            set_learning_rate(optimizer, lr)
-            loss = step.loss(idx, x, y)
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"the {step.loss_name} became {loss.item()} at epoch {epoch}, batch {b + 1}/{per_epoch} "
-                    f"(lr {lr:g}); lower the learning rate or check the data. No checkpoint was written."
+    try:
+        for epoch in range(first_epoch, settings.epochs + 1):
+            start = time.perf_counter()
+            order = torch.randperm(n, generator=generator)
+            step.begin_epoch()
+            loss_sum, seen = 0.0, 0
+            iteration = (epoch - 1) * per_epoch
+            lr = settings.lr
+            desc = f"{step.label} {epoch}/{settings.epochs} [{step.policy.name}{on_augmented}]"
+            for b, idx, x, y in epoch_batches(data, order, settings.batch_size, device, desc, quiet=not main):
+                if augmentation is not None:
+                    x = augmentation(x)  # the global batch's crops, the same on every rank
+                batch = len(y)
+                if distributed is not None:
+                    rows = distributed.shard(batch)
+                    idx, x, y = idx[rows], x[rows], y[rows]
+                if arithmetic.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                lr = learning_rate(settings.schedule, settings.lr, iteration, total, per_epoch)
+                set_learning_rate(optimizer, lr)
+                loss = step.loss(idx, x, y)
+                if distributed is None:
+                    value, backward_loss = loss.item(), loss
+                else:  # the global batch's mean loss; each rank's gradient weighted by its share of the batch
+                    value = distributed.all_sum([loss.item() * len(y)])[0] / batch
+                    backward_loss = loss * (len(y) * distributed.world_size / batch)
+                if not math.isfinite(value):
+                    raise TrainingDivergedError(
+                        f"the {step.loss_name} became {value} at epoch {epoch}, batch {b + 1}/{per_epoch} "
+                        f"(lr {lr:g}); lower the learning rate or check the data. No checkpoint was written."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                backward_and_step(backward_loss, optimizer, scaler, after_backward)
+                if distributed is not None and not distributed.sync_batchnorm:
+                    distributed.broadcast_buffers(model)  # rank 0's running statistics, as DDP
+                iteration += 1
+                loss_sum += value * batch
+                seen += batch
+            if distributed is not None:
+                step.sum_tallies(distributed.all_sum)
+            row = {"epoch": epoch, "loss": loss_sum / seen, "lr": lr, "seconds": time.perf_counter() - start}
+            row.update(step.epoch_metrics(seen))
+            if main:
+                log.info(
+                    "%s %d/%d loss %.4f lr %.4g (%.1fs) %s",
+                    step.label,
+                    epoch,
+                    settings.epochs,
+                    row["loss"],
+                    lr,
+                    row["seconds"],
+                    {k: v for k, v in row.items() if k not in ("epoch", "loss", "lr", "seconds")},
                 )
-            optimizer.zero_grad(set_to_none=True)
-            backward_and_step(loss, optimizer, scaler)
-            iteration += 1
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
-        row = {"epoch": epoch, "loss": loss_sum / seen, "lr": lr, "seconds": time.perf_counter() - start}
-        row.update(step.epoch_metrics(seen))
-        log.info(
-            "%s %d/%d loss %.4f lr %.4g (%.1fs) %s",
-            step.label,
-            epoch,
-            settings.epochs,
-            row["loss"],
-            lr,
-            row["seconds"],
-            {k: v for k, v in row.items() if k not in ("epoch", "loss", "lr", "seconds")},
-        )
-        history.append(row)
-        epoch_state.save(epoch, history)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
+            history.append(row)
+            if distributed is None:
+                epoch_state.save(epoch, history)
+            else:
+                ranks = distributed.gather_objects(epoch_state.rank_state())
+                if main:
+                    epoch_state.save(epoch, history, ranks)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+    finally:
+        step.policy = policy
     model.eval()
     if arithmetic.channels_last:
         model.to(memory_format=torch.contiguous_format)
@@ -567,6 +656,9 @@ class SupervisedStep(BatchStep):
         self.correct += int((logits.detach().argmax(1) == y).sum())
         return F.cross_entropy(logits.float(), y)
 
+    def sum_tallies(self, all_sum: Callable[[Sequence[float]], list[float]]) -> None:
+        self.correct = int(all_sum([self.correct])[0])
+
     def epoch_metrics(self, seen: int) -> dict:
         metrics = {"train_accuracy": self.correct / seen}
         if isinstance(self.policy, AdversarialInputs):
@@ -584,6 +676,7 @@ def train_model(
     resume_path: str | Path | None = None,
     fingerprint: str = "",
     on_epoch_end: Callable[[int], None] | None = None,
+    distributed: Distributed | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on ``data`` with ``policy``'s inputs; one history row per epoch.
 
@@ -591,7 +684,7 @@ def train_model(
     ``resume_path`` and ``fingerprint``; ``settings``' precision and memory
     format are resolved for ``device``; ``settings.augmentation`` is read for
     ``data``'s data set (:func:`robustsoup.train.augment.batch_augmentation`). Raises :class:`TrainingDivergedError`
-    if the loss stops being finite.
+    if the loss stops being finite. ``distributed``: as :func:`run_epochs`.
     """
     model.to(device)
     arithmetic = settings.arithmetic(device, model)
@@ -604,4 +697,5 @@ def train_model(
         resume_path=resume_path,
         fingerprint=fingerprint,
         on_epoch_end=on_epoch_end,
+        distributed=distributed,
     )

@@ -23,6 +23,7 @@ from ..data import ImageSplit, get_dataset_spec
 from ..data.splits import split_record
 from ..models.registry import ZOO_PREFIX, input_statistics
 from ..models.zoo import build_pretrained
+from . import distributed as dist_
 from .augment import describe_augmentation
 from .loop import InputPolicy, TrainSettings, train_model
 
@@ -119,6 +120,8 @@ def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSetting
         channels_last=training["channels_last"],
         exempt_lr=training["exempt_lr"],
         augmentation=training["augmentation"],
+        gpus=training.get("gpus", 1),
+        sync_batchnorm=training.get("sync_batchnorm", False),
     )
 
 
@@ -149,7 +152,16 @@ def train_and_checkpoint(
     deleted once the checkpoint is written. The sidecar's ``metrics`` get the
     history, wall and CPU seconds and parameter counts. A diverging loss
     raises :class:`~robustsoup.train.loop.TrainingDivergedError` and writes nothing.
+
+    With ``settings.gpus`` > 1 this is one of the ranks torchrun launched
+    (:func:`robustsoup.train.distributed.from_environment`; ``device`` becomes
+    the rank's GPU): the sidecar records ``training.distributed``, only rank 0
+    writes the checkpoint and deletes the resume state, and every rank returns
+    once the checkpoint exists.
     """
+    distributed = dist_.from_environment(settings.gpus, device, settings.sync_batchnorm)
+    if distributed is not None:
+        device = distributed.device(device)
     meta.training = {} if meta.training is None else meta.training
     # The images trained on, from the split's header (images, split seed, data.train_per_class); part of the
     # resume fingerprint, so a run on another subset never resumes from this one's state.
@@ -160,6 +172,8 @@ def train_and_checkpoint(
         augmentation_ops=describe_augmentation(settings.augmentation, meta.dataset),
         exempt_lr=settings.exempt_lr,
     )
+    if distributed is not None:
+        meta.training["distributed"] = distributed.record()
     resume_path = Path(out_path).with_suffix(".resume.pt") if resume else None
     identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs, "dataset": meta.dataset}
     fingerprint = json.dumps(
@@ -175,7 +189,16 @@ def train_and_checkpoint(
         device,
     )
     start, cpu = time.perf_counter(), time.process_time()
-    history = train_model(model, data, policy, settings, device, resume_path=resume_path, fingerprint=fingerprint)
+    history = train_model(
+        model,
+        data,
+        policy,
+        settings,
+        device,
+        resume_path=resume_path,
+        fingerprint=fingerprint,
+        distributed=distributed,
+    )
     seconds = time.perf_counter() - start
     n = count_parameters(model)
     meta.metrics = {
@@ -185,8 +208,11 @@ def train_and_checkpoint(
         "parameters": n,
         "trainable_parameters": n if settings.epochs else 0,
     }
-    save_checkpoint(out_path, model.state_dict(), meta)
-    if resume_path is not None and resume_path.exists():
-        resume_path.unlink()
-    log.info("wrote %s (%.1fs of training)", out_path, seconds)
+    if distributed is None or distributed.is_main:
+        save_checkpoint(out_path, model.state_dict(), meta)
+        if resume_path is not None and resume_path.exists():
+            resume_path.unlink()
+        log.info("wrote %s (%.1fs of training)", out_path, seconds)
+    if distributed is not None:
+        distributed.barrier()  # no rank goes on before the checkpoint exists
     return Path(out_path)
