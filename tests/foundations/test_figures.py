@@ -328,3 +328,10 @@ def test_distill_figure_names_models_and_keeps_the_legend_outside(captured, tmp_
     ]
     assert len(cost.patches) == 5 and cost.get_xlabel() == "training CPU (s)"
     assert fig.legends and accuracy.get_legend() is None
+
+
+def test_eps_reads_as_a_reader_writes_it():
+    from robustsoup.report.labels import eps_text, threat_label
+
+    assert threat_label("Linf", 8 / 255) == "L∞, ε=8/255"
+    assert [eps_text(e) for e in (4 / 255, 0.1, 0.2, 3.0, 12.0, 255.0)] == ["4/255", "0.1", "0.2", "3", "12", "255"]

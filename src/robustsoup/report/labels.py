@@ -52,12 +52,21 @@ def model_label(model: str, short: bool = False) -> str:
     return name if short else f"{name} fine-tune"
 
 
+def eps_text(eps: float) -> str:
+    """ε as a reader knows it: ``8/255`` for a multiple of 1/255 below 1 that is not round (CIFAR's
+    0.0313725…), else ``0.1``, ``3``, ``24``."""
+    k = round(eps * 255)
+    if 0 < eps < 1 and abs(eps * 255 - k) < 1e-6 and f"{eps:g}" != f"{k / 255:.2g}":
+        return f"{k}/255"
+    return f"{eps:g}"
+
+
 def threat_label(threat: str, eps: float | None = None) -> str:
     """``Linf`` with ε 0.1 → ``L∞, ε=0.1``; ``none`` → ``clean``; ``union`` → ``union``."""
     name = THREAT_NAMES.get(threat, threat)
     if eps is None or threat in NO_EPS or not np.isfinite(eps) or eps == 0:
         return name
-    return f"{name}, ε={eps:g}"
+    return f"{name}, ε={eps_text(eps)}"
 
 
 def threat_eps(metrics, threat: str) -> float | None:
@@ -76,7 +85,7 @@ def describe_threats(metrics, threats: Sequence[str] | None = None) -> str:
         if threat in NO_EPS:
             continue
         eps = threat_eps(metrics, threat)
-        parts.append(f"{THREAT_NAMES.get(threat, threat)} ε={eps:g}" if eps is not None else threat)
+        parts.append(f"{THREAT_NAMES.get(threat, threat)} ε={eps_text(eps)}" if eps is not None else threat)
     return ", ".join(parts)
 
 

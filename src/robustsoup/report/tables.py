@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..io import write_text_atomic
 from .html import write_table_page
-from .labels import CLEAN_ON_ATTACKED, NO_EPS, attack_text
+from .labels import CLEAN_ON_ATTACKED, NO_EPS, attack_text, eps_text
 
 # Threat of a tidy row → how the notes name it (as the accuracy table's columns do).
 THREAT_COLUMNS = {
@@ -37,9 +37,9 @@ def evaluation_note(metrics: pd.DataFrame) -> str:
         sizes = sorted(set(group["n"]))
         attacks = sorted(set(group["attack"]))
         eps = sorted(set(group["eps"]))
-        eps_text = f" ε={'/'.join(f'{e:g}' for e in eps)}" if threat not in NO_EPS else ""
+        eps_part = f" ε={' / '.join(eps_text(e) for e in eps)}" if threat not in NO_EPS else ""
         parts.append(
-            f"{THREAT_COLUMNS.get(threat, threat)}{eps_text}: n={'/'.join(map(str, sizes))}, {'/'.join(attacks)}"
+            f"{THREAT_COLUMNS.get(threat, threat)}{eps_part}: n={'/'.join(map(str, sizes))}, {'/'.join(attacks)}"
         )
     return "; ".join(parts)
 
