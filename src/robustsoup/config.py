@@ -99,6 +99,17 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
+def _unshared(value: Any) -> Any:
+    """A deep copy in which no two places share a mapping or list. YAML anchors and aliases (``&a`` /
+    ``*a``) load as one object in several places, and ``copy.deepcopy`` keeps them shared: filling one
+    place's defaults would then fill the others' with keys their schema forbids."""
+    if isinstance(value, Mapping):
+        return {k: _unshared(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_unshared(v) for v in value]
+    return copy.copy(value)
+
+
 def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None) -> dict:
     """Return a validated copy of ``config`` with every default filled in.
 
@@ -106,7 +117,7 @@ def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None)
     expected and what was found.
     """
     schema = schema if schema is not None else load_schema()
-    resolved = _fill_defaults(copy.deepcopy(dict(config or {})), schema, schema)
+    resolved = _fill_defaults(_unshared(dict(config or {})), schema, schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.absolute_path)))
     if errors:

@@ -118,3 +118,16 @@ def test_ensembles_and_ternary_corners_must_be_models_of_the_run():
         resolve_config({"soups": {"ensembles": [["linf", "linf-l7"]]}})
     with pytest.raises(ConfigError, match="soups.ternary.models"):
         resolve_config({"soups": {"ternary": {"models": ["linf", "linf-l2", "l9"]}}})
+
+
+def test_yaml_anchors_shared_by_sections_with_other_schemas_resolve(tmp_path: Path):
+    """One training block reused with an alias (``*tiny``) by sections whose schemas differ: each place
+    gets its own defaults (in-place filling of a shared object once leaked 'resume' into distill)."""
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        "rws: {init: &tiny {epochs: 1, batch_size: 64}, finetune: *tiny}\n"
+        "distill: {teacher: {training: *tiny}, student: {training: *tiny}, finetune: *tiny}\n"
+    )
+    config = load_config_file(path)
+    assert config["rws"]["init"]["epochs"] == config["distill"]["teacher"]["training"]["epochs"] == 1
+    assert config["distill"]["teacher"]["training"] is not config["rws"]["init"]

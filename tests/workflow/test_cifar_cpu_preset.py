@@ -87,3 +87,12 @@ def test_the_cifar10_cpu_preset_runs_every_study_on_an_image_folder(tmp_path):
     assert "16 levels (4 bit)" in table1 and "8 levels (3 bit)" in table1
     for name in ("soups_shifts", "distill", "rws_table4", "benchmarks"):
         assert (results / "tables" / f"{name}.html").stat().st_size > 500, name
+    # The preset stands alone: what the run resolved is exactly what `robustsoup config` prints,
+    # and no key of the digits default leaks in.
+    written = (results / "config.resolved.yaml").read_text()
+    robustsoup = str(Path(sys.executable).with_name("robustsoup"))
+    printed = subprocess.run([robustsoup, "config", str(config)], capture_output=True, text=True, check=True)
+    assert written == printed.stdout
+    resolved, digits = yaml.safe_load(written), yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert resolved["model"]["activation"] == "softplus" != digits["model"]["activation"]
+    assert resolved["pretrain"]["batch_size"] == 64 != digits["pretrain"]["batch_size"]
