@@ -1,8 +1,28 @@
-"""Reading Snakemake's console output in tests (imported by test modules; not a test itself)."""
+"""Running Snakemake and reading its console output in tests (imported by test modules; not a test itself)."""
 
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+
+def snakemake_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
+    """``python -m snakemake`` on the project's Snakefile in ``workdir`` with ``configfile``, then ``args``."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "workflow" / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        *args,
+    ]
 
 
 def job_stats(output: str) -> dict[str, int]:

@@ -14,6 +14,7 @@ import yaml
 
 from conftest import REPO
 from data_fixtures import write_cifar_image_folder
+from snakemake_output import snakemake_command
 
 pytestmark = pytest.mark.workflow
 PRESET = REPO / "config" / "presets" / "cifar10-cpu.yaml"
@@ -60,19 +61,7 @@ def test_the_cifar10_cpu_preset_runs_every_study_on_an_image_folder(tmp_path):
     config = tmp_path / "preset.yaml"
     config.write_text(yaml.safe_dump(micro_preset(root)))
     workdir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "workflow" / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "--cores",
-        "2",
-    ]
+    command = snakemake_command(workdir, config, "--cores", "2")
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-4000:]
     results = workdir / "results" / "cifar10"

@@ -37,7 +37,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from snakemake_output import job_stats
+from snakemake_output import job_stats, snakemake_command
 
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
 PROFILE = REPO / "profiles" / "slurm"
@@ -449,16 +449,9 @@ def _logged(workdir: Path) -> dict[str, dict]:
 def slurm_run(slurm_cluster, tmp_path_factory) -> SlurmRun:
     """The micro config's DAG (see DAG_ENV) through `--profile profiles/slurm` on the test cluster."""
     workdir = tmp_path_factory.mktemp("slurm-run")
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "workflow" / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(MICRO),
+    command = snakemake_command(
+        workdir,
+        MICRO,
         "--profile",
         str(PROFILE),
         # A test wants failures fast and status polls often (the profile's values suit a real cluster).
@@ -469,7 +462,7 @@ def slurm_run(slurm_cluster, tmp_path_factory) -> SlurmRun:
         "--max-status-checks-per-second",
         "10",
         *_targets(),
-    ]
+    )
     start = time.monotonic()
     try:
         result = subprocess.run(

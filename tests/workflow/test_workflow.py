@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from snakemake_output import job_stats
+from snakemake_output import job_stats, snakemake_command
 
 pytestmark = pytest.mark.workflow
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
@@ -23,20 +23,7 @@ MICRO = REPO / "tests" / "configs" / "micro.yaml"
 def snakemake(
     workdir: Path, *args: str, configfile: Path = MICRO, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "workflow" / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(configfile),
-        "--cores",
-        "2",
-        *args,
-    ]
+    command = snakemake_command(workdir, configfile, "--cores", "2", *args)
     return subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
 
 

@@ -9,7 +9,6 @@ if __name__ == "__main__":
         report_lp(
             job.config,
             params.models,
-            None,  # the metrics folder: metrics/all.tsv's
             params.studies,
             out.all,
             out.grid,

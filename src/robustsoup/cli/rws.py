@@ -14,16 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, load_checkpoint
-from ..rws.signatures import (
-    OTHER_BASE_ADVICE,
-    SignatureError,
-    load_signature,
-    other_base_problems,
-    patch_checkpoint,
-    unpatch_checkpoint,
-    unpatch_companion,
-)
+from ..checkpoint import CheckpointError
+from ..rws.signatures import SignatureError, patch_checkpoint, unpatch_checkpoint, unpatch_companion
 from .args import parse_path_and_number
 
 
@@ -33,11 +25,13 @@ def _parse_signature(spec: str) -> tuple[Path, float]:
 
 def cmd_patch(args: argparse.Namespace) -> int:
     try:
-        if args.allow_other_base:
-            meta = load_checkpoint(args.model)[1]
-            for problem in other_base_problems(meta, [load_signature(path) for path, _ in args.rws]):
-                print(f"robustsoup: warning: {problem}. {OTHER_BASE_ADVICE}", file=sys.stderr)
-        out = patch_checkpoint(args.model, args.rws, args.output, allow_other_base=args.allow_other_base)
+        out = patch_checkpoint(
+            args.model,
+            args.rws,
+            args.output,
+            allow_other_base=args.allow_other_base,
+            warn=lambda text: print(f"robustsoup: warning: {text}", file=sys.stderr),
+        )
     except (SignatureError, CheckpointError) as error:
         print(f"robustsoup: error: {error}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import lazy_loader
 
-from .registry import DatasetSpec, register_dataset
+from .registry import DatasetSpec, TrainAugmentation, register_dataset
 
 torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
@@ -47,5 +47,12 @@ DIGITS = register_dataset(
         nominal_sizes={"all": 1797},
         needs_root=False,
         layout="  (none: the digits ship inside scikit-learn)",
+        # The references' pad-4 crop without their flip.
+        augmentation=TrainAugmentation(
+            crop="pad",
+            padding=4,
+            flip=False,
+            why="digits are not mirror-symmetric: a flipped 2, 3, 4, 5, 7 or 9 is no digit",
+        ),
     )
 )

@@ -66,18 +66,6 @@ class TrainAugmentation:
         return crop + ("+flip" if (self.flip if flip is None else flip) else "")
 
 
-# Data sets whose `standard` augmentation is not the default for their resolution
-# (CIFAR's pad-4 crop and flip up to 64 px, ImageNet's resized crop and flip above).
-STANDARD_AUGMENTATIONS: dict[str, TrainAugmentation] = {
-    "digits": TrainAugmentation(
-        crop="pad",
-        padding=4,
-        flip=False,
-        why="digits are not mirror-symmetric: a flipped 2, 3, 4, 5, 7 or 9 is no digit",
-    ),
-}
-
-
 def default_augmentation(resolution: int) -> TrainAugmentation:
     """The references' training augmentation for images of ``resolution`` pixels: CIFAR's up to 64, ImageNet's above."""
     return TrainAugmentation(crop="pad", padding=4) if resolution <= 64 else TrainAugmentation(crop="resized")
@@ -102,8 +90,8 @@ class DatasetSpec:
     data set whose models are evaluated on this one (a shift of ``base``);
     ``layout`` the expected layout under the data root, shown in errors.
     ``augmentation`` is what training with ``augmentation: standard`` does
-    to its images (None: :data:`STANDARD_AUGMENTATIONS`, else the default
-    for the resolution; digits: the crop, never a flip).
+    to its images (None: the default for the resolution, :func:`default_augmentation`;
+    a registration that differs says so, e.g. digits: the crop, never a flip).
     """
 
     name: str
@@ -131,8 +119,7 @@ class DatasetSpec:
                 f"data set {self.name}: split_scheme must be one of {SPLIT_SCHEMES}, found {self.split_scheme!r}"
             )
         if self.augmentation is None:
-            standard = STANDARD_AUGMENTATIONS.get(self.name) or default_augmentation(self.resolution)
-            object.__setattr__(self, "augmentation", standard)
+            object.__setattr__(self, "augmentation", default_augmentation(self.resolution))
 
     @property
     def is_shift(self) -> bool:

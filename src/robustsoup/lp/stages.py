@@ -210,7 +210,6 @@ def gather_metrics(
 def report_lp(
     config: Mapping,
     models: Sequence[str],
-    metrics_dir,
     studies: Mapping[str, str],
     gathered_path,
     grid_path,
@@ -219,8 +218,8 @@ def report_lp(
     figure_paths: Sequence,
 ) -> list[Path]:
     """Rule ``report_lp``: the soup grid (``soups/grid.tsv``), every study's metrics in
-    ``metrics/all.tsv`` (:func:`gather_metrics`; ``metrics_dir`` None: the folder of
-    ``gathered_path``), the accuracy table (``table_stem`` with any suffix: its .csv, .md and .html
+    ``metrics/all.tsv`` (:func:`gather_metrics`, from the folder that ``gathered_path`` sits in),
+    the accuracy table (``table_stem`` with any suffix: its .csv, .md and .html
     are written) and one soup-line figure per configured line.
 
     The table has robust-finetuning's columns: clean, per-norm and union
@@ -232,8 +231,7 @@ def report_lp(
     from .report import accuracy_table, add_training_columns, plot_soup_line, soup_line_points
 
     write_grid(grid_from_config(config), base_model_names(config), grid_path)
-    metrics_dir = Path(gathered_path).parent if metrics_dir is None else metrics_dir  # all.tsv sits in it
-    metrics = gather_metrics(config, models, metrics_dir, gathered_path, studies=studies)
+    metrics = gather_metrics(config, models, Path(gathered_path).parent, gathered_path, studies=studies)
     metrics = metrics[metrics["study"] == "lp"]
     grid = pd.read_csv(grid_path, sep="\t")
     metas = [load_meta(path) for path in sidecar_paths]

@@ -88,7 +88,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1002,13 +1002,14 @@ def patch_checkpoint(
     specs: Sequence[tuple[str | Path, float]],
     out_path: str | Path,
     allow_other_base: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """``robustsoup patch MODEL --rws a.safetensors:0.8 … -o OUT``: write the patched checkpoint.
 
     Beside it, ``OUT.unpatch.safetensors`` keeps exact copies of the replaced tensors, and the
     sidecar's provenance records the base model, its content digest and every (signature, λ).
     A signature extracted against another standard model (:func:`other_base_problems`) is refused
-    unless ``allow_other_base``.
+    unless ``allow_other_base``; then each problem goes to ``warn`` with the transfer advice.
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
 
@@ -1020,6 +1021,8 @@ def patch_checkpoint(
             "; ".join(problems) + f". {OTHER_BASE_ADVICE} Patch the model the signature was extracted against, "
             "or pass --allow-other-base to apply it anyway."
         )
+    for problem in problems if warn is not None else ():
+        warn(f"{problem}. {OTHER_BASE_ADVICE}")
     coefficients = [float(c) for _, c in specs]
     identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
     new = patched_state(state, signatures, coefficients, identity)
