@@ -351,20 +351,7 @@ def test_profile_loads_in_snakemake(profile, tmp_path):
             reason="snakemake-executor-plugin-slurm is not installed (see requirements.txt)",
         )
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "workflow" / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(MICRO),
-            "--profile",
-            str(REPO / "profiles" / profile),
-            "--dry-run",
-        ],
+        snakemake_command(tmp_path, MICRO, "--profile", str(REPO / "profiles" / profile), "--dry-run"),
         capture_output=True,
         text=True,
         timeout=300,
