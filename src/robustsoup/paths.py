@@ -391,6 +391,13 @@ class RwsPaths:
         """{variant: {corruption: signature}} of what quantize_rws writes."""
         return {v: self.signatures(v) for v in self.quantized_variants}
 
+    def expert_validation(self) -> dict[str, str]:
+        """Named inputs of train_expert that choose its epoch (``rws.expert_selection: best``): the adapt split
+        and its corrupted copies; ``{}`` when the expert keeps its last epoch."""
+        if self.spec["expert_selection"] != "best":
+            return {}
+        return {"adapt": self.run.data["adapt"], **self.run.corrupted_input("adapt", "validation")}
+
     def finetune_init(self, model: str) -> str:
         """The initialization a fine-tuned RWS model starts from (a transfer target's own init, else init)."""
         return self.targets.get(model, "init")
@@ -436,7 +443,11 @@ class RwsPaths:
             return {"training": rws["finetune"], "policy": policy, "context": context}
         return {
             "train_rws_init": lambda: {"training": rws["init"], "context": context},
-            "train_expert": lambda: {"training": rws["finetune"], "severities": rws["severities"], "context": context},
+            "train_expert": lambda: {
+                **pick("severities", "expert_selection"),
+                "training": rws["finetune"],
+                "context": context,
+            },
             "extract_rws": lambda: {
                 **pick("layers", "layer_rule", "norm_affine", "statistics"),
                 "corruptions": self.corruptions,

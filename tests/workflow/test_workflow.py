@@ -115,6 +115,9 @@ def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
     for name in ("lambda", "layer_norms", "compose"):
         assert (results / "figures" / f"rws_{name}.png").stat().st_size > 1000
         assert "data:image/png;base64," in (results / "figures" / f"rws_{name}.html").read_text(encoding="utf-8")
+    expert = json.loads((results / "models" / "rws" / "expert-fog.json").read_text())
+    assert expert["training"]["selection"].startswith("accuracy on the adapt split corrupted by fog")
+    assert expert["metrics"]["selected_epoch"] == 1 and 0 <= expert["metrics"]["selection_score"] <= 1
     assert (results / "rws" / "fog-8bit.safetensors").stat().st_size < (
         results / "rws" / "fog-all.safetensors"
     ).stat().st_size

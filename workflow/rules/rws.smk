@@ -69,6 +69,7 @@ rule train_rws_model:
 
 rule train_expert:
     input:
+        unpack(lambda w: R.expert_validation()),
         init=R.model("init"),
         init_sidecar=R.model("init", ".json"),
         train=P.data["train"],

@@ -25,7 +25,7 @@ from ..models.registry import ZOO_PREFIX, input_statistics
 from ..models.zoo import build_pretrained
 from . import distributed as dist_
 from .augment import describe_augmentation
-from .loop import InputPolicy, TrainSettings, train_model
+from .loop import BestEpoch, InputPolicy, TrainSettings, train_model
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ def train_and_checkpoint(
     device: torch.device,
     resume: bool = True,
     init_sha: str = "",
+    best: BestEpoch | None = None,
 ) -> Path:
     """Train ``model`` in place and write it with ``meta`` to ``out_path``; return the path.
 
@@ -152,6 +153,11 @@ def train_and_checkpoint(
     deleted once the checkpoint is written. The sidecar's ``metrics`` get the
     history, wall and CPU seconds and parameter counts. A diverging loss
     raises :class:`~robustsoup.train.loop.TrainingDivergedError` and writes nothing.
+
+    ``best`` (a :class:`~robustsoup.train.loop.BestEpoch`): the checkpoint holds
+    the epoch it scores highest instead of the last; ``meta.training['selection']``
+    names the score (so the choice is part of the resume fingerprint) and the
+    sidecar's metrics get ``selected_epoch`` and ``selection_score``.
 
     With ``settings.gpus`` > 1 this is one of the ranks torchrun launched
     (:func:`robustsoup.train.distributed.from_environment`; ``device`` becomes
@@ -174,6 +180,8 @@ def train_and_checkpoint(
     )
     if distributed is not None:
         meta.training["distributed"] = distributed.record()
+    if best is not None:
+        meta.training["selection"] = best.name
     resume_path = Path(out_path).with_suffix(".resume.pt") if resume else None
     identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs, "dataset": meta.dataset}
     fingerprint = json.dumps(
@@ -198,6 +206,7 @@ def train_and_checkpoint(
         resume_path=resume_path,
         fingerprint=fingerprint,
         distributed=distributed,
+        best=best,
     )
     seconds = time.perf_counter() - start
     n = count_parameters(model)
@@ -207,6 +216,7 @@ def train_and_checkpoint(
         "train_cpu_seconds": time.process_time() - cpu,
         "parameters": n,
         "trainable_parameters": n if settings.epochs else 0,
+        **(best.record() if best is not None else {}),
     }
     if distributed is None or distributed.is_main:
         save_checkpoint(out_path, model.state_dict(), meta)
