@@ -24,6 +24,7 @@ from data_fixtures import (
     write_imagenet_c_folders,
     write_imagenet_real,
     write_tiny_imagenet,
+    write_wnid_folders,
 )
 
 
@@ -68,6 +69,18 @@ def test_tiny_imagenet_reads_its_published_layout_with_sorted_wnid_labels(tmp_pa
     assert [p.name for p in report.parts] == ["train", "val"]
 
 
+def test_tiny_imagenet_val_sorted_into_wnid_folders_as_the_rws_code_reads_it(tmp_path):
+    every = read_wnids("tiny-imagenet")
+    root = write_tiny_imagenet(tmp_path, [every[3], every[7]])
+    (root / "val" / "val_annotations.txt").unlink()
+    for image in (root / "val" / "images").iterdir():
+        image.unlink()
+    (root / "val" / "images").rmdir()
+    write_wnid_folders(root / "val", [every[7]], per_class=2, size=(64, 64))
+    val = open_dataset("tiny-imagenet", root)["val"]
+    assert val.labels.tolist() == [7, 7] and val.load([1]).shape == (1, 3, 64, 64)
+
+
 def test_tiny_imagenet_layout_errors_name_the_file(tmp_path):
     root = write_tiny_imagenet(tmp_path, [read_wnids("tiny-imagenet")[0]])
     (root / "wnids.txt").write_text("n01440764\n")
@@ -99,6 +112,11 @@ def test_tiny_imagenet_c_shares_tiny_imagenets_labels(tmp_path):
     assert sorted(part.labels.unique().tolist()) == [5, 150] and part.load([0]).shape == (1, 3, 64, 64)
     with pytest.raises(DataLayoutError, match="corruption.s. frost not found"):
         check_dataset("tiny-imagenet-c", tmp_path, corruptions=["frost"])
+    # The RWS code's layout: train/ (corrupted training images for the experts) beside val/ (the test set).
+    write_imagenet_c_folders(tmp_path / "rws" / "train", [every[1]], ["fog"], res=64)
+    write_imagenet_c_folders(tmp_path / "rws" / "val", [every[2]], ["fog"], res=64)
+    catalog = open_dataset("tiny-imagenet-c", tmp_path / "rws")
+    assert catalog.root == tmp_path / "rws" / "val" and catalog["fog/1"].labels.tolist() == [2, 2]
     write_imagenet_c_folders(tmp_path / "wrong", imagenet_sample(1), ["fog"], severities=[1], res=64)
     with pytest.raises(DataLayoutError, match="not classes of this data set"):
         check_dataset("tiny-imagenet-c", tmp_path / "wrong")

@@ -268,7 +268,8 @@ def tiny_imagenet_reader(
     are their sorted order, as torchvision's ImageFolder gives); the
     training images are in ``train/<wnid>/images/``, the validation images
     in ``val/images/`` with their wnid in ``val/val_annotations.txt``
-    (tab-separated: file, wnid, bounding box).
+    (tab-separated: file, wnid, bounding box), or sorted into
+    ``val/<wnid>/`` folders (what the RWS code reads with ImageFolder).
     """
 
     def read(root: Path) -> Catalog:
@@ -285,10 +286,12 @@ def tiny_imagenet_reader(
                 f"{name}: {wnids_file} lists {len(listed)} wnids; expected Tiny-ImageNet's {len(labels)} "
                 f"(not Tiny-ImageNet's: {unknown[:3]}; missing: {absent[:3]}).\nExpected layout:\n{layout}"
             )
-        for sub in ("train", "val/images", "val/val_annotations.txt"):
+        train, val = root / "train", root / "val"
+        val_folders = val.is_dir() and not (val / "val_annotations.txt").exists()
+        needed = ("train", "val") if val_folders else ("train", "val/images", "val/val_annotations.txt")
+        for sub in needed:
             if not (root / sub).exists():
                 raise DataLayoutError(f"{name}: {root / sub} is missing.\nExpected layout:\n{layout}")
-        train, val = root / "train", root / "val"
 
         def train_files() -> tuple[list[Path], torch.Tensor]:
             classes = list_subfolders(train)
@@ -352,7 +355,11 @@ def tiny_imagenet_reader(
         def part(files: Callable[[], tuple[list[Path], torch.Tensor]], probe: Callable[[], str]) -> Part:
             return Part(lambda: FileSource(*files(), resolution), probe)
 
-        parts = {"train": part(train_files, probe_train), "val": part(val_files, probe_val)}
+        if val_folders:
+            val_part = _class_folder_part(val, labels, f"{name} val", layout, resolution, None)
+        else:
+            val_part = part(val_files, probe_val)
+        parts = {"train": part(train_files, probe_train), "val": val_part}
         return Catalog(name, root, parts, f"Tiny-ImageNet's layout in {root}", layout)
 
     return read
@@ -467,6 +474,8 @@ def imagenet_c_reader(
     def read(root: Path) -> Catalog:
         labels = label_of()
         root = _descend(Path(root), lambda f: bool(_find_corruption_folders(f)))
+        if (root / "val").is_dir() and _find_corruption_folders(root / "val"):
+            root = root / "val"  # the RWS code's Tiny-ImageNet-C: train/ (experts' images) and val/ (the test set)
         corruptions = _find_corruption_folders(root)
         if not corruptions:
             raise DataLayoutError(

@@ -309,13 +309,16 @@ register_dataset(
 )
 
 TINY_IMAGENET_RESOLUTION = 64
+# The RWS code feeds Tiny-ImageNet to its ResNet-50 as ToTensor() gives it, without normalization.
+IDENTITY_MEAN, IDENTITY_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 TINY_IMAGENET_LAYOUT = (
     "  ROOT/wnids.txt                      the 200 class wnids\n"
     "  ROOT/train/<wnid>/images/<image>    500 training images per class, e.g.\n"
     "                                      ROOT/train/n01443537/images/n01443537_0.JPEG (64×64)\n"
     "  ROOT/val/images/<image>             the 10,000 validation images, e.g. ROOT/val/images/val_0.JPEG\n"
     "  ROOT/val/val_annotations.txt        '<file>\\t<wnid>\\t<bounding box>' per validation image\n"
-    "  (tiny-imagenet-200.zip unpacked; its own top folder, ROOT/tiny-imagenet-200/…, works too)"
+    "  (tiny-imagenet-200.zip unpacked; its own top folder, ROOT/tiny-imagenet-200/…, works too;\n"
+    "  so does val/ sorted into ROOT/val/<wnid>/<image> folders, as the RWS code reads it)"
 )
 
 
@@ -328,8 +331,8 @@ register_dataset(
         name="tiny-imagenet",
         num_classes=200,
         resolution=TINY_IMAGENET_RESOLUTION,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean=IDENTITY_MEAN,
+        std=IDENTITY_STD,
         description="Tiny-ImageNet (200 classes; 100,000 train / 10,000 val, 64×64): the RWS paper's ResNet-50 setting",
         reader=tiny_imagenet_reader("tiny-imagenet", _tiny_labels, TINY_IMAGENET_RESOLUTION, TINY_IMAGENET_LAYOUT),
         split_scheme="official",
@@ -343,15 +346,16 @@ register_dataset(
 
 TINY_IMAGENET_C_LAYOUT = (
     "  ROOT/<corruption>/<severity 1-5>/<wnid>/<image>\n"
-    "      e.g. ROOT/gaussian_noise/3/n01443537/val_68.JPEG (64×64; Hendrycks' Tiny-ImageNet-C archive)"
+    "      e.g. ROOT/gaussian_noise/3/n01443537/val_68.JPEG (64×64; Hendrycks' Tiny-ImageNet-C archive)\n"
+    "  (the RWS code's ROOT/train/… + ROOT/val/<corruption>/… works too: val/ is read)"
 )
 register_dataset(
     DatasetSpec(
         name="tiny-imagenet-c",
         num_classes=200,
         resolution=TINY_IMAGENET_RESOLUTION,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean=IDENTITY_MEAN,
+        std=IDENTITY_STD,
         description="Tiny-ImageNet-C (Hendrycks & Dietterich 2019): corruptions × 5 severities of the val set, 64×64 JPEG",
         reader=imagenet_c_reader("tiny-imagenet-c", _tiny_labels, TINY_IMAGENET_RESOLUTION, TINY_IMAGENET_C_LAYOUT),
         split_scheme="shift",

@@ -399,7 +399,7 @@ def report_soups(
     models = pd.read_csv(models_path, sep="\t")
     selection = pd.read_csv(selection_path, sep="\t")
     evalsets = list(dict.fromkeys(metrics["evalset"]))
-    table = shifts_table(metrics, models, selection, evalsets)
+    table = shifts_table(metrics, models, selection, evalsets, config["dataset"])
     sizes = "/".join(str(n) for n in sorted(set(metrics["n"])))
     note = (
         f"Held-out images per shift: {sizes}. Per-shift soups are chosen on the first k adaptation "
@@ -409,6 +409,11 @@ def report_soups(
         "Forward passes: soup × image evaluations the choice used, summed over shifts"
         + _label_free_note(table, config["soups"]["search"])
     )
+    if any(column.endswith("mCE") for column in table.columns):
+        note += (
+            ". mCE, relative mCE: ImageNet-C's mean corruption error and its drop from clean error, each "
+            "normalised by AlexNet's (Hendrycks & Dietterich 2019), in %: AlexNet = 100, lower is better"
+        )
     written = write_table(table, table_stem, f"Soups per distribution shift on {config['dataset']}", note)
     written += plot_composition(selection, base_model_names(config), composition_path)
     if ternary_path is not None:
