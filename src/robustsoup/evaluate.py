@@ -3,7 +3,9 @@
 Every measurement is one row of :data:`METRIC_COLUMNS`; tables and figures
 are built from these rows only. Robust accuracy is per point, so union
 accuracy (correct clean and under every norm's attack) is counted, not
-approximated.
+approximated. What counts as right is the evaluated split's data set's
+(:func:`robustsoup.data.scoring.split_scoring`: argmax for most sets, the
+label sets of ImageNet-ReaL, the 16 categories of the cue-conflict stimuli).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 
 from .attacks import AttackPlan, robust_correct
 from .data import ImageSplit
+from .data.scoring import ARGMAX, Scoring, split_scoring
 from .io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -40,10 +43,24 @@ CLEAN_ON_ATTACKED = "none@attacked"
 
 
 @torch.no_grad()
-def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Per-point clean correctness, bool (N,)."""
+def clean_correct(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 500,
+    scoring: Scoring = ARGMAX,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-point clean correctness, bool (N,), under ``scoring`` (``targets``: the label sets it may read)."""
     return torch.cat(
-        [model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size] for i in range(0, len(x), batch_size)]
+        [
+            scoring.correct(
+                model(x[i : i + batch_size]),
+                y[i : i + batch_size],
+                None if targets is None else targets[i : i + batch_size],
+            )
+            for i in range(0, len(x), batch_size)
+        ]
     )
 
 
@@ -83,10 +100,11 @@ def _points(labels: torch.Tensor, correct: torch.Tensor) -> pd.DataFrame:
 def evaluate_clean(
     model: nn.Module, model_name: str, data: ImageSplit, device="cpu", batch_size: int = 500
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean accuracy on all of ``data``: (one tidy row, per-point correctness)."""
+    """Clean accuracy on all of ``data`` under its data set's scoring: (one tidy row, per-point correctness)."""
     model = model.to(device).eval()
     x, y = data.as_float()
-    correct = clean_correct(model, x.to(device), y.to(device), batch_size)
+    targets = getattr(data, "targets", None)
+    correct = clean_correct(model, x.to(device), y.to(device), batch_size, split_scoring(data), targets)
     row = metric_row(model_name, data.split, correct)
     return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, correct)
 
@@ -107,7 +125,15 @@ def evaluate_adversarial(
 
     Returns one tidy row and the per-point robust correctness (a point is
     robust only if it is also correct clean). ε is in [0,1] pixel space.
+    Only sets scored by argmax have a robust accuracy here: the attacks
+    maximise the loss of the one label.
     """
+    scoring = split_scoring(data)
+    if scoring != ARGMAX:
+        raise ValueError(
+            f"robust accuracy on {data.dataset} is not defined here: its predictions are scored by "
+            f"{scoring.kind}, the attacks by the argmax over the model's classes. Evaluate it clean."
+        )
     model = model.to(device).eval()
     x, y = data.as_float(n_attacked)
     start = time.perf_counter()

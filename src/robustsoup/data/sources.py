@@ -54,12 +54,15 @@ class ImageSource:
 
     Subclasses set ``labels`` (int64, N) and ``resolution`` and implement
     :meth:`load`. ``paths`` is the list of image files for file-backed
-    sources and None otherwise.
+    sources and None otherwise. ``targets`` (int64, (N, L), padded with -1)
+    is each image's set of right classes where one label is not enough
+    (ImageNet-ReaL, see :mod:`robustsoup.data.scoring`), else None.
     """
 
     labels: torch.Tensor
     resolution: int
     paths: list[Path] | None = None
+    targets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -158,15 +161,26 @@ def decode_workers() -> int:
 
 
 class FileSource(ImageSource):
-    """Image files decoded on demand (see :func:`decode_image`)."""
+    """Image files decoded on demand (see :func:`decode_image`), with per-image ``targets`` where the
+    data set has them."""
 
-    def __init__(self, paths: Sequence[Path], labels: torch.Tensor, resolution: int, resize: int | None = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: torch.Tensor,
+        resolution: int,
+        resize: int | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> None:
         if len(paths) != labels.shape[0]:
             raise ValueError(f"{len(paths)} files but {labels.shape[0]} labels")
+        if targets is not None and (targets.ndim != 2 or targets.shape[0] != labels.shape[0]):
+            raise ValueError(f"{labels.shape[0]} labels but targets of shape {tuple(targets.shape)}")
         self.paths = [Path(p) for p in paths]
         self.labels = labels.to(torch.int64)
         self.resolution = resolution
         self.resize = resize
+        self.targets = None if targets is None else targets.to(torch.int64)
 
     def load(self, indices) -> torch.Tensor:
         index = as_index(indices, len(self)).tolist()
