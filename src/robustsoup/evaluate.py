@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -51,15 +52,19 @@ def clean_correct(
     scoring: Scoring = ARGMAX,
     targets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-point clean correctness, bool (N,), under ``scoring`` (``targets``: the label sets it may read)."""
+    """Per-point clean correctness, bool (N,), under ``scoring`` (``targets``: the label sets it may read);
+    empty for no points."""
     return torch.cat(
         [
-            scoring.correct(
-                model(x[i : i + batch_size]),
-                y[i : i + batch_size],
-                None if targets is None else targets[i : i + batch_size],
-            )
-            for i in range(0, len(x), batch_size)
+            torch.zeros(0, dtype=torch.bool, device=y.device),
+            *(
+                scoring.correct(
+                    model(x[i : i + batch_size]),
+                    y[i : i + batch_size],
+                    None if targets is None else targets[i : i + batch_size],
+                )
+                for i in range(0, len(x), batch_size)
+            ),
         ]
     )
 
@@ -91,22 +96,74 @@ def metric_row(
     }
 
 
-def _points(labels: torch.Tensor, correct: torch.Tensor) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Shard:
+    """One job's share of a model's evaluation (``evaluate.shards``): the attacked points
+    [``start``, ``stop``) and the clean points [``start``, ``clean_stop``) of the test split.
+
+    The attacked prefix is cut into contiguous runs of whole attack batches, so every batch, and with it
+    every random start of AutoAttack (seeded per batch), is the one an unsharded evaluation draws: the
+    shards' per-point results concatenate to exactly the unsharded ones. The last shard also takes the
+    clean points past the attacked prefix.
+    """
+
+    index: int
+    count: int
+    start: int
+    stop: int
+    clean_stop: int
+
+
+def evaluation_shard(n_attacked: int, n_total: int, batch_size: int, count: int = 1, index: int = 0) -> Shard:
+    """Shard ``index`` of ``count`` of an evaluation attacking the first ``n_attacked`` of ``n_total`` points
+    in batches of ``batch_size``: shard s takes batches ⌊s·B/count⌋ … ⌊(s+1)·B/count⌋ − 1 of the B batches
+    (a shard is empty when there are fewer batches than shards)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} of {count}: expected 0 ≤ shard < {count} (evaluate.shards)")
+    if not 0 <= n_attacked <= n_total or batch_size < 1:
+        raise ValueError(
+            f"cannot shard {n_attacked} attacked of {n_total} points in batches of {batch_size}: "
+            "expected 0 ≤ attacked ≤ total and a batch of at least 1"
+        )
+    batches = -(-n_attacked // batch_size)
+    start, stop = (min(n_attacked, (b * batches // count) * batch_size) for b in (index, index + 1))
+    return Shard(index, count, start, stop, n_total if index == count - 1 else stop)
+
+
+def _points(labels: torch.Tensor, correct: torch.Tensor, start: int = 0) -> pd.DataFrame:
     return pd.DataFrame(
-        {"index": range(len(labels)), "label": labels.cpu().numpy(), "correct": correct.cpu().numpy().astype(int)}
+        {
+            "index": range(start, start + len(labels)),
+            "label": labels.cpu().numpy(),
+            "correct": correct.cpu().numpy().astype(int),
+        }
     )
 
 
+def _float_range(data: ImageSplit, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points [start, stop) of ``data`` in [0,1] float32 with their labels (decodes only those of a file list)."""
+    return data.load(torch.arange(start, stop)).float().div_(255.0), data.labels[start:stop]
+
+
 def evaluate_clean(
-    model: nn.Module, model_name: str, data: ImageSplit, device="cpu", batch_size: int = 500
+    model: nn.Module,
+    model_name: str,
+    data: ImageSplit,
+    device="cpu",
+    batch_size: int = 500,
+    start: int = 0,
+    stop: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean accuracy on all of ``data`` under its data set's scoring: (one tidy row, per-point correctness)."""
+    """Clean accuracy on points [``start``, ``stop``) of ``data`` (all by default) under its data set's
+    scoring: (one tidy row, per-point correctness)."""
     model = model.to(device).eval()
-    x, y = data.as_float()
+    stop = len(data) if stop is None else stop
+    x, y = _float_range(data, start, stop)
     targets = getattr(data, "targets", None)
+    targets = None if targets is None else targets[start:stop]
     correct = clean_correct(model, x.to(device), y.to(device), batch_size, split_scoring(data), targets)
     row = metric_row(model_name, data.split, correct)
-    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, correct)
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, correct, start)
 
 
 def evaluate_adversarial(
@@ -120,8 +177,10 @@ def evaluate_adversarial(
     seed: int = 0,
     batch_size: int = 250,
     device="cpu",
+    start: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Robust accuracy under ``plan`` in the ``norm`` ε-ball on the first ``n_attacked`` images.
+    """Robust accuracy under ``plan`` in the ``norm`` ε-ball on images ``start`` … ``n_attacked`` − 1 (the
+    first ``n_attacked`` by default).
 
     Returns one tidy row and the per-point robust correctness (a point is
     robust only if it is also correct clean). ε is in [0,1] pixel space.
@@ -135,8 +194,8 @@ def evaluate_adversarial(
             f"{scoring.kind}, the attacks by the argmax over the model's classes. Evaluate it clean."
         )
     model = model.to(device).eval()
-    x, y = data.as_float(n_attacked)
-    start = time.perf_counter()
+    x, y = _float_range(data, start, n_attacked)
+    began = time.perf_counter()
     robust = robust_correct(model, x.to(device), y.to(device), norm, eps, plan, seed=seed, batch_size=batch_size)
     log.info(
         "%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)",
@@ -146,10 +205,10 @@ def evaluate_adversarial(
         robust.float().mean().item(),
         len(y),
         plan.name,
-        time.perf_counter() - start,
+        time.perf_counter() - began,
     )
     row = metric_row(model_name, data.split, robust, threat=norm, eps=eps, attack=plan.name)
-    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust)
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust, start)
 
 
 def evaluate_threats(
@@ -162,15 +221,70 @@ def evaluate_threats(
     seed: int = 0,
     batch_size: int = 250,
     device="cpu",
+    shard: Shard | None = None,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """Clean accuracy, then robust accuracy under every norm of ``plans`` (ε from ``eps``) on the first
-    ``n_attacked`` images: ``{"clean": (row, points), norm: (row, points), …}`` in that order."""
-    results = {"clean": evaluate_clean(model, model_name, data, device)}
+    ``n_attacked`` images: ``{"clean": (row, points), norm: (row, points), …}`` in that order.
+
+    With ``shard`` (see :func:`evaluation_shard`, built with this ``batch_size``), only that shard's points:
+    its rows count them alone, and :func:`merge_shards` joins the shards' results."""
+    shard = shard or evaluation_shard(n_attacked, len(data), batch_size)
+    results = {"clean": evaluate_clean(model, model_name, data, device, start=shard.start, stop=shard.clean_stop)}
     for norm, plan in plans.items():
         results[norm] = evaluate_adversarial(
-            model, model_name, data, norm, eps[norm], plan, n_attacked, seed=seed, batch_size=batch_size, device=device
+            model,
+            model_name,
+            data,
+            norm,
+            eps[norm],
+            plan,
+            shard.stop,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            start=shard.start,
         )
     return results
+
+
+def merge_shards(rows: Sequence[pd.DataFrame], points: Sequence[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One threat's (row, per-point results) from its shards' (``evaluate.shards``), in shard order: the points
+    concatenated, and the row counted again from them, as one unsharded evaluation writes it.
+
+    The shards must list the points 0, 1, … in order without a gap or an overlap, and their rows must name
+    the same model, split, threat, ε and attack; otherwise the merge stops naming what differs.
+    """
+    if not rows or len(rows) != len(points):
+        raise ValueError(f"merging shards needs one row file per per-point file; got {len(rows)} and {len(points)}")
+    merged = pd.concat(list(points), ignore_index=True)
+    expected = range(len(merged))
+    if not (merged["index"].to_numpy() == expected).all():
+        listed = [f"{p['index'].min()}–{p['index'].max()}" if len(p) else "none" for p in points]
+        raise ValueError(
+            f"the shards' per-point files list the points {listed}; expected 0 … {len(merged) - 1} in order, "
+            "each once. Rerun every shard of the model with the same evaluate.batch_size on the same kind of device."
+        )
+    identity = [c for c in METRIC_COLUMNS if c not in ("n", "correct", "accuracy")]
+    frame = pd.concat(list(rows), ignore_index=True)
+    differing = [c for c in identity if frame[c].nunique(dropna=False) > 1]
+    if len(frame) != len(rows) or differing:
+        raise ValueError(
+            f"each shard's row file must hold one row, all naming the same evaluation; found {len(frame)} rows "
+            f"for {len(rows)} shards, differing in {differing}. Rerun the model's shards."
+        )
+    first = frame.iloc[0]
+    correct = torch.from_numpy(merged["correct"].to_numpy() != 0)
+    row = metric_row(
+        first["model"],
+        first["evalset"],
+        correct,
+        threat=first["threat"],
+        eps=float(first["eps"]),
+        attack=first["attack"],
+        corruption=first["corruption"],
+        severity=int(first["severity"]),
+    )
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), merged
 
 
 def union_rows(

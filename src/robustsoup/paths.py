@@ -204,6 +204,28 @@ class RunPaths:
             for kind, suffix in (("rows", ".tsv"), ("points", ".points.tsv"))
         }
 
+    def evaluated_models(self, sharded: bool) -> str:
+        """The ``model`` constraint of evaluate_model (``sharded=False``) or of evaluate_model_shard and
+        merge_model_shards (``True``): every model for the rules ``evaluate.shards`` selects, none for the
+        others, so exactly one rule writes a model's evaluation."""
+        return alternatives(self.all_models if (self.config["evaluate"]["shards"] > 1) == sharded else [])
+
+    def evaluation_shard_outputs(self, model: str, shard: str) -> dict[str, str]:
+        """Named outputs of evaluate_model_shard: those of :meth:`evaluation_outputs` for shard ``shard`` of
+        ``evaluate.shards`` (S), under ``metrics/<model>/test/shards/<shard>-of-<S>/``."""
+        folder = f"{self.results}/metrics/{model}/test/shards/{shard}-of-{self.config['evaluate']['shards']}"
+        return {
+            f"{t}_{kind}": f"{folder}/{t}{suffix}"
+            for t in ["clean", *self.config["evaluate"]["threats"]]
+            for kind, suffix in (("rows", ".tsv"), ("points", ".points.tsv"))
+        }
+
+    def evaluation_shards(self, model: str) -> dict[str, list[str]]:
+        """Named inputs of merge_model_shards: each output name of evaluate_model_shard → its file of every
+        shard, in shard order."""
+        parts = [self.evaluation_shard_outputs(model, str(s)) for s in range(self.config["evaluate"]["shards"])]
+        return {name: [part[name] for part in parts] for name in self.evaluation_outputs(model)}
+
     def metric_files(self) -> list[str]:
         return [path for m in self.all_models for path in self.evaluation_outputs(m).values()]
 
@@ -297,6 +319,12 @@ class RunPaths:
         c = self.config
         soups, data = c["soups"], c["data"]
         shifts = {k: data[k] for k in ("corruptions", "severities")}
+
+        def evaluation() -> dict:
+            """A model's evaluation, sharded or not: the shard count changes no number, so not shards."""
+            spec = {k: v for k, v in c["evaluate"].items() if k != "shards"}
+            return {"evaluate": spec, **{k: c[k] for k in ("threats", "seed")}, "protocol": EVALUATION_PROTOCOL}
+
         keys: dict[str, Any] = {
             "prepare_data": lambda: {"dataset": self.dataset, **{k: data[k] for k in TRAINING_DATA_KEYS}},
             "prepare_shift": lambda: {
@@ -316,9 +344,9 @@ class RunPaths:
                 "batchnorm": {k: soups[k] for k in ("batchnorm", "batchnorm_images")},
                 "context": self.training_context(),
             },
-            "evaluate_model": lambda: (
-                {k: c[k] for k in ("evaluate", "threats", "seed")} | {"protocol": EVALUATION_PROTOCOL}
-            ),
+            "evaluate_model": evaluation,
+            "evaluate_model_shard": evaluation,  # the shard count is in its outputs' paths
+            "merge_model_shards": evaluation,
             "report_lp": lambda: {k: soups[k] for k in ("lines", "weights")},
             "select_soups": lambda: {"search": soups["search"], "shifts": shifts, "context": self.training_context()},
             "evaluate_soups_shifts": lambda: {"ensembles": soups["ensembles"], "shifts": shifts},

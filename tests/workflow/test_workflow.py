@@ -170,6 +170,18 @@ def test_changing_only_head_selection_reruns_only_the_multihead_evaluation(micro
     assert not {"train_teacher", "train_student", "distill_student", "finetune_student", "pretrain"} & set(jobs)
 
 
+def test_sharded_evaluation_plans_shard_jobs_and_one_merge_per_model(tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["evaluate"].update(shards=2, batch_size=4)  # 8 attacked images: 2 batches, one per shard
+    sharded = tmp_path / "sharded.yaml"
+    sharded.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path / "run", "--dry-run", configfile=sharded)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result)
+    assert "evaluate_model" not in jobs
+    assert jobs["merge_model_shards"] == 6 and jobs["evaluate_model_shard"] == 12  # the micro run's 6 models
+
+
 @pytest.mark.parametrize("config", [MICRO, REPO / "config" / "config.yaml"], ids=["micro", "default"])
 def test_parsing_the_workflow_never_imports_torch(tmp_path, config):
     """Every job (a SLURM job too) parses the Snakefile: that must not load torch. A torch that
