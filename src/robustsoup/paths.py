@@ -197,7 +197,9 @@ class RunPaths:
 
     def evaluation_outputs(self, model: str) -> dict[str, str]:
         """Named outputs of evaluate_model: ``<threat>_rows`` and ``<threat>_points`` for clean and every norm."""
-        folder = f"{self.results}/metrics/{model}/test"
+        return self._evaluation_files(f"{self.results}/metrics/{model}/test")
+
+    def _evaluation_files(self, folder: str) -> dict[str, str]:
         return {
             f"{t}_{kind}": f"{folder}/{t}{suffix}"
             for t in ["clean", *self.config["evaluate"]["threats"]]
@@ -213,12 +215,8 @@ class RunPaths:
     def evaluation_shard_outputs(self, model: str, shard: str) -> dict[str, str]:
         """Named outputs of evaluate_model_shard: those of :meth:`evaluation_outputs` for shard ``shard`` of
         ``evaluate.shards`` (S), under ``metrics/<model>/test/shards/<shard>-of-<S>/``."""
-        folder = f"{self.results}/metrics/{model}/test/shards/{shard}-of-{self.config['evaluate']['shards']}"
-        return {
-            f"{t}_{kind}": f"{folder}/{t}{suffix}"
-            for t in ["clean", *self.config["evaluate"]["threats"]]
-            for kind, suffix in (("rows", ".tsv"), ("points", ".points.tsv"))
-        }
+        count = self.config["evaluate"]["shards"]
+        return self._evaluation_files(f"{self.results}/metrics/{model}/test/shards/{shard}-of-{count}")
 
     def evaluation_shards(self, model: str) -> dict[str, list[str]]:
         """Named inputs of merge_model_shards: each output name of evaluate_model_shard → its file of every

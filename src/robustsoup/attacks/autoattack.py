@@ -39,7 +39,8 @@ LARGEREPS_EPS = (3.0, 2.0, 1.0)
 LARGEREPS_SHARES = (0.3, 0.3)
 STANDARD_ITERATIONS = 100
 # `evaluate.batch_size: auto`: points per attack batch on the CPU (the earlier fixed default), and on CUDA for
-# images up to AUTO_SMALL_IMAGE px (about 10 GB of activations for PreAct ResNet-18 at 32 px) or larger ones.
+# images up to AUTO_SMALL_IMAGE px or larger ones. 1000 at 32 px is an estimate (roughly 10 GB of activations
+# for PreAct ResNet-18's backward pass), as is 250 for ResNet-50 at 224 px (some 25 GB): neither measured.
 AUTO_BATCH_CPU = 250
 AUTO_BATCH_CUDA = {"small": 1000, "large": 250}
 AUTO_SMALL_IMAGE = 64
