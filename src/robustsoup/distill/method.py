@@ -355,6 +355,12 @@ class DistillStep(BatchStep):
         self.correct["combined"] += int(hits["combined"].sum())
         return loss
 
+    def sum_tallies(self, all_sum: Callable[[Sequence[float]], list[float]]) -> None:
+        """The shifted count and every head's hits summed over the ranks of a distributed run."""
+        total = all_sum([self.n_shifted, *(self.correct[h] for h in HEADS)])
+        self.n_shifted = int(total[0])
+        self.correct = {h: int(v) for h, v in zip(HEADS, total[1:], strict=True)}
+
     def epoch_metrics(self, seen: int) -> dict:
         counts = {"clean": seen - self.n_shifted, "robust": self.n_shifted, "combined": seen}
         return {
