@@ -321,8 +321,9 @@ def gpu_lease(
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
         if time.monotonic() > deadline:
+            busy = f"all of GPUs {ids} stayed leased" if count == 1 else f"fewer than {count} of GPUs {ids} were free"
             raise NoFreeDeviceError(
-                f"{count} of GPUs {ids} did not become free within {timeout:.0f} s (lease files in {folder}); "
+                f"{busy} for {timeout:.0f} s (lease files in {folder}); "
                 "run fewer GPU jobs at once (--resources gpu=N) or free a device"
             )
         time.sleep(poll)

@@ -67,10 +67,10 @@ def test_gpus_2_launches_two_ranks_that_train_one_process_weights_and_resume_aft
     one = _train(tmp_path / "one.safetensors", gpus=1)
     log_path = tmp_path / "job.log"
     monkeypatch.setattr(logging.getLogger(), "level", logging.INFO)
-    with open(log_path, "a", encoding="utf-8", buffering=1) as job_log:  # as snakemake_job redirects a job's stderr
-        with monkeypatch.context() as redirected:
-            redirected.setattr(sys, "stderr", job_log)
-            two = _train(tmp_path / "two.safetensors", gpus=2)
+    # stderr written to a file, as snakemake_job redirects a job's.
+    with open(log_path, "a", encoding="utf-8", buffering=1) as job_log, monkeypatch.context() as redirected:
+        redirected.setattr(sys, "stderr", job_log)
+        two = _train(tmp_path / "two.safetensors", gpus=2)
     # The model handed in holds the ranks' weights: the one process's, BatchNorm synchronised.
     _close(two, one, atol=1e-5)
     state, meta = load_checkpoint(tmp_path / "two.safetensors")
@@ -78,7 +78,9 @@ def test_gpus_2_launches_two_ranks_that_train_one_process_weights_and_resume_aft
     assert meta.training["distributed"] == {"world_size": 2, "backend": "gloo", "sync_batchnorm": True}
     assert "distributed" not in load_checkpoint(tmp_path / "one.safetensors")[1].training
     history_one = load_checkpoint(tmp_path / "one.safetensors")[1].metrics["train_history"]
-    assert [r["loss"] for r in meta.metrics["train_history"]] == pytest.approx([r["loss"] for r in history_one], abs=1e-5)
+    assert [r["loss"] for r in meta.metrics["train_history"]] == pytest.approx(
+        [r["loss"] for r in history_one], abs=1e-5
+    )
     text = log_path.read_text()
     # Every rank's lines reach the job's log, tagged with the rank.
     assert "INFO rank 0 robustsoup.train.run: training launched" in text
@@ -146,11 +148,15 @@ def test_a_job_leases_as_many_gpus_as_its_training_runs_ranks(tmp_path, monkeypa
     with gpu_lease(["0", "1", "2"], lease_dir=tmp_path, count=2) as pair:
         assert pair == "0,1"
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
-        with pytest.raises(NoFreeDeviceError, match="2 of GPUs"):
-            with gpu_lease(["0", "1", "2"], lease_dir=tmp_path, count=2, timeout=0.2, poll=0.05):
-                pass
+        with (
+            pytest.raises(NoFreeDeviceError, match="fewer than 2 of GPUs"),
+            gpu_lease(["0", "1", "2"], lease_dir=tmp_path, count=2, timeout=0.2, poll=0.05),
+        ):
+            pass
         with gpu_lease(["0", "1", "2"], lease_dir=tmp_path, count=1, timeout=1) as last:
             assert last == "2"
-    with pytest.raises(ValueError, match="asks for 4 GPUs but this machine offers 3"):
-        with gpu_lease(["0", "1", "2"], lease_dir=tmp_path, count=4):
-            pass
+    with (
+        pytest.raises(ValueError, match="asks for 4 GPUs but this machine offers 3"),
+        gpu_lease(["0", "1", "2"], lease_dir=tmp_path, count=4),
+    ):
+        pass

@@ -95,3 +95,14 @@ def test_reference_models_are_evaluated_but_never_a_soup_ingredient():
     assert p.rerun("pretrain_reference", "scratch-l2") != p.rerun("pretrain_reference", "scratch-l1")
     with pytest.raises(ConfigError, match="references"):
         resolve_run_config({"references": ["L3"]})
+
+
+def test_a_training_rule_asks_for_its_sections_gpus():
+    base = resolve_run_config({})
+    base["finetune"]["l2"]["gpus"] = 4
+    base["rws"]["finetune"]["gpus"] = 2
+    p = run_paths(finetune=base["finetune"], rws=base["rws"])
+    assert p.gpus("finetune", "l2") == 4 and p.gpus("finetune", "l1") == 1 and p.gpus("pretrain") == 1
+    assert p.gpus("rws", "finetune") == 2 and p.gpus("distill", "teacher", "training") == 1
+    with pytest.raises(ConfigError, match="gpus"):
+        run_paths(pretrain={"gpus": 0})
