@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustsoup.distill.method import DistillSettings, distill_multihead, multihead_state_from_student, predict_logits
+from robustsoup.distill.method import (
+    AugmentInputs,
+    DistillSettings,
+    distill_multihead,
+    multihead_state_from_student,
+    predict_logits,
+)
 from robustsoup.models import build_model
 from robustsoup.train import distributed
 
@@ -84,3 +90,17 @@ def test_two_ranks_distil_the_weights_and_tallies_of_one_process(tmp_path):
     for mine, one in zip(two["history"], history, strict=True):
         assert mine["shifted_fraction"] == one["shifted_fraction"] > 0
         assert mine["train_accuracy"] == one["train_accuracy"]
+
+
+def test_each_rank_shifts_its_shard_with_a_stream_of_its_own():
+    def policy():
+        return AugmentInputs("augmix+corruptions", ["gaussian_blur"], [3], clean_fraction=0.5, seed=4)
+
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8)
+    alone = policy()
+    expected = alone(None, x, y)
+    ranks = [distributed.RankPolicy(policy(), distributed.Distributed(r, 2, r, "gloo")) for r in range(2)]
+    outputs = [rank(None, x, y) for rank in ranks]
+    torch.testing.assert_close(outputs[0], expected, rtol=0, atol=0)  # rank 0 draws the one-process stream
+    assert torch.equal(ranks[0].last_shifted, alone.last_shifted)
+    assert not torch.equal(outputs[1], outputs[0])

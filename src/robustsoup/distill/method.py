@@ -141,6 +141,15 @@ class AugmentInputs:
             out[chosen] = (shifted * 255).round().to(torch.uint8)
         return out.to(x.device).float().div_(255.0)
 
+    def offset_seed(self, offset: int) -> None:
+        """Draw from streams seeded ``seed + offset`` (a data-parallel rank's own, so the ranks' shards are not
+        shifted alike; :class:`robustsoup.train.distributed.RankPolicy` calls it for every rank but 0)."""
+        self.seed += offset
+        self.generator.manual_seed(self.seed + 3)
+        if self.corrupt is not None:
+            self.corrupt.seed += offset
+            self.corrupt.generator.manual_seed(self.corrupt.seed + 2)
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "corrupt": self.corrupt.state_dict() if self.corrupt else {}}
 

@@ -27,7 +27,9 @@ rank-consistent: the adversarial policy's running robust accuracy is summed
 over ranks every batch (so the multi-norm draw uses global statistics), a
 multi-norm policy keeps one norm per global batch by sharing rank 0's
 generator, and single-norm PGD's random starts and the corruption policy's
-draws use a stream of their own per rank (rank 0's is the one-process stream).
+draws use a stream of their own per rank (rank 0's is the one-process stream),
+as do the draws of any policy with an ``offset_seed(offset)`` method (the
+distillation's augmentation).
 
 How the ranks come to be (:func:`launch_needed`, :func:`from_environment`):
 a training of ``gpus: N`` started as one plain process (a Snakemake job that
@@ -447,10 +449,12 @@ class RankPolicy:
         self.adversarial = isinstance(policy, AdversarialInputs)
         self.shared_generator = self.adversarial and len(policy.norms) > 1
         own_stream = isinstance(policy, CorruptionInputs) or (self.adversarial and not self.shared_generator)
+        offset = RANK_SEED_STRIDE * distributed.rank
         if own_stream and distributed.rank > 0:
-            offset = RANK_SEED_STRIDE * distributed.rank
             policy.seed += offset  # the corruption noise is seeded by it too
             policy.generator.manual_seed(policy.seed + (2 if isinstance(policy, CorruptionInputs) else 1))
+        elif distributed.rank > 0 and hasattr(policy, "offset_seed"):  # a study's policy with streams of its own
+            policy.offset_seed(offset)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not self.adversarial:

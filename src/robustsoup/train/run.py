@@ -170,6 +170,7 @@ def train_and_checkpoint(
         state, written = load_checkpoint(out_path)
         model.load_state_dict(state)
         vars(meta).update(vars(written))
+        settings.arithmetic(device, model)  # what the ranks computed in, for this job's record
         return Path(out_path)
     distributed = dist_.from_environment(settings.gpus, device, settings.sync_batchnorm)
     if distributed is not None:
