@@ -114,6 +114,8 @@ def test_processes_launched_must_be_the_gpus_asked_for(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     with pytest.raises(RuntimeError, match="asks for gpus: 2 but 4 process"):
         distributed.from_environment(2, torch.device("cpu"))
+    # One process inside an allocation of several tasks (snakemake run in `sbatch -n 4`) is one process.
+    assert distributed.from_environment(1, torch.device("cpu")) is None
 
 
 def test_a_slurm_step_gives_rank_world_size_local_rank_and_master():

@@ -259,9 +259,14 @@ def from_environment(gpus: int, device: torch.device, sync_batchnorm: bool = Fal
     a SLURM step's (:func:`slurm_group`).
 
     nccl on CUDA devices (each rank pinned to GPU ``LOCAL_RANK``), gloo otherwise. Raises when the number of
-    processes launched is not ``gpus``.
+    processes launched is not ``gpus`` (SLURM's tasks are not counted for ``gpus: 1``).
     """
-    launched = dist.get_world_size() if dist.is_initialized() else launched_processes()
+    if dist.is_initialized():
+        launched = dist.get_world_size()
+    elif gpus == 1:  # one process, even inside a SLURM allocation of several tasks (e.g. snakemake in `sbatch -n 4`)
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+    else:
+        launched = launched_processes()
     if launched != gpus:
         raise RuntimeError(
             f"the training asks for gpus: {gpus} but {launched} process(es) were launched; start it as one "
