@@ -305,6 +305,14 @@ class RunPaths:
         lines += [f"  metrics (tidy rows): {self.results}/metrics/all.tsv", ""]
         return "\n".join(lines)
 
+    def gpus(self, *section: str) -> int:
+        """The ``gpus`` of the training section at key path ``section`` (``"finetune", "L2"``): the ``gpu``
+        resource of the rule that trains it (the job's script then runs the training as that many ranks)."""
+        spec: Any = self.config
+        for key in section:
+            spec = spec[key]
+        return int(spec["gpus"])
+
     # ------------------------------------------------------------------ rerun triggers
     def training_context(self) -> dict:
         """What changes any training of robust fine-tuning and the soups: the training split, the seed,

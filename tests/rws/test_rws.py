@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -619,6 +620,10 @@ def test_expert_selection_follows_the_key_and_needs_the_corrupted_adapt_split():
     config = resolve_config({"rws": {"enabled": True}})
     assert config["rws"]["expert_selection"] == "best"  # the reference keeps each expert's best epoch
     with pytest.raises(ValueError, match="rws.expert_selection: last"):
-        expert_selection(config, "fog", None, None, torch.device("cpu"))
+        expert_selection(config, "fog", None, None)
+    best = expert_selection(config, "fog", "adapt.safetensors", "corrupted/adapt")
+    assert best.name == f"accuracy on the adapt split corrupted by fog at severities {config['rws']['severities']}"
+    # Plain data: a data-parallel training pickles it for its ranks.
+    assert pickle.loads(pickle.dumps(best)).score == best.score
     config["rws"]["expert_selection"] = "last"
-    assert expert_selection(config, "fog", None, None, torch.device("cpu")) is None
+    assert expert_selection(config, "fog", None, None) is None

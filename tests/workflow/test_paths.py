@@ -112,3 +112,14 @@ def test_sharded_evaluation_has_its_own_rules_files_and_the_same_rerun_keys():
     assert shards["L1_points"] == [f"results/digits/metrics/linf/test/shards/{s}-of-3/L1.points.tsv" for s in range(3)]
     assert sharded.evaluation_shard_outputs("linf", "2")["clean_rows"] == shards["clean_rows"][2]
     assert run_paths(evaluate={"batch_size": 64}).rerun("evaluate_model") != whole.rerun("evaluate_model")
+
+
+def test_a_training_rule_asks_for_its_sections_gpus():
+    base = resolve_run_config({})
+    base["finetune"]["l2"]["gpus"] = 4
+    base["rws"]["finetune"]["gpus"] = 2
+    p = run_paths(finetune=base["finetune"], rws=base["rws"])
+    assert p.gpus("finetune", "l2") == 4 and p.gpus("finetune", "l1") == 1 and p.gpus("pretrain") == 1
+    assert p.gpus("rws", "finetune") == 2 and p.gpus("distill", "teacher", "training") == 1
+    with pytest.raises(ConfigError, match="gpus"):
+        run_paths(pretrain={"gpus": 0})

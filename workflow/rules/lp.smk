@@ -24,7 +24,7 @@ rule pretrain:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("pretrain"),
     params:
         rerun=P.rerun("pretrain"),
     message:
@@ -50,7 +50,7 @@ rule pretrain_reference:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("pretrain"),
     params:
         rerun=lambda w: P.rerun("pretrain_reference", w.reference),
     message:
@@ -76,7 +76,7 @@ rule finetune:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=lambda w: P.gpus("finetune", w.target),
     params:
         rerun=lambda w: P.rerun("finetune", w.target),
     message:

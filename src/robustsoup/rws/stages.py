@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -157,11 +158,30 @@ def train_rws_model(
     )
 
 
-def expert_selection(config: Mapping, corruption: str, adapt_path, validation_dir, device) -> BestEpoch | None:
+@dataclass
+class CorruptedAccuracy:
+    """Mean accuracy of a model over ``severities`` on the copies of a split (``split_path``) corrupted by
+    ``corruption`` in ``corrupted_dir``: the score :func:`expert_selection` keeps an expert's epoch by. Plain
+    data, so a data-parallel training can hand it to its ranks; each scores on its model's device."""
+
+    config: Mapping
+    split_path: str
+    corrupted_dir: str
+    corruption: str
+    severities: list[int]
+
+    def __call__(self, model) -> float:
+        device = next(model.parameters()).device
+        sets = EvalSets(self.config, self.split_path, self.corrupted_dir, split="adapt")
+        correct = [_correct(model, *sets.corrupted(self.corruption, s), device) for s in self.severities]
+        return float(torch.cat(correct).float().mean())
+
+
+def expert_selection(config: Mapping, corruption: str, adapt_path, validation_dir) -> BestEpoch | None:
     """How the expert of ``corruption`` picks its epoch: None (the last, ``rws.expert_selection: last``) or a
-    :class:`BestEpoch` scoring the mean accuracy over ``rws.severities`` on the adapt split's copies corrupted by
-    ``corruption`` in ``validation_dir`` (the reference scores corrupted validation images held out of the
-    training set; the adapt split is this pipeline's held-out split, never the test split)."""
+    :class:`BestEpoch` scoring :class:`CorruptedAccuracy` on the adapt split's copies in ``validation_dir`` at
+    ``rws.severities`` (the reference scores corrupted validation images held out of the training set; the adapt
+    split is this pipeline's held-out split, never the test split)."""
     rws = config["rws"]
     if rws["expert_selection"] == "last":
         return None
@@ -171,14 +191,8 @@ def expert_selection(config: Mapping, corruption: str, adapt_path, validation_di
             f"but they were not given (adapt split: {adapt_path}, corrupted copies: {validation_dir}); "
             "run through the workflow, which writes them, or set rws.expert_selection: last"
         )
-    sets = EvalSets(config, adapt_path, validation_dir, split="adapt")
     severities = sorted(rws["severities"])
-
-    def score(model) -> float:
-        return float(
-            torch.cat([_correct(model, *sets.corrupted(corruption, s), device) for s in severities]).float().mean()
-        )
-
+    score = CorruptedAccuracy(dict(config), str(adapt_path), str(validation_dir), corruption, severities)
     return BestEpoch(score, f"accuracy on the adapt split corrupted by {corruption} at severities {severities}")
 
 
@@ -188,7 +202,7 @@ def train_expert(
     """Rule ``train_expert``: the expert of ``corruption``, fine-tuned from ``init_path`` on that corruption,
     keeping its best epoch on the corrupted adapt split (``validation_dir``) or its last
     (``rws.expert_selection``)."""
-    best = expert_selection(config, corruption, adapt_path, validation_dir, device)
+    best = expert_selection(config, corruption, adapt_path, validation_dir)
     return train_rws_model(config, f"expert-{corruption}", init_path, train_path, out_path, device, best=best)
 
 

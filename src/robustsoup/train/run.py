@@ -159,12 +159,25 @@ def train_and_checkpoint(
     names the score (so the choice is part of the resume fingerprint) and the
     sidecar's metrics get ``selected_epoch`` and ``selection_score``.
 
-    With ``settings.gpus`` > 1 this is one of the ranks torchrun launched
-    (:func:`robustsoup.train.distributed.from_environment`; ``device`` becomes
-    the rank's GPU): the sidecar records ``training.distributed``, only rank 0
-    writes the checkpoint and deletes the resume state, and every rank returns
-    once the checkpoint exists.
+    With ``settings.gpus`` > 1 called in one plain process (a job that asked
+    for ``gpu=N``), this launches itself as ``gpus`` local ranks with the same
+    arguments (:func:`robustsoup.train.distributed.run_as_ranks`; ``model`` is
+    moved to the CPU first), waits for them and loads the checkpoint they wrote
+    into ``model`` and ``meta``. In a rank (launched so, by torchrun or as a
+    SLURM step of ``gpus`` tasks: :func:`~robustsoup.train.distributed.from_environment`;
+    ``device`` becomes the rank's GPU) the sidecar records
+    ``training.distributed``, only rank 0 writes the checkpoint and deletes the
+    resume state, and every rank returns once the checkpoint exists.
     """
+    if dist_.launch_needed(settings.gpus):
+        model.cpu()
+        args = (model, meta, data, policy, settings, out_path, device, resume, init_sha, best)
+        dist_.run_as_ranks(train_and_checkpoint, settings.gpus, *args, device=device)
+        state, written = load_checkpoint(out_path)
+        model.load_state_dict(state)
+        vars(meta).update(vars(written))
+        settings.arithmetic(device, model)  # what the ranks computed in, for this job's record
+        return Path(out_path)
     distributed = dist_.from_environment(settings.gpus, device, settings.sync_batchnorm)
     if distributed is not None:
         device = distributed.device(device)
