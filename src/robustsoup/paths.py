@@ -120,9 +120,6 @@ class RunPaths:
     def shift_dir(self, shift: str) -> str:
         return f"{self.results}/data/{shift}"
 
-    def shift_outputs(self, shift: str) -> list[str]:
-        return [path for splits in self.shifts[shift].values() for path in splits.values()]
-
     def shift_splits(self, split: str) -> dict[str, dict[str, str]]:
         """``{shift: {part: its <split> file}}`` of every configured shift (``data.shifts``): what
         select_soups (adapt) and evaluate_soups_shifts (test) read, handed to the script as a param."""
@@ -132,6 +129,9 @@ class RunPaths:
         """The folder prepare_shift writes of every configured shift (its ``directory`` output, so the
         rule input of select_soups and evaluate_soups_shifts; the files in it come as :meth:`shift_splits`)."""
         return [self.shift_dir(shift) for shift in self.shifts]
+
+    def shift_outputs(self, shift: str) -> list[str]:
+        return [path for splits in self.shifts[shift].values() for path in splits.values()]
 
     def corrupted_dir(self, split: str) -> str:
         return f"{self.results}/data/corrupted/{split}"

@@ -12,8 +12,9 @@ family and ``severity`` = :data:`MIXED_SEVERITY`.
 
 The data sets configured in ``data.shifts`` (ImageNet-R, -Sketch, -A, -V2,
 ReaL, cue-conflict, the -C sets …) are shifts too, each named by its data
-set: one adaptation set (a -C set's parts interleaved,
-:func:`interleaved_head`) and held-out rows per part (:func:`part_label`).
+set: one adaptation set (a -C set's parts taken in turn, see
+:mod:`robustsoup.soups.stages`) and held-out rows per part
+(:func:`part_label`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import torch
 
 from .data import ImageSplit
 from .data.corruptions import FAMILIES, read_corrupted_split
-from .data.scoring import NO_TARGET
-from .data.splits import Split
 
 MIXED_SEVERITY = -1
 FAMILY_ORDER = ("noise", "blur", "weather", "digital")
@@ -102,34 +101,3 @@ def part_label(part: str) -> tuple[str, int]:
     if not corruption or not severity.isdigit():
         raise ValueError(f"shift part {part!r}: expected 'all' or '<corruption>/<severity>'")
     return corruption, int(severity)
-
-
-def interleaved_head(parts: Sequence[Split], n: int, name: str) -> ImageSplit:
-    """The first ``n`` images of ``parts`` taken in turn (image 0 of every part, then image 1, …), decoded.
-
-    A multi-part shift (a -C set: one part per corruption × severity) is one
-    adaptation set: any prefix covers its parts evenly, as each part's own
-    prefix covers its classes. Only these ``n`` images are decoded, so a
-    file-list shift never lies whole in memory. Label sets (ReaL) are padded
-    with :data:`~robustsoup.data.scoring.NO_TARGET` to the widest part.
-    """
-    if not parts:
-        raise ValueError(f"shift {name!r} has no parts to adapt on")
-    if any((p.targets is None) != (parts[0].targets is None) for p in parts):
-        raise ValueError(f"shift {name!r}: some parts have label sets ('targets') and some not")
-    order = [(p, i) for i in range(max(len(p) for p in parts)) for p in range(len(parts)) if i < len(parts[p])][:n]
-    taken = [[i for q, i in order if q == p] for p in range(len(parts))]
-    decoded = [parts[p].load(torch.as_tensor(idx, dtype=torch.int64)) if idx else None for p, idx in enumerate(taken)]
-    slot = {pair: j for j, pair in enumerate(sorted(order, key=lambda pair: (pair[0], pair[1])))}
-    pieces = torch.cat([d for d in decoded if d is not None])
-    where = torch.as_tensor([slot[pair] for pair in order], dtype=torch.int64)
-    images = pieces[where]
-    labels = torch.stack([parts[p].labels[i] for p, i in order]) if order else torch.empty(0, dtype=torch.int64)
-    targets = None
-    if parts[0].targets is not None:
-        width = max(p.targets.shape[1] for p in parts)
-        targets = torch.full((len(order), width), NO_TARGET, dtype=parts[0].targets.dtype)
-        for j, (p, i) in enumerate(order):
-            row = parts[p].targets[i]
-            targets[j, : len(row)] = row
-    return ImageSplit(images, labels, parts[0].dataset, f"{name}:adapt", targets=targets)

@@ -15,10 +15,10 @@ from robustsoup.config import resolve_config
 from robustsoup.data import ImageSplit, load_split, prepare_shift_splits, prepare_splits, restrict_logits
 from robustsoup.data.scoring import Scoring, scoring_for
 from robustsoup.evaluate_mce import ALEXNET_ERRORS
-from robustsoup.shifts import interleaved_head, part_label
+from robustsoup.shifts import part_label
 from robustsoup.soups.report import shifts_table
 from robustsoup.soups.search import SoupScorer, grid_search, label_space
-from robustsoup.soups.stages import evaluate_soups_shifts, select_soups
+from robustsoup.soups.stages import evaluate_soups_shifts, interleaved_head, select_soups
 
 from data_fixtures import imagenet_sample, subset_sample, write_imagenet_c_folders, write_wnid_folders
 

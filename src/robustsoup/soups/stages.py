@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +32,13 @@ import torch
 
 from ..checkpoint import load_checkpoint, load_model
 from ..config import base_model_names
-from ..data import load_split
-from ..data.scoring import split_scoring
+from ..data import ImageSplit, load_split
+from ..data.scoring import NO_TARGET, split_scoring
 from ..data.splits import Split
 from ..device import resolve_arithmetic
 from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from ..io import write_text_atomic
-from ..shifts import MIXED_SEVERITY, evaluation_sets, interleaved_head, part_label
+from ..shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..train.run import model_identity
 from .search import (
     LABEL_FREE_METHODS,
@@ -94,6 +94,37 @@ def _check_shift_names(shifts: Mapping[str, Mapping[str, str]], base: Mapping[st
     clash = sorted(set(shifts) & (set(base) | {"all"}))
     if clash:
         raise ValueError(f"data.shifts names {clash}, which are already shift names of the base set ({sorted(base)})")
+
+
+def interleaved_head(parts: Sequence[Split], n: int, name: str) -> ImageSplit:
+    """The first ``n`` images of ``parts`` taken in turn (image 0 of every part, then image 1, …), decoded.
+
+    A multi-part shift (a -C set: one part per corruption × severity) is one
+    adaptation set: any prefix covers its parts evenly, as each part's own
+    prefix covers its classes. Only these ``n`` images are decoded, so a
+    file-list shift never lies whole in memory. Label sets (ReaL) are padded
+    with :data:`~robustsoup.data.scoring.NO_TARGET` to the widest part.
+    """
+    if not parts:
+        raise ValueError(f"shift {name!r} has no parts to adapt on")
+    if any((p.targets is None) != (parts[0].targets is None) for p in parts):
+        raise ValueError(f"shift {name!r}: some parts have label sets ('targets') and some not")
+    order = [(p, i) for i in range(max(len(p) for p in parts)) for p in range(len(parts)) if i < len(parts[p])][:n]
+    taken = [[i for q, i in order if q == p] for p in range(len(parts))]
+    decoded = [parts[p].load(torch.as_tensor(idx, dtype=torch.int64)) if idx else None for p, idx in enumerate(taken)]
+    slot = {pair: j for j, pair in enumerate(sorted(order, key=lambda pair: (pair[0], pair[1])))}
+    pieces = torch.cat([d for d in decoded if d is not None])
+    where = torch.as_tensor([slot[pair] for pair in order], dtype=torch.int64)
+    images = pieces[where]
+    labels = torch.stack([parts[p].labels[i] for p, i in order]) if order else torch.empty(0, dtype=torch.int64)
+    targets = None
+    if parts[0].targets is not None:
+        width = max(p.targets.shape[1] for p in parts)
+        targets = torch.full((len(order), width), NO_TARGET, dtype=parts[0].targets.dtype)
+        for j, (p, i) in enumerate(order):
+            row = parts[p].targets[i]
+            targets[j, : len(row)] = row
+    return ImageSplit(images, labels, parts[0].dataset, f"{name}:adapt", targets=targets)
 
 
 def _adaptation_sets(config: Mapping, adapt_path, corrupted_dir, shifts: Mapping, n: int) -> dict[str, Split]:
