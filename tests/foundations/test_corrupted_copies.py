@@ -124,6 +124,10 @@ def test_a_decoded_split_gets_hendrycks_arrays_checked_against_its_labels(tmp_pa
     expected, _ = read_corrupted_split(tmp_path / "c", "contrast", 3, severities=[1, 3])
     assert isinstance(copies, ImageSplit) and torch.equal(copies.images, expected)
     assert torch.equal(split_head(copies, 4).images, expected[:4]) and len(split_head(copies, 40)) == 6
+    mixture = evaluation_sets(split, tmp_path / "c", ["contrast"], [1, 3], seed=0)["digital"]
+    assert isinstance(mixture, ImageSplit) and torch.equal(mixture.labels, split.labels)
+    at = {s: corrupted_split(tmp_path / "c", split, "contrast", s, [1, 3]).images for s in (1, 3)}
+    assert all(torch.equal(mixture.images[i], at[1][i]) or torch.equal(mixture.images[i], at[3][i]) for i in range(6))
     other = ImageSplit(images, torch.tensor([1, 1, 2, 0, 1, 2]), "cifar10", "test")
     with pytest.raises(DataLayoutError, match="copies of another split"):
         corrupted_split(tmp_path / "c", other, "contrast", 3, [1, 3])
