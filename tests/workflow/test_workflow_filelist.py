@@ -7,6 +7,7 @@ baseline corrupt decoded 224-px training batches on the fly.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -88,3 +89,30 @@ def test_rws_and_distillation_run_on_file_list_splits(tmp_path):
     assert set(clean["n"]) == {9} and set(corrupted["n"]) == {5}  # distill.evaluate.n_images of each copy
     assert set(corrupted["corruption"]) == {"fog", "contrast", "pixelate"}
     assert (results / "tables" / "distill.md").exists() and (results / "tables" / "rws_table1.md").exists()
+
+    generated = pd.read_csv(workdir / RESULTS / "metrics" / "distill" / "student-multihead.tsv", sep="\t")
+    # An on-disk ImageNet-C (here: the copies just written, adapt and test together, unpacked by family)
+    # stands in for generated copies: nothing is corrupted or retrained, the evaluations read it.
+    imagenet_c = tmp_path / "imagenet-c" / "ImageNet-C"
+    for split in ("adapt", "test"):
+        for corruption, family in (("fog", "weather"), ("contrast", "digital"), ("pixelate", "digital")):
+            shutil.copytree(
+                results / "data" / "corrupted" / split / corruption,
+                imagenet_c / family / corruption,
+                dirs_exist_ok=True,
+            )
+    config = yaml.safe_load(configfile.read_text())
+    config["data"] |= {"shifts": {"imagenet-c": str(imagenet_c.parent)}, "corrupted_from": "imagenet-c"}
+    on_disk = tmp_path / "on-disk.yaml"
+    on_disk.write_text(yaml.safe_dump(config))
+    planned = snakemake(workdir, on_disk, "--dry-run", *targets)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    jobs = job_stats(planned.stdout)
+    assert {"evaluate_distilled", "evaluate_rws_model", "rws_oracle_free"} <= set(jobs)
+    assert not {"corrupt_split", "train_expert", "train_teacher", "distill_student"} & set(jobs)
+    multihead = str(RESULTS / "metrics" / "distill" / "student-multihead.tsv")
+    result = snakemake(workdir, on_disk, multihead)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = pd.read_csv(workdir / multihead, sep="\t")
+    assert set(rows["corruption"]) == {"none", "fog", "contrast", "pixelate"}
+    pd.testing.assert_frame_equal(rows, generated)  # the same images, read from the other folder
