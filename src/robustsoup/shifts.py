@@ -65,11 +65,11 @@ def family_mixture(
     name = f"{split.split}:{family}"
     if isinstance(split, FileSplit):
         paths = [piece.paths[i] for i, piece in enumerate(chosen)]
-        return FileSplit(paths, split.labels, split.dataset, name, split.resolution, resize=None)
+        return FileSplit(paths, split.labels, split.dataset, name, split.resolution, resize=None, targets=split.targets)
     out = torch.empty_like(split.images)
     for i, piece in enumerate(chosen):
         out[i] = piece.images[i]
-    return ImageSplit(out, split.labels, split.dataset, name)
+    return ImageSplit(out, split.labels, split.dataset, name, targets=split.targets)
 
 
 def evaluation_sets(

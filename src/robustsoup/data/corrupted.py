@@ -149,7 +149,8 @@ def write_corrupted_copies(
 def corrupted_split(
     directory: str | os.PathLike, clean: Split, corruption: str, severity: int, severities: Sequence[int]
 ) -> Split:
-    """The corrupted copies of ``clean`` at one corruption and severity, in ``clean``'s order and with its labels.
+    """The corrupted copies of ``clean`` at one corruption and severity, in ``clean``'s order and with its labels
+    (and label sets, ``targets``, where it has them).
 
     ``directory`` holds either layout: ``labels.npy`` + ``<corruption>.npy`` (``severities`` are the
     severities the arrays hold, in row order; the labels must be the clean split's) → an
@@ -168,7 +169,9 @@ def corrupted_split(
                 f"{where} split's ({len(clean)} images); these are copies of another split. Delete the folder "
                 "and rerun (corrupt_split regenerates it)"
             )
-        return ImageSplit(images, labels, clean.dataset, f"{clean.split}:{corruption}/{severity}")
+        return ImageSplit(
+            images, labels, clean.dataset, f"{clean.split}:{corruption}/{severity}", targets=clean.targets
+        )
     if not isinstance(clean, FileSplit):
         raise DataLayoutError(
             f"{directory}: expected the corrupted copies of the decoded {where} split in Hendrycks' layout "
@@ -211,6 +214,7 @@ def corrupted_split(
         resolution=clean.resolution,
         resize=None,
         root=folder,
+        targets=clean.targets,
     )
 
 
@@ -232,6 +236,7 @@ def split_head(split: Split, n: int | None) -> Split:
     """The first ``n`` images of ``split`` (all when None) in the same form: nothing is decoded."""
     if n is None or n >= len(split):
         return split
+    targets = None if split.targets is None else split.targets[:n]
     if isinstance(split, FileSplit):
         return FileSplit(
             paths=split.paths[:n],
@@ -242,8 +247,9 @@ def split_head(split: Split, n: int | None) -> Split:
             resize=split.resize,
             root=split.root,
             metadata=split.metadata,
+            targets=targets,
         )
-    return ImageSplit(split.images[:n], split.labels[:n], split.dataset, split.split, split.metadata)
+    return ImageSplit(split.images[:n], split.labels[:n], split.dataset, split.split, split.metadata, targets)
 
 
 __all__ = [

@@ -180,7 +180,7 @@ def expert_selection(config: Mapping, corruption: str, adapt_path, validation_di
 
     def score(model) -> float:
         return float(
-            torch.cat([_correct(model, *sets.corrupted(corruption, s), device) for s in severities]).float().mean()
+            torch.cat([_correct(model, sets.corrupted(corruption, s), device) for s in severities]).float().mean()
         )
 
     return BestEpoch(score, f"accuracy on the adapt split corrupted by {corruption} at severities {severities}")
