@@ -92,7 +92,8 @@ def test_rws_and_distillation_run_on_file_list_splits(tmp_path):
 
     generated = pd.read_csv(workdir / RESULTS / "metrics" / "distill" / "student-multihead.tsv", sep="\t")
     # An on-disk ImageNet-C (here: the copies just written, adapt and test together, unpacked by family)
-    # stands in for generated copies: nothing is corrupted or retrained, the evaluations read it.
+    # stands in for generated copies: nothing is corrupted, the evaluations read it, and only the experts,
+    # whose epoch is chosen on the corrupted adapt split (rws.expert_selection: best), train again.
     imagenet_c = tmp_path / "imagenet-c" / "ImageNet-C"
     for split in ("adapt", "test"):
         for corruption, family in (("fog", "weather"), ("contrast", "digital"), ("pixelate", "digital")):
@@ -108,8 +109,8 @@ def test_rws_and_distillation_run_on_file_list_splits(tmp_path):
     planned = snakemake(workdir, on_disk, "--dry-run", *targets)
     assert planned.returncode == 0, planned.stderr[-3000:]
     jobs = job_stats(planned.stdout)
-    assert {"evaluate_distilled", "evaluate_rws_model", "rws_oracle_free"} <= set(jobs)
-    assert not {"corrupt_split", "train_expert", "train_teacher", "distill_student"} & set(jobs)
+    assert {"evaluate_distilled", "evaluate_rws_model", "rws_oracle_free", "train_expert"} <= set(jobs)
+    assert not {"corrupt_split", "train_rws_model", "train_teacher", "distill_student"} & set(jobs)
     multihead = str(RESULTS / "metrics" / "distill" / "student-multihead.tsv")
     result = snakemake(workdir, on_disk, multihead)
     assert result.returncode == 0, result.stderr[-4000:]
