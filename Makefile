@@ -53,8 +53,8 @@ reproduce-cifar10 reproduce-imagenet: reproduce-%:
 	@echo "  results/$*/figures/soup_line_*.{png,pdf}   accuracy along the soup lines"
 	@echo "  results/$*/tables/soups_shifts.{csv,md}    soups per distribution shift"
 	@echo "  results/$*/figures/soup_{composition,ternary}.{png,pdf}"
-	@echo "  results/$*/tables/rws_{table1,table4,oracle_free,transfer}.{csv,md}, figures/rws_*  (CIFAR-10; skipped on ImageNet file lists)"
-	@echo "  results/$*/tables/distill.{csv,md}         robust distillation (CIFAR-10; skipped on ImageNet file lists)"
+	@echo "  results/$*/tables/rws_{table1,table4,oracle_free,transfer}.{csv,md}, figures/rws_*"
+	@echo "  results/$*/tables/distill.{csv,md}         robust distillation"
 	@echo "  results/$*/metrics/all.tsv                 every measurement, tidy"
 	@echo "  then: $(BIN)/snakemake --configfile config/presets/$*.yaml --report results/report.html"
 

@@ -110,11 +110,9 @@ class RunPaths:
         }
         self.corruptions = list(data["corruptions"])
         self.severities = list(data["severities"])
-        # Corrupted copies exist for splits decoded to tensors (not for file lists).
-        self.corrupted_splits = [s for s in ("adapt", "test") if self.data[s].endswith(".safetensors")]
-        can_corrupt = all(s in self.corrupted_splits for s in ("adapt", "test"))
-        self.rws = RwsPaths(self, config) if config["rws"]["enabled"] and can_corrupt else None
-        self.distill = DistillPaths(self) if config["distill"]["enabled"] and can_corrupt else None
+        self.corrupted_from = self._corrupted_source(data)
+        self.rws = RwsPaths(self, config) if config["rws"]["enabled"] else None
+        self.distill = DistillPaths(self) if config["distill"]["enabled"] else None
 
     # ------------------------------------------------------------------ data
     def shift_dir(self, shift: str) -> str:
@@ -133,22 +131,37 @@ class RunPaths:
     def shift_outputs(self, shift: str) -> list[str]:
         return [path for splits in self.shifts[shift].values() for path in splits.values()]
 
-    def corrupted_dir(self, split: str) -> str:
+    def _corrupted_source(self, data: Mapping[str, Any]) -> str | None:
+        """The on-disk ImageNet-C that stands in for generated corrupted copies (``data.corrupted_from:
+        imagenet-c``), else None. Its files are found by the names of the split's images, so the adapt
+        and test splits must be file lists of ImageNet validation images."""
+        if data["corrupted_from"] != "imagenet-c":
+            return None
+        decoded = [s for s in ("adapt", "test") if not self.data[s].endswith(".tsv")]
+        if self.dataset != "imagenet" or "imagenet-c" not in data["shifts"] or decoded:
+            raise ConfigError(
+                "config key 'data.corrupted_from': imagenet-c reads the corrupted copies of the adapt and test "
+                "splits from the on-disk ImageNet-C by file name, so it needs dataset: imagenet, "
+                "data.shifts.imagenet-c (its folder) and file-list adapt and test splits; found dataset "
+                f"{self.dataset}, shifts {sorted(data['shifts'])}, decoded splits {decoded}. Set "
+                "data.corrupted_from: generate (corrupt_split writes the copies), or fix those keys "
+                "(data.cache_max_images below the split sizes keeps them file lists)."
+            )
+        return str(data["shifts"]["imagenet-c"])
+
+    def corrupted_output(self, split: str) -> str:
+        """The folder rule corrupt_split writes the split's corrupted copies to."""
         return f"{self.results}/data/corrupted/{split}"
 
-    def corrupted_input(self, split: str, name: str = "corrupted") -> dict[str, str]:
-        """``{name: folder of the split's corrupted copies}`` when the workflow generates them, else ``{}``
-        (an optional named input: the script reads ``input.get(name)``)."""
-        return {name: self.corrupted_dir(split)} if split in self.corrupted_splits else {}
+    def corrupted_dir(self, split: str) -> str:
+        """The folder of the split's corrupted copies: written by corrupt_split (Hendrycks' arrays for a
+        decoded split, the ImageNet-C layout for a file list), or the on-disk ImageNet-C
+        (``data.corrupted_from: imagenet-c``)."""
+        return self.corrupted_from or self.corrupted_output(split)
 
-    def skipped_studies(self) -> list[str]:
-        """A sentence per enabled study that cannot run on this data set (file-list splits)."""
-        return [
-            f"robustsoup: {title} skipped: its evaluation needs the adapt and test splits decoded to tensors, and "
-            f"{self.dataset}'s are file lists (raise data.cache_max_images, or set {section}.enabled: false)"
-            for section, title in (("rws", "robust weight signatures"), ("distill", "robust distillation"))
-            if self.config[section]["enabled"] and getattr(self, section) is None
-        ]
+    def corrupted_input(self, split: str, name: str = "corrupted") -> dict[str, str]:
+        """``{name: folder of the split's corrupted copies}`` (a named input)."""
+        return {name: self.corrupted_dir(split)}
 
     # ------------------------------------------------------------------ files from outside the run
     def external_weights(self, section: str = "model") -> dict[str, str]:

@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import ImageSplit
-from .data.corruptions import FAMILIES, read_corrupted_split
+from .data import FileSplit, ImageSplit
+from .data.corrupted import corrupted_split
+from .data.corruptions import FAMILIES
+from .data.splits import Split
 
 MIXED_SEVERITY = -1
 FAMILY_ORDER = ("noise", "blur", "weather", "digital")
@@ -45,46 +47,49 @@ def family_mixture(
     corruptions: Sequence[str],
     severities: Sequence[int],
     seed: int,
-    split_name: str,
-    dataset: str = "",
-) -> ImageSplit:
+    split: Split,
+) -> Split:
     """One image per split image: a corruption of ``family`` at a severity, drawn with ``seed``.
 
-    ``corrupted_dir`` holds the split's corrupted copies in Hendrycks' layout
-    (``<corruption>.npy`` with the configured ``severities`` in row blocks).
+    ``corrupted_dir`` holds the split's corrupted copies (:func:`robustsoup.data.corrupted.corrupted_split`:
+    Hendrycks' arrays, with the configured ``severities`` in row blocks, or ImageNet-C folders). A
+    decoded split gives a decoded mixture; a file-list split a file list of the chosen copies, decoded
+    on demand like the split itself.
     """
     if not corruptions:
         raise ValueError(f"family {family!r} has no configured corruption")
     rng = np.random.default_rng([seed, zlib.crc32(family.encode())])
-    pieces = {}
-    labels = None
-    for corruption in corruptions:
-        for severity in severities:
-            images, split_labels = read_corrupted_split(corrupted_dir, corruption, severity, severities=severities)
-            pieces[(corruption, severity)] = images
-            labels = split_labels if labels is None else labels
-    n = len(labels)
+    pieces = {
+        (corruption, severity): corrupted_split(corrupted_dir, split, corruption, severity, severities)
+        for corruption in corruptions
+        for severity in severities
+    }
+    n = len(split)
     which = rng.integers(len(corruptions), size=n)
     level = rng.integers(len(severities), size=n)
-    first = next(iter(pieces.values()))
-    out = torch.empty_like(first)
-    for i in range(n):
-        out[i] = pieces[(corruptions[which[i]], severities[level[i]])][i]
-    return ImageSplit(out, labels, dataset, f"{split_name}:{family}")
+    chosen = [pieces[(corruptions[which[i]], severities[level[i]])] for i in range(n)]
+    name = f"{split.split}:{family}"
+    if isinstance(split, FileSplit):
+        paths = [piece.paths[i] for i, piece in enumerate(chosen)]
+        return FileSplit(paths, split.labels, split.dataset, name, split.resolution, resize=None, targets=split.targets)
+    out = torch.empty_like(split.images)
+    for i, piece in enumerate(chosen):
+        out[i] = piece.images[i]
+    return ImageSplit(out, split.labels, split.dataset, name, targets=split.targets)
 
 
 def evaluation_sets(
-    split: ImageSplit,
+    split: Split,
     corrupted_dir: str | Path | None,
     corruptions: Sequence[str],
     severities: Sequence[int],
     seed: int,
-) -> dict[str, ImageSplit]:
+) -> dict[str, Split]:
     """``clean`` and one mixture per corruption family (when corrupted copies exist)."""
     sets = {"clean": split}
     if corrupted_dir is not None:
         for family, names in family_corruptions(corruptions).items():
-            sets[family] = family_mixture(corrupted_dir, family, names, severities, seed, split.split, split.dataset)
+            sets[family] = family_mixture(corrupted_dir, family, names, severities, seed, split)
     return sets
 
 

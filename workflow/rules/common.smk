@@ -1,8 +1,6 @@
 # The run: the resolved config and every artifact's name and path (robustsoup.paths.RunPaths).
 # The rules below are getters over P; every script receives its paths by name.
 
-import sys
-
 from snakemake.exceptions import WorkflowError
 
 from robustsoup.config import ConfigError, write_resolved_config
@@ -20,9 +18,6 @@ try:  # the schema, every cross-key check, and (in the main process) the data an
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 DATASET, RESULTS, ENV = P.dataset, P.results, "../envs/robustsoup.yaml"
-if workflow.is_main_process:
-    for _skipped in P.skipped_studies():
-        print(_skipped, file=sys.stderr)
 
 
 def job_threads():

@@ -6,7 +6,8 @@
 #   results/<dataset>/data/{train,adapt,test}.{safetensors|tsv}          P.data
 #   results/<dataset>/data/<shift>/{adapt,test}.*                         P.shifts[shift]["all"]
 #   results/<dataset>/data/<shift>/<corruption>/<severity>/{adapt,test}.*  P.shifts[shift]["<c>/<s>"]
-#   results/<dataset>/data/corrupted/<split>/{<corruption>,labels}.npy    P.corrupted_dir(split)
+#   results/<dataset>/data/corrupted/<split>/{<corruption>,labels}.npy    P.corrupted_output(split), decoded
+#   results/<dataset>/data/corrupted/<split>/<corruption>/<severity>/<class>/<file>   … of a file list
 
 
 rule prepare_data:
@@ -46,16 +47,17 @@ rule prepare_shift:
         "../scripts/prepare_shift.py"
 
 
-# Corrupted copies of the adapt and test splits (Hendrycks' CIFAR-10-C layout:
-# <corruption>.npy with severity s in rows (s−1)·N … s·N−1, labels.npy), for the
-# configured corruptions and severities, at the constants of the images'
-# resolution. Generated once; a downloaded -C set in the same layout is
-# interchangeable. Only for splits decoded to tensors (not file lists).
+# Corrupted copies of the adapt and test splits, for the configured corruptions
+# and severities, at the constants of the images' resolution, generated once: a
+# decoded split in Hendrycks' CIFAR-10-C layout (<corruption>.npy with severity s
+# in rows (s−1)·N … s·N−1, labels.npy), a file list in the ImageNet-C layout (one
+# JPEG, quality 85, per image, written in chunks). With data.corrupted_from:
+# imagenet-c the on-disk ImageNet-C is read instead and this rule does not run.
 rule corrupt_split:
     input:
-        split=f"{RESULTS}/data/{{split}}.safetensors",
+        split=lambda w: P.data[w.split],
     output:
-        corrupted=directory(P.corrupted_dir("{split}")),
+        corrupted=directory(P.corrupted_output("{split}")),
     log:
         f"logs/corrupt_split/{DATASET}/{{split}}.log",
     benchmark:

@@ -11,7 +11,7 @@
 #
 # Only the `distill` section (and the data split) reaches these rules' rerun
 # params, so changing the soups, the threat models or the parent reruns none
-# of them. Included only when distill.enabled and the splits can be corrupted.
+# of them. Included only when distill.enabled.
 
 D = P.distill
 

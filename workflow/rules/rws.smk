@@ -1,6 +1,6 @@
 # Robust Weight Signatures (Cai et al. 2023): robustness to a corruption as a
 # small weight patch on a standard model, added, rescaled, composed, removed.
-# Included only when rws.enabled and the splits can be corrupted (P.rws).
+# Included only when rws.enabled (P.rws).
 #
 #   results/<dataset>/models/rws/{init,standard,augment,expert-<c>}.{safetensors,json}
 #   results/<dataset>/models/rws/{init-s<seed>,standard-s<seed>-{own,shared}}.*   transfer targets

@@ -71,7 +71,8 @@ Deviations from the reference scripts
   fog map); here they follow the image (fog uses the smallest power-of-two map ≥ the longer side,
   which is 32 for 32 px and 256 for 224 px as in the reference).
 - The released ImageNet-C is additionally re-encoded as JPEG (quality 85); :func:`corrupt` returns
-  the arrays, without that step.
+  the arrays, without that step (the ImageNet-C-layout copies of a file-list split,
+  :mod:`.corrupted`, take it; training corrupts on the fly without it).
 - Library versions differ from 2018 (Pillow's JPEG encoder, OpenCV, SciPy, scikit-image), which can
   move individual values by a grey level.
 """

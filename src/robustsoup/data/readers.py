@@ -466,6 +466,14 @@ def _find_corruption_folders(root: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def corruption_folders(root: str | Path) -> dict[str, Path]:
+    """Corruption name → its folder of severity folders under ``root`` (or the single folder an archive
+    unpacked into inside it), in either of the layouts :func:`_find_corruption_folders` accepts."""
+    if not Path(root).is_dir():
+        return {}
+    return _find_corruption_folders(_descend(Path(root), lambda f: bool(_find_corruption_folders(f))))
+
+
 def imagenet_c_reader(
     name: str, label_of: Callable[[], Mapping[str, int]], resolution: int, layout: str
 ) -> Callable[[Path], Catalog]:

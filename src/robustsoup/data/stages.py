@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from .corruptions import write_corrupted_split
+from .corrupted import write_corrupted_copies
 from .splits import load_split, prepare_shift_splits, prepare_splits, shift_parts
 
 
@@ -52,12 +52,12 @@ def prepare_shift(config: Mapping, shift: str, out_dir: str | Path) -> dict[str,
 
 
 def corrupt_split(config: Mapping, split_path: str | Path, out_dir: str | Path) -> dict[str, Path]:
-    """Corrupted copies of one cached split (every configured corruption and severity) in ``out_dir``."""
-    split = load_split(split_path)
+    """Corrupted copies of one cached split (every configured corruption and severity) in ``out_dir``:
+    Hendrycks' ``.npy`` arrays for a decoded split, ImageNet-C folders of JPEGs for a file list
+    (:mod:`.corrupted`), at the constants of the images' resolution."""
     data = config["data"]
-    return write_corrupted_split(
-        split.images,
-        split.labels,
+    return write_corrupted_copies(
+        load_split(split_path),
         out_dir,
         corruptions=data["corruptions"],
         severities=data["severities"],

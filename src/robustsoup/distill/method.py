@@ -489,7 +489,10 @@ def head_signals(
     batch_size: int = 500,
     device="cpu",
 ) -> HeadSignals:
-    """Selection signals of images ``x`` ([0,1] floats): see :class:`HeadSignals`.
+    """Selection signals of images ``x``: see :class:`HeadSignals`.
+
+    ``x`` is [0,1] floats or uint8 images, a tensor or any view that slices into one (a file-list
+    split's lazy ``images``: each batch is decoded when it is reached).
 
     The base runs once per image; the ``samples`` dropout masks act on its
     features, drawn from a generator seeded with ``seed`` on the CPU, so the
@@ -506,7 +509,9 @@ def head_signals(
     keep = 1.0 - net.dropout
     logits, uncert, divergence = [], [], []
     for start in range(0, len(x), batch_size):
-        features = net.features(_normalize(model, x[start : start + batch_size].to(device)))
+        batch = x[start : start + batch_size]
+        batch = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
+        features = net.features(_normalize(model, batch.to(device)))
         det, unc, means = [], [], []
         for head in HEADS:
             det.append(net.head(head, features).float().cpu())

@@ -28,7 +28,7 @@ import torch
 
 from ..checkpoint import load_meta, load_model, load_state_dict_checked, save_checkpoint
 from ..data import load_split
-from ..data.corruptions import read_corrupted_split
+from ..data.corrupted import corrupted_split, split_head
 from ..device import resolve_precision, seed_everything
 from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from ..io import write_text_atomic
@@ -248,15 +248,15 @@ def _row(model: str, corruption: str, severity: int, attack: str, correct: torch
     return metric_row(model, "test", correct, attack=attack, corruption=corruption, severity=severity)
 
 
-def _corrupted_sets(config: Mapping, directory, n_images: int):
-    """(corruption, severity, images uint8, labels) of the first ``n_images`` of each set in ``directory``."""
+def _corrupted_sets(config: Mapping, directory, clean, n_images: int):
+    """(corruption, severity, images, labels) of the first ``n_images`` corrupted copies of ``clean`` in
+    ``directory``, for every configured corruption and severity. ``images`` is uint8 (N, 3, H, W) or, for
+    a file-list split, a lazy view that decodes the slices asked for."""
     data = config["data"]
     for corruption in data["corruptions"]:
         for severity in sorted(data["severities"]):
-            images, labels = read_corrupted_split(
-                directory, corruption, severity, severities=sorted(data["severities"])
-            )
-            yield corruption, severity, images[:n_images], labels[:n_images]
+            copies = split_head(corrupted_split(directory, clean, corruption, severity, data["severities"]), n_images)
+            yield corruption, severity, copies.images, copies.labels
 
 
 @torch.no_grad()
@@ -307,7 +307,7 @@ def evaluate_distilled(
     else:
         x, y = test.images, test.labels
         rows = [_row(meta.name, "none", 0, "clean", _correct(model, x, y, device, batch_size))]
-        for corruption, severity, images, labels in _corrupted_sets(config, corrupted_test_dir, n_images):
+        for corruption, severity, images, labels in _corrupted_sets(config, corrupted_test_dir, test, n_images):
             rows.append(
                 _row(meta.name, corruption, severity, "clean", _correct(model, images, labels, device, batch_size))
             )
@@ -335,11 +335,12 @@ def evaluate_distilled(
     return frame
 
 
-def _signals(config: Mapping, model, images: torch.Tensor, device) -> HeadSignals:
+def _signals(config: Mapping, model, images, device) -> HeadSignals:
+    """Head signals of uint8 ``images`` (a tensor, or a file-list split's lazy view, decoded in batches)."""
     s = config["distill"]["selection"]
     return head_signals(
         model,
-        images.float().div(255.0),
+        images,
         samples=s["mc_samples"],
         seed=config["seed"],
         uncertainty=s["uncertainty"],
@@ -353,7 +354,7 @@ def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, co
     # Calibration on the adaptation split: its clean images and the first n_adapt_images of every corrupted set.
     clean_adapt = _signals(config, model, adapt.images, device)
     shifted, labels = [], []
-    for _, _, images, y in _corrupted_sets(config, corrupted_adapt_dir, s["n_adapt_images"]):
+    for _, _, images, y in _corrupted_sets(config, corrupted_adapt_dir, adapt, s["n_adapt_images"]):
         shifted.append(_signals(config, model, images, device))
         labels.append(y)
     thresholds, record = calibrate_thresholds(
@@ -381,7 +382,7 @@ def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, co
 
     add(_signals(config, model, test.images, device), test.labels, "none", 0)
     for corruption, severity, images, y in _corrupted_sets(
-        config, corrupted_test_dir, config["distill"]["evaluate"]["n_images"]
+        config, corrupted_test_dir, test, config["distill"]["evaluate"]["n_images"]
     ):
         add(_signals(config, model, images, device), y, corruption, severity)
     # Rows grouped by model, clean first (the order of a plain model's file).

@@ -17,7 +17,9 @@ Models (all under ``results/<dataset>/models/rws/``):
 
 Every evaluation writes tidy rows (:data:`robustsoup.evaluate.METRIC_COLUMNS`, threat ``none``,
 attack ``clean``): clean test accuracy (corruption ``none``) and accuracy on the corrupted test
-split (``data/corrupted/test``, Hendrycks' layout) at ``rws.eval_severities``.
+split (``data/corrupted/test``: Hendrycks' arrays for a decoded split, ImageNet-C folders for a file
+list, see :mod:`robustsoup.data.corrupted`) at ``rws.eval_severities``. Every evaluation streams its
+images in batches, so a file-list split is decoded a batch at a time.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ from safetensors.torch import save_file as save_torch
 
 from .. import evaluate
 from ..checkpoint import load_checkpoint, load_model
-from ..data import load_split
-from ..data.corruptions import corrupt, read_corrupted_split
+from ..data import ImageSplit, load_split
+from ..data.corrupted import corrupted_split, split_head
+from ..data.corruptions import corrupt
+from ..data.splits import Split
 from ..device import seed_everything
 from ..evaluate import METRIC_COLUMNS, clean_correct, read_metrics, write_metrics
 from ..io import atomic_path, write_text_atomic
@@ -173,7 +177,7 @@ class CorruptedAccuracy:
     def __call__(self, model) -> float:
         device = next(model.parameters()).device
         sets = EvalSets(self.config, self.split_path, self.corrupted_dir, split="adapt")
-        correct = [_correct(model, *sets.corrupted(self.corruption, s), device) for s in self.severities]
+        correct = [_correct(model, sets.corrupted(self.corruption, s), device) for s in self.severities]
         return float(torch.cat(correct).float().mean())
 
 
@@ -308,46 +312,54 @@ def metric_row(model: str, corruption: str, severity: int, correct: torch.Tensor
 
 
 class EvalSets:
-    """The clean test split and its corrupted copies, as float images in [0,1]."""
+    """The clean split (its first ``n`` images) and its corrupted copies, as splits read in batches."""
 
     def __init__(self, config: Mapping, test_path, corrupted_dir, n: int | None = None, split: str = "test"):
         self.config = config
-        data = load_split(test_path)
-        self.x, self.y = data.as_float(n)
-        self.n = len(self.y)
-        self.images = data.images[: self.n]  # uint8, for corruptions made on the fly
+        self.whole = load_split(test_path)
+        self.clean = split_head(self.whole, n)
+        self.n = len(self.clean)
+        self.y = self.clean.labels
         self.dir = Path(corrupted_dir)
         self.split = split
-        self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._opened: dict[tuple[str, int], Split] = {}
 
-    def corrupted(self, corruption: str, severity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def corrupted(self, corruption: str, severity: int) -> Split:
+        """The first ``n`` corrupted copies at ``corruption`` and ``severity`` (labels checked against the split)."""
         key = (corruption, severity)
-        if key not in self._cache:
-            images, labels = read_corrupted_split(
-                self.dir, corruption, severity, severities=sorted(self.config["data"]["severities"])
-            )
-            x, y = images[: self.n].float().div_(255.0), labels[: self.n]
-            if not torch.equal(y, self.y):
-                raise ValueError(
-                    f"{self.dir}: labels of {corruption} severity {severity} do not match the "
-                    f"{self.split} split; regenerate the corrupted split"
-                )
-            self._cache[key] = (x, y)
-        return self._cache[key]
+        if key not in self._opened:
+            severities = self.config["data"]["severities"]
+            copies = corrupted_split(self.dir, self.whole, corruption, severity, severities)
+            self._opened[key] = split_head(copies, self.n)
+        return self._opened[key]
 
 
-def _correct(model, x, y, device) -> torch.Tensor:
-    return clean_correct(model, x.to(device), y.to(device)).cpu()
+def _inputs(images: torch.Tensor, device) -> torch.Tensor:
+    """uint8 images → [0,1] floats on ``device``."""
+    return images.to(device).float().div_(255.0)
+
+
+def _batches(data: Split, device, batch_size: int = 500):
+    """(inputs on ``device``, labels on ``device``) of consecutive batches of ``data``."""
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        yield _inputs(data.load(idx), device), data.labels[idx].to(device)
+
+
+def _correct(model, data: Split, device) -> torch.Tensor:
+    """Per-image clean correctness of ``model`` on ``data``, decoded a batch at a time."""
+    return torch.cat([clean_correct(model, x, y).cpu() for x, y in _batches(data, device)])
 
 
 def _rows(
     model, name: str, sets: EvalSets, corruptions: Sequence[str], severities: Sequence[int], device, clean: bool = True
 ) -> list[dict]:
-    rows = [metric_row(name, "none", 0, _correct(model, sets.x, sets.y, device))] if clean else []
+    rows = [metric_row(name, "none", 0, _correct(model, sets.clean, device))] if clean else []
     for corruption in corruptions:
         for severity in severities:
-            x, y = sets.corrupted(corruption, severity)
-            rows.append(metric_row(name, corruption, severity, _correct(model, x, y, device)))
+            rows.append(
+                metric_row(name, corruption, severity, _correct(model, sets.corrupted(corruption, severity), device))
+            )
     return rows
 
 
@@ -414,7 +426,7 @@ def evaluate_patched(
     sets = EvalSets(config, test_path, corrupted_dir)
     # After every unpatch the weights are checked to be the standard model's bit for bit,
     # so one clean pass gives every signature's "-off" row.
-    unpatched = _correct(model, sets.x, sets.y, device)
+    unpatched = _correct(model, sets.clean, device)
     rows = []
     for corruption, signature in _signatures(config, signature_paths).items():
         name = f"rws-{corruption}{variant_suffix(variant)}"
@@ -459,23 +471,23 @@ def rws_compose(
     severity = rws["compose_severity"]
     sets = EvalSets(config, test_path, corrupted_dir, n=rws["sweep_images"])
     signatures = _signatures(config, {c: signature_paths[c] for c in (a, b)})
-    images = sets.images
+    images = sets.clean.load(torch.arange(sets.n))  # rws.sweep_images of them, decoded once
     both = corrupt(corrupt(images, a, severity, seed=config["seed"]), b, severity, seed=config["seed"])
     streams = {
-        "none": (sets.x, sets.y),
+        "none": sets.clean,
         a: sets.corrupted(a, severity),
         b: sets.corrupted(b, severity),
-        compound_name(a, b): (both.float().div_(255.0), sets.y),
+        compound_name(a, b): ImageSplit(both, sets.y, sets.clean.dataset, f"{sets.split}:{compound_name(a, b)}"),
     }
     rows = []
     for la in rws["compose_lambdas"]:
         for lb in rws["compose_lambdas"]:
             name = compose_name(a, la, b, lb)
             with patched(model, [signatures[a], signatures[b]], [la, lb], identity):
-                for corruption, (x, y) in streams.items():
+                for corruption, data in streams.items():
                     rows.append(
                         metric_row(
-                            name, corruption, 0 if corruption == "none" else severity, _correct(model, x, y, device)
+                            name, corruption, 0 if corruption == "none" else severity, _correct(model, data, device)
                         )
                     )
     return _write(rows, rows_path)
@@ -605,10 +617,13 @@ def rws_oracle_free(
     adapt = EvalSets(config, adapt_path, adapt_corrupted_dir, split="adapt")
     test = EvalSets(config, test_path, corrupted_dir)
 
-    def stream(sets: EvalSets, cls):
-        return (sets.x, sets.y) if cls[0] == "none" else sets.corrupted(*cls)
+    def stream(sets: EvalSets, cls) -> Split:
+        return sets.clean if cls[0] == "none" else sets.corrupted(*cls)
 
-    x_fit = torch.cat([features(stream(adapt, cls)[0].to(device)) for cls in classes])
+    def shallow(data: Split) -> torch.Tensor:
+        return torch.cat([features(x) for x, _ in _batches(data, device)])
+
+    x_fit = torch.cat([shallow(stream(adapt, cls)) for cls in classes])
     y_fit = torch.cat([torch.full((adapt.n,), i, dtype=torch.int64) for i in range(len(classes))])
     detector = fit_detector(x_fit, y_fit, len(classes), spec["weight_decay"], spec["steps"])
     with atomic_path(classifier_path) as tmp:
@@ -620,33 +635,32 @@ def rws_oracle_free(
 
     best_lambda = {}
     for c, s in classes[1:]:
-        x, y = adapt.corrupted(c, s)
+        data = adapt.corrupted(c, s)
         scores = []
         for coefficient in rws["lambdas"]:
             with patched(model, [signatures[c]], [coefficient], identity):
-                scores.append((int(_correct(model, x, y, device).sum()), -coefficient))
+                scores.append((int(_correct(model, data, device).sum()), -coefficient))
         best_lambda[(c, s)] = -max(scores)[1]
         log.info("λ for %s severity %d on the adaptation split: %g", c, s, best_lambda[(c, s)])
 
     rows, detector_rows = [], []
     batch = spec["batch_size"]
     for truth in classes:
-        x, y = stream(test, truth)
+        data = stream(test, truth)
         auto, tuned = [], []
         right_type = right_both = batches = 0
-        probabilities = detector_probabilities(detector, features(x.to(device)))
-        for start in range(0, len(y), batch):
-            xb, yb = x[start : start + batch], y[start : start + batch]
-            picked = classes[int(probabilities[start : start + batch].mean(0).argmax())]
+        probabilities = detector_probabilities(detector, shallow(data))
+        for number, (xb, yb) in enumerate(_batches(data, device, batch)):
+            picked = classes[int(probabilities[number * batch : (number + 1) * batch].mean(0).argmax())]
             batches += 1
             right_type += picked[0] == truth[0]
             right_both += picked == truth
             for chosen, sink in ((picked, auto), (truth, tuned)):
                 if chosen[0] == "none":
-                    sink.append(_correct(model, xb, yb, device))
+                    sink.append(clean_correct(model, xb, yb).cpu())
                 else:
                     with patched(model, [signatures[chosen[0]]], [best_lambda[chosen]], identity):
-                        sink.append(_correct(model, xb, yb, device))
+                        sink.append(clean_correct(model, xb, yb).cpu())
         rows.append(metric_row("rws-auto", truth[0], truth[1], torch.cat(auto)))
         rows.append(metric_row("rws-oracle-tuned", truth[0], truth[1], torch.cat(tuned)))
         per_image = probabilities.argmax(1)
@@ -661,8 +675,8 @@ def rws_oracle_free(
                 "correct_both": right_both,
                 "accuracy_corruption": right_type / batches,
                 "accuracy_both": right_both / batches,
-                "images": len(y),
-                "image_accuracy_corruption": image_type / len(y),
+                "images": len(data),
+                "image_accuracy_corruption": image_type / len(data),
                 "lambda": 0.0 if truth[0] == "none" else best_lambda[truth],
             }
         )
