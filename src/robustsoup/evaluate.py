@@ -19,6 +19,7 @@ from torch import nn
 
 from .attacks import AttackPlan, robust_correct
 from .data import ImageSplit
+from .data.loading import BatchSource, batch_source
 from .io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -81,20 +82,28 @@ def _points(labels: torch.Tensor, correct: torch.Tensor) -> pd.DataFrame:
 
 
 def evaluate_clean(
-    model: nn.Module, model_name: str, data: ImageSplit, device="cpu", batch_size: int = 500
+    model: nn.Module, model_name: str, data: ImageSplit | BatchSource, device="cpu", batch_size: int = 500
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean accuracy on all of ``data``: (one tidy row, per-point correctness)."""
+    """Clean accuracy on all of ``data`` (a split, or a batch source over one): (one tidy row, per-point
+    correctness).
+
+    Batches come from a :class:`~robustsoup.data.loading.BatchSource`, as training's do (a decoded split
+    held on the GPU, a file list decoded by the loader's workers), so no split is ever held in float32."""
     model = model.to(device).eval()
-    x, y = data.as_float()
-    correct = clean_correct(model, x.to(device), y.to(device), batch_size)
-    row = metric_row(model_name, data.split, correct)
-    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, correct)
+    source = batch_source(data, device)
+    hits = []
+    with torch.no_grad():
+        for _idx, x, y in source.batches(torch.arange(len(source)), batch_size):
+            hits.append(model(x.float().div_(255.0)).argmax(1) == y)
+    correct = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    row = metric_row(model_name, source.split.split, correct)
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(source.split.labels, correct)
 
 
 def evaluate_adversarial(
     model: nn.Module,
     model_name: str,
-    data: ImageSplit,
+    data: ImageSplit | BatchSource,
     norm: str,
     eps: float,
     plan: AttackPlan,
@@ -109,9 +118,10 @@ def evaluate_adversarial(
     robust only if it is also correct clean). ε is in [0,1] pixel space.
     """
     model = model.to(device).eval()
-    x, y = data.as_float(n_attacked)
+    source = batch_source(data, device)
+    x, y = source.first(n_attacked)
     start = time.perf_counter()
-    robust = robust_correct(model, x.to(device), y.to(device), norm, eps, plan, seed=seed, batch_size=batch_size)
+    robust = robust_correct(model, x, y, norm, eps, plan, seed=seed, batch_size=batch_size)
     log.info(
         "%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)",
         model_name,
@@ -122,7 +132,7 @@ def evaluate_adversarial(
         plan.name,
         time.perf_counter() - start,
     )
-    row = metric_row(model_name, data.split, robust, threat=norm, eps=eps, attack=plan.name)
+    row = metric_row(model_name, source.split.split, robust, threat=norm, eps=eps, attack=plan.name)
     return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust)
 
 
@@ -138,7 +148,9 @@ def evaluate_threats(
     device="cpu",
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """Clean accuracy, then robust accuracy under every norm of ``plans`` (ε from ``eps``) on the first
-    ``n_attacked`` images: ``{"clean": (row, points), norm: (row, points), …}`` in that order."""
+    ``n_attacked`` images: ``{"clean": (row, points), norm: (row, points), …}`` in that order; one
+    batch source serves them all."""
+    data = batch_source(data, device)
     results = {"clean": evaluate_clean(model, model_name, data, device)}
     for norm, plan in plans.items():
         results[norm] = evaluate_adversarial(

@@ -122,6 +122,7 @@ def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSetting
         augmentation=training["augmentation"],
         gpus=training.get("gpus", 1),
         sync_batchnorm=training.get("sync_batchnorm", False),
+        compile=training.get("compile", False),
     )
 
 
