@@ -15,7 +15,16 @@ import torch
 
 from .config import resolve_config
 from .data import loading, options
-from .device import COMPILED, RESOLVED, Arithmetic, configure_cuda, cpu_native_bf16, gpu_lease, machine_summary, select_device
+from .device import (
+    COMPILED,
+    RESOLVED,
+    Arithmetic,
+    configure_cuda,
+    cpu_native_bf16,
+    gpu_lease,
+    machine_summary,
+    select_device,
+)
 from .report.benchmarks import JOB_RECORD
 
 

@@ -10,14 +10,12 @@ import torch
 from robustsoup.data import FileSplit, ImageSplit, decode_image, options
 from robustsoup.data.loading import BatchSource, loader_workers
 from robustsoup.data.options import LoadingOptions
+from robustsoup.device import COMPILED, compile_model
 from robustsoup.evaluate import evaluate_clean
 from robustsoup.train.loop import TrainSettings, make_input_policy, train_model
 
 from conftest import tiny_meta
 from data_fixtures import write_png
-
-# torchvision 0.29 warns that its image decoders are deprecated (robustsoup silences it; pytest resets filters).
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
 
 def _photo(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -67,14 +65,14 @@ def test_a_decoded_split_on_the_cpu_is_indexed_in_place():
     split = ImageSplit(images, torch.arange(9), "synthetic", "test")
     source = BatchSource(split, "cpu")
     assert source.kind == "memory" and source.images.data_ptr() == images.data_ptr()  # no copy
-    (idx, x, y), *_ = source.batches(torch.tensor([4, 1, 7]), 3)
+    (_idx, x, y), *_ = source.batches(torch.tensor([4, 1, 7]), 3)
     assert torch.equal(x, images[[4, 1, 7]]) and y.tolist() == [4, 1, 7]
     x, y = source.first(4)
     assert x.dtype == torch.float32 and torch.equal(x, images[:4].float() / 255) and y.tolist() == [0, 1, 2, 3]
 
 
 def test_auto_workers_are_none_off_cuda_and_the_jobs_cpus_less_one_on_cuda(monkeypatch):
-    for variable in ("SLURM_CPUS_PER_GPU", "SLURM_CPUS_PER_TASK"):
+    for variable in ("SLURM_CPUS_PER_GPU", "SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(variable, raising=False)
     assert loader_workers("auto", torch.device("cpu")) == 0
     assert loader_workers(3, torch.device("cpu")) == 3
@@ -83,6 +81,10 @@ def test_auto_workers_are_none_off_cuda_and_the_jobs_cpus_less_one_on_cuda(monke
     assert loader_workers("auto", cuda) == max(1, threads - 1)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "5")
     assert loader_workers("auto", cuda) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun ranks share the task's CPUs
+    assert loader_workers("auto", cuda) == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "16")
+    assert loader_workers("auto", cuda) == 7
     monkeypatch.setenv("SLURM_CPUS_PER_GPU", "9")  # per GPU wins over per task
     assert loader_workers("auto", cuda) == 8
     monkeypatch.setenv("SLURM_CPUS_PER_GPU", "1")
@@ -155,3 +157,41 @@ def test_the_decoders_agree_within_one_grey_level(tmp_path):
     assert torch.equal(decode_image(bmp, 32, decoder="pil"), decode_image(bmp, 32, decoder="torchvision"))
     with pytest.raises(ValueError, match="unknown image decoder 'cv2'"):
         decode_image(png, 64, decoder="cv2")
+
+
+def test_the_compile_key_wraps_the_model_sharing_its_weights_and_is_recorded():
+    from robustsoup.config import resolve_config
+    from robustsoup.snakemake_job import job_record
+    from robustsoup.train.run import settings_from
+
+    config = resolve_config({"pretrain": {"compile": True}})
+    assert resolve_config({})["pretrain"]["compile"] is False
+    settings = settings_from(config["pretrain"], seed=0, decay_all=False)
+    record: dict = {}
+    settings.resolved(torch.device("cpu"), record)
+    assert settings.compile is True and record["compile"] is True
+    model = tiny_meta().build()
+    COMPILED.clear()
+    try:
+        assert compile_model(model, False) is model
+        # torch.compile compiles at the first call; a tiny model's training took 167 s to compile on the
+        # 2-core CPU this was written on (18 s eager), so no test runs a compiled model.
+        compiled = compile_model(model, True)
+        assert compiled is not model and {id(p) for p in compiled.parameters()} == {id(p) for p in model.parameters()}
+        assert " compile=false+true " in job_record("pretrain", inside_s=1.0)
+    finally:
+        COMPILED.clear()
+
+
+def test_the_job_record_says_how_splits_were_batched(tmp_path):
+    from robustsoup.data import loading
+    from robustsoup.snakemake_job import job_record
+
+    loading.USED.clear()
+    try:
+        assert " batches=none " in job_record("evaluate_model", inside_s=1.0)
+        BatchSource(ImageSplit(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2), "digits", "test"), "cpu")
+        BatchSource(_file_split(tmp_path, n=2), "cpu", workers=0, decoder="pil")
+        assert " batches=memory+files/0w/pil " in job_record("evaluate_model", inside_s=1.0)
+    finally:
+        loading.USED.clear()

@@ -40,17 +40,21 @@ log = logging.getLogger(__name__)
 # What every BatchSource of this process did (its record()), in order: the job's closing record names them.
 USED: list[dict] = []
 
-SLURM_CPU_VARIABLES = ("SLURM_CPUS_PER_GPU", "SLURM_CPUS_PER_TASK")
 PREFETCH_BATCHES = 4  # batches each worker decodes ahead
 
 
 def job_cpus() -> int:
-    """CPUs this job may use: SLURM's ``SLURM_CPUS_PER_GPU`` or ``SLURM_CPUS_PER_TASK`` where set, else the
-    job's torch threads (a workflow job sets them from the rule's ``threads``)."""
-    for variable in SLURM_CPU_VARIABLES:
-        value = os.environ.get(variable, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
+    """CPUs one process of this job may use: SLURM's ``SLURM_CPUS_PER_GPU`` where set; else
+    ``SLURM_CPUS_PER_TASK`` shared among the task's ``LOCAL_WORLD_SIZE`` processes (torchrun's ranks on
+    this node, 1 without torchrun); else the process's torch threads (a workflow job sets them from the
+    rule's ``threads``)."""
+    per_gpu = os.environ.get("SLURM_CPUS_PER_GPU", "").strip()
+    if per_gpu.isdigit() and int(per_gpu) > 0:
+        return int(per_gpu)
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if per_task.isdigit() and int(per_task) > 0:
+        ranks = os.environ.get("LOCAL_WORLD_SIZE", "1").strip()
+        return max(1, int(per_task) // max(1, int(ranks) if ranks.isdigit() else 1))
     return max(1, torch.get_num_threads())
 
 
@@ -174,7 +178,9 @@ class BatchSource:
             record["decoder"] = self.decoder
         return record
 
-    def batches(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, order: torch.Tensor, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """``(indices, images, labels)`` for consecutive ``batch_size`` slices of ``order`` (CPU int64):
         indices on the CPU, uint8 ``(B, 3, R, R)`` images and int64 labels on the device."""
         order = torch.as_tensor(order, dtype=torch.int64)

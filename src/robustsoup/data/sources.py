@@ -155,7 +155,8 @@ def _decode_pil(path: str | os.PathLike, resolution: int, resize: int | None) ->
 
 def _decode_torchvision(path: str | os.PathLike, resolution: int, resize: int | None) -> torch.Tensor:
     try:
-        from torchvision.io import ImageReadMode, decode_image as tv_decode, read_file
+        from torchvision.io import ImageReadMode, read_file
+        from torchvision.io import decode_image as tv_decode
         from torchvision.transforms.v2.functional import resize as tv_resize
     except ImportError as exc:
         raise RuntimeError(
