@@ -108,7 +108,8 @@ class BatchSource:
     ``workers`` and ``decoder`` default to the job's ``data.loader_workers`` and ``data.decoder``
     (:data:`robustsoup.data.options.OPTIONS`). :attr:`kind` says which path it took: ``device``
     (decoded split held on the GPU), ``memory`` (decoded split gathered from host memory) or ``files``
-    (decoded by the loader); :meth:`record` is what a sidecar records of it.
+    (decoded by the loader); :meth:`record` describes it for the job's log and closing record. One pass
+    (:meth:`batches`) at a time: a new pass restarts the loader's workers on the new order.
     """
 
     def __init__(
