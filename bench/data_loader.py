@@ -14,7 +14,10 @@ seconds):
    what training and evaluation read through) over one epoch, for each
    decoder × ``data.loader_workers`` (0: the job's process with its decoding
    threads; N: N worker processes);
-3. with CUDA: ``torchvision.io.decode_jpeg(device="cuda")`` (nvJPEG) batches
+3. one clean training epoch of the small PreAct ResNet on the CPU reading
+   the file list with each number of workers (what decoding ahead is worth
+   while the same CPU computes);
+4. with CUDA: ``torchvision.io.decode_jpeg(device="cuda")`` (nvJPEG) batches
    of the same files, resized on the GPU (skipped, with the reason, without CUDA).
 
 Measured on the 2-core AVX-512 machine this was written on (shared with other
@@ -40,7 +43,8 @@ processes would take the computation's cores, so ``data.loader_workers:
 auto`` is 0 without CUDA; with CUDA the CPU only decodes and feeds the GPU,
 so auto gives it the job's CPUs less one.
 
-    .venv/bin/python bench/data_loader.py [--images 256] [--batch 64] [--workers 0,1,2] [--summary out.json]
+    .venv/bin/python bench/data_loader.py [--images 256] [--train-images 128] [--batch 64] [--workers 0,1,2]
+        [--summary out.json]
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from robustsoup.data import FileSplit, decode_image
+from robustsoup.data import FileSplit, decode_image, options
 from robustsoup.data.loading import BatchSource
 from robustsoup.data.options import DECODERS
 from robustsoup.device import machine_summary
@@ -117,6 +121,25 @@ def loader_rate(split: FileSplit, decoder: str, workers: int, batch: int) -> flo
     return best_rate(lambda: sum(len(idx) for idx, _, _ in source.batches(order, batch)), len(split))
 
 
+def training_rate(split: FileSplit, workers: int, batch: int) -> float:
+    """Images/s of one clean training epoch of the small PreAct ResNet (width 16) on the CPU, reading the
+    file list through ``workers`` loader workers: what decoding ahead is worth while the CPU computes."""
+    from robustsoup.models import build_model
+    from robustsoup.train.loop import TrainSettings, make_input_policy, train_model
+
+    def run() -> None:
+        previous = options.configure({"loader_workers": workers})
+        try:
+            torch.manual_seed(0)
+            model = build_model("preact_resnet_small", 10, (0.5,) * 3, (0.25,) * 3, width=16)
+            settings = TrainSettings(epochs=1, lr=0.01, batch_size=batch, precision="float32")
+            train_model(model, split, make_input_policy("none", {}, 1), settings, torch.device("cpu"))
+        finally:
+            options.OPTIONS = previous
+
+    return best_rate(run, len(split), repeats=2)
+
+
 def cuda_rate(paths: list[Path], resolution: int, resize: int | None, batch: int) -> float:
     """Images/s of nvJPEG decoding (``decode_jpeg(device="cuda")``, batches of ``batch`` files) with the
     resize and centre crop on the GPU."""
@@ -140,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256, help="JPEGs of each shape")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--train-images", type=int, default=128, help="JPEGs of each shape the training reads")
     parser.add_argument("--workers", default="0,1,2", help="comma-separated data.loader_workers to measure")
     parser.add_argument("--summary", type=Path, default=None, help="also write the headline numbers here (JSON)")
     args = parser.parse_args()
@@ -186,6 +210,24 @@ def main() -> None:
                         )
                     )
                     rows.append(Measurement("data_loader", f"loader, 0 workers, {decoder}, {label}", base, "img/s"))
+
+            n = min(args.train_images, len(paths))
+            subset = FileSplit(paths[:n], labels[:n], "generated", "train", resolution=resolution, resize=resize)
+            train = {w: training_rate(subset, w, args.batch) for w in workers}
+            print(
+                "  clean training epoch (PreAct ResNet small, CPU): "
+                + ", ".join(f"{w} workers {r:.0f} img/s" for w, r in train.items())
+            )
+            if 0 in train:
+                best = max(train, key=train.get)
+                rows.append(
+                    Measurement(
+                        "data_loader",
+                        f"CPU training, best workers ({best}) / 0 workers, {label}",
+                        train[best] / train[0],
+                        "×",
+                    )
+                )
 
             if torch.cuda.is_available():
                 gpu = cuda_rate(paths, resolution, resize, args.batch)
