@@ -21,27 +21,27 @@ seconds):
    of the same files, resized on the GPU (skipped, with the reason, without CUDA).
 
 Measured on the 2-core AVX-512 machine this was written on (shared with other
-jobs; 256 files per shape, batch 64):
+jobs, so single numbers vary by ±15 % between runs; 256 files per shape,
+batch 64, two runs):
 
-===============================  ==========  ===========  =========  =========  =========
-shape                            decode pil  decode tv    loader 0w  loader 1w  loader 2w
-===============================  ==========  ===========  =========  =========  =========
-224 px (500×375, resize 256)     490 img/s   835 (1.70×)  1510       750        1404
-64 px (96×72)                    5984        7980 (1.33×) 4938       5266       9782
-===============================  ==========  ===========  =========  =========  =========
+* 224 px (500×375, resize 256): decoding, one thread, Pillow 490-513 img/s,
+  torchvision 835-881 (1.70-1.72×); the loader (torchvision) with 0 / 1 / 2
+  workers 856-1510 / 750-784 / 826-1404 img/s; a clean CPU training epoch
+  (128 files) with 0 / 1 / 2 workers 6 / 4 / 4 img/s.
+* 64 px (96×72): decoding Pillow 4264-5984, torchvision 5209-7980 img/s
+  (1.2-1.3×); the loader 4794-4938 / 5266-5735 / 3832-9782 img/s; training
+  25-38 / 28-33 / 29-34 img/s.
 
-(decode: one thread; loader: torchvision, the job's 2 threads, N worker
-processes.) torchvision gives the same JPEG pixels as Pillow and resizes
-within one grey level (0.2 % of the values differ at 224 px, 1.4 % at 64 px),
-so ``data.decoder: torchvision`` is the default; through the loader Pillow
-ran at half torchvision's rate (762 img/s with 0 workers at 224 px). Workers
-gain nothing for 224-px images on a CPU (decoding already runs on both
-cores in threads: Pillow and torch release the GIL) and 2× for tiny ones
-(per-image Python overhead), but a CPU job computes far slower than it
-decodes (≈100 img/s of APGD training against ≥ 1,500 decoded), and worker
-processes would take the computation's cores, so ``data.loader_workers:
-auto`` is 0 without CUDA; with CUDA the CPU only decodes and feeds the GPU,
-so auto gives it the job's CPUs less one.
+torchvision gives the same JPEG pixels as Pillow and resizes within one grey
+level (0.2 % of the values differ at 224 px, 1.4 % at 64 px), at 1.7× Pillow's
+rate for ImageNet-sized images, so ``data.decoder: torchvision`` is the
+default. On a CPU, workers gain nothing for 224-px images (the decoding
+threads of 0 workers already use both cores: Pillow and torch release the
+GIL) and nothing measurable in training at either size (the computation is
+two orders of magnitude slower than decoding; the differences are within the
+run-to-run noise), while each worker is a process holding the file list, so
+``data.loader_workers: auto`` is 0 without CUDA. With CUDA the CPU only
+decodes and feeds the GPU, so auto gives the loader the job's CPUs less one.
 
     .venv/bin/python bench/data_loader.py [--images 256] [--train-images 128] [--batch 64] [--workers 0,1,2]
         [--summary out.json]
