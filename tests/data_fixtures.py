@@ -96,3 +96,63 @@ def imagenet_sample(k: int = 3) -> list[str]:
 def subset_sample(name: str, k: int = 3) -> list[str]:
     wnids = read_wnids(name)
     return [wnids[0], wnids[100], wnids[-1]][:k]
+
+
+def write_tiny_imagenet(root: Path, wnids: list[str], train_per_class: int = 3, val_per_class: int = 2) -> Path:
+    """Tiny-ImageNet's published layout under ``root``: wnids.txt (every one of its 200 classes, in the
+    archive's unsorted order), train/<wnid>/images/<wnid>_<i>.JPEG for ``wnids`` only, val/images/val_<i>.JPEG
+    and val/val_annotations.txt (64×64 images, channel 0 of pixel (0, 0) = position of the wnid in ``wnids``·10)."""
+    every = list(read_wnids("tiny-imagenet"))
+    (root / "val" / "images").mkdir(parents=True, exist_ok=True)
+    (root / "wnids.txt").write_text("\n".join(every[::-1]) + "\n")
+    annotations = []
+    for position, wnid in enumerate(wnids):
+        image = coded_images([position], res=64)[0]
+        for i in range(train_per_class):
+            write_png(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", image, "JPEG")
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
+        for i in range(val_per_class):
+            name = f"val_{position * val_per_class + i}.JPEG"
+            write_png(root / "val" / "images" / name, image, "JPEG")
+            annotations.append(f"{name}\t{wnid}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
+    return root
+
+
+def write_imagenet_c_folders(
+    root: Path, wnids: list[str], corruptions: list[str], severities=(1, 2, 3, 4, 5), per_class: int = 2, res=224
+) -> None:
+    """<root>/<corruption>/<severity>/<wnid>/<wnid>_<i>.JPEG (ImageNet-C's layout; Tiny-ImageNet-C's at res 64)."""
+    for corruption in corruptions:
+        for severity in severities:
+            write_wnid_folders(root / corruption / str(severity), wnids, per_class, size=(res, res))
+
+
+def write_imagenet_real(root: Path, label_sets: list[list[int]], wnids: list[str]) -> list[Path]:
+    """ImageNet-ReaL: real.json holding ``label_sets`` and one validation image per entry,
+    val/<wnid>/ILSVRC2012_val_<i+1>.JPEG with image i in folder ``wnids[i % len(wnids)]``."""
+    import json
+
+    paths = []
+    rng = np.random.default_rng(1)
+    for i in range(len(label_sets)):
+        path = root / "val" / wnids[i % len(wnids)] / f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        write_png(path, rng.integers(0, 255, (40, 30, 3), dtype=np.uint8), "JPEG")
+        paths.append(path)
+    (root / "real.json").write_text(json.dumps(label_sets))
+    return paths
+
+
+def write_cue_conflict(root: Path, per_category: int = 2, categories: list[str] | None = None) -> None:
+    """<root>/<shape category>/<shape><i>-<texture><j>.png, 224×224 PNGs (the stimuli's layout)."""
+    from robustsoup.data.scoring import read_categories
+
+    names = categories or [c for c, _ in read_categories("cue-conflict")]
+    rng = np.random.default_rng(2)
+    for k, shape in enumerate(names):
+        for i in range(per_category):
+            texture = names[(k + 1 + i) % len(names)]
+            write_png(
+                root / shape / f"{shape}{i + 1}-{texture}{i + 1}.png",
+                rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
+            )

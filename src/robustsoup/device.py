@@ -316,21 +316,31 @@ def gpu_lease(
     lease_dir: str | Path | None = None,
     timeout: float = 3600.0,
     poll: float = 0.5,
+    count: int = 1,
 ) -> Iterator[str | None]:
-    """Hold an exclusive lease on one free GPU and expose only it via ``CUDA_VISIBLE_DEVICES``.
+    """Hold exclusive leases on ``count`` free GPUs and expose only them via ``CUDA_VISIBLE_DEVICES``.
 
-    Yields the leased id, or None when there is nothing to lease (no GPUs, or under SLURM,
-    where ``CUDA_VISIBLE_DEVICES`` is left as SLURM set it). Must run before CUDA is
-    initialised in the process. Raises :class:`NoFreeDeviceError` after ``timeout`` seconds.
+    Yields the leased ids, comma-separated (a data-parallel training of ``gpus: N`` runs its ranks on
+    the ``count`` = N of them), or None when there is nothing to lease (no GPUs, or under SLURM, where
+    ``CUDA_VISIBLE_DEVICES`` is left as SLURM set it). All ``count`` are taken at once or none (a job
+    holding some while waiting for more could deadlock with another). Must run before CUDA is
+    initialised in the process. Raises :class:`NoFreeDeviceError` after ``timeout`` seconds, and
+    ``ValueError`` when the machine has fewer than ``count`` GPUs.
     """
     ids = list(gpu_ids) if gpu_ids is not None else ([] if under_slurm() else visible_gpu_ids())
     if not ids:
         yield None
         return
+    if not 1 <= count <= len(ids):
+        raise ValueError(
+            f"a job asks for {count} GPUs but this machine offers {len(ids)} ({', '.join(ids)}); "
+            f"lower the training section's gpus to at most {len(ids)}"
+        )
     folder = Path(lease_dir or os.environ.get(LEASE_DIR_ENV) or DEFAULT_LEASE_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     while True:
+        held: list[tuple[str, object]] = []
         for gpu in ids:
             handle = open(folder / f"gpu{gpu}.lock", "a+")  # noqa: SIM115 (held for the lease's lifetime)
             try:
@@ -338,25 +348,36 @@ def gpu_lease(
             except BlockingIOError:
                 handle.close()
                 continue
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            previous = os.environ.get("CUDA_VISIBLE_DEVICES")
-            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-            try:
-                yield gpu
-            finally:
-                if previous is None:
-                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-                else:
-                    os.environ["CUDA_VISIBLE_DEVICES"] = previous
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                handle.close()
-            return
+            held.append((gpu, handle))
+            if len(held) == count:
+                break
+        if len(held) == count:
+            break
+        for _, handle in held:  # not enough free: give back what was taken, wait
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
         if time.monotonic() > deadline:
+            busy = f"all of GPUs {ids} stayed leased" if count == 1 else f"fewer than {count} of GPUs {ids} were free"
             raise NoFreeDeviceError(
-                f"all of GPUs {ids} stayed leased for {timeout:.0f} s (lease files in {folder}); "
+                f"{busy} for {timeout:.0f} s (lease files in {folder}); "
                 "run fewer GPU jobs at once (--resources gpu=N) or free a device"
             )
         time.sleep(poll)
+    for _, handle in held:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+    leased = ",".join(gpu for gpu, _ in held)
+    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = leased
+    try:
+        yield leased
+    finally:
+        if previous is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = previous
+        for _, handle in held:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()

@@ -3,7 +3,9 @@
 Every measurement is one row of :data:`METRIC_COLUMNS`; tables and figures
 are built from these rows only. Robust accuracy is per point, so union
 accuracy (correct clean and under every norm's attack) is counted, not
-approximated.
+approximated. What counts as right is the evaluated split's data set's
+(:func:`robustsoup.data.scoring.split_scoring`: argmax for most sets, the
+label sets of ImageNet-ReaL, the 16 categories of the cue-conflict stimuli).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +23,7 @@ from torch import nn
 from .attacks import AttackPlan, robust_correct
 from .data import ImageSplit
 from .data.loading import BatchSource, batch_source
+from .data.scoring import ARGMAX, Scoring, split_scoring
 from .io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -41,10 +45,28 @@ CLEAN_ON_ATTACKED = "none@attacked"
 
 
 @torch.no_grad()
-def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Per-point clean correctness, bool (N,)."""
+def clean_correct(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 500,
+    scoring: Scoring = ARGMAX,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-point clean correctness, bool (N,), under ``scoring`` (``targets``: the label sets it may read);
+    empty for no points."""
     return torch.cat(
-        [model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size] for i in range(0, len(x), batch_size)]
+        [
+            torch.zeros(0, dtype=torch.bool, device=y.device),
+            *(
+                scoring.correct(
+                    model(x[i : i + batch_size]),
+                    y[i : i + batch_size],
+                    None if targets is None else targets[i : i + batch_size],
+                )
+                for i in range(0, len(x), batch_size)
+            ),
+        ]
     )
 
 
@@ -75,29 +97,77 @@ def metric_row(
     }
 
 
-def _points(labels: torch.Tensor, correct: torch.Tensor) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Shard:
+    """One job's share of a model's evaluation (``evaluate.shards``): the attacked points
+    [``start``, ``stop``) and the clean points [``start``, ``clean_stop``) of the test split.
+
+    The attacked prefix is cut into contiguous runs of whole attack batches, so every batch, and with it
+    every random start of AutoAttack (seeded per batch), is the one an unsharded evaluation draws: the
+    shards' per-point results concatenate to exactly the unsharded ones. The last shard also takes the
+    clean points past the attacked prefix.
+    """
+
+    index: int
+    count: int
+    start: int
+    stop: int
+    clean_stop: int
+
+
+def evaluation_shard(n_attacked: int, n_total: int, batch_size: int, count: int = 1, index: int = 0) -> Shard:
+    """Shard ``index`` of ``count`` of an evaluation attacking the first ``n_attacked`` of ``n_total`` points
+    in batches of ``batch_size``: shard s takes batches ⌊s·B/count⌋ … ⌊(s+1)·B/count⌋ − 1 of the B batches
+    (a shard is empty when there are fewer batches than shards)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} of {count}: expected 0 ≤ shard < {count} (evaluate.shards)")
+    if not 0 <= n_attacked <= n_total or batch_size < 1:
+        raise ValueError(
+            f"cannot shard {n_attacked} attacked of {n_total} points in batches of {batch_size}: "
+            "expected 0 ≤ attacked ≤ total and a batch of at least 1"
+        )
+    batches = -(-n_attacked // batch_size)
+    start, stop = (min(n_attacked, (b * batches // count) * batch_size) for b in (index, index + 1))
+    return Shard(index, count, start, stop, n_total if index == count - 1 else stop)
+
+
+def _points(labels: torch.Tensor, correct: torch.Tensor, start: int = 0) -> pd.DataFrame:
     return pd.DataFrame(
-        {"index": range(len(labels)), "label": labels.cpu().numpy(), "correct": correct.cpu().numpy().astype(int)}
+        {
+            "index": range(start, start + len(labels)),
+            "label": labels.cpu().numpy(),
+            "correct": correct.cpu().numpy().astype(int),
+        }
     )
 
 
 def evaluate_clean(
-    model: nn.Module, model_name: str, data: ImageSplit | BatchSource, device="cpu", batch_size: int = 500
+    model: nn.Module,
+    model_name: str,
+    data: ImageSplit | BatchSource,
+    device="cpu",
+    batch_size: int = 500,
+    start: int = 0,
+    stop: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean accuracy on all of ``data`` (a split, or a batch source over one): (one tidy row, per-point
-    correctness).
+    """Clean accuracy on points [``start``, ``stop``) of ``data`` (a split, or a batch source over one; all
+    points by default) under its data set's scoring: (one tidy row, per-point correctness).
 
     Batches come from a :class:`~robustsoup.data.loading.BatchSource`, as training's do (a decoded split
-    held on the GPU, a file list decoded by the loader's workers), so no split is ever held in float32."""
+    held on the GPU, a file list decoded by the loader's workers), so no split is held in float32."""
     model = model.to(device).eval()
     source = batch_source(data, device)
-    hits = []
+    split = source.split
+    scoring = split_scoring(split)
+    targets = getattr(split, "targets", None)
+    stop = len(source) if stop is None else stop
+    hits = [torch.zeros(0, dtype=torch.bool, device=source.device)]
     with torch.no_grad():
-        for _idx, x, y in source.batches(torch.arange(len(source)), batch_size):
-            hits.append(model(x.float().div_(255.0)).argmax(1) == y)
-    correct = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
-    row = metric_row(model_name, source.split.split, correct)
-    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(source.split.labels, correct)
+        for idx, x, y in source.batches(torch.arange(start, stop), batch_size):
+            hits.append(scoring.correct(model(x.float().div_(255.0)), y, None if targets is None else targets[idx]))
+    correct = torch.cat(hits)
+    row = metric_row(model_name, split.split, correct)
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(split.labels[start:stop], correct, start)
 
 
 def evaluate_adversarial(
@@ -111,16 +181,27 @@ def evaluate_adversarial(
     seed: int = 0,
     batch_size: int = 250,
     device="cpu",
+    start: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Robust accuracy under ``plan`` in the ``norm`` ε-ball on the first ``n_attacked`` images.
+    """Robust accuracy under ``plan`` in the ``norm`` ε-ball on images ``start`` … ``n_attacked`` − 1 (the
+    first ``n_attacked`` by default).
 
     Returns one tidy row and the per-point robust correctness (a point is
     robust only if it is also correct clean). ε is in [0,1] pixel space.
+    Only sets scored by argmax have a robust accuracy here: the attacks
+    maximise the loss of the one label.
     """
+    split = data.split if isinstance(data, BatchSource) else data
+    scoring = split_scoring(split)
+    if scoring != ARGMAX:
+        raise ValueError(
+            f"robust accuracy on {split.dataset} is not defined here: its predictions are scored by "
+            f"{scoring.kind}, the attacks by the argmax over the model's classes. Evaluate it clean."
+        )
     model = model.to(device).eval()
     source = batch_source(data, device)
-    x, y = source.first(n_attacked)
-    start = time.perf_counter()
+    x, y = source.floats(start, n_attacked)
+    began = time.perf_counter()
     robust = robust_correct(model, x, y, norm, eps, plan, seed=seed, batch_size=batch_size)
     log.info(
         "%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)",
@@ -130,10 +211,10 @@ def evaluate_adversarial(
         robust.float().mean().item(),
         len(y),
         plan.name,
-        time.perf_counter() - start,
+        time.perf_counter() - began,
     )
     row = metric_row(model_name, source.split.split, robust, threat=norm, eps=eps, attack=plan.name)
-    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust)
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust, start)
 
 
 def evaluate_threats(
@@ -146,17 +227,72 @@ def evaluate_threats(
     seed: int = 0,
     batch_size: int = 250,
     device="cpu",
+    shard: Shard | None = None,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """Clean accuracy, then robust accuracy under every norm of ``plans`` (ε from ``eps``) on the first
     ``n_attacked`` images: ``{"clean": (row, points), norm: (row, points), …}`` in that order; one
-    batch source serves them all."""
+    batch source (``data``, or one over the split ``data``) serves them all.
+
+    With ``shard`` (see :func:`evaluation_shard`, built with this ``batch_size``), only that shard's points:
+    its rows count them alone, and :func:`merge_shards` joins the shards' results."""
     data = batch_source(data, device)
-    results = {"clean": evaluate_clean(model, model_name, data, device)}
+    shard = shard or evaluation_shard(n_attacked, len(data), batch_size)
+    results = {"clean": evaluate_clean(model, model_name, data, device, start=shard.start, stop=shard.clean_stop)}
     for norm, plan in plans.items():
         results[norm] = evaluate_adversarial(
-            model, model_name, data, norm, eps[norm], plan, n_attacked, seed=seed, batch_size=batch_size, device=device
+            model,
+            model_name,
+            data,
+            norm,
+            eps[norm],
+            plan,
+            shard.stop,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            start=shard.start,
         )
     return results
+
+
+def merge_shards(rows: Sequence[pd.DataFrame], points: Sequence[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One threat's (row, per-point results) from its shards' (``evaluate.shards``), in shard order: the points
+    concatenated, and the row counted again from them, as one unsharded evaluation writes it.
+
+    The shards must list the points 0, 1, … in order without a gap or an overlap, and their rows must name
+    the same model, split, threat, ε and attack; otherwise the merge stops naming what differs.
+    """
+    if not rows or len(rows) != len(points):
+        raise ValueError(f"merging shards needs one row file per per-point file; got {len(rows)} and {len(points)}")
+    merged = pd.concat(list(points), ignore_index=True)
+    expected = range(len(merged))
+    if not (merged["index"].to_numpy() == expected).all():
+        listed = [f"{p['index'].min()}–{p['index'].max()}" if len(p) else "none" for p in points]
+        raise ValueError(
+            f"the shards' per-point files list the points {listed}; expected 0 … {len(merged) - 1} in order, "
+            "each once. Rerun every shard of the model with the same evaluate.batch_size on the same kind of device."
+        )
+    identity = [c for c in METRIC_COLUMNS if c not in ("n", "correct", "accuracy")]
+    frame = pd.concat(list(rows), ignore_index=True)
+    differing = [c for c in identity if frame[c].nunique(dropna=False) > 1]
+    if len(frame) != len(rows) or differing:
+        raise ValueError(
+            f"each shard's row file must hold one row, all naming the same evaluation; found {len(frame)} rows "
+            f"for {len(rows)} shards, differing in {differing}. Rerun the model's shards."
+        )
+    first = frame.iloc[0]
+    correct = torch.from_numpy(merged["correct"].to_numpy() != 0)
+    row = metric_row(
+        first["model"],
+        first["evalset"],
+        correct,
+        threat=first["threat"],
+        eps=float(first["eps"]),
+        attack=first["attack"],
+        corruption=first["corruption"],
+        severity=int(first["severity"]),
+    )
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), merged
 
 
 def union_rows(

@@ -85,7 +85,9 @@ def imagenet_c_mce(
     ``ce:<corruption>`` / ``rce:<corruption>`` per corruption. ``strict``
     raises when a model lacks a corruption × severity (mCE over fewer
     corruptions is not ImageNet-C's mCE); otherwise only the corruptions with
-    every severity count, and ``corruptions`` says how many.
+    every severity count, and ``corruptions`` says how many, and a model
+    without a clean row gets its mCE with ``clean_error`` and ``relative_mce``
+    NaN (a soup chosen for ImageNet-C is tested on it alone).
     """
     missing_columns = {"model", "corruption", "severity", "threat", "accuracy"} - set(metrics.columns)
     if missing_columns:
@@ -94,9 +96,9 @@ def imagenet_c_mce(
     out = []
     for model, own in plain.groupby("model", sort=False):
         clean = own[own["corruption"] == "none"]
-        if clean.empty:
+        if clean.empty and strict:
             raise ValueError(f"{model}: no clean row (corruption 'none', threat 'none'); relative mCE needs it")
-        clean_error = _error(clean, model, "clean data")
+        clean_error = _error(clean, model, "clean data") if not clean.empty else float("nan")
         row: dict = {"model": model, "clean_error": clean_error}
         ces, rces, absent = [], [], []
         for corruption, alexnet in ALEXNET_ERRORS.items():
@@ -130,3 +132,22 @@ def imagenet_c_mce(
     if frame.empty:
         return pd.DataFrame(columns=leading).set_index("model")
     return frame[leading + [c for c in frame.columns if c not in leading]].set_index("model")
+
+
+def mce_columns(metrics: pd.DataFrame, evalset: str, clean_evalset: str, dataset: str) -> pd.DataFrame:
+    """The table columns ``mCE`` and ``relative mCE`` (percent; AlexNet = 100) per model, from the rows of
+    ``evalset`` (one per standard corruption × severity) and each model's clean row in ``clean_evalset``.
+
+    Empty where mCE does not apply (:func:`mce_applies`); a model lacking a
+    corruption × severity gets no mCE (NaN), one without a clean row no
+    relative mCE.
+    """
+    if not mce_applies(dataset):
+        return pd.DataFrame(columns=["mCE", "relative mCE"])
+    rows = metrics[
+        (metrics["evalset"] == evalset) | ((metrics["evalset"] == clean_evalset) & (metrics["corruption"] == "none"))
+    ]
+    table = imagenet_c_mce(rows, strict=False)
+    complete = table["corruptions"] == len(ALEXNET_ERRORS)
+    out = pd.DataFrame({"mCE": table["mce"] * 100, "relative mCE": table["relative_mce"] * 100}, index=table.index)
+    return out.where(complete)

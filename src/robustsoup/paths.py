@@ -198,12 +198,32 @@ class RunPaths:
 
     def evaluation_outputs(self, model: str) -> dict[str, str]:
         """Named outputs of evaluate_model: ``<threat>_rows`` and ``<threat>_points`` for clean and every norm."""
-        folder = f"{self.results}/metrics/{model}/test"
+        return self._evaluation_files(f"{self.results}/metrics/{model}/test")
+
+    def _evaluation_files(self, folder: str) -> dict[str, str]:
         return {
             f"{t}_{kind}": f"{folder}/{t}{suffix}"
             for t in ["clean", *self.config["evaluate"]["threats"]]
             for kind, suffix in (("rows", ".tsv"), ("points", ".points.tsv"))
         }
+
+    def evaluated_models(self, sharded: bool) -> str:
+        """The ``model`` constraint of evaluate_model (``sharded=False``) or of evaluate_model_shard and
+        merge_model_shards (``True``): every model for the rules ``evaluate.shards`` selects, none for the
+        others, so exactly one rule writes a model's evaluation."""
+        return alternatives(self.all_models if (self.config["evaluate"]["shards"] > 1) == sharded else [])
+
+    def evaluation_shard_outputs(self, model: str, shard: str) -> dict[str, str]:
+        """Named outputs of evaluate_model_shard: those of :meth:`evaluation_outputs` for shard ``shard`` of
+        ``evaluate.shards`` (S), under ``metrics/<model>/test/shards/<shard>-of-<S>/``."""
+        count = self.config["evaluate"]["shards"]
+        return self._evaluation_files(f"{self.results}/metrics/{model}/test/shards/{shard}-of-{count}")
+
+    def evaluation_shards(self, model: str) -> dict[str, list[str]]:
+        """Named inputs of merge_model_shards: each output name of evaluate_model_shard → its file of every
+        shard, in shard order."""
+        parts = [self.evaluation_shard_outputs(model, str(s)) for s in range(self.config["evaluate"]["shards"])]
+        return {name: [part[name] for part in parts] for name in self.evaluation_outputs(model)}
 
     def metric_files(self) -> list[str]:
         return [path for m in self.all_models for path in self.evaluation_outputs(m).values()]
@@ -286,6 +306,14 @@ class RunPaths:
         lines += [f"  metrics (tidy rows): {self.results}/metrics/all.tsv", ""]
         return "\n".join(lines)
 
+    def gpus(self, *section: str) -> int:
+        """The ``gpus`` of the training section at key path ``section`` (``"finetune", "L2"``): the ``gpu``
+        resource of the rule that trains it (the job's script then runs the training as that many ranks)."""
+        spec: Any = self.config
+        for key in section:
+            spec = spec[key]
+        return int(spec["gpus"])
+
     # ------------------------------------------------------------------ rerun triggers
     def training_context(self) -> dict:
         """What changes any training of robust fine-tuning and the soups: the training split, the seed,
@@ -298,6 +326,12 @@ class RunPaths:
         c = self.config
         soups, data = c["soups"], c["data"]
         shifts = {k: data[k] for k in ("corruptions", "severities")}
+
+        def evaluation() -> dict:
+            """A model's evaluation, sharded or not: the shard count changes no number, so not shards."""
+            spec = {k: v for k, v in c["evaluate"].items() if k != "shards"}
+            return {"evaluate": spec, **{k: c[k] for k in ("threats", "seed")}, "protocol": EVALUATION_PROTOCOL}
+
         keys: dict[str, Any] = {
             "prepare_data": lambda: {"dataset": self.dataset, **{k: data[k] for k in TRAINING_DATA_KEYS}},
             "prepare_shift": lambda: {
@@ -318,9 +352,9 @@ class RunPaths:
                 "batchnorm": {k: soups[k] for k in ("batchnorm", "batchnorm_images")},
                 "context": self.training_context(),
             },
-            "evaluate_model": lambda: (
-                {k: c[k] for k in ("evaluate", "threats", "seed")} | {"protocol": EVALUATION_PROTOCOL}
-            ),
+            "evaluate_model": evaluation,
+            "evaluate_model_shard": evaluation,  # the shard count is in its outputs' paths
+            "merge_model_shards": evaluation,
             "report_lp": lambda: {k: soups[k] for k in ("lines", "weights")},
             "select_soups": lambda: {"search": soups["search"], "shifts": shifts, "context": self.training_context()},
             "evaluate_soups_shifts": lambda: {"ensembles": soups["ensembles"], "shifts": shifts},
@@ -393,6 +427,13 @@ class RwsPaths:
         """{variant: {corruption: signature}} of what quantize_rws writes."""
         return {v: self.signatures(v) for v in self.quantized_variants}
 
+    def expert_validation(self) -> dict[str, str]:
+        """Named inputs of train_expert that choose its epoch (``rws.expert_selection: best``): the adapt split
+        and its corrupted copies; ``{}`` when the expert keeps its last epoch."""
+        if self.spec["expert_selection"] != "best":
+            return {}
+        return {"adapt": self.run.data["adapt"], **self.run.corrupted_input("adapt", "validation")}
+
     def finetune_init(self, model: str) -> str:
         """The initialization a fine-tuned RWS model starts from (a transfer target's own init, else init)."""
         return self.targets.get(model, "init")
@@ -438,7 +479,11 @@ class RwsPaths:
             return {"training": rws["finetune"], "policy": policy, "context": context}
         return {
             "train_rws_init": lambda: {"training": rws["init"], "context": context},
-            "train_expert": lambda: {"training": rws["finetune"], "severities": rws["severities"], "context": context},
+            "train_expert": lambda: {
+                **pick("severities", "expert_selection"),
+                "training": rws["finetune"],
+                "context": context,
+            },
             "extract_rws": lambda: {
                 **pick("layers", "layer_rule", "norm_affine", "statistics"),
                 "corruptions": self.corruptions,

@@ -85,9 +85,9 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
     Logging and stderr (tqdm progress, warnings, tracebacks) go to
     ``snakemake.log[0]``; torch uses ``snakemake.threads`` threads; the config
     is resolved against the schema again, so a script never sees a partial
-    config. A rule with ``resources: gpu=1`` leases one free GPU for its
+    config. A rule with ``resources: gpu=N`` leases N free GPUs for its
     lifetime (:func:`robustsoup.device.gpu_lease`), so concurrent jobs land
-    on distinct devices.
+    on distinct devices (a training of ``gpus: N`` runs a rank on each).
     """
     log_path = snakemake.log[0]
     started = time.perf_counter()
@@ -105,7 +105,7 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
             options.configure(config["data"])
             gpus = int(getattr(snakemake, "resources", {}).get("gpu", 0) or 0)
             wants_gpu = gpus > 0
-            lease = gpu_lease() if wants_gpu and config["device"] != "cpu" else contextlib.nullcontext()
+            lease = gpu_lease(count=gpus) if wants_gpu and config["device"] != "cpu" else contextlib.nullcontext()
             with lease as leased:
                 job = Job(config=config, device=select_device(config["device"]))
                 cuda_settings = configure_cuda(config["cuda_tf32"]) if job.device.type == "cuda" else {}

@@ -11,7 +11,7 @@ import yaml
 
 from robustsoup.cli import main
 from robustsoup.config import load_config_file
-from robustsoup.data import DataLayoutError
+from robustsoup.data import DataLayoutError, get_dataset_spec
 from robustsoup.data.check import check_config_data, check_dataset
 
 from conftest import REPO
@@ -139,13 +139,17 @@ def test_presets_are_valid_configs():
     assert cifar["threats"] == {"Linf": pytest.approx(8 / 255), "L2": 0.5, "L1": 12.0}
     assert cifar["model"] == {**cifar["model"], "architecture": "preact_resnet18_rf", "activation": "softplus"}
     imagenet = load_config_file(REPO / "config" / "presets" / "imagenet.yaml")
-    assert set(imagenet["data"]["shifts"]) == {
-        "imagenet-c",
+    # The soups paper's eight evaluation sets: ImageNet itself and seven shifts, in its table's order.
+    assert list(imagenet["data"]["shifts"]) == [
+        "imagenet-real",
+        "imagenet-v2",
+        "imagenet-a",
         "imagenet-r",
         "imagenet-sketch",
-        "imagenet-a",
-        "imagenet-v2",
-    }
+        "cue-conflict",
+        "imagenet-c",
+    ]
+    assert all(get_dataset_spec(shift).base == "imagenet" for shift in imagenet["data"]["shifts"])
     assert all(f["epochs"] == 1 for f in imagenet["finetune"].values())
 
 

@@ -67,8 +67,9 @@ def test_a_decoded_split_on_the_cpu_is_indexed_in_place():
     assert source.kind == "memory" and source.images.data_ptr() == images.data_ptr()  # no copy
     (_idx, x, y), *_ = source.batches(torch.tensor([4, 1, 7]), 3)
     assert torch.equal(x, images[[4, 1, 7]]) and y.tolist() == [4, 1, 7]
-    x, y = source.first(4)
-    assert x.dtype == torch.float32 and torch.equal(x, images[:4].float() / 255) and y.tolist() == [0, 1, 2, 3]
+    x, y = source.floats(1, 4)
+    assert x.dtype == torch.float32 and torch.equal(x, images[1:4].float() / 255) and y.tolist() == [1, 2, 3]
+    assert source.floats(9)[0].shape == (0, 3, 8, 8)
 
 
 def test_auto_workers_are_none_off_cuda_and_the_jobs_cpus_less_one_on_cuda(monkeypatch):

@@ -4,6 +4,7 @@ import torch
 from robustsoup.data import ImageSplit
 from robustsoup.train.loop import (
     AdversarialInputs,
+    BestEpoch,
     TrainingDivergedError,
     TrainSettings,
     learning_rate,
@@ -103,6 +104,67 @@ def test_a_resume_state_of_other_settings_is_ignored(tmp_path):
         _train("Linf", epochs=2, resume_path=state, fingerprint="old", on_epoch_end=_kill_after(1))
     _, history, _ = _train("Linf", epochs=2, resume_path=state, fingerprint="new")
     assert [r["epoch"] for r in history] == [1, 2]
+
+
+def _scripted_best(scores, first_epoch=1):
+    """A BestEpoch whose score after epoch e is scores[e - 1] (a run resumed after epoch k: first_epoch k + 1)."""
+    epochs = iter(range(first_epoch - 1, len(scores)))
+    return BestEpoch(score=lambda model: scores[next(epochs)], name="scripted")
+
+
+def _weights_after_each_epoch(snapshots, model_ref):
+    def hook(epoch):
+        snapshots[epoch] = {k: v.clone() for k, v in model_ref[0].state_dict().items()}
+
+    return hook
+
+
+def test_best_epoch_keeps_the_weights_of_the_highest_score(tmp_path):
+    scores = [0.2, 0.9, 0.5]
+    snapshots, holder = {}, []
+    torch.manual_seed(0)
+    model = tiny_meta().build()
+    holder.append(model)
+    best = _scripted_best(scores)
+    settings = TrainSettings(epochs=3, lr=0.1, batch_size=16)
+    policy = make_input_policy("none", EPS, 2, seed=0)
+    history = train_model(
+        model,
+        _data(),
+        policy,
+        settings,
+        torch.device("cpu"),
+        on_epoch_end=_weights_after_each_epoch(snapshots, holder),
+        best=best,
+    )
+    assert [r["selection_score"] for r in history] == scores
+    assert best.record() == {"selection": "scripted", "selected_epoch": 2, "selection_score": 0.9}
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, snapshots[2][key]), key
+    assert not torch.equal(snapshots[2]["net.conv1.weight"], snapshots[3]["net.conv1.weight"])
+    # Without a selection the run ends at the last epoch (the default).
+    last, _, _ = _train("none", epochs=3)
+    assert torch.equal(last.state_dict()["net.conv1.weight"], snapshots[3]["net.conv1.weight"])
+
+
+def test_a_killed_run_resumes_to_the_same_best_epoch(tmp_path):
+    scores = [0.1, 0.8, 0.3]
+    uninterrupted, _, _ = _train("none", epochs=3, best=_scripted_best(scores))
+    state = tmp_path / "m.resume.pt"
+    with pytest.raises(Killed):
+        _train(
+            "none",
+            epochs=3,
+            resume_path=state,
+            fingerprint="a",
+            on_epoch_end=_kill_after(2),
+            best=_scripted_best(scores),
+        )
+    best = _scripted_best(scores, first_epoch=3)
+    resumed, history, _ = _train("none", epochs=3, resume_path=state, fingerprint="a", best=best)
+    assert best.epoch == 2 and [r["epoch"] for r in history] == [1, 2, 3]
+    for key, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[key]), key
 
 
 def test_multi_norm_training_draws_the_less_robust_norm_more_often():

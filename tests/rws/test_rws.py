@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -38,7 +39,13 @@ from robustsoup.rws.signatures import (
     unpatch_checkpoint,
     weight_layers,
 )
-from robustsoup.rws.stages import check_rws_config, detector_probabilities, fit_detector, quantize_rws
+from robustsoup.rws.stages import (
+    check_rws_config,
+    detector_probabilities,
+    expert_selection,
+    fit_detector,
+    quantize_rws,
+)
 
 from conftest import tiny_meta
 
@@ -607,3 +614,16 @@ def test_patch_refuses_a_signature_of_another_standard_model_unless_allowed(trio
     again = tmp_path / "twice.safetensors"
     assert main(["patch", str(tmp_path / "own.safetensors"), "--rws", f"{fog}:0.5", "-o", str(again)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_expert_selection_follows_the_key_and_needs_the_corrupted_adapt_split():
+    config = resolve_config({"rws": {"enabled": True}})
+    assert config["rws"]["expert_selection"] == "best"  # the reference keeps each expert's best epoch
+    with pytest.raises(ValueError, match="rws.expert_selection: last"):
+        expert_selection(config, "fog", None, None)
+    best = expert_selection(config, "fog", "adapt.safetensors", "corrupted/adapt")
+    assert best.name == f"accuracy on the adapt split corrupted by fog at severities {config['rws']['severities']}"
+    # Plain data: a data-parallel training pickles it for its ranks.
+    assert pickle.loads(pickle.dumps(best)).score == best.score
+    config["rws"]["expert_selection"] = "last"
+    assert expert_selection(config, "fog", None, None) is None

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from robustsoup.config import ConfigError
-from robustsoup.paths import RunPaths, resolve_run_config
+from robustsoup.paths import RunPaths, alternatives, resolve_run_config
 
 
 def run_paths(**sections) -> RunPaths:
@@ -95,3 +95,31 @@ def test_reference_models_are_evaluated_but_never_a_soup_ingredient():
     assert p.rerun("pretrain_reference", "scratch-l2") != p.rerun("pretrain_reference", "scratch-l1")
     with pytest.raises(ConfigError, match="references"):
         resolve_run_config({"references": ["L3"]})
+
+
+def test_sharded_evaluation_has_its_own_rules_files_and_the_same_rerun_keys():
+    whole, sharded = run_paths(), run_paths(evaluate={"shards": 3})
+    everyone, nobody = whole.evaluated_models(sharded=False), whole.evaluated_models(sharded=True)
+    assert (everyone, nobody) == (sharded.evaluated_models(sharded=True), sharded.evaluated_models(sharded=False))
+    assert nobody == alternatives([]) and everyone == alternatives(whole.all_models)
+    # One job or three write the same numbers: the count is no rerun key (a new count still reruns the
+    # evaluation, as other rules with other inputs now write its files).
+    for rule in ("evaluate_model", "evaluate_model_shard", "merge_model_shards"):
+        assert sharded.rerun(rule) == whole.rerun("evaluate_model")
+    assert sharded.evaluation_outputs("linf") == whole.evaluation_outputs("linf")
+    shards = sharded.evaluation_shards("linf")
+    assert list(shards) == list(whole.evaluation_outputs("linf"))
+    assert shards["L1_points"] == [f"results/digits/metrics/linf/test/shards/{s}-of-3/L1.points.tsv" for s in range(3)]
+    assert sharded.evaluation_shard_outputs("linf", "2")["clean_rows"] == shards["clean_rows"][2]
+    assert run_paths(evaluate={"batch_size": 64}).rerun("evaluate_model") != whole.rerun("evaluate_model")
+
+
+def test_a_training_rule_asks_for_its_sections_gpus():
+    base = resolve_run_config({})
+    base["finetune"]["l2"]["gpus"] = 4
+    base["rws"]["finetune"]["gpus"] = 2
+    p = run_paths(finetune=base["finetune"], rws=base["rws"])
+    assert p.gpus("finetune", "l2") == 4 and p.gpus("finetune", "l1") == 1 and p.gpus("pretrain") == 1
+    assert p.gpus("rws", "finetune") == 2 and p.gpus("distill", "teacher", "training") == 1
+    with pytest.raises(ConfigError, match="gpus"):
+        run_paths(pretrain={"gpus": 0})

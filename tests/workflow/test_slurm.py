@@ -321,7 +321,18 @@ def _gpu_rules_of_workflow() -> set[str]:
         blocks = re.split(r"^rule\s+(\w+)\s*:", smk.read_text(), flags=re.M)
         for name, body in zip(blocks[1::2], blocks[2::2]):
             body = re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]  # up to the next top-level statement
-            if re.search(r"^\s+gpu\s*=\s*[1-9]", body, flags=re.M):
+            if re.search(r"^\s+gpu\s*=\s*([1-9]|P\.gpus|lambda)", body, flags=re.M):
+                rules.add(name)
+    return rules
+
+
+def _training_rules_of_workflow() -> set[str]:
+    """Rules whose gpu resource is a training section's gpus (the config's, not the profile's)."""
+    rules = set()
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        blocks = re.split(r"^rule\s+(\w+)\s*:", smk.read_text(), flags=re.M)
+        for name, body in zip(blocks[1::2], blocks[2::2]):
+            if "P.gpus(" in re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]:
                 rules.add(name)
     return rules
 
@@ -334,11 +345,16 @@ def test_slurm_profile_sizes_every_gpu_rule():
     assert "cpus_per_task" not in profile["default-resources"]  # it would override cpus_per_gpu
     gpu_rules = _gpu_rules_of_workflow()
     assert {"pretrain", "finetune", "evaluate_model"} <= gpu_rules
+    training = _training_rules_of_workflow()
+    assert {"pretrain", "finetune", "train_expert", "train_teacher"} <= training <= gpu_rules
     resources = profile["set-resources"]
     for rule in sorted(gpu_rules):
         assert rule in resources, f"rule {rule} asks for a GPU but profiles/slurm sets no resources for it"
-        assert {"gpu", "cpus_per_gpu", "runtime", "mem_mb"} <= set(resources[rule]), rule
-        assert resources[rule]["gpu"] >= 1, rule
+        assert {"cpus_per_gpu", "runtime", "mem_mb"} <= set(resources[rule]), rule
+        if rule in training:  # the training section's gpus decide (a profile's gpu would override them)
+            assert "gpu" not in resources[rule], rule
+        else:
+            assert resources[rule]["gpu"] >= 1, rule
         assert profile["set-threads"][rule] == resources[rule]["cpus_per_gpu"], rule
 
 
@@ -530,6 +546,8 @@ def test_gpu_jobs_got_the_gpus_they_asked_for(slurm_run):
         asked = entry["gpu"]
         if entry["rule"] in gpu_rules:
             assert asked == _profile()["set-resources"][entry["rule"]]["gpu"], entry
+        elif entry["rule"] in _training_rules_of_workflow():
+            assert asked == 1, entry  # the sections' default gpus: 1
         if asked == 0:
             assert entry["devices"] == "unset", f"job {job_id} ({entry['rule']}) asked for no GPU but sees {entry}"
             continue

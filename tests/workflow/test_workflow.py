@@ -115,6 +115,9 @@ def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
     for name in ("lambda", "layer_norms", "compose"):
         assert (results / "figures" / f"rws_{name}.png").stat().st_size > 1000
         assert "data:image/png;base64," in (results / "figures" / f"rws_{name}.html").read_text(encoding="utf-8")
+    expert = json.loads((results / "models" / "rws" / "expert-fog.json").read_text())
+    assert expert["training"]["selection"].startswith("accuracy on the adapt split corrupted by fog")
+    assert expert["metrics"]["selected_epoch"] == 1 and 0 <= expert["metrics"]["selection_score"] <= 1
     assert (results / "rws" / "fog-8bit.safetensors").stat().st_size < (
         results / "rws" / "fog-all.safetensors"
     ).stat().st_size
@@ -165,6 +168,18 @@ def test_changing_only_head_selection_reruns_only_the_multihead_evaluation(micro
     jobs = planned_jobs(snakemake(micro_run, "--dry-run", configfile=changed))
     assert jobs["evaluate_distilled"] == 1 and "report_distill" in jobs
     assert not {"train_teacher", "train_student", "distill_student", "finetune_student", "pretrain"} & set(jobs)
+
+
+def test_sharded_evaluation_plans_shard_jobs_and_one_merge_per_model(tmp_path):
+    config = yaml.safe_load(MICRO.read_text())
+    config["evaluate"].update(shards=2, batch_size=4)  # 8 attacked images: 2 batches, one per shard
+    sharded = tmp_path / "sharded.yaml"
+    sharded.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path / "run", "--dry-run", configfile=sharded)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result)
+    assert "evaluate_model" not in jobs
+    assert jobs["merge_model_shards"] == 6 and jobs["evaluate_model_shard"] == 12  # the micro run's 6 models
 
 
 @pytest.mark.parametrize("config", [MICRO, REPO / "config" / "config.yaml"], ids=["micro", "default"])

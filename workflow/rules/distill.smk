@@ -30,7 +30,7 @@ rule train_teacher:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("distill", "teacher", "training"),
     params:
         rerun=P.rerun("train_teacher"),
     message:
@@ -55,7 +55,7 @@ rule train_student:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("distill", "student", "training"),
     params:
         rerun=P.rerun("train_student"),
     message:
@@ -108,7 +108,7 @@ rule finetune_student:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("distill", "finetune"),
     params:
         rerun=P.rerun("finetune_student"),
     message:

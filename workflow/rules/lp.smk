@@ -24,7 +24,7 @@ rule pretrain:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("pretrain"),
     params:
         rerun=P.rerun("pretrain"),
     message:
@@ -50,7 +50,7 @@ rule pretrain_reference:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("pretrain"),
     params:
         rerun=lambda w: P.rerun("pretrain_reference", w.reference),
     message:
@@ -76,7 +76,7 @@ rule finetune:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=lambda w: P.gpus("finetune", w.target),
     params:
         rerun=lambda w: P.rerun("finetune", w.target),
     message:
@@ -119,6 +119,8 @@ rule evaluate_model:
         f"logs/evaluate_model/{DATASET}/{{model}}.log",
     benchmark:
         f"benchmarks/evaluate_model/{DATASET}/{{model}}.tsv"
+    wildcard_constraints:
+        model=P.evaluated_models(sharded=False),
     conda:
         ENV
     threads: job_threads()
@@ -130,6 +132,58 @@ rule evaluate_model:
         "Clean and robust accuracy of {wildcards.model}"
     script:
         "../scripts/evaluate_model.py"
+
+
+# evaluate.shards > 1: each shard job attacks a contiguous run of whole attack batches of one model; the
+# merge writes what evaluate_model would. The shards' files are kept (a few kB): rerunning the merge alone
+# never repeats the attacks.
+rule evaluate_model_shard:
+    input:
+        weights=P.model("{model}"),
+        sidecar=P.model("{model}", ".json"),
+        test=P.data["test"],
+    output:
+        **P.evaluation_shard_outputs("{model}", "{shard}"),
+    log:
+        f"logs/evaluate_model_shard/{DATASET}/{{model}}-{{shard}}.log",
+    benchmark:
+        f"benchmarks/evaluate_model_shard/{DATASET}/{{model}}-{{shard}}.tsv"
+    wildcard_constraints:
+        model=P.evaluated_models(sharded=True),
+        shard=r"\d+",
+    conda:
+        ENV
+    threads: job_threads()
+    resources:
+        gpu=1,
+    params:
+        shard=lambda w: int(w.shard),
+        rerun=P.rerun("evaluate_model_shard"),
+    message:
+        "Clean and robust accuracy of {wildcards.model}, shard {wildcards.shard}"
+    script:
+        "../scripts/evaluate_model_shard.py"
+
+
+rule merge_model_shards:
+    input:
+        **P.evaluation_shards("{model}"),
+    output:
+        **P.evaluation_outputs("{model}"),
+    log:
+        f"logs/merge_model_shards/{DATASET}/{{model}}.log",
+    benchmark:
+        f"benchmarks/merge_model_shards/{DATASET}/{{model}}.tsv"
+    wildcard_constraints:
+        model=P.evaluated_models(sharded=True),
+    conda:
+        ENV
+    params:
+        rerun=P.rerun("merge_model_shards"),
+    message:
+        "Merging the evaluation shards of {wildcards.model}"
+    script:
+        "../scripts/merge_model_shards.py"
 
 
 rule report_lp:

@@ -31,7 +31,7 @@ rule train_rws_init:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("rws", "init"),
     params:
         rerun=P.rerun("train_rws_init"),
     message:
@@ -58,7 +58,7 @@ rule train_rws_model:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("rws", "finetune"),
     params:
         rerun=lambda w: P.rerun("train_rws_model", w.rws_model),
     message:
@@ -69,6 +69,7 @@ rule train_rws_model:
 
 rule train_expert:
     input:
+        unpack(lambda w: R.expert_validation()),
         init=R.model("init"),
         init_sidecar=R.model("init", ".json"),
         train=P.data["train"],
@@ -85,7 +86,7 @@ rule train_expert:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("rws", "finetune"),
     params:
         rerun=P.rerun("train_expert"),
     message:

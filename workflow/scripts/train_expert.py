@@ -12,4 +12,6 @@ if __name__ == "__main__":
             snakemake.input.train,
             snakemake.output.weights,
             job.device,
+            adapt_path=snakemake.input.get("adapt"),
+            validation_dir=snakemake.input.get("validation"),
         )

@@ -21,6 +21,16 @@ from pathlib import Path
 from .registry import get_dataset_spec, open_dataset
 from .sources import DataLayoutError
 
+# What `data check` says about a set's scoring (robustsoup.data.scoring), where it is not plain argmax.
+SCORING_NOTES = {
+    "subset": "labels index the {spec.num_classes} classes of {spec.class_subset}; ImageNet logits are restricted to them",
+    "label-sets": "scored against each image's ReaL label set (right if the prediction is in it)",
+    "categories": (
+        "labels are {spec.num_classes} categories; an ImageNet model's score for one is the mean probability\n"
+        "of its ImageNet classes (model-vs-human's mapping); right if the best is the shape's category"
+    ),
+}
+
 
 @dataclass
 class PartReport:
@@ -64,11 +74,7 @@ class CheckReport:
                 lines.append(f"  {part.name:<28} {part.images:>9,} images, {part.classes} classes")
         if any(p.images is not None for p in self.parts) and len(self.parts) > 1:
             lines.append(f"  {'total':<28} {total:>9,} images")
-        if spec.class_subset:
-            lines.append(
-                f"  labels index the {spec.num_classes} classes of {spec.class_subset}; "
-                "ImageNet logits are restricted to them"
-            )
+        lines += [f"  {line}" for line in SCORING_NOTES.get(spec.scoring, "").format(spec=spec).splitlines()]
         return "\n".join(lines)
 
 

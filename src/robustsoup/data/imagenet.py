@@ -17,13 +17,16 @@ import lazy_loader
 torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 SUBSETS = ("imagenet-r", "imagenet-a")
+# Tiny-ImageNet's 200 classes (its own label space: a model trained on it has 200 outputs).
+WNID_LISTS = ("imagenet", *SUBSETS, "tiny-imagenet")
 
 
 @cache
 def read_wnids(name: str) -> tuple[str, ...]:
-    """The wnids of ``imagenet`` (1,000) or of a subset (``imagenet-r``, ``imagenet-a``: 200), in label order."""
-    if name != "imagenet" and name not in SUBSETS:
-        raise KeyError(f"no wnid list {name!r}; known: imagenet, {', '.join(SUBSETS)}")
+    """The wnids of ``imagenet`` (1,000), of a subset (``imagenet-r``, ``imagenet-a``: 200) or of
+    ``tiny-imagenet`` (200), in label order."""
+    if name not in WNID_LISTS:
+        raise KeyError(f"no wnid list {name!r}; known: {', '.join(WNID_LISTS)}")
     text = resources.files(__package__).joinpath("wnids", f"{name}.txt").read_text(encoding="utf-8")
     wnids = tuple(line.strip() for line in text.splitlines() if line.strip())
     return wnids
@@ -42,7 +45,7 @@ def wnid_to_index() -> dict[str, int]:
 
 @cache
 def subset_label_map(name: str) -> dict[str, int]:
-    """wnid → label (0…199) within a 200-class subset."""
+    """wnid → label (0…199) within a 200-class list (ImageNet-R, -A, Tiny-ImageNet)."""
     return {wnid: i for i, wnid in enumerate(read_wnids(name))}
 
 

@@ -93,7 +93,7 @@ class _DecodedBatches:
     def __init__(self, split: FileSplit, decoder: str) -> None:
         from .sources import FileSource
 
-        self.source = FileSource(split.paths, split.labels, split.resolution, split.resize, decoder)
+        self.source = FileSource(split.paths, split.labels, split.resolution, split.resize, decoder=decoder)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -200,10 +200,12 @@ class BatchSource:
             else:
                 yield idx, self.images[idx].to(self.device), self.labels[idx].to(self.device)
 
-    def first(self, n: int | None = None, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``n`` images (all if None) in [0, 1] float32 and their labels, on the device."""
-        n = len(self) if n is None else min(n, len(self))
-        parts = list(self.batches(torch.arange(n), batch_size))
+    def floats(
+        self, start: int = 0, stop: int | None = None, batch_size: int = 500
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``start`` … ``stop`` − 1 (to the end if None) in [0, 1] float32 and their labels, on the device."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        parts = list(self.batches(torch.arange(start, max(start, stop)), batch_size))
         if not parts:
             shape = tuple(self.split.images.shape[1:])
             return torch.empty((0, *shape), device=self.device), self.labels[:0].to(self.device)

@@ -9,6 +9,11 @@
 * ImageFolder trees: ``<split>/<class>/<image>`` with any image extension;
   classes by WordNet id (ImageNet, -Sketch, -R, -A, -C), by number (ImageNet-V2,
   ``0`` … ``999``) or by name (CIFAR).
+* Tiny-ImageNet's own layout: ``train/<wnid>/images/*``, ``val/images/*``
+  with ``val/val_annotations.txt`` naming each validation image's wnid.
+* ImageNet-ReaL: the ImageNet validation images in class folders and
+  ``real.json``, each image's set of right classes, found by the number in
+  its file name (``ILSVRC2012_val_00000293.JPEG`` → entry 292).
 * Hendrycks' corruption arrays: ``<corruption>.npy`` uint8 (5·N, R, R, 3),
   severity s in rows (s−1)·N … s·N, and ``labels.npy``; memory-mapped, so
   only the rows asked for are read.
@@ -22,7 +27,9 @@ malformed file and showing the expected layout.
 from __future__ import annotations
 
 import importlib
+import json
 import pickle
+import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -37,6 +44,8 @@ from .sources import (
     FileSource,
     Part,
     TensorSource,
+    has_image,
+    list_images,
     list_subfolders,
     probe_class_folders,
     scan_class_folders,
@@ -250,6 +259,192 @@ def imagenet_folder_reader(
     return read
 
 
+def tiny_imagenet_reader(
+    name: str, label_of: Callable[[], Mapping[str, int]], resolution: int, layout: str
+) -> Callable[[Path], Catalog]:
+    """Reader of Tiny-ImageNet as published (``tiny-imagenet-200.zip`` unpacked): parts ``train`` and ``val``.
+
+    ``wnids.txt`` must list exactly the 200 classes of ``label_of`` (labels
+    are their sorted order, as torchvision's ImageFolder gives); the
+    training images are in ``train/<wnid>/images/``, the validation images
+    in ``val/images/`` with their wnid in ``val/val_annotations.txt``
+    (tab-separated: file, wnid, bounding box), or sorted into
+    ``val/<wnid>/`` folders (what the RWS code reads with ImageFolder).
+    """
+
+    def read(root: Path) -> Catalog:
+        labels = label_of()
+        root = _descend(Path(root), lambda f: (f / "wnids.txt").is_file())
+        wnids_file = root / "wnids.txt"
+        if not wnids_file.is_file():
+            raise DataLayoutError(f"{name}: {wnids_file} is missing.\nExpected layout:\n{layout}")
+        listed = [w.strip() for w in wnids_file.read_text(encoding="utf-8").split() if w.strip()]
+        if sorted(listed) != sorted(labels):
+            unknown = sorted(set(listed) - set(labels))
+            absent = sorted(set(labels) - set(listed))
+            raise DataLayoutError(
+                f"{name}: {wnids_file} lists {len(listed)} wnids; expected Tiny-ImageNet's {len(labels)} "
+                f"(not Tiny-ImageNet's: {unknown[:3]}; missing: {absent[:3]}).\nExpected layout:\n{layout}"
+            )
+        train, val = root / "train", root / "val"
+        val_folders = val.is_dir() and not (val / "val_annotations.txt").exists()
+        needed = ("train", "val") if val_folders else ("train", "val/images", "val/val_annotations.txt")
+        for sub in needed:
+            if not (root / sub).exists():
+                raise DataLayoutError(f"{name}: {root / sub} is missing.\nExpected layout:\n{layout}")
+
+        def train_files() -> tuple[list[Path], torch.Tensor]:
+            classes = list_subfolders(train)
+            unknown = [c for c in classes if c not in labels]
+            if unknown or not classes:
+                raise DataLayoutError(
+                    f"{name} train: {train} holds {len(classes)} class folders, {len(unknown)} of them not "
+                    f"Tiny-ImageNet classes (e.g. {unknown[:3]}).\nExpected layout:\n{layout}"
+                )
+            paths, targets, empty = [], [], []
+            for wnid in classes:
+                folder = train / wnid / "images"
+                files = list_images(folder) if folder.is_dir() else []
+                if not files:
+                    empty.append(str(folder))
+                paths += [folder / f for f in files]
+                targets += [labels[wnid]] * len(files)
+            if empty:
+                raise DataLayoutError(
+                    f"{name} train: no images in {', '.join(empty[:3])}{'…' if len(empty) > 3 else ''}.\n"
+                    f"Expected layout:\n{layout}"
+                )
+            return paths, torch.as_tensor(targets, dtype=torch.int64)
+
+        def probe_train() -> str:
+            classes = list_subfolders(train)
+            if not classes or any(c not in labels for c in classes):
+                train_files()  # raises with the full message
+            for wnid in sorted({classes[0], classes[len(classes) // 2], classes[-1]}):
+                folder = train / wnid / "images"
+                if not folder.is_dir() or not has_image(folder):
+                    raise DataLayoutError(f"{name} train: no images in {folder}.\nExpected layout:\n{layout}")
+            return f"{len(classes)} class folders"
+
+        def val_files() -> tuple[list[Path], torch.Tensor]:
+            annotations = val / "val_annotations.txt"
+            paths, targets = [], []
+            for number, line in enumerate(annotations.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                fields = line.split("\t")
+                if len(fields) < 2 or fields[1] not in labels:
+                    raise DataLayoutError(
+                        f"{name} val: {annotations} line {number} is {line[:60]!r}; expected "
+                        "'<file>\\t<wnid>\\t<x>\\t<y>\\t<w>\\t<h>' with a Tiny-ImageNet wnid"
+                    )
+                paths.append(val / "images" / fields[0])
+                targets.append(labels[fields[1]])
+            missing = [p for p in paths if not p.is_file()]
+            if missing or not paths:
+                raise DataLayoutError(
+                    f"{name} val: {len(missing)} of the {len(paths)} images {annotations} names are not in "
+                    f"{val / 'images'} (e.g. {[p.name for p in missing[:3]]}).\nExpected layout:\n{layout}"
+                )
+            return paths, torch.as_tensor(targets, dtype=torch.int64)
+
+        def probe_val() -> str:
+            paths, _ = val_files()
+            return f"{len(paths)} annotated images"
+
+        def part(files: Callable[[], tuple[list[Path], torch.Tensor]], probe: Callable[[], str]) -> Part:
+            return Part(lambda: FileSource(*files(), resolution), probe)
+
+        if val_folders:
+            val_part = _class_folder_part(val, labels, f"{name} val", layout, resolution, None)
+        else:
+            val_part = part(val_files, probe_val)
+        parts = {"train": part(train_files, probe_train), "val": val_part}
+        return Catalog(name, root, parts, f"Tiny-ImageNet's layout in {root}", layout)
+
+    return read
+
+
+_VAL_NUMBER = re.compile(r"ILSVRC2012_val_(\d{8})\.")
+
+
+def read_label_sets(path: Path, num_classes: int) -> list[list[int]]:
+    """``real.json``: one list of right class indices per validation image, in file-number order."""
+    try:
+        sets = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataLayoutError(f"{path} is not readable JSON ({exc}); download real.json again") from exc
+    if not isinstance(sets, list) or not all(isinstance(s, list) for s in sets):
+        raise DataLayoutError(f"{path}: expected a list with one list of class indices per validation image")
+    bad = next((i for i, s in enumerate(sets) if not all(isinstance(c, int) and 0 <= c < num_classes for c in s)), None)
+    if bad is not None:
+        raise DataLayoutError(
+            f"{path}: entry {bad} (image ILSVRC2012_val_{bad + 1:08d}) is {sets[bad]!r}; expected class indices "
+            f"0…{num_classes - 1}"
+        )
+    return sets
+
+
+def label_set_reader(
+    name: str,
+    label_of: Callable[[], Mapping[str, int]],
+    resolution: int,
+    resize: int | None,
+    layout: str,
+    labels_file: str = "real.json",
+    images: str = "val",
+) -> Callable[[Path], Catalog]:
+    """Reader of ImageNet-ReaL: ``<root>/<labels_file>`` and the validation images in ``<root>/<images>/<wnid>/``.
+
+    One part, ``all``: every image whose label set is non-empty, its label
+    the class folder (the splits stratify by it) and its ``targets`` the
+    set. Images with an empty set are left out, as the ReaL paper does.
+    """
+
+    def read(root: Path) -> Catalog:
+        root = _descend(Path(root), lambda f: (f / labels_file).is_file())
+        labels_path, folder = root / labels_file, root / images
+        for needed in (labels_path, folder):
+            if not needed.exists():
+                raise DataLayoutError(f"{name}: {needed} is missing.\nExpected layout:\n{layout}")
+
+        @cache
+        def label_sets() -> list[list[int]]:
+            return read_label_sets(labels_path, len(label_of()))
+
+        def entry(path: Path) -> int:
+            match = _VAL_NUMBER.match(path.name)
+            if match is None or not 1 <= int(match.group(1)) <= len(label_sets()):
+                raise DataLayoutError(
+                    f"{name}: image {path} is not one of the {len(label_sets()):,} validation images "
+                    f"{labels_path.name} labels (expected ILSVRC2012_val_<number 1…{len(label_sets())}>.JPEG)"
+                )
+            return int(match.group(1)) - 1
+
+        def build() -> FileSource:
+            paths, labels = scan_class_folders(folder, label_of(), name, layout)
+            sets = [label_sets()[entry(p)] for p in paths]
+            keep = [i for i, s in enumerate(sets) if s]
+            width = max((len(sets[i]) for i in keep), default=1)
+            targets = torch.full((len(keep), width), -1, dtype=torch.int64)
+            for row, i in enumerate(keep):
+                targets[row, : len(sets[i])] = torch.as_tensor(sets[i], dtype=torch.int64)
+            return FileSource([paths[i] for i in keep], labels[keep], resolution, resize, targets=targets)
+
+        def probe() -> str:
+            found = probe_class_folders(folder, label_of(), name, layout)
+            first = folder / list_subfolders(folder)[0]
+            entry(first / list_images(first)[0])
+            empty = sum(not s for s in label_sets())
+            return f"{found}; {labels_path.name}: {len(label_sets()):,} label sets, {empty:,} empty (left out)"
+
+        return Catalog(
+            name, root, {"all": Part(build, probe)}, f"{labels_path.name} and class folders in {folder}", layout
+        )
+
+    return read
+
+
 def _find_corruption_folders(root: Path) -> dict[str, Path]:
     """Corruption name → folder holding its severity folders ``1`` … ``5``.
 
@@ -279,6 +474,8 @@ def imagenet_c_reader(
     def read(root: Path) -> Catalog:
         labels = label_of()
         root = _descend(Path(root), lambda f: bool(_find_corruption_folders(f)))
+        if (root / "val").is_dir() and _find_corruption_folders(root / "val"):
+            root = root / "val"  # the RWS code's Tiny-ImageNet-C: train/ (experts' images) and val/ (the test set)
         corruptions = _find_corruption_folders(root)
         if not corruptions:
             raise DataLayoutError(

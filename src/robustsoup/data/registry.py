@@ -35,6 +35,13 @@ SPLIT_SCHEMES = ("stratified", "official", "shift")
 #            back to the resolution (RandomResizedCrop: the ImageNet references)
 CROPS = ("pad", "resized")
 
+# What counts as a right prediction (robustsoup.data.scoring applies them):
+#   argmax      the model's argmax equals the label
+#   subset      the argmax over the logits of ``class_subset``'s classes (ImageNet-R, -A)
+#   label-sets  the argmax is in the image's set of right classes (ImageNet-ReaL)
+#   categories  the best of 16 categories, each the mean probability of its classes (cue-conflict)
+SCORINGS = ("argmax", "subset", "label-sets", "categories")
+
 
 @dataclass(frozen=True)
 class TrainAugmentation:
@@ -92,6 +99,8 @@ class DatasetSpec:
     ``augmentation`` is what training with ``augmentation: standard`` does
     to its images (None: the default for the resolution, :func:`default_augmentation`;
     a registration that differs says so, e.g. digits: the crop, never a flip).
+    ``scoring`` is what counts as a right prediction (:data:`SCORINGS`;
+    ``subset`` wherever ``class_subset`` is set).
     """
 
     name: str
@@ -112,11 +121,19 @@ class DatasetSpec:
     needs_root: bool = True
     layout: str = field(default="", repr=False, compare=False)
     augmentation: TrainAugmentation | None = None
+    scoring: str = "argmax"
 
     def __post_init__(self) -> None:
         if self.split_scheme not in SPLIT_SCHEMES:
             raise ValueError(
                 f"data set {self.name}: split_scheme must be one of {SPLIT_SCHEMES}, found {self.split_scheme!r}"
+            )
+        if self.class_subset and self.scoring == "argmax":
+            object.__setattr__(self, "scoring", "subset")
+        if self.scoring not in SCORINGS or (self.scoring == "subset") != bool(self.class_subset):
+            raise ValueError(
+                f"data set {self.name}: scoring must be one of {SCORINGS} ('subset' exactly when class_subset "
+                f"is set), found {self.scoring!r} with class_subset {self.class_subset!r}"
             )
         if self.augmentation is None:
             object.__setattr__(self, "augmentation", default_augmentation(self.resolution))

@@ -1,4 +1,4 @@
-"""The papers' data sets in the registry: CIFAR, ImageNet and their shifts.
+"""The papers' data sets in the registry: CIFAR, ImageNet, Tiny-ImageNet and their shifts.
 
 Each entry says how many classes, at which resolution, with which
 normalization, where its parts are on disk (the expected layout is shown in
@@ -9,8 +9,16 @@ every error) and how its splits are made. The data root is given at run time
 from __future__ import annotations
 
 from .imagenet import subset_label_map, wnid_to_index
-from .readers import cifar_reader, hendrycks_npy_reader, imagenet_c_reader, imagenet_folder_reader
+from .readers import (
+    cifar_reader,
+    hendrycks_npy_reader,
+    imagenet_c_reader,
+    imagenet_folder_reader,
+    label_set_reader,
+    tiny_imagenet_reader,
+)
 from .registry import DatasetSpec, register_dataset
+from .scoring import read_categories
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -231,5 +239,129 @@ register_dataset(
         resize=IMAGENET_RESIZE,
         base="imagenet",
         layout=IMAGENET_V2_LAYOUT,
+    )
+)
+
+IMAGENET_REAL_LAYOUT = (
+    "  ROOT/real.json              ImageNet-ReaL's labels (Beyer et al. 2020): a list with one list of\n"
+    "                              class indices per validation image, in ILSVRC2012_val_00000001… order\n"
+    "  ROOT/val/<wnid>/<image>     the 50,000 ImageNet validation images in their wnid folders, named\n"
+    "                              ILSVRC2012_val_<8 digits>.JPEG (the ImageNet root with real.json beside val/)"
+)
+register_dataset(
+    DatasetSpec(
+        name="imagenet-real",
+        num_classes=1000,
+        resolution=IMAGENET_RESOLUTION,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        description=(
+            "ImageNet-ReaL (Beyer et al. 2020): the validation images with reassessed label sets; right if "
+            "the prediction is in the set; the images with an empty set (about 3,500) are left out"
+        ),
+        reader=label_set_reader(
+            "imagenet-real", wnid_to_index, IMAGENET_RESOLUTION, IMAGENET_RESIZE, IMAGENET_REAL_LAYOUT
+        ),
+        split_scheme="shift",
+        test_part="all",
+        nominal_sizes={"all": 46_500},  # about 3,500 of the 50,000 have an empty set (TFDS imagenet2012_real)
+        lazy=True,
+        resize=IMAGENET_RESIZE,
+        base="imagenet",
+        layout=IMAGENET_REAL_LAYOUT,
+        scoring="label-sets",
+    )
+)
+
+
+def _category_labels() -> dict[str, int]:
+    return {category: i for i, (category, _) in enumerate(read_categories("cue-conflict"))}
+
+
+CUE_CONFLICT_LAYOUT = (
+    "  ROOT/<category>/<image>.png   16 folders named by the shape's category (airplane, bear, …, truck),\n"
+    "      e.g. ROOT/cat/cat7-elephant1.png (1,280 images; texture-vs-shape's\n"
+    "      stimuli/style-transfer-preprocessed-512, or model-vs-human's cue-conflict)"
+)
+register_dataset(
+    DatasetSpec(
+        name="cue-conflict",
+        num_classes=16,
+        resolution=IMAGENET_RESOLUTION,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        description=(
+            "Cue-conflict stimuli (Geirhos et al. 2019): 1,280 images with the shape of one of 16 categories "
+            "and the texture of another; ImageNet outputs mapped to the categories, right if the shape's"
+        ),
+        reader=imagenet_folder_reader(
+            "cue-conflict", {"all": ""}, _category_labels, IMAGENET_RESOLUTION, IMAGENET_RESIZE, CUE_CONFLICT_LAYOUT
+        ),
+        split_scheme="shift",
+        test_part="all",
+        nominal_sizes={"all": 1_280},
+        lazy=True,
+        resize=IMAGENET_RESIZE,
+        base="imagenet",
+        layout=CUE_CONFLICT_LAYOUT,
+        scoring="categories",
+    )
+)
+
+TINY_IMAGENET_RESOLUTION = 64
+# The RWS code feeds Tiny-ImageNet to its ResNet-50 as ToTensor() gives it, without normalization.
+IDENTITY_MEAN, IDENTITY_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+TINY_IMAGENET_LAYOUT = (
+    "  ROOT/wnids.txt                      the 200 class wnids\n"
+    "  ROOT/train/<wnid>/images/<image>    500 training images per class, e.g.\n"
+    "                                      ROOT/train/n01443537/images/n01443537_0.JPEG (64×64)\n"
+    "  ROOT/val/images/<image>             the 10,000 validation images, e.g. ROOT/val/images/val_0.JPEG\n"
+    "  ROOT/val/val_annotations.txt        '<file>\\t<wnid>\\t<bounding box>' per validation image\n"
+    "  (tiny-imagenet-200.zip unpacked; its own top folder, ROOT/tiny-imagenet-200/…, works too;\n"
+    "  so does val/ sorted into ROOT/val/<wnid>/<image> folders, as the RWS code reads it)"
+)
+
+
+def _tiny_labels() -> dict[str, int]:
+    return subset_label_map("tiny-imagenet")
+
+
+register_dataset(
+    DatasetSpec(
+        name="tiny-imagenet",
+        num_classes=200,
+        resolution=TINY_IMAGENET_RESOLUTION,
+        mean=IDENTITY_MEAN,
+        std=IDENTITY_STD,
+        description="Tiny-ImageNet (200 classes; 100,000 train / 10,000 val, 64×64): the RWS paper's ResNet-50 setting",
+        reader=tiny_imagenet_reader("tiny-imagenet", _tiny_labels, TINY_IMAGENET_RESOLUTION, TINY_IMAGENET_LAYOUT),
+        split_scheme="official",
+        train_part="train",
+        test_part="val",
+        nominal_sizes={"train": 100_000, "val": 10_000},
+        lazy=True,
+        layout=TINY_IMAGENET_LAYOUT,
+    )
+)
+
+TINY_IMAGENET_C_LAYOUT = (
+    "  ROOT/<corruption>/<severity 1-5>/<wnid>/<image>\n"
+    "      e.g. ROOT/gaussian_noise/3/n01443537/val_68.JPEG (64×64; Hendrycks' Tiny-ImageNet-C archive)\n"
+    "  (the RWS code's ROOT/train/… + ROOT/val/<corruption>/… works too: val/ is read)"
+)
+register_dataset(
+    DatasetSpec(
+        name="tiny-imagenet-c",
+        num_classes=200,
+        resolution=TINY_IMAGENET_RESOLUTION,
+        mean=IDENTITY_MEAN,
+        std=IDENTITY_STD,
+        description="Tiny-ImageNet-C (Hendrycks & Dietterich 2019): corruptions × 5 severities of the val set, 64×64 JPEG",
+        reader=imagenet_c_reader("tiny-imagenet-c", _tiny_labels, TINY_IMAGENET_RESOLUTION, TINY_IMAGENET_C_LAYOUT),
+        split_scheme="shift",
+        nominal_sizes={"*": 10_000},
+        lazy=True,
+        base="tiny-imagenet",
+        layout=TINY_IMAGENET_C_LAYOUT,
     )
 )

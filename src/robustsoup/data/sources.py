@@ -62,12 +62,15 @@ class ImageSource:
 
     Subclasses set ``labels`` (int64, N) and ``resolution`` and implement
     :meth:`load`. ``paths`` is the list of image files for file-backed
-    sources and None otherwise.
+    sources and None otherwise. ``targets`` (int64, (N, L), padded with -1)
+    is each image's set of right classes where one label is not enough
+    (ImageNet-ReaL, see :mod:`robustsoup.data.scoring`), else None.
     """
 
     labels: torch.Tensor
     resolution: int
     paths: list[Path] | None = None
+    targets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -222,7 +225,8 @@ def decode_workers() -> int:
 
 class FileSource(ImageSource):
     """Image files decoded on demand (see :func:`decode_image`) by ``decoder`` (None: the job's
-    ``data.decoder``, :data:`robustsoup.data.options.OPTIONS`, read at each load)."""
+    ``data.decoder``, :data:`robustsoup.data.options.OPTIONS`, read at each load), with per-image
+    ``targets`` where the data set has them."""
 
     def __init__(
         self,
@@ -230,14 +234,18 @@ class FileSource(ImageSource):
         labels: torch.Tensor,
         resolution: int,
         resize: int | None = None,
+        targets: torch.Tensor | None = None,
         decoder: str | None = None,
     ) -> None:
         if len(paths) != labels.shape[0]:
             raise ValueError(f"{len(paths)} files but {labels.shape[0]} labels")
+        if targets is not None and (targets.ndim != 2 or targets.shape[0] != labels.shape[0]):
+            raise ValueError(f"{labels.shape[0]} labels but targets of shape {tuple(targets.shape)}")
         self.paths = [Path(p) for p in paths]
         self.labels = labels.to(torch.int64)
         self.resolution = resolution
         self.resize = resize
+        self.targets = None if targets is None else targets.to(torch.int64)
         self.decoder = decoder
 
     def load(self, indices) -> torch.Tensor:

@@ -71,13 +71,16 @@ DEFAULT_CACHE_MAX_IMAGES = 100_000
 @dataclass
 class ImageSplit:
     """Decoded images of one split: uint8 (N, 3, H, W) and int64 (N,) labels; ``metadata`` is the
-    cache header (how the split was made, see :func:`split_record`), empty for a split built in memory."""
+    cache header (how the split was made, see :func:`split_record`), empty for a split built in memory;
+    ``targets`` each image's set of right classes where the data set has them (ImageNet-ReaL, see
+    :mod:`robustsoup.data.scoring`), else None."""
 
     images: torch.Tensor
     labels: torch.Tensor
     dataset: str
     split: str
     metadata: dict[str, str] = field(default_factory=dict)
+    targets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -128,6 +131,7 @@ class FileSplit:
     resize: int | None = None
     root: Path | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    targets: torch.Tensor | None = None
     _source: FileSource | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
@@ -620,11 +624,13 @@ def write_decoded_split(
         if time.perf_counter() - last > 30:
             last = time.perf_counter()
             log.info("%s: decoded %d / %d images", path.name, offset + len(batch), len(indices))
-    labels = source.labels[indices].contiguous()
+    tensors = {"images": images, "labels": source.labels[indices].contiguous()}
+    if source.targets is not None:
+        tensors["targets"] = source.targets[indices].contiguous()
     with atomic_path(path) as tmp:
         from safetensors.torch import save_file  # imports torch
 
-        save_file({"images": images, "labels": labels}, str(tmp), metadata=dict(metadata))
+        save_file(tensors, str(tmp), metadata=dict(metadata))
     log.info("wrote %s: %d images in %.1fs", path, len(indices), time.perf_counter() - start_time)
     return path
 
@@ -640,7 +646,8 @@ def write_file_list(
     """Write the files of ``source[indices]`` and their labels as a TSV, atomically.
 
     Paths are relative to ``root`` (named in the header) where possible, so a
-    moved data root needs only the header changed.
+    moved data root needs only the header changed. A source with ``targets``
+    gets a third column: each image's right classes, space-separated.
     """
     if source.paths is None:
         raise ValueError(f"{path}: the source holds no image files; it can only be cached decoded")
@@ -648,9 +655,10 @@ def write_file_list(
     header = [f"# {FILELIST_FORMAT}"]
     meta = dict(metadata, resolution=str(source.resolution), resize=str(resize or ""), root=str(root or ""))
     header += [f"# {key}={value}" for key, value in meta.items()]
-    lines = header + ["path\tlabel"]
+    lines = header + ["path\tlabel" + ("\ttargets" if source.targets is not None else "")]
     labels = source.labels[indices].tolist()
-    for i, label in zip(indices.tolist(), labels):
+    targets = source.targets[indices].tolist() if source.targets is not None else None
+    for row, (i, label) in enumerate(zip(indices.tolist(), labels)):
         file = Path(source.paths[i])
         if root is not None:
             try:
@@ -660,7 +668,8 @@ def write_file_list(
         text = str(file)
         if "\t" in text or "\n" in text:
             raise DataLayoutError(f"image path {text!r} contains a tab or newline; rename the file")
-        lines.append(f"{text}\t{label}")
+        extra = "" if targets is None else "\t" + " ".join(str(t) for t in targets[row] if t >= 0)
+        lines.append(f"{text}\t{label}{extra}")
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     log.info("wrote %s: file list of %d images", path, len(indices))
@@ -773,6 +782,7 @@ def read_file_list(path: str | Path) -> FileSplit:
     meta: dict[str, str] = {}
     paths: list[Path] = []
     labels: list[int] = []
+    targets: list[list[int]] = []
     with open(path, encoding="utf-8") as handle:
         first = handle.readline().strip()
         if first != f"# {FILELIST_FORMAT}":
@@ -786,8 +796,11 @@ def read_file_list(path: str | Path) -> FileSplit:
                 key, _, value = line[2:].partition("=")
                 meta[key] = value
                 continue
-            if line == "path\tlabel" or not line:
+            if line in ("path\tlabel", "path\tlabel\ttargets") or not line:
                 continue
+            if line.count("\t") == 2:  # a third column: the image's right classes
+                line, _, classes = line.rpartition("\t")
+                targets.append([int(c) for c in classes.split()])
             file, _, label = line.rpartition("\t")
             paths.append(Path(file))
             labels.append(int(label))
@@ -805,6 +818,8 @@ def read_file_list(path: str | Path) -> FileSplit:
                 "point data.root at the data and rerun prepare_data (or edit the '# root=' header line)"
             )
         paths = [p if p.is_absolute() else root / p for p in paths]
+    if targets and len(targets) != len(labels):
+        raise ValueError(f"data split {path}: {len(targets)} of {len(labels)} lines have targets; delete it and rerun")
     return FileSplit(
         paths=paths,
         labels=torch.as_tensor(labels, dtype=torch.int64),
@@ -814,7 +829,16 @@ def read_file_list(path: str | Path) -> FileSplit:
         resize=int(meta["resize"]) if meta.get("resize") else None,
         root=root,
         metadata=meta,
+        targets=_padded(targets) if targets else None,
     )
+
+
+def _padded(rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Rows of class indices of different lengths as one int64 (N, L) tensor padded with -1."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), -1, dtype=torch.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.as_tensor(row, dtype=torch.int64)
+    return out
 
 
 def load_split(path: str | Path) -> Split:
@@ -832,9 +856,9 @@ def load_split(path: str | Path) -> Split:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"data split {path} is unreadable or truncated ({exc}); delete it and rerun") from exc
-    if set(tensors) != {"images", "labels"} or tensors["images"].dtype != torch.uint8:
+    if set(tensors) - {"targets"} != {"images", "labels"} or tensors["images"].dtype != torch.uint8:
         raise ValueError(
-            f"data split {path}: expected uint8 'images' and int64 'labels', found "
+            f"data split {path}: expected uint8 'images', int64 'labels' (and optional 'targets'), found "
             f"{ {k: (tuple(v.shape), str(v.dtype)) for k, v in tensors.items()} }"
         )
     return ImageSplit(
@@ -843,4 +867,5 @@ def load_split(path: str | Path) -> Split:
         dataset=metadata.get("dataset", "?"),
         split=metadata.get("split", path.stem),
         metadata=dict(metadata),
+        targets=tensors.get("targets"),
     )

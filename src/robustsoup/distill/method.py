@@ -60,6 +60,7 @@ from ..data import ImageSplit
 from ..device import PRECISIONS, Arithmetic, resolve_precision
 from ..models import Normalized
 from ..models.multihead import HEADS, MultiHeadNet
+from ..train.distributed import current
 from ..train.loop import BatchStep, CorruptionInputs, run_epochs
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,15 @@ class AugmentInputs:
             shifted = self.corrupt(None, images[chosen].float().div_(255.0), None)
             out[chosen] = (shifted * 255).round().to(torch.uint8)
         return out.to(x.device).float().div_(255.0)
+
+    def offset_seed(self, offset: int) -> None:
+        """Draw from streams seeded ``seed + offset`` (a data-parallel rank's own, so the ranks' shards are not
+        shifted alike; :class:`robustsoup.train.distributed.RankPolicy` calls it for every rank but 0)."""
+        self.seed += offset
+        self.generator.manual_seed(self.seed + 3)
+        if self.corrupt is not None:
+            self.corrupt.seed += offset
+            self.corrupt.generator.manual_seed(self.corrupt.seed + 2)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "corrupt": self.corrupt.state_dict() if self.corrupt else {}}
@@ -266,6 +276,7 @@ def head_losses(
     reference: torch.Tensor,
     teacher: torch.Tensor,
     settings: DistillSettings,
+    global_counts: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss of a batch and each head's logits on all of it.
 
@@ -276,6 +287,12 @@ def head_losses(
     images, the robust head on the shifted ones, the combined head on both (each
     part weighted by its share of the batch); a head with no image of its kind
     in the batch adds nothing.
+
+    ``global_counts`` (clean, shifted images of the global batch) makes this one
+    rank's shard of a data-parallel batch: each part's mean is then over the
+    global batch's images of its kind, and the total is scaled by global batch /
+    shard, so the loop's loss weighting (shard / global batch, averaged over
+    ranks) gives exactly the gradient of the global batch's loss.
     """
 
     def term(logits, labels, target):
@@ -287,12 +304,17 @@ def head_losses(
 
     clean = ~shifted
     logits = {h: net.head(h, features, dropout=True) for h in HEADS}
-    share = shifted.float().mean()
+    local = (int(clean.sum()), int(shifted.sum()))
+    counts = global_counts or local
+    batch = counts[0] + counts[1]
+    # Each part's share of its kind in the global batch, scaled by global batch / shard (1 in one process).
+    f_clean, f_shifted = (mine / total * batch / len(y) if total else 0.0 for mine, total in zip(local, counts))
+    share = counts[1] / batch
     losses = {
-        "clean": term(logits["clean"][clean], y[clean], reference[clean]),
-        "robust": term(logits["robust"][shifted], y[shifted], teacher),
-        "combined": (1 - share) * term(logits["combined"][clean], y[clean], reference[clean])
-        + share * term(logits["combined"][shifted], y[shifted], teacher),
+        "clean": f_clean * term(logits["clean"][clean], y[clean], reference[clean]),
+        "robust": f_shifted * term(logits["robust"][shifted], y[shifted], teacher),
+        "combined": (1 - share) * f_clean * term(logits["combined"][clean], y[clean], reference[clean])
+        + share * f_shifted * term(logits["combined"][shifted], y[shifted], teacher),
     }
     total = sum(settings.head_weights[h] * losses[h] for h in HEADS)
     return total, logits
@@ -344,16 +366,26 @@ class DistillStep(BatchStep):
         with torch.no_grad(), self.arithmetic.autocast(self.device):
             teacher_logits = self.teacher(x_train[shifted]).float()
         set_distillation_mode(self.model, self.settings.batchnorm)
+        group = current()
+        counts = None  # a rank's shard: the global batch's clean and shifted counts
+        if group is not None:
+            counts = tuple(int(c) for c in group.all_sum([int((~shifted).sum()), int(shifted.sum())]))
         with self.arithmetic.autocast(self.device):
             features = self.net.features(_normalize(self.model, x_train))
             reference = self.reference_logits[idx].to(self.device)
-            loss, logits = head_losses(self.net, features, y, shifted, reference, teacher_logits, self.settings)
+            loss, logits = head_losses(self.net, features, y, shifted, reference, teacher_logits, self.settings, counts)
         self.n_shifted += int(shifted.sum())
         hits = {h: logits[h].detach().argmax(1) == y for h in HEADS}
         self.correct["clean"] += int(hits["clean"][~shifted].sum())
         self.correct["robust"] += int(hits["robust"][shifted].sum())
         self.correct["combined"] += int(hits["combined"].sum())
         return loss
+
+    def sum_tallies(self, all_sum: Callable[[Sequence[float]], list[float]]) -> None:
+        """The shifted count and every head's hits summed over the ranks of a distributed run."""
+        total = all_sum([self.n_shifted, *(self.correct[h] for h in HEADS)])
+        self.n_shifted = int(total[0])
+        self.correct = {h: int(v) for h, v in zip(HEADS, total[1:], strict=True)}
 
     def epoch_metrics(self, seen: int) -> dict:
         counts = {"clean": seen - self.n_shifted, "robust": self.n_shifted, "combined": seen}

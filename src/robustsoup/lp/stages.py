@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..attacks import attack_plan
+from ..attacks import attack_batch_size, attack_plan
 from ..checkpoint import (
     load_checkpoint,
     load_meta,
@@ -29,6 +29,8 @@ from ..device import seed_everything
 from ..evaluate import (
     METRIC_COLUMNS,
     evaluate_threats,
+    evaluation_shard,
+    merge_shards,
     read_metrics,
     read_points,
     union_rows,
@@ -143,16 +145,51 @@ def evaluate_model(config: Mapping, model_path, split_path, outputs: Mapping[str
     (rows, points) paths: one tidy row and the per-point results per threat,
     so that union accuracy is counted from the points. Returns every row.
     """
-    threats = ["clean", *config["evaluate"]["threats"]]
-    if set(outputs) != set(threats):
-        raise KeyError(f"evaluate_model writes {threats}; outputs were given for {sorted(outputs)}")
-    unknown = [n for n in threats[1:] if n not in config["threats"]]
-    if unknown:
-        raise KeyError(f"no ε configured for norms {unknown}; expected them among {list(config['threats'])}")
+    return _evaluate_shard(config, model_path, split_path, outputs, device, 0, 1)
+
+
+def evaluate_model_shard(
+    config: Mapping, shard: int, model_path, split_path, outputs: Mapping[str, tuple], device
+) -> pd.DataFrame:
+    """Shard ``shard`` (0 … ``evaluate.shards`` − 1) of :func:`evaluate_model` (rule ``evaluate_model_shard``):
+    the same files for its contiguous share of the points (:func:`robustsoup.evaluate.evaluation_shard`),
+    which :func:`merge_model_shards` joins into exactly what one job writes. Returns its rows."""
+    return _evaluate_shard(config, model_path, split_path, outputs, device, shard, config["evaluate"]["shards"])
+
+
+def _evaluate_shard(config, model_path, split_path, outputs: Mapping[str, tuple], device, shard: int, count: int):
+    threats = _evaluated_threats(config, outputs)
     model, meta, data = _load_for_evaluation(config, model_path, split_path, device)
     spec = config["evaluate"]
     plans = {n: attack_plan(spec["mode"], n, meta.num_classes, spec["n_iter"], spec["n_restarts"]) for n in threats[1:]}
     n_attacked = min(spec["n_images"], len(data))
+    batch_size = attack_batch_size(spec["batch_size"], device, data.images.shape[-1])
+    part = evaluation_shard(n_attacked, len(data), batch_size, count, shard)
+    if count > 1:
+        log.info(
+            "%s shard %d of %d: attacked points %d–%d of %d (batches of %d), clean points %d–%d of %d",
+            meta.name,
+            shard,
+            count,
+            part.start,
+            part.stop - 1,
+            n_attacked,
+            batch_size,
+            part.start,
+            part.clean_stop - 1,
+            len(data),
+        )
+    if part.start == part.stop:
+        log.warning(
+            "%s shard %d of %d attacks no point: %d attacked points make %d batches of %d. Lower evaluate.shards "
+            "or evaluate.batch_size (a new batch size changes the random starts).",
+            meta.name,
+            shard,
+            count,
+            n_attacked,
+            -(-n_attacked // batch_size),
+            batch_size,
+        )
     results = evaluate_threats(
         model,
         meta.name,
@@ -161,14 +198,58 @@ def evaluate_model(config: Mapping, model_path, split_path, outputs: Mapping[str
         plans,
         n_attacked,
         seed=config["seed"],
-        batch_size=spec["batch_size"],
+        batch_size=batch_size,
         device=device,
+        shard=part,
     )
     for threat, (rows, points) in results.items():
         rows_path, points_path = outputs[threat]
         write_points(points, points_path)
         write_metrics(rows, rows_path)
     return pd.concat([rows for rows, _ in results.values()], ignore_index=True)
+
+
+def _evaluated_threats(config: Mapping, outputs: Mapping) -> list[str]:
+    """``clean`` and the norms of ``evaluate.threats``, checked against the outputs given and the ε configured."""
+    threats = ["clean", *config["evaluate"]["threats"]]
+    if set(outputs) != set(threats):
+        raise KeyError(f"the evaluation writes {threats}; outputs were given for {sorted(outputs)}")
+    unknown = [n for n in threats[1:] if n not in config["threats"]]
+    if unknown:
+        raise KeyError(f"no ε configured for norms {unknown}; expected them among {list(config['threats'])}")
+    return threats
+
+
+def merge_model_shards(
+    config: Mapping, shards: Mapping[str, tuple[Sequence, Sequence]], outputs: Mapping[str, tuple]
+) -> pd.DataFrame:
+    """Join the shards of one model's evaluation (rule ``merge_model_shards``) into the files
+    :func:`evaluate_model` writes: per threat, the shards' per-point files concatenated in point order and
+    the row counted again from them (:func:`robustsoup.evaluate.merge_shards`).
+
+    ``shards`` maps ``clean`` and each norm to (row files, per-point files) of every shard in shard order;
+    ``outputs`` maps them to the (rows, points) paths to write. Returns every row.
+    """
+    threats = _evaluated_threats(config, outputs)
+    if set(shards) != set(threats):
+        raise KeyError(f"merging needs the shards of {threats}; shards were given for {sorted(shards)}")
+    count = config["evaluate"]["shards"]
+    merged = {}
+    for threat in threats:
+        row_files, point_files = shards[threat]
+        if len(row_files) != count or len(point_files) != count:
+            raise ValueError(
+                f"{threat}: evaluate.shards is {count}; got {len(row_files)} row and {len(point_files)} per-point "
+                "files. Give every shard's files in shard order."
+            )
+        merged[threat] = merge_shards(
+            [read_metrics([path]) for path in row_files], [read_points(path) for path in point_files]
+        )
+    for threat, (rows, points) in merged.items():
+        rows_path, points_path = outputs[threat]
+        write_points(points, points_path)
+        write_metrics(rows, rows_path)
+    return pd.concat([rows for rows, _ in merged.values()], ignore_index=True)
 
 
 def gather_metrics(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -38,7 +39,7 @@ from ..data.corruptions import corrupt, read_corrupted_split
 from ..device import seed_everything
 from ..evaluate import METRIC_COLUMNS, clean_correct, read_metrics, write_metrics
 from ..io import atomic_path, write_text_atomic
-from ..train.loop import CleanInputs, CorruptionInputs
+from ..train.loop import BestEpoch, CleanInputs, CorruptionInputs
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
 from .config import (
     INIT,
@@ -100,14 +101,18 @@ def _train(
     device,
     seed: int,
     init_path=None,
+    best: BestEpoch | None = None,
 ) -> Path:
-    """Train one RWS model of the run's architecture, from scratch or fine-tuned from ``init_path``."""
+    """Train one RWS model of the run's architecture, from scratch or fine-tuned from ``init_path``
+    (keeping the epoch ``best`` scores highest, when given)."""
     seed_everything(seed)
     meta = new_meta(model_identity(config), name, training=record)
     model, init_sha = starting_model(config, meta, init_path)
     settings = settings_from(spec, seed, decay_all=init_path is not None)
     data = load_split(train_path)
-    return train_and_checkpoint(model, meta, data, policy, settings, out_path, device, spec["resume"], init_sha)
+    return train_and_checkpoint(
+        model, meta, data, policy, settings, out_path, device, spec["resume"], init_sha, best=best
+    )
 
 
 def train_rws_init(config: Mapping, name: str, train_path, out_path, device) -> Path:
@@ -118,10 +123,13 @@ def train_rws_init(config: Mapping, name: str, train_path, out_path, device) -> 
     return _train(config, name, spec, policy, _training_record(spec, policy, seed), train_path, out_path, device, seed)
 
 
-def train_rws_model(config: Mapping, name: str, init_path, train_path, out_path, device) -> Path:
+def train_rws_model(
+    config: Mapping, name: str, init_path, train_path, out_path, device, best: BestEpoch | None = None
+) -> Path:
     """Rules ``train_rws_model`` / ``train_expert``: ``standard``, ``augment``, ``expert-<c>`` or ``standard-s<seed>``.
 
-    Every one is fine-tuned from ``init_path`` with ``rws.finetune``; what differs is the input policy.
+    Every one is fine-tuned from ``init_path`` with ``rws.finetune``; what differs is the input policy
+    (and, for experts, which epoch is kept: ``best``, see :func:`expert_selection`).
     """
     rws = config["rws"]
     spec, seed = rws["finetune"], config["seed"]
@@ -145,12 +153,57 @@ def train_rws_model(config: Mapping, name: str, init_path, train_path, out_path,
             f"or expert-<c> for c in {rws['corruptions']}"
         )
     record = _training_record(spec, policy, seed, **extra)
-    return _train(config, name, spec, policy, record, train_path, out_path, device, seed, init_path=init_path)
+    return _train(
+        config, name, spec, policy, record, train_path, out_path, device, seed, init_path=init_path, best=best
+    )
 
 
-def train_expert(config: Mapping, corruption: str, init_path, train_path, out_path, device) -> Path:
-    """Rule ``train_expert``: the expert of ``corruption``, fine-tuned from ``init_path`` on that corruption."""
-    return train_rws_model(config, f"expert-{corruption}", init_path, train_path, out_path, device)
+@dataclass
+class CorruptedAccuracy:
+    """Mean accuracy of a model over ``severities`` on the copies of a split (``split_path``) corrupted by
+    ``corruption`` in ``corrupted_dir``: the score :func:`expert_selection` keeps an expert's epoch by. Plain
+    data, so a data-parallel training can hand it to its ranks; each scores on its model's device."""
+
+    config: Mapping
+    split_path: str
+    corrupted_dir: str
+    corruption: str
+    severities: list[int]
+
+    def __call__(self, model) -> float:
+        device = next(model.parameters()).device
+        sets = EvalSets(self.config, self.split_path, self.corrupted_dir, split="adapt")
+        correct = [_correct(model, *sets.corrupted(self.corruption, s), device) for s in self.severities]
+        return float(torch.cat(correct).float().mean())
+
+
+def expert_selection(config: Mapping, corruption: str, adapt_path, validation_dir) -> BestEpoch | None:
+    """How the expert of ``corruption`` picks its epoch: None (the last, ``rws.expert_selection: last``) or a
+    :class:`BestEpoch` scoring :class:`CorruptedAccuracy` on the adapt split's copies in ``validation_dir`` at
+    ``rws.severities`` (the reference scores corrupted validation images held out of the training set; the adapt
+    split is this pipeline's held-out split, never the test split)."""
+    rws = config["rws"]
+    if rws["expert_selection"] == "last":
+        return None
+    if adapt_path is None or validation_dir is None:
+        raise ValueError(
+            "rws.expert_selection: best scores every epoch of an expert on the adapt split's corrupted copies, "
+            f"but they were not given (adapt split: {adapt_path}, corrupted copies: {validation_dir}); "
+            "run through the workflow, which writes them, or set rws.expert_selection: last"
+        )
+    severities = sorted(rws["severities"])
+    score = CorruptedAccuracy(dict(config), str(adapt_path), str(validation_dir), corruption, severities)
+    return BestEpoch(score, f"accuracy on the adapt split corrupted by {corruption} at severities {severities}")
+
+
+def train_expert(
+    config: Mapping, corruption: str, init_path, train_path, out_path, device, adapt_path=None, validation_dir=None
+) -> Path:
+    """Rule ``train_expert``: the expert of ``corruption``, fine-tuned from ``init_path`` on that corruption,
+    keeping its best epoch on the corrupted adapt split (``validation_dir``) or its last
+    (``rws.expert_selection``)."""
+    best = expert_selection(config, corruption, adapt_path, validation_dir)
+    return train_rws_model(config, f"expert-{corruption}", init_path, train_path, out_path, device, best=best)
 
 
 # --------------------------------------------------------------------------- signatures

@@ -17,6 +17,7 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import RegularPolygon
 from matplotlib.ticker import FormatStrFormatter
 
+from ..evaluate_mce import ALEXNET_ERRORS, mce_applies, mce_columns
 from ..report.figures import save_figure
 from ..report.labels import THREAT_ORDER, measurement_note, model_label, threat_eps, threat_label
 from ..report.style import (
@@ -32,7 +33,11 @@ from ..report.style import (
 
 
 def shifts_table(
-    metrics: pd.DataFrame, models: pd.DataFrame, selection: pd.DataFrame, evalsets: Sequence[str]
+    metrics: pd.DataFrame,
+    models: pd.DataFrame,
+    selection: pd.DataFrame,
+    evalsets: Sequence[str],
+    dataset: str = "",
 ) -> pd.DataFrame:
     """Rows: base models, the best base model per shift (an oracle: chosen on held-out labels),
     ensembles, the single soup, and one row per (method, k) of shift-specific soups (each column
@@ -41,12 +46,21 @@ def shifts_table(
     fallback base model. Columns: each shift, their mean, Δ grid (mean over shifts of the gap to
     grid search at the same k), Δ best base and worst Δ best base (mean and smallest gap to the
     best base model of each shift), the FLOPs multiple, the soup × image forward passes the choice
-    used, and how many shifts fell back. Accuracy and gaps in %, points."""
-    acc = metrics.pivot_table(index="model", columns="evalset", values="accuracy", aggfunc="first") * 100
+    used, and how many shifts fell back. Accuracy and gaps in %, points.
+
+    A shift with several rows per model (ImageNet-C: one per corruption ×
+    severity) shows their mean accuracy, followed, where ImageNet-C's mCE
+    applies (``dataset`` imagenet, :func:`~robustsoup.evaluate_mce.mce_applies`),
+    by ``<shift> mCE`` and ``<shift> relative mCE`` of the model in that
+    column (percent, AlexNet = 100; the relative one against its ``clean``
+    accuracy, so per-shift soups, tested on their own shift only, have none).
+    """
+    acc = metrics.pivot_table(index="model", columns="evalset", values="accuracy", aggfunc="mean") * 100
     rows = []
     for kind in ("base", "ensemble", "single"):
         for _, model in models[models["kind"] == kind].iterrows():
             row = {"row": model["model"], "kind": kind, "flops": f"{int(model['flops'])}×"}
+            row["_source"] = dict.fromkeys(evalsets, model["model"])
             row.update({e: acc.loc[model["model"], e] for e in evalsets if e in acc.columns})
             if kind == "single":
                 row["forward passes"] = int(selection[selection["method"] == "single"]["forward_passes"].sum())
@@ -55,7 +69,15 @@ def shifts_table(
             base = [m for m in models[models["kind"] == "base"]["model"] if m in acc.index]
             if base:
                 best = {e: acc.loc[base, e].max() for e in evalsets if e in acc.columns}
-                rows.append({"row": "best base model per shift (oracle)", "kind": "oracle", "flops": "1×", **best})
+                rows.append(
+                    {
+                        "row": "best base model per shift (oracle)",
+                        "kind": "oracle",
+                        "flops": "1×",
+                        "_source": {},
+                        **best,
+                    }
+                )
     label_free = selection["label_free"].fillna(0).astype(bool) if "label_free" in selection else None
     free_methods = set(selection.loc[label_free, "method"]) if label_free is not None else set()
     specific = models[models["kind"] == "specific"]
@@ -66,11 +88,12 @@ def shifts_table(
         if free and k not in shown_ks:
             continue
         label = f"per-shift soups ({method}, label-free, k={k})" if free else f"per-shift soups ({method}, k={k})"
-        row = {"row": label, "kind": "label-free" if free else "specific", "flops": "1×", "k": k}
+        row = {"row": label, "kind": "label-free" if free else "specific", "flops": "1×", "k": k, "_source": {}}
         for evalset in evalsets:
             name = f"soup-{evalset}-{method}-k{k}"
             if name in acc.index:
                 row[evalset] = acc.loc[name, evalset]
+                row["_source"][evalset] = name
         chosen = selection[(selection["method"] == method) & (selection["k"] == k)]
         row["forward passes"] = int(chosen["forward_passes"].sum())
         rows.append(row)
@@ -80,8 +103,9 @@ def shifts_table(
     present = [e for e in evalsets if e in table.columns]
     table.insert(table.columns.get_loc("flops"), "mean", table[present].mean(axis=1))
     _add_gaps(table, present)
+    mce = _add_mce(table, metrics, present, dataset)
     extra = [c for c in ("forward passes", "fallbacks") if c in table]
-    table = table[["kind", *present, "mean", "Δ grid", "Δ best base", "worst Δ best base", "flops", *extra]]
+    table = table[["kind", *present, "mean", *mce, "Δ grid", "Δ best base", "worst Δ best base", "flops", *extra]]
     table["forward passes"] = table.get("forward passes", pd.Series(dtype=float)).astype("Int64")
     return table.round(1)
 
@@ -90,15 +114,37 @@ def _fallback_row(row: dict, chosen: pd.DataFrame, acc: pd.DataFrame, evalsets: 
     """A label-free row with each shift's pick replaced by its fallback base model where the
     safety signal fired; forward passes add the fallback's choice on clean images (once)."""
     out = {**row, "row": row["row"].replace("label-free,", "label-free + fallback,"), "kind": "label-free+fallback"}
+    out["_source"] = dict(row["_source"])
     fired = 0
     for _, pick in chosen.iterrows():
         evalset = pick["evalset"]
         if evalset in evalsets and pick["fallback"] == 1 and pick["fallback_model"] in acc.index:
             out[evalset] = acc.loc[pick["fallback_model"], evalset]
+            out["_source"][evalset] = pick["fallback_model"]
             fired += 1
     out["fallbacks"] = f"{fired}/{len(chosen)}"
     out["forward passes"] = row["forward passes"] + int(chosen["fallback_passes"].max())
     return out
+
+
+def _add_mce(table: pd.DataFrame, metrics: pd.DataFrame, evalsets: Sequence[str], dataset: str) -> list[str]:
+    """``<shift> mCE`` and ``<shift> relative mCE`` of the model in each row's ``<shift>`` column, for every
+    shift whose rows are ImageNet-C's corruptions × severities (see :func:`shifts_table`), in place;
+    returns the added column names."""
+    if not mce_applies(dataset):
+        return []
+    corrupted = metrics[(metrics["severity"] >= 1) & metrics["corruption"].isin(list(ALEXNET_ERRORS))]
+    added = []
+    for evalset in [e for e in evalsets if e in set(corrupted["evalset"])]:
+        columns = mce_columns(metrics, evalset, "clean", dataset)
+        for column in columns.columns:
+            name = f"{evalset} {column}"
+            table[name] = [
+                columns.loc[source[evalset], column] if source.get(evalset) in columns.index else float("nan")
+                for source in table["_source"]
+            ]
+            added.append(name)
+    return added
 
 
 def _add_gaps(table: pd.DataFrame, evalsets: Sequence[str]) -> None:

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.scoring import ARGMAX, Scoring
 from ..device import Arithmetic
 from ..models import Normalized
 from ..weights import StateDict, WeightStack
@@ -125,10 +126,13 @@ class SoupScorer:
         self.forward_passes += len(inputs)
         return torch.cat(out)
 
-    def correct(self, weights, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-point correctness (bool) of a soup on prepared inputs."""
+    def correct(
+        self, weights, inputs: torch.Tensor, labels: torch.Tensor, scoring: Scoring = ARGMAX, targets=None
+    ) -> torch.Tensor:
+        """Per-point correctness (bool) of a soup on prepared inputs, under the data set's ``scoring``
+        (:mod:`robustsoup.data.scoring`; ``targets``: the label sets it may read)."""
         self.load(weights)
-        return self.logits(inputs).argmax(1) == labels.to(self.device)
+        return scoring.correct(self.logits(inputs), labels.to(self.device), targets)
 
     def accuracy(self, weights, inputs: torch.Tensor, labels: torch.Tensor) -> float:
         correct = self.correct(weights, inputs, labels)
@@ -284,11 +288,18 @@ def learned_soup(
 
 @torch.no_grad()
 def ensemble_correct(
-    models: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512
+    models: Sequence[nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 512,
+    scoring: Scoring = ARGMAX,
+    targets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-point correctness of an output ensemble (mean of softmax probabilities).
+    """Per-point correctness of an output ensemble (mean of softmax probabilities), under ``scoring``.
 
-    An ensemble of k networks costs k× the FLOPs of one; a soup costs 1×.
+    The scoring reads log(mean probability) as the ensemble's logits (its
+    softmax is the mean probability). An ensemble of k networks costs k× the
+    FLOPs of one; a soup costs 1×.
     """
     correct = []
     for start in range(0, len(labels), batch_size):
@@ -298,7 +309,8 @@ def ensemble_correct(
             else images[start : start + batch_size]
         )
         probs = torch.stack([m.eval()(x).softmax(1) for m in models]).mean(0)
-        correct.append(probs.argmax(1) == labels[start : start + batch_size])
+        rows = None if targets is None else targets[start : start + batch_size]
+        correct.append(scoring.correct(probs.log(), labels[start : start + batch_size], rows))
     return torch.cat(correct)
 
 

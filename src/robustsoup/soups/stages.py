@@ -22,6 +22,7 @@ import torch
 from ..checkpoint import load_checkpoint, load_model
 from ..config import base_model_names
 from ..data import load_split
+from ..data.scoring import split_scoring
 from ..device import resolve_arithmetic
 from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from ..io import write_text_atomic
@@ -245,7 +246,7 @@ def evaluate_soups_shifts(
     device="cpu",
 ) -> pd.DataFrame:
     """Held-out accuracy on every shift of: base models, ensembles, the single soup, and each
-    shift-specific soup on its own shift. Writes tidy metric rows and a model table (kind, FLOPs
+    shift-specific soup on its own shift, each scored as its data set says (:func:`split_scoring`). Writes tidy metric rows and a model table (kind, FLOPs
     multiple, weights) for the report."""
     names, states, meta = _load_states(config, model_paths)
     scorer = SoupScorer(meta.build(), states, names, device=device)
@@ -259,7 +260,9 @@ def evaluate_soups_shifts(
         )
         for evalset in targets:
             split = sets[evalset]
-            rows.append(_rows(name, evalset, scorer.correct(weights, scorer.prepare(split.images), split.labels)))
+            inputs = scorer.prepare(split.images)
+            correct = scorer.correct(weights, inputs, split.labels, split_scoring(split), split.targets)
+            rows.append(_rows(name, evalset, correct))
 
     for name in names:
         add_model(name, "base", {name: 1.0}, 1, sets)
@@ -292,7 +295,13 @@ def evaluate_soups_shifts(
                 }
             )
             for evalset, split in sets.items():
-                correct = ensemble_correct([full[m] for m in members], split.images.to(device), split.labels.to(device))
+                correct = ensemble_correct(
+                    [full[m] for m in members],
+                    split.images.to(device),
+                    split.labels.to(device),
+                    scoring=split_scoring(split),
+                    targets=split.targets,
+                )
                 rows.append(_rows(name, evalset, correct))
     frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     write_metrics(frame, metrics_path)
@@ -390,7 +399,7 @@ def report_soups(
     models = pd.read_csv(models_path, sep="\t")
     selection = pd.read_csv(selection_path, sep="\t")
     evalsets = list(dict.fromkeys(metrics["evalset"]))
-    table = shifts_table(metrics, models, selection, evalsets)
+    table = shifts_table(metrics, models, selection, evalsets, config["dataset"])
     sizes = "/".join(str(n) for n in sorted(set(metrics["n"])))
     note = (
         f"Held-out images per shift: {sizes}. Per-shift soups are chosen on the first k adaptation "
@@ -400,6 +409,11 @@ def report_soups(
         "Forward passes: soup × image evaluations the choice used, summed over shifts"
         + _label_free_note(table, config["soups"]["search"])
     )
+    if any(column.endswith("mCE") for column in table.columns):
+        note += (
+            ". mCE, relative mCE: ImageNet-C's mean corruption error and its drop from clean error, each "
+            "normalised by AlexNet's (Hendrycks & Dietterich 2019), in %: AlexNet = 100, lower is better"
+        )
     written = write_table(table, table_stem, f"Soups per distribution shift on {config['dataset']}", note)
     written += plot_composition(selection, base_model_names(config), composition_path)
     if ternary_path is not None:

@@ -27,15 +27,31 @@ rank-consistent: the adversarial policy's running robust accuracy is summed
 over ranks every batch (so the multi-norm draw uses global statistics), a
 multi-norm policy keeps one norm per global batch by sharing rank 0's
 generator, and single-norm PGD's random starts and the corruption policy's
-draws use a stream of their own per rank (rank 0's is the one-process stream).
+draws use a stream of their own per rank (rank 0's is the one-process stream),
+as do the draws of any policy with an ``offset_seed(offset)`` method (the
+distillation's augmentation).
+
+How the ranks come to be (:func:`launch_needed`, :func:`from_environment`):
+a training of ``gpus: N`` started as one plain process (a Snakemake job that
+asked for ``gpu=N``) re-launches itself as N local processes
+(:func:`run_as_ranks`, ``torch.multiprocessing`` spawn of the same function
+with the same arguments: no second command line to rebuild from Snakemake's
+job object, no launcher on PATH, a rank's exception re-raised in the job);
+under torchrun the group comes from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``;
+under SLURM, a step of N tasks (``srun --ntasks=N``, across nodes) forms it
+from ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID`` with rank 0's node of
+``SLURM_NODELIST`` as the master (:func:`slurm_group`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 import socket
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -174,32 +190,98 @@ def current(sync_batchnorm: bool = False) -> Distributed | None:
     return Distributed(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
-        local_rank=int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+        local_rank=_local_gpu(int(os.environ.get("LOCAL_RANK", dist.get_rank()))),
         backend=str(dist.get_backend()),
         sync_batchnorm=sync_batchnorm,
     )
 
 
+def _first_host(nodelist: str) -> str:
+    """The first node of a SLURM host list (``gpu[03-05,9],cpu1`` → ``gpu03``)."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?([^,]*)", nodelist.strip())
+    if match is None:
+        raise ValueError(f"cannot read a host from SLURM_NODELIST={nodelist!r}; expected e.g. node1 or node[01-04]")
+    prefix, ranges, suffix = match.groups()
+    if ranges is None:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0] + suffix
+
+
+def slurm_group(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """torch.distributed's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+    ``MASTER_PORT``) of a SLURM step of more than one task, or None (no SLURM, or one task).
+
+    Rank, world size and local rank are ``SLURM_PROCID``, ``SLURM_NTASKS`` and ``SLURM_LOCALID``; the
+    master is the first node of ``SLURM_NODELIST`` (rank 0's: SLURM numbers tasks node by node) and the
+    port ``MASTER_PORT`` when set, else one derived from ``SLURM_JOB_ID`` (so concurrent jobs differ).
+    """
+    env = os.environ if env is None else env
+    if int(env.get("SLURM_NTASKS", "1")) < 2 or "SLURM_PROCID" not in env:
+        return None
+    missing = [k for k in ("SLURM_LOCALID", "SLURM_NODELIST", "SLURM_JOB_ID") if k not in env]
+    if missing:
+        raise RuntimeError(f"a SLURM step of {env['SLURM_NTASKS']} tasks without {missing}; run the job through srun")
+    return {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": env["SLURM_NTASKS"],
+        "LOCAL_RANK": env["SLURM_LOCALID"],
+        "MASTER_ADDR": _first_host(env["SLURM_NODELIST"]),
+        "MASTER_PORT": env.get("MASTER_PORT", str(20000 + int(env["SLURM_JOB_ID"]) % 20000)),
+    }
+
+
+def launched_processes(env: Mapping[str, str] | None = None) -> int:
+    """How many processes the launcher started (torchrun's ``WORLD_SIZE``, a SLURM step's tasks; else 1)."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env:
+        return int(env["WORLD_SIZE"])
+    group = slurm_group(env)
+    return int(group["WORLD_SIZE"]) if group is not None else 1
+
+
+def launch_needed(gpus: int) -> bool:
+    """Whether a training of ``gpus`` processes, called in this one, must launch its ranks itself
+    (:func:`run_as_ranks`): more than one asked for, and no launcher (or running group) made this a rank."""
+    initialised = dist.is_available() and dist.is_initialized()
+    return gpus > 1 and not initialised and launched_processes() == 1
+
+
+def _local_gpu(local_rank: int) -> int:
+    """The CUDA device of a local rank: its index, or modulo the visible devices where SLURM binds each task
+    to its own GPUs (every task then sees device 0 only)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return local_rank % count if count else local_rank
+
+
 def from_environment(gpus: int, device: torch.device, sync_batchnorm: bool = False) -> Distributed | None:
-    """The process group a training of ``gpus`` processes runs in (None for one), initialised from
-    torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``) if need be.
+    """The process group a training of ``gpus`` processes runs in (None for one), initialised if need be
+    from torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``) or
+    a SLURM step's (:func:`slurm_group`).
 
     nccl on CUDA devices (each rank pinned to GPU ``LOCAL_RANK``), gloo otherwise. Raises when the number of
-    processes launched is not ``gpus``.
+    processes launched is not ``gpus`` (SLURM's tasks are not counted for ``gpus: 1``).
     """
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if dist.is_initialized():
+        launched = dist.get_world_size()
+    elif gpus == 1:  # one process, even inside a SLURM allocation of several tasks (e.g. snakemake in `sbatch -n 4`)
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+    else:
+        launched = launched_processes()
     if launched != gpus:
         raise RuntimeError(
-            f"the training asks for gpus: {gpus} but {launched} process(es) were launched; run it as "
-            f"`{torchrun_command(gpus, ['<script>', '...'])}` (with gpus: 1, as one plain process)"
+            f"the training asks for gpus: {gpus} but {launched} process(es) were launched; start it as one "
+            f"plain process (it launches its {gpus} ranks itself), as `{torchrun_command(gpus, ['<script>', '...'])}`"
+            f" or as a SLURM step of {gpus} tasks (tasks: {gpus}), or set gpus: {launched}"
         )
     if gpus == 1:
         return None
     if not dist.is_initialized():
+        if "WORLD_SIZE" not in os.environ:
+            os.environ.update(slurm_group() or {})
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(_local_gpu(local_rank))
         dist.init_process_group(backend=backend, init_method="env://")
     return current(sync_batchnorm)
 
@@ -226,6 +308,74 @@ def spawn(fn: Callable, world_size: int, *args, backend: str = "gloo") -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     torch.multiprocessing.spawn(_worker, args=(world_size, port, backend, fn, args), nprocs=world_size, join=True)
+
+
+@dataclass(frozen=True)
+class _RankCall:
+    """``fn`` as one spawned rank runs it: on its own copy of the arguments (``payload``, pickled: torch's
+    spawn would share CPU tensors' memory between the ranks, and every rank would then update the same
+    weights), from the launching process's global RNG state (as if every rank had run the job's seeding),
+    with its share of the threads, and logging to the job's log."""
+
+    fn: Callable
+    payload: bytes
+    rng_state: torch.Tensor
+    threads: int
+    log_path: str | None
+    log_level: int
+
+    def __call__(self) -> None:
+        rank = int(os.environ["RANK"])
+        args = pickle.loads(self.payload)
+        torch.set_rng_state(self.rng_state)
+        torch.set_num_threads(self.threads)
+        root = logging.getLogger()
+        root.setLevel(self.log_level)
+        if self.log_path is not None:  # the job's log: every rank's lines, tagged; tqdm and tracebacks too
+            stream = open(self.log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (the rank's lifetime)
+            sys.stderr = stream
+        else:
+            stream = sys.stderr
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s rank {rank} %(name)s: %(message)s"))
+        root.addHandler(handler)
+        try:
+            self.fn(*args)
+        except BaseException:
+            log.exception("rank %d failed", rank)
+            raise
+
+
+def _job_log() -> str | None:
+    """The file this process's stderr is written to (a Snakemake job's log, see ``snakemake_job``), if any."""
+    name = getattr(sys.stderr, "name", None)
+    return name if isinstance(name, str) and os.path.isfile(name) else None
+
+
+def run_as_ranks(fn: Callable, gpus: int, *args, device: torch.device) -> None:
+    """Run ``fn(*args)`` as ``gpus`` local ranks (nccl on CUDA, one GPU each, gloo on the CPU) and wait.
+
+    Every rank starts from this process's global RNG state with its share of this process's threads, and
+    logs to this process's log file (stderr redirected to a file) with its rank in every line. A rank's
+    exception stops the others and is raised here. Every rank gets its own copy of ``args`` (pickled, so
+    a model on a GPU is best moved to the CPU first).
+    """
+    if device.type == "cuda" and torch.cuda.device_count() < gpus:
+        raise RuntimeError(
+            f"the training asks for gpus: {gpus} but {torch.cuda.device_count()} CUDA device(s) are visible "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); run the job with "
+            f"resources gpu={gpus} on a machine with {gpus} GPUs, or lower gpus"
+        )
+    call = _RankCall(
+        fn,
+        pickle.dumps(args),
+        torch.get_rng_state(),
+        max(1, torch.get_num_threads() // gpus),
+        _job_log(),
+        logging.getLogger().getEffectiveLevel(),
+    )
+    log.info("launching %d ranks (%s) of %s", gpus, "nccl" if device.type == "cuda" else "gloo", fn.__name__)
+    spawn(call, gpus, backend="nccl" if device.type == "cuda" else "gloo")
 
 
 class SyncedBatchNorm(_BatchNorm):
@@ -304,10 +454,12 @@ class RankPolicy:
         self.adversarial = isinstance(policy, AdversarialInputs)
         self.shared_generator = self.adversarial and len(policy.norms) > 1
         own_stream = isinstance(policy, CorruptionInputs) or (self.adversarial and not self.shared_generator)
+        offset = RANK_SEED_STRIDE * distributed.rank
         if own_stream and distributed.rank > 0:
-            offset = RANK_SEED_STRIDE * distributed.rank
             policy.seed += offset  # the corruption noise is seeded by it too
             policy.generator.manual_seed(policy.seed + (2 if isinstance(policy, CorruptionInputs) else 1))
+        elif distributed.rank > 0 and hasattr(policy, "offset_seed"):  # a study's policy with streams of its own
+            policy.offset_seed(offset)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not self.adversarial:
@@ -322,6 +474,12 @@ class RankPolicy:
             state = self.distributed.broadcast_(self.inner.generator.get_state())
             self.inner.generator.set_state(state.cpu())
         return out
+
+    def __getattr__(self, name: str):
+        """Any other attribute is the policy's (e.g. the distillation policy's ``last_shifted``)."""
+        if name == "inner":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     def state_dict(self) -> dict:
         return self.inner.state_dict()
@@ -344,7 +502,11 @@ __all__ = [
     "current",
     "from_environment",
     "has_batchnorm",
+    "launch_needed",
+    "launched_processes",
     "loss_weight",
+    "run_as_ranks",
+    "slurm_group",
     "spawn",
     "torchrun_command",
 ]

@@ -371,7 +371,8 @@ class EpochState:
 
     Weights, optimizer, the batch-order generator, the global torch RNG, the
     input policy's statistics, the augmentation's generator (when there is
-    one) and the history so far, written atomically to
+    one), the best epoch kept so far (when one is chosen, :class:`BestEpoch`)
+    and the history so far, written atomically to
     ``path`` (nothing is saved when it is None). A state written under another
     ``fingerprint`` (other settings) or unreadable is ignored with a warning.
     """
@@ -383,6 +384,7 @@ class EpochState:
     generator: torch.Generator
     policy: InputPolicy
     augmentation: BatchAugmentation | None = None
+    best: BestEpoch | None = None
 
     def __post_init__(self) -> None:
         self.path = Path(self.path) if self.path is not None else None
@@ -408,6 +410,8 @@ class EpochState:
         self.policy.load_state_dict(own["policy"])
         if self.augmentation is not None:
             self.augmentation.load_state_dict(state["augmentation"])
+        if self.best is not None:
+            self.best.load_state_dict(state["best"])
         first_epoch = int(state["epoch"]) + 1
         log.info("resuming from %s after epoch %d of %d", self.path, first_epoch - 1, epochs)
         return list(state["history"]), first_epoch
@@ -429,6 +433,7 @@ class EpochState:
             "torch_rng": torch.get_rng_state(),
             "policy": self.policy.state_dict(),
             "augmentation": self.augmentation.state_dict() if self.augmentation is not None else {},
+            "best": self.best.state_dict() if self.best is not None else {},
             "history": history,
         }
         if ranks is not None:
@@ -444,6 +449,52 @@ class EpochState:
         except Exception as exc:  # a corrupt state is not worth failing over: start afresh
             log.warning("ignoring unreadable resume state %s (%s); starting from the first epoch", self.path, exc)
             return None
+
+
+@dataclass
+class BestEpoch:
+    """Keep the weights of the epoch with the highest ``score(model)`` (ties: the earlier epoch).
+
+    :func:`run_epochs` calls :meth:`update` after every epoch and loads the kept
+    weights into the model at the end, so a training returns its best epoch
+    rather than its last (the RWS reference keeps each expert's best epoch on
+    corrupted validation images). ``name`` says what the score measures (for
+    the sidecar and the logs). The kept weights, their epoch and score are part
+    of the resumable state, so a killed run resumes to the same choice.
+    """
+
+    score: Callable[[nn.Module], float]
+    name: str
+    epoch: int = 0
+    value: float = -math.inf
+    weights: dict[str, torch.Tensor] | None = None
+
+    def update(self, model: nn.Module, epoch: int) -> float:
+        """Score ``model`` after ``epoch`` (in eval mode, without gradients); keep its weights if best so far."""
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            value = float(self.score(model))
+        model.train(was_training)
+        if value > self.value:
+            self.epoch, self.value = epoch, value
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return value
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the kept weights into ``model`` (nothing kept: nothing changes)."""
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+
+    def record(self) -> dict:
+        """What the sidecar says of the choice."""
+        return {"selection": self.name, "selected_epoch": self.epoch, "selection_score": self.value}
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "value": self.value, "weights": self.weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.value, self.weights = int(state["epoch"]), float(state["value"]), state["weights"]
 
 
 class EpochSettings(Protocol):
@@ -510,6 +561,7 @@ def run_epochs(
     fingerprint: str = "",
     on_epoch_end: Callable[[int], None] | None = None,
     distributed: Distributed | None = None,
+    best: BestEpoch | None = None,
 ) -> list[dict]:
     """The one epoch loop: train ``step.model`` in place on ``data``; return one history row per epoch.
 
@@ -527,6 +579,10 @@ def run_epochs(
     one rank of a data-parallel run (:mod:`robustsoup.train.distributed`): it
     trains on its shard of every global batch, gradients are averaged over
     ranks, only rank 0 writes the state and logs, and the history is global.
+
+    ``best`` (a :class:`BestEpoch`) scores the model after every epoch (history
+    key ``selection_score``; every rank scores the same weights) and the loop
+    ends with the best epoch's weights instead of the last's.
     """
     if distributed is None:
         from .distributed import current
@@ -552,7 +608,7 @@ def run_epochs(
     n = len(data)
     per_epoch = math.ceil(n / settings.batch_size)
     total = per_epoch * settings.epochs
-    epoch_state = EpochState(resume_path, fingerprint, model, optimizer, generator, step.policy, augmentation)
+    epoch_state = EpochState(resume_path, fingerprint, model, optimizer, generator, step.policy, augmentation, best)
     if distributed is None:
         history, first_epoch = epoch_state.restore(settings.epochs)
         after_backward = None
@@ -610,6 +666,8 @@ def run_epochs(
                 step.sum_tallies(distributed.all_sum)
             row = {"epoch": epoch, "loss": loss_sum / seen, "lr": lr, "seconds": time.perf_counter() - start}
             row.update(step.epoch_metrics(seen))
+            if best is not None:
+                row["selection_score"] = best.update(model, epoch)
             if main:
                 log.info(
                     "%s %d/%d loss %.4f lr %.4g (%.1fs) %s",
@@ -632,6 +690,10 @@ def run_epochs(
                 on_epoch_end(epoch)
     finally:
         step.policy = policy
+    if best is not None:
+        best.restore(model)
+        if main:
+            log.info("keeping epoch %d of %d (%s %.4f)", best.epoch, settings.epochs, best.name, best.value)
     model.eval()
     if arithmetic.channels_last:
         model.to(memory_format=torch.contiguous_format)
@@ -687,6 +749,7 @@ def train_model(
     fingerprint: str = "",
     on_epoch_end: Callable[[int], None] | None = None,
     distributed: Distributed | None = None,
+    best: BestEpoch | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on ``data`` with ``policy``'s inputs; one history row per epoch.
 
@@ -694,8 +757,9 @@ def train_model(
     ``resume_path`` and ``fingerprint``; ``settings``' precision and memory
     format are resolved for ``device``; ``settings.augmentation`` is read for
     ``data``'s data set (:func:`robustsoup.train.augment.batch_augmentation`); with ``settings.compile``
-    the step runs ``model`` compiled (its resume state then holds the compiled module's keys). Raises :class:`TrainingDivergedError`
-    if the loss stops being finite. ``distributed``: as :func:`run_epochs`.
+    the step runs ``model`` compiled (its resume state then holds the compiled module's keys). Raises
+    :class:`TrainingDivergedError` if the loss stops being finite. ``distributed`` and ``best``: as
+    :func:`run_epochs`.
     """
     model.to(device)
     arithmetic = settings.arithmetic(device, model)
@@ -710,4 +774,5 @@ def train_model(
         fingerprint=fingerprint,
         on_epoch_end=on_epoch_end,
         distributed=distributed,
+        best=best,
     )

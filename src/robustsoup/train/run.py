@@ -20,12 +20,14 @@ from torch import nn
 
 from ..checkpoint import CheckpointMeta, load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import ImageSplit, get_dataset_spec
+from ..data import options as loading_options
 from ..data.splits import split_record
+from ..device import COMPILED, configure_cuda
 from ..models.registry import ZOO_PREFIX, input_statistics
 from ..models.zoo import build_pretrained
 from . import distributed as dist_
 from .augment import describe_augmentation
-from .loop import InputPolicy, TrainSettings, train_model
+from .loop import BestEpoch, InputPolicy, TrainSettings, train_model
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,17 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def _train_in_rank(job: tuple[dict, bool], *args) -> Path:
+    """:func:`train_and_checkpoint` in a rank that :func:`~robustsoup.train.distributed.run_as_ranks`
+    spawned: a new process, so it first takes the launching job's data loading options and CUDA settings
+    (``job``: the options' fields and whether TF32 is on)."""
+    loading, tf32 = job
+    loading_options.configure(loading)
+    if torch.cuda.is_available():
+        configure_cuda(tf32)
+    return train_and_checkpoint(*args)
+
+
 def train_and_checkpoint(
     model: nn.Module,
     meta: CheckpointMeta,
@@ -140,6 +153,7 @@ def train_and_checkpoint(
     device: torch.device,
     resume: bool = True,
     init_sha: str = "",
+    best: BestEpoch | None = None,
 ) -> Path:
     """Train ``model`` in place and write it with ``meta`` to ``out_path``; return the path.
 
@@ -154,12 +168,32 @@ def train_and_checkpoint(
     history, wall and CPU seconds and parameter counts. A diverging loss
     raises :class:`~robustsoup.train.loop.TrainingDivergedError` and writes nothing.
 
-    With ``settings.gpus`` > 1 this is one of the ranks torchrun launched
-    (:func:`robustsoup.train.distributed.from_environment`; ``device`` becomes
-    the rank's GPU): the sidecar records ``training.distributed``, only rank 0
-    writes the checkpoint and deletes the resume state, and every rank returns
-    once the checkpoint exists.
+    ``best`` (a :class:`~robustsoup.train.loop.BestEpoch`): the checkpoint holds
+    the epoch it scores highest instead of the last; ``meta.training['selection']``
+    names the score (so the choice is part of the resume fingerprint) and the
+    sidecar's metrics get ``selected_epoch`` and ``selection_score``.
+
+    With ``settings.gpus`` > 1 called in one plain process (a job that asked
+    for ``gpu=N``), this launches itself as ``gpus`` local ranks with the same
+    arguments (:func:`robustsoup.train.distributed.run_as_ranks`; ``model`` is
+    moved to the CPU first), waits for them and loads the checkpoint they wrote
+    into ``model`` and ``meta``. In a rank (launched so, by torchrun or as a
+    SLURM step of ``gpus`` tasks: :func:`~robustsoup.train.distributed.from_environment`;
+    ``device`` becomes the rank's GPU) the sidecar records
+    ``training.distributed``, only rank 0 writes the checkpoint and deletes the
+    resume state, and every rank returns once the checkpoint exists.
     """
+    if dist_.launch_needed(settings.gpus):
+        model.cpu()
+        args = (model, meta, data, policy, settings, out_path, device, resume, init_sha, best)
+        job = (vars(loading_options.current()), torch.backends.cuda.matmul.allow_tf32)
+        dist_.run_as_ranks(_train_in_rank, settings.gpus, job, *args, device=device)
+        state, written = load_checkpoint(out_path)
+        model.load_state_dict(state)
+        vars(meta).update(vars(written))
+        settings.arithmetic(device, model)  # what the ranks computed in, for this job's record
+        COMPILED.append(settings.compile)
+        return Path(out_path)
     distributed = dist_.from_environment(settings.gpus, device, settings.sync_batchnorm)
     if distributed is not None:
         device = distributed.device(device)
@@ -175,6 +209,8 @@ def train_and_checkpoint(
     )
     if distributed is not None:
         meta.training["distributed"] = distributed.record()
+    if best is not None:
+        meta.training["selection"] = best.name
     resume_path = Path(out_path).with_suffix(".resume.pt") if resume else None
     identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs, "dataset": meta.dataset}
     fingerprint = json.dumps(
@@ -199,6 +235,7 @@ def train_and_checkpoint(
         resume_path=resume_path,
         fingerprint=fingerprint,
         distributed=distributed,
+        best=best,
     )
     seconds = time.perf_counter() - start
     n = count_parameters(model)
@@ -208,6 +245,7 @@ def train_and_checkpoint(
         "train_cpu_seconds": time.process_time() - cpu,
         "parameters": n,
         "trainable_parameters": n if settings.epochs else 0,
+        **(best.record() if best is not None else {}),
     }
     if distributed is None or distributed.is_main:
         save_checkpoint(out_path, model.state_dict(), meta)
