@@ -121,6 +121,16 @@ class RunPaths:
     def shift_dir(self, shift: str) -> str:
         return f"{self.results}/data/{shift}"
 
+    def shift_splits(self, split: str) -> dict[str, dict[str, str]]:
+        """``{shift: {part: its <split> file}}`` of every configured shift (``data.shifts``): what
+        select_soups (adapt) and evaluate_soups_shifts (test) read, handed to the script as a param."""
+        return {shift: {part: files[split] for part, files in parts.items()} for shift, parts in self.shifts.items()}
+
+    def shift_dirs(self) -> list[str]:
+        """The folder prepare_shift writes of every configured shift (its ``directory`` output, so the
+        rule input of select_soups and evaluate_soups_shifts; the files in it come as :meth:`shift_splits`)."""
+        return [self.shift_dir(shift) for shift in self.shifts]
+
     def shift_outputs(self, shift: str) -> list[str]:
         return [path for splits in self.shifts[shift].values() for path in splits.values()]
 
@@ -356,8 +366,17 @@ class RunPaths:
             "evaluate_model_shard": evaluation,  # the shard count is in its outputs' paths
             "merge_model_shards": evaluation,
             "report_lp": lambda: {k: soups[k] for k in ("lines", "weights")},
-            "select_soups": lambda: {"search": soups["search"], "shifts": shifts, "context": self.training_context()},
-            "evaluate_soups_shifts": lambda: {"ensembles": soups["ensembles"], "shifts": shifts},
+            "select_soups": lambda: {
+                "search": soups["search"],
+                "shifts": shifts,
+                "data_shifts": data["shifts"],
+                "context": self.training_context(),
+            },
+            "evaluate_soups_shifts": lambda: {
+                "ensembles": soups["ensembles"],
+                "shifts": shifts,
+                "data_shifts": data["shifts"],
+            },
             "evaluate_ternary": lambda: {
                 "ternary": soups["ternary"],
                 "threats": c["threats"],

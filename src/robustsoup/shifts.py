@@ -9,6 +9,12 @@ configured severities, both drawn with a fixed seed, so a family set has as
 many images as the split (cheap to score hundreds of soups on) and covers the
 family evenly. In the tidy metrics such rows carry ``corruption`` = the
 family and ``severity`` = :data:`MIXED_SEVERITY`.
+
+The data sets configured in ``data.shifts`` (ImageNet-R, -Sketch, -A, -V2,
+ReaL, cue-conflict, the -C sets …) are shifts too, each named by its data
+set: one adaptation set (a -C set's parts taken in turn, see
+:mod:`robustsoup.soups.stages`) and held-out rows per part
+(:func:`part_label`).
 """
 
 from __future__ import annotations
@@ -80,3 +86,18 @@ def evaluation_sets(
         for family, names in family_corruptions(corruptions).items():
             sets[family] = family_mixture(corrupted_dir, family, names, severities, seed, split.split, split.dataset)
     return sets
+
+
+# ---------------------------------------------------------------------------
+# Configured shift data sets (data.shifts): ImageNet-R/-A/-Sketch/-V2/ReaL, cue-conflict, the -C sets …
+
+
+def part_label(part: str) -> tuple[str, int]:
+    """A shift part's ``(corruption, severity)`` for the tidy rows: ``("none", 0)`` for a single-part
+    set (``all``), ``(corruption, severity)`` for a -C set's ``<corruption>/<severity>``."""
+    if part == "all":
+        return "none", 0
+    corruption, _, severity = part.partition("/")
+    if not corruption or not severity.isdigit():
+        raise ValueError(f"shift part {part!r}: expected 'all' or '<corruption>/<severity>'")
+    return corruption, int(severity)

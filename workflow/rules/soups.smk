@@ -8,6 +8,7 @@ rule select_soups:
         **P.corrupted_input("adapt"),
         models=list(P.models(P.base_models).values()),
         adapt=P.data["adapt"],
+        shifts=P.shift_dirs(),
     output:
         scores=f"{RESULTS}/soups/scores.tsv",
         selection=f"{RESULTS}/soups/selection.tsv",
@@ -23,6 +24,7 @@ rule select_soups:
         gpu=1,
     params:
         models=P.models(P.base_models),
+        shifts=P.shift_splits("adapt"),
         rerun=P.rerun("select_soups"),
     message:
         "Choosing a soup per shift"
@@ -35,6 +37,7 @@ rule evaluate_soups_shifts:
         **P.corrupted_input("test"),
         models=list(P.models(P.base_models).values()),
         test=P.data["test"],
+        shifts=P.shift_dirs(),
         selection=rules.select_soups.output.selection,
     output:
         metrics=f"{RESULTS}/metrics/soups/shifts.tsv",
@@ -51,6 +54,7 @@ rule evaluate_soups_shifts:
         gpu=1,
     params:
         models=P.models(P.base_models),
+        shifts=P.shift_splits("test"),
         rerun=P.rerun("evaluate_soups_shifts"),
     message:
         "Testing base models, ensembles and chosen soups on every shift"

@@ -15,4 +15,5 @@ if __name__ == "__main__":
             output.metrics,
             output.models,
             job.device,
+            shifts=dict(params.shifts),
         )

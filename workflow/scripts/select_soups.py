@@ -14,4 +14,5 @@ if __name__ == "__main__":
             output.scores,
             output.selection,
             job.device,
+            shifts=dict(params.shifts),
         )

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.imagenet import restrict_logits
 from ..data.scoring import ARGMAX, Scoring
 from ..device import Arithmetic
 from ..models import Normalized
@@ -58,6 +59,23 @@ class Selection:
     adaptation_accuracy: float
     forward_passes: int
     details: dict = field(default_factory=dict)
+
+
+def label_space(logits: torch.Tensor, scoring: Scoring = ARGMAX) -> torch.Tensor:
+    """Logits over the data set's labels under ``scoring``: the 200 classes of a ``subset`` set
+    (ImageNet-R, -A), log category probabilities of ``categories`` (cue-conflict), else unchanged
+    (ImageNet classes, ReaL's included). What selection's cross-entropy and label-free statistics
+    read, so they rank soups in the label space that scores them."""
+    if scoring.kind == "subset":
+        return restrict_logits(logits, scoring.table)
+    if scoring.kind == "categories":
+        return scoring.category_scores(logits).clamp_min(1e-12).log()
+    return logits
+
+
+def _head(targets: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """The first ``n`` rows of a split's label sets (None stays None)."""
+    return None if targets is None else targets[:n]
 
 
 class SoupScorer:
@@ -134,8 +152,11 @@ class SoupScorer:
         self.load(weights)
         return scoring.correct(self.logits(inputs), labels.to(self.device), targets)
 
-    def accuracy(self, weights, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-        correct = self.correct(weights, inputs, labels)
+    def accuracy(
+        self, weights, inputs: torch.Tensor, labels: torch.Tensor, scoring: Scoring = ARGMAX, targets=None
+    ) -> float:
+        """Fraction of ``inputs`` a soup gets right under ``scoring`` (as :meth:`correct`)."""
+        correct = self.correct(weights, inputs, labels, scoring, _head(targets, len(labels)))
         return int(correct.sum()) / len(correct)
 
 
@@ -148,16 +169,26 @@ def best_index(scores: Sequence[float]) -> int:
     return next(i for i, s in enumerate(scores) if s == best)
 
 
-def grid_search(scorer: SoupScorer, grid: Sequence[Mapping[str, float]], inputs, labels) -> Selection:
-    """Score every soup of ``grid`` on the adaptation images; pick the most accurate."""
+def grid_search(
+    scorer: SoupScorer, grid: Sequence[Mapping[str, float]], inputs, labels, scoring: Scoring = ARGMAX, targets=None
+) -> Selection:
+    """Score every soup of ``grid`` on the adaptation images (under the set's ``scoring``); pick the
+    most accurate."""
     start = scorer.forward_passes
-    scores = [scorer.accuracy(w, inputs, labels) for w in grid]
+    scores = [scorer.accuracy(w, inputs, labels, scoring, targets) for w in grid]
     i = best_index(scores)
     return Selection("grid", dict(grid[i]), scores[i], scorer.forward_passes - start, {"scores": scores})
 
 
 def successive_halving(
-    scorer: SoupScorer, grid: Sequence[Mapping[str, float]], inputs, labels, first_images: int = 16, keep: float = 1 / 3
+    scorer: SoupScorer,
+    grid: Sequence[Mapping[str, float]],
+    inputs,
+    labels,
+    first_images: int = 16,
+    keep: float = 1 / 3,
+    scoring: Scoring = ARGMAX,
+    targets=None,
 ) -> Selection:
     """Score all soups on ``first_images`` images, keep the best ``keep`` fraction, grow the
     images by 1/keep, until one soup is left or all images are used (Jamieson & Talwalkar 2016).
@@ -169,7 +200,7 @@ def successive_halving(
     n = min(first_images, len(labels))
     rounds = []
     while True:
-        scores = {i: scorer.accuracy(grid[i], inputs[:n], labels[:n]) for i in alive}
+        scores = {i: scorer.accuracy(grid[i], inputs[:n], labels[:n], scoring, _head(targets, n)) for i in alive}
         rounds.append({"images": n, "soups": len(alive)})
         if len(alive) == 1 or n >= len(labels):
             break
@@ -180,7 +211,7 @@ def successive_halving(
     return Selection("halving", dict(grid[winner]), scores[winner], scorer.forward_passes - start, {"rounds": rounds})
 
 
-def greedy_soup(scorer: SoupScorer, inputs, labels) -> Selection:
+def greedy_soup(scorer: SoupScorer, inputs, labels, scoring: Scoring = ARGMAX, targets=None) -> Selection:
     """Model-soups' greedy soup over the scorer's base models.
 
     Ingredients are sorted by their own adaptation accuracy; each is added to
@@ -188,13 +219,13 @@ def greedy_soup(scorer: SoupScorer, inputs, labels) -> Selection:
     """
     start = scorer.forward_passes
     names = scorer.names
-    own = {n: scorer.accuracy({n: 1.0}, inputs, labels) for n in names}
+    own = {n: scorer.accuracy({n: 1.0}, inputs, labels, scoring, targets) for n in names}
     order = sorted(names, key=lambda n: -own[n])
     chosen = [order[0]]
     best = own[order[0]]
     for candidate in order[1:]:
         trial = chosen + [candidate]
-        accuracy = scorer.accuracy({n: 1.0 / len(trial) for n in trial}, inputs, labels)
+        accuracy = scorer.accuracy({n: 1.0 / len(trial) for n in trial}, inputs, labels, scoring, targets)
         if accuracy > best:
             chosen, best = trial, accuracy
     weights = {n: 1.0 / len(chosen) for n in chosen}
@@ -214,6 +245,8 @@ def learned_soup(
     batch_size: int = 256,
     seed: int = 0,
     check_every: int = 10,
+    scoring: Scoring = ARGMAX,
+    targets=None,
 ) -> Selection:
     """Learn the mixing weights by gradient descent on the adaptation cross-entropy.
 
@@ -234,7 +267,9 @@ def learned_soup(
     adaptation images than where it started. BatchNorm runs in eval mode with
     running statistics mixed by the current weights, without gradient
     (native batch_norm is not differentiable in them). Forward passes
-    reported: the mini-batches of every step plus every scoring pass.
+    reported: the mini-batches of every step plus every scoring pass. The
+    cross-entropy is taken over the set's label space (:func:`label_space`
+    of ``scoring``), accuracy under ``scoring``.
     """
     from torch.func import functional_call
 
@@ -242,7 +277,7 @@ def learned_soup(
     k = len(names)
     scored_before = scorer.forward_passes
     if init == "best_base":
-        base_scores = [scorer.accuracy({n: 1.0}, inputs, labels) for n in names]
+        base_scores = [scorer.accuracy({n: 1.0}, inputs, labels, scoring, targets) for n in names]
         best_base = max(range(k), key=lambda i: base_scores[i])
         start_w = [1.0 if i == best_base else 0.0 for i in range(k)]
     elif init == "uniform":
@@ -264,21 +299,21 @@ def learned_soup(
         return dict(zip(names, on_plane(u).detach().cpu().tolist()))
 
     best_weights = current()
-    best_accuracy, best_step = scorer.accuracy(best_weights, inputs, labels), 0
+    best_accuracy, best_step = scorer.accuracy(best_weights, inputs, labels, scoring, targets), 0
     trained = 0
     for step in range(1, steps + 1):
         idx = torch.randperm(len(labels), generator=generator)[:batch_size].to(scorer.device)
         w = on_plane(u)
         tensors = scorer.stack.mix(w)
         logits = functional_call(scorer.net, tensors, (inputs[idx],))
-        loss = F.cross_entropy(logits.float() * log_temperature.exp(), labels[idx])
+        loss = F.cross_entropy(label_space(logits.float(), scoring) * log_temperature.exp(), labels[idx])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         trained += len(idx)
         if step % check_every == 0 or step == steps:
             weights = current()
-            accuracy = scorer.accuracy(weights, inputs, labels)
+            accuracy = scorer.accuracy(weights, inputs, labels, scoring, targets)
             if accuracy > best_accuracy:
                 best_weights, best_accuracy, best_step = weights, accuracy, step
     scorer.forward_passes += trained
@@ -377,13 +412,17 @@ def soup_statistics(
     inputs: torch.Tensor,
     labels: torch.Tensor | None = None,
     batchnorm: bool = True,
+    scoring: Scoring = ARGMAX,
+    targets: torch.Tensor | None = None,
 ) -> SoupStatistics:
     """One forward pass of every soup of ``grid`` over the prepared, unlabelled ``inputs``.
 
     BatchNorm inputs are summed per channel by forward hooks during the same
     pass (``batchnorm``: False skips them); the output ensemble is the mean of
     the base models' softmax probabilities, taken from the grid's corners
-    when they are in it.
+    when they are in it. Probabilities and predictions are over the set's
+    labels (:func:`label_space` of ``scoring``); the ``accuracy`` diagnostic
+    is scored under ``scoring``.
     """
     if len(inputs) == 0:
         raise ValueError("label-free selection needs at least one image; found none")
@@ -417,12 +456,13 @@ def soup_statistics(
         for weights in grid:
             moments.clear()
             scorer.load(weights)
-            probs = scorer.logits(inputs).softmax(1)
+            logits = scorer.logits(inputs)
+            probs = label_space(logits, scoring).softmax(1)
             table["entropy"].append(float(_entropy(probs).mean()))
             table["marginal_entropy"].append(float(_entropy(probs.mean(0))))
             predictions.append(probs.argmax(1))
             if labels is not None:
-                table["accuracy"].append(float((predictions[-1] == labels).float().mean()))
+                table["accuracy"].append(float(scoring.correct(logits, labels, targets).float().mean()))
             for name in scorer.names:
                 if name not in corner_probs and _is_corner(weights, name):
                     corner_probs[name] = probs
@@ -440,7 +480,7 @@ def soup_statistics(
     for name in scorer.names:
         if name not in corner_probs:  # a grid without this base model: one more pass for the ensemble
             scorer.load({name: 1.0})
-            corner_probs[name] = scorer.logits(inputs).softmax(1)
+            corner_probs[name] = label_space(scorer.logits(inputs), scoring).softmax(1)
     ensemble = torch.stack([corner_probs[n] for n in scorer.names]).mean(0).argmax(1)
     stacked = torch.stack(predictions)
     table["agreement"] = (stacked == ensemble).double().mean(1).tolist()
@@ -534,6 +574,8 @@ def label_free_selection(
     inputs: torch.Tensor,
     labels: torch.Tensor | None = None,
     statistics: SoupStatistics | None = None,
+    scoring: Scoring = ARGMAX,
+    targets: torch.Tensor | None = None,
 ) -> Selection:
     """Choose a soup of ``grid`` by label-free ``method`` from the unlabelled ``inputs``.
 
@@ -551,13 +593,15 @@ def label_free_selection(
             f"({type(scorer.net).__name__}) has no BatchNorm layer; choose another method"
         )
     if statistics is None:
-        statistics = soup_statistics(scorer, grid, inputs, labels, batchnorm=rule.needs_batchnorm)
+        statistics = soup_statistics(
+            scorer, grid, inputs, labels, batchnorm=rule.needs_batchnorm, scoring=scoring, targets=targets
+        )
     return select_from_table(method, grid, statistics.table, rule.passes(statistics))
 
 
 def _label_free_entry(method: str) -> Callable[..., Selection]:
-    def select(scorer, grid, inputs, labels=None, statistics=None) -> Selection:
-        return label_free_selection(method, scorer, grid, inputs, labels, statistics)
+    def select(scorer, grid, inputs, labels=None, statistics=None, scoring=ARGMAX, targets=None) -> Selection:
+        return label_free_selection(method, scorer, grid, inputs, labels, statistics, scoring, targets)
 
     select.__name__ = f"{method}_selection"
     select.__doc__ = f"Label-free selection by {method}: {LABEL_FREE_METHODS[method].reference}."
@@ -606,13 +650,16 @@ def choose_without_labels(
     methods: Sequence[str],
     threshold: float,
     labels: torch.Tensor | None = None,
+    scoring: Scoring = ARGMAX,
+    targets: torch.Tensor | None = None,
 ) -> LabelFreeChoice:
-    """Every label-free method in ``methods`` on one shared pass over the grid, and their disagreement."""
+    """Every label-free method in ``methods`` on one shared pass over the grid, and their disagreement
+    (over the set's labels under ``scoring``; ``labels`` and ``targets`` only fill the diagnostic)."""
     unknown = [m for m in methods if m not in LABEL_FREE_METHODS]
     if unknown or not methods:
         raise ValueError(f"label-free methods {list(methods)}: expected some of {sorted(LABEL_FREE_METHODS)}")
     batchnorm = any(LABEL_FREE_METHODS[m].needs_batchnorm for m in methods)
-    statistics = soup_statistics(scorer, grid, inputs, labels, batchnorm=batchnorm)
+    statistics = soup_statistics(scorer, grid, inputs, labels, batchnorm=batchnorm, scoring=scoring, targets=targets)
     selections = {m: label_free_selection(m, scorer, grid, inputs, statistics=statistics) for m in methods}
     picks = {m: s.details["index"] for m, s in selections.items()}
     return LabelFreeChoice(selections, pick_disagreement(statistics, picks), threshold, statistics)

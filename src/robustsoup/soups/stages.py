@@ -7,13 +7,24 @@ each selection method, the label-free ones with their safety signal;
 single soup and every shift-specific soup on the held-out images of each
 shift. Both run in one process each with the
 in-place :class:`~robustsoup.soups.search.SoupScorer`.
+
+The shifts are the base set's clean split, its corruption families
+(:mod:`robustsoup.shifts`) and every data set of ``data.shifts``, named by
+the data set (``imagenet-r``; a -C set is one shift, tested per corruption
+× severity). Each is scored as its data set says
+(:func:`~robustsoup.data.scoring.split_scoring`). Selection decodes only
+the first ``max(soups.search.k)`` adaptation images of a shift; the test
+splits are streamed in chunks of the scorer's batch, every model scored on
+a chunk before the next is decoded, so a file-list split is decoded once
+and never held whole in memory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,12 +32,13 @@ import torch
 
 from ..checkpoint import load_checkpoint, load_model
 from ..config import base_model_names
-from ..data import load_split
-from ..data.scoring import split_scoring
+from ..data import ImageSplit, load_split
+from ..data.scoring import NO_TARGET, split_scoring
+from ..data.splits import Split
 from ..device import resolve_arithmetic
 from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from ..io import write_text_atomic
-from ..shifts import MIXED_SEVERITY, evaluation_sets
+from ..shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..train.run import model_identity
 from .search import (
     LABEL_FREE_METHODS,
@@ -41,13 +53,15 @@ from .search import (
 
 log = logging.getLogger(__name__)
 
-# label_free: 1 for rows chosen without labels; score: the label-free score of the pick;
+# k: the adaptation-set size asked for (soups.search.k); images: the adaptation images used (fewer where a
+# shift has fewer than k). label_free: 1 for rows chosen without labels; score: the label-free score of the pick;
 # disagreement: the safety signal (search.pick_disagreement); fallback: 1 when the pipeline replaces
 # the pick by fallback_model (the base model most accurate on the clean adaptation images), whose
 # choice cost fallback_passes labelled forward passes.
 SELECTION_COLUMNS = [
     "evalset",
     "k",
+    "images",
     "method",
     "adaptation_accuracy",
     "forward_passes",
@@ -68,11 +82,94 @@ def _load_states(config: Mapping, model_paths: Mapping[str, str]):
     return names, [state for state, _ in loaded], loaded[0][1]
 
 
-def _sets(config: Mapping, split_path, corrupted_dir) -> dict:
+def _sets(config: Mapping, split_path, corrupted_dir) -> dict[str, Split]:
+    """The base set's shifts: ``clean`` and its corruption families (when corrupted copies exist)."""
     data = config["data"]
     return evaluation_sets(
         load_split(split_path), corrupted_dir, data["corruptions"], data["severities"], seed=config["seed"]
     )
+
+
+def _check_shift_names(shifts: Mapping[str, Mapping[str, str]], base: Mapping[str, Split]) -> None:
+    clash = sorted(set(shifts) & (set(base) | {"all"}))
+    if clash:
+        raise ValueError(f"data.shifts names {clash}, which are already shift names of the base set ({sorted(base)})")
+
+
+def interleaved_head(parts: Sequence[Split], n: int, name: str) -> ImageSplit:
+    """The first ``n`` images of ``parts`` taken in turn (image 0 of every part, then image 1, …), decoded.
+
+    A multi-part shift (a -C set: one part per corruption × severity) is one
+    adaptation set: any prefix covers its parts evenly, as each part's own
+    prefix covers its classes. Only these ``n`` images are decoded, so a
+    file-list shift never lies whole in memory. Label sets (ReaL) are padded
+    with :data:`~robustsoup.data.scoring.NO_TARGET` to the widest part.
+    """
+    if not parts:
+        raise ValueError(f"shift {name!r} has no parts to adapt on")
+    if any((p.targets is None) != (parts[0].targets is None) for p in parts):
+        raise ValueError(f"shift {name!r}: some parts have label sets ('targets') and some not")
+    order = [(p, i) for i in range(max(len(p) for p in parts)) for p in range(len(parts)) if i < len(parts[p])][:n]
+    taken = [[i for q, i in order if q == p] for p in range(len(parts))]
+    decoded = [parts[p].load(torch.as_tensor(idx, dtype=torch.int64)) if idx else None for p, idx in enumerate(taken)]
+    slot = {pair: j for j, pair in enumerate(sorted(order, key=lambda pair: (pair[0], pair[1])))}
+    pieces = torch.cat([d for d in decoded if d is not None])
+    where = torch.as_tensor([slot[pair] for pair in order], dtype=torch.int64)
+    images = pieces[where]
+    labels = torch.stack([parts[p].labels[i] for p, i in order]) if order else torch.empty(0, dtype=torch.int64)
+    targets = None
+    if parts[0].targets is not None:
+        width = max(p.targets.shape[1] for p in parts)
+        targets = torch.full((len(order), width), NO_TARGET, dtype=parts[0].targets.dtype)
+        for j, (p, i) in enumerate(order):
+            row = parts[p].targets[i]
+            targets[j, : len(row)] = row
+    return ImageSplit(images, labels, parts[0].dataset, f"{name}:adapt", targets=targets)
+
+
+def _adaptation_sets(config: Mapping, adapt_path, corrupted_dir, shifts: Mapping, n: int) -> dict[str, Split]:
+    """Every shift's first ``n`` adaptation images, decoded: the base set's shifts, then each configured
+    shift (``{shift: {part: adapt split}}``) with its parts interleaved (:func:`interleaved_head`)."""
+    base = _sets(config, adapt_path, corrupted_dir)
+    _check_shift_names(shifts, base)
+    sets = {name: interleaved_head([split], n, name) for name, split in base.items()}
+    for shift, parts in shifts.items():
+        sets[shift] = interleaved_head([load_split(path) for path in parts.values()], n, shift)
+    return sets
+
+
+@dataclass(frozen=True)
+class _TestSet:
+    """One held-out split of a shift with the ``corruption`` and ``severity`` of its tidy rows; a path
+    is read only when the split is evaluated (one part of a -C set in memory at a time)."""
+
+    evalset: str
+    corruption: str
+    severity: int
+    source: Split | str
+
+    def split(self) -> Split:
+        return load_split(self.source) if isinstance(self.source, (str, Path)) else self.source
+
+
+def _test_sets(config: Mapping, test_path, corrupted_dir, shifts: Mapping) -> list[_TestSet]:
+    base = _sets(config, test_path, corrupted_dir)
+    _check_shift_names(shifts, base)
+    units = [
+        _TestSet(name, "none" if name == "clean" else name, 0 if name == "clean" else MIXED_SEVERITY, split)
+        for name, split in base.items()
+    ]
+    for shift, parts in shifts.items():
+        units += [_TestSet(shift, *part_label(part), path) for part, path in parts.items()]
+    return units
+
+
+def _chunks(split: Split, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """(uint8 images, labels, label sets or None) of ``split`` in order, ``size`` images at a time."""
+    for start in range(0, len(split), size):
+        index = torch.arange(start, min(start + size, len(split)))
+        targets = None if split.targets is None else split.targets[index]
+        yield split.load(index), split.labels[index], targets
 
 
 def select_soups(
@@ -83,8 +180,13 @@ def select_soups(
     scores_path,
     selection_path,
     device="cpu",
+    shifts: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Score the grid on every shift's adaptation images and run every selection method.
+
+    The shifts are the base set's (clean, corruption families) and the data
+    sets of ``shifts`` (``{shift: {part: adapt split}}``, from ``data.shifts``),
+    each scored as its data set says.
 
     Writes ``scores_path`` (one row per soup: weights and adaptation accuracy
     per shift, on the largest adaptation size) and ``selection_path`` (one
@@ -101,24 +203,37 @@ def select_soups(
     log.info("adaptation scores in %s", arithmetic)
     scorer = SoupScorer(meta.build(), states, names, device=device, arithmetic=arithmetic)
     grid = [dict(zip(names, w)) for w in simplex_grid(len(names), spec["step"], spec["extend"])]
-    sets = _sets(config, adapt_path, adapt_corrupted_dir)
+    sets = _adaptation_sets(config, adapt_path, adapt_corrupted_dir, shifts or {}, max(spec["k"]))
     log.info("%d soups × %d shifts %s; adaptation sizes %s", len(grid), len(sets), list(sets), spec["k"])
     labelled = [m for m in spec["methods"] if m not in LABEL_FREE_METHODS]
     label_free = _label_free_methods(spec["methods"], scorer)
     fallbacks = _fallback_models(scorer, sets["clean"], spec["k"]) if label_free else {}
     rows, largest_scores = [], {}
     for evalset, split in sets.items():
-        inputs, labels = scorer.prepare(split.images), split.labels
+        inputs, labels, targets, scoring = (
+            scorer.prepare(split.images),
+            split.labels,
+            split.targets,
+            split_scoring(split),
+        )
         for k in spec["k"]:
             k_eff = min(k, len(labels))
+            head = None if targets is None else targets[:k_eff]
             for method in labelled:
-                chosen = _run_method(method, scorer, grid, inputs[:k_eff], labels[:k_eff], spec)
-                rows.append(_selection_row(evalset, k_eff, chosen, label_free=0))
+                chosen = _run_method(method, scorer, grid, inputs[:k_eff], labels[:k_eff], spec, scoring, head)
+                rows.append(_selection_row(evalset, k, k_eff, chosen, label_free=0))
                 if method == "grid" and k == max(spec["k"]):
                     largest_scores[evalset] = chosen.details["scores"]
             if label_free:
                 choice = choose_without_labels(
-                    scorer, grid, inputs[:k_eff], label_free, spec["fallback_threshold"], labels[:k_eff]
+                    scorer,
+                    grid,
+                    inputs[:k_eff],
+                    label_free,
+                    spec["fallback_threshold"],
+                    labels[:k_eff],
+                    scoring=scoring,
+                    targets=head,
                 )
                 fallback_model, fallback_passes = fallbacks[k]
                 for method, chosen in choice.selections.items():
@@ -126,6 +241,7 @@ def select_soups(
                     rows.append(
                         _selection_row(
                             evalset,
+                            k,
                             k_eff,
                             chosen,
                             label_free=1,
@@ -154,7 +270,8 @@ def select_soups(
         rows.append(
             {
                 "evalset": "all",
-                "k": min(max(spec["k"]), min(len(s) for s in sets.values())),
+                "k": max(spec["k"]),
+                "images": min(max(spec["k"]), min(len(s) for s in sets.values())),
                 "method": "single",
                 "adaptation_accuracy": float(mean[i]),
                 "forward_passes": len(grid) * sum(min(max(spec["k"]), len(s)) for s in sets.values()),
@@ -167,11 +284,12 @@ def select_soups(
     return selection
 
 
-def _selection_row(evalset: str, k: int, chosen, **extra) -> dict:
+def _selection_row(evalset: str, k: int, images: int, chosen, **extra) -> dict:
     log.info(
-        "%s k=%d %s: %.4f with %s (%d passes)",
+        "%s k=%d (%d images) %s: %.4f with %s (%d passes)",
         evalset,
         k,
+        images,
         chosen.method,
         chosen.adaptation_accuracy,
         chosen.weights,
@@ -180,6 +298,7 @@ def _selection_row(evalset: str, k: int, chosen, **extra) -> dict:
     return {
         "evalset": evalset,
         "k": k,
+        "images": images,
         "method": chosen.method,
         "adaptation_accuracy": chosen.adaptation_accuracy,
         "forward_passes": chosen.forward_passes,
@@ -202,37 +321,46 @@ def _label_free_methods(methods, scorer: SoupScorer) -> list[str]:
 def _fallback_models(scorer: SoupScorer, clean, sizes) -> dict[int, tuple[str, int]]:
     """Per adaptation size k: the base model most accurate on the first k clean adaptation images
     (labels exist there; ties to the first base model) and the forward passes that choice cost."""
-    inputs = scorer.prepare(clean.images)
+    inputs, scoring = scorer.prepare(clean.images), split_scoring(clean)
     out = {}
     for k in sizes:
         k_eff = min(k, len(clean.labels))
         start = scorer.forward_passes
-        accuracy = [scorer.accuracy({n: 1.0}, inputs[:k_eff], clean.labels[:k_eff]) for n in scorer.names]
+        accuracy = [
+            scorer.accuracy({n: 1.0}, inputs[:k_eff], clean.labels[:k_eff], scoring, clean.targets)
+            for n in scorer.names
+        ]
         out[k] = (scorer.names[best_index(accuracy)], scorer.forward_passes - start)
     return out
 
 
-def _run_method(method: str, scorer: SoupScorer, grid, inputs, labels, spec):
+def _run_method(method: str, scorer: SoupScorer, grid, inputs, labels, spec, scoring, targets):
     if method not in SELECTION_METHODS:
         raise ValueError(f"unknown selection method {method!r}; expected one of {sorted(SELECTION_METHODS)}")
+    scored = {"scoring": scoring, "targets": targets}
     if method == "grid":
-        return SELECTION_METHODS[method](scorer, grid, inputs, labels)
+        return SELECTION_METHODS[method](scorer, grid, inputs, labels, **scored)
     if method == "halving":
         return SELECTION_METHODS[method](
-            scorer, grid, inputs, labels, first_images=spec["halving_first_images"], keep=spec["halving_keep"]
+            scorer,
+            grid,
+            inputs,
+            labels,
+            first_images=spec["halving_first_images"],
+            keep=spec["halving_keep"],
+            **scored,
         )
     if method == "learned":
         return SELECTION_METHODS[method](
-            scorer, inputs, labels, steps=spec["learned_steps"], lr=spec["learned_lr"], init=spec["learned_init"]
+            scorer,
+            inputs,
+            labels,
+            steps=spec["learned_steps"],
+            lr=spec["learned_lr"],
+            init=spec["learned_init"],
+            **scored,
         )
-    return SELECTION_METHODS[method](scorer, inputs, labels)
-
-
-def _rows(model: str, evalset: str, correct: torch.Tensor) -> dict:
-    family = evalset != "clean"
-    return metric_row(
-        model, evalset, correct, corruption=evalset if family else "none", severity=MIXED_SEVERITY if family else 0
-    )
+    return SELECTION_METHODS[method](scorer, inputs, labels, **scored)
 
 
 def evaluate_soups_shifts(
@@ -244,33 +372,35 @@ def evaluate_soups_shifts(
     metrics_path,
     models_path,
     device="cpu",
+    shifts: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Held-out accuracy on every shift of: base models, ensembles, the single soup, and each
-    shift-specific soup on its own shift, each scored as its data set says (:func:`split_scoring`). Writes tidy metric rows and a model table (kind, FLOPs
-    multiple, weights) for the report."""
+    shift-specific soup on its own shift, each scored as its data set says (:func:`split_scoring`).
+
+    The shifts are the base set's and the data sets of ``shifts`` (``{shift:
+    {part: test split}}``); a -C set gives one row per corruption × severity
+    (``corruption``, ``severity`` filled). Writes tidy metric rows and a model
+    table (kind, FLOPs multiple, weights) for the report."""
     names, states, meta = _load_states(config, model_paths)
     scorer = SoupScorer(meta.build(), states, names, device=device)
-    sets = _sets(config, test_path, test_corrupted_dir)
+    units = _test_sets(config, test_path, test_corrupted_dir, shifts or {})
+    evalsets = list(dict.fromkeys(unit.evalset for unit in units))
     selection = pd.read_csv(selection_path, sep="\t")
-    rows, models = [], []
+    models, soups = [], []
 
     def add_model(name, kind, weights, flops, targets, method="", k=0):
         models.append(
             {"model": name, "kind": kind, "method": method, "k": k, "flops": flops, "weights": json.dumps(weights)}
         )
-        for evalset in targets:
-            split = sets[evalset]
-            inputs = scorer.prepare(split.images)
-            correct = scorer.correct(weights, inputs, split.labels, split_scoring(split), split.targets)
-            rows.append(_rows(name, evalset, correct))
+        soups.append((name, weights, set(targets)))
 
     for name in names:
-        add_model(name, "base", {name: 1.0}, 1, sets)
+        add_model(name, "base", {name: 1.0}, 1, evalsets)
     for _, row in selection.iterrows():
         weights = json.loads(row["weights"])
         if row["method"] == "single":
-            add_model("soup-single", "single", weights, 1, sets, "grid", int(row["k"]))
-        elif row["evalset"] in sets:
+            add_model("soup-single", "single", weights, 1, evalsets, "grid", int(row["k"]))
+        elif row["evalset"] in evalsets:
             add_model(
                 f"soup-{row['evalset']}-{row['method']}-k{int(row['k'])}",
                 "specific",
@@ -281,6 +411,7 @@ def evaluate_soups_shifts(
                 int(row["k"]),
             )
     ensembles = {"ensemble-" + "+".join(members): members for members in config["soups"]["ensembles"]}
+    full = {}
     if ensembles:
         full = {n: load_model(model_paths[n], expect=model_identity(config), device=device)[0] for n in names}
         for name, members in ensembles.items():
@@ -294,15 +425,34 @@ def evaluate_soups_shifts(
                     "weights": json.dumps({m: 1.0 / len(members) for m in members}),
                 }
             )
-            for evalset, split in sets.items():
-                correct = ensemble_correct(
-                    [full[m] for m in members],
-                    split.images.to(device),
-                    split.labels.to(device),
-                    scoring=split_scoring(split),
-                    targets=split.targets,
+    rows = []
+    for unit in units:
+        split = unit.split()
+        scoring = split_scoring(split)
+        wanted = [(name, weights) for name, weights, targets in soups if unit.evalset in targets]
+        correct: dict[str, list[torch.Tensor]] = {name: [] for name in [*(n for n, _ in wanted), *ensembles]}
+        for images, labels, targets in _chunks(split, scorer.batch_size):
+            inputs = scorer.prepare(images)
+            for name, weights in wanted:
+                correct[name].append(scorer.correct(weights, inputs, labels, scoring, targets))
+            for name, members in ensembles.items():
+                ensemble = [full[m] for m in members]
+                correct[name].append(
+                    ensemble_correct(ensemble, images.to(device), labels.to(device), scoring=scoring, targets=targets)
                 )
-                rows.append(_rows(name, evalset, correct))
+        for name, parts in correct.items():
+            rows.append(
+                metric_row(
+                    name,
+                    unit.evalset,
+                    torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool),
+                    corruption=unit.corruption,
+                    severity=unit.severity,
+                )
+            )
+        log.info(
+            "%s %s/%s: %d images, %d models", unit.evalset, unit.corruption, unit.severity, len(split), len(correct)
+        )
     frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     write_metrics(frame, metrics_path)
     write_text_atomic(models_path, pd.DataFrame(models).to_csv(sep="\t", index=False))
@@ -403,7 +553,7 @@ def report_soups(
     sizes = "/".join(str(n) for n in sorted(set(metrics["n"])))
     note = (
         f"Held-out images per shift: {sizes}. Per-shift soups are chosen on the first k adaptation "
-        "images of that shift over the simplex grid of the base models "
+        "images of that shift (all of them where it has fewer) over the simplex grid of the base models "
         f"(step {config['soups']['search']['step']}); corruption families are mixtures of the "
         "configured corruptions and severities, one per image. FLOPs: multiple of one model's. "
         "Forward passes: soup × image evaluations the choice used, summed over shifts"
