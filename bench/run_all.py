@@ -7,7 +7,7 @@ and whether the goal was met. Benchmarks run one at a time: the ratios they
 print are measured within one run each, and two benchmarks sharing the cores
 would only measure each other.
 
-    .venv/bin/python bench/run_all.py [--out bench/results] [--only soups,corruptions] [--results results/digits]
+    .venv/bin/python bench/run_all.py [--out bench/results] [--only soups,data_loader] [--results results/digits]
 
 ``soups`` needs the base models of a finished run (``make run``); without
 them it is reported as skipped, with the reason.
@@ -25,7 +25,7 @@ from pathlib import Path
 from measurements import Measurement, read_summary
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("train_throughput", "soups", "corruptions")
+BENCHMARKS = ("train_throughput", "soups", "corruptions", "data_loader")
 
 
 def run_benchmark(name: str, out: Path, extra: list[str]) -> tuple[list[Measurement], str]:

@@ -34,6 +34,42 @@ def select_device(preference: str = "auto") -> torch.device:
     raise ValueError(f"unknown device {preference!r}; expected auto, cpu or cuda")
 
 
+def configure_cuda(tf32: bool = True) -> dict:
+    """Set the CUDA kernels' fast paths for this process; returns what was set (for the job's log).
+
+    ``tf32`` (config ``cuda_tf32``): float32 matrix products and convolutions
+    in TF32 on GPUs that have it (compute capability ≥ 8; 10 mantissa bits in
+    the products, float32 accumulation), several times the float32 rate of
+    those units; false keeps both in full float32 (torch computes
+    convolutions in TF32 by default, so false is stricter than torch's
+    default). ``cudnn.benchmark`` is always on: the batch shapes of a job
+    repeat, so timing cuDNN's algorithms once pays for itself (the chosen
+    algorithm may differ between runs, a float-rounding difference). Does
+    nothing without CUDA.
+    """
+    if not torch.cuda.is_available():
+        return {}
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = True
+    return {"tf32": tf32, "cudnn_benchmark": True}
+
+
+# Whether each model this process trained was compiled, in order: the job's closing record names them.
+COMPILED: list[bool] = []
+
+
+def compile_model(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """``torch.compile(model)`` when ``enabled`` (config ``compile`` of a training section), else ``model``.
+
+    The compiled module shares the model's parameters and buffers; the first
+    batches of each shape pay the compilation (seconds to minutes), so it
+    pays off only for long trainings: opt-in, measured, never a default.
+    """
+    COMPILED.append(bool(enabled))
+    return torch.compile(model) if enabled else model
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch's CPU and CUDA generators (Python's and NumPy's are not used for training)."""
     torch.manual_seed(seed)

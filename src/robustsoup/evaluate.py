@@ -22,6 +22,7 @@ from torch import nn
 
 from .attacks import AttackPlan, robust_correct
 from .data import ImageSplit
+from .data.loading import BatchSource, batch_source
 from .data.scoring import ARGMAX, Scoring, split_scoring
 from .io import write_text_atomic
 
@@ -140,36 +141,39 @@ def _points(labels: torch.Tensor, correct: torch.Tensor, start: int = 0) -> pd.D
     )
 
 
-def _float_range(data: ImageSplit, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points [start, stop) of ``data`` in [0,1] float32 with their labels (decodes only those of a file list)."""
-    return data.load(torch.arange(start, stop)).float().div_(255.0), data.labels[start:stop]
-
-
 def evaluate_clean(
     model: nn.Module,
     model_name: str,
-    data: ImageSplit,
+    data: ImageSplit | BatchSource,
     device="cpu",
     batch_size: int = 500,
     start: int = 0,
     stop: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean accuracy on points [``start``, ``stop``) of ``data`` (all by default) under its data set's
-    scoring: (one tidy row, per-point correctness)."""
+    """Clean accuracy on points [``start``, ``stop``) of ``data`` (a split, or a batch source over one; all
+    points by default) under its data set's scoring: (one tidy row, per-point correctness).
+
+    Batches come from a :class:`~robustsoup.data.loading.BatchSource`, as training's do (a decoded split
+    held on the GPU, a file list decoded by the loader's workers), so no split is held in float32."""
     model = model.to(device).eval()
-    stop = len(data) if stop is None else stop
-    x, y = _float_range(data, start, stop)
-    targets = getattr(data, "targets", None)
-    targets = None if targets is None else targets[start:stop]
-    correct = clean_correct(model, x.to(device), y.to(device), batch_size, split_scoring(data), targets)
-    row = metric_row(model_name, data.split, correct)
-    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, correct, start)
+    source = batch_source(data, device)
+    split = source.split
+    scoring = split_scoring(split)
+    targets = getattr(split, "targets", None)
+    stop = len(source) if stop is None else stop
+    hits = [torch.zeros(0, dtype=torch.bool, device=source.device)]
+    with torch.no_grad():
+        for idx, x, y in source.batches(torch.arange(start, stop), batch_size):
+            hits.append(scoring.correct(model(x.float().div_(255.0)), y, None if targets is None else targets[idx]))
+    correct = torch.cat(hits)
+    row = metric_row(model_name, split.split, correct)
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(split.labels[start:stop], correct, start)
 
 
 def evaluate_adversarial(
     model: nn.Module,
     model_name: str,
-    data: ImageSplit,
+    data: ImageSplit | BatchSource,
     norm: str,
     eps: float,
     plan: AttackPlan,
@@ -187,16 +191,18 @@ def evaluate_adversarial(
     Only sets scored by argmax have a robust accuracy here: the attacks
     maximise the loss of the one label.
     """
-    scoring = split_scoring(data)
+    split = data.split if isinstance(data, BatchSource) else data
+    scoring = split_scoring(split)
     if scoring != ARGMAX:
         raise ValueError(
-            f"robust accuracy on {data.dataset} is not defined here: its predictions are scored by "
+            f"robust accuracy on {split.dataset} is not defined here: its predictions are scored by "
             f"{scoring.kind}, the attacks by the argmax over the model's classes. Evaluate it clean."
         )
     model = model.to(device).eval()
-    x, y = _float_range(data, start, n_attacked)
+    source = batch_source(data, device)
+    x, y = source.floats(start, n_attacked)
     began = time.perf_counter()
-    robust = robust_correct(model, x.to(device), y.to(device), norm, eps, plan, seed=seed, batch_size=batch_size)
+    robust = robust_correct(model, x, y, norm, eps, plan, seed=seed, batch_size=batch_size)
     log.info(
         "%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)",
         model_name,
@@ -207,7 +213,7 @@ def evaluate_adversarial(
         plan.name,
         time.perf_counter() - began,
     )
-    row = metric_row(model_name, data.split, robust, threat=norm, eps=eps, attack=plan.name)
+    row = metric_row(model_name, source.split.split, robust, threat=norm, eps=eps, attack=plan.name)
     return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust, start)
 
 
@@ -224,10 +230,12 @@ def evaluate_threats(
     shard: Shard | None = None,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """Clean accuracy, then robust accuracy under every norm of ``plans`` (ε from ``eps``) on the first
-    ``n_attacked`` images: ``{"clean": (row, points), norm: (row, points), …}`` in that order.
+    ``n_attacked`` images: ``{"clean": (row, points), norm: (row, points), …}`` in that order; one
+    batch source (``data``, or one over the split ``data``) serves them all.
 
     With ``shard`` (see :func:`evaluation_shard`, built with this ``batch_size``), only that shard's points:
     its rows count them alone, and :func:`merge_shards` joins the shards' results."""
+    data = batch_source(data, device)
     shard = shard or evaluation_shard(n_attacked, len(data), batch_size)
     results = {"clean": evaluate_clean(model, model_name, data, device, start=shard.start, stop=shard.clean_stop)}
     for norm, plan in plans.items():

@@ -42,6 +42,7 @@ TRAINING_DATA_KEYS = (
     "cache_max_images",
     "train_per_class",
     "test_per_class",
+    "decoder",
 )
 # Keys that shape every split cache, the run's and each shift's (test_per_class: each test split's size).
 SPLITS_CACHE_KEYS = ("k_adapt_per_class", "cache_max_images", "test_per_class")
@@ -359,6 +360,7 @@ class RunPaths:
             "prepare_shift": lambda: {
                 "root": data["shifts"][wildcard],
                 "split_seed": data["split_seed"],
+                "decoder": data["decoder"],
                 **{k: data[k] for k in SPLITS_CACHE_KEYS},
             },
             "corrupt_split": lambda: {**shifts, "seed": c["seed"]},

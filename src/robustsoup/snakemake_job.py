@@ -14,16 +14,29 @@ from typing import Any
 import torch
 
 from .config import resolve_config
-from .device import RESOLVED, Arithmetic, cpu_native_bf16, gpu_lease, machine_summary, select_device
+from .data import loading, options
+from .device import (
+    COMPILED,
+    RESOLVED,
+    Arithmetic,
+    configure_cuda,
+    cpu_native_bf16,
+    gpu_lease,
+    machine_summary,
+    select_device,
+)
 from .report.benchmarks import JOB_RECORD
 
 
 def job_record(rule: str, inside_s: float) -> str:
-    """``robustsoup-job: rule=… inside_s=… precision=… memory_format=… cpu_capability=… native_bf16=…``.
+    """``robustsoup-job: rule=… inside_s=… precision=… memory_format=… compile=… batches=… cpu_capability=…``.
 
     ``inside_s`` is the time from the job's set-up to its end: Snakemake's
     benchmark time minus it is the job's fixed cost (interpreter, imports,
     unpickling the job). A job that resolved no arithmetic computed in float32.
+    ``compile`` says whether the models it trained were compiled, ``batches``
+    how its splits were batched (``device``, ``memory``, or ``files`` with the
+    loader's workers and decoder, e.g. ``files/7w/torchvision``; ``none`` when it batched none).
     """
     used = RESOLVED or [Arithmetic()]
     fields = {
@@ -31,11 +44,20 @@ def job_record(rule: str, inside_s: float) -> str:
         "inside_s": f"{inside_s:.2f}",
         "precision": "+".join(dict.fromkeys(a.precision for a in used)),
         "memory_format": "+".join(dict.fromkeys(a.memory_format for a in used)),
+        "compile": "+".join(dict.fromkeys(str(c).lower() for c in COMPILED or [False])),
+        "batches": "+".join(dict.fromkeys(_batches(r) for r in loading.USED)) or "none",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": cpu_native_bf16(),
         "threads": torch.get_num_threads(),
     }
     return JOB_RECORD + " " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def _batches(record: dict) -> str:
+    """``device``, ``memory`` or ``files/<workers>w/<decoder>`` from a :meth:`BatchSource.record`."""
+    if record["batches"] != "files":
+        return record["batches"]
+    return f"files/{record['loader_workers']}w/{record['decoder']}"
 
 
 @dataclass
@@ -80,19 +102,23 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
         try:
             torch.set_num_threads(max(1, int(snakemake.threads)))
             config = resolve_config(snakemake.config)
+            options.configure(config["data"])
             gpus = int(getattr(snakemake, "resources", {}).get("gpu", 0) or 0)
             wants_gpu = gpus > 0
             lease = gpu_lease(count=gpus) if wants_gpu and config["device"] != "cpu" else contextlib.nullcontext()
             with lease as leased:
                 job = Job(config=config, device=select_device(config["device"]))
+                cuda_settings = configure_cuda(config["cuda_tf32"]) if job.device.type == "cuda" else {}
                 logging.getLogger("robustsoup").info(
-                    "rule %s on %s%s with %d threads%s; machine: %s",
+                    "rule %s on %s%s with %d threads%s; machine: %s; data: %s%s",
                     snakemake.rule,
                     job.device,
                     f" (leased GPU {leased})" if leased is not None else "",
                     torch.get_num_threads(),
                     _slurm_context(gpus),
                     machine_summary(),
+                    options.current(),
+                    f"; cuda: {cuda_settings}" if cuda_settings else "",
                 )
                 yield job
             logging.getLogger("robustsoup").info(job_record(snakemake.rule, time.perf_counter() - started))

@@ -72,3 +72,22 @@ def test_nothing_to_lease_on_a_cpu_machine_or_under_slurm(tmp_path, monkeypatch)
     assert str(select_device("cpu")) == "cpu"
     with pytest.raises(ValueError, match="unknown device"):
         select_device("tpu")
+
+
+@pytest.mark.parametrize("tf32", [True, False])
+def test_cuda_fast_paths_follow_the_tf32_key_and_always_benchmark_cudnn(monkeypatch, tf32):
+    import torch
+
+    from robustsoup.device import configure_cuda
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert configure_cuda(tf32) == {}  # no CUDA: nothing is touched
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == saved[:2]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the flags are process settings; no GPU needed
+    try:
+        assert configure_cuda(tf32) == {"tf32": tf32, "cudnn_benchmark": True}
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,14 @@ from pathlib import Path
 import lazy_loader
 import numpy as np
 
+from . import options
+from .options import DECODERS, DEFAULT_DECODER
+
 torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
+
+# torchvision 0.29 deprecates its image decoders in favour of TorchCodec, warning on every call; they are
+# still there, and `data.decoder: pil` is the way off them (see decode_image).
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
 
 # Any of these (case-insensitive) counts as an image in a folder tree.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -115,16 +123,22 @@ class ArraySource(ImageSource):
         return torch.from_numpy(block).permute(0, 3, 1, 2).contiguous()
 
 
-def decode_image(path: str | os.PathLike, resolution: int, resize: int | None = None) -> torch.Tensor:
-    """One image file as uint8 ``(3, resolution, resolution)`` RGB.
+def _resized_shape(width: int, height: int, resolution: int, resize: int | None) -> tuple[int, int]:
+    """(width, height) after the shorter side goes to ``resize`` (or ``resolution``), never below ``resolution``."""
+    short = resize or resolution
+    if width <= height:
+        new_w, new_h = short, int(short * height / width)
+    else:
+        new_w, new_h = int(short * width / height), short
+    return max(new_w, resolution), max(new_h, resolution)
 
-    An image that is already ``resolution`` × ``resolution`` is taken as is
-    (CIFAR at 32 px, ImageNet-C at 224 px). Otherwise its shorter side is
-    resized (bilinear, antialiased) to ``resize`` (the usual 256 for 224-px
-    ImageNet evaluation) or to ``resolution`` when ``resize`` is None, and
-    the centre ``resolution`` × ``resolution`` is cropped — the standard
-    ``Resize(256) + CenterCrop(224)`` evaluation transform.
-    """
+
+def _centre_box(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """(left, top) of the centre ``resolution`` × ``resolution`` window (torchvision's CenterCrop rounding)."""
+    return int(round((width - resolution) / 2.0)), int(round((height - resolution) / 2.0))
+
+
+def _decode_pil(path: str | os.PathLike, resolution: int, resize: int | None) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -134,18 +148,67 @@ def decode_image(path: str | os.PathLike, resolution: int, resize: int | None = 
         raise DataLayoutError(f"cannot decode image {path}: {exc}; replace or remove the file") from exc
     width, height = image.size
     if (width, height) != (resolution, resolution):
-        short = resize or resolution
-        if width <= height:
-            new_w, new_h = short, int(short * height / width)
-        else:
-            new_w, new_h = int(short * width / height), short
-        new_w, new_h = max(new_w, resolution), max(new_h, resolution)
+        new_w, new_h = _resized_shape(width, height, resolution, resize)
         image = image.resize((new_w, new_h), Image.BILINEAR)
-        left = int(round((new_w - resolution) / 2.0))
-        top = int(round((new_h - resolution) / 2.0))
+        left, top = _centre_box(new_w, new_h, resolution)
         image = image.crop((left, top, left + resolution, top + resolution))
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _decode_torchvision(path: str | os.PathLike, resolution: int, resize: int | None) -> torch.Tensor:
+    try:
+        from torchvision.io import ImageReadMode, read_file
+        from torchvision.io import decode_image as tv_decode
+        from torchvision.transforms.v2.functional import resize as tv_resize
+    except ImportError as exc:
+        raise RuntimeError(
+            f"data.decoder: torchvision needs torchvision.io's image decoders, which this torchvision lacks "
+            f"({exc}); set data.decoder: pil"
+        ) from exc
+
+    try:
+        image = tv_decode(read_file(str(path)), mode=ImageReadMode.RGB)
+    except RuntimeError:  # a format torchvision.io does not read (BMP, TIFF, PPM) or a damaged file: PIL's turn
+        return _decode_pil(path, resolution, resize)
+    height, width = image.shape[-2:]
+    if (width, height) != (resolution, resolution):
+        new_w, new_h = _resized_shape(width, height, resolution, resize)
+        image = tv_resize(image, [new_h, new_w], antialias=True)  # uint8 bilinear with antialias, as PIL's
+        left, top = _centre_box(new_w, new_h, resolution)
+        image = image[:, top : top + resolution, left : left + resolution]
+    return image.contiguous()
+
+
+def decode_image(
+    path: str | os.PathLike, resolution: int, resize: int | None = None, decoder: str = DEFAULT_DECODER
+) -> torch.Tensor:
+    """One image file as uint8 ``(3, resolution, resolution)`` RGB.
+
+    An image that is already ``resolution`` × ``resolution`` is taken as is
+    (CIFAR at 32 px, ImageNet-C at 224 px). Otherwise its shorter side is
+    resized (bilinear, antialiased) to ``resize`` (the usual 256 for 224-px
+    ImageNet evaluation) or to ``resolution`` when ``resize`` is None, and
+    the centre ``resolution`` × ``resolution`` is cropped — the standard
+    ``Resize(256) + CenterCrop(224)`` evaluation transform.
+
+    ``decoder`` (config ``data.decoder``): ``torchvision`` (the default)
+    decodes with ``torchvision.io`` and resizes the uint8 tensor with torch's
+    antialiased bilinear kernel; ``pil`` decodes and resizes with Pillow, as
+    the references' torchvision transforms do. Both decode JPEGs with
+    libjpeg-turbo to the same pixels, and torch's uint8 kernel follows
+    Pillow's filter, so the two differ only in the resize's rounding: at most
+    one grey level, on about 0.2 % of the values of an ImageNet-sized image
+    (``bench/data_loader.py`` measures the speed and the difference). Files
+    ``torchvision.io`` cannot read (BMP, TIFF, PPM) are decoded by Pillow
+    either way. torchvision 0.29 deprecates ``torchvision.io``'s image
+    decoders (for TorchCodec) but keeps them; the warning is silenced here.
+    """
+    if decoder == "pil":
+        return _decode_pil(path, resolution, resize)
+    if decoder == "torchvision":
+        return _decode_torchvision(path, resolution, resize)
+    raise ValueError(f"unknown image decoder {decoder!r}; expected one of {', '.join(DECODERS)} (config data.decoder)")
 
 
 def decode_workers() -> int:
@@ -161,8 +224,9 @@ def decode_workers() -> int:
 
 
 class FileSource(ImageSource):
-    """Image files decoded on demand (see :func:`decode_image`), with per-image ``targets`` where the
-    data set has them."""
+    """Image files decoded on demand (see :func:`decode_image`) by ``decoder`` (None: the job's
+    ``data.decoder``, :data:`robustsoup.data.options.OPTIONS`, read at each load), with per-image
+    ``targets`` where the data set has them."""
 
     def __init__(
         self,
@@ -171,6 +235,7 @@ class FileSource(ImageSource):
         resolution: int,
         resize: int | None = None,
         targets: torch.Tensor | None = None,
+        decoder: str | None = None,
     ) -> None:
         if len(paths) != labels.shape[0]:
             raise ValueError(f"{len(paths)} files but {labels.shape[0]} labels")
@@ -181,14 +246,16 @@ class FileSource(ImageSource):
         self.resolution = resolution
         self.resize = resize
         self.targets = None if targets is None else targets.to(torch.int64)
+        self.decoder = decoder
 
     def load(self, indices) -> torch.Tensor:
         index = as_index(indices, len(self)).tolist()
         out = torch.empty((len(index), 3, self.resolution, self.resolution), dtype=torch.uint8)
+        decoder = self.decoder or options.current().decoder
 
         def run(lo: int, hi: int) -> None:
             for slot in range(lo, hi):
-                out[slot] = decode_image(self.paths[index[slot]], self.resolution, self.resize)
+                out[slot] = decode_image(self.paths[index[slot]], self.resolution, self.resize, decoder)
 
         # Small images decode faster than threads hand over work; big ones gain from threads.
         workers = decode_workers() if self.resolution >= 64 else 1

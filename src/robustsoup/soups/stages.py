@@ -33,6 +33,7 @@ import torch
 from ..checkpoint import load_checkpoint, load_model
 from ..config import base_model_names
 from ..data import ImageSplit, load_split
+from ..data.loading import BatchSource
 from ..data.scoring import NO_TARGET, split_scoring
 from ..data.splits import Split
 from ..device import resolve_arithmetic
@@ -164,12 +165,12 @@ def _test_sets(config: Mapping, test_path, corrupted_dir, shifts: Mapping) -> li
     return units
 
 
-def _chunks(split: Split, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """(uint8 images, labels, label sets or None) of ``split`` in order, ``size`` images at a time."""
-    for start in range(0, len(split), size):
-        index = torch.arange(start, min(start + size, len(split)))
-        targets = None if split.targets is None else split.targets[index]
-        yield split.load(index), split.labels[index], targets
+def _chunks(split: Split, size: int, device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """(uint8 images, labels, label sets or None) of ``split`` in order, ``size`` images at a time, through the
+    batch source training and evaluation read with (:class:`~robustsoup.data.loading.BatchSource`: images and
+    labels on ``device``)."""
+    for index, images, labels in BatchSource(split, device).batches(torch.arange(len(split)), size):
+        yield images, labels, None if split.targets is None else split.targets[index]
 
 
 def select_soups(
@@ -431,7 +432,7 @@ def evaluate_soups_shifts(
         scoring = split_scoring(split)
         wanted = [(name, weights) for name, weights, targets in soups if unit.evalset in targets]
         correct: dict[str, list[torch.Tensor]] = {name: [] for name in [*(n for n, _ in wanted), *ensembles]}
-        for images, labels, targets in _chunks(split, scorer.batch_size):
+        for images, labels, targets in _chunks(split, scorer.batch_size, device):
             inputs = scorer.prepare(images)
             for name, weights in wanted:
                 correct[name].append(scorer.correct(weights, inputs, labels, scoring, targets))

@@ -32,7 +32,8 @@ from ..attacks import pgd_attack
 from ..attacks.apgd import apgd_train
 from ..attacks.projections import NORMS
 from ..data import ImageSplit
-from ..device import Arithmetic, resolve_arithmetic
+from ..data.loading import BatchSource
+from ..device import Arithmetic, compile_model, resolve_arithmetic
 from ..io import atomic_path
 from .augment import AUGMENTATIONS, BatchAugmentation, batch_augmentation
 
@@ -259,6 +260,8 @@ class TrainSettings:
     weights, optimizer state and losses stay float32. ``gpus`` is the number of
     data-parallel processes the run is launched as (:mod:`robustsoup.train.distributed`),
     ``sync_batchnorm`` whether their BatchNorm layers use the global batch's statistics.
+    ``compile`` runs the model's forward passes (training attack included) through
+    ``torch.compile`` (:func:`robustsoup.device.compile_model`), a speed option like ``precision``.
     """
 
     epochs: int
@@ -275,6 +278,7 @@ class TrainSettings:
     augmentation: str = "none"
     gpus: int = 1
     sync_batchnorm: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.gpus, int) and self.gpus >= 1):
@@ -294,7 +298,7 @@ class TrainSettings:
         """These settings with ``auto`` resolved for ``device``.
 
         ``record`` (a sidecar's ``training`` dict) gets the resolved precision
-        and memory format, and what the config asked for.
+        and memory format, what the config asked for, and whether the model is compiled.
         """
         arithmetic = self.arithmetic(device, model)
         if record is not None:
@@ -302,6 +306,7 @@ class TrainSettings:
                 precision_requested=self.precision,
                 channels_last_requested=self.channels_last,
                 channels_last=arithmetic.channels_last,
+                compile=self.compile,
                 **arithmetic.record(),
             )
         return dataclasses.replace(self, precision=arithmetic.precision, channels_last=arithmetic.channels_last)
@@ -320,14 +325,16 @@ def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
 
 
 def epoch_batches(
-    data: ImageSplit, order: torch.Tensor, batch_size: int, device: torch.device, desc: str, quiet: bool = False
+    source: BatchSource, order: torch.Tensor, batch_size: int, desc: str, quiet: bool = False
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One epoch's mini-batches in ``order``: (batch number, indices, images in [0,1], labels) on ``device``
-    (``quiet``: no progress bar)."""
+    """One epoch's mini-batches in ``order``: (batch number, indices, images in [0,1], labels) on the
+    source's device (``quiet``: no progress bar)."""
     per_epoch = math.ceil(len(order) / batch_size)
-    for b in tqdm(range(per_epoch), desc=desc, file=sys.stderr, mininterval=10, leave=True, disable=quiet):
-        idx = order[b * batch_size : (b + 1) * batch_size]
-        yield b, idx, data.load(idx).to(device).float().div_(255.0), data.labels[idx].to(device)
+    batches = source.batches(order, batch_size)
+    for b, (idx, x, y) in tqdm(
+        enumerate(batches), total=per_epoch, desc=desc, file=sys.stderr, mininterval=10, leave=True, disable=quiet
+    ):
+        yield b, idx, x.float().div_(255.0), y
 
 
 def backward_and_step(
@@ -613,6 +620,9 @@ def run_epochs(
             distributed.average_gradients(model)
 
     on_augmented = f" on {augmentation.name}" if augmentation is not None else ""
+    source = BatchSource(data, device)
+    if main:
+        log.info("batches: %s", source.record())
 
     try:
         for epoch in range(first_epoch, settings.epochs + 1):
@@ -623,7 +633,7 @@ def run_epochs(
             iteration = (epoch - 1) * per_epoch
             lr = settings.lr
             desc = f"{step.label} {epoch}/{settings.epochs} [{step.policy.name}{on_augmented}]"
-            for b, idx, x, y in epoch_batches(data, order, settings.batch_size, device, desc, quiet=not main):
+            for b, idx, x, y in epoch_batches(source, order, settings.batch_size, desc, quiet=not main):
                 if augmentation is not None:
                     x = augmentation(x)  # the global batch's crops, the same on every rank
                 batch = len(y)
@@ -746,12 +756,15 @@ def train_model(
     :func:`run_epochs` with a :class:`SupervisedStep`: resumable with
     ``resume_path`` and ``fingerprint``; ``settings``' precision and memory
     format are resolved for ``device``; ``settings.augmentation`` is read for
-    ``data``'s data set (:func:`robustsoup.train.augment.batch_augmentation`). Raises :class:`TrainingDivergedError`
-    if the loss stops being finite. ``distributed`` and ``best``: as :func:`run_epochs`.
+    ``data``'s data set (:func:`robustsoup.train.augment.batch_augmentation`); with ``settings.compile``
+    the step runs ``model`` compiled (its resume state then holds the compiled module's keys). Raises
+    :class:`TrainingDivergedError` if the loss stops being finite. ``distributed`` and ``best``: as
+    :func:`run_epochs`.
     """
     model.to(device)
     arithmetic = settings.arithmetic(device, model)
-    step = SupervisedStep(model, policy, arithmetic, device, settings=settings)
+    # A compiled model shares ``model``'s parameters and buffers, so ``model`` ends up trained in place.
+    step = SupervisedStep(compile_model(model, settings.compile), policy, arithmetic, device, settings=settings)
     return run_epochs(
         step,
         data,

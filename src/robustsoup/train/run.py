@@ -20,7 +20,9 @@ from torch import nn
 
 from ..checkpoint import CheckpointMeta, load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import ImageSplit, get_dataset_spec
+from ..data import options as loading_options
 from ..data.splits import split_record
+from ..device import COMPILED, configure_cuda
 from ..models.registry import ZOO_PREFIX, input_statistics
 from ..models.zoo import build_pretrained
 from . import distributed as dist_
@@ -122,11 +124,23 @@ def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSetting
         augmentation=training["augmentation"],
         gpus=training.get("gpus", 1),
         sync_batchnorm=training.get("sync_batchnorm", False),
+        compile=training.get("compile", False),
     )
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _train_in_rank(job: tuple[dict, bool], *args) -> Path:
+    """:func:`train_and_checkpoint` in a rank that :func:`~robustsoup.train.distributed.run_as_ranks`
+    spawned: a new process, so it first takes the launching job's data loading options and CUDA settings
+    (``job``: the options' fields and whether TF32 is on)."""
+    loading, tf32 = job
+    loading_options.configure(loading)
+    if torch.cuda.is_available():
+        configure_cuda(tf32)
+    return train_and_checkpoint(*args)
 
 
 def train_and_checkpoint(
@@ -172,11 +186,13 @@ def train_and_checkpoint(
     if dist_.launch_needed(settings.gpus):
         model.cpu()
         args = (model, meta, data, policy, settings, out_path, device, resume, init_sha, best)
-        dist_.run_as_ranks(train_and_checkpoint, settings.gpus, *args, device=device)
+        job = (vars(loading_options.current()), torch.backends.cuda.matmul.allow_tf32)
+        dist_.run_as_ranks(_train_in_rank, settings.gpus, job, *args, device=device)
         state, written = load_checkpoint(out_path)
         model.load_state_dict(state)
         vars(meta).update(vars(written))
         settings.arithmetic(device, model)  # what the ranks computed in, for this job's record
+        COMPILED.append(settings.compile)
         return Path(out_path)
     distributed = dist_.from_environment(settings.gpus, device, settings.sync_batchnorm)
     if distributed is not None:
