@@ -57,6 +57,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data import ImageSplit
+from ..data.loading import BatchSource
 from ..device import PRECISIONS, Arithmetic, resolve_precision
 from ..models import Normalized
 from ..models.multihead import HEADS, MultiHeadNet
@@ -322,13 +323,11 @@ def head_losses(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageSplit, device, batch_size: int = 500) -> torch.Tensor:
-    """Logits of ``model`` (eval mode) on every image of ``data``, on the CPU."""
+    """Logits of ``model`` (eval mode) on every image of ``data``, on the CPU (batches from the one batch
+    source, :class:`~robustsoup.data.loading.BatchSource`)."""
     model.eval()
-    out = []
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)))
-        out.append(model(data.load(idx).to(device).float().div_(255.0)).float().cpu())
-    return torch.cat(out)
+    batches = BatchSource(data, device).batches(torch.arange(len(data)), batch_size)
+    return torch.cat([model(images.float().div_(255.0)).float().cpu() for _idx, images, _y in batches])
 
 
 @dataclass

@@ -39,6 +39,7 @@ from ..checkpoint import load_checkpoint, load_model
 from ..data import ImageSplit, load_split
 from ..data.corrupted import corrupted_split, split_head
 from ..data.corruptions import corrupt
+from ..data.loading import BatchSource
 from ..data.splits import Split
 from ..device import seed_everything
 from ..evaluate import METRIC_COLUMNS, clean_correct, read_metrics, write_metrics
@@ -334,16 +335,11 @@ class EvalSets:
         return self._opened[key]
 
 
-def _inputs(images: torch.Tensor, device) -> torch.Tensor:
-    """uint8 images → [0,1] floats on ``device``."""
-    return images.to(device).float().div_(255.0)
-
-
 def _batches(data: Split, device, batch_size: int = 500):
-    """(inputs on ``device``, labels on ``device``) of consecutive batches of ``data``."""
-    for start in range(0, len(data), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(data)))
-        yield _inputs(data.load(idx), device), data.labels[idx].to(device)
+    """(inputs in [0,1] on ``device``, labels on ``device``) of consecutive batches of ``data``, read through
+    the one batch source (:class:`~robustsoup.data.loading.BatchSource`)."""
+    for _idx, images, labels in BatchSource(data, device).batches(torch.arange(len(data)), batch_size):
+        yield images.float().div_(255.0), labels
 
 
 def _correct(model, data: Split, device) -> torch.Tensor:
