@@ -270,9 +270,10 @@ def test_bad_distill_config_errors():
         resolve_config({"distill": {"multihead": {"dropout": 1.0}}})
     with pytest.raises(ConfigError, match="distill.teacher"):
         resolve_config({"distill": {"teacher": {"depth": 3}}})
-    config = resolve_config({"distill": {"student": {"training": {"epochs": 0}}}})
-    with pytest.raises(ValueError, match="distill.student.training.epochs"):
-        check_distill_config(config)
+    for model in ("teacher", "student"):
+        config = resolve_config({"distill": {model: {"training": {"epochs": 0}}}})
+        with pytest.raises(ValueError, match=f"distill.{model}.training.epochs.*distill.{model}.weights"):
+            check_distill_config(config)
     config = resolve_config({"distill": {"augmentation": {"kind": "corruptions", "corruptions": []}}})
     with pytest.raises(ValueError, match="distill.augmentation.corruptions"):
         check_distill_config(config)
@@ -282,3 +283,28 @@ def test_bad_distill_config_errors():
         DistillSettings(epochs=1, lr=0.1, temperature=0)
     with pytest.raises(ValueError, match="head_weights"):
         DistillSettings(epochs=1, lr=0.1, head_weights={"clean": 1.0})
+
+
+def test_a_pretrained_teacher_is_kept_as_it_is_with_zero_epochs(tmp_path):
+    """distill.teacher.weights: the robust teacher is read from a file (0 epochs: the checkpoint holds its weights)."""
+    from safetensors.torch import save_file
+
+    from robustsoup.data import prepare_splits
+    from robustsoup.distill.stages import train_teacher
+
+    torch.manual_seed(3)
+    pretrained = tiny_meta(width=4).build().state_dict()
+    save_file(pretrained, tmp_path / "teacher.safetensors")
+    config = resolve_config(
+        {
+            "distill": {
+                "teacher": {"width": 4, "weights": str(tmp_path / "teacher.safetensors"), "training": {"epochs": 0}}
+            }
+        }
+    )
+    train = prepare_splits("digits", tmp_path / "data", n_adapt=20, n_test=40, seed=0)["train"]
+    train_teacher(config, train, tmp_path / "out.safetensors", torch.device("cpu"))
+    model, meta = load_model(tmp_path / "out.safetensors")
+    assert meta.training["weights"] == str(tmp_path / "teacher.safetensors")
+    for key, tensor in pretrained.items():
+        assert torch.equal(model.state_dict()[key], tensor), key

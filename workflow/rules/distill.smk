@@ -18,6 +18,7 @@ D = P.distill
 
 rule train_teacher:
     input:
+        weights=list(P.external_weights("teacher").values()),
         train=P.data["train"],
     output:
         weights=P.model("teacher"),

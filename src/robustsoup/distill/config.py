@@ -35,10 +35,12 @@ def check_distill_config(config: Mapping) -> None:
             "config key 'distill.selection.rule': oracle needs the test labels; it is an "
             "ablation (distill.selection.ablate), not a rule to deploy"
         )
-    if d["student"]["training"]["epochs"] == 0 and not d["student"]["weights"]:
-        raise ConfigError(
-            "config key 'distill.student.training.epochs': 0 epochs needs pretrained weights in distill.student.weights"
-        )
+    for model in ("teacher", "student"):
+        if d[model]["training"]["epochs"] == 0 and not d[model]["weights"]:
+            raise ConfigError(
+                f"config key 'distill.{model}.training.epochs': 0 epochs needs pretrained weights in "
+                f"distill.{model}.weights"
+            )
     if d["multihead"]["dropout"] == 0 and selection["mc_samples"] > 1:
         log.warning(
             "distill.multihead.dropout is 0: every MC-dropout sample is the same (the uncertainty is "

@@ -72,22 +72,41 @@ def _identity(spec: Mapping, config: Mapping) -> dict:
     }
 
 
+def _pretrained(config: Mapping, spec: Mapping, meta):
+    """The model of ``spec`` (teacher or student): from ``spec['weights']`` when set, else freshly initialised."""
+    return build_pretrained(
+        meta.architecture,
+        meta.num_classes,
+        meta.mean,
+        meta.std,
+        weights=spec["weights"],
+        dataset=config["dataset"] if meta.architecture.startswith("robustbench:") else None,
+        **meta.model_kwargs,
+    )
+
+
 def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
-    """The small robust teacher: trained from scratch on ``distill.augmentation`` (clean_fraction kept clean)."""
+    """The small robust teacher: trained on ``distill.augmentation`` (clean_fraction kept clean) from scratch, or
+    from the pretrained robust weights of ``distill.teacher.weights`` (0 epochs keeps them as they are)."""
     check_distill_config(config)
     seed_everything(config["seed"])
     d = config["distill"]
     spec = d["teacher"]
     policy = make_augmentation(d["augmentation"], config["seed"])
-    record = {**spec["training"], "shift": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
+    record = {
+        **spec["training"],
+        "shift": d["augmentation"],
+        "policy": policy.name,
+        "weights": spec["weights"],
+        "seed": config["seed"],
+    }
     meta = new_meta(_identity(spec, config), TEACHER, training=record)
-    model = meta.build()
     return train_and_checkpoint(
-        model,
+        _pretrained(config, spec, meta),
         meta,
         load_split(train_path),
         policy,
-        settings_from(spec["training"], config["seed"], decay_all=False),
+        settings_from(spec["training"], config["seed"], decay_all=bool(spec["weights"])),
         out_path,
         device,
         d["resume"],
@@ -102,17 +121,8 @@ def train_student(config: Mapping, train_path, out_path, device) -> Path:
     spec = d["student"]
     record = {**spec["training"], "policy": "clean", "weights": spec["weights"], "seed": config["seed"]}
     meta = new_meta(_identity(spec, config), STUDENT, training=record)
-    model = build_pretrained(
-        meta.architecture,
-        meta.num_classes,
-        meta.mean,
-        meta.std,
-        weights=spec["weights"],
-        dataset=config["dataset"] if meta.architecture.startswith("robustbench:") else None,
-        **meta.model_kwargs,
-    )
     return train_and_checkpoint(
-        model,
+        _pretrained(config, spec, meta),
         meta,
         load_split(train_path),
         CleanInputs(),
