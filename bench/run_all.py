@@ -25,7 +25,7 @@ from pathlib import Path
 from measurements import Measurement, read_summary
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("train_throughput", "soups", "corruptions", "data_loader")
+BENCHMARKS = ("train_throughput", "soups", "corruptions", "data_loader", "filelist_corruptions")
 
 
 def run_benchmark(name: str, out: Path, extra: list[str]) -> tuple[list[Measurement], str]:
