@@ -1,4 +1,5 @@
-"""Robust distillation under data parallelism: 2 gloo ranks distil the weights of one process."""
+"""Robust distillation under data parallelism: 2 gloo ranks distil the weights of one process, resume after a
+kill, and the rule's package function (distill_student) with gpus: 2 launches them itself."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from robustsoup.checkpoint import load_checkpoint, save_checkpoint
+from robustsoup.config import resolve_config
 from robustsoup.distill.method import (
     AugmentInputs,
     DistillSettings,
@@ -15,6 +18,7 @@ from robustsoup.distill.method import (
     multihead_state_from_student,
     predict_logits,
 )
+from robustsoup.distill.stages import distill_student
 from robustsoup.models import build_model
 from robustsoup.train import distributed
 
@@ -104,3 +108,107 @@ def test_each_rank_shifts_its_shard_with_a_stream_of_its_own():
     torch.testing.assert_close(outputs[0], expected, rtol=0, atol=0)  # rank 0 draws the one-process stream
     assert torch.equal(ranks[0].last_shifted, alone.last_shifted)
     assert not torch.equal(outputs[1], outputs[0])
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+def _kill_after(epoch: int):
+    def on_epoch_end(done: int) -> None:
+        if done == epoch:
+            raise _Killed(f"killed after epoch {epoch}")
+
+    return on_epoch_end
+
+
+def _distil_augmented(out: str, kill_after: int | None) -> None:
+    """A rank of a 3-epoch distillation on AugMix and corruptions (per-rank streams) with dropout, resumable
+    from ``out``/state.pt; rank 0 saves the weights to ``out``/weights.pt."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    student = tiny_meta(width=4).build().eval()
+    model = build_model(
+        "multihead", 10, [0.3] * 3, [0.3] * 3, base="preact_resnet_small", width=4, dropout=0.25, trainable_blocks=1
+    )
+    model.load_state_dict(multihead_state_from_student(student.state_dict(), model.net))
+    from robustsoup.data import ImageSplit
+
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (N, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    data = ImageSplit(images, torch.arange(N) % 10, "digits", "train")
+    policy = AugmentInputs("augmix+corruptions", ["gaussian_blur", "saturate"], [2, 4], clean_fraction=0.5, seed=2)
+    settings = DistillSettings(epochs=3, lr=0.05, batch_size=BATCH)
+    distill_multihead(
+        model,
+        tiny_meta(width=4).build().eval(),
+        predict_logits(student, data, "cpu"),
+        data,
+        policy,
+        settings,
+        torch.device("cpu"),
+        fingerprint="resume test",
+        resume_path=Path(out) / "state.pt",
+        on_epoch_end=None if kill_after is None else _kill_after(kill_after),
+    )
+    if distributed.current().is_main:
+        torch.save(model.state_dict(), Path(out) / "weights.pt")
+
+
+def test_two_ranks_killed_after_an_epoch_resume_to_the_uninterrupted_weights(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight.mkdir(), killed.mkdir()
+    distributed.spawn(_distil_augmented, 2, str(straight), None)
+    with pytest.raises(Exception, match="_Killed: killed after epoch 1"):
+        distributed.spawn(_distil_augmented, 2, str(killed), 1)
+    state = torch.load(killed / "state.pt", weights_only=False)
+    assert state["epoch"] == 1 and len(state["ranks"]) == 2 and not (killed / "weights.pt").exists()
+    distributed.spawn(_distil_augmented, 2, str(killed), None)  # the rerun resumes every rank's streams
+    resumed, expected = torch.load(killed / "weights.pt"), torch.load(straight / "weights.pt")
+    for key, tensor in expected.items():
+        assert torch.equal(resumed[key], tensor), key
+
+
+def _stage_config(gpus: int, batchnorm: str, sync_batchnorm: bool) -> dict:
+    """A distillation whose shift is decided per image (contrast at one severity, every image shifted) with
+    no dropout: nothing but BatchNorm's statistics (frozen, or synchronised) could depend on the sharding."""
+    shift = {"kind": "corruptions", "corruptions": ["contrast"], "severities": [3], "clean_fraction": 0.0}
+    distillation = {"epochs": 2, "lr": 0.05, "batch_size": BATCH, "batchnorm": batchnorm, "precision": "float32"}
+    distillation.update(gpus=gpus, sync_batchnorm=sync_batchnorm)
+    models = {"teacher": {"width": 4}, "student": {"width": 4}, "multihead": {"dropout": 0.0, "trainable_blocks": 1}}
+    return resolve_config({"distill": {**models, "augmentation": shift, "distillation": distillation}})
+
+
+@pytest.mark.parametrize(("batchnorm", "sync_batchnorm", "atol"), [("frozen", False, 1e-6), ("train", True, 1e-5)])
+def test_distill_student_with_gpus_2_launches_two_ranks_that_write_the_one_process_checkpoint(
+    tmp_path, batchnorm, sync_batchnorm, atol
+):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    paths = {}
+    for name in ("teacher", "student"):
+        meta = tiny_meta(name)
+        paths[name] = save_checkpoint(tmp_path / f"{name}.safetensors", meta.build().state_dict(), meta)
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (N, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    train = tmp_path / "train.safetensors"
+    save_file({"images": images, "labels": torch.arange(N) % 10}, str(train), {"dataset": "digits", "split": "train"})
+    torch.set_num_threads(1)
+    written = {}
+    for gpus in (1, 2):
+        out = tmp_path / f"gpus{gpus}.safetensors"
+        args = (paths["teacher"], paths["student"], train, out, torch.device("cpu"))
+        assert distill_student(_stage_config(gpus, batchnorm, sync_batchnorm), *args) == out
+        written[gpus] = load_checkpoint(out)
+        assert not out.with_suffix(".resume.pt").exists()
+    (one, one_meta), (two, two_meta) = written[1], written[2]
+    assert two.keys() == one.keys()
+    for key, tensor in one.items():
+        torch.testing.assert_close(two[key], tensor, atol=atol, rtol=0, msg=key)
+    record = {"world_size": 2, "backend": "gloo", "sync_batchnorm": sync_batchnorm}
+    assert two_meta.training["distributed"] == record and two_meta.training["gpus"] == 2
+    assert "distributed" not in one_meta.training
+    history_one, history_two = one_meta.metrics["train_history"], two_meta.metrics["train_history"]
+    assert [r["loss"] for r in history_two] == pytest.approx([r["loss"] for r in history_one], abs=atol)
+    assert [r["train_accuracy"] for r in history_two] == [r["train_accuracy"] for r in history_one]

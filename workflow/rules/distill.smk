@@ -83,7 +83,7 @@ rule distill_student:
         ENV
     threads: job_threads()
     resources:
-        gpu=1,
+        gpu=P.gpus("distill", "distillation"),
     params:
         rerun=P.rerun("distill_student"),
     message:

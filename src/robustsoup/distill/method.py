@@ -61,7 +61,7 @@ from ..data.loading import BatchSource
 from ..device import PRECISIONS, Arithmetic, resolve_precision
 from ..models import Normalized
 from ..models.multihead import HEADS, MultiHeadNet
-from ..train.distributed import current
+from ..train.distributed import Distributed, current
 from ..train.loop import BatchStep, CorruptionInputs, run_epochs
 
 log = logging.getLogger(__name__)
@@ -406,6 +406,7 @@ def distill_multihead(
     fingerprint: str = "",
     resume_path: str | Path | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    distributed: Distributed | None = None,
 ) -> list[dict]:
     """Distil into ``model`` (a multi-head student) in place; one history row per epoch.
 
@@ -415,7 +416,10 @@ def distill_multihead(
     :func:`freeze_for_distillation` leaves trainable change; the teacher and
     the frozen layers stay in eval mode (:func:`set_distillation_mode`). The
     epoch loop, resumable per epoch (``resume_path``, ``fingerprint``), is
-    :func:`robustsoup.train.loop.run_epochs` with a :class:`DistillStep`.
+    :func:`robustsoup.train.loop.run_epochs` with a :class:`DistillStep`;
+    ``distributed`` (default: the initialised process group, if any) makes it one
+    rank of a data-parallel run (its ``sync_batchnorm`` synchronises the tuned
+    blocks' BatchNorm).
     """
     if len(reference_logits) != len(data):
         raise ValueError(f"reference logits for {len(reference_logits)} images, the training split has {len(data)}")
@@ -426,7 +430,15 @@ def distill_multihead(
     step = DistillStep(
         model, policy, arithmetic, device, teacher=teacher, reference_logits=reference_logits, settings=settings
     )
-    return run_epochs(step, data, settings, resume_path=resume_path, fingerprint=fingerprint, on_epoch_end=on_epoch_end)
+    return run_epochs(
+        step,
+        data,
+        settings,
+        resume_path=resume_path,
+        fingerprint=fingerprint,
+        on_epoch_end=on_epoch_end,
+        distributed=distributed,
+    )
 
 
 # ----------------------------------------------------------------------------- head selection

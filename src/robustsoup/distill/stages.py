@@ -34,8 +34,9 @@ from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
 from ..io import write_text_atomic
 from ..models import build_pretrained
 from ..models.multihead import MultiHeadNet
+from ..train import distributed as dist_
 from ..train.loop import CleanInputs
-from ..train.run import count_parameters, new_meta, settings_from, train_and_checkpoint
+from ..train.run import count_parameters, launch_ranks, new_meta, settings_from, train_and_checkpoint
 from .config import (
     DISTILL_MODELS,
     FINETUNED,
@@ -162,10 +163,26 @@ def finetune_student(config: Mapping, student_path, train_path, out_path, device
 
 def distill_student(config: Mapping, teacher_path, student_path, train_path, out_path, device) -> Path:
     """The multi-head student: the original student's base and classifier (copied to every head),
-    its last block(s) and heads distilled (:func:`robustsoup.distill.distill_multihead`)."""
+    its last block(s) and heads distilled (:func:`robustsoup.distill.distill_multihead`).
+
+    With ``distill.distillation.gpus`` > 1, called as one plain process (the job asked for ``gpu=N``),
+    this runs itself as N local ranks (:func:`robustsoup.train.run.launch_ranks`, as every training does)
+    and returns once they have written the checkpoint; in a rank (launched so, by torchrun or as a SLURM
+    step) ``device`` becomes the rank's GPU, the sidecar records ``training.distributed``, only rank 0
+    writes and every rank returns once the checkpoint exists.
+    """
     check_distill_config(config)
-    seed_everything(config["seed"])
     d = config["distill"]
+    spec = d["distillation"]
+    if dist_.launch_needed(spec["gpus"]):
+        args = (config, teacher_path, student_path, train_path, out_path, device)
+        launch_ranks(distill_student, spec["gpus"], *args, device=device)
+        return Path(out_path)
+    distributed = dist_.from_environment(spec["gpus"], device, spec["sync_batchnorm"])
+    if distributed is not None:
+        device = distributed.device(device)
+    main = distributed is None or distributed.is_main
+    seed_everything(config["seed"])
     teacher, teacher_meta = load_model(teacher_path, expect=_identity(d["teacher"], config), device=device)
     student, student_meta = _load_student(config, student_path, device)
     record = {
@@ -176,6 +193,8 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
         "shift": d["augmentation"],
         "seed": config["seed"],
     }
+    if distributed is not None:
+        record["distributed"] = distributed.record()
     meta = new_meta(_identity(d["student"], config), MULTIHEAD, training=record, parent=STUDENT)
     meta.architecture = "multihead"
     meta.model_kwargs = {"base": student_meta.architecture, **student_meta.model_kwargs, **d["multihead"]}
@@ -191,7 +210,6 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
     reference = predict_logits(student, data, device)  # the clean head's targets, once
     del student
     policy = make_augmentation(d["augmentation"], config["seed"])
-    spec = d["distillation"]
     settings = DistillSettings(
         epochs=spec["epochs"],
         lr=spec["lr"],
@@ -209,16 +227,17 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
     )
     record.update(precision_requested=spec["precision"], precision=settings.precision)
     trainable = freeze_for_distillation(model)
-    log.info(
-        "distilling %s into %s: %d of %d parameters trainable (%s), %s, %d epochs",
-        teacher_meta.name,
-        MULTIHEAD,
-        count_parameters(model, trainable_only=True),
-        count_parameters(model),
-        ", ".join(sorted({n.rsplit(".", 1)[0] for n in trainable})),
-        policy.name,
-        settings.epochs,
-    )
+    if main:
+        log.info(
+            "distilling %s into %s: %d of %d parameters trainable (%s), %s, %d epochs",
+            teacher_meta.name,
+            MULTIHEAD,
+            count_parameters(model, trainable_only=True),
+            count_parameters(model),
+            ", ".join(sorted({n.rsplit(".", 1)[0] for n in trainable})),
+            policy.name,
+            settings.epochs,
+        )
     resume_path = Path(out_path).with_suffix(".resume.pt") if d["resume"] else None
     history = distill_multihead(
         model,
@@ -234,6 +253,7 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
             sort_keys=True,
             default=str,
         ),
+        distributed=distributed,
     )
     seconds = time.perf_counter() - start
     meta.metrics = {
@@ -244,10 +264,13 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
         "trainable_parameters": count_parameters(model, trainable_only=True),
         "trainable": sorted({n.rsplit(".", 1)[0] for n in trainable}),
     }
-    save_checkpoint(out_path, model.state_dict(), meta)
-    if resume_path is not None and resume_path.exists():
-        resume_path.unlink()
-    log.info("wrote %s (%.1fs of distillation)", out_path, seconds)
+    if main:
+        save_checkpoint(out_path, model.state_dict(), meta)
+        if resume_path is not None and resume_path.exists():
+            resume_path.unlink()
+        log.info("wrote %s (%.1fs of distillation)", out_path, seconds)
+    if distributed is not None:
+        distributed.barrier()  # no rank goes on before the checkpoint exists
     return Path(out_path)
 
 

@@ -3,7 +3,9 @@
 :func:`train_and_checkpoint` resolves the arithmetic for the device, trains
 with resume (a killed job continues after its last epoch), records what it
 cost and writes the checkpoint atomically; lp, rws and distill call it with
-their own model, sidecar, data and input policy. :func:`model_identity`,
+their own model, sidecar, data and input policy. :func:`launch_ranks` runs a
+training of ``gpus: N`` as N local ranks (this runner's and the multi-head
+distillation's, which trains outside it). :func:`model_identity`,
 :func:`new_meta` and :func:`initial_model` say which model a config trains.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -132,15 +134,32 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _train_in_rank(job: tuple[dict, bool], *args) -> Path:
-    """:func:`train_and_checkpoint` in a rank that :func:`~robustsoup.train.distributed.run_as_ranks`
-    spawned: a new process, so it first takes the launching job's data loading options and CUDA settings
-    (``job``: the options' fields and whether TF32 is on)."""
-    loading, tf32 = job
-    loading_options.configure(loading)
-    if torch.cuda.is_available():
-        configure_cuda(tf32)
-    return train_and_checkpoint(*args)
+class _InRank:
+    """``fn`` as a rank that :func:`~robustsoup.train.distributed.run_as_ranks` spawned runs it: a new
+    process, so it first takes the launching job's data loading options (``loading``, the options' fields)
+    and CUDA settings (``tf32``). Named after ``fn`` (the launch's log line names what runs)."""
+
+    def __init__(self, fn: Callable, loading: dict, tf32: bool) -> None:
+        self.fn, self.loading, self.tf32 = fn, loading, tf32
+        self.__name__ = fn.__name__
+
+    def __call__(self, *args) -> None:
+        loading_options.configure(self.loading)
+        if torch.cuda.is_available():
+            configure_cuda(self.tf32)
+        self.fn(*args)
+
+
+def launch_ranks(fn: Callable, gpus: int, *args, device: torch.device) -> None:
+    """Run ``fn(*args)`` as ``gpus`` local ranks of this job and wait: the one launch of every training
+    that finds itself one plain process with ``gpus`` > 1 (:func:`~robustsoup.train.distributed.launch_needed`).
+
+    :func:`~robustsoup.train.distributed.run_as_ranks` with this job's data loading options and TF32
+    setting carried into every rank; ``fn`` then forms its group with
+    :func:`~robustsoup.train.distributed.from_environment` and only rank 0 writes.
+    """
+    job = _InRank(fn, vars(loading_options.current()), torch.backends.cuda.matmul.allow_tf32)
+    dist_.run_as_ranks(job, gpus, *args, device=device)
 
 
 def train_and_checkpoint(
@@ -175,7 +194,7 @@ def train_and_checkpoint(
 
     With ``settings.gpus`` > 1 called in one plain process (a job that asked
     for ``gpu=N``), this launches itself as ``gpus`` local ranks with the same
-    arguments (:func:`robustsoup.train.distributed.run_as_ranks`; ``model`` is
+    arguments (:func:`launch_ranks`; ``model`` is
     moved to the CPU first), waits for them and loads the checkpoint they wrote
     into ``model`` and ``meta``. In a rank (launched so, by torchrun or as a
     SLURM step of ``gpus`` tasks: :func:`~robustsoup.train.distributed.from_environment`;
@@ -186,8 +205,7 @@ def train_and_checkpoint(
     if dist_.launch_needed(settings.gpus):
         model.cpu()
         args = (model, meta, data, policy, settings, out_path, device, resume, init_sha, best)
-        job = (vars(loading_options.current()), torch.backends.cuda.matmul.allow_tf32)
-        dist_.run_as_ranks(_train_in_rank, settings.gpus, job, *args, device=device)
+        launch_ranks(train_and_checkpoint, settings.gpus, *args, device=device)
         state, written = load_checkpoint(out_path)
         model.load_state_dict(state)
         vars(meta).update(vars(written))
