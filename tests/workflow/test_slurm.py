@@ -563,7 +563,8 @@ def test_gpu_jobs_got_the_gpus_they_asked_for(slurm_run):
                 entry["rule"],
             )
         )
-    assert {rule for _, _, _, _, rule in intervals} == gpu_rules & set(run.planned)
+    # GPU rules: the profile's, and the training rules (gpu = their section's gpus, 1 here).
+    assert {rule for _, _, _, _, rule in intervals} == (gpu_rules | _training_rules_of_workflow()) & set(run.planned)
     # Jobs that ran at the same time never shared a device, and jobs did run at the same time.
     overlapping = 0
     for i, (start_a, end_a, devices_a, id_a, _) in enumerate(intervals):
