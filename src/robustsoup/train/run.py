@@ -123,6 +123,7 @@ def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSetting
         exempt_lr=training["exempt_lr"],
         augmentation=training["augmentation"],
         gpus=training.get("gpus", 1),
+        nodes=training.get("nodes", 1),
         sync_batchnorm=training.get("sync_batchnorm", False),
         compile=training.get("compile", False),
     )
@@ -174,9 +175,10 @@ def train_and_checkpoint(
     sidecar's metrics get ``selected_epoch`` and ``selection_score``.
 
     With ``settings.gpus`` > 1 called in one plain process (a job that asked
-    for ``gpu=N``), this launches itself as ``gpus`` local ranks with the same
-    arguments (:func:`robustsoup.train.distributed.run_as_ranks`; ``model`` is
-    moved to the CPU first), waits for them and loads the checkpoint they wrote
+    for ``gpu=N``), this launches itself as ``gpus`` ranks with the same
+    arguments (:func:`robustsoup.train.distributed.run_as_ranks`: local processes,
+    or inside a SLURM job a step of ``gpus`` tasks on ``settings.nodes`` nodes; ``model``
+    is moved to the CPU first), waits for them and loads the checkpoint they wrote
     into ``model`` and ``meta``. In a rank (launched so, by torchrun or as a
     SLURM step of ``gpus`` tasks: :func:`~robustsoup.train.distributed.from_environment`;
     ``device`` becomes the rank's GPU) the sidecar records
@@ -187,7 +189,15 @@ def train_and_checkpoint(
         model.cpu()
         args = (model, meta, data, policy, settings, out_path, device, resume, init_sha, best)
         job = (vars(loading_options.current()), torch.backends.cuda.matmul.allow_tf32)
-        dist_.run_as_ranks(_train_in_rank, settings.gpus, job, *args, device=device)
+        dist_.run_as_ranks(
+            _train_in_rank,
+            settings.gpus,
+            job,
+            *args,
+            device=device,
+            nodes=settings.nodes,
+            call_path=str(Path(out_path).with_suffix(".ranks.pkl")),
+        )
         state, written = load_checkpoint(out_path)
         model.load_state_dict(state)
         vars(meta).update(vars(written))
