@@ -192,6 +192,10 @@ def test_under_slurm_the_ranks_are_a_step_of_gpus_tasks_over_nodes(monkeypatch):
     assert not distributed.in_slurm_job() and distributed.in_slurm_job({"SLURM_JOB_ID": "9"})
     with pytest.raises(RuntimeError, match=r"nodes: 2, but this process runs outside a SLURM job.*profiles/slurm"):
         distributed.run_as_ranks(print, 4, device=torch.device("cpu"), nodes=2)
+    monkeypatch.setenv("SLURM_JOB_ID", "9")
+    monkeypatch.setenv("PATH", str(Path(__file__).parent))  # no srun here
+    with pytest.raises(RuntimeError, match=r"SLURM_JOB_ID=9\) has no srun on PATH"):
+        distributed.run_as_ranks(print, 4, device=torch.device("cpu"), nodes=2, call_path="unused")
     with pytest.raises(ValueError, match="nodes must be an integer from 1 to gpus"):
         TrainSettings(epochs=1, lr=0.1, gpus=2, nodes=3)
 

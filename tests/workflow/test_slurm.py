@@ -11,8 +11,9 @@ Every job is a SLURM job that starts Snakemake twice (sbatch, then srun) before 
 ~25 s each on the 2-core development machine. So by default the test runs the core of the
 micro DAG (9 jobs: data, parent, fine-tunes, clean accuracy; a few minutes), and with
 ``ROBUSTSOUP_SLURM_DAG=full`` (.ci/run sets it) the micro config's whole DAG (~70 jobs,
-~15 minutes there while other work shares the cores). The profile checks at the top need no
-SLURM and take seconds.
+~15 minutes there while other work shares the cores). A training of gpus: 2 runs its ranks as
+a SLURM step of 2 tasks (two short runs of the parent alone). The profile checks at the top need
+no SLURM and take seconds.
 """
 
 from __future__ import annotations

@@ -37,10 +37,13 @@ asked for ``gpu=N``) re-launches itself as N local processes
 (:func:`run_as_ranks`, ``torch.multiprocessing`` spawn of the same function
 with the same arguments: no second command line to rebuild from Snakemake's
 job object, no launcher on PATH, a rank's exception re-raised in the job);
-under torchrun the group comes from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``;
-under SLURM, a step of N tasks (``srun --ntasks=N``, across nodes) forms it
-from ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID`` with rank 0's node of
-``SLURM_NODELIST`` as the master (:func:`slurm_group`).
+inside a SLURM job it launches them as a SLURM step of N tasks over the
+section's ``nodes`` instead (:func:`srun_command`: ``srun --ntasks=N --nodes=M``
+of :mod:`robustsoup.train.rank_step` on the call pickled next to the output),
+so that they may span machines and SLURM accounts for and kills them.
+Under torchrun the group comes from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``;
+in a SLURM step of N tasks from ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``
+with rank 0's node of the step's node list as the master (:func:`slurm_group`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -445,6 +449,11 @@ def run_as_ranks(
         return
     if call_path is None:
         raise ValueError("run_as_ranks in a SLURM job needs call_path, a file on the file system the nodes share")
+    if shutil.which("srun") is None:
+        raise RuntimeError(
+            f"this SLURM job (SLURM_JOB_ID={os.environ['SLURM_JOB_ID']}) has no srun on PATH to start the "
+            f"training's {gpus} ranks as a step; put SLURM's client programs on PATH in the job's environment"
+        )
     with open(call_path, "wb") as f:
         pickle.dump(call, f)
     command = srun_command(gpus, nodes, call_path)
