@@ -13,6 +13,7 @@ Torch-free: every job, SLURM jobs included, parses the Snakefile.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -337,6 +338,31 @@ class RunPaths:
             spec = spec[key]
         return int(spec["gpus"])
 
+    def nodes(self, *section: str) -> int:
+        """The ``nodes`` of the training section at key path ``section``: the ``nodes`` resource of the rule
+        that trains it (under SLURM, sbatch --nodes; its ``gpus`` ranks are a step over them)."""
+        spec: Any = self.config
+        for key in section:
+            spec = spec[key]
+        return int(spec.get("nodes", 1))
+
+    def check_nodes(self, jobs_run_here: bool) -> None:
+        """Every training section's ``nodes`` is at most its ``gpus``, and above 1 only where jobs run under
+        SLURM (checked at parse time: a local run cannot spread a training over machines)."""
+        for path, section in _training_sections(self.config):
+            nodes, gpus = section.get("nodes", 1), section["gpus"]
+            if nodes > gpus:
+                raise ConfigError(
+                    f"config key '{path}.nodes': {nodes} nodes for gpus: {gpus} processes; every node runs at "
+                    f"least one, so set nodes to at most {gpus} (gpus is the total over the nodes)"
+                )
+            if nodes > 1 and jobs_run_here and not os.environ.get("SLURM_JOB_ID"):
+                raise ConfigError(
+                    f"config key '{path}.nodes': {nodes}, but the jobs run on this machine; a training spreads "
+                    "over several nodes only as a SLURM step: run with --profile profiles/slurm, or set "
+                    f"{path}.nodes: 1"
+                )
+
     # ------------------------------------------------------------------ rerun triggers
     def training_context(self) -> dict:
         """What changes any training of robust fine-tuning and the soups: the training split, the seed,
@@ -600,3 +626,15 @@ class DistillPaths:
 
 
 __all__ = ["STUDY_CHECKS", "ConfigError", "RunPaths", "alternatives", "resolve_run_config", "settings"]
+
+
+def _training_sections(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
+    """(key path, section) of every training section of ``config`` (the mappings with a ``gpus`` key)."""
+    found = []
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            path = f"{prefix}{key}"
+            if "gpus" in value:
+                found.append((path, value))
+            found += _training_sections(value, f"{path}.")
+    return found

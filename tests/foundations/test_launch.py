@@ -3,8 +3,11 @@ SLURM steps form a group from SLURM's variables, and GPU leases come in sets of 
 
 import logging
 import os
+import pickle
+import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,3 +165,94 @@ def test_a_job_leases_as_many_gpus_as_its_training_runs_ranks(tmp_path, monkeypa
         gpu_lease(["0", "1", "2"], lease_dir=tmp_path, count=4),
     ):
         pass
+
+
+def test_under_slurm_the_ranks_are_a_step_of_gpus_tasks_over_nodes(monkeypatch):
+    command = distributed.srun_command(8, 2, "/shared/run/models/linf.ranks.pkl")
+    assert command[:6] == ["srun", "--ntasks=8", "--nodes=2", "--overlap", "--kill-on-bad-exit=1", "--export=ALL"]
+    assert command[6:] == [sys.executable, "-m", "robustsoup.train.rank_step", "/shared/run/models/linf.ranks.pkl"]
+    # The calling step's own variables (the executor's `srun -n1`) would be taken as srun's options: dropped.
+    step = {
+        "SLURM_JOB_ID": "9",
+        "SLURM_CONF": "/etc/s.conf",
+        "SLURM_NTASKS": "1",
+        "SLURM_NNODES": "1",
+        "SLURM_CPUS_PER_GPU": "8",
+        "SRUN_CPUS_PER_TASK": "8",
+        "PATH": "/bin",
+        "OMP_NUM_THREADS": "4",
+    }
+    assert distributed.srun_environment(step) == {
+        "SLURM_JOB_ID": "9",
+        "SLURM_CONF": "/etc/s.conf",
+        "PATH": "/bin",
+        "OMP_NUM_THREADS": "4",
+    }
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert not distributed.in_slurm_job() and distributed.in_slurm_job({"SLURM_JOB_ID": "9"})
+    with pytest.raises(RuntimeError, match=r"nodes: 2, but this process runs outside a SLURM job.*profiles/slurm"):
+        distributed.run_as_ranks(print, 4, device=torch.device("cpu"), nodes=2)
+    monkeypatch.setenv("SLURM_JOB_ID", "9")
+    monkeypatch.setenv("PATH", str(Path(__file__).parent))  # no srun here
+    with pytest.raises(RuntimeError, match=r"SLURM_JOB_ID=9\) has no srun on PATH"):
+        distributed.run_as_ranks(print, 4, device=torch.device("cpu"), nodes=2, call_path="unused")
+    with pytest.raises(ValueError, match="nodes must be an integer from 1 to gpus"):
+        TrainSettings(epochs=1, lr=0.1, gpus=2, nodes=3)
+
+
+def _one_task_env(tmp_path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "WORLD_SIZE", "RANK", "LOCAL_RANK"))}
+    src = str(Path(distributed.__file__).parents[2])  # this checkout's package first
+    env.update(
+        SLURM_JOB_ID="4242",
+        SLURM_PROCID="0",
+        SLURM_NTASKS="1",
+        SLURM_LOCALID="0",
+        SLURM_NODELIST="localhost",
+        PYTHONPATH=os.pathsep.join([src, env.get("PYTHONPATH", "")]),
+    )
+    return env
+
+
+def test_the_rank_entry_point_runs_the_pickled_training_in_a_one_task_step(tmp_path):
+    """What every task of `srun --ntasks=N` runs, here as the one task of a step: it joins the group,
+    trains from the pickled call (RNG state, log file included) and rank 0 writes the checkpoint."""
+    from robustsoup.data import options as loading_options
+    from robustsoup.train.run import _InRank
+
+    torch.manual_seed(0)
+    meta = tiny_meta(name="stepped")
+    meta.training = {"epochs": 1, "test": "rank_step"}
+    out = tmp_path / "stepped.safetensors"
+    settings = TrainSettings(epochs=1, lr=0.05, batch_size=BATCH, seed=1)
+    args = (meta.build(), meta, _data(), CleanInputs(), settings, str(out), torch.device("cpu"))
+    log_path = tmp_path / "job.log"
+    log_path.touch()
+    call = distributed._RankCall(
+        _InRank(train_and_checkpoint, vars(loading_options.current()), False),
+        pickle.dumps(args),
+        torch.get_rng_state(),
+        1,
+        str(log_path),
+        logging.INFO,
+        "gloo",
+    )
+    call_path = tmp_path / "stepped.ranks.pkl"
+    call_path.write_bytes(pickle.dumps(call))
+    module = [sys.executable, "-m", "robustsoup.train.rank_step"]
+    done = subprocess.run([*module, str(call_path)], env=_one_task_env(tmp_path), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state, written = load_checkpoint(out)
+    assert written.name == "stepped" and "distributed" not in written.training
+    # The weights of the same training in this process, from the same RNG state: the call carried it.
+    here = pickle.loads(call.payload)
+    torch.set_rng_state(call.rng_state)
+    train_and_checkpoint(*here[:5], tmp_path / "here.safetensors", *here[6:])
+    _close(state, load_checkpoint(tmp_path / "here.safetensors")[0], atol=0)
+    assert "INFO rank 0 robustsoup.train.run: training stepped" in log_path.read_text()
+    # Outside a SLURM step it refuses with what to do; a wrong command line says its usage.
+    env = {k: v for k, v in _one_task_env(tmp_path).items() if k != "SLURM_PROCID"}
+    refused = subprocess.run([*module, str(call_path)], env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "runs as a task of a SLURM step" in refused.stderr
+    usage = subprocess.run(module, env=env, capture_output=True, text=True)
+    assert usage.returncode != 0 and "usage: python -m robustsoup.train.rank_step <call file>" in usage.stderr

@@ -145,3 +145,16 @@ def test_file_list_splits_run_every_study_and_can_read_an_on_disk_imagenet_c():
     with pytest.raises(ConfigError, match=r"'data.corrupted_from'.*decoded splits \['adapt'\]"):
         decoded_adapt = {**data, "cache_max_images": 1000, "shifts": {"imagenet-c": "in-c"}}
         run_paths(dataset="imagenet", data={**decoded_adapt, "corrupted_from": "imagenet-c"})
+
+
+def test_nodes_above_one_need_slurm_and_at_most_gpus(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    p = run_paths(pretrain={"gpus": 4, "nodes": 2})
+    assert p.nodes("pretrain") == 2 and p.gpus("pretrain") == 4 and p.nodes("finetune", "l2") == 1
+    with pytest.raises(ConfigError, match=r"'pretrain.nodes': 2.*--profile profiles/slurm.*pretrain.nodes: 1"):
+        p.check_nodes(jobs_run_here=True)
+    p.check_nodes(jobs_run_here=False)  # submitted to SLURM
+    monkeypatch.setenv("SLURM_JOB_ID", "12")  # the workflow started inside a SLURM job
+    p.check_nodes(jobs_run_here=True)
+    with pytest.raises(ConfigError, match=r"'rws.init.nodes': 3 nodes for gpus: 2.*at most 2"):
+        run_paths(rws={"init": {"gpus": 2, "nodes": 3}}).check_nodes(jobs_run_here=False)

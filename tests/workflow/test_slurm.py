@@ -11,8 +11,9 @@ Every job is a SLURM job that starts Snakemake twice (sbatch, then srun) before 
 ~25 s each on the 2-core development machine. So by default the test runs the core of the
 micro DAG (9 jobs: data, parent, fine-tunes, clean accuracy; a few minutes), and with
 ``ROBUSTSOUP_SLURM_DAG=full`` (.ci/run sets it) the micro config's whole DAG (~70 jobs,
-~15 minutes there while other work shares the cores). The profile checks at the top need no
-SLURM and take seconds.
+~15 minutes there while other work shares the cores). A training of gpus: 2 runs its ranks as
+a SLURM step of 2 tasks (two short runs of the parent alone). The profile checks at the top need
+no SLURM and take seconds.
 """
 
 from __future__ import annotations
@@ -578,3 +579,57 @@ def test_gpu_jobs_got_the_gpus_they_asked_for(slurm_run):
 
 def _time(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("launch", ["step", "allocation"])
+def test_a_training_of_gpus_2_runs_its_ranks_as_two_slurm_tasks(slurm_cluster, tmp_path, launch):
+    """The parent of the micro config with gpus: 2 (device cpu: gloo) through SLURM. ``step``: the profile
+    as it is; the executor's one-task step runs the training, which starts its 2 ranks as a step of its
+    own (srun --overlap). ``allocation``: the profile's recipe for nodes > 1 (mpi, tasks, tasks_per_gpu
+    under the rule): a job of 2 tasks whose batch step runs the training, which starts the same step."""
+    config = yaml.safe_load(MICRO.read_text())
+    config["pretrain"]["gpus"] = 2
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    profile = PROFILE
+    if launch == "allocation":
+        recipe = _profile()
+        recipe["set-resources"]["pretrain"].update(mpi="srun", tasks=2, tasks_per_gpu=1)
+        profile = tmp_path / "profile"
+        profile.mkdir()
+        (profile / "config.yaml").write_text(yaml.safe_dump(recipe))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    command = snakemake_command(
+        workdir,
+        configfile,
+        "--profile",
+        str(profile),
+        "--retries",
+        "0",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--max-status-checks-per-second",
+        "10",
+        "results/digits/models/linf.safetensors",
+    )
+    result = subprocess.run(
+        command, env=slurm_cluster.env(), cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    meta = yaml.safe_load((workdir / "results" / "digits" / "models" / "linf.json").read_text())
+    assert meta["training"]["distributed"] == {"world_size": 2, "backend": "gloo", "sync_batchnorm": False}
+    log = (workdir / "logs" / "pretrain" / "digits" / "linf.log").read_text()
+    assert "as a SLURM step: srun --ntasks=2 --nodes=1 --overlap --kill-on-bad-exit=1" in log
+    for rank in (0, 1):  # both tasks trained and logged to the job's log
+        assert f"INFO rank {rank} robustsoup.train.run: training linf" in log, log[-3000:]
+    assert "INFO rank 0 robustsoup.train.run: wrote" in log and "INFO rank 1 robustsoup.train.run: wrote" not in log
+    assert not list(workdir.rglob("*.ranks.pkl"))  # the pickled call is deleted
+    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", output))
+    job_id = LOG_LINE.search(log).group(2)
+    assert job_id in submitted.values()
+    job = slurm_cluster.client("scontrol", "show", "job", job_id).stdout
+    assert "JobState=COMPLETED" in job, job
+    assert f"NumTasks={2 if launch == 'allocation' else 1}" in job, job

@@ -15,6 +15,7 @@ try:  # the schema, every cross-key check, and (in the main process) the data an
         check_run_data(config)
         P.check_external_files()
         P.check_device(jobs_run_here=workflow.local_exec)
+        P.check_nodes(jobs_run_here=workflow.local_exec)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 DATASET, RESULTS, ENV = P.dataset, P.results, "../envs/robustsoup.yaml"

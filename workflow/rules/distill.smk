@@ -32,6 +32,7 @@ rule train_teacher:
     threads: job_threads()
     resources:
         gpu=P.gpus("distill", "teacher", "training"),
+        nodes=P.nodes("distill", "teacher", "training"),
     params:
         rerun=P.rerun("train_teacher"),
     message:
@@ -57,6 +58,7 @@ rule train_student:
     threads: job_threads()
     resources:
         gpu=P.gpus("distill", "student", "training"),
+        nodes=P.nodes("distill", "student", "training"),
     params:
         rerun=P.rerun("train_student"),
     message:
@@ -84,6 +86,7 @@ rule distill_student:
     threads: job_threads()
     resources:
         gpu=P.gpus("distill", "distillation"),
+        nodes=P.nodes("distill", "distillation"),
     params:
         rerun=P.rerun("distill_student"),
     message:
@@ -110,6 +113,7 @@ rule finetune_student:
     threads: job_threads()
     resources:
         gpu=P.gpus("distill", "finetune"),
+        nodes=P.nodes("distill", "finetune"),
     params:
         rerun=P.rerun("finetune_student"),
     message:

@@ -25,6 +25,7 @@ rule pretrain:
     threads: job_threads()
     resources:
         gpu=P.gpus("pretrain"),
+        nodes=P.nodes("pretrain"),
     params:
         rerun=P.rerun("pretrain"),
     message:
@@ -51,6 +52,7 @@ rule pretrain_reference:
     threads: job_threads()
     resources:
         gpu=P.gpus("pretrain"),
+        nodes=P.nodes("pretrain"),
     params:
         rerun=lambda w: P.rerun("pretrain_reference", w.reference),
     message:
@@ -77,6 +79,7 @@ rule finetune:
     threads: job_threads()
     resources:
         gpu=lambda w: P.gpus("finetune", w.target),
+        nodes=lambda w: P.nodes("finetune", w.target),
     params:
         rerun=lambda w: P.rerun("finetune", w.target),
     message:

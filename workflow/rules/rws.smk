@@ -32,6 +32,7 @@ rule train_rws_init:
     threads: job_threads()
     resources:
         gpu=P.gpus("rws", "init"),
+        nodes=P.nodes("rws", "init"),
     params:
         rerun=P.rerun("train_rws_init"),
     message:
@@ -59,6 +60,7 @@ rule train_rws_model:
     threads: job_threads()
     resources:
         gpu=P.gpus("rws", "finetune"),
+        nodes=P.nodes("rws", "finetune"),
     params:
         rerun=lambda w: P.rerun("train_rws_model", w.rws_model),
     message:
@@ -87,6 +89,7 @@ rule train_expert:
     threads: job_threads()
     resources:
         gpu=P.gpus("rws", "finetune"),
+        nodes=P.nodes("rws", "finetune"),
     params:
         rerun=P.rerun("train_expert"),
     message:

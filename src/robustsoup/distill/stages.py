@@ -176,7 +176,14 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
     spec = d["distillation"]
     if dist_.launch_needed(spec["gpus"]):
         args = (config, teacher_path, student_path, train_path, out_path, device)
-        launch_ranks(distill_student, spec["gpus"], *args, device=device)
+        launch_ranks(
+            distill_student,
+            spec["gpus"],
+            *args,
+            device=device,
+            nodes=spec["nodes"],
+            call_path=str(Path(out_path).with_suffix(".ranks.pkl")),
+        )
         return Path(out_path)
     distributed = dist_.from_environment(spec["gpus"], device, spec["sync_batchnorm"])
     if distributed is not None:

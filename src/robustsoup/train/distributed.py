@@ -37,10 +37,13 @@ asked for ``gpu=N``) re-launches itself as N local processes
 (:func:`run_as_ranks`, ``torch.multiprocessing`` spawn of the same function
 with the same arguments: no second command line to rebuild from Snakemake's
 job object, no launcher on PATH, a rank's exception re-raised in the job);
-under torchrun the group comes from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``;
-under SLURM, a step of N tasks (``srun --ntasks=N``, across nodes) forms it
-from ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID`` with rank 0's node of
-``SLURM_NODELIST`` as the master (:func:`slurm_group`).
+inside a SLURM job it launches them as a SLURM step of N tasks over the
+section's ``nodes`` instead (:func:`srun_command`: ``srun --ntasks=N --nodes=M``
+of :mod:`robustsoup.train.rank_step` on the call pickled next to the output),
+so that they may span machines and SLURM accounts for and kills them.
+Under torchrun the group comes from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``;
+in a SLURM step of N tasks from ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``
+with rank 0's node of the step's node list as the master (:func:`slurm_group`).
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -225,7 +230,7 @@ def slurm_group(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
         "RANK": env["SLURM_PROCID"],
         "WORLD_SIZE": env["SLURM_NTASKS"],
         "LOCAL_RANK": env["SLURM_LOCALID"],
-        "MASTER_ADDR": _first_host(env["SLURM_NODELIST"]),
+        "MASTER_ADDR": _first_host(env.get("SLURM_STEP_NODELIST", env["SLURM_NODELIST"])),
         "MASTER_PORT": env.get("MASTER_PORT", str(20000 + int(env["SLURM_JOB_ID"]) % 20000)),
     }
 
@@ -323,6 +328,7 @@ class _RankCall:
     threads: int
     log_path: str | None
     log_level: int
+    backend: str = "gloo"
 
     def __call__(self) -> None:
         rank = int(os.environ["RANK"])
@@ -352,30 +358,116 @@ def _job_log() -> str | None:
     return name if isinstance(name, str) and os.path.isfile(name) else None
 
 
-def run_as_ranks(fn: Callable, gpus: int, *args, device: torch.device) -> None:
-    """Run ``fn(*args)`` as ``gpus`` local ranks (nccl on CUDA, one GPU each, gloo on the CPU) and wait.
+def in_slurm_job(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process runs inside a SLURM job (``SLURM_JOB_ID``): its ranks are then SLURM tasks."""
+    env = os.environ if env is None else env
+    return bool(env.get("SLURM_JOB_ID"))
 
-    Every rank starts from this process's global RNG state with its share of this process's threads, and
-    logs to this process's log file (stderr redirected to a file) with its rank in every line. A rank's
-    exception stops the others and is raised here. Every rank gets its own copy of ``args`` (pickled, so
-    a model on a GPU is best moved to the CPU first).
+
+# What a nested srun keeps of its caller's SLURM variables: the job's identity and the cluster's
+# configuration. The rest describe the caller's own step (SLURM_NTASKS=1 of the executor's `srun -n1`,
+# its CPUs and nodes) and srun would take them as its options.
+SLURM_KEPT = (
+    "SLURM_JOB_ID",
+    "SLURM_JOBID",
+    "SLURM_CONF",
+    "SLURM_CLUSTER_NAME",
+    "SLURM_SUBMIT_DIR",
+    "SLURM_SUBMIT_HOST",
+)
+
+
+def srun_command(gpus: int, nodes: int, call_path: str) -> list[str]:
+    """The command line that runs the pickled call at ``call_path`` as a SLURM step of ``gpus`` tasks on
+    ``nodes`` nodes of the current job (one :mod:`robustsoup.train.rank_step` per task).
+
+    ``--overlap``: the caller is itself a step (the SLURM executor's ``srun -n1``) that holds the job's CPUs
+    and GPUs on its node; without it the new step would wait for them forever. ``--kill-on-bad-exit=1``: a
+    rank that fails ends the others (which would wait in a collective). ``--export=ALL``: the ranks get
+    this process's environment (the job's threads and paths)."""
+    return [
+        "srun",
+        f"--ntasks={gpus}",
+        f"--nodes={nodes}",
+        "--overlap",
+        "--kill-on-bad-exit=1",
+        "--export=ALL",
+        sys.executable,
+        "-m",
+        "robustsoup.train.rank_step",
+        call_path,
+    ]
+
+
+def srun_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without the SLURM variables of the calling step (:data:`SLURM_KEPT` stay)."""
+    return {k: v for k, v in env.items() if not k.startswith(("SLURM_", "SRUN_", "SBATCH_")) or k in SLURM_KEPT}
+
+
+def run_as_ranks(
+    fn: Callable, gpus: int, *args, device: torch.device, nodes: int = 1, call_path: str | None = None
+) -> None:
+    """Run ``fn(*args)`` as ``gpus`` ranks (nccl on CUDA, one GPU each, gloo on the CPU) and wait.
+
+    Inside a SLURM job (:func:`in_slurm_job`) the ranks are the tasks of a SLURM step over ``nodes``
+    nodes (:func:`srun_command`): the call is pickled to ``call_path`` (on the file system the nodes
+    share, next to the output; deleted afterwards) and every task runs it (:mod:`robustsoup.train.rank_step`).
+    Elsewhere they are local processes (:func:`spawn`), and ``nodes`` must be 1.
+
+    Every rank starts from this process's global RNG state with its share of this process's threads
+    (of its node's share, under SLURM), and logs to this process's log file (stderr redirected to a file)
+    with its rank in every line. A rank's exception stops the others and is raised here (locally), or
+    fails the step (SLURM; the traceback is in the log). Every rank gets its own copy of ``args``
+    (pickled, so a model on a GPU is best moved to the CPU first).
     """
-    if device.type == "cuda" and torch.cuda.device_count() < gpus:
+    slurm = in_slurm_job()
+    if nodes > 1 and not slurm:
+        raise RuntimeError(
+            f"the training asks for nodes: {nodes}, but this process runs outside a SLURM job "
+            "(no SLURM_JOB_ID); run the workflow with --profile profiles/slurm, or set nodes: 1"
+        )
+    per_node = -(-gpus // nodes)
+    if device.type == "cuda" and not slurm and torch.cuda.device_count() < gpus:
         raise RuntimeError(
             f"the training asks for gpus: {gpus} but {torch.cuda.device_count()} CUDA device(s) are visible "
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); run the job with "
             f"resources gpu={gpus} on a machine with {gpus} GPUs, or lower gpus"
         )
+    backend = "nccl" if device.type == "cuda" else "gloo"
     call = _RankCall(
         fn,
         pickle.dumps(args),
         torch.get_rng_state(),
-        max(1, torch.get_num_threads() // gpus),
+        max(1, torch.get_num_threads() // per_node),
         _job_log(),
         logging.getLogger().getEffectiveLevel(),
+        backend,
     )
-    log.info("launching %d ranks (%s) of %s", gpus, "nccl" if device.type == "cuda" else "gloo", fn.__name__)
-    spawn(call, gpus, backend="nccl" if device.type == "cuda" else "gloo")
+    if not slurm:
+        log.info("launching %d ranks (%s) of %s", gpus, backend, fn.__name__)
+        spawn(call, gpus, backend=backend)
+        return
+    if call_path is None:
+        raise ValueError("run_as_ranks in a SLURM job needs call_path, a file on the file system the nodes share")
+    if shutil.which("srun") is None:
+        raise RuntimeError(
+            f"this SLURM job (SLURM_JOB_ID={os.environ['SLURM_JOB_ID']}) has no srun on PATH to start the "
+            f"training's {gpus} ranks as a step; put SLURM's client programs on PATH in the job's environment"
+        )
+    with open(call_path, "wb") as f:
+        pickle.dump(call, f)
+    command = srun_command(gpus, nodes, call_path)
+    log.info("launching %d ranks (%s) of %s as a SLURM step: %s", gpus, backend, fn.__name__, " ".join(command))
+    try:
+        sys.stderr.flush()
+        result = subprocess.run(command, env=srun_environment(os.environ), check=False)
+    finally:
+        os.remove(call_path)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"the SLURM step of {gpus} ranks on {nodes} node(s) failed (srun exited with {result.returncode}); "
+            f"the ranks' errors are in {call.log_path or 'the job’s stderr'}"
+        )
 
 
 class SyncedBatchNorm(_BatchNorm):
@@ -502,11 +594,14 @@ __all__ = [
     "current",
     "from_environment",
     "has_batchnorm",
+    "in_slurm_job",
     "launch_needed",
     "launched_processes",
     "loss_weight",
     "run_as_ranks",
     "slurm_group",
     "spawn",
+    "srun_command",
+    "srun_environment",
     "torchrun_command",
 ]

@@ -258,7 +258,8 @@ class TrainSettings:
     or auto) the memory format; ``auto`` is resolved for the training device by
     :func:`robustsoup.device.resolve_arithmetic`. Both are speed options only:
     weights, optimizer state and losses stay float32. ``gpus`` is the number of
-    data-parallel processes the run is launched as (:mod:`robustsoup.train.distributed`),
+    data-parallel processes the run is launched as (:mod:`robustsoup.train.distributed`), ``nodes``
+    the machines they spread over (a SLURM step; 1 elsewhere),
     ``sync_batchnorm`` whether their BatchNorm layers use the global batch's statistics.
     ``compile`` runs the model's forward passes (training attack included) through
     ``torch.compile`` (:func:`robustsoup.device.compile_model`), a speed option like ``precision``.
@@ -279,10 +280,13 @@ class TrainSettings:
     gpus: int = 1
     sync_batchnorm: bool = False
     compile: bool = False
+    nodes: int = 1
 
     def __post_init__(self) -> None:
         if not (isinstance(self.gpus, int) and self.gpus >= 1):
             raise ValueError(f"gpus must be a positive integer, found {self.gpus!r}")
+        if not (isinstance(self.nodes, int) and 1 <= self.nodes <= self.gpus):
+            raise ValueError(f"nodes must be an integer from 1 to gpus ({self.gpus}), found {self.nodes!r}")
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {self.augmentation!r}; expected one of {', '.join(AUGMENTATIONS)}")
         if self.exempt_lr != "schedule" and not (isinstance(self.exempt_lr, int | float) and self.exempt_lr > 0):

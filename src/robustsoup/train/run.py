@@ -125,6 +125,7 @@ def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSetting
         exempt_lr=training["exempt_lr"],
         augmentation=training["augmentation"],
         gpus=training.get("gpus", 1),
+        nodes=training.get("nodes", 1),
         sync_batchnorm=training.get("sync_batchnorm", False),
         compile=training.get("compile", False),
     )
@@ -150,16 +151,19 @@ class _InRank:
         self.fn(*args)
 
 
-def launch_ranks(fn: Callable, gpus: int, *args, device: torch.device) -> None:
-    """Run ``fn(*args)`` as ``gpus`` local ranks of this job and wait: the one launch of every training
-    that finds itself one plain process with ``gpus`` > 1 (:func:`~robustsoup.train.distributed.launch_needed`).
+def launch_ranks(
+    fn: Callable, gpus: int, *args, device: torch.device, nodes: int = 1, call_path: str | None = None
+) -> None:
+    """Run ``fn(*args)`` as ``gpus`` ranks of this job and wait: the one launch of every training that finds
+    itself one plain process with ``gpus`` > 1 (:func:`~robustsoup.train.distributed.launch_needed`).
 
-    :func:`~robustsoup.train.distributed.run_as_ranks` with this job's data loading options and TF32
-    setting carried into every rank; ``fn`` then forms its group with
+    :func:`~robustsoup.train.distributed.run_as_ranks` (local processes, or inside a SLURM job a step of
+    ``gpus`` tasks on ``nodes`` nodes, the call saved at ``call_path``) with this job's data loading options
+    and TF32 setting carried into every rank; ``fn`` then forms its group with
     :func:`~robustsoup.train.distributed.from_environment` and only rank 0 writes.
     """
     job = _InRank(fn, vars(loading_options.current()), torch.backends.cuda.matmul.allow_tf32)
-    dist_.run_as_ranks(job, gpus, *args, device=device)
+    dist_.run_as_ranks(job, gpus, *args, device=device, nodes=nodes, call_path=call_path)
 
 
 def train_and_checkpoint(
@@ -193,9 +197,10 @@ def train_and_checkpoint(
     sidecar's metrics get ``selected_epoch`` and ``selection_score``.
 
     With ``settings.gpus`` > 1 called in one plain process (a job that asked
-    for ``gpu=N``), this launches itself as ``gpus`` local ranks with the same
-    arguments (:func:`launch_ranks`; ``model`` is
-    moved to the CPU first), waits for them and loads the checkpoint they wrote
+    for ``gpu=N``), this launches itself as ``gpus`` ranks with the same
+    arguments (:func:`robustsoup.train.distributed.run_as_ranks`: local processes,
+    or inside a SLURM job a step of ``gpus`` tasks on ``settings.nodes`` nodes; ``model``
+    is moved to the CPU first), waits for them and loads the checkpoint they wrote
     into ``model`` and ``meta``. In a rank (launched so, by torchrun or as a
     SLURM step of ``gpus`` tasks: :func:`~robustsoup.train.distributed.from_environment`;
     ``device`` becomes the rank's GPU) the sidecar records
@@ -205,7 +210,14 @@ def train_and_checkpoint(
     if dist_.launch_needed(settings.gpus):
         model.cpu()
         args = (model, meta, data, policy, settings, out_path, device, resume, init_sha, best)
-        launch_ranks(train_and_checkpoint, settings.gpus, *args, device=device)
+        launch_ranks(
+            train_and_checkpoint,
+            settings.gpus,
+            *args,
+            device=device,
+            nodes=settings.nodes,
+            call_path=str(Path(out_path).with_suffix(".ranks.pkl")),
+        )
         state, written = load_checkpoint(out_path)
         model.load_state_dict(state)
         vars(meta).update(vars(written))
