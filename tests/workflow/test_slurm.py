@@ -327,6 +327,17 @@ def _gpu_rules_of_workflow() -> set[str]:
     return rules
 
 
+# A test wants failures fast and status polls often (the profile's values suit a real cluster).
+FAST_POLLS = (
+    "--retries",
+    "0",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--max-status-checks-per-second",
+    "10",
+)
+
+
 def _training_rules_of_workflow() -> set[str]:
     """Rules whose gpu resource is a training section's gpus (the config's, not the profile's)."""
     rules = set()
@@ -458,13 +469,7 @@ def slurm_run(slurm_cluster, tmp_path_factory) -> SlurmRun:
         MICRO,
         "--profile",
         str(PROFILE),
-        # A test wants failures fast and status polls often (the profile's values suit a real cluster).
-        "--retries",
-        "0",
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--max-status-checks-per-second",
-        "10",
+        *FAST_POLLS,
         *_targets(),
     )
     start = time.monotonic()
@@ -606,12 +611,7 @@ def test_a_training_of_gpus_2_runs_its_ranks_as_two_slurm_tasks(slurm_cluster, t
         configfile,
         "--profile",
         str(profile),
-        "--retries",
-        "0",
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--max-status-checks-per-second",
-        "10",
+        *FAST_POLLS,
         "results/digits/models/linf.safetensors",
     )
     result = subprocess.run(

@@ -30,7 +30,15 @@ from pathlib import Path
 import lazy_loader
 import numpy as np
 
-from .corruptions import CORRUPTIONS, SEVERITIES, corrupt, read_corrupted_split, write_corrupted_split
+from .corruptions import (
+    CORRUPTIONS,
+    SEVERITIES,
+    _check_corruption,
+    _check_severity,
+    corrupt,
+    read_corrupted_split,
+    write_corrupted_split,
+)
 from .readers import corruption_folders
 from .sources import DataLayoutError, list_images
 from .splits import FileSplit, ImageSplit, Split
@@ -64,13 +72,11 @@ def copy_names(split: FileSplit) -> list[str]:
 
 
 def _levels(corruptions: Iterable[str], severities: Iterable[int]) -> tuple[list[str], list[int]]:
-    names = list(corruptions)
-    unknown = [c for c in names if c not in CORRUPTIONS]
-    if unknown or not names:
-        raise ValueError(f"unknown corruptions {unknown or '[]'}; expected names from {list(CORRUPTIONS)}")
-    levels = sorted(set(severities))
-    if not levels or any(s not in SEVERITIES for s in levels):
-        raise ValueError(f"severities must be within 1..5, found {list(severities)}")
+    """The corruptions and the distinct severities in increasing order, each checked as the npy writer does."""
+    names = [_check_corruption(c) for c in corruptions]
+    levels = sorted({_check_severity(s) for s in severities})
+    if not names or not levels:
+        raise ValueError(f"need at least one corruption and one severity, found {names} and {levels}")
     return names, levels
 
 

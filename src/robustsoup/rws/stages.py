@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -174,11 +174,13 @@ class CorruptedAccuracy:
     corrupted_dir: str
     corruption: str
     severities: list[int]
+    _sets: EvalSets | None = field(default=None, init=False, repr=False, compare=False)
 
     def __call__(self, model) -> float:
         device = next(model.parameters()).device
-        sets = EvalSets(self.config, self.split_path, self.corrupted_dir, split="adapt")
-        correct = [_correct(model, sets.corrupted(self.corruption, s), device) for s in self.severities]
+        if self._sets is None:  # opened once, at the first epoch's end (after any pickling to the ranks)
+            self._sets = EvalSets(self.config, self.split_path, self.corrupted_dir, split="adapt")
+        correct = [_correct(model, self._sets.corrupted(self.corruption, s), device) for s in self.severities]
         return float(torch.cat(correct).float().mean())
 
 
