@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_commit, provenance, save_npz  # noqa: E402
+from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_commit, provenance, save_npz
 
 REPOSITORY = "hendrycks/robustness"
 SCRIPT_FILE = "make_cifar_c.py"
@@ -117,7 +117,7 @@ def load_reference(folder: Path) -> dict:
     if STOP_AT not in source:
         sys.exit(f"{path} has no line {STOP_AT!r}: not the make_cifar_c.py this script was written for")
     namespace = {"__name__": "make_cifar_c", "__file__": str(path)}
-    exec(compile(source[: source.index(STOP_AT)], str(path), "exec"), namespace)  # noqa: S102
+    exec(compile(source[: source.index(STOP_AT)], str(path), "exec"), namespace)
     return namespace
 
 
