@@ -54,3 +54,50 @@ class LegacyDraws:
 
     def random(self, size=None):
         return self.state.random_sample(size)
+
+
+def formula_tensor(shape: tuple[int, ...], index: int, scale: float) -> np.ndarray:
+    """Fixed float32 values in [−scale, scale] from integer arithmetic alone (the same bits on every machine).
+
+    The weights of the parity models come from here, in the generators (before running the
+    reference) and in the tests, so no golden file has to carry a network's weights.
+    """
+    n = int(np.prod(shape, dtype=np.int64))
+    codes = (np.arange(n, dtype=np.int64) * 2654435761 + 40503 * (index + 1)) % 2001 - 1000
+    return (codes.astype(np.float64) * (scale / 1000.0)).astype(np.float32).reshape(shape)
+
+
+def formula_state(named_shapes: list[tuple[str, tuple[int, ...]]]) -> dict[str, np.ndarray]:
+    """Fixed values for every floating tensor of a state dict, by key order and role.
+
+    Weights of convolutions and linear layers: ±1/√fan-in; BatchNorm scales 1 ± 0.2, shifts ± 0.1,
+    running means ± 0.1, running variances 1 ± 0.5 (positive); biases ± 0.1.
+    """
+    state = {}
+    for index, (key, shape) in enumerate(named_shapes):
+        if key.endswith("running_var"):
+            state[key] = formula_tensor(shape, index, 0.5) + np.float32(1.0)
+        elif key.endswith(("running_mean", "bias")):
+            state[key] = formula_tensor(shape, index, 0.1)
+        elif len(shape) == 1:  # a BatchNorm scale
+            state[key] = formula_tensor(shape, index, 0.2) + np.float32(1.0)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            state[key] = formula_tensor(shape, index, 1.0 / np.sqrt(fan_in))
+    return state
+
+
+def tiny_classifier():
+    """The small network every attack golden runs on: conv 3→6, softplus, 2×2 average pool, linear to 10 classes.
+
+    Inputs are (N, 3, 8, 8) in [0, 1]; the weights are :func:`formula_state`'s.
+    """
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.Softplus(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6 * 4 * 4, 10)
+    )
+    shapes = [(key, tuple(value.shape)) for key, value in model.state_dict().items()]
+    model.load_state_dict({key: torch.from_numpy(value) for key, value in formula_state(shapes).items()})
+    return model.eval()
