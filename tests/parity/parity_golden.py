@@ -101,3 +101,24 @@ def tiny_classifier():
     shapes = [(key, tuple(value.shape)) for key, value in model.state_dict().items()]
     model.load_state_dict({key: torch.from_numpy(value) for key, value in formula_state(shapes).items()})
     return model.eval()
+
+
+def rws_states(keys: list[str], shapes: list[tuple[int, ...]], floating: list[bool]):
+    """An initialization, a standard model and two experts over ``keys``: torch state dicts of formula values.
+
+    The standard model and the experts are the initialization plus their own formula deltas
+    (scale 0.1); running variances stay positive; integer entries (``num_batches_tracked``) are 0.
+    """
+    import torch
+
+    def state(offset: int, step: float) -> dict:
+        out = {}
+        for index, (key, shape, real) in enumerate(zip(keys, shapes, floating, strict=True)):
+            if not real:
+                out[key] = torch.zeros(shape, dtype=torch.int64)
+                continue
+            base = formula_tensor(shape, index, 0.5) + np.float32(1.0 if key.endswith("running_var") else 0.0)
+            out[key] = torch.from_numpy(base + formula_tensor(shape, index + offset, step))
+        return out
+
+    return state(0, 0.0), state(1000, 0.1), [state(2000, 0.1), state(3000, 0.1)]
