@@ -51,6 +51,10 @@ SPLITS_CACHE_KEYS = ("k_adapt_per_class", "cache_max_images", "test_per_class")
 # The version of the evaluation's attack plans (robustsoup.attacks): bump it when a plan changes, so that
 # existing evaluations rerun (2: AutoAttack's standard L1 protocol, APGD-T 5 targets × 1 restart).
 EVALUATION_PROTOCOL = 2
+# The version of the corruption operations' pixels (robustsoup.data.corruption_ops): bump it when an operation's
+# output changes, so that corrupt_split regenerates existing copies (2: motion_blur and snow reach 8 bits as the
+# reference's ImageMagick output does, a 16-bit quantum then floor, instead of rounding).
+CORRUPTION_OPS_VERSION = 2
 
 # What the report writes of every table and figure: the HTML page is what Snakemake's report shows inline.
 TABLE_SUFFIXES = (".csv", ".md", ".html")
@@ -389,7 +393,7 @@ class RunPaths:
                 "decoder": data["decoder"],
                 **{k: data[k] for k in SPLITS_CACHE_KEYS},
             },
-            "corrupt_split": lambda: {**shifts, "seed": c["seed"]},
+            "corrupt_split": lambda: {**shifts, "seed": c["seed"], "corruption_ops": CORRUPTION_OPS_VERSION},
             "pretrain": lambda: {"training": c["pretrain"], "context": self.training_context()},
             "pretrain_reference": lambda: {
                 "training": c["pretrain"],

@@ -137,9 +137,16 @@ def motion_blur_image(image: np.ndarray, radius: float, sigma: float, angle: flo
     return out
 
 
-def _round_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Round half up and clip to uint8 (ImageMagick's quantization of its output)."""
-    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
+def _quantum16_to_uint8(values: np.ndarray) -> np.ndarray:
+    """8-bit values as the reference gets them from ImageMagick (Q16): a 16-bit quantum, then floor.
+
+    ``values`` are in 8-bit units. ImageMagick holds the result as a 16-bit quantum, round(v·257),
+    and the 8-bit PNG the reference decodes keeps floor(quantum / 257) (equal to the reference on
+    every value of the parity goldens; rounding v to 8 bits instead differs by a grey level on
+    about half of them).
+    """
+    quantum = np.clip(np.floor(values * 257.0 + 0.5), 0, 65535)
+    return np.floor(quantum / 257.0).astype(np.uint8)
 
 
 def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
@@ -338,7 +345,7 @@ def motion_blur(images: np.ndarray, c: tuple[float, float], rngs: Generators) ->
     radius, sigma = c
     out = np.empty_like(images)
     for i, rng in enumerate(rngs):
-        out[i] = _round_to_uint8(motion_blur_image(images[i], radius, sigma, rng.uniform(-45.0, 45.0)))
+        out[i] = _quantum16_to_uint8(motion_blur_image(images[i], radius, sigma, rng.uniform(-45.0, 45.0)))
     return out
 
 
@@ -366,7 +373,7 @@ def snow(images: np.ndarray, c: tuple, rngs: Generators) -> np.ndarray:
     streaks = np.empty(layer.shape, dtype=np.float64)
     for i, rng in enumerate(rngs):
         blurred = motion_blur_image(layer8[i], radius, sigma, rng.uniform(-135.0, -45.0))
-        streaks[i] = _round_to_uint8(blurred) / 255.0
+        streaks[i] = _quantum16_to_uint8(blurred) / 255.0
     grey = unit @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     whitened = keep * unit + (1 - keep) * np.maximum(unit, grey[..., None] * 1.5 + 0.5)
     return _from_unit(whitened + streaks + np.rot90(streaks, k=2, axes=(1, 2)))
