@@ -71,8 +71,8 @@ bench-dag: $(STAMP)
 
 # Code shape: ruff (lint + format), snakefmt, the import-layer contracts, snakemake --lint.
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench workflow/scripts
-	$(BIN)/ruff format --check src tests bench workflow/scripts
+	$(BIN)/ruff check src tests bench tools workflow/scripts
+	$(BIN)/ruff format --check src tests bench tools workflow/scripts
 	$(BIN)/snakefmt --check workflow/
 	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
