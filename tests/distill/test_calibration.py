@@ -62,3 +62,36 @@ def test_evaluated_calibration_reads_the_evaluated_corruptions_n_adapt_images_ea
     chunks = list(calibration_shifted(config, images, labels, evaluated_sets))
     assert asked == [5] and len(chunks) == 2
     assert all(torch.equal(x, images[:5] // 2) and torch.equal(y, labels[:5]) for x, y in chunks)
+
+
+def test_multihead_evaluation_calibrates_held_out_without_opening_the_corrupted_adapt_copies(monkeypatch):
+    """_evaluate_multihead end to end on a tiny multi-head student: held-out calibration never asks for the
+    adaptation split's corrupted copies (only the test split's are read, for the table's rows)."""
+    from robustsoup.data import ImageSplit
+    from robustsoup.distill import stages
+    from robustsoup.models import build_model
+
+    config = resolve_config({"distill": {"selection": {"calibration_copies": 2, "mc_samples": 2}}})
+    torch.manual_seed(0)
+    model = build_model(
+        "multihead", 10, [0.3] * 3, [0.3] * 3, base="preact_resnet_small", width=4, activation="relu", dropout=0.25
+    ).eval()
+    images, labels = _adapt(16)
+    adapt = ImageSplit(images, labels, "digits", "adapt")
+    test = ImageSplit(images.flip(-1), labels, "digits", "test")
+    opened = []
+
+    def corrupted_sets(config_, directory, clean, n_images):
+        opened.append(directory)
+        yield "fog", 3, clean.images[:n_images] // 2, clean.labels[:n_images]
+
+    monkeypatch.setattr(stages, "_corrupted_sets", corrupted_sets)
+
+    class Meta:
+        name = "student-multihead"
+
+    rows, summary = stages._evaluate_multihead(config, model, Meta(), test, "test-copies", adapt, "adapt-copies", "cpu")
+    assert opened == ["test-copies"]
+    assert summary["thresholds"]["calibration"] == "held-out"
+    assert summary["thresholds"]["n_shifted"] == 2 * len(adapt)
+    assert {r["corruption"] for r in rows} == {"none", "fog"}
