@@ -65,13 +65,15 @@ class WeightStack:
 
     :meth:`mix` gives Σ wᵢ θᵢ for any weight vector; ``make_soup`` (through
     :func:`affine_combination`), the soup scorer and learned soups all mix
-    through it, so a soup is the same tensors wherever it is built. BatchNorm
-    running variances of an extrapolated soup can fall below zero (or near
-    it), which would blow up the normalized activations; each is floored at
-    the smallest variance that an ingredient with non-zero weight has for that
-    channel, which leaves interpolations (a convex combination is never below
-    that minimum) untouched. ``keys`` maps each stacked name to the key it
-    has in the states (e.g. ``conv1.weight`` → ``net.conv1.weight``).
+    through it, so a soup is the same tensors wherever it is built. Every
+    entry, BatchNorm running statistics included, is the plain weighted sum
+    (mlfoundations/model-soups' rule). Only where an extrapolated soup's
+    running variance would be ≤ 0 (no valid variance: the normalization would
+    divide by ~√ε or take the root of a negative number) is it replaced by the
+    smallest variance that an ingredient with non-zero weight has for that
+    channel; every positive variance is left as the weighted sum, and
+    interpolations never reach the floor. ``keys`` maps each stacked name to
+    the key it has in the states (e.g. ``conv1.weight`` → ``net.conv1.weight``).
     """
 
     def __init__(
@@ -97,7 +99,7 @@ class WeightStack:
             statistic = key.endswith(("running_mean", "running_var"))
             value = torch.tensordot(weights.detach() if statistic else weights, stacked, dims=1)
             if key.endswith("running_var") and bool(nonzero.any()):
-                value = torch.maximum(value, stacked[nonzero].amin(dim=0))
+                value = torch.where(value > 0, value, stacked[nonzero].amin(dim=0))
             mixed[key] = value
         return mixed
 

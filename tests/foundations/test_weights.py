@@ -38,14 +38,28 @@ def test_affine_combination_mixes_floats_and_carries_integer_buffers():
     assert torch.equal(soup["net.bn.num_batches_tracked"], a["net.bn.num_batches_tracked"])
 
 
-def test_extrapolated_running_variance_is_floored_at_the_ingredients_minimum():
+def test_soup_running_variances_are_plain_weighted_sums_floored_only_where_not_positive():
+    """model-soups' rule: Σ wᵢ vᵢ wherever it is positive, even below every ingredient's variance
+    (an extrapolation such as (1.2, −0.2)); only channels where it would be ≤ 0 take the smallest
+    variance of the ingredients with non-zero weight."""
     a, b = _models(2)
-    a["net.bn.running_var"].fill_(0.1)
-    b["net.bn.running_var"].fill_(2.0)
-    extrapolated = affine_combination([a, b], [1.5, -0.5])
-    assert torch.allclose(extrapolated["net.bn.running_var"], torch.full_like(a["net.bn.running_var"], 0.1))
-    inside = affine_combination([a, b], [0.5, 0.5])
-    assert torch.allclose(inside["net.bn.running_var"], torch.full_like(a["net.bn.running_var"], 1.05))
+    key = "net.bn.running_var"
+    channels = a[key].numel()
+    a[key].copy_(torch.linspace(0.5, 1.5, channels))
+    b[key].copy_(torch.linspace(1.5, 4.0, channels))
+    plain = 1.2 * a[key].double() - 0.2 * b[key].double()
+    assert (plain < torch.minimum(a[key], b[key]).double()).all()  # every channel below both ingredients
+    soup = affine_combination([a, b], [1.2, -0.2])[key]
+    assert torch.allclose(soup.double(), plain, atol=1e-6), "positive variances must stay the plain sum"
+    # a channel that extrapolation drives to ≤ 0 is floored at the ingredients' minimum, the others not
+    a[key].fill_(0.1)
+    b[key].fill_(2.0)
+    b[key][0] = 0.2  # channel 0: 1.5·0.1 − 0.5·0.2 = 0.05 > 0, kept; the rest 0.15 − 1.0 < 0, floored
+    extrapolated = affine_combination([a, b], [1.5, -0.5])[key]
+    assert extrapolated[0].item() == pytest.approx(0.05, abs=1e-6)
+    assert torch.allclose(extrapolated[1:], torch.full_like(extrapolated[1:], 0.1))
+    inside = affine_combination([a, b], [0.5, 0.5])[key]
+    assert torch.allclose(inside[1:], torch.full_like(inside[1:], 1.05))
 
 
 def test_mismatch_names_the_first_offending_key():

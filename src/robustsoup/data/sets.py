@@ -309,8 +309,10 @@ register_dataset(
 )
 
 TINY_IMAGENET_RESOLUTION = 64
-# The RWS code feeds Tiny-ImageNet to its ResNet-50 as ToTensor() gives it, without normalization.
-IDENTITY_MEAN, IDENTITY_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+# The RWS code normalizes Tiny-ImageNet inside the model (VITA-Group/Robust_Weight_Signatures
+# tools.py:149-151 sets model.normalize with these statistics, for Tiny-ImageNet and Tiny-ImageNet-C);
+# the data loaders give ToTensor()'s [0,1] images, so the model is where the statistics live, as here.
+TINY_IMAGENET_MEAN, TINY_IMAGENET_STD = (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)
 TINY_IMAGENET_LAYOUT = (
     "  ROOT/wnids.txt                      the 200 class wnids\n"
     "  ROOT/train/<wnid>/images/<image>    500 training images per class, e.g.\n"
@@ -331,8 +333,8 @@ register_dataset(
         name="tiny-imagenet",
         num_classes=200,
         resolution=TINY_IMAGENET_RESOLUTION,
-        mean=IDENTITY_MEAN,
-        std=IDENTITY_STD,
+        mean=TINY_IMAGENET_MEAN,
+        std=TINY_IMAGENET_STD,
         description="Tiny-ImageNet (200 classes; 100,000 train / 10,000 val, 64×64): the RWS paper's ResNet-50 setting",
         reader=tiny_imagenet_reader("tiny-imagenet", _tiny_labels, TINY_IMAGENET_RESOLUTION, TINY_IMAGENET_LAYOUT),
         split_scheme="official",
@@ -354,8 +356,8 @@ register_dataset(
         name="tiny-imagenet-c",
         num_classes=200,
         resolution=TINY_IMAGENET_RESOLUTION,
-        mean=IDENTITY_MEAN,
-        std=IDENTITY_STD,
+        mean=TINY_IMAGENET_MEAN,
+        std=TINY_IMAGENET_STD,
         description="Tiny-ImageNet-C (Hendrycks & Dietterich 2019): corruptions × 5 severities of the val set, 64×64 JPEG",
         reader=imagenet_c_reader("tiny-imagenet-c", _tiny_labels, TINY_IMAGENET_RESOLUTION, TINY_IMAGENET_C_LAYOUT),
         split_scheme="shift",

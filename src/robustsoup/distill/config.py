@@ -15,12 +15,27 @@ log = logging.getLogger(__name__)
 
 TEACHER, STUDENT, MULTIHEAD, FINETUNED = "teacher", "student", "student-multihead", "student-finetuned"
 DISTILL_MODELS = (TEACHER, STUDENT, FINETUNED, MULTIHEAD)
+# distill.selection.calibration: which shifted adaptation images choose the thresholds (distill.calibration)
+CALIBRATIONS = ("held-out", "evaluated")
+CALIBRATION_LABELS = {
+    "held-out": "calibrated on clean and held-out-shift adaptation images, the distillation's own augmentation",
+    "evaluated": "calibrated on adaptation images with the evaluated corruptions: leaks the test shifts",
+}
 
 
 def multihead_model_names(config: Mapping) -> list[str]:
     """``student-multihead`` (the configured rule) and ``student-multihead-<rule>`` for every ablated rule."""
     selection = config["distill"]["selection"]
     return [MULTIHEAD] + [f"{MULTIHEAD}-{r}" for r in selection["ablate"] if r != selection["rule"]]
+
+
+def leaked_corruptions(config: Mapping) -> list[str]:
+    """Evaluated corruption types (``data.corruptions``) that ``distill.augmentation`` draws."""
+    augmentation = config["distill"]["augmentation"]
+    if "corruptions" not in augmentation["kind"]:
+        return []
+    evaluated = set(config["data"]["corruptions"])
+    return [c for c in augmentation["corruptions"] if c in evaluated]
 
 
 def check_distill_config(config: Mapping) -> None:
@@ -45,6 +60,14 @@ def check_distill_config(config: Mapping) -> None:
         log.warning(
             "distill.multihead.dropout is 0: every MC-dropout sample is the same (the uncertainty is "
             "the entropy of the deterministic prediction)"
+        )
+    leaked = leaked_corruptions(config)
+    if selection["calibration"] == "held-out" and leaked:
+        raise ConfigError(
+            f"config key 'distill.selection.calibration': held-out calibrates the head rule on "
+            f"distill.augmentation, which draws {leaked}, corruption types that data.corruptions evaluates; "
+            "drop them from distill.augmentation.corruptions, or set calibration: evaluated to accept "
+            "that the thresholds see test shifts"
         )
     if d["augmentation"]["kind"] != "augmix" and not d["augmentation"]["corruptions"]:
         raise ConfigError(

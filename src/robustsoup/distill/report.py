@@ -24,6 +24,7 @@ from ..report.figures import save_figure
 from ..report.style import TWO_COLUMNS, footnote, house_style
 from ..report.tables import write_table
 from ..shifts import FAMILY_ORDER
+from .config import CALIBRATION_LABELS
 
 BASE_ORDER = ("teacher", "student", "student-finetuned")
 
@@ -119,7 +120,9 @@ def write_distill_table(
         usage = multihead["head_usage"][multihead["rule"]]
         note += (
             f". Rule {multihead['rule']}: θ_u {shown(t['uncertainty'])} ({multihead['uncertainty']}, "
-            f"T={multihead['mc_samples']}), θ_kl {shown(t['divergence'])}, chosen on the adaptation split; "
+            f"T={multihead['mc_samples']}), θ_kl {shown(t['divergence'])}, chosen on the adaptation split"
+            + (f" ({CALIBRATION_LABELS[t['calibration']]})" if t.get("calibration") in CALIBRATION_LABELS else "")
+            + "; "
             "heads used (clean/robust/combined) on clean test images "
             + "/".join(f"{usage['clean'][h]:.0%}" for h in ("clean", "robust", "combined"))
             + ", on corrupted ones "

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +38,7 @@ from ..models.multihead import MultiHeadNet
 from ..train import distributed as dist_
 from ..train.loop import CleanInputs
 from ..train.run import count_parameters, launch_ranks, new_meta, settings_from, train_and_checkpoint
+from .calibration import calibration_shifted
 from .config import (
     DISTILL_MODELS,
     FINETUNED,
@@ -391,10 +393,11 @@ def _signals(config: Mapping, model, images, device) -> HeadSignals:
 
 def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, corrupted_adapt_dir, device):
     s = config["distill"]["selection"]
-    # Calibration on the adaptation split: its clean images and the first n_adapt_images of every corrupted set.
+    # Calibration on the adaptation split: its clean images and shifted ones (distill.calibration).
     clean_adapt = _signals(config, model, adapt.images, device)
     shifted, labels = [], []
-    for _, _, images, y in _corrupted_sets(config, corrupted_adapt_dir, adapt, s["n_adapt_images"]):
+    evaluated_sets = partial(_corrupted_sets, config, corrupted_adapt_dir, adapt)
+    for images, y in calibration_shifted(config, adapt.images, adapt.labels, evaluated_sets):
         shifted.append(_signals(config, model, images, device))
         labels.append(y)
     thresholds, record = calibrate_thresholds(
@@ -408,6 +411,7 @@ def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, co
         uncertainty=s["uncertainty_threshold"],
         divergence=s["divergence_threshold"],
     )
+    record["calibration"] = s["calibration"]
     log.info("head selection calibrated on the adaptation split: %s", record)
     names = {s["rule"]: MULTIHEAD, **{r: f"{MULTIHEAD}-{r}" for r in s["ablate"] if r != s["rule"]}}
     rows, usage = [], {r: {"clean": [0, 0, 0], "corrupted": [0, 0, 0]} for r in names}

@@ -3,6 +3,7 @@
 from . import (
     multihead,  # noqa: F401  (registers multihead, the student of robust distillation)
     timm_models,  # noqa: F401  (registers resnet50, vit_base_patch16_224; timm is imported on use)
+    vgg,  # noqa: F401  (registers vgg16_rws, the RWS reference's VGG-16)
 )
 from .registry import (
     ARCHITECTURES,

@@ -226,7 +226,9 @@ def learning_rate(schedule: str, lr_max: float, iteration: int, total: int, per_
     read after the step as robust-finetuning does (its train.py evaluates the
     schedule at epoch + (i + 1)/iterations-per-epoch, in epochs; ``per_epoch``
     None counts all of ``total`` as one epoch); ``cosine``: half a cosine from
-    lr_max to 0 read before the step; ``constant``: lr_max throughout.
+    lr_max to 0 read before the step; ``constant``: lr_max throughout; ``multistep``: lr_max,
+    lr_max/10 from 40 % of the epochs, lr_max/100 from 80 %, by whole epochs (the RWS reference's
+    MultiStepLR at epochs [20, 40] of 50, stepped after each epoch).
     """
     if schedule == "piecewise-ft":
         per_epoch = per_epoch or max(total, 1)
@@ -239,7 +241,10 @@ def learning_rate(schedule: str, lr_max: float, iteration: int, total: int, per_
         return lr_max * 0.5 * (1 + math.cos(math.pi * (iteration / max(total, 1))))
     if schedule == "constant":
         return lr_max
-    raise ValueError(f"unknown schedule {schedule!r}; expected piecewise-ft, cosine or constant")
+    if schedule == "multistep":
+        epochs, epoch = max(total, 1) / (per_epoch or max(total, 1)), iteration // (per_epoch or max(total, 1))
+        return lr_max * 0.1 ** sum(epoch >= round(f * epochs) for f in (0.4, 0.8))
+    raise ValueError(f"unknown schedule {schedule!r}; expected piecewise-ft, cosine, constant or multistep")
 
 
 @dataclass
