@@ -38,6 +38,7 @@ from ..models.multihead import MultiHeadNet
 from ..train import distributed as dist_
 from ..train.loop import CleanInputs
 from ..train.run import count_parameters, launch_ranks, new_meta, settings_from, train_and_checkpoint
+from ..train.shared import shared_rows
 from .calibration import calibration_shifted
 from .config import (
     DISTILL_MODELS,
@@ -216,7 +217,13 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
     model.to(device)
     data = load_split(train_path)
     start, cpu = time.perf_counter(), time.process_time()
-    reference = predict_logits(student, data, device)  # the clean head's targets, once
+    # The clean head's targets, once: in the ranks of a distributed run each computes its share, and all share them.
+    reference = shared_rows(
+        lambda idx, model=student: predict_logits(model, data, device, indices=idx),
+        len(data),
+        Path(out_path).with_suffix(".reference"),
+        distributed,
+    )
     del student
     policy = make_augmentation(d["augmentation"], config["seed"])
     settings = DistillSettings(
