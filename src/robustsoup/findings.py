@@ -10,7 +10,7 @@ own ``findings`` module. Torch-free.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,7 @@ from .config import ConfigError, load_config_file
 from .distill.findings import distill_findings
 from .lp.findings import lp_findings
 from .paths import RunPaths, resolve_run_config
-from .report.findings import Ledger, PointStore, findings_frame, write_findings
+from .report.findings import Claim, Ledger, PointStore, findings_frame, write_findings
 from .rws.findings import rws_findings
 from .soups.findings import soups_findings
 
@@ -52,9 +52,9 @@ def run_sidecars(run: RunPaths, folder: Path) -> dict[str, dict]:
     return found
 
 
-def findings_table(results: str | Path, config: Mapping | None = None) -> pd.DataFrame:
-    """F1–F5 of the results folder ``results`` (``results/<dataset>``), from its ``metrics/all.tsv`` and
-    per-point files; ``config`` defaults to the folder's ``config.resolved.yaml``."""
+def run_claims(results: str | Path, config: Mapping | None = None) -> tuple[str, list[Claim]]:
+    """(seed, the claims F1–F5) of one run's folder ``results`` (``results/<dataset>``), from its
+    ``metrics/all.tsv`` and per-point files; ``config`` defaults to the folder's ``config.resolved.yaml``."""
     folder = Path(results)
     if config is None:
         try:
@@ -72,12 +72,28 @@ def findings_table(results: str | Path, config: Mapping | None = None) -> pd.Dat
             "report_lp writes it). Run the workflow first, or pass the folder results/<dataset> of a run."
         )
     ledger = Ledger(pd.read_csv(ledger_path, sep="\t", keep_default_na=False, na_values=[""]))
-    points, sidecars, seeds = run_points(run, folder), run_sidecars(run, folder), str(config["seed"])
-    rows = lp_findings(config, ledger, points, sidecars, seeds)
-    rows += soups_findings(config, ledger, points, seeds)
-    rows += rws_findings(config, ledger, points, seeds)
-    rows += distill_findings(config, ledger, points, sidecars, seeds)
-    return findings_frame(rows)
+    points, sidecars = run_points(run, folder), run_sidecars(run, folder)
+    claims = lp_findings(config, ledger, points, sidecars)
+    claims += soups_findings(config, ledger, points)
+    claims += rws_findings(config, ledger, points)
+    claims += distill_findings(config, ledger, points, sidecars)
+    return str(config["seed"]), claims
+
+
+def findings_table(results: str | Path | Sequence[str | Path], config: Mapping | None = None) -> pd.DataFrame:
+    """The findings table of one run's folder, or of several (one per seed: the same config but its seed;
+    effects are averaged over them and the intervals carry their spread)."""
+    folders = [results] if isinstance(results, str | Path) else list(results)
+    per_seed: dict[str, list[Claim]] = {}
+    for folder in folders:
+        seed, claims = run_claims(folder, config)
+        if seed in per_seed:
+            raise ValueError(
+                f"two results folders of seed {seed} ({folder} and another): the findings combine one run per "
+                "seed; pass each seed's folder once"
+            )
+        per_seed[seed] = claims
+    return findings_frame(per_seed)
 
 
 def report_findings(config: Mapping, csv_path, md_path, html_path) -> pd.DataFrame:

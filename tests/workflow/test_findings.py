@@ -16,7 +16,16 @@ from robustsoup.config import config_yaml
 from robustsoup.findings import findings_table, report_findings
 from robustsoup.paths import RunPaths, resolve_run_config
 from robustsoup.points import POINT_KEYS, keyed_points, points_frame, read_keyed_points, write_keyed_points
-from robustsoup.report.findings import FAILS, HOLDS, INCONCLUSIVE, NOT_COMPUTED, Term, bootstrap, claim_row
+from robustsoup.report.findings import (
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    NOT_COMPUTED,
+    Term,
+    bootstrap,
+    findings_rows,
+    measured_claim,
+)
 
 from conftest import REPO
 
@@ -57,14 +66,18 @@ def _row(study, model, evalset, correct, corruption="none", severity=0, threat="
 
 @pytest.fixture
 def results(tmp_path, monkeypatch):
-    """results/digits of the micro config, written by hand: every study's rows and per-point files."""
     monkeypatch.chdir(tmp_path)
-    config = resolve_run_config(yaml.safe_load((REPO / "tests/configs/micro.yaml").read_text()))
+    return hand_built(tmp_path)
+
+
+def hand_built(tmp_path, seed: int = 0):
+    """results/digits of the micro config (at ``seed``), written by hand: every study's rows and per-point files."""
+    config = resolve_run_config({**yaml.safe_load((REPO / "tests/configs/micro.yaml").read_text()), "seed": seed})
     run = RunPaths(config)
     folder = tmp_path / run.results
     folder.mkdir(parents=True)
     (folder / "config.resolved.yaml").write_text(config_yaml(config))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     base = rng.random(N)
     rows, keyed = [], {}
 
@@ -195,10 +208,27 @@ def test_the_paired_bootstrap_covers_the_difference_and_pairing_narrows_it():
     assert np.percentile(paired, 2.5) > 0 and abs(np.median(paired) - 5.0) < 1.0
     unpaired = bootstrap([Term(1.0, a.mean(), a, "one"), Term(-1.0, b.mean(), b, "two")])
     assert np.std(unpaired) > 3 * np.std(paired)
-    same = claim_row("F0", "a model beats itself", [Term(1.0, a.mean(), a), Term(-1.0, a.mean(), a)])
-    assert same["effect"] == 0 and same["verdict"] == INCONCLUSIVE
-    no_points = claim_row("F0", "no points", [Term(1.0, 0.9, None, label="x"), Term(-1.0, 0.1, b, label="y")])
-    assert no_points["verdict"] == INCONCLUSIVE and "no per-point results for x" in no_points["note"]
+    same = measured_claim("F0", "a model beats itself", [Term(1.0, a.mean(), a), Term(-1.0, a.mean(), a)])
+    no_points = measured_claim("F0", "no points", [Term(1.0, 0.9, None, label="x"), Term(-1.0, 0.1, b, label="y")])
+    same_row, no_points_row = findings_rows({"0": [same, no_points]})
+    assert same_row["effect"] == 0 and same_row["verdict"] == INCONCLUSIVE
+    assert no_points_row["verdict"] == INCONCLUSIVE and "no per-point results for x" in no_points_row["note"]
+
+
+def test_several_seeds_average_the_effect_and_widen_the_interval_by_their_spread(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one, two = hand_built(tmp_path / "a", 0), hand_built(tmp_path / "b", 2)  # rws.transfer.seed is 1
+    ledger = pd.read_csv(two / "metrics/all.tsv", sep="\t")
+    ledger.loc[(ledger["model"] == "linf-l2") & (ledger["threat"] == "L2"), "accuracy"] = 0.6  # seed 2 gains less
+    ledger.to_csv(two / "metrics/all.tsv", sep="\t", index=False)
+    claim = "linf-l2 (1 ep) beats the parent linf in L2 accuracy"
+    single = findings_table(one).set_index("claim").loc[claim]
+    both = findings_table([one, two]).set_index("claim").loc[claim]
+    assert both["seeds"] == "0, 2" and both["effect"] == pytest.approx((30.0 + 10.0) / 2)
+    assert both["ci_high"] - both["ci_low"] > single["ci_high"] - single["ci_low"]
+    assert "effect per seed +30.0, +10.0" in both["note"]
+    with pytest.raises(ValueError, match="two results folders of seed 0"):
+        findings_table([one, one])
 
 
 def test_keyed_per_point_files_round_trip(tmp_path):

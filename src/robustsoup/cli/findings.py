@@ -1,4 +1,5 @@
-"""``robustsoup findings RESULTS_DIR``: the findings table (F1–F5) of a run, recomputed from its folder.
+"""``robustsoup findings RESULTS_DIR [RESULTS_DIR …]``: the findings table (F1–F5) of a run, recomputed
+from its folder; several folders (one run per seed) are combined, the intervals carrying their spread.
 
 The rule ``report_findings`` writes the same table (:func:`robustsoup.findings.findings_table`): edit or
 merge a run's ``metrics/all.tsv`` and this recomputes every effect, interval and verdict.
@@ -17,7 +18,7 @@ def cmd_findings(args: argparse.Namespace) -> int:
 
     try:
         table = findings_table(args.results)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         print(f"robustsoup: error: {error}", file=sys.stderr)
         return 2
     if args.output:
@@ -31,7 +32,12 @@ def add_findings_command(commands) -> None:
     findings = commands.add_parser(
         "findings", help="the papers' claims F1–F5 as verdicts, recomputed from a run's results folder"
     )
-    findings.add_argument("results", type=Path, help="a run's folder results/<dataset> (config.resolved.yaml inside)")
+    findings.add_argument(
+        "results",
+        type=Path,
+        nargs="+",
+        help="a run's folder results/<dataset> (config.resolved.yaml inside); several: one run per seed, combined",
+    )
     findings.add_argument("--csv", action="store_true", help="print the CSV (every number) instead of Markdown")
     findings.add_argument("-o", "--output", type=Path, help="also write OUTPUT.{csv,md,html}")
     findings.set_defaults(run=cmd_findings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..report.findings import Ledger, PointStore, Term, claim_row, not_computed
+from ..report.findings import Ledger, PointStore, Term, measured_claim, not_computed
 from .config import FINETUNED, MULTIHEAD, STUDENT
 
 STUDY, EVALSET = "distill", "test"
@@ -13,7 +13,7 @@ WITHIN = 1.0  # points: "clean accuracy kept" and "as much as full fine-tuning" 
 
 
 def distill_findings(
-    config: Mapping, ledger: Ledger, points: PointStore, sidecars: Mapping[str, Mapping], seeds: str
+    config: Mapping, ledger: Ledger, points: PointStore, sidecars: Mapping[str, Mapping]
 ) -> list[dict]:
     """F5: the multi-head student keeps the student's clean accuracy within 1 point, gains corruption
     accuracy over the student, and gains within 1 point of full fine-tuning, with its parameter fraction."""
@@ -27,8 +27,7 @@ def distill_findings(
     }
     if not config["distill"]["enabled"]:
         return [
-            not_computed("F5", c, "the distillation study is disabled (distill.enabled)", seeds)
-            for c, _ in claims.values()
+            not_computed("F5", c, "the distillation study is disabled (distill.enabled)") for c, _ in claims.values()
         ]
     rows = ledger.rows(STUDY, model=MULTIHEAD)
     units = [(r.corruption, int(r.severity)) for r in rows.itertuples(index=False) if r.corruption != "none"]
@@ -46,14 +45,14 @@ def distill_findings(
                 got = points.get(model, EVALSET, corruption, severity)
                 terms.append(Term(sign / len(scope), accuracy, got, label=f"{model} on {corruption}/{severity}"))
         if missing or not terms:
-            out.append(not_computed("F5", claim, f"not measured: {', '.join(missing) or 'no corrupted rows'}", seeds))
+            out.append(not_computed("F5", claim, f"not measured: {', '.join(missing) or 'no corrupted rows'}"))
             continue
         mine = 100 * sum(t.weight * t.accuracy for t in terms if t.weight > 0)
         theirs = -100 * sum(t.weight * t.accuracy for t in terms if t.weight < 0)
         what = "clean" if kind == "clean" else "corruptions"
         ours = f"{what} {mine:.1f} vs {theirs:.1f}" + (f"; {params}" if params else "")
         threshold = 0.0 if kind == "gain" else -WITHIN
-        out.append(claim_row("F5", claim, terms, threshold=threshold, ours=ours, seeds=seeds))
+        out.append(measured_claim("F5", claim, terms, threshold=threshold, ours=ours))
     return out
 
 

@@ -139,84 +139,129 @@ def verdict(low: float, high: float, threshold: float = 0.0) -> str:
     return HOLDS if low > threshold else FAILS if high < threshold else INCONCLUSIVE
 
 
-def claim_row(
-    finding: str,
-    claim: str,
-    terms: Sequence[Term],
-    *,
-    threshold: float = 0.0,
-    ours: str = "",
-    paper: str = "",
-    note: str = "",
-    seeds: str = "",
-) -> dict:
-    """One row of the findings table: the claim's effect (points, from the ledger), its paired bootstrap
-    interval, n and the verdict against ``threshold`` (points)."""
-    effect = 100 * sum(t.weight * t.accuracy for t in terms)
-    missing = [t.label for t in terms if t.points is None or len(t.points) == 0]
-    low = high = float("nan")
-    sizes = sorted({len(t.points) for t in terms if t.points is not None})
-    if missing:
-        note = _join(note, f"no per-point results for {', '.join(dict.fromkeys(missing))}: no interval")
-    else:
-        from_points = 100 * sum(t.weight * float(np.mean(t.points)) for t in terms)
-        stats = bootstrap(terms) + (effect - from_points)
-        tail = (1 - CONFIDENCE) / 2 * 100
-        low, high = (float(v) for v in np.percentile(stats, [tail, 100 - tail]))
-        if abs(effect - from_points) > 1e-6:
-            note = _join(note, f"metrics/all.tsv differs from the per-point files by {effect - from_points:+.2f}")
-    sets = sum(1 for t in terms if t.weight > 0)  # the sets of images the claimed side is measured on
-    n = "/".join(map(str, sizes)) + (f" × {sets} sets" if sets > 1 else "")
-    return {
-        "finding": finding,
-        "claim": claim,
-        "paper": paper,
-        "ours": ours,
-        "effect": round(effect, 2),
-        "ci_low": round(low, 2),
-        "ci_high": round(high, 2),
-        "threshold": threshold,
-        "n": n,
-        "seeds": seeds,
-        "verdict": verdict(low, high, threshold),
-        "note": note,
-    }
+@dataclass(frozen=True)
+class Claim:
+    """One checkable claim as one run measured it: Σ of its ``terms`` against ``threshold`` (points); or, with
+    ``exact`` = (differing, n), a claim of identity that holds when no image differs; or, with ``why``, a
+    claim this run cannot check. :func:`findings_rows` turns the claims of one or several seeds into rows."""
+
+    finding: str
+    claim: str
+    terms: tuple[Term, ...] = ()
+    threshold: float = 0.0
+    ours: str = ""
+    paper: str = ""
+    note: str = ""
+    exact: tuple[int | None, int] | None = None
+    why: str = ""
+
+    @property
+    def effect(self) -> float:
+        return 100 * sum(t.weight * t.accuracy for t in self.terms)
+
+    def missing(self) -> list[str]:
+        return list(dict.fromkeys(t.label for t in self.terms if t.points is None or len(t.points) == 0))
+
+    def resampled(self) -> tuple[np.ndarray, float]:
+        """:func:`bootstrap` of the terms moved by the ledger's difference from the per-point files, and that
+        difference. Every run draws the same images (one generator seed), so seeds are paired too."""
+        from_points = 100 * sum(t.weight * float(np.mean(t.points)) for t in self.terms)
+        return bootstrap(self.terms) + (self.effect - from_points), self.effect - from_points
 
 
-def exact_row(finding: str, claim: str, differing: int | None, n: int, *, ours: str = "", note: str = "", seeds=""):
+def measured_claim(finding: str, text: str, terms, *, threshold=0.0, ours="", paper="", note="") -> Claim:
+    """A claim on measured accuracies (see :class:`Claim`)."""
+    return Claim(finding, text, tuple(terms), threshold, ours, paper, note)
+
+
+def exact_claim(finding: str, text: str, differing: int | None, n: int, *, ours: str = "", note: str = "") -> Claim:
     """A claim of identity, not of size (unpatching restores the model): it holds when no image differs."""
-    decided = INCONCLUSIVE if differing is None else HOLDS if differing == 0 else FAILS
-    return {
-        "finding": finding,
-        "claim": claim,
-        "paper": "",
-        "ours": ours,
-        "effect": float("nan") if differing is None else float(differing),
-        "ci_low": float("nan"),
-        "ci_high": float("nan"),
-        "threshold": 0.0,
-        "n": str(n),
-        "seeds": seeds,
-        "verdict": decided,
-        "note": note,
-    }
+    return Claim(finding, text, ours=ours, note=note, exact=(differing, n))
 
 
-def not_computed(finding: str, claim: str, why: str, seeds: str = "") -> dict:
-    """A sub-claim this run cannot check (a study disabled, a model absent): the row says why."""
+def not_computed(finding: str, text: str, why: str) -> Claim:
+    """A claim this run cannot check (a study disabled, a model absent): its row says why."""
+    return Claim(finding, text, why=why)
+
+
+def findings_rows(per_seed: Mapping[str, Sequence[Claim]]) -> list[dict]:
+    """The table's rows from each seed's claims (``{seed: claims}``, one run per seed), one row per claim.
+
+    With one seed, the interval is the percentile interval of that run's paired bootstrap. With several,
+    the effect is the mean over seeds and every resample draws the seeds too (with replacement) and
+    averages their resampled effects: the interval carries the spread across seeds as well as across
+    images. A seed that could not check a claim is left out of its row, and the note says so."""
+    order: dict[tuple[str, str], None] = {}
+    for claims in per_seed.values():
+        order.update(dict.fromkeys((c.finding, c.claim) for c in claims))
+    found = {seed: {(c.finding, c.claim): c for c in claims} for seed, claims in per_seed.items()}
+    rows = []
+    for key in order:
+        present = {seed: claims[key] for seed, claims in found.items() if key in claims}
+        rows.append(_row(present, [s for s in per_seed if s not in present]))
+    return rows
+
+
+def _row(claims: Mapping[str, Claim], absent: Sequence[str]) -> dict:
+    checked = {s: c for s, c in claims.items() if not c.why}
+    first = next(iter(claims.values()))
     row = dict.fromkeys(FINDING_COLUMNS, "")
-    row.update(finding=finding, claim=claim, verdict=NOT_COMPUTED, note=why, seeds=seeds)
-    for column in ("effect", "ci_low", "ci_high", "threshold"):
-        row[column] = float("nan")
+    row.update(finding=first.finding, claim=first.claim, paper=first.paper, threshold=first.threshold)
+    row.update(effect=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
+    skipped = [s for s, c in claims.items() if c.why] + list(absent)
+    notes = [f"not checked on seed {', '.join(skipped)}"] if checked and skipped else []
+    if not checked:
+        row.update(seeds=", ".join(claims), verdict=NOT_COMPUTED, note=first.why)
+        return row
+    seeds = list(checked)
+    several = len(seeds) > 1
+    row["seeds"] = ", ".join(seeds)
+    row["ours"] = " · ".join(f"seed {s}: {c.ours}" if several else c.ours for s, c in checked.items())
+    notes += list(dict.fromkeys(c.note for c in checked.values() if c.note))
+    if first.exact is not None:
+        counts = [c.exact for c in checked.values()]
+        differing = None if any(d is None for d, _ in counts) else sum(d for d, _ in counts)
+        row.update(effect=float("nan") if differing is None else float(differing), n=str(sum(n for _, n in counts)))
+        row["verdict"] = INCONCLUSIVE if differing is None else HOLDS if differing == 0 else FAILS
+        row["note"] = _join(*notes)
+        return row
+    effects = [c.effect for c in checked.values()]
+    row["effect"] = round(float(np.mean(effects)), 2)
+    if several:
+        notes.append(f"effect per seed {', '.join(f'{e:+.1f}' for e in effects)} (sd {np.std(effects, ddof=1):.1f})")
+    missing = [m for c in checked.values() for m in c.missing()]
+    if missing:
+        notes.append(f"no per-point results for {', '.join(dict.fromkeys(missing))}: no interval")
+    else:
+        draws, moved = zip(*(c.resampled() for c in checked.values()))
+        stats = _across_seeds(np.stack(draws)) if several else draws[0]
+        tail = (1 - CONFIDENCE) / 2 * 100
+        low, high = (round(float(v), 2) for v in np.percentile(stats, [tail, 100 - tail]))
+        row.update(ci_low=low, ci_high=high)
+        if any(abs(m) > 1e-6 for m in moved):
+            notes.append(f"metrics/all.tsv differs from the per-point files by {', '.join(f'{m:+.2f}' for m in moved)}")
+    sizes = sorted({len(t.points) for c in checked.values() for t in c.terms if t.points is not None})
+    sets = sum(1 for t in first.terms if t.weight > 0)  # the sets of images the claimed side is measured on
+    row["n"] = "/".join(map(str, sizes)) + (f" × {sets} sets" if sets > 1 else "")
+    row["verdict"] = verdict(row["ci_low"], row["ci_high"], first.threshold)
+    row["note"] = _join(*notes)
     return row
+
+
+def _across_seeds(draws: np.ndarray, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Resample r: the mean of resample r of S seeds drawn with replacement (``draws``: seeds × resamples)."""
+    count, resamples = draws.shape
+    picked = np.random.default_rng(seed + 1).integers(0, count, size=(resamples, count))
+    return draws[picked, np.arange(resamples)[:, None]].mean(axis=1)
 
 
 def _join(*parts: str) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def findings_frame(rows: Sequence[Mapping]) -> pd.DataFrame:
-    return pd.DataFrame(list(rows), columns=FINDING_COLUMNS)
+def findings_frame(per_seed: Mapping[str, Sequence[Claim]]) -> pd.DataFrame:
+    """The findings table of each seed's claims (:func:`findings_rows`)."""
+    return pd.DataFrame(findings_rows(per_seed), columns=FINDING_COLUMNS)
 
 
 def findings_caption() -> str:
@@ -237,7 +282,9 @@ def findings_caption() -> str:
         "no prediction (exact); F5 clean accuracy within 1 point of the student (−1), corruption accuracy > "
         "the student's (0) and within 1 point of full fine-tuning's (−1). Best soups are picked on the same "
         "test points, so their intervals are optimistic. paper: the paper's difference where our setting is "
-        "its (soups poster table on ImageNet, RWS Table 4 on CIFAR-10/100 and Tiny-ImageNet), else empty."
+        "its (soups poster table on ImageNet, RWS Table 4 on CIFAR-10/100), else empty. With several seeds "
+        "(one run each), the effect is their mean and every resample also draws the seeds with replacement, "
+        "so the interval carries the spread across seeds."
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..report.findings import Ledger, PointStore, Term, claim_row, exact_row, not_computed
+from ..report.findings import Claim, Ledger, PointStore, Term, exact_claim, measured_claim, not_computed
 from .config import deploy_variant, variant_suffix
 
 STUDY, EVALSET = "rws", "test"
@@ -34,7 +34,7 @@ TABLE4 = {
 }
 
 
-def rws_findings(config: Mapping, ledger: Ledger, points: PointStore, seeds: str) -> list[dict]:
+def rws_findings(config: Mapping, ledger: Ledger, points: PointStore) -> list[Claim]:
     """F4: RWS (the deployed variant, oracle) against the standard model in mean corruption accuracy (RA);
     against data augmentation in RA, and the TA each keeps; unpatching restores the model."""
     claims = (
@@ -44,7 +44,7 @@ def rws_findings(config: Mapping, ledger: Ledger, points: PointStore, seeds: str
         "unpatching restores the standard model (every test prediction unchanged)",
     )
     if not config["rws"]["enabled"]:
-        return [not_computed("F4", c, "the RWS study is disabled (rws.enabled)", seeds) for c in claims]
+        return [not_computed("F4", c, "the RWS study is disabled (rws.enabled)") for c in claims]
     rws, variant = config["rws"], deploy_variant(config)
     suffix = variant_suffix(variant)
     units = [(c, s) for c in rws["corruptions"] for s in rws["eval_severities"]]
@@ -68,40 +68,40 @@ def rws_findings(config: Mapping, ledger: Ledger, points: PointStore, seeds: str
     for claim, baseline in zip(claims[:2], ("standard", "augment")):
         terms, missing = mean_ra(baseline)
         if missing:
-            out.append(not_computed("F4", claim, f"not measured: {', '.join(missing)}", seeds))
+            out.append(not_computed("F4", claim, f"not measured: {', '.join(missing)}"))
             continue
         ra_rws = 100 * sum(t.accuracy * t.weight for t in terms if t.weight > 0)
         ra_base = -100 * sum(t.accuracy * t.weight for t in terms if t.weight < 0)
         ours = f"RA {ra_rws:.1f} vs {ra_base:.1f} ({variant}, λ = {rws['lambda']:g})"
         paper = _paper(config, rws["corruptions"]) if baseline == "standard" else ""
-        out.append(claim_row("F4", claim, terms, ours=ours, paper=paper, seeds=seeds))
+        out.append(measured_claim("F4", claim, terms, ours=ours, paper=paper))
     standard, augment = term("standard", 1.0), term("augment", -1.0)
     if standard is None or augment is None:
-        out.append(not_computed("F4", claims[2], "no clean row of standard or augment in metrics/all.tsv", seeds))
+        out.append(not_computed("F4", claims[2], "no clean row of standard or augment in metrics/all.tsv"))
     else:
         ours = f"TA {100 * standard.accuracy:.1f} vs {100 * augment.accuracy:.1f}"
-        out.append(claim_row("F4", claims[2], [standard, augment], ours=ours, seeds=seeds))
-    out.append(_unpatch(claims[3], rws["corruptions"], suffix, ledger, points, standard, seeds))
+        out.append(measured_claim("F4", claims[2], [standard, augment], ours=ours))
+    out.append(_unpatch(claims[3], rws["corruptions"], suffix, ledger, points, standard))
     return out
 
 
-def _unpatch(claim, corruptions, suffix, ledger: Ledger, points: PointStore, standard, seeds) -> dict:
+def _unpatch(claim, corruptions, suffix, ledger: Ledger, points: PointStore, standard) -> Claim:
     """Every signature's ``-off`` evaluation against the standard model, image by image (and in the ledger)."""
     if standard is None or standard.points is None:
-        return not_computed("F4", claim, "no clean per-point results of the standard model", seeds)
+        return not_computed("F4", claim, "no clean per-point results of the standard model")
     differing, n, changed = 0, 0, []
     for corruption in corruptions:
         name = f"rws-{corruption}{suffix}-off"
         accuracy, got = ledger.accuracy(name, EVALSET, study=STUDY), points.get(name, EVALSET)
         if accuracy is None or got is None or len(got) != len(standard.points):
-            return not_computed("F4", claim, f"no clean rows or per-point results of {name}", seeds)
+            return not_computed("F4", claim, f"no clean rows or per-point results of {name}")
         differing += int((got != standard.points).sum())
         n += len(got)
         if abs(accuracy - standard.accuracy) > 1e-12:
             changed.append(f"{name} {100 * accuracy:.2f}")
     ours = f"{differing} of {n} predictions differ; TA {100 * standard.accuracy:.2f}"
     note = f"metrics/all.tsv: {', '.join(changed)} ≠ standard" if changed else ""
-    return exact_row("F4", claim, differing + len(changed), n, ours=ours, note=note, seeds=seeds)
+    return exact_claim("F4", claim, differing + len(changed), n, ours=ours, note=note)
 
 
 def _paper(config: Mapping, corruptions) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from ..config import base_model_names
-from ..report.findings import Ledger, PointStore, Term, claim_row, not_computed
+from ..report.findings import Claim, Ledger, PointStore, Term, measured_claim, not_computed
 
 STUDY = "soups-shifts"
 # The poster's table (ImageNet, ViT-B/16, grid search on 1,000 images): dataset-specific soups, the single
@@ -34,7 +34,7 @@ def _specific(rows: pd.DataFrame, evalset: str) -> str | None:
     return f"{prefix}{max(ks)}" if ks else None
 
 
-def soups_findings(config: Mapping, ledger: Ledger, points: PointStore, seeds: str) -> list[dict]:
+def soups_findings(config: Mapping, ledger: Ledger, points: PointStore) -> list[Claim]:
     """F3: the per-shift soups (grid search, largest k) against the best single base model, the single
     soup and the ×4 ensemble, as the mean over shifts and on each shift."""
     rows = ledger.rows(STUDY)
@@ -58,7 +58,7 @@ def soups_findings(config: Mapping, ledger: Ledger, points: PointStore, seeds: s
             claim = f"per-shift soups beat {text} on {where}"
             if other is None:
                 why = "no ×4 ensemble (soups.ensembles)" if "ensemble" in text else f"no {text} rows"
-                out.append(not_computed("F3", claim, why, seeds))
+                out.append(not_computed("F3", claim, why))
                 continue
             shifts = evalsets if scope == "mean" else [scope]
             terms, ours_a, ours_b, missing = [], [], [], []
@@ -81,13 +81,11 @@ def soups_findings(config: Mapping, ledger: Ledger, points: PointStore, seeds: s
                 ours_a.append(per_shift.loc[soup, evalset])
                 ours_b.append(per_shift.loc[other, evalset] if evalset in per_shift.columns else float("nan"))
             if missing:
-                out.append(not_computed("F3", claim, f"not measured: {', '.join(missing)}", seeds))
+                out.append(not_computed("F3", claim, f"not measured: {', '.join(missing)}"))
                 continue
             a, b = 100 * sum(ours_a) / len(ours_a), 100 * sum(ours_b) / len(ours_b)
             out.append(
-                claim_row(
-                    "F3", claim, terms, ours=f"{a:.1f} vs {b:.1f}", paper=_paper(config, scope, text), seeds=seeds
-                )
+                measured_claim("F3", claim, terms, ours=f"{a:.1f} vs {b:.1f}", paper=_paper(config, scope, text))
             )
     return out
 
