@@ -182,6 +182,9 @@ def test_the_command_line_prints_the_table_and_follows_an_edit_of_the_ledger(res
     assert after.loc[claim, "verdict"] == FAILS
     assert after.loc[claim, "effect"] == pytest.approx(-30.0)
     assert "differs from the per-point files" in after.loc[claim, "note"]
+    pd.concat([ledger, ledger[edited].assign(accuracy=0.7)]).to_csv(results / "metrics/all.tsv", sep="\t", index=False)
+    assert main(["findings", str(results)]) == 2
+    assert "different accuracies of linf-l2 on test" in capsys.readouterr().err
 
 
 def test_a_missing_results_folder_is_a_clear_error(tmp_path, capsys):

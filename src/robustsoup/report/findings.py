@@ -113,6 +113,12 @@ class Ledger:
 
     def accuracy(self, model: str, evalset: str, corruption="none", severity=0, threat="none", study=None):
         found = self.rows(study, model=model, evalset=evalset, corruption=corruption, severity=severity, threat=threat)
+        if found["accuracy"].nunique() > 1:
+            raise ValueError(
+                f"metrics/all.tsv holds {len(found)} different accuracies of {model} on {evalset} "
+                f"({corruption}, severity {severity}, threat {threat}): keep one row per measurement (a merged "
+                "run's rows replace the old ones), or pass each seed's run folder separately"
+            )
         return float(found["accuracy"].iloc[0]) if len(found) else None
 
 
