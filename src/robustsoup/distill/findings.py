@@ -48,7 +48,7 @@ def distill_findings(
             out.append(not_computed("F5", claim, f"not measured: {', '.join(missing) or 'no corrupted rows'}"))
             continue
         mine = 100 * sum(t.weight * t.accuracy for t in terms if t.weight > 0)
-        theirs = -100 * sum(t.weight * t.accuracy for t in terms if t.weight < 0)
+        theirs = 0.0 - 100 * sum(t.weight * t.accuracy for t in terms if t.weight < 0)  # 0.0 −: never "−0.0"
         what = "clean" if kind == "clean" else "corruptions"
         ours = f"{what} {mine:.1f} vs {theirs:.1f}" + (f"; {params}" if params else "")
         threshold = 0.0 if kind == "gain" else -WITHIN

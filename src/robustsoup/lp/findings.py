@@ -80,8 +80,8 @@ def _f1(config, ledger, points, sidecars) -> list[Claim]:
             why = f"no from-scratch reference for {shown} (config key references)" if not reference else ""
             rows.append(not_computed("F1", claim, why or f"no {shown} row of {reference} in metrics/all.tsv"))
             continue
-        share = ft.accuracy / ref.accuracy if ref.accuracy else float("nan")
-        ours = f"{_pct(ft)} vs {_pct(ref)} ({share:.0%} recovered)"
+        share = f"{ft.accuracy / ref.accuracy:.0%} recovered" if ref.accuracy else "the reference has none"
+        ours = f"{_pct(ft)} vs {_pct(ref)} ({share})"
         own, scratch = _cost(sidecars, model), _cost(sidecars, reference)
         if own and scratch:
             ours += f"; cost {own}/{scratch} = {own / scratch:.2f}× ({(own + (_cost(sidecars, parent) or 0)) / scratch:.2f}× with the parent)"

@@ -71,7 +71,7 @@ def rws_findings(config: Mapping, ledger: Ledger, points: PointStore) -> list[Cl
             out.append(not_computed("F4", claim, f"not measured: {', '.join(missing)}"))
             continue
         ra_rws = 100 * sum(t.accuracy * t.weight for t in terms if t.weight > 0)
-        ra_base = -100 * sum(t.accuracy * t.weight for t in terms if t.weight < 0)
+        ra_base = 0.0 - 100 * sum(t.accuracy * t.weight for t in terms if t.weight < 0)  # 0.0 −: never "−0.0"
         ours = f"RA {ra_rws:.1f} vs {ra_base:.1f} ({variant}, λ = {rws['lambda']:g})"
         paper = _paper(config, rws["corruptions"]) if baseline == "standard" else ""
         out.append(measured_claim("F4", claim, terms, ours=ours, paper=paper))
