@@ -5,6 +5,7 @@
     robustsoup soup A.safetensors:0.8 B.safetensors:0.2 -o SOUP.safetensors
     robustsoup soup-for FOLDER A.safetensors B.safetensors … -o SOUP.safetensors   a soup for unlabelled images
     robustsoup data check --dataset NAME --root PATH   is the data where and how robustsoup reads it?
+    robustsoup findings RESULTS_DIR              the papers' claims F1–F5 as verdicts, from a run's folder
 
 Every command calls the same functions as the workflow's rules.
 """
@@ -23,6 +24,7 @@ from ..data import DATASETS, DataLayoutError
 from ..paths import resolve_run_config
 from ..weights import WeightMismatchError
 from .args import parse_path_and_number
+from .findings import add_findings_command
 from .rws import add_rws_commands
 from .soups import add_soup_for_command, check_soup_family, write_soup
 
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_soup_for_command(commands)
 
     add_rws_commands(commands)
+    add_findings_command(commands)
 
     data = commands.add_parser("data", help="data set tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)

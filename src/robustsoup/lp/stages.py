@@ -32,13 +32,12 @@ from ..evaluate import (
     evaluation_shard,
     merge_shards,
     read_metrics,
-    read_points,
     union_rows,
     write_metrics,
-    write_points,
 )
 from ..io import write_text_atomic
 from ..models.batchnorm import recompute_batchnorm_statistics
+from ..points import read_points, write_points
 from ..train.loop import make_input_policy
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
 from ..weights import affine_combination

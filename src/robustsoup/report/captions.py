@@ -57,6 +57,11 @@ TABLE_CAPTIONS = {
         "Transfer: signatures extracted against the standard model, patched onto other standard models of the "
         "same architecture (another seed, with its own or the shared initialization): does the gain carry over?"
     ),
+    "findings": (
+        "The papers' findings F1–F5 as verdicts this run computes: one row per checkable claim, with the "
+        "paper's number where the setting is the paper's, ours, the effect, a 95 % paired bootstrap interval "
+        "over the test images, n, the seeds and whether the claim holds."
+    ),
     "benchmarks": (
         "What the run cost: wall time and peak memory (max RSS) of every job, from Snakemake's benchmark files, "
         "summed per rule, with the arithmetic (precision, memory format) and CPU the jobs ran with."
@@ -72,6 +77,7 @@ REPORT_CATEGORIES = {
     "rws": "3. Robust weight signatures",
     "distill": "4. Robust distillation",
     "cost": "5. Run cost",
+    "findings": "6. Findings",
 }
 CSV_SUBCATEGORY = "Tables (CSV download)"
 # The label of each report item, by its caption's name (workflow/report/<name>.rst).
@@ -90,6 +96,7 @@ REPORT_LABELS = {
     "distill": "Accuracy and cost per model",
     "distill_figure": "Accuracy and cost per model at a glance",
     "benchmarks": "Wall time and memory per rule",
+    "findings": "The papers' claims, checked (F1–F5)",
 }
 
 
