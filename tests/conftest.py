@@ -18,7 +18,12 @@ def _few_threads():
     torch.set_num_threads(1)
 
 
-def tiny_meta(name: str = "tiny", width: int = 4) -> CheckpointMeta:
+# The lineage record of a parent checkpoint that tiny_meta(family=True) models were fine-tuned from.
+FAMILY_PARENT = {"name": "parent", "weights_sha256": "ab" * 32, "kind": "checkpoint"}
+
+
+def tiny_meta(name: str = "tiny", width: int = 4, family: bool = False) -> CheckpointMeta:
+    """A small model's sidecar; ``family``: one of a soup family (all fine-tuned from FAMILY_PARENT)."""
     return CheckpointMeta(
         name=name,
         architecture="preact_resnet_small",
@@ -27,6 +32,8 @@ def tiny_meta(name: str = "tiny", width: int = 4) -> CheckpointMeta:
         num_classes=10,
         mean=[0.3, 0.3, 0.3],
         std=[0.3, 0.3, 0.3],
+        parent="parent" if family else None,
+        lineage=[dict(FAMILY_PARENT)] if family else [],
     )
 
 
