@@ -37,6 +37,28 @@ def tiny_meta(name: str = "tiny", width: int = 4, family: bool = False) -> Check
     )
 
 
+def finetuned_like(state, seed, scale=0.05):
+    """A copy of ``state`` moved like a fine-tune: weights, BN affine and statistics."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in state.items():
+        if not torch.is_floating_point(value):
+            out[key] = value.clone()
+        elif key.endswith("running_var"):
+            out[key] = value * torch.exp(scale * torch.randn(value.shape, generator=generator))
+        else:
+            out[key] = value + scale * torch.randn(value.shape, generator=generator)
+    return out
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The bad-input corpus's files (tests/bad_inputs/world.py), made once per session."""
+    from bad_inputs.world import build_world
+
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
 @pytest.fixture
 def tiny_model():
     torch.manual_seed(0)

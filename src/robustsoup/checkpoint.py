@@ -170,7 +170,10 @@ def read_sidecar(side: Path, fmt: str, meta_class: type, error: type[Exception],
         raise error(f"{what} sidecar {side} is not valid JSON ({exc}): {repair_advice(side)}") from exc
     if not isinstance(raw, dict) or raw.get("format") != fmt:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise error(f"{what} sidecar {side}: expected format {fmt!r}, found {found!r}")
+        raise error(
+            f"{what} sidecar {side}: expected format {fmt!r}, found {found!r}: it is not a robustsoup {what}'s "
+            f"sidecar; give a {what} robustsoup wrote, or {repair_advice(side)}"
+        )
     known = meta_class.__dataclass_fields__
     required = [name for name, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
     missing = [name for name in required if name not in raw]

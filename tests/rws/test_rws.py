@@ -47,6 +47,7 @@ from robustsoup.rws.stages import (
     quantize_rws,
 )
 
+from conftest import finetuned_like as _perturbed
 from conftest import tiny_meta
 
 IDENTITY = {
@@ -55,20 +56,6 @@ IDENTITY = {
     "dataset": "digits",
     "num_classes": 10,
 }
-
-
-def _perturbed(state, seed, scale=0.05):
-    """A copy of ``state`` moved like a fine-tune: weights, BN affine and statistics."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, value in state.items():
-        if not torch.is_floating_point(value):
-            out[key] = value.clone()
-        elif key.endswith("running_var"):
-            out[key] = value * torch.exp(scale * torch.randn(value.shape, generator=generator))
-        else:
-            out[key] = value + scale * torch.randn(value.shape, generator=generator)
-    return out
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from collections.abc import Iterable
@@ -78,6 +79,11 @@ def parse_path_and_number(spec: str, number: str, expected: str) -> tuple[Path, 
     if not sep:
         raise argparse.ArgumentTypeError(f"expected {expected}, found {spec!r}")
     try:
-        return Path(path), float(value)
+        parsed = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{number} {value!r} in {spec!r} is not a number") from None
+        raise argparse.ArgumentTypeError(
+            f"{number} {value!r} in {spec!r} is not a number; expected {expected}"
+        ) from None
+    if not math.isfinite(parsed):
+        raise argparse.ArgumentTypeError(f"{number} {value!r} in {spec!r}: expected a finite number, as in {expected}")
+    return Path(path), parsed

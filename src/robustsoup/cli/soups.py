@@ -39,13 +39,15 @@ def check_soup_family(loaded: Loaded) -> None:
         if (meta.architecture, meta.model_kwargs) != (first.architecture, first.model_kwargs):
             raise CheckpointError(
                 f"{meta.name} is a {meta.architecture} {meta.model_kwargs}, "
-                f"{first.name} a {first.architecture} {first.model_kwargs}: soups need one architecture"
+                f"{first.name} a {first.architecture} {first.model_kwargs}: soups need one architecture; choose "
+                "checkpoints fine-tuned from one model"
             )
         for field in ("dataset", "num_classes", "mean", "std"):
             if getattr(meta, field) != getattr(first, field):
                 raise CheckpointError(
                     f"{meta.name} has {field} {getattr(meta, field)!r}, {first.name} {getattr(first, field)!r}: "
-                    "the ingredients of a soup must share the data set and the input normalization"
+                    "the ingredients of a soup must share the data set and the input normalization; choose "
+                    "checkpoints fine-tuned from one model"
                 )
 
 
@@ -180,11 +182,17 @@ def cmd_soup_for(args: argparse.Namespace) -> int:
     extend = args.extend if args.extend is not None else defaults["extend"]
     threshold = args.threshold if args.threshold is not None else defaults["fallback_threshold"]
     if not 0 <= threshold <= 1:
-        raise ConfigError(f"--threshold: expected a fraction of the images between 0 and 1, found {threshold:g}")
+        raise ConfigError(
+            f"--threshold: expected a fraction of the images between 0 and 1, found {threshold:g}; e.g. --threshold 0.1"
+        )
     if extend < 0:
-        raise ConfigError(f"--extend: expected 0 or more (how far weights may go below 0), found {extend:g}")
+        raise ConfigError(
+            f"--extend: expected 0 or more (how far weights may go below 0), found {extend:g}; e.g. --extend 0.2"
+        )
     if args.max_images < 0:
-        raise ConfigError(f"--max-images: expected 0 (all) or a positive count, found {args.max_images}")
+        raise ConfigError(
+            f"--max-images: expected 0 (all) or a positive count, found {args.max_images}; e.g. --max-images 1000"
+        )
     if len(args.models) < 2:
         raise UsageError(
             f"soup-for needs at least two checkpoints of one soup family (MODEL MODEL …); got {len(args.models)}"
@@ -204,11 +212,16 @@ def cmd_soup_for(args: argparse.Namespace) -> int:
         by_path = {str(Path(p)): n for p, n in zip(args.models, names)}
         fallback = by_path.get(str(Path(args.fallback)), args.fallback)
         if fallback not in names:
-            raise CheckpointError(f"--fallback {args.fallback!r} is none of the checkpoints given ({names})")
+            raise UsageError(
+                f"--fallback {args.fallback!r} is none of the checkpoints given ({names}); name one of them, by name "
+                "or by path"
+            )
     try:
         grid = [dict(zip(names, w)) for w in simplex_grid(len(names), step, extend)]
     except ValueError as error:
-        raise ConfigError(f"--step: {error}") from None
+        raise ConfigError(
+            f"--step {step:g}: {error}; expected a grid spacing in (0, 1] that divides 1, e.g. --step 0.1"
+        ) from None
     meta = loaded[0][1]
     images, spec = read_unlabelled(args.folder, meta, args.max_images)
     for problem in distribution_problems(args.folder, images, spec, meta, args.max_images):

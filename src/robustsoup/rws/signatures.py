@@ -669,7 +669,10 @@ def load_signature(path: str | Path, expect: Mapping[str, Any] | None = None) ->
     path = Path(path)
     side = sidecar_path(path)
     if not path.is_file():
-        raise SignatureError(f"signature {path} does not exist")
+        raise SignatureError(
+            f"signature {path} does not exist; give the path of a signature file (.safetensors with its .json "
+            "sidecar, as extract_rws or quantize_rws write them)"
+        )
     if not side.is_file():
         raise SignatureError(
             f"signature sidecar {side} is missing; a signature is a .safetensors file plus a .json sidecar"
@@ -1027,10 +1030,16 @@ def unpatch_checkpoint(
     state, meta = load_checkpoint(patched_path, trust_unverified=trust_unverified, warn=warn)
     record = meta.provenance.get("rws_patch")
     if not record:
-        raise SignatureError(f"{patched_path} is not a patched checkpoint (no rws_patch in its sidecar provenance)")
+        raise SignatureError(
+            f"{patched_path} is not a patched checkpoint (no rws_patch in its sidecar provenance); give a checkpoint "
+            "written by robustsoup patch"
+        )
     companion = unpatch_companion(patched_path)
     if not companion.is_file():
-        raise SignatureError(f"{companion} is missing: it holds the original tensors needed to unpatch exactly")
+        raise SignatureError(
+            f"{companion} is missing: it holds the original tensors needed to unpatch exactly; robustsoup patch "
+            "wrote it beside the patched checkpoint: put it back beside it"
+        )
     originals = load_torch(str(companion))
     restored = {k: originals.get(k, v) for k, v in state.items()}
     if state_digest(restored) != record["base_digest"]:
