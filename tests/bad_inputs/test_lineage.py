@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from bad_inputs.world import meta
 
+from bad_inputs.world import meta
 from robustsoup.checkpoint import file_sha256, load_checkpoint, tensors_sha256
 from robustsoup.cli import main
 from robustsoup.lineage import CHECKPOINT, RANDOM_INIT, LineageError, descend, shared_ancestors
