@@ -149,3 +149,22 @@ def test_a_stranger_from_the_same_random_seed_is_not_a_relative(world):
     descend(child, load_checkpoint(world / "b.safetensors")[1])
     child.weights_sha256 = tensors_sha256(b)
     assert set(shared_ancestors([a, child]).values()) == {"parent", "init"}
+
+
+def test_a_model_from_a_weights_file_has_the_file_as_its_root(world, tmp_path):
+    """model.weights: the lineage's root is the file (its SHA-256 and the loaded tensors'), so two trainings
+    from one pretrained file are relatives."""
+    from robustsoup.config import resolve_config
+    from robustsoup.train.run import initial_model
+
+    weights = tmp_path / "pretrained.safetensors"
+    save_file(load_file(str(world / "a.safetensors")), str(weights))
+    config = resolve_config({"model": {"width": 4, "weights": str(weights)}})
+    first, second = meta("one"), meta("two")
+    model = initial_model(config, first)
+    initial_model(config, second)
+    root = first.lineage[0]
+    assert root["kind"] == "pretrained" and root["file"] == str(weights) and root["file_sha256"] == file_sha256(weights)
+    assert root["weights_sha256"] == tensors_sha256(model.state_dict())
+    first.weights_sha256, second.weights_sha256 = "5" * 64, "6" * 64
+    assert set(shared_ancestors([first, second]).values()) == {str(weights)}
