@@ -33,6 +33,7 @@ from ..data.corrupted import corrupted_split, split_head
 from ..device import resolve_precision, seed_everything
 from ..evaluate import METRIC_COLUMNS, MetricLog, write_metrics
 from ..io import write_text_atomic
+from ..lineage import descend, start_record
 from ..models import build_pretrained
 from ..models.multihead import MultiHeadNet
 from ..train import distributed as dist_
@@ -77,8 +78,9 @@ def _identity(spec: Mapping, config: Mapping) -> dict:
 
 
 def _pretrained(config: Mapping, spec: Mapping, meta):
-    """The model of ``spec`` (teacher or student): from ``spec['weights']`` when set, else freshly initialised."""
-    return build_pretrained(
+    """The model of ``spec`` (teacher or student): from ``spec['weights']`` when set (the file is the root of
+    ``meta.lineage``), else freshly initialised."""
+    net = build_pretrained(
         meta.architecture,
         meta.num_classes,
         meta.mean,
@@ -87,6 +89,9 @@ def _pretrained(config: Mapping, spec: Mapping, meta):
         dataset=config["dataset"] if meta.architecture.startswith("robustbench:") else None,
         **meta.model_kwargs,
     )
+    if spec["weights"]:
+        meta.lineage = [start_record(net.state_dict(), None, spec["weights"], str(spec["weights"]))]
+    return net
 
 
 def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
@@ -150,7 +155,8 @@ def finetune_student(config: Mapping, student_path, train_path, out_path, device
     student, student_meta = _load_student(config, student_path, device)
     policy = make_augmentation(d["augmentation"], config["seed"])
     record = {**spec, "shift": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
-    meta = new_meta(_identity(d["student"], config), FINETUNED, training=record, parent=STUDENT)
+    meta = new_meta(_identity(d["student"], config), FINETUNED, training=record)
+    descend(meta, student_meta)
     return train_and_checkpoint(
         student,
         meta,
@@ -205,7 +211,8 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
     }
     if distributed is not None:
         record["distributed"] = distributed.record()
-    meta = new_meta(_identity(d["student"], config), MULTIHEAD, training=record, parent=STUDENT)
+    meta = new_meta(_identity(d["student"], config), MULTIHEAD, training=record)
+    descend(meta, student_meta)
     meta.architecture = "multihead"
     meta.model_kwargs = {"base": student_meta.architecture, **student_meta.model_kwargs, **d["multihead"]}
     # The statistics the student's wrapper really uses (fixed ones for timm / zoo bases).

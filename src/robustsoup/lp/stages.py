@@ -36,6 +36,7 @@ from ..evaluate import (
     write_metrics,
 )
 from ..io import write_text_atomic
+from ..lineage import CONFIG_ADVICE, check_related, mixed
 from ..models.batchnorm import recompute_batchnorm_statistics
 from ..points import read_points, write_points
 from ..train.loop import make_input_policy
@@ -112,12 +113,15 @@ def make_soup(
     """
     names = [n for n in base_model_names(config) if n in weights]
     identity = model_identity(config)
-    states = [load_checkpoint(model_paths[n], expect=identity)[0] for n in names]
-    combined = affine_combination(states, [weights[n] for n in names], names=names)
+    loaded = [load_checkpoint(model_paths[n], expect=identity) for n in names]
+    metas = [m for _, m in loaded]
+    check_related(metas, f"soup {soup_id}", config["allow_unrelated"], CONFIG_ADVICE, warn=log.warning)
+    combined = affine_combination([s for s, _ in loaded], [weights[n] for n in names], names=names)
     spec = config["soups"]
     meta = new_meta(
         identity, soup_id, provenance={"soup": {n: weights[n] for n in names}, "batchnorm": spec["batchnorm"]}
     )
+    meta.lineage = mixed(metas)
     if spec["batchnorm"] == "recompute":
         seed_everything(config["seed"])
         model = meta.build()

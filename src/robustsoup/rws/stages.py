@@ -44,8 +44,10 @@ from ..data.splits import Split
 from ..device import seed_everything
 from ..evaluate import METRIC_COLUMNS, MetricLog, clean_correct, read_metrics, write_metrics
 from ..io import atomic_path, write_text_atomic
+from ..lineage import CONFIG_ADVICE
 from ..train.loop import BestEpoch, CleanInputs, CorruptionInputs
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
+from .bases import check_bases
 from .config import (
     INIT,
     check_rws_config,
@@ -235,7 +237,7 @@ def extract_rws(
     for label, path in (("init", init_path), ("standard", standard_path)):
         state, meta = load_checkpoint(path, expect=identity)
         shared[label] = state
-        shared_sources[label] = {"name": meta.name, "weights_sha256": meta.weights_sha256}
+        shared_sources[label] = {"name": meta.name, "weights_sha256": meta.weights_sha256, "lineage": meta.lineage}
     ident = {**identity, "num_classes": meta.num_classes}
     plans = {
         suffix: plan_layers(shared["standard"], k, rws["norm_affine"], rws["statistics"], rws["layer_rule"])
@@ -517,9 +519,13 @@ def rws_transfer(
     rws = config["rws"]
     sets = EvalSets(config, test_path, corrupted_dir)
     signatures = _signatures(config, signature_paths)
+    own_init = {name for name, init in transfer_targets(config).items() if init != INIT}
     rows = []
     for target_path in target_paths:
         model, meta = _load(config, target_path, device)
+        # A target with its own initialization is unrelated on purpose: that row measures exactly that.
+        allow = config["allow_unrelated"] or meta.name in own_init
+        check_bases(meta, list(signatures.values()), allow, CONFIG_ADVICE, warn=log.warning)
         identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
         target = meta.name
         rows += _rows(model, target, sets, rws["corruptions"], rws["eval_severities"], device)

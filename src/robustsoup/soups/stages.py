@@ -39,6 +39,7 @@ from ..data.splits import Split
 from ..device import resolve_arithmetic
 from ..evaluate import MetricLog
 from ..io import write_text_atomic
+from ..lineage import CONFIG_ADVICE, check_related
 from ..shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..train.run import model_identity
 from .search import (
@@ -80,7 +81,12 @@ def _load_states(config: Mapping, model_paths: Mapping[str, str]):
     names = base_model_names(config)
     identity = model_identity(config)
     loaded = [load_checkpoint(model_paths[n], expect=identity) for n in names]
+    _check_related(config, [meta for _, meta in loaded], "the soups of " + ", ".join(names))
     return names, [state for state, _ in loaded], loaded[0][1]
+
+
+def _check_related(config: Mapping, metas, what: str) -> None:
+    check_related(metas, what, config["allow_unrelated"], CONFIG_ADVICE, warn=log.warning)
 
 
 def _sets(config: Mapping, split_path, corrupted_dir) -> dict[str, Split]:
@@ -479,6 +485,7 @@ def evaluate_ternary(
     corners = list(spec["models"])
     identity = model_identity(config)
     loaded = [load_checkpoint(model_paths[n], expect=identity) for n in corners]
+    _check_related(config, [meta for _, meta in loaded], "the ternary soups of " + ", ".join(corners))
     scorer = SoupScorer(loaded[0][1].build(), [s for s, _ in loaded], corners, device=device)
     data = load_split(test_path)
     num_classes = loaded[0][1].num_classes
