@@ -19,7 +19,7 @@ The spec is built from the config (:func:`imagefolder_spec`) and registered unde
 set name (``data.name``, default ``imagefolder``) by :func:`register_imagefolder`, which the
 workflow, every job and the command line call when they resolve a config. Listing the tree is
 torch-free. The normalization is ``data.mean`` / ``data.std`` when given, else the per-channel
-statistics of the training split, computed by ``prepare_data`` (:func:`channel_statistics`) and
+statistics of the training split, computed by ``prepare_data`` (:func:`split_header_fields`) and
 read back from the train split's cache header (:func:`read_split_header`).
 """
 
@@ -196,14 +196,6 @@ def register_imagefolder(config: Mapping[str, Any]) -> DatasetSpec | None:
 
 # ---------------------------------------------------------------------------
 # The training images' statistics and the class names, in the split caches
-
-
-def channel_statistics(images) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation in [0,1] of uint8 (N, 3, H, W) images (float64 sums)."""
-    x = images.to(torch.float64).div_(255.0)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3), unbiased=False)
-    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
 
 
 def split_header_fields(spec: DatasetSpec, split: str, source, indices) -> dict[str, str]:
