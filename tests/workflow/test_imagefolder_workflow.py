@@ -89,7 +89,8 @@ def test_seven_classes_through_all_four_studies(seven_run):
     for table in ("accuracy.md", "soups_shifts.md"):
         assert (seven_run / "tables" / table).stat().st_size > 0
     assert list((seven_run / "tables").glob("rws*")) and list((seven_run / "tables").glob("distill*"))
-    assert (seven_run / "findings.md").exists() or list(seven_run.glob("**/findings*"))
+    accuracy = pd.read_csv(seven_run / "tables" / "accuracy.csv")
+    assert len(accuracy) > 0
     for sidecar in (seven_run / "models").glob("*.json"):
         meta = json.loads(sidecar.read_text())
         if "num_classes" in meta:
