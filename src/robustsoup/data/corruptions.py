@@ -82,9 +82,11 @@ Deviations from the reference scripts
 
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lazy_loader
@@ -233,6 +235,8 @@ IMAGENET_BACKEND: dict[str, str] = {
 }
 
 _MIN_SIDE = 8
+# Fewest pixels per thread's range (about 64 CIFAR images): below that, a thread costs more than it saves.
+_CHUNK_PIXELS = 64 * 32 * 32
 
 
 def constants_for_shape(height: int, width: int) -> str:
@@ -282,19 +286,58 @@ def _image_generators(seed: int, corruption: str, severity: int, first: int, n: 
     return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(key, spawn_key=(first + i,)))) for i in range(n)]
 
 
+def corruption_workers() -> int:
+    """Threads :func:`corrupt` uses by default: torch's intra-op threads (a workflow job's ``threads``)."""
+    return max(1, torch.get_num_threads())
+
+
+def _chunks(n: int, workers: int, pixels: int) -> list[slice]:
+    """Contiguous image ranges for ``workers`` threads: one range with one worker; otherwise about four
+    per worker (for balance), none under ``_CHUNK_PIXELS`` pixels unless that leaves a worker idle."""
+    if workers <= 1 or n <= 1:
+        return [slice(0, n)]
+    pieces = min(n, workers * 4, max(workers, n * pixels // _CHUNK_PIXELS))
+    edges = np.linspace(0, n, min(n, pieces) + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
 def _corrupt_nhwc(
-    images: np.ndarray, corruption: str, severity: int, seed: int, constants: str | None, index_offset: int
+    images: np.ndarray,
+    corruption: str,
+    severity: int,
+    seed: int,
+    constants: str | None,
+    index_offset: int,
+    workers: int,
 ) -> np.ndarray:
     n, height, width, _ = images.shape
     table = constants_for_shape(height, width) if constants is None else _check_constants(constants)
     if n == 0:
         return images.copy()
     if table == "imagenet" and IMAGENET_BACKEND[corruption] == "corrupt_tta":
-        return _corrupt_tta(images, corruption, severity)
-    c = CONSTANTS[table][corruption][severity - 1]
-    random = corruption in corruption_ops.RANDOM_OPS
-    rngs = _image_generators(seed, corruption, severity, index_offset, n) if random else []
-    return corruption_ops.OPS[corruption](images, c, rngs)
+
+        def run(part: np.ndarray, first: int) -> np.ndarray:
+            return _corrupt_tta(part, corruption, severity)
+
+    else:
+        c = CONSTANTS[table][corruption][severity - 1]
+        random = corruption in corruption_ops.RANDOM_OPS
+
+        def run(part: np.ndarray, first: int) -> np.ndarray:
+            rngs = _image_generators(seed, corruption, severity, index_offset + first, len(part)) if random else []
+            return corruption_ops.OPS[corruption](part, c, rngs)
+
+    chunks = _chunks(n, workers, height * width)
+    if len(chunks) == 1:
+        return run(images, 0)
+    # Every image is corrupted on its own (its own generator, per-image arithmetic), so the threads'
+    # ranges give the bytes one call would. NumPy, SciPy, OpenCV and Pillow release the GIL in their loops.
+    out = np.empty_like(images)
+    with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+        done = {pool.submit(run, images[part], part.start): part for part in chunks}
+        for future, part in done.items():
+            out[part] = future.result()
+    return out
 
 
 def _corrupt_tta(images: np.ndarray, corruption: str, severity: int) -> np.ndarray:
@@ -321,6 +364,7 @@ def corrupt(
     constants: str | None = None,
     layout: str | None = None,
     index_offset: int = 0,
+    workers: int | None = None,
 ):
     """Apply ``corruption`` at ``severity`` (1–5) to uint8 RGB images; return uint8 of the same shape.
 
@@ -328,7 +372,9 @@ def corrupt(
     without N); the layout is detected from where the 3 channels are, or given as ``layout``. The
     result has the input's type, shape and layout. ``constants`` overrides
     :func:`constants_for_shape`. Image i draws from a generator keyed by (``seed``, corruption,
-    severity, ``index_offset`` + i), so results do not depend on how a split is chunked.
+    severity, ``index_offset`` + i), so results do not depend on how a split is chunked, nor on
+    ``workers``: the threads that corrupt ranges of the images at once (default
+    :func:`corruption_workers`, torch's thread count).
     """
     name = _check_corruption(corruption)
     level = _check_severity(severity)
@@ -345,7 +391,8 @@ def corrupt(
     nhwc = batch if last else batch.transpose(0, 2, 3, 1)
     if min(nhwc.shape[1:3]) < _MIN_SIDE:
         raise ValueError(f"images must be at least {_MIN_SIDE}×{_MIN_SIDE}, found {nhwc.shape[1]}×{nhwc.shape[2]}")
-    out = _corrupt_nhwc(np.ascontiguousarray(nhwc), name, level, int(seed), constants, int(index_offset))
+    threads = corruption_workers() if workers is None else int(workers)
+    out = _corrupt_nhwc(np.ascontiguousarray(nhwc), name, level, int(seed), constants, int(index_offset), threads)
     if not last:
         out = out.transpose(0, 3, 1, 2)
     out = np.ascontiguousarray(out if array.ndim == 4 else out[0])
@@ -507,6 +554,7 @@ __all__ = [
     "constants_for_shape",
     "corrupt",
     "corruption_constants",
+    "corruption_workers",
     "read_corrupted_split",
     "severity_rows",
     "write_corrupted_split",
