@@ -94,7 +94,17 @@ def pin(cores: int) -> int:
 
 
 def measure(n: int, cores: int, check: int, refs: Path | None, log=print) -> list[Measurement]:
-    used = pin(cores)
+    """Time both sides corruption by corruption on ``cores`` cores (the process's CPU affinity and
+    thread counts are restored afterwards); one row, A's images per second over B's."""
+    affinity, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    try:
+        return _measure(n, pin(cores), check, refs, log)
+    finally:
+        os.sched_setaffinity(0, affinity)
+        torch.set_num_threads(threads)
+
+
+def _measure(n: int, used: int, check: int, refs: Path | None, log) -> list[Measurement]:
     images = test_images(n)
     folder = checkout(refs, "robustness", "ImageNet-C/create_c/make_cifar_c.py")
     reference = Hendrycks(folder) if folder is not None else None

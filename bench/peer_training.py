@@ -101,15 +101,15 @@ class Reference:
         import data as rf_data
         import train as rf_train
 
-        self.train, self.data = rf_train, rf_data
+        self.train, self.data, self.device = rf_train, rf_data, torch.device(device)
 
     def __call__(self, state, batches, batch: int, work: Path) -> dict[str, torch.Tensor]:
         (work / "models").mkdir(parents=True, exist_ok=True)
         torch.save(state, work / "models" / "pretr_peer.pth")
         self.data.load_cifar10_train = lambda args, only_train=False: (batches, None)
         self.data.load_cifar10 = lambda n, data_dir=None, training_set=False, device=None: (
-            batches[0][0][:n],
-            batches[0][1][:n],
+            batches[0][0][:n].to(self.device),
+            batches[0][1][:n].to(self.device),
         )
         argv = ["--finetune_model", "--model_name", "pretr_peer", "--attack", "apgd", "--l_norms", "Linf"]
         argv += ["--at_iter", str(STEPS), "--epochs", "1", "--batch_size", str(batch), "--lr-max", str(LR)]
