@@ -157,6 +157,26 @@ def test_threads_do_not_change_the_bytes(name):
     assert np.array_equal(one, corrupt(x, name, 4, seed=5, workers=3))
 
 
+def test_groups_of_a_batch_equal_one_group_at_a_time():
+    from robustsoup.data.corruptions import corrupt_groups
+
+    x = torch.from_numpy(_images(9, 32, seed=4).transpose(0, 3, 1, 2).copy())
+    groups = [
+        ([0, 4], "fog", 2),
+        ([1], "zoom_blur", 5),
+        ([2, 3, 8], "gaussian_noise", 1),
+        ([5], "snow", 3),
+        ([], "frost", 1),
+    ]
+    expected = x.clone()
+    for rows, name, severity in groups:
+        if rows:
+            expected[rows] = corrupt(x[rows], name, severity, seed=3, index_offset=18)
+    for workers in (1, 3):
+        out = corrupt_groups(x, groups, seed=3, index_offset=18, workers=workers)
+        assert isinstance(out, torch.Tensor) and torch.equal(out, expected)  # rows 6, 7 unchanged
+
+
 def test_thread_ranges_cover_the_batch_once():
     from robustsoup.data.corruptions import _chunks
 

@@ -45,7 +45,10 @@ Determinism
 Image i of a call draws from its own generator, PCG64 seeded by
 SeedSequence((seed, crc32(corruption), severity), spawn_key=(index_offset + i,)). Same pixels,
 corruption, severity, seed and index → same bytes, whatever the batch size or chunking
-(``index_offset`` lets chunked callers keep the indices of the whole split).
+(``index_offset`` lets chunked callers keep the indices of the whole split). So :func:`corrupt` can
+split a batch into ranges of images over threads (``workers``, default torch's thread count: a
+workflow job's ``threads``) and :func:`corrupt_groups` can run the (corruption, severity) groups of a
+mixed training batch on threads together, both giving the bytes of one call, group by group.
 
 Deviations from the reference scripts
 -------------------------------------
@@ -399,6 +402,43 @@ def corrupt(
     return torch.from_numpy(out) if as_torch else out
 
 
+def corrupt_groups(
+    images,
+    groups: Sequence[tuple[Sequence[int], str, int]],
+    seed: int = 0,
+    *,
+    index_offset: int = 0,
+    workers: int | None = None,
+):
+    """Corrupt several groups of one batch at once: ``groups`` lists (rows, corruption, severity).
+
+    Equal, byte for byte, to ``out[rows] = corrupt(images[rows], corruption, severity, seed,
+    index_offset=index_offset)`` for each group in turn (rows absent from every group are copied),
+    but the groups run on ``workers`` threads together (default :func:`corruption_workers`). A
+    training batch drawn over many corruptions and severities has a few images per group, too few
+    for :func:`corrupt`'s own threads; this is how on-the-fly corruption uses a machine's cores.
+    ``images``: uint8, numpy or a CPU torch tensor, (N, H, W, 3) or (N, 3, H, W).
+    """
+    threads = corruption_workers() if workers is None else int(workers)
+    as_torch = isinstance(images, torch.Tensor)
+    array = images.detach().cpu().numpy() if as_torch else np.asarray(images)
+    out = array.copy()
+    tasks = [(np.asarray(rows, dtype=np.intp), name, level) for rows, name, level in groups if len(rows)]
+
+    def run(task: tuple[np.ndarray, str, int]) -> np.ndarray:
+        rows, name, level = task
+        return corrupt(array[rows], name, level, seed, index_offset=index_offset, workers=1)
+
+    if threads <= 1 or len(tasks) <= 1:
+        results = [corrupt(array[r], c, s, seed, index_offset=index_offset, workers=threads) for r, c, s in tasks]
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(tasks))) as pool:
+            results = list(pool.map(run, tasks))
+    for (rows, _, _), result in zip(tasks, results, strict=True):
+        out[rows] = result
+    return torch.from_numpy(out) if as_torch else out
+
+
 # ---------------------------------------------------------------- CIFAR-10-C layout on disk
 
 
@@ -553,6 +593,7 @@ __all__ = [
     "STANDARD_CORRUPTIONS",
     "constants_for_shape",
     "corrupt",
+    "corrupt_groups",
     "corruption_constants",
     "corruption_workers",
     "read_corrupted_split",
