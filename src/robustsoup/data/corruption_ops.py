@@ -96,9 +96,11 @@ def _zoom_centre(batch: np.ndarray, factor: float, dtype: np.dtype | None = None
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
     crop = np.asarray(batch[:, top : top + crop_h, left : left + crop_w], dtype=np.float64)
     low, high, t = _linear_taps(crop_h, factor, (int(round(crop_h * factor)) - height) // 2, height)
-    rows = _lerp(crop[:, low], crop[:, high], t[None, :, None, None])
+    # np.take copies whole rows / columns at once (indexing a middle axis gathers element by element)
+    rows = _lerp(np.take(crop, low, axis=1), np.take(crop, high, axis=1), t[None, :, None, None])
     low, high, t = _linear_taps(crop_w, factor, (int(round(crop_w * factor)) - width) // 2, width)
-    return _lerp(rows[:, :, low], rows[:, :, high], t[None, None, :, None]).astype(dtype or batch.dtype)
+    cols = _lerp(np.take(rows, low, axis=2), np.take(rows, high, axis=2), t[None, None, :, None])
+    return cols.astype(dtype or batch.dtype)
 
 
 def _lerp(lower: np.ndarray, upper: np.ndarray, t: np.ndarray) -> np.ndarray:
