@@ -4,9 +4,10 @@ A: :func:`robustsoup.attacks.robust_correct` with ``attack_plan("standard", norm
 B: ``pyautoattack.AutoAttack(model, norm=…, eps=…, version='standard', seed=0)`` with
 ``attacks_to_run = ['apgd-ce', 'apgd-t']`` (as fra31/robust-finetuning's eval.py runs it, and
 as robustsoup's ``standard`` mode mirrors it), ``run_standard_evaluation(x, y, batch_size=n)``.
-Same model (``preact_resnet18_rf``, random weights, eval mode, float32), same points (labels are
-the model's own predictions, so every point is attacked), per norm at robust-finetuning's CIFAR-10
-radii. Per-point robust correctness must be identical; the ratio is A's time over B's
+Same model (``preact_resnet18_rf``, width 16 by default so that ``make bench`` takes minutes;
+random weights, eval mode, float32), same points (labels are the model's own predictions, so every
+point is attacked; such a network keeps them all, so APGD-T runs in full), per norm at
+robust-finetuning's CIFAR-10 radii. Per-point robust correctness must be identical; the ratio is A's time over B's
 (goal ≤ 1.0: the evaluation costs no more than AutoAttack itself).
 
     .venv/bin/python bench/peer_autoattack.py [--quick] [--n 16] [--rounds 2] [--summary out.json]
@@ -46,7 +47,9 @@ def autoattack_correct(model, x, y, norm: str, eps: float, device) -> torch.Tens
         return model(x_adv).argmax(1) == y
 
 
-def measure(n: int, rounds: int, width: int, device: str = "cpu", log=print) -> list[Measurement]:
+def measure(
+    n: int, rounds: int, width: int, device: str = "cpu", log=print, norms: tuple[str, ...] = tuple(EPS)
+) -> list[Measurement]:
     """Time both sides per norm, check per-point equality; one row per norm (A time / B time)."""
     torch.manual_seed(0)
     model = build_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS, width=width).to(device).eval()
@@ -56,7 +59,8 @@ def measure(n: int, rounds: int, width: int, device: str = "cpu", log=print) -> 
         y = model(x).argmax(1)
     log(f"AutoAttack standard (apgd-ce + apgd-t), preact_resnet18_rf width {width}, {n} points, {rounds} round(s)")
     rows = []
-    for norm, eps in EPS.items():
+    for norm in norms:
+        eps = EPS[norm]
         plan = attack_plan("standard", norm, 10)
         ours = Side("robustsoup robust_correct", partial(robust_correct, model, x, y, norm, eps, plan, 0, len(x)))
         theirs = Side("pyautoattack AutoAttack", partial(autoattack_correct, model, x, y, norm, eps, device))
@@ -83,16 +87,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 points, width 4, one round")
     parser.add_argument("--n", type=int, default=None, help="points per norm (default 16, quick 4)")
     parser.add_argument("--rounds", type=int, default=None, help="A/B alternations (default 2, quick 1)")
-    parser.add_argument("--width", type=int, default=None, help="network width (default 64, quick 4)")
+    parser.add_argument("--width", type=int, default=None, help="network width (default 16, quick 4)")
+    parser.add_argument("--norms", default=",".join(EPS), help=f"comma-separated subset of {', '.join(EPS)}")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--summary", type=Path, default=None, help="also write the headline numbers here (JSON)")
     args = parser.parse_args()
     n = args.n or (4 if args.quick else 16)
     rounds = args.rounds or (1 if args.quick else 2)
-    width = args.width or (4 if args.quick else 64)
+    width = args.width or (4 if args.quick else 16)
     print(machine_line(), flush=True)
     print(f"goal: robustsoup's standard evaluation {GOAL}× AutoAttack's time, per-point results identical")
-    rows = measure(n, rounds, width, args.device, log=lambda s: print(s, flush=True))
+    norms = tuple(args.norms.split(","))
+    unknown = sorted(set(norms) - set(EPS))
+    if unknown:
+        raise SystemExit(f"unknown norms {unknown}; expected some of {list(EPS)}")
+    rows = measure(n, rounds, width, args.device, log=lambda s: print(s, flush=True), norms=norms)
     print(f"measured under {load_note()}")
     write_summary(args.summary, rows)
 

@@ -39,7 +39,7 @@ def peer_ratios(device: str = "cuda", quick: bool = False, refs: Path | None = D
     cuda = torch.device(device).type == "cuda"
     size = (CUDA_SIZES if cuda else CPU_SIZES)[quick]
     rounds = 1 if quick else 2
-    width = 64 if cuda or not quick else 4
+    width = 64 if cuda else (4 if quick else 16)  # the AutoAttack peer's network (its CPU defaults)
     log(machine_line())
     rows: list[Measurement] = []
     rows += peer_training.measure(size["batches"], size["batch"], rounds, refs, device, log)
