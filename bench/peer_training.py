@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import io
 import random
+import shutil
 import sys
 import tempfile
 from functools import partial
@@ -104,6 +105,7 @@ class Reference:
         self.train, self.data, self.device = rf_train, rf_data, torch.device(device)
 
     def __call__(self, state, batches, batch: int, work: Path) -> dict[str, torch.Tensor]:
+        shutil.rmtree(work / "runs", ignore_errors=True)  # train.py names each run anew: keep one ep_1.pth
         (work / "models").mkdir(parents=True, exist_ok=True)
         torch.save(state, work / "models" / "pretr_peer.pth")
         self.data.load_cifar10_train = lambda args, only_train=False: (batches, None)
