@@ -16,7 +16,7 @@ help:
 	@echo "make lint     ruff, snakefmt, lint-imports (the layering) and snakemake --lint"
 	@echo "make dry-run  what a run would do"
 	@echo "make report   results/report.html: every table and figure of the run, captioned"
-	@echo "make bench    every benchmark, one at a time; headline ratios in bench/results/summary.md (REFS=folder of the reference checkouts for the peer ratios, default /tmp/refs)"
+	@echo "make bench    every benchmark, one at a time; headline ratios in bench/results/summary.md"
 	@echo "make bench-dag  the whole default DAG twice from empty folders (float32, then auto): wall time, fixed cost per job"
 
 $(BIN)/python:
