@@ -62,9 +62,11 @@ reproduce-cifar10 reproduce-imagenet: reproduce-%:
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The soups benchmark uses the base models of the default run (make run first).
+# The soups benchmark uses the base models of the default run (make run first); the peer benchmarks
+# read the parity kit's reference checkouts from REFS (tools/parity/README.md; without them they fall back).
+REFS ?= /tmp/refs
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py --refs $(REFS)
 
 # One GPU, under 8 minutes: the GPU paths a first real run depends on, one table (bench/gpu_check.py).
 gpu-check: $(STAMP)
