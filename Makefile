@@ -17,7 +17,7 @@ help:
 	@echo "make dry-run  what a run would do"
 	@echo "make report   results/report.html: every table and figure of the run, captioned"
 	@echo "make bench    every benchmark, one at a time; headline ratios in bench/results/summary.md"
-	@echo "make gpu-check  on one GPU (< 8 min): bench/gpu.py, 2-rank training, a lease, an fp16 attack, sharded evaluation"
+	@echo "make gpu-check  on one GPU (< 8 min): bench/gpu.py, 2-rank training, a lease, an fp16 attack, sharded evaluation, the peer ratios"
 	@echo "make bench-dag  the whole default DAG twice from empty folders (float32, then auto): wall time, fixed cost per job"
 
 $(BIN)/python:
@@ -71,6 +71,7 @@ bench: $(STAMP)
 # One GPU, under 8 minutes: the GPU paths a first real run depends on, one table (bench/gpu_check.py).
 gpu-check: $(STAMP)
 	$(BIN)/python bench/gpu_check.py
+	$(BIN)/python bench/peers.py --device cuda --quick --refs $(REFS) --summary bench/results/peers_gpu.json
 
 # ~15 minutes on 2 cores: two whole runs of the default DAG in temporary folders.
 bench-dag: $(STAMP)
