@@ -50,6 +50,7 @@ from .config import (
     TEACHER,
     check_distill_config,
     multihead_model_names,
+    teacher_shift,
 )
 from .method import (
     HEADS,
@@ -96,16 +97,18 @@ def _pretrained(config: Mapping, spec: Mapping, meta):
 
 
 def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
-    """The small robust teacher: trained on ``distill.augmentation`` (clean_fraction kept clean) from scratch, or
-    from the pretrained robust weights of ``distill.teacher.weights`` (0 epochs keeps them as they are)."""
+    """The small robust teacher: trained on ``distill.augmentation`` (``distill.teacher.clean_fraction``, else the
+    augmentation's, kept clean) from scratch, or from the pretrained robust weights of ``distill.teacher.weights``
+    (0 epochs keeps them as they are)."""
     check_distill_config(config)
     seed_everything(config["seed"])
     d = config["distill"]
     spec = d["teacher"]
-    policy = make_augmentation(d["augmentation"], config["seed"])
+    shift = teacher_shift(config)
+    policy = make_augmentation(shift, config["seed"])
     record = {
         **spec["training"],
-        "shift": d["augmentation"],
+        "shift": shift,
         "policy": policy.name,
         "weights": spec["weights"],
         "seed": config["seed"],
