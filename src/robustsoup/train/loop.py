@@ -640,7 +640,7 @@ def run_epochs(
     if main:
         log.info("batches: %s", source.record())
 
-    desc = f"{step.label} [{step.policy.name}{on_augmented}]"
+    desc = f"{step.label}s {first_epoch}–{settings.epochs} [{step.policy.name}{on_augmented}]"
     counter = Progress(per_epoch * (settings.epochs - first_epoch + 1), desc, "batches", enabled=main)
     try:
         for epoch in range(first_epoch, settings.epochs + 1):
