@@ -95,7 +95,7 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
     for log in ("select_soups/digits.log", "evaluate_model/digits/linf.log", "pretrain/digits/linf.log"):
         text = (micro_run / "logs" / log).read_text()
         assert re.search(r"robustsoup.progress: .+: \d+/\d+ [\w ]+ \(\d+%\), \S+ elapsed, ETA \S+\n", text), log
-    assert not [log for log in (micro_run / "logs").rglob("*.log") if "\r" in log.read_text()]
+    assert not [log for log in (micro_run / "logs").rglob("*.log") if b"\r" in log.read_bytes()]
 
 
 def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
