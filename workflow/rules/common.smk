@@ -5,7 +5,7 @@ from snakemake.exceptions import WorkflowError
 
 from robustsoup.config import ConfigError, write_resolved_config
 from robustsoup.data.check import check_run_data
-from robustsoup.paths import RunPaths, alternatives, resolve_run_config
+from robustsoup.paths import RunPaths, alternatives, asked_targets, resolve_run_config
 from robustsoup.report.captions import CSV_SUBCATEGORY, report_place, soup_line_label
 
 try:  # the schema, every cross-key check, and (in the main process) the data and weights files on disk

@@ -37,6 +37,7 @@ from ..io import write_text_atomic
 from ..lineage import descend, start_record
 from ..models import build_pretrained
 from ..models.multihead import MultiHeadNet
+from ..progress import progress
 from ..train import distributed as dist_
 from ..train.loop import CleanInputs
 from ..train.run import count_parameters, launch_ranks, new_meta, settings_from, train_and_checkpoint
@@ -314,10 +315,10 @@ def _corrupted_sets(config: Mapping, directory, clean, n_images: int):
     ``directory``, for every configured corruption and severity. ``images`` is uint8 (N, 3, H, W) or, for
     a file-list split, a lazy view that decodes the slices asked for."""
     data = config["data"]
-    for corruption in data["corruptions"]:
-        for severity in sorted(data["severities"]):
-            copies = split_head(corrupted_split(directory, clean, corruption, severity, data["severities"]), n_images)
-            yield corruption, severity, copies.images, copies.labels
+    sets = [(c, s) for c in data["corruptions"] for s in sorted(data["severities"])]
+    for corruption, severity in progress(sets, "corrupted sets", unit="sets"):
+        copies = split_head(corrupted_split(directory, clean, corruption, severity, data["severities"]), n_images)
+        yield corruption, severity, copies.images, copies.labels
 
 
 @torch.no_grad()
