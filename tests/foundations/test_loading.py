@@ -12,7 +12,8 @@ from robustsoup.data.loading import BatchSource, loader_workers
 from robustsoup.data.options import LoadingOptions
 from robustsoup.device import COMPILED, compile_model
 from robustsoup.evaluate import evaluate_clean
-from robustsoup.train.loop import TrainSettings, make_input_policy, train_model
+from robustsoup.train.loop import TrainSettings, train_model
+from robustsoup.train.policies import make_input_policy
 
 from conftest import tiny_meta
 from data_fixtures import write_png

@@ -32,7 +32,8 @@ from ..models.registry import ZOO_PREFIX, input_statistics
 from ..models.zoo import build_pretrained, zoo_weights_path
 from . import distributed as dist_
 from .augment import describe_augmentation
-from .loop import BestEpoch, InputPolicy, TrainSettings, train_model
+from .loop import BestEpoch, TrainSettings, train_model
+from .policies import InputPolicy
 
 log = logging.getLogger(__name__)
 
