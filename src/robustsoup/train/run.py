@@ -26,7 +26,8 @@ from ..config import dataset_name
 from ..data import ImageSplit, get_dataset_spec
 from ..data import options as loading_options
 from ..data.splits import split_record
-from ..device import COMPILED, configure_cuda
+from ..device import configure_cuda
+from ..facts import current_facts
 from ..lineage import descend, start_record
 from ..models.registry import ZOO_PREFIX, input_statistics
 from ..models.zoo import build_pretrained, zoo_weights_path
@@ -258,7 +259,7 @@ def train_and_checkpoint(
         model.load_state_dict(state)
         vars(meta).update(vars(written))
         settings.arithmetic(device, model)  # what the ranks computed in, for this job's record
-        COMPILED.append(settings.compile)
+        current_facts().compiled_model(settings.compile)
         return Path(out_path)
     distributed = dist_.from_environment(settings.gpus, device, settings.sync_batchnorm)
     if distributed is not None:
