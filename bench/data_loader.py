@@ -125,7 +125,8 @@ def training_rate(split: FileSplit, workers: int, batch: int) -> float:
     """Images/s of one clean training epoch of the small PreAct ResNet (width 16) on the CPU, reading the
     file list through ``workers`` loader workers: what decoding ahead is worth while the CPU computes."""
     from robustsoup.models import build_model
-    from robustsoup.train.loop import TrainSettings, make_input_policy, train_model
+    from robustsoup.train.loop import TrainSettings, train_model
+    from robustsoup.train.policies import make_input_policy
 
     def run() -> None:
         previous = options.configure({"loader_workers": workers})

@@ -30,7 +30,7 @@ from PIL import Image
 from robustsoup.data import imagenet_wnids, load_split, prepare_splits
 from robustsoup.data.corrupted import write_corrupted_files
 from robustsoup.data.corruptions import STANDARD_CORRUPTIONS
-from robustsoup.train.loop import CorruptionInputs
+from robustsoup.train.policies import CorruptionInputs
 
 from measurements import Measurement, write_summary
 

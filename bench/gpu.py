@@ -48,7 +48,8 @@ from robustsoup.data import ImageSplit
 from robustsoup.device import Arithmetic, configure_cuda, machine_summary
 from robustsoup.models import build_model
 from robustsoup.soups.search import SoupScorer
-from robustsoup.train.loop import TrainSettings, make_input_policy, train_model
+from robustsoup.train.loop import TrainSettings, train_model
+from robustsoup.train.policies import make_input_policy
 
 # Dense (no sparsity) bf16 tensor-core peak in TFLOP/s by a substring of torch.cuda.get_device_name():
 # NVIDIA's data sheets (H100/H200 SXM 989, H100 PCIe 756, A100 312, L40S 362, RTX 4090 165 with fp32 accumulate).

@@ -42,7 +42,8 @@ from robustsoup.data import ImageSplit, loading
 from robustsoup.device import configure_cuda, gpu_lease
 from robustsoup.evaluate import evaluation_shard
 from robustsoup.train import distributed
-from robustsoup.train.loop import CleanInputs, TrainSettings, train_model
+from robustsoup.train.loop import TrainSettings, train_model
+from robustsoup.train.policies import CleanInputs
 
 HERE = Path(__file__).resolve().parent
 

@@ -46,7 +46,8 @@ from robustsoup.data import ImageSplit
 from robustsoup.device import cpu_native_bf16, resolve_arithmetic
 from robustsoup.models import build_model
 from robustsoup.models.registry import IDENTITY_STATISTICS
-from robustsoup.train.loop import TrainSettings, learning_rate, make_input_policy
+from robustsoup.train.loop import TrainSettings, learning_rate
+from robustsoup.train.policies import make_input_policy
 from robustsoup.train.run import new_meta, train_and_checkpoint
 
 from measurements import Measurement, write_summary

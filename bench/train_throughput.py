@@ -22,7 +22,8 @@ import torch
 from robustsoup.data import ImageSplit
 from robustsoup.device import cpu_native_bf16, machine_summary, resolve_arithmetic
 from robustsoup.models import build_model
-from robustsoup.train.loop import TrainSettings, make_input_policy, train_model
+from robustsoup.train.loop import TrainSettings, train_model
+from robustsoup.train.policies import make_input_policy
 
 from measurements import Measurement, write_summary
 

@@ -77,7 +77,8 @@ def digits_splits(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_model(digits_splits):
     """A width-8 model trained cleanly on digits for 3 epochs (~95% test accuracy, seconds)."""
-    from robustsoup.train.loop import CleanInputs, TrainSettings, train_model
+    from robustsoup.train.loop import TrainSettings, train_model
+    from robustsoup.train.policies import CleanInputs
 
     torch.manual_seed(0)
     model = tiny_meta(width=8).build()

@@ -18,11 +18,11 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .data.registry import DATASETS, IMAGEFOLDER, dataset_name
+from .errors import ConfigError
+from .io import write_text_atomic
+
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data
-
-
-class ConfigError(ValueError):
-    """A configuration that does not match the schema or is inconsistent."""
 
 
 def load_schema(path: str | Path | None = None) -> dict:
@@ -156,22 +156,11 @@ def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None)
     return resolved
 
 
-IMAGEFOLDER = "imagefolder"
 IMAGEFOLDER_ONLY_KEYS = ("name", "resolution", "mean", "std")
-
-
-def dataset_name(config: Mapping[str, Any]) -> str:
-    """The name a run's data set goes by (results/<name>/, split caches, sidecars): ``data.name`` for an
-    ImageFolder (default ``imagefolder``), else the registry name ``dataset``."""
-    if config["dataset"] != IMAGEFOLDER:
-        return config["dataset"]
-    return config.get("data", {}).get("name") or IMAGEFOLDER
 
 
 def _data_set(config: Mapping[str, Any]):
     """The registered spec of ``config["dataset"]`` (None for imagefolder or a name the schema refuses)."""
-    from .data.registry import DATASETS  # not at import: robustsoup.data imports this module
-
     return DATASETS.get(config.get("dataset")) if config.get("dataset") != IMAGEFOLDER else None
 
 
@@ -216,8 +205,6 @@ def _check_data_keys(config: dict) -> int:
             "config key 'data.mean': give data.mean and data.std together (or neither: both are then computed "
             "from the training images)"
         )
-    from .data.registry import DATASETS
-
     if dataset_name(config) in DATASETS and DATASETS[dataset_name(config)].class_names is None:
         raise ConfigError(
             f"config key 'data.name': {dataset_name(config)!r} is a built-in data set; name your ImageFolder "
@@ -374,7 +361,5 @@ def config_yaml(config: Mapping) -> str:
 
 def write_resolved_config(config: Mapping, path: str | Path) -> Path:
     """Write the run's resolved config (:func:`config_yaml`) atomically to ``path``."""
-    from .io import write_text_atomic
-
     write_text_atomic(path, config_yaml(config))
     return Path(path)

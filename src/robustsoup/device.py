@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .facts import current_facts
+
 log = logging.getLogger(__name__)
 
 
@@ -60,10 +62,6 @@ def configure_cuda(tf32: bool = True, deterministic: bool = False) -> dict:
     return {"tf32": tf32, "cudnn_benchmark": not deterministic, "cudnn_deterministic": deterministic}
 
 
-# Whether each model this process trained was compiled, in order: the job's closing record names them.
-COMPILED: list[bool] = []
-
-
 def compile_model(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     """``torch.compile(model)`` when ``enabled`` (config ``compile`` of a training section), else ``model``.
 
@@ -71,7 +69,7 @@ def compile_model(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     batches of each shape pay the compilation (seconds to minutes), so it
     pays off only for long trainings: opt-in, measured, never a default.
     """
-    COMPILED.append(bool(enabled))
+    current_facts().compiled_model(enabled)  # for the job's closing record
     return torch.compile(model) if enabled else model
 
 
@@ -260,17 +258,12 @@ def resolve_channels_last(
     return device.type == "cuda" or (device.type == "cpu" and torch.backends.mkldnn.is_available())
 
 
-# Every arithmetic this process resolved, in order: the job's closing record names them.
-RESOLVED: list[Arithmetic] = []
-
-
 def resolve_arithmetic(
     precision: str, channels_last: bool | str, device: torch.device | str, model: torch.nn.Module | None = None
 ) -> Arithmetic:
     """The :class:`Arithmetic` a config's ``precision`` / ``channels_last`` mean on ``device`` (for ``model``)."""
     arithmetic = Arithmetic(resolve_precision(precision, device), resolve_channels_last(channels_last, device, model))
-    if arithmetic not in RESOLVED:
-        RESOLVED.append(arithmetic)
+    current_facts().resolved(arithmetic)  # for the job's closing record
     return arithmetic
 
 

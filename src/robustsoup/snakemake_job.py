@@ -13,10 +13,8 @@ from typing import Any
 
 import torch
 
-from .data import loading, options
+from .data import options
 from .device import (
-    COMPILED,
-    RESOLVED,
     Arithmetic,
     configure_cuda,
     cpu_native_bf16,
@@ -24,28 +22,29 @@ from .device import (
     machine_summary,
     select_device,
 )
+from .facts import JobFacts, job_facts
 from .paths import resolve_run_config
 from .report.benchmarks import JOB_RECORD
 
 
-def job_record(rule: str, inside_s: float) -> str:
+def job_record(rule: str, inside_s: float, facts: JobFacts) -> str:
     """``robustsoup-job: rule=… inside_s=… precision=… memory_format=… compile=… batches=… cpu_capability=…``.
 
     ``inside_s`` is the time from the job's set-up to its end: Snakemake's
     benchmark time minus it is the job's fixed cost (interpreter, imports,
-    unpickling the job). A job that resolved no arithmetic computed in float32.
-    ``compile`` says whether the models it trained were compiled, ``batches``
-    how its splits were batched (``device``, ``memory``, or ``files`` with the
+    unpickling the job). ``facts`` are what the job's code decided (:mod:`robustsoup.facts`):
+    a job that resolved no arithmetic computed in float32, ``compile`` says whether the models it
+    trained were compiled, ``batches`` how its splits were batched (``device``, ``memory``, or ``files`` with the
     loader's workers and decoder, e.g. ``files/7w/torchvision``; ``none`` when it batched none).
     """
-    used = RESOLVED or [Arithmetic()]
+    used = facts.arithmetic or [Arithmetic()]
     fields = {
         "rule": rule,
         "inside_s": f"{inside_s:.2f}",
         "precision": "+".join(dict.fromkeys(a.precision for a in used)),
         "memory_format": "+".join(dict.fromkeys(a.memory_format for a in used)),
-        "compile": "+".join(dict.fromkeys(str(c).lower() for c in COMPILED or [False])),
-        "batches": "+".join(dict.fromkeys(_batches(r) for r in loading.USED)) or "none",
+        "compile": "+".join(dict.fromkeys(str(c).lower() for c in facts.compiled or [False])),
+        "batches": "+".join(dict.fromkeys(_batches(r) for r in facts.batches)) or "none",
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": cpu_native_bf16(),
         "threads": torch.get_num_threads(),
@@ -132,7 +131,7 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
             gpus = int(getattr(snakemake, "resources", {}).get("gpu", 0) or 0)
             wants_gpu = gpus > 0
             lease = gpu_lease(count=gpus) if wants_gpu and config["device"] != "cpu" else contextlib.nullcontext()
-            with lease as leased:
+            with lease as leased, job_facts() as facts:
                 job = Job(config=config, device=job_device(config, gpus))
                 deterministic = snakemake.rule not in TRAINING_RULES
                 cuda = job.device.type == "cuda"
@@ -149,7 +148,7 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
                     f"; cuda: {cuda_settings}" if cuda_settings else "",
                 )
                 yield job
-            logging.getLogger("robustsoup").info(job_record(snakemake.rule, time.perf_counter() - started))
+            logging.getLogger("robustsoup").info(job_record(snakemake.rule, time.perf_counter() - started, facts))
         except BaseException:
             logging.getLogger("robustsoup").exception("rule %s failed", snakemake.rule)
             raise

@@ -108,7 +108,8 @@ def test_transfer_table_targets_the_shared_init_passes_and_the_own_init_needs_le
 
 def test_training_records_its_lineage(tmp_path):
     from robustsoup.data import ImageSplit
-    from robustsoup.train.loop import CleanInputs, TrainSettings
+    from robustsoup.train.loop import TrainSettings
+    from robustsoup.train.policies import CleanInputs
     from robustsoup.train.run import starting_model, train_and_checkpoint
 
     torch.manual_seed(0)

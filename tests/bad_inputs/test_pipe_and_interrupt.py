@@ -45,7 +45,8 @@ TRAIN = textwrap.dedent(
     from pathlib import Path
     from robustsoup.checkpoint import CheckpointMeta
     from robustsoup.data import ImageSplit
-    from robustsoup.train.loop import CleanInputs, TrainSettings
+    from robustsoup.train.loop import TrainSettings
+    from robustsoup.train.policies import CleanInputs
     from robustsoup.train.run import train_and_checkpoint
 
     out = Path(sys.argv[1])

@@ -10,7 +10,8 @@ from robustsoup.config import ConfigError, resolve_config
 from robustsoup.data import ImageSplit, get_dataset_spec
 from robustsoup.data.registry import TrainAugmentation
 from robustsoup.train.augment import BatchAugmentation, batch_augmentation, describe_augmentation
-from robustsoup.train.loop import CleanInputs, TrainSettings, train_model
+from robustsoup.train.loop import TrainSettings, train_model
+from robustsoup.train.policies import CleanInputs
 from robustsoup.train.run import settings_from, training_sections
 
 from conftest import tiny_meta

@@ -9,12 +9,12 @@ import torch
 from robustsoup.checkpoint import (
     CheckpointError,
     load_checkpoint,
-    load_foreign_state_dict,
     load_model,
     save_checkpoint,
     sidecar_path,
 )
 from robustsoup.io import atomic_path
+from robustsoup.state_dicts import load_foreign_state_dict
 
 from conftest import tiny_meta
 

@@ -8,7 +8,8 @@ from torch import nn
 
 from robustsoup.data import ImageSplit
 from robustsoup.train import distributed
-from robustsoup.train.loop import CleanInputs, TrainSettings, train_model
+from robustsoup.train.loop import TrainSettings, train_model
+from robustsoup.train.policies import CleanInputs
 
 N, BATCH = 36, 13  # batches of 13, 13, 10: shards of 7/6, 7/6, 5/5 (the loss weighting matters)
 

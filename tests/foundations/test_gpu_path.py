@@ -24,7 +24,6 @@ from robustsoup.data import FileSplit, ImageSplit, loading
 from robustsoup.device import Arithmetic, gpu_lease, visible_gpu_ids
 from robustsoup.train import distributed
 from robustsoup.train.loop import (
-    CleanInputs,
     EpochState,
     SupervisedStep,
     TrainingDivergedError,
@@ -32,6 +31,7 @@ from robustsoup.train.loop import (
     run_epochs,
     train_model,
 )
+from robustsoup.train.policies import CleanInputs
 
 from data_fixtures import write_png
 

@@ -16,7 +16,8 @@ from robustsoup.checkpoint import load_checkpoint
 from robustsoup.data import ImageSplit
 from robustsoup.device import NoFreeDeviceError, gpu_lease
 from robustsoup.train import distributed
-from robustsoup.train.loop import CleanInputs, TrainSettings
+from robustsoup.train.loop import TrainSettings
+from robustsoup.train.policies import CleanInputs
 from robustsoup.train.run import train_and_checkpoint
 
 from conftest import tiny_meta

@@ -10,9 +10,11 @@ import torch
 from robustsoup.data import FileSplit, ImageSplit, decode_image, options
 from robustsoup.data.loading import BatchSource, loader_workers
 from robustsoup.data.options import LoadingOptions
-from robustsoup.device import COMPILED, compile_model
+from robustsoup.device import compile_model
 from robustsoup.evaluate import evaluate_clean
-from robustsoup.train.loop import TrainSettings, make_input_policy, train_model
+from robustsoup.facts import JobFacts, job_facts
+from robustsoup.train.loop import TrainSettings, train_model
+from robustsoup.train.policies import make_input_policy
 
 from conftest import tiny_meta
 from data_fixtures import write_png
@@ -172,27 +174,25 @@ def test_the_compile_key_wraps_the_model_sharing_its_weights_and_is_recorded():
     settings.resolved(torch.device("cpu"), record)
     assert settings.compile is True and record["compile"] is True
     model = tiny_meta().build()
-    COMPILED.clear()
-    try:
+    with job_facts() as facts:
         assert compile_model(model, False) is model
         # torch.compile compiles at the first call; a tiny model's training took 167 s to compile on the
         # 2-core CPU this was written on (18 s eager), so no test runs a compiled model.
         compiled = compile_model(model, True)
-        assert compiled is not model and {id(p) for p in compiled.parameters()} == {id(p) for p in model.parameters()}
-        assert " compile=false+true " in job_record("pretrain", inside_s=1.0)
-    finally:
-        COMPILED.clear()
+    assert compiled is not model and {id(p) for p in compiled.parameters()} == {id(p) for p in model.parameters()}
+    assert " compile=false+true " in job_record("pretrain", inside_s=1.0, facts=facts)
+    assert " compile=false " in job_record("pretrain", inside_s=1.0, facts=JobFacts())
 
 
 def test_the_job_record_says_how_splits_were_batched(tmp_path):
-    from robustsoup.data import loading
     from robustsoup.snakemake_job import job_record
 
-    loading.USED.clear()
-    try:
-        assert " batches=none " in job_record("evaluate_model", inside_s=1.0)
-        BatchSource(ImageSplit(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2), "digits", "test"), "cpu")
+    split = ImageSplit(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(2), "digits", "test")
+    with job_facts() as facts:
+        assert " batches=none " in job_record("evaluate_model", inside_s=1.0, facts=facts)
+        BatchSource(split, "cpu")
         BatchSource(_file_split(tmp_path, n=2), "cpu", workers=0, decoder="pil")
-        assert " batches=memory+files/0w/pil " in job_record("evaluate_model", inside_s=1.0)
-    finally:
-        loading.USED.clear()
+        BatchSource(split, "cpu")
+        assert " batches=memory+files/0w/pil " in job_record("evaluate_model", inside_s=1.0, facts=facts)
+    BatchSource(split, "cpu")  # outside a job: noted nowhere
+    assert [r["batches"] for r in facts.batches] == ["memory", "files"]

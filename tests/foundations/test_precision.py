@@ -136,15 +136,11 @@ def test_the_sidecar_records_the_resolved_precision_and_memory_format(tmp_path, 
 
 
 def test_the_benchmark_table_names_fixed_cost_precision_and_machine_per_rule(tmp_path):
-    from robustsoup.device import RESOLVED
+    from robustsoup.facts import JobFacts
     from robustsoup.report.benchmarks import summarize_benchmarks
     from robustsoup.snakemake_job import job_record
 
-    RESOLVED[:] = [Arithmetic("bf16", True)]
-    try:
-        record = job_record("pretrain", inside_s=7.5)
-    finally:
-        RESOLVED.clear()
+    record = job_record("pretrain", inside_s=7.5, facts=JobFacts(arithmetic=[Arithmetic("bf16", True)]))
     for rule, job, seconds, line in (("pretrain", "digits/linf", 10.0, record), ("report", "digits", 3.0, None)):
         bench = tmp_path / "benchmarks" / rule / f"{job}.tsv"
         bench.parent.mkdir(parents=True)

@@ -2,15 +2,8 @@ import pytest
 import torch
 
 from robustsoup.data import ImageSplit
-from robustsoup.train.loop import (
-    AdversarialInputs,
-    BestEpoch,
-    TrainingDivergedError,
-    TrainSettings,
-    learning_rate,
-    make_input_policy,
-    train_model,
-)
+from robustsoup.train.loop import BestEpoch, TrainingDivergedError, TrainSettings, learning_rate, train_model
+from robustsoup.train.policies import AdversarialInputs, make_input_policy
 
 from conftest import tiny_meta
 
@@ -202,7 +195,7 @@ def test_bf16_and_channels_last_train_and_return_a_float32_model():
 
 
 def test_corruption_augmentation_is_seeded_and_keeps_a_clean_fraction():
-    from robustsoup.train.loop import CorruptionInputs
+    from robustsoup.train.policies import CorruptionInputs
 
     x = _data(16).images.float() / 255
     first = CorruptionInputs(["gaussian_noise", "fog"], [3, 5], clean_fraction=0.25, seed=1)
@@ -221,7 +214,7 @@ def test_corruption_augmentation_equals_each_image_corrupted_by_its_own_draw():
     """The batch's groups run together (threads); each image must still be its own draw's corruption,
     byte for byte, at the stream position of the batch (index_offset), the second batch included."""
     from robustsoup.data.corruptions import corrupt
-    from robustsoup.train.loop import CorruptionInputs
+    from robustsoup.train.policies import CorruptionInputs
 
     x = _data(12).images.float() / 255
     policy = CorruptionInputs(["gaussian_noise", "fog", "contrast"], [2, 5], clean_fraction=0.2, seed=3)

@@ -199,7 +199,8 @@ def test_a_subset_no_published_training_set_can_hold_fails_while_the_workflow_pa
 
 def test_the_split_header_and_the_sidecar_record_the_subset(tmp_path):
     from robustsoup.checkpoint import load_meta
-    from robustsoup.train.loop import CleanInputs, TrainSettings
+    from robustsoup.train.loop import TrainSettings
+    from robustsoup.train.policies import CleanInputs
     from robustsoup.train.run import train_and_checkpoint
 
     write_cifar_binaries(tmp_path / "raw", per_batch=12, test_size=30)

@@ -16,7 +16,8 @@ from robustsoup.data import load_split, prepare_splits
 from robustsoup.evaluate import METRIC_COLUMNS, evaluation_shard, merge_shards, metric_row
 from robustsoup.lp.stages import evaluate_model, evaluate_model_shard, merge_model_shards
 from robustsoup.points import read_points
-from robustsoup.train.loop import CleanInputs, TrainSettings, train_model
+from robustsoup.train.loop import TrainSettings, train_model
+from robustsoup.train.policies import CleanInputs
 from robustsoup.train.run import model_identity, new_meta
 
 THREATS = ["Linf", "L2", "L1"]

@@ -16,7 +16,8 @@ from parity_golden import load_json
 
 from robustsoup.models.registry import preact_resnet18_rf
 from robustsoup.train import loop
-from robustsoup.train.loop import AdversarialInputs, TrainSettings, learning_rate
+from robustsoup.train.loop import TrainSettings, learning_rate
+from robustsoup.train.policies import AdversarialInputs
 
 GOLDEN = load_json("robust_finetuning_train")
 NORMS = ["Linf", "L2", "L1"]

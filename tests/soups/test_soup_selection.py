@@ -13,7 +13,8 @@ from robustsoup.soups.search import (
     simplex_grid,
     successive_halving,
 )
-from robustsoup.train.loop import CleanInputs, TrainSettings, train_model
+from robustsoup.train.loop import TrainSettings, train_model
+from robustsoup.train.policies import CleanInputs
 
 from conftest import tiny_meta
 

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import dataset_name
-from .registry import get_dataset_spec, open_dataset
+from ..errors import ConfigError
+from .registry import dataset_name, get_dataset_spec, open_dataset
 from .sources import DataLayoutError
 
 # What `data check` says about a set's scoring (robustsoup.data.scoring), where it is not plain argmax.
@@ -203,8 +203,6 @@ def check_run_data(config) -> None:
     """The workflow's parse-time check (:func:`check_config_data`): a misplaced folder fails in seconds,
     before any job is queued, with one ConfigError that says what to run to see the details. A
     ``data.train_per_class`` no published training set can meet (:func:`train_subset_problem`) fails too."""
-    from ..config import ConfigError
-
     problem = train_subset_problem(config)
     if problem:
         raise ConfigError(problem)

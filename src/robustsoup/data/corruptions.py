@@ -247,11 +247,6 @@ def constants_for_shape(height: int, width: int) -> str:
     return "cifar" if (height, width) == (_CIFAR_SIZE, _CIFAR_SIZE) else "imagenet"
 
 
-def corruption_constants(corruption: str, severity: int, constants: str) -> object:
-    """The constants of ``corruption`` at ``severity`` in table ``constants``."""
-    return CONSTANTS[_check_constants(constants)][_check_corruption(corruption)][_check_severity(severity) - 1]
-
-
 def _check_corruption(corruption: str) -> str:
     if corruption not in FAMILIES:
         raise ValueError(f"unknown corruption {corruption!r}; expected one of {', '.join(CORRUPTIONS)}")
@@ -594,7 +589,6 @@ __all__ = [
     "constants_for_shape",
     "corrupt",
     "corrupt_groups",
-    "corruption_constants",
     "corruption_workers",
     "read_corrupted_split",
     "severity_rows",

@@ -35,9 +35,16 @@ from typing import Any
 
 import lazy_loader
 
-from ..config import IMAGEFOLDER, dataset_name
 from .readers import _class_folder_part
-from .registry import DATASETS, DatasetSpec, TrainAugmentation, default_augmentation, register_dataset
+from .registry import (
+    DATASETS,
+    IMAGEFOLDER,
+    DatasetSpec,
+    TrainAugmentation,
+    dataset_name,
+    default_augmentation,
+    register_dataset,
+)
 from .sources import Catalog, DataLayoutError, list_images, list_subfolders
 
 torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch

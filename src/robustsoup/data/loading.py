@@ -30,15 +30,13 @@ from collections.abc import Iterator
 
 import lazy_loader
 
+from ..facts import current_facts
 from . import options as options_
 from .splits import FileSplit, ImageSplit
 
 torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
 log = logging.getLogger(__name__)
-
-# What every BatchSource of this process did (its record()), in order: the job's closing record names them.
-USED: list[dict] = []
 
 PREFETCH_BATCHES = 4  # batches each worker decodes ahead
 
@@ -165,8 +163,7 @@ class BatchSource:
         else:
             self.kind = "memory"
             self.images = split.images
-        if self.record() not in USED:
-            USED.append(self.record())
+        current_facts().batched(self.record())  # for the job's closing record
 
     def _fits(self, images: torch.Tensor, budget: float) -> bool:
         free, _total = torch.cuda.mem_get_info(self.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .sources import Catalog, DataLayoutError
 
@@ -41,6 +41,17 @@ CROPS = ("pad", "resized")
 #   label-sets  the argmax is in the image's set of right classes (ImageNet-ReaL)
 #   categories  the best of 16 categories, each the mean probability of its classes (cue-conflict)
 SCORINGS = ("argmax", "subset", "label-sets", "categories")
+
+
+IMAGEFOLDER = "imagefolder"  # config `dataset` of your own folder tree (robustsoup.data.imagefolder)
+
+
+def dataset_name(config: Mapping[str, Any]) -> str:
+    """The name a run's data set goes by (results/<name>/, split caches, sidecars): ``data.name`` for an
+    ImageFolder (default ``imagefolder``), else the registry name ``dataset``."""
+    if config["dataset"] != IMAGEFOLDER:
+        return config["dataset"]
+    return config.get("data", {}).get("name") or IMAGEFOLDER
 
 
 @dataclass(frozen=True)

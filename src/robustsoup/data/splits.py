@@ -54,7 +54,7 @@ from typing import Any
 import lazy_loader
 from safetensors import SafetensorError, safe_open
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..io import atomic_path
 from .imagefolder import split_header_fields
 from .registry import DatasetSpec, get_dataset_spec, open_dataset

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..config import dataset_name
 from .corrupted import write_corrupted_copies
+from .registry import dataset_name
 from .splits import load_split, prepare_shift_splits, prepare_splits, shift_parts
 
 

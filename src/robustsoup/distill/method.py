@@ -62,7 +62,8 @@ from ..device import PRECISIONS, Arithmetic, resolve_precision
 from ..models import Normalized
 from ..models.multihead import HEADS, MultiHeadNet
 from ..train.distributed import Distributed, current
-from ..train.loop import BatchStep, CorruptionInputs, run_epochs
+from ..train.loop import BatchStep, run_epochs
+from ..train.policies import CorruptionInputs
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from ..models import build_pretrained
 from ..models.multihead import MultiHeadNet
 from ..progress import progress
 from ..train import distributed as dist_
-from ..train.loop import CleanInputs
+from ..train.policies import CleanInputs
 from ..train.run import count_parameters, launch_ranks, new_meta, settings_from, train_and_checkpoint
 from ..train.shared import shared_rows
 from .calibration import calibration_shifted

@@ -39,7 +39,7 @@ from ..io import write_text_atomic
 from ..lineage import CONFIG_ADVICE, check_related, mixed
 from ..models.batchnorm import recompute_batchnorm_statistics
 from ..points import read_points, write_points
-from ..train.loop import make_input_policy
+from ..train.policies import make_input_policy
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
 from ..weights import affine_combination
 from .grid import grid_from_config, write_grid

@@ -37,6 +37,9 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 FIXED_INPUT_STATISTICS: dict[str, Callable[[], tuple[tuple[float, ...], tuple[float, ...]]]] = {}
 # (x − 0) / 1: for networks that take raw [0,1] pixels (RobustBench's, robust-finetuning's).
 IDENTITY_STATISTICS: tuple[tuple[float, ...], tuple[float, ...]] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+# Builders of the networks a prefix names (``robustbench:<name>``, registered by :mod:`.zoo`): ``(name,
+# num_classes=…, **kwargs) -> nn.Module``.
+PREFIX_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_architecture(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -137,9 +140,7 @@ def build_model(
     (without weights; see :mod:`robustsoup.models.zoo`).
     """
     if architecture.startswith(ZOO_PREFIX):
-        from .zoo import build_zoo_architecture
-
-        net = build_zoo_architecture(architecture[len(ZOO_PREFIX) :], num_classes=num_classes, **kwargs)
+        net = PREFIX_BUILDERS[ZOO_PREFIX](architecture[len(ZOO_PREFIX) :], num_classes=num_classes, **kwargs)
     elif split_name(architecture) is not None:  # width / activation are the library's own
         net = build_named(architecture, num_classes)
     else:

@@ -5,7 +5,7 @@ blocks with 16·k, 32·k and 64·k channels (k = 10), strides 1, 2, 2, then
 BN → activation → global average pooling → linear. The parameter names
 (``block1.layer.0.conv1``, ``convShortcut``, ``bn1``, ``fc`` …) are those of
 the TRADES / RobustBench checkpoints, so their WRN-28-10 weights load
-directly (:func:`robustsoup.checkpoint.load_foreign_state_dict`).
+directly (:func:`robustsoup.state_dicts.load_foreign_state_dict`).
 """
 
 from __future__ import annotations

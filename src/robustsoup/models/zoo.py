@@ -43,9 +43,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..state_dicts import CheckpointError, load_foreign_state_dict, load_state_dict_checked
 from .named import load_with_new_head, split_name
 from .preact_resnet import PreActResNet
-from .registry import FIXED_INPUT_STATISTICS, IDENTITY_STATISTICS, ZOO_PREFIX, Normalized, build_model
+from .registry import (
+    FIXED_INPUT_STATISTICS,
+    IDENTITY_STATISTICS,
+    PREFIX_BUILDERS,
+    ZOO_PREFIX,
+    Normalized,
+    build_model,
+)
 
 ZOO_DATASETS = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 ZOO_THREATS = ("Linf", "L2", "corruptions")
@@ -195,11 +203,12 @@ def build_zoo_architecture(
     return net
 
 
+PREFIX_BUILDERS[ZOO_PREFIX] = build_zoo_architecture
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a third-party ``.pt``/``.pth`` or ``.safetensors`` file (see
-    :func:`robustsoup.checkpoint.load_foreign_state_dict`); a missing file is a :class:`ZooError`."""
-    from ..checkpoint import load_foreign_state_dict
-
+    :func:`robustsoup.state_dicts.load_foreign_state_dict`); a missing file is a :class:`ZooError`."""
     path = Path(path)
     if not path.is_file():
         where = "" if path.is_absolute() else f" (looked at {path.absolute()})"
@@ -267,10 +276,8 @@ def load_weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
     """Load ``state`` strictly into ``model`` (the network inside a ``Normalized`` wrapper).
 
     Missing or unexpected keys and shape mismatches raise
-    :class:`~robustsoup.checkpoint.CheckpointError` naming what was expected and found, and what to do.
+    :class:`~robustsoup.state_dicts.CheckpointError` naming what was expected and found, and what to do.
     """
-    from ..checkpoint import CheckpointError, load_state_dict_checked
-
     net = model.net if isinstance(model, Normalized) else model
     matched = match_state_dict(net, state)
     try:

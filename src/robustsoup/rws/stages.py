@@ -46,7 +46,8 @@ from ..evaluate import METRIC_COLUMNS, MetricLog, clean_correct, read_metrics, w
 from ..io import atomic_path, write_text_atomic
 from ..lineage import CONFIG_ADVICE
 from ..progress import progress
-from ..train.loop import BestEpoch, CleanInputs, CorruptionInputs
+from ..train.loop import BestEpoch
+from ..train.policies import CleanInputs, CorruptionInputs
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
 from .bases import check_bases
 from .config import (

@@ -66,6 +66,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..data.loading import RANK_CPUS_ENV, job_cpus
+from .policies import AdversarialInputs, CorruptionInputs
 
 log = logging.getLogger(__name__)
 
@@ -580,16 +581,10 @@ def convert_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, _BatchNorm) for m in module.modules())
-
-
 class RankPolicy:
     """An input policy made rank-consistent (see the module docstring); state and name are the policy's."""
 
     def __init__(self, policy, distributed: Distributed) -> None:
-        from .loop import AdversarialInputs, CorruptionInputs
-
         self.inner, self.distributed = policy, distributed
         self.name = policy.name
         self.adversarial = isinstance(policy, AdversarialInputs)
@@ -642,7 +637,6 @@ __all__ = [
     "convert_batchnorm",
     "current",
     "from_environment",
-    "has_batchnorm",
     "in_slurm_job",
     "init_group",
     "launch_needed",

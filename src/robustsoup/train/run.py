@@ -26,13 +26,15 @@ from ..config import dataset_name
 from ..data import ImageSplit, get_dataset_spec
 from ..data import options as loading_options
 from ..data.splits import split_record
-from ..device import COMPILED, configure_cuda
+from ..device import configure_cuda
+from ..facts import current_facts
 from ..lineage import descend, start_record
 from ..models.registry import ZOO_PREFIX, input_statistics
 from ..models.zoo import build_pretrained, zoo_weights_path
 from . import distributed as dist_
 from .augment import describe_augmentation
-from .loop import BestEpoch, InputPolicy, TrainSettings, train_model
+from .loop import BestEpoch, TrainSettings, train_model
+from .policies import InputPolicy
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +259,7 @@ def train_and_checkpoint(
         model.load_state_dict(state)
         vars(meta).update(vars(written))
         settings.arithmetic(device, model)  # what the ranks computed in, for this job's record
-        COMPILED.append(settings.compile)
+        current_facts().compiled_model(settings.compile)
         return Path(out_path)
     distributed = dist_.from_environment(settings.gpus, device, settings.sync_batchnorm)
     if distributed is not None:
