@@ -13,32 +13,26 @@ import torch
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
 from robustsoup.config import ConfigError, resolve_config
 from robustsoup.rws.config import deploy_variant, quantized_variants, variant_label, variant_suffix, variants
-from robustsoup.rws.signatures import (
-    SignatureError,
+from robustsoup.rws.extract import extract_signature, project_out
+from robustsoup.rws.layers import plan_layers, reference_layers, residual_unit, weight_layers
+from robustsoup.rws.patching import (
     apply_signatures,
-    compose,
-    dequantize_tensor,
-    extract_signature,
-    load_signature,
-    pack_codes,
     patch_checkpoint,
     patched,
     patched_state,
-    plan_layers,
-    project_out,
+    state_digest,
+    unpatch_checkpoint,
+)
+from robustsoup.rws.quantize import (
+    dequantize_tensor,
+    pack_codes,
     quantize,
     quantize_signatures,
     quantize_tensor,
-    reference_layers,
-    rescale,
-    residual_unit,
-    save_signature,
-    state_digest,
-    storage_bytes,
     unpack_codes,
-    unpatch_checkpoint,
-    weight_layers,
 )
+from robustsoup.rws.signature_file import load_signature, save_signature, storage_bytes
+from robustsoup.rws.signatures import SignatureError, compose, rescale
 from robustsoup.rws.stages import (
     check_rws_config,
     detector_probabilities,

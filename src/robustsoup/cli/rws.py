@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from ..checkpoint import CheckpointError
-from ..rws.signatures import SignatureError, patch_checkpoint, unpatch_checkpoint, unpatch_companion
+from ..rws.patching import patch_checkpoint, unpatch_checkpoint, unpatch_companion
+from ..rws.signatures import SignatureError
 from .args import parse_path_and_number
 
 

@@ -12,7 +12,7 @@ from ..config import ConfigError
 from ..data.corruptions import CORRUPTIONS
 
 INIT = "init"
-LAYER_RULES = ("ours", "reference")  # rws.layer_rule: which tensors a signature holds (see rws.signatures)
+LAYER_RULES = ("ours", "reference")  # rws.layer_rule: which tensors a signature holds (see rws.layers)
 QUANTIZATION_RANGES = ("signature", "experts")  # [min, max] per tensor of each signature, or per key over all
 MAX_LEVELS = 1 << 16  # packed codes of up to 16 bits
 

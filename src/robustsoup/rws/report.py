@@ -47,7 +47,7 @@ from .config import (
     variant_suffix,
     variants,
 )
-from .signatures import storage_bytes
+from .signature_file import storage_bytes
 
 MB = 1e6
 

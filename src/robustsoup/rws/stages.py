@@ -58,16 +58,12 @@ from .config import (
     variant_suffix,
     variants,
 )
-from .signatures import (
-    Signature,
-    extract_signature,
-    load_signature,
-    patched,
-    plan_layers,
-    quantize_signatures,
-    save_signature,
-    state_digest,
-)
+from .extract import extract_signature
+from .layers import plan_layers
+from .patching import patched, state_digest
+from .quantize import quantize_signatures
+from .signature_file import load_signature, save_signature
+from .signatures import Signature
 
 log = logging.getLogger(__name__)
 
