@@ -294,7 +294,6 @@ def test_rws_config_cross_checks_name_the_key():
     for change, key in [
         ({"corruptions": ["gaussian_noise", "snowfall"]}, "rws.corruptions"),
         ({"eval_severities": [1, 3]}, "rws.eval_severities"),
-        ({"deploy_bits": 4}, "rws.deploy_bits"),
         ({"deploy": "4levels"}, "rws.deploy"),
         ({"levels": [], "deploy": "16levels"}, "rws.deploy"),
         ({"compose": ["fog", "frost"]}, "rws.compose"),
@@ -483,9 +482,10 @@ def test_variant_names_labels_and_deploy_follow_the_config():
     assert variant_label("8levels", 5) == "Standard + RWS (shallow 5, 8 levels (3 bit))"
     assert variant_label("8bit", 5) == "Standard + RWS (shallow 5, 8-bit codes (256 levels))"
     assert variant_suffix("16levels") == "-16levels"
-    legacy = resolve_config({"rws": {"bits": [16, 8], "deploy_bits": 16}})
-    assert deploy_variant(legacy) == "16bit" and "16bit" in variants(legacy)
-    assert deploy_variant(resolve_config({"rws": {"deploy_bits": 32}})) == "shallow"
+    assert deploy_variant(resolve_config({"rws": {"bits": [16, 8], "deploy": "16bit"}})) == "16bit"
+    for bits in (16, 32):  # the removed spelling of rws.deploy is refused by name, with what to set instead
+        with pytest.raises(ConfigError, match=r"'rws\.deploy_bits' was removed; set rws\.deploy instead: <b>bit"):
+            resolve_config({"rws": {"bits": [16, 8], "deploy_bits": bits}})
 
 
 def test_quantize_rws_writes_every_variant_with_one_grid_over_the_experts(trio, tmp_path):
