@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= config/config.yaml
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run test lint dry-run report bench bench-dag reproduce-cifar10 reproduce-imagenet clean-results help
+.PHONY: run test lint dry-run report bench bench-dag gpu-check reproduce-cifar10 reproduce-imagenet clean-results help
 
 help:
 	@echo "make run      the whole DAG on $(CONFIG) (creates $(VENV) on first use)"
@@ -17,6 +17,7 @@ help:
 	@echo "make dry-run  what a run would do"
 	@echo "make report   results/report.html: every table and figure of the run, captioned"
 	@echo "make bench    every benchmark, one at a time; headline ratios in bench/results/summary.md"
+	@echo "make gpu-check  on one GPU (< 8 min): bench/gpu.py, 2-rank training, a lease, an fp16 attack, sharded evaluation"
 	@echo "make bench-dag  the whole default DAG twice from empty folders (float32, then auto): wall time, fixed cost per job"
 
 $(BIN)/python:
@@ -64,6 +65,10 @@ test: $(STAMP)
 # The soups benchmark uses the base models of the default run (make run first).
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+# One GPU, under 8 minutes: the GPU paths a first real run depends on, one table (bench/gpu_check.py).
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py
 
 # ~15 minutes on 2 cores: two whole runs of the default DAG in temporary folders.
 bench-dag: $(STAMP)

@@ -18,6 +18,11 @@ its fraction of the device's dense bf16 peak (:data:`BF16_PEAK_TFLOPS`; ``n/a`` 
 unknown device or a CPU). FlopCounterMode counts matrix products and convolutions only
 (forward and backward), the work the peak refers to.
 
+CUDA's kernel settings are the training jobs' (:func:`robustsoup.device.configure_cuda`: TF32 as the
+config's ``cuda_tf32``, default on, and cudnn.benchmark on), so a "float32" row is the pipeline's float32
+(TF32 products on GPUs that have them); ``--no-tf32`` measures strict float32 instead. The settings are
+printed and written to the JSON (``cuda``).
+
 On a CPU it runs tiny sizes (batch 2, one timed batch, ResNet-50 at 64 px, 2 attack
 iterations, APGD-2 training, no warm-up) as a smoke test of the code paths; those numbers mean nothing.
 The full GPU run is sized for under 8 minutes on one H200; ``--quick`` cuts it to
@@ -40,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from robustsoup.attacks import attack_plan, robust_correct
 from robustsoup.data import ImageSplit
-from robustsoup.device import Arithmetic, machine_summary
+from robustsoup.device import Arithmetic, configure_cuda, machine_summary
 from robustsoup.models import build_model
 from robustsoup.soups.search import SoupScorer
 from robustsoup.train.loop import TrainSettings, make_input_policy, train_model
@@ -275,14 +280,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the device and rows here")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", default="", help="comma-separated subset of: train, forward, soups, attack")
+    parser.add_argument("--model", default="", help="only the models whose label contains this (e.g. PreAct)")
+    parser.add_argument("--no-tf32", action="store_true", help="strict float32 (config cuda_tf32: false)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device here; run with --device cpu for the smoke test")
+    cuda = configure_cuda(tf32=not args.no_tf32)  # what a training job sets ({} without CUDA)
     peak = bf16_peak(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else machine_summary()
     print(
         f"{name}; dense bf16 peak {f'{peak:g} TFLOP/s' if peak else 'n/a (unknown device)'}; torch {torch.__version__}"
+        f"; cuda settings {cuda or 'none (no CUDA)'}"
     )
     benches = {"train": bench_training, "forward": bench_forward, "soups": bench_soups, "attack": bench_attack}
     chosen = [b for b in args.only.split(",") if b] or list(benches)
@@ -291,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--only: unknown {sorted(unknown)}; expected some of {', '.join(benches)}")
     rows: list[Row] = []
     start = time.perf_counter()
-    for size in sizes(device, args.quick):
+    for size in [s for s in sizes(device, args.quick) if args.model in s.label]:
         for key in chosen:
             rows.extend(benches[key](size, device, peak))
             print(format_table(rows[-1:]).splitlines()[-1] if rows else "", flush=True)
@@ -300,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{time.perf_counter() - start:.0f} s in all")
     if args.json is not None:
         summary = {"device": name, "bf16_peak_tflops": peak, "torch": torch.__version__, "quick": args.quick}
+        summary["cuda"] = cuda
         summary["rows"] = [asdict(r) for r in rows]
         args.json.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
 

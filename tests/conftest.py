@@ -18,7 +18,12 @@ def _few_threads():
     torch.set_num_threads(1)
 
 
-def tiny_meta(name: str = "tiny", width: int = 4) -> CheckpointMeta:
+# The lineage record of a parent checkpoint that tiny_meta(family=True) models were fine-tuned from.
+FAMILY_PARENT = {"name": "parent", "weights_sha256": "ab" * 32, "kind": "checkpoint"}
+
+
+def tiny_meta(name: str = "tiny", width: int = 4, family: bool = False) -> CheckpointMeta:
+    """A small model's sidecar; ``family``: one of a soup family (all fine-tuned from FAMILY_PARENT)."""
     return CheckpointMeta(
         name=name,
         architecture="preact_resnet_small",
@@ -27,7 +32,31 @@ def tiny_meta(name: str = "tiny", width: int = 4) -> CheckpointMeta:
         num_classes=10,
         mean=[0.3, 0.3, 0.3],
         std=[0.3, 0.3, 0.3],
+        parent="parent" if family else None,
+        lineage=[dict(FAMILY_PARENT)] if family else [],
     )
+
+
+def finetuned_like(state, seed, scale=0.05):
+    """A copy of ``state`` moved like a fine-tune: weights, BN affine and statistics."""
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, value in state.items():
+        if not torch.is_floating_point(value):
+            out[key] = value.clone()
+        elif key.endswith("running_var"):
+            out[key] = value * torch.exp(scale * torch.randn(value.shape, generator=generator))
+        else:
+            out[key] = value + scale * torch.randn(value.shape, generator=generator)
+    return out
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The bad-input corpus's files (tests/bad_inputs/world.py), made once per session."""
+    from bad_inputs.world import build_world
+
+    return build_world(tmp_path_factory.mktemp("world"))
 
 
 @pytest.fixture

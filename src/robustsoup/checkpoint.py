@@ -2,10 +2,14 @@
 
 ``name.safetensors`` holds the state dict (no pickle, so loading runs no
 code); ``name.json`` holds the architecture, data set, normalization, what the
-model was trained for, its parent, provenance and metrics, and the SHA-256 of
-the weights file so that a truncated or swapped file is caught on load. Both
-files are written atomically, weights first, so a sidecar never describes
-weights that are not fully on disk.
+model was trained for, its parent and lineage (every ancestor up to the
+initialization, :mod:`robustsoup.lineage`), provenance and metrics, and two
+SHA-256 digests: ``weights_sha256`` over the tensors in a canonical order (names,
+dtypes, shapes, bytes: :func:`tensors_sha256`), which decides identity whatever
+the file's header layout, and ``file_sha256`` of the file's bytes, so that a
+truncated or swapped file is caught on load. Both files are written
+atomically, weights first, so a sidecar never describes weights that are not
+fully on disk.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import datetime as _dt
 import hashlib
 import json
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,8 @@ class CheckpointMeta:
     git_commit: str = ""
     created: str = ""
     weights_sha256: str = ""
+    file_sha256: str = ""
+    lineage: list[dict[str, Any]] = field(default_factory=list)
     format: str = FORMAT
 
     def build(self) -> Normalized:
@@ -96,15 +102,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's tensors in sorted key order (each key, dtype, shape, then its raw bytes):
+    equal iff the tensors are bitwise equal, however a file lays them out (the checkpoints' identity)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_checkpoint(weights_path: str | Path, state_dict: Mapping[str, torch.Tensor], meta: CheckpointMeta) -> Path:
     """Write ``state_dict`` and ``meta`` atomically; return the weights path."""
     weights_path = Path(weights_path)
     if weights_path.suffix != ".safetensors":
         raise CheckpointError(f"checkpoint weights must end in .safetensors, got {weights_path}")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    meta.weights_sha256 = tensors_sha256(tensors)
     with atomic_path(weights_path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "name": meta.name})
-    meta.weights_sha256 = file_sha256(weights_path)
+    meta.file_sha256 = file_sha256(weights_path)
     meta.git_commit = meta.git_commit or git_commit()
     meta.created = meta.created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     write_text_atomic(sidecar_path(weights_path), json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
@@ -152,7 +170,10 @@ def read_sidecar(side: Path, fmt: str, meta_class: type, error: type[Exception],
         raise error(f"{what} sidecar {side} is not valid JSON ({exc}): {repair_advice(side)}") from exc
     if not isinstance(raw, dict) or raw.get("format") != fmt:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise error(f"{what} sidecar {side}: expected format {fmt!r}, found {found!r}")
+        raise error(
+            f"{what} sidecar {side}: expected format {fmt!r}, found {found!r}: it is not a robustsoup {what}'s "
+            f"sidecar; give a {what} robustsoup wrote, or {repair_advice(side)}"
+        )
     known = meta_class.__dataclass_fields__
     required = [name for name, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
     missing = [name for name in required if name not in raw]
@@ -164,33 +185,60 @@ def read_sidecar(side: Path, fmt: str, meta_class: type, error: type[Exception],
     return meta_class(**{k: v for k, v in raw.items() if k in known})
 
 
+UNVERIFIED_ADVICE = (
+    "pass --trust-unverified to use it anyway (a warning is printed), or remake it with robustsoup, "
+    "which records the digest"
+)
+
+
 def load_checkpoint(
-    weights_path: str | Path, expect: Mapping[str, Any] | None = None
+    weights_path: str | Path,
+    expect: Mapping[str, Any] | None = None,
+    trust_unverified: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     """Load weights and sidecar, checking integrity and, optionally, identity.
 
-    ``expect`` maps sidecar fields to required values, e.g.
-    ``{"architecture": "preact_resnet_small", "dataset": "digits"}``; a
-    mismatch raises :class:`CheckpointError` naming the file, the field, what
-    was expected and what was found.
+    The tensors must match the sidecar's ``weights_sha256`` (identity is decided by content: a file
+    rewritten with another header layout but the same tensors passes; a sidecar from before
+    ``file_sha256`` holds the file's digest there, which is then checked, and the returned meta
+    carries the tensors' digest). A sidecar without
+    a digest is refused unless ``trust_unverified`` (then ``warn`` is told). ``expect`` maps sidecar
+    fields to required values, e.g. ``{"architecture": "preact_resnet_small", "dataset": "digits"}``; a
+    mismatch raises :class:`CheckpointError` naming the file, the field, what was expected and what was found.
     """
     weights_path = Path(weights_path)
     if not weights_path.is_file():
-        raise CheckpointError(f"checkpoint {weights_path} does not exist")
-    meta = load_meta(weights_path)
-    actual_sha = file_sha256(weights_path)
-    if meta.weights_sha256 and actual_sha != meta.weights_sha256:
         raise CheckpointError(
-            f"checkpoint {weights_path} does not match its sidecar (SHA-256 {actual_sha[:12]}… , "
-            f"sidecar says {meta.weights_sha256[:12]}…): the file is truncated or was replaced; "
-            f"{repair_advice(weights_path)}"
+            f"checkpoint {weights_path} does not exist; expected a .safetensors file with its .json sidecar beside it"
         )
+    meta = load_meta(weights_path)
+    if not meta.weights_sha256:
+        if not trust_unverified:
+            raise CheckpointError(
+                f"checkpoint sidecar {sidecar_path(weights_path)} has no weights_sha256, so the weights cannot be "
+                f"checked against it; expected the SHA-256 robustsoup records: {UNVERIFIED_ADVICE}"
+            )
+        if warn is not None:
+            warn(f"{weights_path}: its sidecar has no weights_sha256; using the weights unverified")
+    # An older sidecar holds the file's digest in weights_sha256: then the bytes are what it records.
+    legacy = not meta.file_sha256 and bool(meta.weights_sha256) and file_sha256(weights_path) == meta.weights_sha256
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(
             f"checkpoint {weights_path} is unreadable or truncated ({exc}): {repair_advice(weights_path)}"
         ) from exc
+    content = tensors_sha256(state)
+    if legacy:
+        meta.file_sha256 = meta.weights_sha256
+    elif meta.weights_sha256 and content != meta.weights_sha256:
+        raise CheckpointError(
+            f"checkpoint {weights_path} does not match its sidecar (its tensors' SHA-256 is {content[:12]}…, "
+            f"the sidecar says {meta.weights_sha256[:12]}…): the file is truncated or was replaced; "
+            f"{repair_advice(weights_path)}"
+        )
+    meta.weights_sha256 = content
     for key, wanted in (expect or {}).items():
         found = getattr(meta, key)
         if found != wanted:

@@ -9,6 +9,7 @@ job runs.
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,13 @@ def _message(error: jsonschema.ValidationError, root: dict) -> str:
     if error.validator in ("anyOf", "oneOf"):
         options = " or ".join(_allowed(sub, root) for sub in error.validator_value)
         return f"{error.instance!r} is not accepted; expected {options}"
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        known = list(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in known]
+        hints = [
+            f"did you mean {close[0]!r} for {k!r}?" for k in extra if (close := difflib.get_close_matches(k, known, 1))
+        ]
+        return f"{error.message}; expected keys among {', '.join(known)}" + (f" ({' '.join(hints)})" if hints else "")
     return error.message
 
 
@@ -221,14 +229,34 @@ def load_config_file(path: str | Path, resolve=None) -> dict:
     validation; :func:`robustsoup.paths.resolve_run_config` adds every study's cross-key checks)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(
+            f"config file {path} does not exist (relative paths are from the working directory); "
+            "give the path of a YAML config file, e.g. config/config.yaml"
+        )
     try:
         with path.open(encoding="utf-8") as stream:  # a stream, so that a syntax error names the file
-            raw = yaml.safe_load(stream) or {}
+            raw = yaml.safe_load(stream)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {exc}\nExpected one 'key: value' per line, nested by spaces; "
+            "fix the YAML where it points (tabs and unclosed brackets are the usual causes)"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); expected a YAML file in UTF-8: "
+            "save it as UTF-8"
+        ) from exc
+    if raw is None:
+        raise ConfigError(
+            f"config file {path} is empty (or only comments); expected a mapping of keys such as 'dataset: digits'. "
+            "Write the keys you want to set (`robustsoup config` prints every key with its default), or run "
+            "without --configfile for the default run"
+        )
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, found {type(raw).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, found {type(raw).__name__}; write one key per "
+            "line, e.g. 'dataset: digits'"
+        )
     return (resolve or resolve_config)(raw)
 
 

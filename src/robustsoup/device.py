@@ -34,7 +34,7 @@ def select_device(preference: str = "auto") -> torch.device:
     raise ValueError(f"unknown device {preference!r}; expected auto, cpu or cuda")
 
 
-def configure_cuda(tf32: bool = True) -> dict:
+def configure_cuda(tf32: bool = True, deterministic: bool = False) -> dict:
     """Set the CUDA kernels' fast paths for this process; returns what was set (for the job's log).
 
     ``tf32`` (config ``cuda_tf32``): float32 matrix products and convolutions
@@ -42,17 +42,22 @@ def configure_cuda(tf32: bool = True) -> dict:
     the products, float32 accumulation), several times the float32 rate of
     those units; false keeps both in full float32 (torch computes
     convolutions in TF32 by default, so false is stricter than torch's
-    default). ``cudnn.benchmark`` is always on: the batch shapes of a job
-    repeat, so timing cuDNN's algorithms once pays for itself (the chosen
-    algorithm may differ between runs, a float-rounding difference). Does
-    nothing without CUDA.
+    default). ``cudnn.benchmark`` is on for training and every other job: the
+    batch shapes of a job repeat, so timing cuDNN's algorithms once pays for
+    itself (the chosen algorithm may differ between runs, a float-rounding
+    difference). ``deterministic`` (every rule that trains nothing, see
+    :mod:`robustsoup.snakemake_job`) turns it off and asks cuDNN for deterministic algorithms instead, so an
+    evaluation computes the same bits in every run and in every job: the
+    shards of a sharded evaluation then concatenate to exactly the unsharded
+    one (``evaluate.shards``). Does nothing without CUDA.
     """
     if not torch.cuda.is_available():
         return {}
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cudnn.benchmark = True
-    return {"tf32": tf32, "cudnn_benchmark": True}
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    return {"tf32": tf32, "cudnn_benchmark": not deterministic, "cudnn_deterministic": deterministic}
 
 
 # Whether each model this process trained was compiled, in order: the job's closing record names them.
@@ -173,9 +178,10 @@ class Arithmetic:
         return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
     def grad_scaler(self, device: torch.device | str):
-        """A loss scaler for fp16 on CUDA, else None."""
-        if self.precision == "fp16" and torch.device(device).type == "cuda":
-            return torch.amp.GradScaler("cuda")
+        """A loss scaler for fp16 (on ``device``'s type: CUDA, or the CPU, where only tests construct an fp16
+        arithmetic), else None."""
+        if self.precision == "fp16":
+            return torch.amp.GradScaler(torch.device(device).type)
         return None
 
     @property
@@ -274,11 +280,17 @@ def resolve_arithmetic(
 # which device to use (snakemake issue 281), so N jobs would all land on GPU 0. Each GPU job
 # therefore takes a lease: an exclusive flock on `<lease_dir>/gpu<id>.lock`, held for the job's
 # lifetime. The kernel drops a flock when its process dies, so a crashed or killed job frees its
-# device without any cleanup. Under SLURM the job already sees only the GPUs it was given.
+# device without any cleanup. The GPUs leased are the ones this process may use: those a
+# `CUDA_VISIBLE_DEVICES` already set names (the user's choice, or SLURM's allocation), else all that
+# nvidia-smi lists. Inside a SLURM job the leases are the job's own (a folder per job id): jobs the
+# SLURM executor submitted each lease all of their own GPUs, and the concurrent jobs of a Snakemake run
+# inside one allocation (`sbatch -n 4 snakemake …`) share its GPUs out.
 
 GPU_IDS_ENV = "ROBUSTSOUP_GPU_IDS"
 LEASE_DIR_ENV = "ROBUSTSOUP_GPU_LEASE_DIR"
 DEFAULT_LEASE_DIR = Path("/tmp/robustsoup-gpu-leases")
+LEASE_DIR_MODE = 0o1777  # every user may add lock files, as in /tmp (sticky: none removes another's)
+LEASE_FILE_MODE = 0o666  # every user may lock and write another user's lock file
 
 
 class NoFreeDeviceError(RuntimeError):
@@ -286,14 +298,19 @@ class NoFreeDeviceError(RuntimeError):
 
 
 def visible_gpu_ids() -> list[str]:
-    """The GPUs this machine offers to leases, without initialising CUDA in this process.
+    """The GPUs this process may lease, without initialising CUDA in this process.
 
-    ``ROBUSTSOUP_GPU_IDS`` (comma-separated) wins; otherwise ``nvidia-smi``'s indices; none
-    when neither is there (a CPU machine).
+    ``ROBUSTSOUP_GPU_IDS`` (comma-separated) wins; then the entries of a ``CUDA_VISIBLE_DEVICES`` already
+    set (indices or UUIDs, as the user or SLURM wrote them; empty or ``-1``: none); otherwise
+    ``nvidia-smi``'s indices; none when neither is there (a CPU machine).
     """
     listed = os.environ.get(GPU_IDS_ENV)
     if listed is not None:
         return [i.strip() for i in listed.split(",") if i.strip()]
+    restricted = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if restricted is not None:
+        ids = [i.strip() for i in restricted.split(",") if i.strip()]
+        return [] if not ids or ids[0].startswith("-") else ids  # CUDA stops at the first invalid entry
     if shutil.which("nvidia-smi") is None:
         return []
     try:
@@ -306,8 +323,37 @@ def visible_gpu_ids() -> list[str]:
 
 
 def under_slurm() -> bool:
-    """True inside a SLURM job step (devices are then SLURM's business)."""
+    """True inside a SLURM job (its leases are then the job's own: :func:`lease_folder`)."""
     return "SLURM_JOB_ID" in os.environ
+
+
+def lease_folder(lease_dir: str | Path | None = None) -> Path:
+    """Where the lock files live: ``lease_dir``, ``ROBUSTSOUP_GPU_LEASE_DIR`` or
+    :data:`DEFAULT_LEASE_DIR`, and inside a SLURM job its sub-folder ``slurm-<job id>`` (the ids of
+    ``CUDA_VISIBLE_DEVICES`` there are the job's, which another job on the node may number alike)."""
+    folder = Path(lease_dir or os.environ.get(LEASE_DIR_ENV) or DEFAULT_LEASE_DIR)
+    return folder / f"slurm-{os.environ['SLURM_JOB_ID']}" if under_slurm() else folder
+
+
+def _shared_folder(folder: Path) -> None:
+    """Create ``folder`` (and any missing parent) open to every user (:data:`LEASE_DIR_MODE`), whatever the umask."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in missing:
+        with contextlib.suppress(PermissionError):  # created by another user meanwhile: theirs to open
+            os.chmod(path, LEASE_DIR_MODE)
+
+
+def _lock_file(path: Path):
+    """``path`` opened for locking: created writable by every user (:data:`LEASE_FILE_MODE`); another user's
+    file that is not (left by an older version) is opened read-only, which flock accepts."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, LEASE_FILE_MODE)
+    except PermissionError:
+        return open(path)
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, LEASE_FILE_MODE)  # the umask took bits off a file this process created
+    return os.fdopen(fd, "r+")
 
 
 @contextlib.contextmanager
@@ -321,13 +367,14 @@ def gpu_lease(
     """Hold exclusive leases on ``count`` free GPUs and expose only them via ``CUDA_VISIBLE_DEVICES``.
 
     Yields the leased ids, comma-separated (a data-parallel training of ``gpus: N`` runs its ranks on
-    the ``count`` = N of them), or None when there is nothing to lease (no GPUs, or under SLURM, where
-    ``CUDA_VISIBLE_DEVICES`` is left as SLURM set it). All ``count`` are taken at once or none (a job
-    holding some while waiting for more could deadlock with another). Must run before CUDA is
-    initialised in the process. Raises :class:`NoFreeDeviceError` after ``timeout`` seconds, and
-    ``ValueError`` when the machine has fewer than ``count`` GPUs.
+    the ``count`` = N of them), or None when there is nothing to lease (no GPUs). The GPUs are
+    :func:`visible_gpu_ids` (so a ``CUDA_VISIBLE_DEVICES`` the user set is kept to, and narrowed);
+    the lock files are in :func:`lease_folder`, which every user of the machine may use. All ``count``
+    are taken at once or none (a job holding some while waiting for more could deadlock with another).
+    Must run before CUDA is initialised in the process. Raises :class:`NoFreeDeviceError` after
+    ``timeout`` seconds, and ``ValueError`` when fewer than ``count`` GPUs are visible.
     """
-    ids = list(gpu_ids) if gpu_ids is not None else ([] if under_slurm() else visible_gpu_ids())
+    ids = list(gpu_ids) if gpu_ids is not None else visible_gpu_ids()
     if not ids:
         yield None
         return
@@ -336,13 +383,13 @@ def gpu_lease(
             f"a job asks for {count} GPUs but this machine offers {len(ids)} ({', '.join(ids)}); "
             f"lower the training section's gpus to at most {len(ids)}"
         )
-    folder = Path(lease_dir or os.environ.get(LEASE_DIR_ENV) or DEFAULT_LEASE_DIR)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = lease_folder(lease_dir)
+    _shared_folder(folder)
     deadline = time.monotonic() + timeout
     while True:
         held: list[tuple[str, object]] = []
         for gpu in ids:
-            handle = open(folder / f"gpu{gpu}.lock", "a+")  # noqa: SIM115 (held for the lease's lifetime)
+            handle = _lock_file(folder / f"gpu{gpu}.lock")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -364,10 +411,11 @@ def gpu_lease(
             )
         time.sleep(poll)
     for _, handle in held:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        if handle.writable():  # who holds it, for a person looking
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
     leased = ",".join(gpu for gpu, _ in held)
     previous = os.environ.get("CUDA_VISIBLE_DEVICES")
     os.environ["CUDA_VISIBLE_DEVICES"] = leased

@@ -25,6 +25,7 @@ from .data import ImageSplit
 from .data.loading import BatchSource, batch_source
 from .data.scoring import ARGMAX, Scoring, split_scoring
 from .io import write_text_atomic
+from .points import keyed_points, points_frame, write_keyed_points
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +133,33 @@ def evaluation_shard(n_attacked: int, n_total: int, batch_size: int, count: int 
 
 
 def _points(labels: torch.Tensor, correct: torch.Tensor, start: int = 0) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "index": range(start, start + len(labels)),
-            "label": labels.cpu().numpy(),
-            "correct": correct.cpu().numpy().astype(int),
-        }
-    )
+    return points_frame(labels.cpu().numpy(), correct.cpu().numpy(), start)
+
+
+class MetricLog:
+    """Tidy rows and the per-point results of each (:func:`robustsoup.points.keyed_points`), written together:
+    what a stage that measures many things at once keeps, so that every comparison can be paired."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.points: list[pd.DataFrame] = []
+
+    def add(self, model: str, evalset: str, correct: torch.Tensor, labels: torch.Tensor | None = None, **row) -> dict:
+        """Count ``correct`` as :func:`metric_row` does, keep its per-point results; return the row."""
+        entry = metric_row(model, evalset, correct, **row)
+        correct = correct.cpu()
+        labels = torch.full_like(correct, -1, dtype=torch.long) if labels is None else labels.cpu()
+        self.rows.append(entry)
+        self.points.append(keyed_points(entry, labels.numpy(), correct.numpy()))
+        return entry
+
+    def write(self, rows_path: str | Path, points_path: str | Path | None = None) -> pd.DataFrame:
+        """Write the rows (:func:`write_metrics`) and, with ``points_path``, their per-point results."""
+        frame = pd.DataFrame(self.rows, columns=METRIC_COLUMNS)
+        write_metrics(frame, rows_path)
+        if points_path is not None:
+            write_keyed_points(self.points, points_path)
+        return frame
 
 
 def evaluate_clean(
@@ -337,19 +358,6 @@ def union_rows(
         attack = "+".join(sorted({attacks[t] for t in norms}))
         rows.append(metric_row(model_name, evalset, union, threat="union", attack=attack))
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
-
-
-def write_points(frame: pd.DataFrame, path: str | Path) -> None:
-    """Per-point results (index, label, correct) as TSV, atomically."""
-    write_text_atomic(path, frame[["index", "label", "correct"]].to_csv(sep="\t", index=False))
-
-
-def read_points(path: str | Path) -> pd.DataFrame:
-    """Per-point results written by :func:`write_points`."""
-    frame = pd.read_csv(path, sep="\t")
-    if list(frame.columns) != ["index", "label", "correct"]:
-        raise ValueError(f"per-point file {path}: expected columns index, label, correct; found {list(frame.columns)}")
-    return frame
 
 
 def write_metrics(frame: pd.DataFrame, path: str | Path) -> None:

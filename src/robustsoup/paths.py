@@ -58,6 +58,8 @@ CORRUPTION_OPS_VERSION = 2
 
 # What the report writes of every table and figure: the HTML page is what Snakemake's report shows inline.
 TABLE_SUFFIXES = (".csv", ".md", ".html")
+# The keyed per-point results a stage writes beside its tidy rows (robustsoup.points.write_keyed_points).
+POINTS_SUFFIX = ".points.tsv.gz"
 FIGURE_SUFFIXES = (".png", ".pdf", ".html")
 
 # Files that exist where an NVIDIA (or ROCm) GPU driver is loaded: checked without importing torch.
@@ -273,6 +275,10 @@ class RunPaths:
         """The accuracy table as CSV, Markdown and the HTML page Snakemake's report shows."""
         return [self.table("accuracy", suffix) for suffix in TABLE_SUFFIXES]
 
+    def soups_points(self) -> str:
+        """The per-point results of evaluate_soups_shifts (every model on every shift; the findings pair them)."""
+        return f"{self.results}/metrics/soups/shifts{POINTS_SUFFIX}"
+
     def ternary_file(self) -> str | None:
         """The ternary's metrics when soups.ternary is enabled."""
         return f"{self.results}/metrics/soups/ternary.tsv" if self.config["soups"]["ternary"]["enabled"] else None
@@ -317,11 +323,36 @@ class RunPaths:
             ],
         ]
 
+    def evaluation_points(self) -> dict[tuple[str, str], str]:
+        """{(model, threat): its per-point file} of every model evaluation (threat ``none``: clean)."""
+        return {
+            (model, "none" if name == "clean_points" else name.removesuffix("_points")): path
+            for model in self.all_models
+            for name, path in self.evaluation_outputs(model).items()
+            if name.endswith("_points")
+        }
+
+    def keyed_points(self) -> list[str]:
+        """The keyed per-point files: the soups' shifts', and the RWS and distillation evaluations' when they run."""
+        keyed = [self.soups_points()]
+        if self.rws is not None:
+            keyed += [self.rws.points("models", m) for m in self.rws.evaluated]
+            keyed += [self.rws.points("patched", v) for v in self.rws.variants]
+        if self.distill is not None:
+            keyed += self.distill.metric_files(self.distill.POINTS)
+        return keyed
+
+    def findings_inputs(self) -> list[str]:
+        """The per-point files report_findings pairs (beside metrics/all.tsv)."""
+        return [*self.evaluation_points().values(), *self.keyed_points()]
+
     def study_outputs(self) -> list[str]:
-        """Every study's gathered metrics, tables and figures (what the benchmark summary waits for)."""
+        """Every study's gathered metrics, tables and figures, and the findings table (what the benchmark
+        summary waits for)."""
         rws = self.rws.outputs() if self.rws else []
         distill = self.distill.outputs() if self.distill else []
-        return [f"{self.results}/metrics/all.tsv", *self.report_files(), *rws, *distill]
+        findings = [self.table("findings", suffix) for suffix in TABLE_SUFFIXES]
+        return [f"{self.results}/metrics/all.tsv", *self.report_files(), *rws, *distill, *findings]
 
     def final_outputs(self) -> list[str]:
         """Everything `rule all` asks for: the studies' outputs and the benchmark table of the run (its page,
@@ -500,6 +531,10 @@ class RwsPaths:
         """The initialization a fine-tuned RWS model starts from (a transfer target's own init, else init)."""
         return self.targets.get(model, "init")
 
+    def points(self, kind: str, name: str) -> str:
+        """The per-point results of an RWS evaluation: ``kind`` models (a baseline) or patched (a variant)."""
+        return f"{self.metrics}/{kind}/{name}{POINTS_SUFFIX}"
+
     def metric_files(self) -> list[str]:
         return [
             *[f"{self.metrics}/models/{m}.tsv" for m in self.evaluated],
@@ -573,6 +608,7 @@ class DistillPaths:
         "report_distill",
     )
     MODELS = DISTILL_MODELS
+    POINTS = POINTS_SUFFIX  # evaluate_distilled's per-point results: metrics/distill/<model><POINTS>
 
     def __init__(self, run: RunPaths) -> None:
         self.run = run

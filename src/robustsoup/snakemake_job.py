@@ -60,6 +60,30 @@ def _batches(record: dict) -> str:
     return f"files/{record['loader_workers']}w/{record['decoder']}"
 
 
+# The rules that train (cudnn.benchmark on); every other rule computes with deterministic cuDNN kernels.
+TRAINING_RULES = frozenset(
+    {
+        "pretrain",
+        "pretrain_reference",
+        "finetune",
+        "train_rws_init",
+        "train_rws_model",
+        "train_expert",
+        "train_teacher",
+        "train_student",
+        "distill_student",
+        "finetune_student",
+    }
+)
+
+
+def job_device(config: dict, gpus: int) -> torch.device:
+    """The device of a rule asking for ``gpus`` GPUs: ``config["device"]`` (:func:`select_device`) for a
+    GPU rule, the CPU for a rule with no ``gpu`` resource (it holds no lease and is not counted by
+    ``--resources gpu``, and under SLURM its job has no GPU)."""
+    return select_device(config["device"]) if gpus > 0 else torch.device("cpu")
+
+
 @dataclass
 class Job:
     """A running rule: its resolved config and the device it computes on."""
@@ -87,7 +111,9 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
     is resolved against the schema again, so a script never sees a partial
     config. A rule with ``resources: gpu=N`` leases N free GPUs for its
     lifetime (:func:`robustsoup.device.gpu_lease`), so concurrent jobs land
-    on distinct devices (a training of ``gpus: N`` runs a rank on each).
+    on distinct devices (a training of ``gpus: N`` runs a rank on each); a
+    rule without it computes on the CPU (:func:`job_device`). Rules that
+    train nothing run cuDNN deterministically (:func:`robustsoup.device.configure_cuda`).
     """
     log_path = snakemake.log[0]
     started = time.perf_counter()
@@ -107,8 +133,10 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
             wants_gpu = gpus > 0
             lease = gpu_lease(count=gpus) if wants_gpu and config["device"] != "cpu" else contextlib.nullcontext()
             with lease as leased:
-                job = Job(config=config, device=select_device(config["device"]))
-                cuda_settings = configure_cuda(config["cuda_tf32"]) if job.device.type == "cuda" else {}
+                job = Job(config=config, device=job_device(config, gpus))
+                deterministic = snakemake.rule not in TRAINING_RULES
+                cuda = job.device.type == "cuda"
+                cuda_settings = configure_cuda(config["cuda_tf32"], deterministic) if cuda else {}
                 logging.getLogger("robustsoup").info(
                     "rule %s on %s%s with %d threads%s; machine: %s; data: %s%s",
                     snakemake.rule,

@@ -166,9 +166,9 @@ def test_two_ranks_killed_after_an_epoch_resume_to_the_uninterrupted_weights(tmp
 
 
 def _stage_config(gpus: int, batchnorm: str, sync_batchnorm: bool) -> dict:
-    """A distillation whose shift is decided per image (contrast at one severity, every image shifted) with
+    """A distillation whose shift is decided per image (saturate, a held-out corruption, at one severity, every image shifted) with
     no dropout: nothing but BatchNorm's statistics (frozen, or synchronised) could depend on the sharding."""
-    shift = {"kind": "corruptions", "corruptions": ["contrast"], "severities": [3], "clean_fraction": 0.0}
+    shift = {"kind": "corruptions", "corruptions": ["saturate"], "severities": [3], "clean_fraction": 0.0}
     distillation = {"epochs": 2, "lr": 0.05, "batch_size": BATCH, "batchnorm": batchnorm, "precision": "float32"}
     distillation.update(gpus=gpus, sync_batchnorm=sync_batchnorm)
     models = {"teacher": {"width": 4}, "student": {"width": 4}, "multihead": {"dropout": 0.0, "trainable_blocks": 1}}

@@ -64,7 +64,7 @@ def test_nothing_to_lease_on_a_cpu_machine_or_under_slurm(tmp_path, monkeypatch)
     monkeypatch.setenv("ROBUSTSOUP_GPU_IDS", "")
     with gpu_lease(lease_dir=tmp_path) as leased:
         assert leased is None
-    monkeypatch.setenv("ROBUSTSOUP_GPU_IDS", "0,1")
+    # Under SLURM the job's GPUs are leased too, in a folder of the job's own (tests/foundations/test_gpu_path.py).
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
     with gpu_lease(lease_dir=tmp_path) as leased:
@@ -81,12 +81,13 @@ def test_cuda_fast_paths_follow_the_tf32_key_and_always_benchmark_cudnn(monkeypa
     from robustsoup.device import configure_cuda
 
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", torch.backends.cudnn.deterministic)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert configure_cuda(tf32) == {}  # no CUDA: nothing is touched
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == saved[:2]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the flags are process settings; no GPU needed
     try:
-        assert configure_cuda(tf32) == {"tf32": tf32, "cudnn_benchmark": True}
+        assert configure_cuda(tf32) == {"tf32": tf32, "cudnn_benchmark": True, "cudnn_deterministic": False}
         assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
         assert torch.backends.cudnn.benchmark is True
     finally:

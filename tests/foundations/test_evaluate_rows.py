@@ -10,8 +10,8 @@ from robustsoup.evaluate import (
     metric_row,
     union_rows,
     write_metrics,
-    write_points,
 )
+from robustsoup.points import write_points
 
 # Ten test images; the attacks saw the first four.
 LABELS = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]

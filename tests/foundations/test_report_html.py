@@ -191,6 +191,7 @@ def _report_sections():
     from robustsoup.distill.captions import DISTILL_REPORT
     from robustsoup.lp.captions import LP_REPORT
     from robustsoup.report.captions import COST_REPORT
+    from robustsoup.report.findings import FINDINGS_REPORT
     from robustsoup.rws.captions import RWS_REPORT
     from robustsoup.soups.captions import SOUPS_REPORT
 
@@ -200,9 +201,10 @@ def _report_sections():
         "rws": RWS_REPORT,
         "distill": DISTILL_REPORT,
         "cost": COST_REPORT,
+        "findings": FINDINGS_REPORT,
     }
     common = (REPO / "workflow" / "rules" / "common.smk").read_text(encoding="utf-8")
-    wired = re.search(r"^REPORT = \{(.*)\}$", common, re.M).group(1)
+    wired = re.search(r"^REPORT = \{(.*?)^\}$", common, re.M | re.S).group(1)
     assert dict(re.findall(r'"(\w+)": (\w+)', wired)) == {k: f"{k.upper()}_REPORT" for k in sections}
     return sections
 

@@ -11,8 +11,9 @@ from robustsoup.attacks import attack_batch_size
 from robustsoup.checkpoint import save_checkpoint
 from robustsoup.config import resolve_config
 from robustsoup.data import load_split, prepare_splits
-from robustsoup.evaluate import METRIC_COLUMNS, evaluation_shard, merge_shards, metric_row, read_points
+from robustsoup.evaluate import METRIC_COLUMNS, evaluation_shard, merge_shards, metric_row
 from robustsoup.lp.stages import evaluate_model, evaluate_model_shard, merge_model_shards
+from robustsoup.points import read_points
 from robustsoup.train.loop import CleanInputs, TrainSettings, train_model
 from robustsoup.train.run import model_identity, new_meta
 

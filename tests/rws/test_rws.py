@@ -41,6 +41,7 @@ from robustsoup.rws.stages import (
     quantize_rws,
 )
 
+from conftest import finetuned_like as _perturbed
 from conftest import tiny_meta
 
 IDENTITY = {
@@ -49,20 +50,6 @@ IDENTITY = {
     "dataset": "digits",
     "num_classes": 10,
 }
-
-
-def _perturbed(state, seed, scale=0.05):
-    """A copy of ``state`` moved like a fine-tune: weights, BN affine and statistics."""
-    generator = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, value in state.items():
-        if not torch.is_floating_point(value):
-            out[key] = value.clone()
-        elif key.endswith("running_var"):
-            out[key] = value * torch.exp(scale * torch.randn(value.shape, generator=generator))
-        else:
-            out[key] = value + scale * torch.randn(value.shape, generator=generator)
-    return out
 
 
 @pytest.fixture
@@ -584,7 +571,7 @@ def test_block_features_and_layer_norms_under_the_reference_rule(trio):
 
 def test_patch_refuses_a_signature_of_another_standard_model_unless_allowed(trio, tmp_path, capsys):
     """Issue 14: the signature's sidecar records the standard model it was extracted against; patching
-    another one is refused (the transfer table shows it does not work) unless --allow-other-base."""
+    an unrelated one is refused (the transfer table shows it does not work) unless --allow-unrelated."""
     from robustsoup.cli import main
 
     init, standard, expert = trio
@@ -599,9 +586,9 @@ def test_patch_refuses_a_signature_of_another_standard_model_unless_allowed(trio
     out = tmp_path / "patched.safetensors"
     assert main(["patch", str(other), "--rws", f"{fog}:1", "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "extracted against standard" in err and "--allow-other-base" in err and "rws_transfer" in err
+    assert "extracted against standard" in err and "--allow-unrelated" in err and "rws_transfer" in err
     assert not out.exists()
-    assert main(["patch", str(other), "--rws", f"{fog}:1", "-o", str(out), "--allow-other-base"]) == 0
+    assert main(["patch", str(other), "--rws", f"{fog}:1", "-o", str(out), "--allow-unrelated"]) == 0
     assert "warning" in capsys.readouterr().err and out.exists()
     # its own standard model, and a model already patched from it, are accepted without a word
     assert main(["patch", str(base), "--rws", f"{fog}:1", "-o", str(tmp_path / "own.safetensors")]) == 0

@@ -229,7 +229,7 @@ def family_paths(trained_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("family")
     paths = {}
     for name, state in zip(BASE, _family(trained_model, 4, seed=1)):
-        paths[name] = str(save_checkpoint(folder / f"{name}.safetensors", state, tiny_meta(name, width=8)))
+        paths[name] = str(save_checkpoint(folder / f"{name}.safetensors", state, tiny_meta(name, width=8, family=True)))
     return paths
 
 

@@ -14,7 +14,7 @@ def two_checkpoints(tmp_path):
     paths = []
     for i in range(2):
         torch.manual_seed(i)
-        meta = tiny_meta(name=f"m{i}")
+        meta = tiny_meta(name=f"m{i}", family=True)
         paths.append(save_checkpoint(tmp_path / f"m{i}.safetensors", meta.build().state_dict(), meta))
     return paths
 
@@ -25,6 +25,9 @@ def test_info_verifies_the_weights_against_the_sidecar(two_checkpoints, capsys):
     assert '"name": "m0"' in capsys.readouterr().out
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # truncated
+    assert main(["info", str(path)]) == 2
+    assert "truncated" in capsys.readouterr().err
+    path.write_bytes(two_checkpoints[1].read_bytes())  # replaced by other tensors
     assert main(["info", str(path)]) == 2
     assert "does not match its sidecar" in capsys.readouterr().err
     path.unlink()  # missing weights, sidecar still there

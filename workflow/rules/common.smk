@@ -9,6 +9,7 @@ from robustsoup.paths import RunPaths, alternatives, resolve_run_config
 from robustsoup.distill.captions import DISTILL_REPORT
 from robustsoup.lp.captions import LP_REPORT, soup_line_label
 from robustsoup.report.captions import COST_REPORT, CSV_SUBCATEGORY, report_place
+from robustsoup.report.findings import FINDINGS_REPORT
 from robustsoup.rws.captions import RWS_REPORT
 from robustsoup.soups.captions import SOUPS_REPORT
 
@@ -36,8 +37,16 @@ def job_threads():
         return 1
 
 
-# Each study's folder of the HTML report, declared beside its report (robustsoup.<study>.captions).
-REPORT = {"lp": LP_REPORT, "soups": SOUPS_REPORT, "rws": RWS_REPORT, "distill": DISTILL_REPORT, "cost": COST_REPORT}
+# Each study's folder of the HTML report, declared beside its report (robustsoup.<study>.captions); the run
+# cost's and the findings' are the report package's own (robustsoup.report.captions, robustsoup.report.findings).
+REPORT = {
+    "lp": LP_REPORT,
+    "soups": SOUPS_REPORT,
+    "rws": RWS_REPORT,
+    "distill": DISTILL_REPORT,
+    "cost": COST_REPORT,
+    "findings": FINDINGS_REPORT,
+}
 
 
 def report_page(path, study, kind, name, label=None):

@@ -128,6 +128,7 @@ rule evaluate_distilled:
     output:
         rows=f"{RESULTS}/metrics/distill/{{dmodel}}.tsv",
         summary=f"{RESULTS}/metrics/distill/{{dmodel}}.json",
+        points=f"{RESULTS}/metrics/distill/{{dmodel}}{D.POINTS}",
     log:
         f"logs/evaluate_distilled/{DATASET}/{{dmodel}}.log",
     benchmark:

@@ -18,3 +18,24 @@ rule summarize_benchmarks:
         "Summarizing the benchmark files per rule"
     script:
         "../scripts/summarize_benchmarks.py"
+
+
+# The papers' claims as verdicts: every study's rows of metrics/all.tsv and their per-point files.
+rule report_findings:
+    input:
+        all=f"{RESULTS}/metrics/all.tsv",
+        points=P.findings_inputs(),
+    output:
+        table_csv=report_csv(P.table("findings", ".csv"), "findings", "findings"),
+        table_md=P.table("findings"),
+        table_page=report_page(P.table("findings", ".html"), "findings", "Tables", "findings"),
+    log:
+        f"logs/report_findings/{DATASET}.log",
+    benchmark:
+        f"benchmarks/report_findings/{DATASET}.tsv"
+    conda:
+        ENV
+    message:
+        "Checking the papers' findings F1–F5 on this run"
+    script:
+        "../scripts/report_findings.py"

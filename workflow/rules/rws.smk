@@ -157,6 +157,7 @@ rule evaluate_rws_model:
         corrupted=P.corrupted_dir("test"),
     output:
         rows=f"{R.metrics}/models/{{rws_model}}.tsv",
+        points=R.points("models", "{rws_model}"),
     log:
         f"logs/evaluate_rws_model/{DATASET}/{{rws_model}}.log",
     benchmark:
@@ -186,6 +187,7 @@ rule evaluate_patched:
         corrupted=P.corrupted_dir("test"),
     output:
         rows=f"{R.metrics}/patched/{{rws_variant}}.tsv",
+        points=R.points("patched", "{rws_variant}"),
     log:
         f"logs/evaluate_patched/{DATASET}/{{rws_variant}}.log",
     benchmark:

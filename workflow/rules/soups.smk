@@ -41,6 +41,7 @@ rule evaluate_soups_shifts:
         selection=rules.select_soups.output.selection,
     output:
         metrics=f"{RESULTS}/metrics/soups/shifts.tsv",
+        points=P.soups_points(),
         models=f"{RESULTS}/soups/models.tsv",
     log:
         f"logs/evaluate_soups_shifts/{DATASET}.log",

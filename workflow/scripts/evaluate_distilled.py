@@ -17,4 +17,5 @@ if __name__ == "__main__":
             job.device,
             adapt_path=inputs.adapt if multihead else None,
             corrupted_adapt_dir=inputs.corrupted_adapt if multihead else None,
+            points_path=output.points,
         )

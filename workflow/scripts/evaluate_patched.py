@@ -14,4 +14,5 @@ if __name__ == "__main__":
             snakemake.input.corrupted,
             snakemake.output.rows,
             job.device,
+            points_path=snakemake.output.points,
         )

@@ -13,4 +13,5 @@ if __name__ == "__main__":
             snakemake.input.corrupted,
             snakemake.output.rows,
             job.device,
+            points_path=snakemake.output.points,
         )

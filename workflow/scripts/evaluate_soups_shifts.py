@@ -16,4 +16,5 @@ if __name__ == "__main__":
             output.models,
             job.device,
             shifts=dict(params.shifts),
+            points_path=output.points,
         )

@@ -19,7 +19,8 @@ fra31/robust-finetuning: no random start, cross-entropy, momentum 0.75.
   projected onto the L1 ball ∩ [0,1] box.
 
 The model must be in eval mode; the attack returns the highest-loss point
-found, which is what the training step uses.
+found, which is what the training step uses. Under fp16 autocast each image's
+loss is scaled before the gradient is taken (:mod:`robustsoup.attacks.gradients`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .gradients import input_gradient
 from .projections import NORMS, _per_image, lp_norm, project
 
 MOMENTUM = 0.75
@@ -42,7 +44,7 @@ def _loss_and_grad(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, need_
     with torch.set_grad_enabled(need_grad):
         logits = model(x_adv)
         loss = F.cross_entropy(logits.float(), y, reduction="none")
-    grad = torch.autograd.grad(loss.sum(), x_adv)[0].detach() if need_grad else None
+    grad = input_gradient(loss, logits, y, x_adv).detach() if need_grad else None
     return loss.detach(), logits.detach().argmax(1) == y, grad
 
 

@@ -3,7 +3,8 @@
 L∞ takes signed-gradient steps, L2 normalized-gradient steps, and L1 sparse
 steps over the top fraction of gradient coordinates (as in Croce & Hein's
 L1 attacks), each followed by the exact or feasible projection onto the
-ε-ball ∩ [0,1] box. The caller puts the model in eval mode.
+ε-ball ∩ [0,1] box. The caller puts the model in eval mode. Under fp16 autocast
+each image's loss is scaled before the gradient is taken (:mod:`robustsoup.attacks.gradients`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .gradients import input_gradient
 from .projections import NORMS, _per_image, lp_norm, project
 
 L1_TOPK_FRACTION = 0.05  # robust-finetuning's initial sparsity for training
@@ -69,8 +71,9 @@ def pgd_attack(
     best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
     for _ in range(steps):
         delta.requires_grad_(True)
-        loss = F.cross_entropy(model(x + delta), y, reduction="none")
-        grad = torch.autograd.grad(loss.sum(), delta)[0]
+        logits = model(x + delta)
+        loss = F.cross_entropy(logits.float(), y, reduction="none")
+        grad = input_gradient(loss, logits, y, delta)
         with torch.no_grad():
             improved = loss.detach() > best_loss
             best_loss = torch.where(improved, loss.detach(), best_loss)

@@ -5,6 +5,7 @@
     robustsoup soup A.safetensors:0.8 B.safetensors:0.2 -o SOUP.safetensors
     robustsoup soup-for FOLDER A.safetensors B.safetensors … -o SOUP.safetensors   a soup for unlabelled images
     robustsoup data check --dataset NAME --root PATH   is the data where and how robustsoup reads it?
+    robustsoup findings RESULTS_DIR              the papers' claims F1–F5 as verdicts, from a run's folder
 
 Every command calls the same functions as the workflow's rules.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -20,9 +22,11 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import ConfigError, config_yaml, load_config_file
 from ..data import DATASETS, DataLayoutError
+from ..lineage import CLI_ADVICE, check_related
 from ..paths import resolve_run_config
 from ..weights import WeightMismatchError
-from .args import parse_path_and_number
+from .args import UsageError, check_output, parse_path_and_number, warn
+from .findings import add_findings_command
 from .rws import add_rws_commands
 from .soups import add_soup_for_command, check_soup_family, write_soup
 
@@ -33,7 +37,7 @@ def _parse_weighted(spec: str) -> tuple[Path, float]:
 
 def cmd_info(args: argparse.Namespace) -> int:
     # load_checkpoint, not only the sidecar: a missing, truncated or swapped weights file is an error.
-    meta = asdict(load_checkpoint(args.model)[1])
+    meta = asdict(load_checkpoint(args.model, trust_unverified=args.trust_unverified, warn=warn)[1])
     if not args.history:
         meta.get("metrics", {}).pop("train_history", None)
     print(json.dumps(meta, indent=2, sort_keys=True))
@@ -47,16 +51,18 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_soup(args: argparse.Namespace) -> int:
-    loaded = [load_checkpoint(path) for path, _ in args.models]
+    inputs = [path for path, _ in args.models]
+    check_output("-o", args.output, inputs)
+    loaded = [load_checkpoint(path, trust_unverified=args.trust_unverified, warn=warn) for path in inputs]
     check_soup_family(loaded)
+    check_related([meta for _, meta in loaded], "soup", args.allow_unrelated, CLI_ADVICE, warn)
     names = [meta.name for _, meta in loaded]
     weights = [w for _, w in args.models]
     total = sum(weights)
     if abs(total - 1.0) > 1e-6:
-        print(
-            f"robustsoup: warning: the weights sum to {total:g}, not 1: this is task arithmetic, not a soup "
-            "(allowed; BatchNorm statistics are mixed with the same weights)",
-            file=sys.stderr,
+        warn(
+            f"the weights sum to {total:g}, not 1: this is task arithmetic, not a soup "
+            "(allowed; BatchNorm statistics are mixed with the same weights)"
         )
     write_soup(loaded, weights, args.output, {"soup": dict(zip(names, weights))})
     print(f"wrote {args.output} = " + " + ".join(f"{w:g}·{n}" for n, w in zip(names, weights)))
@@ -75,8 +81,17 @@ def _severities(text: str) -> list[int]:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset
 
-    corruptions = [c for c in args.corruptions.split(",") if c] if args.corruptions else None
+    corruptions = [c.strip() for c in args.corruptions.split(",") if c.strip()] if args.corruptions else None
     severities = _severities(args.severities) if args.severities else None
+    if corruptions:  # names first: nothing is read for a typo
+        from ..data.corruptions import CORRUPTIONS
+
+        unknown = [c for c in corruptions if c not in CORRUPTIONS]
+        if unknown:
+            raise UsageError(
+                f"--corruptions: unknown corruption(s) {', '.join(unknown)}; expected names from "
+                f"{', '.join(CORRUPTIONS)} (comma-separated, e.g. --corruptions fog,contrast)"
+            )
     report = check_dataset(args.dataset, args.root, quick=args.quick, corruptions=corruptions, severities=severities)
     print(report.text())
     return 0
@@ -89,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print a checkpoint's sidecar")
     info.add_argument("model", type=Path)
     info.add_argument("--history", action="store_true", help="include the per-epoch training history")
+    add_trust_flag(info)
     info.set_defaults(run=cmd_info)
 
     config = commands.add_parser("config", help="print a config with every default filled in")
@@ -98,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     soup = commands.add_parser("soup", help="write Σ wᵢθᵢ of checkpoints of one architecture")
     soup.add_argument("models", nargs="+", type=_parse_weighted, metavar="PATH:WEIGHT")
     soup.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors (+ .json sidecar)")
+    add_lineage_flags(soup)
     soup.set_defaults(run=cmd_soup)
-    add_soup_for_command(commands)
+    add_soup_for_command(commands, add_lineage_flags)
 
     add_rws_commands(commands)
+    add_findings_command(commands)
 
     data = commands.add_parser("data", help="data set tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -121,13 +139,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-unverified",
+        action="store_true",
+        help="read checkpoints whose sidecar has no weights_sha256 (refused otherwise; a warning is printed)",
+    )
+
+
+def add_lineage_flags(parser: argparse.ArgumentParser) -> None:
+    """``--allow-unrelated`` and ``--trust-unverified``: the flags of every command that mixes checkpoints."""
+    parser.add_argument(
+        "--allow-unrelated",
+        action="store_true",
+        help="mix models that share no trained ancestor (refused otherwise; a warning names their lineages)",
+    )
+    add_trust_flag(parser)
+
+
+ERRORS = (CheckpointError, ConfigError, WeightMismatchError, DataLayoutError, UsageError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; every failure ends in one ``robustsoup: error:`` message and exit status 2 (an
+    unexpected one in 1, its traceback only with ROBUSTSOUP_TRACEBACK=1), Ctrl-C in one line and 130, a
+    closed stdout (``robustsoup info … | head``) quietly."""
     try:
-        return args.run(args)
-    except (CheckpointError, ConfigError, WeightMismatchError, DataLayoutError) as error:
+        args = build_parser().parse_args(argv)
+        status = args.run(args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit
+        return status
+    except ERRORS as error:
         print(f"robustsoup: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("robustsoup: interrupted (Ctrl-C); nothing was written (outputs are written atomically)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    except Exception as error:
+        if os.environ.get("ROBUSTSOUP_TRACEBACK"):
+            raise
+        print(
+            f"robustsoup: error: unexpected {type(error).__name__}: {error}. This is a robustsoup bug: please "
+            "report it with the command line (ROBUSTSOUP_TRACEBACK=1 shows where it happened)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

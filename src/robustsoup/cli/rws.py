@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 from ..checkpoint import CheckpointError
+from ..lineage import CLI_ADVICE
 from ..rws.patching import patch_checkpoint, unpatch_checkpoint, unpatch_companion
 from ..rws.signatures import SignatureError
-from .args import parse_path_and_number
+from .args import check_output, parse_path_and_number, warn
 
 
 def _parse_signature(spec: str) -> tuple[Path, float]:
@@ -25,13 +26,17 @@ def _parse_signature(spec: str) -> tuple[Path, float]:
 
 
 def cmd_patch(args: argparse.Namespace) -> int:
+    inputs = [args.model, *(path for path, _ in args.rws)]
+    check_output("-o", args.output, inputs, extra=[unpatch_companion(args.output)])
     try:
         out = patch_checkpoint(
             args.model,
             args.rws,
             args.output,
-            allow_other_base=args.allow_other_base,
-            warn=lambda text: print(f"robustsoup: warning: {text}", file=sys.stderr),
+            allow_unrelated=args.allow_unrelated,
+            warn=warn,
+            trust_unverified=args.trust_unverified,
+            advice=CLI_ADVICE.replace("mix them", "apply it"),
         )
     except (SignatureError, CheckpointError) as error:
         print(f"robustsoup: error: {error}", file=sys.stderr)
@@ -42,8 +47,9 @@ def cmd_patch(args: argparse.Namespace) -> int:
 
 
 def cmd_unpatch(args: argparse.Namespace) -> int:
+    check_output("-o", args.output, [args.model, unpatch_companion(args.model)])
     try:
-        out = unpatch_checkpoint(args.model, args.output)
+        out = unpatch_checkpoint(args.model, args.output, trust_unverified=args.trust_unverified, warn=warn)
     except (SignatureError, CheckpointError) as error:
         print(f"robustsoup: error: {error}", file=sys.stderr)
         return 2
@@ -65,12 +71,17 @@ def add_rws_commands(commands) -> None:
     )
     patch.add_argument("-o", "--output", type=Path, required=True, help="patched checkpoint (.safetensors)")
     patch.add_argument(
-        "--allow-other-base",
+        "--allow-unrelated",
+        "--allow-other-base",  # its name before lineage was recorded
+        dest="allow_unrelated",
         action="store_true",
-        help="apply signatures extracted against another standard model (refused otherwise; a warning is printed)",
+        help="apply signatures extracted against a model that shares no trained ancestor with MODEL (refused "
+        "otherwise; a warning names both lineages). A relative (fine-tuned from the same checkpoint) only warns",
     )
+    patch.add_argument("--trust-unverified", action="store_true", help="read a sidecar without weights_sha256")
     patch.set_defaults(run=cmd_patch)
     unpatch = commands.add_parser("unpatch", help="restore a patched checkpoint's original model, bit for bit")
     unpatch.add_argument("model", type=Path, help="checkpoint written by `robustsoup patch`")
     unpatch.add_argument("-o", "--output", type=Path, required=True, help="restored checkpoint (.safetensors)")
+    unpatch.add_argument("--trust-unverified", action="store_true", help="read a sidecar without weights_sha256")
     unpatch.set_defaults(run=cmd_unpatch)

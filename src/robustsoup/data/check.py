@@ -137,10 +137,9 @@ def _corruption_example(layout: str, corruption: str, root) -> str:
 def check_config_data(config) -> list[CheckReport]:
     """Quick checks of the run's data set and every configured shift (the workflow's parse-time check)."""
     data = config.get("data", {})
-    reports = []
+    reports, problems = [], []
     spec = get_dataset_spec(config["dataset"])
-    if spec.needs_root:
-        reports.append(check_dataset(config["dataset"], data.get("root"), quick=True))
+    checks = [(config["dataset"], data.get("root"), "data.root")] if spec.needs_root else []
     for shift, root in (data.get("shifts") or {}).items():
         shift_spec = get_dataset_spec(shift)
         if shift_spec.base != config["dataset"]:
@@ -148,16 +147,24 @@ def check_config_data(config) -> list[CheckReport]:
                 f"config key 'data.shifts.{shift}': {shift} is a shift of {shift_spec.base or 'no data set'}, "
                 f"but this run's data set is {config['dataset']}"
             )
-        is_c = "*" in shift_spec.nominal_sizes
-        reports.append(
-            check_dataset(
-                shift,
-                root,
-                quick=True,
-                corruptions=data.get("corruptions") if is_c else None,
-                severities=data.get("severities") if is_c else None,
+        checks.append((shift, root, f"data.shifts.{shift}"))
+    for name, root, key in checks:  # every root is checked, and every problem reported at once
+        is_c = "*" in get_dataset_spec(name).nominal_sizes
+        try:
+            reports.append(
+                check_dataset(
+                    name,
+                    root,
+                    quick=True,
+                    corruptions=data.get("corruptions") if is_c else None,
+                    severities=data.get("severities") if is_c else None,
+                )
             )
-        )
+        except DataLayoutError as error:
+            problems.append(f"config key '{key}': {error}")
+    if problems:
+        head = f"{len(problems)} of the {len(checks)} data roots are not usable" if len(problems) > 1 else ""
+        raise DataLayoutError("\n\n".join(([head] if head else []) + problems))
     return reports
 
 

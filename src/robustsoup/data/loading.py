@@ -43,11 +43,18 @@ USED: list[dict] = []
 PREFETCH_BATCHES = 4  # batches each worker decodes ahead
 
 
+RANK_CPUS_ENV = "ROBUSTSOUP_RANK_CPUS"  # a data-parallel rank's share of the job's CPUs, set by its launcher
+
+
 def job_cpus() -> int:
-    """CPUs one process of this job may use: SLURM's ``SLURM_CPUS_PER_GPU`` where set; else
+    """CPUs one process of this job may use: a launched rank's share (:data:`RANK_CPUS_ENV`, see
+    :func:`robustsoup.train.distributed.rank_cpus`); else SLURM's ``SLURM_CPUS_PER_GPU`` where set; else
     ``SLURM_CPUS_PER_TASK`` shared among the task's ``LOCAL_WORLD_SIZE`` processes (torchrun's ranks on
     this node, 1 without torchrun); else the process's torch threads (a workflow job sets them from the
     rule's ``threads``)."""
+    share = os.environ.get(RANK_CPUS_ENV, "").strip()
+    if share.isdigit() and int(share) > 0:
+        return int(share)
     per_gpu = os.environ.get("SLURM_CPUS_PER_GPU", "").strip()
     if per_gpu.isdigit() and int(per_gpu) > 0:
         return int(per_gpu)
@@ -77,13 +84,20 @@ class _OrderedBatches:
     def __init__(self) -> None:
         self.order = torch.empty(0, dtype=torch.int64)
         self.batch_size = 1
+        self.shard = None
 
     def __len__(self) -> int:
         return -(-len(self.order) // self.batch_size)
 
     def __iter__(self) -> Iterator:
-        for start in range(0, len(self.order), self.batch_size):
-            yield self.order[start : start + self.batch_size]
+        yield from _slices(self.order, self.batch_size, self.shard)
+
+
+def _slices(order, batch_size: int, shard=None) -> Iterator:
+    """Consecutive ``batch_size`` slices of ``order``, each cut to its rows ``shard(len(slice))`` when given."""
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield idx if shard is None else idx[shard(len(idx))]
 
 
 class _DecodedBatches:
@@ -180,20 +194,22 @@ class BatchSource:
         return record
 
     def batches(
-        self, order: torch.Tensor, batch_size: int
+        self, order: torch.Tensor, batch_size: int, shard=None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """``(indices, images, labels)`` for consecutive ``batch_size`` slices of ``order`` (CPU int64):
-        indices on the CPU, uint8 ``(B, 3, R, R)`` images and int64 labels on the device."""
+        indices on the CPU, uint8 ``(B, 3, R, R)`` images and int64 labels on the device.
+
+        ``shard`` (a data-parallel rank's :meth:`~robustsoup.train.distributed.Distributed.shard`: a batch
+        size to the rank's slice of it) keeps only those rows of every slice, and only they are decoded
+        or gathered: the ranks of a training read each image of an epoch once between them."""
         order = torch.as_tensor(order, dtype=torch.int64)
         if self.kind == "files":
-            self._sampler.order, self._sampler.batch_size = order, batch_size
-            for start, images in zip(range(0, len(order), batch_size), self._loader, strict=True):
-                idx = order[start : start + batch_size]
+            self._sampler.order, self._sampler.batch_size, self._sampler.shard = order, batch_size, shard
+            for idx, images in zip(_slices(order, batch_size, shard), self._loader, strict=True):
                 labels = self.labels[idx]
                 yield idx, images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             return
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in _slices(order, batch_size, shard):
             if self.kind == "device":
                 at = idx.to(self.device, non_blocking=True)
                 yield idx, self.images[at], self.labels[at]

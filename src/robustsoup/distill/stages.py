@@ -31,13 +31,15 @@ from ..checkpoint import load_meta, load_model, load_state_dict_checked, save_ch
 from ..data import load_split
 from ..data.corrupted import corrupted_split, split_head
 from ..device import resolve_precision, seed_everything
-from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
+from ..evaluate import METRIC_COLUMNS, MetricLog, write_metrics
 from ..io import write_text_atomic
+from ..lineage import descend, start_record
 from ..models import build_pretrained
 from ..models.multihead import HEADS, MultiHeadNet
 from ..train import distributed as dist_
 from ..train.loop import CleanInputs
 from ..train.run import count_parameters, launch_ranks, new_meta, settings_from, train_and_checkpoint
+from ..train.shared import shared_rows
 from .augmentation import make_augmentation
 from .calibration import calibrate_thresholds, calibration_shifted
 from .config import (
@@ -66,8 +68,9 @@ def _identity(spec: Mapping, config: Mapping) -> dict:
 
 
 def _pretrained(config: Mapping, spec: Mapping, meta):
-    """The model of ``spec`` (teacher or student): from ``spec['weights']`` when set, else freshly initialised."""
-    return build_pretrained(
+    """The model of ``spec`` (teacher or student): from ``spec['weights']`` when set (the file is the root of
+    ``meta.lineage``), else freshly initialised."""
+    net = build_pretrained(
         meta.architecture,
         meta.num_classes,
         meta.mean,
@@ -76,6 +79,9 @@ def _pretrained(config: Mapping, spec: Mapping, meta):
         dataset=config["dataset"] if meta.architecture.startswith("robustbench:") else None,
         **meta.model_kwargs,
     )
+    if spec["weights"]:
+        meta.lineage = [start_record(net.state_dict(), None, spec["weights"], str(spec["weights"]))]
+    return net
 
 
 def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
@@ -139,7 +145,8 @@ def finetune_student(config: Mapping, student_path, train_path, out_path, device
     student, student_meta = _load_student(config, student_path, device)
     policy = make_augmentation(d["augmentation"], config["seed"])
     record = {**spec, "shift": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
-    meta = new_meta(_identity(d["student"], config), FINETUNED, training=record, parent=STUDENT)
+    meta = new_meta(_identity(d["student"], config), FINETUNED, training=record)
+    descend(meta, student_meta)
     return train_and_checkpoint(
         student,
         meta,
@@ -194,7 +201,8 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
     }
     if distributed is not None:
         record["distributed"] = distributed.record()
-    meta = new_meta(_identity(d["student"], config), MULTIHEAD, training=record, parent=STUDENT)
+    meta = new_meta(_identity(d["student"], config), MULTIHEAD, training=record)
+    descend(meta, student_meta)
     meta.architecture = "multihead"
     meta.model_kwargs = {"base": student_meta.architecture, **student_meta.model_kwargs, **d["multihead"]}
     # The statistics the student's wrapper really uses (fixed ones for timm / zoo bases).
@@ -206,7 +214,13 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
     model.to(device)
     data = load_split(train_path)
     start, cpu = time.perf_counter(), time.process_time()
-    reference = predict_logits(student, data, device)  # the clean head's targets, once
+    # The clean head's targets, once: in the ranks of a distributed run each computes its share, and all share them.
+    reference = shared_rows(
+        lambda idx, model=student: predict_logits(model, data, device, indices=idx),
+        len(data),
+        Path(out_path).with_suffix(".reference"),
+        distributed,
+    )
     del student
     policy = make_augmentation(d["augmentation"], config["seed"])
     settings = DistillSettings(
@@ -276,8 +290,9 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _row(model: str, corruption: str, severity: int, attack: str, correct: torch.Tensor) -> dict:
-    return metric_row(model, "test", correct, attack=attack, corruption=corruption, severity=severity)
+def _row(log: MetricLog, model: str, corruption: str, severity: int, attack: str, correct, labels) -> dict:
+    """One tidy row on the test split into ``log``, with its per-point results."""
+    return log.add(model, "test", correct, labels, attack=attack, corruption=corruption, severity=severity)
 
 
 def _corrupted_sets(config: Mapping, directory, clean, n_images: int):
@@ -310,6 +325,7 @@ def evaluate_distilled(
     device,
     adapt_path=None,
     corrupted_adapt_dir=None,
+    points_path=None,
 ) -> pd.DataFrame:
     """Clean and corrupted test accuracy of one distillation model as tidy rows (rule ``evaluate_distilled``).
 
@@ -319,7 +335,8 @@ def evaluate_distilled(
     student needs the adaptation split too: the thresholds of the ``ours``
     rule are chosen there, then every rule is evaluated (rows
     ``student-multihead`` for ``distill.selection.rule``, attack = the rule's
-    name, and ``student-multihead-<rule>`` for each ablation).
+    name, and ``student-multihead-<rule>`` for each ablation). With ``points_path``, the rows' per-point
+    results too (:class:`~robustsoup.evaluate.MetricLog`: what the findings pair).
     """
     seed_everything(config["seed"])
     d = config["distill"]
@@ -333,18 +350,17 @@ def evaluate_distilled(
                 "the multi-head student's head selection is calibrated on the adaptation split: "
                 "pass adapt_path and corrupted_adapt_dir"
             )
-        rows, summary = _evaluate_multihead(
+        measured, summary = _evaluate_multihead(
             config, model, meta, test, corrupted_test_dir, load_split(adapt_path), corrupted_adapt_dir, device
         )
     else:
-        x, y = test.images, test.labels
-        rows = [_row(meta.name, "none", 0, "clean", _correct(model, x, y, device, batch_size))]
+        measured, x, y = MetricLog(), test.images, test.labels
+        _row(measured, meta.name, "none", 0, "clean", _correct(model, x, y, device, batch_size), y)
         for corruption, severity, images, labels in _corrupted_sets(config, corrupted_test_dir, test, n_images):
-            rows.append(
-                _row(meta.name, corruption, severity, "clean", _correct(model, images, labels, device, batch_size))
-            )
+            correct = _correct(model, images, labels, device, batch_size)
+            _row(measured, meta.name, corruption, severity, "clean", correct, labels)
         summary = {"model": meta.name}
-    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    frame = pd.DataFrame(measured.rows, columns=METRIC_COLUMNS)
     summary.update(
         {
             "n_clean": len(test),
@@ -356,7 +372,7 @@ def evaluate_distilled(
         }
     )
     write_text_atomic(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    write_metrics(frame, rows_path)
+    measured.write(rows_path, points_path)
     for name, rows in frame.groupby("model", sort=False):
         log.info(
             "%s: clean %.4f, mean corrupted %.4f",
@@ -404,12 +420,15 @@ def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, co
     record["calibration"] = s["calibration"]
     log.info("head selection calibrated on the adaptation split: %s", record)
     names = {s["rule"]: MULTIHEAD, **{r: f"{MULTIHEAD}-{r}" for r in s["ablate"] if r != s["rule"]}}
-    rows, usage = [], {r: {"clean": [0, 0, 0], "corrupted": [0, 0, 0]} for r in names}
+    # One log per model, joined in order below: rows grouped by model, clean first (a plain model's order).
+    logs = {name: MetricLog() for name in names.values()}
+    usage = {r: {"clean": [0, 0, 0], "corrupted": [0, 0, 0]} for r in names}
 
     def add(signals, labels, corruption, severity):
         for rule, name in names.items():
             choice = select_heads(signals, rule, thresholds, labels)
-            rows.append(_row(name, corruption, severity, rule, selected_predictions(signals, choice) == labels))
+            correct = selected_predictions(signals, choice) == labels
+            _row(logs[name], name, corruption, severity, rule, correct, labels)
             counts = torch.bincount(choice, minlength=len(HEADS)).tolist()
             key = "clean" if corruption == "none" else "corrupted"
             usage[rule][key] = [a + b for a, b in zip(usage[rule][key], counts)]
@@ -419,8 +438,10 @@ def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, co
         config, corrupted_test_dir, test, config["distill"]["evaluate"]["n_images"]
     ):
         add(_signals(config, model, images, device), y, corruption, severity)
-    # Rows grouped by model, clean first (the order of a plain model's file).
-    rows.sort(key=lambda r: list(names.values()).index(r["model"]))
+    measured = MetricLog()
+    for part in logs.values():
+        measured.rows += part.rows
+        measured.points += part.points
     fractions = {
         rule: {k: dict(zip(HEADS, (c / max(sum(v), 1) for c in v))) for k, v in u.items()} for rule, u in usage.items()
     }
@@ -433,7 +454,7 @@ def _evaluate_multihead(config, model, meta, test, corrupted_test_dir, adapt, co
         "mc_samples": s["mc_samples"],
         "uncertainty": s["uncertainty"],
     }
-    return rows, summary
+    return measured, summary
 
 
 def report_distill(

@@ -147,11 +147,14 @@ def head_losses(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: ImageSplit, device, batch_size: int = 500) -> torch.Tensor:
-    """Logits of ``model`` (eval mode) on every image of ``data``, on the CPU (batches from the one batch
-    source, :class:`~robustsoup.data.loading.BatchSource`)."""
+def predict_logits(
+    model: nn.Module, data: ImageSplit, device, batch_size: int = 500, indices: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Logits of ``model`` (eval mode) on every image of ``data`` (or those at ``indices``, in order), on the
+    CPU (batches from the one batch source, :class:`~robustsoup.data.loading.BatchSource`)."""
     model.eval()
-    batches = BatchSource(data, device).batches(torch.arange(len(data)), batch_size)
+    indices = torch.arange(len(data)) if indices is None else indices
+    batches = BatchSource(data, device).batches(indices, batch_size)
     return torch.cat([model(images.float().div_(255.0)).float().cpu() for _idx, images, _y in batches])
 
 
@@ -168,7 +171,7 @@ class DistillStep(BatchStep):
     """
 
     teacher: nn.Module
-    reference_logits: torch.Tensor
+    reference_logits: torch.Tensor  # or SharedRows: indexed by a tensor of training-split indices
     settings: DistillSettings
     label: ClassVar[str] = "distill epoch"
     loss_name: ClassVar[str] = "distillation loss"

@@ -32,13 +32,13 @@ from ..evaluate import (
     evaluation_shard,
     merge_shards,
     read_metrics,
-    read_points,
     union_rows,
     write_metrics,
-    write_points,
 )
 from ..io import write_text_atomic
+from ..lineage import CONFIG_ADVICE, check_related, mixed
 from ..models.batchnorm import recompute_batchnorm_statistics
+from ..points import read_points, write_points
 from ..train.loop import make_input_policy
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
 from ..weights import affine_combination
@@ -114,12 +114,15 @@ def make_soup(
     """
     names = [n for n in base_model_names(config) if n in weights]
     identity = model_identity(config)
-    states = [load_checkpoint(model_paths[n], expect=identity)[0] for n in names]
-    combined = affine_combination(states, [weights[n] for n in names], names=names)
+    loaded = [load_checkpoint(model_paths[n], expect=identity) for n in names]
+    metas = [m for _, m in loaded]
+    check_related(metas, f"soup {soup_id}", config["allow_unrelated"], CONFIG_ADVICE, warn=log.warning)
+    combined = affine_combination([s for s, _ in loaded], [weights[n] for n in names], names=names)
     spec = config["soups"]
     meta = new_meta(
         identity, soup_id, provenance={"soup": {n: weights[n] for n in names}, "batchnorm": spec["batchnorm"]}
     )
+    meta.lineage = mixed(metas)
     if spec["batchnorm"] == "recompute":
         seed_everything(config["seed"])
         model = meta.build()

@@ -14,7 +14,6 @@ Exact unpatch
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,11 @@ import torch
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint, tensors_sha256
 from ..io import atomic_path
+from ..lineage import record_of
 from ..weights import apply_delta
+from .bases import check_bases
 from .signature_file import load_signature
 from .signatures import FORMAT, Signature, SignatureError, StateDict, check_same_kinds, combined_values
 
@@ -152,14 +153,7 @@ def patched(
         patch.remove()
 
 
-def state_digest(state: StateDict) -> str:
-    """SHA-256 over keys, dtypes, shapes and raw bytes of a state dict (sorted keys): equal iff bitwise equal."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        tensor = state[key].detach().to("cpu").contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+state_digest = tensors_sha256  # the one canonical digest of a state dict (keys, dtypes, shapes, bytes)
 
 
 # --------------------------------------------------------------------------- checkpoints (CLI)
@@ -171,55 +165,27 @@ def unpatch_companion(path: str | Path) -> Path:
     return path.with_name(path.stem + ".unpatch.safetensors")
 
 
-OTHER_BASE_ADVICE = (
-    "A signature lives in the basin of the model it was extracted against: the project's transfer table "
-    "(tables/rws_transfer.md) finds that signatures move to a standard model fine-tuned from the same "
-    "initialization but lower accuracy on one with its own initialization."
-)
-
-
-def other_base_problems(meta, signatures: Sequence[Signature]) -> list[str]:
-    """One sentence per signature whose recorded standard model is not ``meta``'s (the checkpoint being patched,
-    or, for an already patched one, the model it was patched from); empty when every one matches. A signature
-    that records no standard model (extracted outside the workflow without ``sources``) cannot be checked."""
-    patched_from = meta.provenance.get("rws_patch", {}).get("base_weights_sha256")
-    bases = {meta.weights_sha256, patched_from} - {None, ""}
-    problems = []
-    for signature in signatures:
-        standard = signature.meta.sources.get("standard", {})
-        recorded = standard.get("weights_sha256")
-        if recorded and recorded not in bases:
-            problems.append(
-                f"signature {signature.name} was extracted against {standard.get('name', '?')} "
-                f"(SHA-256 {recorded[:12]}…), not against {meta.name} ({meta.weights_sha256[:12]}…)"
-            )
-    return problems
-
-
 def patch_checkpoint(
     model_path: str | Path,
     specs: Sequence[tuple[str | Path, float]],
     out_path: str | Path,
-    allow_other_base: bool = False,
+    allow_unrelated: bool = False,
     warn: Callable[[str], None] | None = None,
+    trust_unverified: bool = False,
+    advice: str = "pass --allow-unrelated to apply it anyway",
 ) -> Path:
     """``robustsoup patch MODEL --rws a.safetensors:0.8 … -o OUT``: write the patched checkpoint.
 
     Beside it, ``OUT.unpatch.safetensors`` keeps exact copies of the replaced tensors, and the
-    sidecar's provenance records the base model, its content digest and every (signature, λ).
-    A signature extracted against another standard model (:func:`other_base_problems`) is refused
-    unless ``allow_other_base``; then each problem goes to ``warn`` with the transfer advice.
+    sidecar's provenance records the base model, its content digest and every (signature, λ); its
+    lineage starts with the base. A signature extracted against a model that shares no trained
+    ancestor with this one is refused unless ``allow_unrelated``; one extracted against a relative
+    (the transfer table's shared initialization) is applied with a warning
+    (:func:`robustsoup.rws.bases.check_bases`).
     """
-    state, meta = load_checkpoint(model_path)
+    state, meta = load_checkpoint(model_path, trust_unverified=trust_unverified, warn=warn)
     signatures = [load_signature(path) for path, _ in specs]
-    problems = other_base_problems(meta, signatures)
-    if problems and not allow_other_base:
-        raise SignatureError(
-            "; ".join(problems) + f". {OTHER_BASE_ADVICE} Patch the model the signature was extracted against, "
-            "or pass --allow-other-base to apply it anyway."
-        )
-    for problem in problems if warn is not None else ():
-        warn(f"{problem}. {OTHER_BASE_ADVICE}")
+    check_bases(meta, signatures, allow_unrelated, advice, warn)
     coefficients = [float(c) for _, c in specs]
     identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
     new = patched_state(state, signatures, coefficients, identity)
@@ -240,23 +206,32 @@ def patch_checkpoint(
             "originals": unpatch_companion(out_path).name,
         },
     }
+    meta.lineage = [record_of(meta), *meta.lineage]
     meta.name, meta.weights_sha256, meta.created, meta.git_commit = out_path.stem, "", "", ""
     return save_checkpoint(out_path, new, meta)
 
 
-def unpatch_checkpoint(patched_path: str | Path, out_path: str | Path) -> Path:
+def unpatch_checkpoint(
+    patched_path: str | Path, out_path: str | Path, trust_unverified: bool = False, warn=None
+) -> Path:
     """``robustsoup unpatch PATCHED -o OUT``: restore the base checkpoint bit for bit.
 
     Fails if the companion file is missing or the restored tensors do not hash to the digest
     recorded at patch time.
     """
-    state, meta = load_checkpoint(patched_path)
+    state, meta = load_checkpoint(patched_path, trust_unverified=trust_unverified, warn=warn)
     record = meta.provenance.get("rws_patch")
     if not record:
-        raise SignatureError(f"{patched_path} is not a patched checkpoint (no rws_patch in its sidecar provenance)")
+        raise SignatureError(
+            f"{patched_path} is not a patched checkpoint (no rws_patch in its sidecar provenance); give a checkpoint "
+            "written by robustsoup patch"
+        )
     companion = unpatch_companion(patched_path)
     if not companion.is_file():
-        raise SignatureError(f"{companion} is missing: it holds the original tensors needed to unpatch exactly")
+        raise SignatureError(
+            f"{companion} is missing: it holds the original tensors needed to unpatch exactly; robustsoup patch "
+            "wrote it beside the patched checkpoint: put it back beside it"
+        )
     originals = load_torch(str(companion))
     restored = {k: originals.get(k, v) for k, v in state.items()}
     if state_digest(restored) != record["base_digest"]:
@@ -265,16 +240,16 @@ def unpatch_checkpoint(patched_path: str | Path, out_path: str | Path) -> Path:
             "(its companion file belongs to another patch)"
         )
     meta.provenance = {k: v for k, v in meta.provenance.items() if k != "rws_patch"}
+    if meta.lineage and meta.lineage[0].get("weights_sha256") == record["base_weights_sha256"]:
+        meta.lineage = meta.lineage[1:]  # the base's own lineage
     meta.name, meta.weights_sha256, meta.created, meta.git_commit = record["base"], "", "", ""
     return save_checkpoint(out_path, restored, meta)
 
 
 __all__ = [
-    "OTHER_BASE_ADVICE",
     "Patch",
     "apply_signatures",
     "check_applicable",
-    "other_base_problems",
     "patch_checkpoint",
     "patched",
     "patched_state",

@@ -84,7 +84,10 @@ def load_signature(path: str | Path, expect: Mapping[str, Any] | None = None) ->
     path = Path(path)
     side = sidecar_path(path)
     if not path.is_file():
-        raise SignatureError(f"signature {path} does not exist")
+        raise SignatureError(
+            f"signature {path} does not exist; give the path of a signature file (.safetensors with its .json "
+            "sidecar, as extract_rws or quantize_rws write them)"
+        )
     if not side.is_file():
         raise SignatureError(
             f"signature sidecar {side} is missing; a signature is a .safetensors file plus a .json sidecar"

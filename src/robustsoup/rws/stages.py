@@ -42,10 +42,12 @@ from ..data.corruptions import corrupt
 from ..data.loading import BatchSource
 from ..data.splits import Split
 from ..device import seed_everything
-from ..evaluate import METRIC_COLUMNS, clean_correct, read_metrics, write_metrics
+from ..evaluate import METRIC_COLUMNS, MetricLog, clean_correct, read_metrics, write_metrics
 from ..io import atomic_path, write_text_atomic
+from ..lineage import CONFIG_ADVICE
 from ..train.loop import BestEpoch, CleanInputs, CorruptionInputs
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
+from .bases import check_bases
 from .config import (
     INIT,
     check_rws_config,
@@ -231,7 +233,7 @@ def extract_rws(
     for label, path in (("init", init_path), ("standard", standard_path)):
         state, meta = load_checkpoint(path, expect=identity)
         shared[label] = state
-        shared_sources[label] = {"name": meta.name, "weights_sha256": meta.weights_sha256}
+        shared_sources[label] = {"name": meta.name, "weights_sha256": meta.weights_sha256, "lineage": meta.lineage}
     ident = {**identity, "num_classes": meta.num_classes}
     plans = {
         suffix: plan_layers(shared["standard"], k, rws["norm_affine"], rws["statistics"], rws["layer_rule"])
@@ -348,13 +350,20 @@ def _correct(model, data: Split, device) -> torch.Tensor:
 def _rows(
     model, name: str, sets: EvalSets, corruptions: Sequence[str], severities: Sequence[int], device, clean: bool = True
 ) -> list[dict]:
-    rows = [metric_row(name, "none", 0, _correct(model, sets.clean, device))] if clean else []
+    return _measure(MetricLog(), model, name, sets, corruptions, severities, device, clean).rows
+
+
+def _measure(
+    log: MetricLog, model, name: str, sets: EvalSets, corruptions, severities, device, clean: bool = True
+) -> MetricLog:
+    """:func:`_rows` into ``log``, with each row's per-point results (what the findings pair)."""
+    if clean:
+        log.add(name, EVALSET, _correct(model, sets.clean, device), sets.y)
     for corruption in corruptions:
         for severity in severities:
-            rows.append(
-                metric_row(name, corruption, severity, _correct(model, sets.corrupted(corruption, severity), device))
-            )
-    return rows
+            correct = _correct(model, sets.corrupted(corruption, severity), device)
+            log.add(name, EVALSET, correct, sets.y, corruption=corruption, severity=severity)
+    return log
 
 
 def _write(rows: list[dict], path) -> pd.DataFrame:
@@ -383,9 +392,10 @@ def _signatures(config, paths: Mapping[str, str]) -> dict[str, Signature]:
 
 
 def evaluate_rws_model(
-    config: Mapping, name: str, model_path, test_path, corrupted_dir, rows_path, device
+    config: Mapping, name: str, model_path, test_path, corrupted_dir, rows_path, device, points_path=None
 ) -> pd.DataFrame:
-    """Rule ``evaluate_rws_model``: a baseline's clean and corrupted accuracy.
+    """Rule ``evaluate_rws_model``: a baseline's clean and corrupted accuracy (tidy rows, and with
+    ``points_path`` their per-point results).
 
     ``standard`` and ``augment`` on every corruption; ``expert-<c>`` on its own corruption (the
     "All Models" oracle of Table 1).
@@ -394,7 +404,8 @@ def evaluate_rws_model(
     rws = config["rws"]
     corruptions = [name.removeprefix("expert-")] if name.startswith("expert-") else rws["corruptions"]
     sets = EvalSets(config, test_path, corrupted_dir)
-    return _write(_rows(model, name, sets, corruptions, rws["eval_severities"], device), rows_path)
+    measured = _measure(MetricLog(), model, name, sets, corruptions, rws["eval_severities"], device)
+    return measured.write(rows_path, points_path)
 
 
 def evaluate_patched(
@@ -406,6 +417,7 @@ def evaluate_patched(
     corrupted_dir,
     rows_path,
     device,
+    points_path=None,
 ) -> pd.DataFrame:
     """Rule ``evaluate_patched``: the standard model patched with each corruption's signature (oracle, λ = rws.lambda).
 
@@ -421,15 +433,15 @@ def evaluate_patched(
     # After every unpatch the weights are checked to be the standard model's bit for bit,
     # so one clean pass gives every signature's "-off" row.
     unpatched = _correct(model, sets.clean, device)
-    rows = []
+    measured = MetricLog()
     for corruption, signature in _signatures(config, signature_paths).items():
         name = f"rws-{corruption}{variant_suffix(variant)}"
         with patched(model, [signature], [rws["lambda"]], identity):
-            rows += _rows(model, name, sets, [corruption], rws["eval_severities"], device)
+            _measure(measured, model, name, sets, [corruption], rws["eval_severities"], device)
         if state_digest(model.state_dict()) != reference:
             raise RuntimeError(f"removing {signature.name} did not restore the standard model bit for bit")
-        rows.append(metric_row(f"{name}-off", "none", 0, unpatched))
-    return _write(rows, rows_path)
+        measured.add(f"{name}-off", EVALSET, unpatched, sets.y)
+    return measured.write(rows_path, points_path)
 
 
 def rws_lambda_sweep(
@@ -503,9 +515,13 @@ def rws_transfer(
     rws = config["rws"]
     sets = EvalSets(config, test_path, corrupted_dir)
     signatures = _signatures(config, signature_paths)
+    own_init = {name for name, init in transfer_targets(config).items() if init != INIT}
     rows = []
     for target_path in target_paths:
         model, meta = _load(config, target_path, device)
+        # A target with its own initialization is unrelated on purpose: that row measures exactly that.
+        allow = config["allow_unrelated"] or meta.name in own_init
+        check_bases(meta, list(signatures.values()), allow, CONFIG_ADVICE, warn=log.warning)
         identity = {"architecture": meta.architecture, "model_kwargs": meta.model_kwargs}
         target = meta.name
         rows += _rows(model, target, sets, rws["corruptions"], rws["eval_severities"], device)

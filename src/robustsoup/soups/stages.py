@@ -37,8 +37,9 @@ from ..data.loading import BatchSource
 from ..data.scoring import NO_TARGET, split_scoring
 from ..data.splits import Split
 from ..device import resolve_arithmetic
-from ..evaluate import METRIC_COLUMNS, metric_row, write_metrics
+from ..evaluate import MetricLog
 from ..io import write_text_atomic
+from ..lineage import CONFIG_ADVICE, check_related
 from ..shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..train.run import model_identity
 from .captions import SOUPS_REPORT
@@ -81,7 +82,12 @@ def _load_states(config: Mapping, model_paths: Mapping[str, str]):
     names = base_model_names(config)
     identity = model_identity(config)
     loaded = [load_checkpoint(model_paths[n], expect=identity) for n in names]
+    _check_related(config, [meta for _, meta in loaded], "the soups of " + ", ".join(names))
     return names, [state for state, _ in loaded], loaded[0][1]
+
+
+def _check_related(config: Mapping, metas, what: str) -> None:
+    check_related(metas, what, config["allow_unrelated"], CONFIG_ADVICE, warn=log.warning)
 
 
 def _sets(config: Mapping, split_path, corrupted_dir) -> dict[str, Split]:
@@ -375,13 +381,15 @@ def evaluate_soups_shifts(
     models_path,
     device="cpu",
     shifts: Mapping[str, Mapping[str, str]] | None = None,
+    points_path=None,
 ) -> pd.DataFrame:
     """Held-out accuracy on every shift of: base models, ensembles, the single soup, and each
     shift-specific soup on its own shift, each scored as its data set says (:func:`split_scoring`).
 
     The shifts are the base set's and the data sets of ``shifts`` (``{shift:
     {part: test split}}``); a -C set gives one row per corruption × severity
-    (``corruption``, ``severity`` filled). Writes tidy metric rows and a model
+    (``corruption``, ``severity`` filled). Writes tidy metric rows, with ``points_path`` their
+    per-point results (:class:`~robustsoup.evaluate.MetricLog`: what the findings pair), and a model
     table (kind, FLOPs multiple, weights) for the report."""
     names, states, meta = _load_states(config, model_paths)
     scorer = SoupScorer(meta.build(), states, names, device=device)
@@ -427,7 +435,7 @@ def evaluate_soups_shifts(
                     "weights": json.dumps({m: 1.0 / len(members) for m in members}),
                 }
             )
-    rows = []
+    measured = MetricLog()
     for unit in units:
         split = unit.split()
         scoring = split_scoring(split)
@@ -442,21 +450,20 @@ def evaluate_soups_shifts(
                 correct[name].append(
                     ensemble_correct(ensemble, images.to(device), labels.to(device), scoring=scoring, targets=targets)
                 )
+        labels = split.labels[: len(split)]
         for name, parts in correct.items():
-            rows.append(
-                metric_row(
-                    name,
-                    unit.evalset,
-                    torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool),
-                    corruption=unit.corruption,
-                    severity=unit.severity,
-                )
+            measured.add(
+                name,
+                unit.evalset,
+                torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool),
+                labels,
+                corruption=unit.corruption,
+                severity=unit.severity,
             )
         log.info(
             "%s %s/%s: %d images, %d models", unit.evalset, unit.corruption, unit.severity, len(split), len(correct)
         )
-    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    write_metrics(frame, metrics_path)
+    frame = measured.write(metrics_path, points_path)
     write_text_atomic(models_path, pd.DataFrame(models).to_csv(sep="\t", index=False))
     return frame
 
@@ -479,6 +486,7 @@ def evaluate_ternary(
     corners = list(spec["models"])
     identity = model_identity(config)
     loaded = [load_checkpoint(model_paths[n], expect=identity) for n in corners]
+    _check_related(config, [meta for _, meta in loaded], "the ternary soups of " + ", ".join(corners))
     scorer = SoupScorer(loaded[0][1].build(), [s for s, _ in loaded], corners, device=device)
     data = load_split(test_path)
     num_classes = loaded[0][1].num_classes

@@ -37,21 +37,26 @@ class BatchAugmentation:
         self.generator = torch.Generator().manual_seed(seed + 4)
         self.name = spec.describe(flip)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, rows: slice | None = None, total: int | None = None) -> torch.Tensor:
+        """``x`` cropped (and flipped). ``rows`` of a batch of ``total``: ``x`` is that slice of a larger batch
+        (a data-parallel rank's shard), and gets the crops of those rows of the whole batch's draws (the
+        generator advances by the whole batch's, so every rank stays in step)."""
+        rows = slice(None) if rows is None else rows
+        total = len(x) if total is None else total
         if self.spec.crop == "pad":
-            x = self._pad_crop(x)
+            x = self._pad_crop(x, rows, total)
         else:
-            x = self._resized_crop(x)
+            x = self._resized_crop(x, rows, total)
         if self.flip:
-            flipped = (torch.rand(len(x), generator=self.generator) < 0.5).to(x.device)
+            flipped = (torch.rand(total, generator=self.generator)[rows] < 0.5).to(x.device)
             x = torch.where(flipped.view(-1, 1, 1, 1), x.flip(-1), x)
         return x
 
-    def _pad_crop(self, x: torch.Tensor) -> torch.Tensor:
+    def _pad_crop(self, x: torch.Tensor, rows: slice, total: int) -> torch.Tensor:
         """A window of the original size at a random offset of the zero-padded image (RandomCrop with padding)."""
         n, c, h, w = x.shape
         p = self.spec.padding
-        offsets = torch.randint(0, 2 * p + 1, (2, n), generator=self.generator).to(x.device)
+        offsets = torch.randint(0, 2 * p + 1, (2, total), generator=self.generator)[:, rows].to(x.device)
         padded = F.pad(x, (p, p, p, p))
         rows = (offsets[0].view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
         cols = (offsets[1].view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
@@ -59,22 +64,22 @@ class BatchAugmentation:
         channels = torch.arange(c, device=x.device).view(1, c, 1, 1)
         return padded[images, channels, rows, cols]
 
-    def _resized_crop(self, x: torch.Tensor) -> torch.Tensor:
+    def _resized_crop(self, x: torch.Tensor, rows: slice, total: int) -> torch.Tensor:
         """A random window (area fraction in ``scale``, log-uniform aspect ratio in ``ratio``, whole pixels)
         resized bilinearly back to H × W; images with no fitting draw get the central crop (RandomResizedCrop)."""
         n, _, h, w = x.shape
         scale, ratio = self.spec.scale, self.spec.ratio
-        tries = (n, RESIZED_CROP_TRIES)
-        area = h * w * torch.empty(tries, dtype=torch.float64).uniform_(*scale, generator=self.generator)
+        tries = (total, RESIZED_CROP_TRIES)
+        area = h * w * torch.empty(tries, dtype=torch.float64).uniform_(*scale, generator=self.generator)[rows]
         log_ratio = torch.empty(tries, dtype=torch.float64).uniform_(
             math.log(ratio[0]), math.log(ratio[1]), generator=self.generator
-        )
+        )[rows]
         crop_w = (area * log_ratio.exp()).sqrt().round()
         crop_h = (area / log_ratio.exp()).sqrt().round()
         fits = (crop_w >= 1) & (crop_w <= w) & (crop_h >= 1) & (crop_h <= h)
         first = fits.double().argmax(1, keepdim=True)
         crop_w, crop_h, found = crop_w.gather(1, first)[:, 0], crop_h.gather(1, first)[:, 0], fits.any(1)
-        position = torch.rand(n, 2, dtype=torch.float64, generator=self.generator)
+        position = torch.rand(total, 2, dtype=torch.float64, generator=self.generator)[rows]
         top = (position[:, 0] * (h - crop_h + 1)).floor()
         left = (position[:, 1] * (w - crop_w + 1)).floor()
         central_w, central_h = _central_crop(h, w, ratio)

@@ -65,6 +65,8 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..data.loading import RANK_CPUS_ENV, job_cpus
+
 log = logging.getLogger(__name__)
 
 RANK_SEED_STRIDE = 1_000_003  # rank r > 0 of a per-rank random stream is seeded seed + r × this
@@ -218,7 +220,9 @@ def slurm_group(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
 
     Rank, world size and local rank are ``SLURM_PROCID``, ``SLURM_NTASKS`` and ``SLURM_LOCALID``; the
     master is the first node of ``SLURM_NODELIST`` (rank 0's: SLURM numbers tasks node by node) and the
-    port ``MASTER_PORT`` when set, else one derived from ``SLURM_JOB_ID`` (so concurrent jobs differ).
+    port ``MASTER_PORT`` when set, else one derived from ``SLURM_JOB_ID`` and ``SLURM_STEP_ID`` (:func:`step_port`:
+    concurrent jobs differ, and so do the concurrent steps of one allocation, e.g. the trainings of a
+    Snakemake run inside ``sbatch``).
     """
     env = os.environ if env is None else env
     if int(env.get("SLURM_NTASKS", "1")) < 2 or "SLURM_PROCID" not in env:
@@ -231,8 +235,15 @@ def slurm_group(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
         "WORLD_SIZE": env["SLURM_NTASKS"],
         "LOCAL_RANK": env["SLURM_LOCALID"],
         "MASTER_ADDR": _first_host(env.get("SLURM_STEP_NODELIST", env["SLURM_NODELIST"])),
-        "MASTER_PORT": env.get("MASTER_PORT", str(20000 + int(env["SLURM_JOB_ID"]) % 20000)),
+        "MASTER_PORT": env.get("MASTER_PORT", str(step_port(env["SLURM_JOB_ID"], env.get("SLURM_STEP_ID", "0")))),
     }
+
+
+def step_port(job_id: str, step_id: str) -> int:
+    """The master port of SLURM step ``step_id`` of job ``job_id``: 20000 + (job + 7919 × step) mod 20000, so
+    the steps of one job (numbered 0, 1, 2, … by SLURM) get distinct ports (7919 is prime to 20000)."""
+    step = int(step_id) if str(step_id).isdigit() else 0  # the batch step ("batch") and others: 0
+    return 20000 + (int(job_id) + 7919 * step) % 20000
 
 
 def launched_processes(env: Mapping[str, str] | None = None) -> int:
@@ -285,13 +296,31 @@ def from_environment(gpus: int, device: torch.device, sync_batchnorm: bool = Fal
             os.environ.update(slurm_group() or {})
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(_local_gpu(local_rank))
-        dist.init_process_group(backend=backend, init_method="env://")
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        init_group(backend, rank, world, local_rank, cuda=device.type == "cuda")
     return current(sync_batchnorm)
 
 
-def _worker(local_rank: int, world_size: int, port: int, backend: str, fn: Callable, args: tuple) -> None:
+def init_group(backend: str, rank: int, world_size: int, local_rank: int, cuda: bool) -> None:
+    """Join the process group from ``env://`` as ``rank`` of ``world_size``; with ``cuda`` pinned first to the
+    local rank's GPU (:func:`_local_gpu`), which nccl is also told (``device_id``).
+
+    The pinning must come first: collectives that build their own tensors (``all_gather_object``, the
+    barrier) put them on the *current* CUDA device, and without it every rank's is GPU 0 (NCCL then
+    refuses duplicate GPUs or hangs, and every rank opens a context on GPU 0)."""
+    device_id = None
+    if cuda:
+        gpu = _local_gpu(local_rank)
+        torch.cuda.set_device(gpu)
+        device_id = torch.device("cuda", gpu) if backend == "nccl" else None
+    dist.init_process_group(
+        backend=backend, init_method="env://", rank=rank, world_size=world_size, device_id=device_id
+    )
+
+
+def _worker(
+    local_rank: int, world_size: int, port: int, backend: str, fn: Callable, args: tuple, cuda: bool = False
+) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -299,20 +328,22 @@ def _worker(local_rank: int, world_size: int, port: int, backend: str, fn: Calla
         LOCAL_RANK=str(local_rank),
         WORLD_SIZE=str(world_size),
     )
-    dist.init_process_group(backend=backend, init_method="env://", rank=local_rank, world_size=world_size)
+    init_group(backend, local_rank, world_size, local_rank, cuda)
     try:
         fn(*args)
     finally:
         dist.destroy_process_group()
 
 
-def spawn(fn: Callable, world_size: int, *args, backend: str = "gloo") -> None:
+def spawn(fn: Callable, world_size: int, *args, backend: str = "gloo", cuda: bool | None = None) -> None:
     """Run ``fn(*args)`` in ``world_size`` new processes on this machine, each a rank of one process group
-    (what torchrun does, without a launcher; ``fn`` and ``args`` must be picklable)."""
+    (what torchrun does, without a launcher; ``fn`` and ``args`` must be picklable). ``cuda`` (default:
+    nccl's) pins every rank to its GPU before the group forms (:func:`init_group`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_worker, args=(world_size, port, backend, fn, args), nprocs=world_size, join=True)
+    cuda = backend == "nccl" if cuda is None else cuda
+    torch.multiprocessing.spawn(_worker, args=(world_size, port, backend, fn, args, cuda), nprocs=world_size, join=True)
 
 
 @dataclass(frozen=True)
@@ -329,12 +360,15 @@ class _RankCall:
     log_path: str | None
     log_level: int
     backend: str = "gloo"
+    cpus: int | None = None  # the rank's share of the job's CPUs (its loader workers), :func:`rank_cpus`
 
     def __call__(self) -> None:
         rank = int(os.environ["RANK"])
         args = pickle.loads(self.payload)
         torch.set_rng_state(self.rng_state)
         torch.set_num_threads(self.threads)
+        if self.cpus is not None:
+            os.environ[RANK_CPUS_ENV] = str(self.cpus)
         root = logging.getLogger()
         root.setLevel(self.log_level)
         if self.log_path is not None:  # the job's log: every rank's lines, tagged; tqdm and tracebacks too
@@ -375,6 +409,20 @@ SLURM_KEPT = (
     "SLURM_SUBMIT_DIR",
     "SLURM_SUBMIT_HOST",
 )
+
+
+def rank_cpus(per_node: int, env: Mapping[str, str] | None = None) -> int:
+    """CPUs each of ``per_node`` ranks on a node gets of this job's: SLURM's ``SLURM_CPUS_PER_GPU`` (one rank
+    a GPU), else the job's CPUs (:func:`robustsoup.data.loading.job_cpus`) split evenly, at least one.
+
+    The ranks read it back from :data:`RANK_CPUS_ENV` (:func:`~robustsoup.data.loading.job_cpus`): a SLURM
+    step's tasks lose the caller's ``SLURM_CPUS_*`` (:func:`srun_environment`) and spawned ones never had
+    a share of their own, so without it a rank's loader would count only its torch threads."""
+    env = os.environ if env is None else env
+    per_gpu = env.get("SLURM_CPUS_PER_GPU", "").strip()
+    if per_gpu.isdigit() and int(per_gpu) > 0:
+        return int(per_gpu)
+    return max(1, job_cpus() // max(1, per_node))
 
 
 def srun_command(gpus: int, nodes: int, call_path: str) -> list[str]:
@@ -442,10 +490,11 @@ def run_as_ranks(
         _job_log(),
         logging.getLogger().getEffectiveLevel(),
         backend,
+        rank_cpus(per_node),
     )
     if not slurm:
-        log.info("launching %d ranks (%s) of %s", gpus, backend, fn.__name__)
-        spawn(call, gpus, backend=backend)
+        log.info("launching %d ranks (%s, %d CPUs each) of %s", gpus, backend, call.cpus, fn.__name__)
+        spawn(call, gpus, backend=backend, cuda=device.type == "cuda")
         return
     if call_path is None:
         raise ValueError("run_as_ranks in a SLURM job needs call_path, a file on the file system the nodes share")
@@ -595,13 +644,16 @@ __all__ = [
     "from_environment",
     "has_batchnorm",
     "in_slurm_job",
+    "init_group",
     "launch_needed",
     "launched_processes",
     "loss_weight",
+    "rank_cpus",
     "run_as_ranks",
     "slurm_group",
     "spawn",
     "srun_command",
     "srun_environment",
+    "step_port",
     "torchrun_command",
 ]

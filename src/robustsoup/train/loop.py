@@ -2,7 +2,7 @@
 
 The loop knows nothing of the papers: pre-training, every fine-tune
 (:class:`SupervisedStep`, through :func:`train_model`) and the multi-head
-distillation (``robustsoup.distill.method.DistillStep``) are this loop with
+distillation (``robustsoup.distill.training.DistillStep``) are this loop with
 another step, policy, schedule and starting point. SGD with momentum and
 weight decay, a learning rate updated every iteration; the supervised step
 keeps the model in eval mode while the policy attacks and in train mode for
@@ -36,6 +36,7 @@ from ..data.loading import BatchSource
 from ..device import Arithmetic, compile_model, resolve_arithmetic
 from ..io import atomic_path
 from .augment import AUGMENTATIONS, BatchAugmentation, batch_augmentation
+from .overflow import LossGuard
 
 if TYPE_CHECKING:
     from .distributed import Distributed
@@ -334,12 +335,12 @@ def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
 
 
 def epoch_batches(
-    source: BatchSource, order: torch.Tensor, batch_size: int, desc: str, quiet: bool = False
+    source: BatchSource, order: torch.Tensor, batch_size: int, desc: str, quiet: bool = False, shard=None
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """One epoch's mini-batches in ``order``: (batch number, indices, images in [0,1], labels) on the
-    source's device (``quiet``: no progress bar)."""
+    source's device (``quiet``: no progress bar; ``shard``: only a rank's rows, see :meth:`BatchSource.batches`)."""
     per_epoch = math.ceil(len(order) / batch_size)
-    batches = source.batches(order, batch_size)
+    batches = source.batches(order, batch_size, shard)
     for b, (idx, x, y) in tqdm(
         enumerate(batches), total=per_epoch, desc=desc, file=sys.stderr, mininterval=10, leave=True, disable=quiet
     ):
@@ -394,6 +395,7 @@ class EpochState:
     policy: InputPolicy
     augmentation: BatchAugmentation | None = None
     best: BestEpoch | None = None
+    scaler: torch.amp.GradScaler | None = None
 
     def __post_init__(self) -> None:
         self.path = Path(self.path) if self.path is not None else None
@@ -421,6 +423,8 @@ class EpochState:
             self.augmentation.load_state_dict(state["augmentation"])
         if self.best is not None:
             self.best.load_state_dict(state["best"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         first_epoch = int(state["epoch"]) + 1
         log.info("resuming from %s after epoch %d of %d", self.path, first_epoch - 1, epochs)
         return list(state["history"]), first_epoch
@@ -443,6 +447,7 @@ class EpochState:
             "policy": self.policy.state_dict(),
             "augmentation": self.augmentation.state_dict() if self.augmentation is not None else {},
             "best": self.best.state_dict() if self.best is not None else {},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "history": history,
         }
         if ranks is not None:
@@ -617,7 +622,10 @@ def run_epochs(
     n = len(data)
     per_epoch = math.ceil(n / settings.batch_size)
     total = per_epoch * settings.epochs
-    epoch_state = EpochState(resume_path, fingerprint, model, optimizer, generator, step.policy, augmentation, best)
+    epoch_state = EpochState(
+        resume_path, fingerprint, model, optimizer, generator, step.policy, augmentation, best, scaler
+    )
+    guard = LossGuard(scaler)
     if distributed is None:
         history, first_epoch = epoch_state.restore(settings.epochs)
         after_backward = None
@@ -628,6 +636,7 @@ def run_epochs(
         def after_backward() -> None:
             distributed.average_gradients(model)
 
+    shard = distributed.shard if distributed is not None else None
     on_augmented = f" on {augmentation.name}" if augmentation is not None else ""
     source = BatchSource(data, device)
     if main:
@@ -638,17 +647,16 @@ def run_epochs(
             start = time.perf_counter()
             order = torch.randperm(n, generator=generator)
             step.begin_epoch()
-            loss_sum, seen = 0.0, 0
+            guard.begin_epoch()
+            loss_sum, seen, counted = 0.0, 0, 0
             iteration = (epoch - 1) * per_epoch
             lr = settings.lr
             desc = f"{step.label} {epoch}/{settings.epochs} [{step.policy.name}{on_augmented}]"
-            for b, idx, x, y in epoch_batches(source, order, settings.batch_size, desc, quiet=not main):
+            # A rank reads and augments only its shard of each global batch (drawing the global batch's crops).
+            for b, idx, x, y in epoch_batches(source, order, settings.batch_size, desc, not main, shard):
+                batch = min(settings.batch_size, n - b * settings.batch_size)
                 if augmentation is not None:
-                    x = augmentation(x)  # the global batch's crops, the same on every rank
-                batch = len(y)
-                if distributed is not None:
-                    rows = distributed.shard(batch)
-                    idx, x, y = idx[rows], x[rows], y[rows]
+                    x = augmentation(x, shard(batch) if shard is not None else None, batch)
                 if arithmetic.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 lr = learning_rate(settings.schedule, settings.lr, iteration, total, per_epoch)
@@ -659,7 +667,8 @@ def run_epochs(
                 else:  # the global batch's mean loss; each rank's gradient weighted by its share of the batch
                     value = distributed.all_sum([loss.item() * len(y)])[0] / batch
                     backward_loss = loss * (len(y) * distributed.world_size / batch)
-                if not math.isfinite(value):
+                skipped = guard.skips(value)  # an fp16 overflow: the scaler skips the step
+                if not (skipped or math.isfinite(value)):
                     raise TrainingDivergedError(
                         f"the {step.loss_name} became {value} at epoch {epoch}, batch {b + 1}/{per_epoch} "
                         f"(lr {lr:g}); lower the learning rate or check the data. No checkpoint was written."
@@ -669,11 +678,13 @@ def run_epochs(
                 if distributed is not None and not distributed.sync_batchnorm:
                     distributed.broadcast_buffers(model)  # rank 0's running statistics, as DDP
                 iteration += 1
-                loss_sum += value * batch
+                loss_sum += 0.0 if skipped else value * batch
+                counted += 0 if skipped else batch
                 seen += batch
             if distributed is not None:
                 step.sum_tallies(distributed.all_sum)
-            row = {"epoch": epoch, "loss": loss_sum / seen, "lr": lr, "seconds": time.perf_counter() - start}
+            loss = loss_sum / counted if counted else math.nan
+            row = {"epoch": epoch, "loss": loss, "lr": lr, "seconds": time.perf_counter() - start, **guard.record()}
             row.update(step.epoch_metrics(seen))
             if best is not None:
                 row["selection_score"] = best.update(model, epoch)

@@ -17,10 +17,9 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 
-import torch
 import torch.distributed as dist
 
-from .distributed import _local_gpu, slurm_group
+from .distributed import init_group, slurm_group
 
 
 def task_group(env: Mapping[str, str]) -> dict[str, str]:
@@ -49,9 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     group = task_group(os.environ)
     os.environ.update(group)
     rank, world_size = int(group["RANK"]), int(group["WORLD_SIZE"])
-    if call.backend == "nccl":
-        torch.cuda.set_device(_local_gpu(int(group["LOCAL_RANK"])))
-    dist.init_process_group(backend=call.backend, init_method="env://", rank=rank, world_size=world_size)
+    init_group(call.backend, rank, world_size, int(group["LOCAL_RANK"]), cuda=call.backend == "nccl")
     try:
         call()
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,8 +26,9 @@ from ..data import ImageSplit, get_dataset_spec
 from ..data import options as loading_options
 from ..data.splits import split_record
 from ..device import COMPILED, configure_cuda
+from ..lineage import descend, start_record
 from ..models.registry import ZOO_PREFIX, input_statistics
-from ..models.zoo import build_pretrained
+from ..models.zoo import build_pretrained, zoo_weights_path
 from . import distributed as dist_
 from .augment import describe_augmentation
 from .loop import BestEpoch, InputPolicy, TrainSettings, train_model
@@ -69,7 +71,7 @@ def initial_model(config: Mapping, meta: CheckpointMeta) -> nn.Module:
         return meta.build()
     extra = {} if model["architecture"].startswith(ZOO_PREFIX) else meta.model_kwargs
     meta.provenance["initial_weights"] = model["weights"] or meta.architecture
-    return build_pretrained(
+    net = build_pretrained(
         meta.architecture,
         meta.num_classes,
         meta.mean,
@@ -80,6 +82,11 @@ def initial_model(config: Mapping, meta: CheckpointMeta) -> nn.Module:
         threat=model["zoo_threat"],
         **extra,
     )
+    source = model["weights"] or zoo_weights_path(
+        meta.architecture.removeprefix(ZOO_PREFIX), config["dataset"], model["zoo_threat"], model["model_dir"]
+    )
+    meta.lineage = [start_record(net.state_dict(), None, source, str(model["weights"] or meta.architecture))]
+    return net
 
 
 def starting_model(config: Mapping, meta: CheckpointMeta, init_path=None) -> tuple[nn.Module, str]:
@@ -91,7 +98,7 @@ def starting_model(config: Mapping, meta: CheckpointMeta, init_path=None) -> tup
     state, init_meta = load_checkpoint(init_path, expect=model_identity(config))
     model = meta.build()
     load_state_dict_checked(model, state, source=f"starting point {init_path}")
-    meta.parent = init_meta.name
+    descend(meta, init_meta)
     return model, init_meta.weights_sha256
 
 
@@ -129,6 +136,23 @@ def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSetting
         sync_batchnorm=training.get("sync_batchnorm", False),
         compile=training.get("compile", False),
     )
+
+
+def interrupted_message(name: str, epochs: int, resume_path: Path | None) -> str:
+    """The one line a training stopped by Ctrl-C ends with: what stopped and where a rerun starts."""
+    done = 0
+    if resume_path is not None and resume_path.is_file():
+        try:
+            done = int(torch.load(resume_path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+        except Exception:
+            done = 0
+    if resume_path is None:
+        where = "resume is off for this training (resume: false), so a rerun starts again from epoch 1"
+    elif done:
+        where = f"a rerun resumes after epoch {done} from {resume_path}"
+    else:
+        where = "no epoch had finished, so a rerun starts from epoch 1"
+    return f"robustsoup: interrupted (Ctrl-C) while training {name}, {done} of {epochs} epochs done; {where}"
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -207,6 +231,8 @@ def train_and_checkpoint(
     ``training.distributed``, only rank 0 writes the checkpoint and deletes the
     resume state, and every rank returns once the checkpoint exists.
     """
+    if not meta.lineage:  # trained from scratch: the lineage's root is this initialization
+        meta.lineage = [start_record(model.state_dict(), settings.seed, None, f"{meta.architecture} init")]
     if dist_.launch_needed(settings.gpus):
         model.cpu()
         args = (model, meta, data, policy, settings, out_path, device, resume, init_sha, best)
@@ -256,17 +282,21 @@ def train_and_checkpoint(
         device,
     )
     start, cpu = time.perf_counter(), time.process_time()
-    history = train_model(
-        model,
-        data,
-        policy,
-        settings,
-        device,
-        resume_path=resume_path,
-        fingerprint=fingerprint,
-        distributed=distributed,
-        best=best,
-    )
+    try:
+        history = train_model(
+            model,
+            data,
+            policy,
+            settings,
+            device,
+            resume_path=resume_path,
+            fingerprint=fingerprint,
+            distributed=distributed,
+            best=best,
+        )
+    except KeyboardInterrupt:
+        print(interrupted_message(meta.name, settings.epochs, resume_path), file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     seconds = time.perf_counter() - start
     n = count_parameters(model)
     meta.metrics = {

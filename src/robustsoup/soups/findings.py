@@ -1,0 +1,99 @@
+"""Finding F3 (soups per distribution shift, Croce et al. 2023, Sec. 4) as checkable claims over a run's
+ledger and the per-point results of evaluate_soups_shifts (:mod:`robustsoup.report.findings`). Torch-free."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from ..config import base_model_names
+from ..report.findings import Claim, Ledger, PointStore, Term, measured_claim, not_computed
+
+STUDY = "soups-shifts"
+# The poster's table (ImageNet, ViT-B/16, grid search on 1,000 images): dataset-specific soups, the single
+# soup and the ×4 ensemble per column; our shift names → its columns.
+POSTER = {
+    "clean": (82.29, 82.49, 81.31),
+    "imagenet-real": (87.89, 87.85, 86.97),
+    "imagenet-v2": (71.95, 71.99, 70.21),
+    "imagenet-a": (38.27, 34.31, 23.13),
+    "imagenet-r": (56.39, 53.84, 54.82),
+    "imagenet-sketch": (40.73, 39.84, 39.51),
+    "cue-conflict": (67.03, 38.52, 56.02),
+    "imagenet-c": (69.34, 66.82, 68.17),
+    "mean": (64.24, 59.46, 60.02),
+}
+COMPARATORS = {"single soup": 1, "×4 ensemble": 2}  # their column in POSTER
+
+
+def _specific(rows: pd.DataFrame, evalset: str) -> str | None:
+    """The grid-search soup chosen for ``evalset`` on the most adaptation images (the poster's choice)."""
+    prefix = f"soup-{evalset}-grid-k"
+    ks = [int(m.removeprefix(prefix)) for m in set(rows["model"]) if m.startswith(prefix)]
+    return f"{prefix}{max(ks)}" if ks else None
+
+
+def soups_findings(config: Mapping, ledger: Ledger, points: PointStore) -> list[Claim]:
+    """F3: the per-shift soups (grid search, largest k) against the best single base model, the single
+    soup and the ×4 ensemble, as the mean over shifts and on each shift."""
+    rows = ledger.rows(STUDY)
+    if rows.empty:
+        return [not_computed("F3", "per-shift soups beat the alternatives", "no soups-shifts rows in metrics/all.tsv")]
+    evalsets = list(dict.fromkeys(rows["evalset"]))
+    per_shift = rows.pivot_table(index="model", columns="evalset", values="accuracy", aggfunc="mean")
+    bases = [m for m in base_model_names(config) if m in per_shift.index]
+    best = max(bases, key=lambda m: per_shift.loc[m, evalsets].mean()) if bases else None
+    fours = sorted(m for m in per_shift.index if m.startswith("ensemble-") and m.count("+") == 3)
+    comparators = {
+        f"the best single base model ({best})": best,
+        "the single soup": "soup-single" if "soup-single" in per_shift.index else None,
+        "the ×4 ensemble": fours[0] if fours else None,
+    }
+    pools = set(config["data"]["shifts"])
+    out = []
+    for text, other in comparators.items():
+        for scope in ["mean", *evalsets]:
+            where = "the mean over shifts" if scope == "mean" else f"shift {scope}"
+            claim = f"per-shift soups beat {text} on {where}"
+            if other is None:
+                why = "no ×4 ensemble (soups.ensembles)" if "ensemble" in text else f"no {text} rows"
+                out.append(not_computed("F3", claim, why))
+                continue
+            shifts = evalsets if scope == "mean" else [scope]
+            terms, ours_a, ours_b, missing = [], [], [], []
+            for evalset in shifts:
+                soup = _specific(rows, evalset)
+                if soup is None:
+                    missing.append(evalset)
+                    continue
+                units = rows[(rows["evalset"] == evalset) & (rows["model"] == soup)]
+                pool = evalset if evalset in pools else "test"
+                for unit in units.itertuples(index=False):
+                    for model, sign in ((soup, 1.0), (other, -1.0)):
+                        accuracy = ledger.accuracy(model, evalset, unit.corruption, unit.severity, study=STUDY)
+                        if accuracy is None:
+                            missing.append(f"{model} on {evalset}")
+                            continue
+                        got = points.get(model, evalset, unit.corruption, unit.severity)
+                        weight = sign / len(units) / len(shifts)
+                        terms.append(Term(weight, accuracy, got, pool, f"{model} on {evalset}"))
+                ours_a.append(per_shift.loc[soup, evalset])
+                ours_b.append(per_shift.loc[other, evalset] if evalset in per_shift.columns else float("nan"))
+            if missing:
+                out.append(not_computed("F3", claim, f"not measured: {', '.join(missing)}"))
+                continue
+            a, b = 100 * sum(ours_a) / len(ours_a), 100 * sum(ours_b) / len(ours_b)
+            out.append(
+                measured_claim("F3", claim, terms, ours=f"{a:.1f} vs {b:.1f}", paper=_paper(config, scope, text))
+            )
+    return out
+
+
+def _paper(config: Mapping, scope: str, text: str) -> str:
+    """The poster's difference where our setting is its (ImageNet; the comparators it has)."""
+    column = next((c for name, c in COMPARATORS.items() if name in text), None)
+    if config["dataset"] != "imagenet" or column is None or scope not in POSTER:
+        return ""
+    ours, theirs = POSTER[scope][0], POSTER[scope][column]
+    return f"{ours - theirs:+.2f} ({ours:.2f} vs {theirs:.2f})"
