@@ -13,6 +13,7 @@ import torch
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
 from robustsoup.config import ConfigError, resolve_config
 from robustsoup.rws.config import deploy_variant, quantized_variants, variant_label, variant_suffix, variants
+from robustsoup.rws.detector import detector_probabilities, fit_detector
 from robustsoup.rws.extract import extract_signature, project_out
 from robustsoup.rws.layers import plan_layers, reference_layers, residual_unit, weight_layers
 from robustsoup.rws.patching import (
@@ -33,13 +34,7 @@ from robustsoup.rws.quantize import (
 )
 from robustsoup.rws.signature_file import load_signature, save_signature, storage_bytes
 from robustsoup.rws.signatures import SignatureError, compose, rescale
-from robustsoup.rws.stages import (
-    check_rws_config,
-    detector_probabilities,
-    expert_selection,
-    fit_detector,
-    quantize_rws,
-)
+from robustsoup.rws.stages import check_rws_config, expert_selection, quantize_rws
 
 from conftest import finetuned_like as _perturbed
 from conftest import tiny_meta
@@ -557,8 +552,8 @@ def test_reference_rule_patches_the_experts_mean_whatever_lambda(trio, tmp_path)
 def test_block_features_and_layer_norms_under_the_reference_rule(trio):
     from dataclasses import asdict
 
+    from robustsoup.rws.detector import ShallowFeatures
     from robustsoup.rws.report import layer_norms
-    from robustsoup.rws.stages import ShallowFeatures
 
     signature = _signature(trio, k=2, rule="reference")
     frame = layer_norms({"fog": json.loads(json.dumps(asdict(signature.meta)))})
