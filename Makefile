@@ -17,7 +17,7 @@ help:
 	@echo "make dry-run  what a run would do"
 	@echo "make report   results/report.html: every table and figure of the run, captioned"
 	@echo "make bench    every benchmark, one at a time; headline ratios in bench/results/summary.md"
-	@echo "make gpu-check  on one GPU (< 8 min): bench/gpu.py, 2-rank training, a lease, an fp16 attack, sharded evaluation"
+	@echo "make gpu-check  on one GPU (< 8 min): bench/gpu.py, 2-rank training, a lease, an fp16 attack, sharded evaluation, the peer ratios"
 	@echo "make bench-dag  the whole default DAG twice from empty folders (float32, then auto): wall time, fixed cost per job"
 
 $(BIN)/python:
@@ -62,13 +62,16 @@ reproduce-cifar10 reproduce-imagenet: reproduce-%:
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The soups benchmark uses the base models of the default run (make run first).
+# The soups benchmark uses the base models of the default run (make run first); the peer benchmarks
+# read the parity kit's reference checkouts from REFS (tools/parity/README.md; without them they fall back).
+REFS ?= /tmp/refs
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py --refs $(REFS)
 
 # One GPU, under 8 minutes: the GPU paths a first real run depends on, one table (bench/gpu_check.py).
 gpu-check: $(STAMP)
 	$(BIN)/python bench/gpu_check.py
+	$(BIN)/python bench/peers.py --device cuda --quick --refs $(REFS) --summary bench/results/peers_gpu.json
 
 # ~15 minutes on 2 cores: two whole runs of the default DAG in temporary folders.
 bench-dag: $(STAMP)

@@ -8,9 +8,15 @@ print are measured within one run each, and two benchmarks sharing the cores
 would only measure each other.
 
     .venv/bin/python bench/run_all.py [--out bench/results] [--only soups,data_loader] [--results results/digits]
+                                      [--refs /tmp/refs] [--quick]
 
 ``soups`` needs the base models of a finished run (``make run``); without
-them it is reported as skipped, with the reason.
+them it is reported as skipped, with the reason. The four ``peer_*``
+benchmarks compare robustsoup with the authors' code (``bench/peer_common.py``):
+``--refs`` is the folder holding the parity kit's reference checkouts
+(``tools/parity/README.md``); without them, training and corruptions fall back
+to a mirrored loop and robustsoup's per-image path, and say so. ``--quick``
+runs the peer benchmarks at smoke-test sizes (their numbers then mean little).
 """
 
 from __future__ import annotations
@@ -25,7 +31,18 @@ from pathlib import Path
 from measurements import Measurement, read_summary
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("train_throughput", "soups", "corruptions", "data_loader", "filelist_corruptions")
+BENCHMARKS = (
+    "train_throughput",
+    "soups",
+    "corruptions",
+    "data_loader",
+    "filelist_corruptions",
+    "peer_training",
+    "peer_autoattack",
+    "peer_corruptions",
+    "peer_soups",
+)
+PEERS_WITH_CHECKOUTS = ("peer_training", "peer_corruptions")
 
 
 def run_benchmark(name: str, out: Path, extra: list[str]) -> tuple[list[Measurement], str]:
@@ -56,6 +73,13 @@ def main() -> None:
         default=Path("results/digits"),
         help="a finished run's results folder (for the soups benchmark)",
     )
+    parser.add_argument(
+        "--refs",
+        type=Path,
+        default=None,
+        help="folder of the parity kit's checkouts (default: $ROBUSTSOUP_REFS or /tmp/refs)",
+    )
+    parser.add_argument("--quick", action="store_true", help="the peer benchmarks at smoke-test sizes")
     args = parser.parse_args()
     chosen = [b for b in args.only.split(",") if b] or list(BENCHMARKS)
     unknown = sorted(set(chosen) - set(BENCHMARKS))
@@ -67,6 +91,10 @@ def main() -> None:
     status: dict[str, str] = {}
     for name in chosen:
         extra = ["--results", str(args.results)] if name == "soups" else []
+        if name in PEERS_WITH_CHECKOUTS and args.refs is not None:
+            extra += ["--refs", str(args.refs)]
+        if name.startswith("peer_") and args.quick:
+            extra.append("--quick")
         if name == "soups" and not (args.results / "models" / "linf.safetensors").exists():
             status[name] = f"skipped: no finished run in {args.results} (run `make run` first)"
             continue

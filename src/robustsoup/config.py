@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,21 @@ def _allowed(schema: dict, root: dict) -> str:
 def _message(error: jsonschema.ValidationError, root: dict) -> str:
     """jsonschema's message, with the accepted values spelled out where it says only 'not valid under
     any of the given schemas'."""
+    if (
+        error.absolute_path
+        and error.absolute_path[0] == "threats"
+        and error.validator in ("maximum", "exclusiveMinimum")
+    ):
+        hint = (
+            f"; for {error.instance:g}/255 write {error.instance / 255:.7g}"
+            if 1 < error.instance <= 255 and error.instance == int(error.instance)
+            else ""
+        )
+        return (
+            f"ε of L∞ must be in (0, 1] ([0,1] pixel space), found {error.instance:g}{hint}"
+            if error.validator == "maximum"
+            else f"ε must be above 0, found {error.instance:g}"
+        )
     if error.validator in ("anyOf", "oneOf"):
         options = " or ".join(_allowed(sub, root) for sub in error.validator_value)
         return f"{error.instance!r} is not accepted; expected {options}"
@@ -146,6 +162,7 @@ def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None)
     _check_removed_keys(config or {})
     schema = schema if schema is not None else load_schema()
     resolved = _fill_defaults(_unshared(dict(config or {})), schema, schema)
+    _fill_threats(resolved)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -159,8 +176,117 @@ def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None)
     return resolved
 
 
+IMAGEFOLDER = "imagefolder"
+IMAGEFOLDER_ONLY_KEYS = ("name", "resolution", "mean", "std")
+
+
+def dataset_name(config: Mapping[str, Any]) -> str:
+    """The name a run's data set goes by (results/<name>/, split caches, sidecars): ``data.name`` for an
+    ImageFolder (default ``imagefolder``), else the registry name ``dataset``."""
+    if config["dataset"] != IMAGEFOLDER:
+        return config["dataset"]
+    return config.get("data", {}).get("name") or IMAGEFOLDER
+
+
+def _data_set(config: Mapping[str, Any]):
+    """The registered spec of ``config["dataset"]`` (None for imagefolder or a name the schema refuses)."""
+    from .data.registry import DATASETS  # not at import: robustsoup.data imports this module
+
+    return DATASETS.get(config.get("dataset")) if config.get("dataset") != IMAGEFOLDER else None
+
+
+def _fill_threats(config: dict) -> None:
+    """Fill each radius ``threats`` leaves out with the data set's documented default (none for imagefolder)."""
+    spec = _data_set(config)
+    threats = config.get("threats")
+    if spec is not None and isinstance(threats, dict):
+        for norm, eps in (spec.threats or {}).items():
+            threats.setdefault(norm, eps)
+
+
+def threat_bounds(resolution: int) -> dict[str, float]:
+    """The largest meaningful ε of each norm at ``resolution`` pixels in [0,1] pixel space: 1 for L∞, the
+    L2 and L1 norms of the all-ones image (√(3·R²), 3·R²) for L2 and L1."""
+    return {"Linf": 1.0, "L2": math.sqrt(3 * resolution**2), "L1": float(3 * resolution**2)}
+
+
+def _check_data_keys(config: dict) -> int:
+    """The imagefolder keys of ``data``; returns the resolution the run's images have."""
+    data = config["data"]
+    if config["dataset"] != IMAGEFOLDER:
+        given = [k for k in IMAGEFOLDER_ONLY_KEYS if data.get(k) is not None] + (
+            ["augmentation"] if data.get("augmentation", {}) != {"flip": True} else []
+        )
+        if given:
+            raise ConfigError(
+                f"config key 'data.{given[0]}': applies to dataset: imagefolder only, found dataset "
+                f"{config['dataset']!r}; remove it ({config['dataset']} has its own resolution, "
+                "normalization and augmentation)"
+            )
+        return _data_set(config).resolution
+    missing = [k for k in ("root", "resolution") if data.get(k) is None]
+    if missing:
+        raise ConfigError(
+            f"config key 'data.{missing[0]}': dataset: imagefolder needs data.root (the folder holding "
+            "train/<class>/* and test/<class>/*, or <class>/*) and data.resolution (the side in pixels images are "
+            f"brought to, e.g. 32 or 224); missing: {', '.join('data.' + k for k in missing)}"
+        )
+    if (data.get("mean") is None) != (data.get("std") is None):
+        raise ConfigError(
+            "config key 'data.mean': give data.mean and data.std together (or neither: both are then computed "
+            "from the training images)"
+        )
+    from .data.registry import DATASETS
+
+    if dataset_name(config) in DATASETS and DATASETS[dataset_name(config)].class_names is None:
+        raise ConfigError(
+            f"config key 'data.name': {dataset_name(config)!r} is a built-in data set; name your ImageFolder "
+            "otherwise (the name is the results folder, results/<name>/)"
+        )
+    return int(data["resolution"])
+
+
+def _check_threats(config: dict, resolution: int) -> None:
+    """Every radius present (imagefolder states them) and within :func:`threat_bounds`."""
+    threats = config["threats"]
+    missing = [n for n in ("Linf", "L2", "L1") if n not in threats]
+    if missing:
+        raise ConfigError(
+            f"config key 'threats': dataset: imagefolder has no documented radii, so the config must state "
+            f"every ε; missing {', '.join(missing)}. The papers' values in [0,1] pixel space are, for 32-px "
+            "images (CIFAR), Linf: 0.0313725 (8/255), L2: 0.5, L1: 12, and for 224-px images (ImageNet), "
+            "Linf: 0.0156863 (4/255), L2: 2.0, L1: 255"
+        )
+    bounds = threat_bounds(resolution)
+    for norm, eps in threats.items():
+        if not 0 < eps <= bounds[norm]:
+            raise ConfigError(
+                f"config key 'threats.{norm}': ε must be in (0, {bounds[norm]:g}] at {resolution} px (in [0,1] "
+                f"pixel space{'' if norm == 'Linf' else f'; {bounds[norm]:g} is the {norm} norm of the all-ones image'}), "
+                f"found {eps:g}"
+                + (f"; for {eps:g}/255 write {eps / 255:.7g}" if norm == "Linf" and 1 < eps <= 255 else "")
+            )
+
+
+def threats_line(config: Mapping[str, Any]) -> str:
+    """The resolved radii in words (what ``robustsoup config`` prints under the config), saying where
+    they come from: ``threats: Linf 0.0313725 (8/255), L2 0.5, L1 12 (cifar10's documented defaults …)``."""
+    spec = _data_set(config)
+    documented = dict(spec.threats or {}) if spec is not None else {}
+    words = []
+    for norm, eps in config["threats"].items():
+        fraction = eps * 255
+        as_255 = f" ({round(fraction):d}/255)" if norm == "Linf" and abs(fraction - round(fraction)) < 1e-6 else ""
+        words.append(f"{norm} {eps:.6g}{as_255}")
+    source = "as stated in the config"
+    if documented and all(config["threats"].get(n) == e for n, e in documented.items()):
+        source = f"{config['dataset']}'s documented defaults, or as stated"
+    return f"threats: {', '.join(words)} ({source}; ε in [0,1] pixel space)"
+
+
 def _check_consistency(config: dict) -> None:
     """Checks that span several keys and that a schema cannot express."""
+    _check_threats(config, _check_data_keys(config))
     _check_parent(config)
     names = base_model_names(config)
     for i, line in enumerate(config["soups"]["lines"]):

@@ -19,8 +19,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, base_model_names, parent_name, reference_names, resolve_config
-from .data import part_dir, shift_parts, split_paths
+from .config import (
+    IMAGEFOLDER,
+    ConfigError,
+    base_model_names,
+    dataset_name,
+    parent_name,
+    reference_names,
+    resolve_config,
+)
+from .data import DataLayoutError, get_dataset_spec, part_dir, shift_parts, split_paths
+from .data.imagefolder import register_imagefolder, statistics_from_cache
 from .distill.config import DISTILL_MODELS, MULTIHEAD, check_distill_config
 from .lp.grid import grid_from_config
 from .naming import ZOO_PREFIX
@@ -45,6 +54,9 @@ TRAINING_DATA_KEYS = (
     "test_per_class",
     "decoder",
 )
+# An ImageFolder's keys of `data` that change what a training produces (in the rerun keys only when
+# dataset is imagefolder, so other runs keep theirs).
+IMAGEFOLDER_DATA_KEYS = ("name", "resolution", "mean", "std", "augmentation")
 # Keys that shape every split cache, the run's and each shift's (test_per_class: each test split's size).
 SPLITS_CACHE_KEYS = ("k_adapt_per_class", "cache_max_images", "test_per_class")
 
@@ -73,6 +85,11 @@ def resolve_run_config(config: Mapping[str, Any] | None) -> dict:
     """The schema's defaults, validation and every cross-key check (the foundations' and each enabled
     study's): what the workflow runs on and what ``robustsoup config`` prints. Raises ConfigError."""
     resolved = resolve_config(config)
+    try:
+        if register_imagefolder(resolved) is not None:  # dataset: imagefolder → its spec, under data.name
+            RunPaths(resolved)  # reads the training images' statistics once prepare_data has written them
+    except DataLayoutError as error:
+        raise ConfigError(str(error)) from None
     for section, check in STUDY_CHECKS.items():
         if resolved[section]["enabled"]:
             check(resolved)
@@ -94,7 +111,7 @@ class RunPaths:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = config
-        self.dataset = config["dataset"]
+        self.dataset = dataset_name(config)  # data.name for an ImageFolder
         self.results = f"results/{self.dataset}"
         self.parent = parent_name(config)
         self.targets = list(config["finetune"])
@@ -121,6 +138,8 @@ class RunPaths:
         self.corrupted_from = self._corrupted_source(data)
         self.rws = RwsPaths(self, config) if config["rws"]["enabled"] else None
         self.distill = DistillPaths(self) if config["distill"]["enabled"] else None
+        if config["dataset"] == IMAGEFOLDER:  # the training images' statistics, once prepare_data wrote them
+            statistics_from_cache(get_dataset_spec(self.dataset), self.data["train"])
 
     # ------------------------------------------------------------------ data
     def shift_dir(self, shift: str) -> str:
@@ -402,8 +421,16 @@ class RunPaths:
     def training_context(self) -> dict:
         """What changes any training of robust fine-tuning and the soups: the training split, the seed,
         the data set, the model and the threat models."""
-        data = {k: self.config["data"][k] for k in TRAINING_DATA_KEYS}
-        return {"data": data, **{k: self.config[k] for k in ("dataset", "seed", "model", "threats")}}
+        return {
+            "data": self.training_data_keys(),
+            **{k: self.config[k] for k in ("dataset", "seed", "model", "threats")},
+        }
+
+    def training_data_keys(self) -> dict:
+        """The keys of ``data`` that change the training split (and, for an ImageFolder, its images)."""
+        data = self.config["data"]
+        keys = TRAINING_DATA_KEYS + (IMAGEFOLDER_DATA_KEYS if self.config["dataset"] == IMAGEFOLDER else ())
+        return {k: data[k] for k in keys}
 
     def rerun(self, rule: str, wildcard: str | None = None) -> str:
         """Canonical JSON of the config keys rule ``rule``'s outputs depend on (its ``rerun`` param)."""
@@ -417,7 +444,7 @@ class RunPaths:
             return {"evaluate": spec, **{k: c[k] for k in ("threats", "seed")}, "protocol": EVALUATION_PROTOCOL}
 
         keys: dict[str, Any] = {
-            "prepare_data": lambda: {"dataset": self.dataset, **{k: data[k] for k in TRAINING_DATA_KEYS}},
+            "prepare_data": lambda: {"dataset": self.dataset, **self.training_data_keys()},
             "prepare_shift": lambda: {
                 "root": data["shifts"][wildcard],
                 "split_seed": data["split_seed"],
@@ -557,6 +584,12 @@ class RwsPaths:
         figures = [path for suffix in FIGURE_SUFFIXES for path in self.figures(suffix).values()]
         return [f"{self.run.results}/metrics/rws.tsv", *self.tables().values(), *figures]
 
+    def training_data_keys(self) -> dict:
+        """The keys of ``data`` that change the training split (and, for an ImageFolder, its images)."""
+        data = self.config["data"]
+        keys = TRAINING_DATA_KEYS + (IMAGEFOLDER_DATA_KEYS if self.config["dataset"] == IMAGEFOLDER else ())
+        return {k: data[k] for k in keys}
+
     def rerun(self, rule: str, wildcard: str | None) -> dict:
         rws, c = self.spec, self.run.config
         # What changes any RWS model: the training split, the seed and the architecture.
@@ -641,6 +674,12 @@ class DistillPaths:
         if model == MULTIHEAD:
             files |= {"adapt": run.data["adapt"], "corrupted_adapt": run.corrupted_dir("adapt")}
         return files
+
+    def training_data_keys(self) -> dict:
+        """The keys of ``data`` that change the training split (and, for an ImageFolder, its images)."""
+        data = self.config["data"]
+        keys = TRAINING_DATA_KEYS + (IMAGEFOLDER_DATA_KEYS if self.config["dataset"] == IMAGEFOLDER else ())
+        return {k: data[k] for k in keys}
 
     def rerun(self, rule: str, wildcard: str | None) -> dict:
         d, c = self.spec, self.run.config

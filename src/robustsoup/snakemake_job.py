@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from .config import resolve_config
 from .data import loading, options
 from .device import (
     COMPILED,
@@ -25,6 +24,7 @@ from .device import (
     machine_summary,
     select_device,
 )
+from .paths import resolve_run_config
 from .report.benchmarks import JOB_RECORD
 
 
@@ -127,7 +127,7 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
         sys.stderr = log_file
         try:
             torch.set_num_threads(max(1, int(snakemake.threads)))
-            config = resolve_config(snakemake.config)
+            config = resolve_run_config(snakemake.config)  # registers an ImageFolder's spec too
             options.configure(config["data"])
             gpus = int(getattr(snakemake, "resources", {}).get("gpu", 0) or 0)
             wants_gpu = gpus > 0

@@ -521,6 +521,11 @@ CASES = [
     C("config-norm", "config {w}/norm.yaml", 2, "pretrain.norm", "expected", "config.schema.yaml"),
     C("config-line", "config {w}/line.yaml", 2, "soups.lines", "linf-l3", "expected"),
     C("config-threat-name", "config {w}/threat.yaml", 2, "'threats'", "expected keys among linf", "config.schema.yaml"),
+    C("config-linf-8-#2", "config {w}/linf8.yaml", 2, "threats.Linf", "must be in (0, 1]", "for 8/255 write"),
+    C("config-linf-1.5-#2", "config {w}/linf15.yaml", 2, "threats.Linf", "must be in (0, 1]", "config.schema.yaml"),
+    C("config-l2-beyond-image", "config {w}/l2big.yaml", 2, "threats.L2", "must be in (0, 55.4256]", "all-ones image"),
+    C("config-l1-zero", "config {w}/l1zero.yaml", 2, "threats.L1", "above 0", "config.schema.yaml"),
+    C("config-own-data-radii", "config {w}/ownradii.yaml", 2, "'threats'", "must state every", "for 32-px images"),
     C(
         "preset-roots-#9",
         "call:preset_data config/presets/imagenet.yaml",

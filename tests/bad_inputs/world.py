@@ -157,6 +157,11 @@ def build_world(w: Path) -> Path:
         "norm.yaml": "pretrain: {norm: Linfinity}\n",
         "line.yaml": "soups: {lines: [[linf, linf-l3]]}\n",
         "threat.yaml": "threats: {L3: 1.0}\n",
+        "linf8.yaml": "threats: {Linf: 8}\n",
+        "linf15.yaml": "threats: {Linf: 1.5}\n",
+        "l2big.yaml": "threats: {L2: 100}\n",
+        "l1zero.yaml": "threats: {L1: 0}\n",
+        "ownradii.yaml": "dataset: imagefolder\ndata: {root: nowhere, name: mine, resolution: 32}\n",
         "tab.yaml": "dataset:\tdigits\n",
         "notutf8.yaml": None,
     }

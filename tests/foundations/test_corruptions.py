@@ -150,6 +150,48 @@ def test_deterministic_and_chunk_invariant(name):
     assert np.array_equal(first[2:], corrupt(x[2:], name, 3, seed=7, index_offset=2))
 
 
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_threads_do_not_change_the_bytes(name):
+    x = _images(7, 32, seed=3)  # 7 images over 3 threads: ranges of unequal length
+    one = corrupt(x, name, 4, seed=5, workers=1)
+    assert np.array_equal(one, corrupt(x, name, 4, seed=5, workers=3))
+
+
+def test_groups_of_a_batch_equal_one_group_at_a_time():
+    from robustsoup.data.corruptions import corrupt_groups
+
+    x = torch.from_numpy(_images(9, 32, seed=4).transpose(0, 3, 1, 2).copy())
+    groups = [
+        ([0, 4], "fog", 2),
+        ([1], "zoom_blur", 5),
+        ([2, 3, 8], "gaussian_noise", 1),
+        ([5], "snow", 3),
+        ([], "frost", 1),
+    ]
+    expected = x.clone()
+    for rows, name, severity in groups:
+        if rows:
+            expected[rows] = corrupt(x[rows], name, severity, seed=3, index_offset=18)
+    for workers in (1, 3):
+        out = corrupt_groups(x, groups, seed=3, index_offset=18, workers=workers)
+        assert isinstance(out, torch.Tensor) and torch.equal(out, expected)  # rows 6, 7 unchanged
+
+
+def test_thread_ranges_cover_the_batch_once():
+    from robustsoup.data.corruptions import _chunks
+
+    for n, workers, pixels in [(1, 4, 1024), (7, 3, 1024), (1000, 2, 1024), (5, 8, 224 * 224), (300, 1, 1024)]:
+        ranges = _chunks(n, workers, pixels)
+        assert [i for r in ranges for i in range(r.start, r.stop)] == list(range(n))
+        assert len(ranges) <= max(1, workers * 4)
+
+
+def test_batched_plasma_maps_equal_one_map_at_a_time():
+    batched = ops.plasma_fractals(32, 2.5, [np.random.default_rng(i) for i in range(3)])
+    for i in range(3):
+        assert np.array_equal(batched[i], ops.plasma_fractal(32, 2.5, np.random.default_rng(i)))
+
+
 def test_deterministic_corruptions_ignore_the_seed():
     x = _images(2, 32)
     for name in sorted(set(CORRUPTIONS) - ops.RANDOM_OPS):

@@ -217,6 +217,30 @@ def test_corruption_augmentation_is_seeded_and_keeps_a_clean_fraction():
         CorruptionInputs(["fog"], [6])
 
 
+def test_corruption_augmentation_equals_each_image_corrupted_by_its_own_draw():
+    """The batch's groups run together (threads); each image must still be its own draw's corruption,
+    byte for byte, at the stream position of the batch (index_offset), the second batch included."""
+    from robustsoup.data.corruptions import corrupt
+    from robustsoup.train.loop import CorruptionInputs
+
+    x = _data(12).images.float() / 255
+    policy = CorruptionInputs(["gaussian_noise", "fog", "contrast"], [2, 5], clean_fraction=0.2, seed=3)
+    draws = CorruptionInputs(["gaussian_noise", "fog", "contrast"], [2, 5], clean_fraction=0.2, seed=3).generator
+    images = (x * 255).round().to(torch.uint8)
+    for batch in range(2):
+        out = policy(None, x, None)
+        which = torch.randint(3, (12,), generator=draws)
+        level = torch.randint(2, (12,), generator=draws)
+        clean = torch.rand(12, generator=draws) < 0.2
+        expected = images.clone()
+        for c, name in enumerate(policy.corruptions):
+            for s, severity in enumerate(policy.severities):
+                rows = ((which == c) & (level == s) & ~clean).nonzero().flatten()
+                if len(rows):
+                    expected[rows] = corrupt(images[rows], name, severity, seed=3, index_offset=batch * 12)
+        assert torch.equal((out * 255).round().to(torch.uint8), expected), batch
+
+
 def test_exempt_parameters_follow_the_schedule_or_keep_a_fixed_rate():
     from robustsoup.train.loop import _parameter_groups, set_learning_rate
 

@@ -145,6 +145,31 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
     return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
+class _PadLogits(nn.Module):
+    """``model`` with its logits padded to four classes by ``min − 1`` (below every real class).
+
+    APGD-T's targeted DLR loss divides by π₁ − (π₃ + π₄)/2 of the sorted logits, which needs four
+    classes; with two or three, the padded entries stand in for π₃/π₄ and are never a target (they
+    are below every real logit, and the targets are the runners-up). Four classes or more: unchanged.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        missing = 4 - logits.shape[1]
+        if missing <= 0:
+            return logits
+        pad = logits.min(dim=1, keepdim=True).values - 1
+        return torch.cat([logits, pad.expand(-1, missing)], dim=1)
+
+
+def _padded_logits(model: nn.Module) -> nn.Module:
+    return _PadLogits(model).eval()
+
+
 def robust_correct(
     model: nn.Module,
     x: torch.Tensor,
@@ -191,7 +216,7 @@ def robust_correct(
     if plan.n_target_classes:
         attacks.append(
             APGDAttack_targeted(
-                model,
+                _padded_logits(model),
                 n_iter=plan.n_iter,
                 norm=norm,
                 n_restarts=plan.restarts_t,

@@ -20,8 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, load_checkpoint
-from ..config import ConfigError, config_yaml, load_config_file
+from ..config import IMAGEFOLDER, ConfigError, config_yaml, load_config_file, threats_line
 from ..data import DATASETS, DataLayoutError
+from ..data.imagefolder import register_imagefolder
 from ..lineage import CLI_ADVICE, check_related
 from ..paths import resolve_run_config
 from ..weights import WeightMismatchError
@@ -47,6 +48,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     config = load_config_file(args.file, resolve_run_config) if args.file else resolve_run_config({})
     print(config_yaml(config), end="")
+    print(f"# {threats_line(config)}")
     return 0
 
 
@@ -92,7 +94,11 @@ def cmd_data_check(args: argparse.Namespace) -> int:
                 f"--corruptions: unknown corruption(s) {', '.join(unknown)}; expected names from "
                 f"{', '.join(CORRUPTIONS)} (comma-separated, e.g. --corruptions fog,contrast)"
             )
-    report = check_dataset(args.dataset, args.root, quick=args.quick, corruptions=corruptions, severities=severities)
+    dataset = args.dataset
+    if dataset == IMAGEFOLDER:  # your own tree: its spec from the folder, at --resolution
+        data = {"root": str(args.root) if args.root else None, "resolution": args.resolution}
+        dataset = register_imagefolder({"dataset": IMAGEFOLDER, "data": data}).name
+    report = check_dataset(dataset, args.root, quick=args.quick, corruptions=corruptions, severities=severities)
     print(report.text())
     return 0
 
@@ -126,7 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_commands.add_parser(
         "check", help="check that a data set is on disk in a layout robustsoup reads, and say what is there"
     )
-    check.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="registry name of the data set")
+    check.add_argument(
+        "--dataset",
+        required=True,
+        choices=sorted({*DATASETS, IMAGEFOLDER}),
+        help="registry name of the data set (imagefolder: your own tree)",
+    )
+    check.add_argument(
+        "--resolution", type=int, default=32, help="imagefolder: the side images are brought to (data.resolution)"
+    )
     check.add_argument("--root", type=Path, default=None, help="folder holding the data set (not needed for digits)")
     check.add_argument(
         "--quick",

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import dataset_name
 from .registry import get_dataset_spec, open_dataset
 from .sources import DataLayoutError
 
@@ -138,22 +139,23 @@ def check_config_data(config) -> list[CheckReport]:
     """Quick checks of the run's data set and every configured shift (the workflow's parse-time check)."""
     data = config.get("data", {})
     reports, problems = [], []
-    spec = get_dataset_spec(config["dataset"])
-    checks = [(config["dataset"], data.get("root"), "data.root")] if spec.needs_root else []
+    name = dataset_name(config)
+    spec = get_dataset_spec(name)
+    checks = [(name, data.get("root"), "data.root")] if spec.needs_root else []
     for shift, root in (data.get("shifts") or {}).items():
         shift_spec = get_dataset_spec(shift)
-        if shift_spec.base != config["dataset"]:
+        if shift_spec.base != name:
             raise ValueError(
                 f"config key 'data.shifts.{shift}': {shift} is a shift of {shift_spec.base or 'no data set'}, "
-                f"but this run's data set is {config['dataset']}"
+                f"but this run's data set is {name}"
             )
         checks.append((shift, root, f"data.shifts.{shift}"))
-    for name, root, key in checks:  # every root is checked, and every problem reported at once
-        is_c = "*" in get_dataset_spec(name).nominal_sizes
+    for dataset, root, key in checks:  # every root is checked, and every problem reported at once
+        is_c = "*" in get_dataset_spec(dataset).nominal_sizes
         try:
             reports.append(
                 check_dataset(
-                    name,
+                    dataset,
                     root,
                     quick=True,
                     corruptions=data.get("corruptions") if is_c else None,
@@ -178,7 +180,7 @@ def train_subset_problem(config) -> str | None:
     """
     data = config.get("data", {})
     per_class = data.get("train_per_class")
-    spec = get_dataset_spec(config["dataset"])
+    spec = get_dataset_spec(dataset_name(config))
     if per_class is None or spec.is_shift:
         return None
     if spec.split_scheme == "stratified":
@@ -190,7 +192,7 @@ def train_subset_problem(config) -> str | None:
     if available <= 0 or per_class * spec.num_classes <= available:
         return None
     return (
-        f"config key 'data.train_per_class': {per_class} training images of each of {config['dataset']}'s "
+        f"config key 'data.train_per_class': {per_class} training images of each of {spec.name}'s "
         f"{spec.num_classes} classes need {per_class * spec.num_classes:,} images, but the data set has {where} "
         f"(about {available // spec.num_classes} per class). Lower data.train_per_class, or set it "
         "to null to train on every training image."

@@ -45,7 +45,10 @@ Determinism
 Image i of a call draws from its own generator, PCG64 seeded by
 SeedSequence((seed, crc32(corruption), severity), spawn_key=(index_offset + i,)). Same pixels,
 corruption, severity, seed and index → same bytes, whatever the batch size or chunking
-(``index_offset`` lets chunked callers keep the indices of the whole split).
+(``index_offset`` lets chunked callers keep the indices of the whole split). So :func:`corrupt` can
+split a batch into ranges of images over threads (``workers``, default torch's thread count: a
+workflow job's ``threads``) and :func:`corrupt_groups` can run the (corruption, severity) groups of a
+mixed training batch on threads together, both giving the bytes of one call, group by group.
 
 Deviations from the reference scripts
 -------------------------------------
@@ -82,9 +85,11 @@ Deviations from the reference scripts
 
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lazy_loader
@@ -233,6 +238,8 @@ IMAGENET_BACKEND: dict[str, str] = {
 }
 
 _MIN_SIDE = 8
+# Fewest pixels per thread's range (about 64 CIFAR images): below that, a thread costs more than it saves.
+_CHUNK_PIXELS = 64 * 32 * 32
 
 
 def constants_for_shape(height: int, width: int) -> str:
@@ -282,19 +289,58 @@ def _image_generators(seed: int, corruption: str, severity: int, first: int, n: 
     return [np.random.Generator(np.random.PCG64(np.random.SeedSequence(key, spawn_key=(first + i,)))) for i in range(n)]
 
 
+def corruption_workers() -> int:
+    """Threads :func:`corrupt` uses by default: torch's intra-op threads (a workflow job's ``threads``)."""
+    return max(1, torch.get_num_threads())
+
+
+def _chunks(n: int, workers: int, pixels: int) -> list[slice]:
+    """Contiguous image ranges for ``workers`` threads: one range with one worker; otherwise about four
+    per worker (for balance), none under ``_CHUNK_PIXELS`` pixels unless that leaves a worker idle."""
+    if workers <= 1 or n <= 1:
+        return [slice(0, n)]
+    pieces = min(n, workers * 4, max(workers, n * pixels // _CHUNK_PIXELS))
+    edges = np.linspace(0, n, min(n, pieces) + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
 def _corrupt_nhwc(
-    images: np.ndarray, corruption: str, severity: int, seed: int, constants: str | None, index_offset: int
+    images: np.ndarray,
+    corruption: str,
+    severity: int,
+    seed: int,
+    constants: str | None,
+    index_offset: int,
+    workers: int,
 ) -> np.ndarray:
     n, height, width, _ = images.shape
     table = constants_for_shape(height, width) if constants is None else _check_constants(constants)
     if n == 0:
         return images.copy()
     if table == "imagenet" and IMAGENET_BACKEND[corruption] == "corrupt_tta":
-        return _corrupt_tta(images, corruption, severity)
-    c = CONSTANTS[table][corruption][severity - 1]
-    random = corruption in corruption_ops.RANDOM_OPS
-    rngs = _image_generators(seed, corruption, severity, index_offset, n) if random else []
-    return corruption_ops.OPS[corruption](images, c, rngs)
+
+        def run(part: np.ndarray, first: int) -> np.ndarray:
+            return _corrupt_tta(part, corruption, severity)
+
+    else:
+        c = CONSTANTS[table][corruption][severity - 1]
+        random = corruption in corruption_ops.RANDOM_OPS
+
+        def run(part: np.ndarray, first: int) -> np.ndarray:
+            rngs = _image_generators(seed, corruption, severity, index_offset + first, len(part)) if random else []
+            return corruption_ops.OPS[corruption](part, c, rngs)
+
+    chunks = _chunks(n, workers, height * width)
+    if len(chunks) == 1:
+        return run(images, 0)
+    # Every image is corrupted on its own (its own generator, per-image arithmetic), so the threads'
+    # ranges give the bytes one call would. NumPy, SciPy, OpenCV and Pillow release the GIL in their loops.
+    out = np.empty_like(images)
+    with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+        done = {pool.submit(run, images[part], part.start): part for part in chunks}
+        for future, part in done.items():
+            out[part] = future.result()
+    return out
 
 
 def _corrupt_tta(images: np.ndarray, corruption: str, severity: int) -> np.ndarray:
@@ -321,6 +367,7 @@ def corrupt(
     constants: str | None = None,
     layout: str | None = None,
     index_offset: int = 0,
+    workers: int | None = None,
 ):
     """Apply ``corruption`` at ``severity`` (1–5) to uint8 RGB images; return uint8 of the same shape.
 
@@ -328,7 +375,9 @@ def corrupt(
     without N); the layout is detected from where the 3 channels are, or given as ``layout``. The
     result has the input's type, shape and layout. ``constants`` overrides
     :func:`constants_for_shape`. Image i draws from a generator keyed by (``seed``, corruption,
-    severity, ``index_offset`` + i), so results do not depend on how a split is chunked.
+    severity, ``index_offset`` + i), so results do not depend on how a split is chunked, nor on
+    ``workers``: the threads that corrupt ranges of the images at once (default
+    :func:`corruption_workers`, torch's thread count).
     """
     name = _check_corruption(corruption)
     level = _check_severity(severity)
@@ -345,10 +394,48 @@ def corrupt(
     nhwc = batch if last else batch.transpose(0, 2, 3, 1)
     if min(nhwc.shape[1:3]) < _MIN_SIDE:
         raise ValueError(f"images must be at least {_MIN_SIDE}×{_MIN_SIDE}, found {nhwc.shape[1]}×{nhwc.shape[2]}")
-    out = _corrupt_nhwc(np.ascontiguousarray(nhwc), name, level, int(seed), constants, int(index_offset))
+    threads = corruption_workers() if workers is None else int(workers)
+    out = _corrupt_nhwc(np.ascontiguousarray(nhwc), name, level, int(seed), constants, int(index_offset), threads)
     if not last:
         out = out.transpose(0, 3, 1, 2)
     out = np.ascontiguousarray(out if array.ndim == 4 else out[0])
+    return torch.from_numpy(out) if as_torch else out
+
+
+def corrupt_groups(
+    images,
+    groups: Sequence[tuple[Sequence[int], str, int]],
+    seed: int = 0,
+    *,
+    index_offset: int = 0,
+    workers: int | None = None,
+):
+    """Corrupt several groups of one batch at once: ``groups`` lists (rows, corruption, severity).
+
+    Equal, byte for byte, to ``out[rows] = corrupt(images[rows], corruption, severity, seed,
+    index_offset=index_offset)`` for each group in turn (rows absent from every group are copied),
+    but the groups run on ``workers`` threads together (default :func:`corruption_workers`). A
+    training batch drawn over many corruptions and severities has a few images per group, too few
+    for :func:`corrupt`'s own threads; this is how on-the-fly corruption uses a machine's cores.
+    ``images``: uint8, numpy or a CPU torch tensor, (N, H, W, 3) or (N, 3, H, W).
+    """
+    threads = corruption_workers() if workers is None else int(workers)
+    as_torch = isinstance(images, torch.Tensor)
+    array = images.detach().cpu().numpy() if as_torch else np.asarray(images)
+    out = array.copy()
+    tasks = [(np.asarray(rows, dtype=np.intp), name, level) for rows, name, level in groups if len(rows)]
+
+    def run(task: tuple[np.ndarray, str, int]) -> np.ndarray:
+        rows, name, level = task
+        return corrupt(array[rows], name, level, seed, index_offset=index_offset, workers=1)
+
+    if threads <= 1 or len(tasks) <= 1:
+        results = [corrupt(array[r], c, s, seed, index_offset=index_offset, workers=threads) for r, c, s in tasks]
+    else:
+        with ThreadPoolExecutor(max_workers=min(threads, len(tasks))) as pool:
+            results = list(pool.map(run, tasks))
+    for (rows, _, _), result in zip(tasks, results, strict=True):
+        out[rows] = result
     return torch.from_numpy(out) if as_torch else out
 
 
@@ -506,7 +593,9 @@ __all__ = [
     "STANDARD_CORRUPTIONS",
     "constants_for_shape",
     "corrupt",
+    "corrupt_groups",
     "corruption_constants",
+    "corruption_workers",
     "read_corrupted_split",
     "severity_rows",
     "write_corrupted_split",

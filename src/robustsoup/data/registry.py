@@ -73,6 +73,17 @@ class TrainAugmentation:
         return crop + ("+flip" if (self.flip if flip is None else flip) else "")
 
 
+# The papers' threat radii (ε in [0,1] pixel space) by image size: CIFAR's at 32 px (Croce & Hein 2022:
+# L∞ 8/255, L2 0.5, L1 12), ImageNet's at 224 px (L∞ 4/255, L2 2, L1 255).
+CIFAR_THREATS = {"Linf": 8 / 255, "L2": 0.5, "L1": 12.0}
+IMAGENET_THREATS = {"Linf": 4 / 255, "L2": 2.0, "L1": 255.0}
+
+
+def default_threats(resolution: int) -> dict[str, float]:
+    """The documented threat radii of a data set of ``resolution`` pixels: CIFAR's up to 64, ImageNet's above."""
+    return dict(CIFAR_THREATS if resolution <= 64 else IMAGENET_THREATS)
+
+
 def default_augmentation(resolution: int) -> TrainAugmentation:
     """The references' training augmentation for images of ``resolution`` pixels: CIFAR's up to 64, ImageNet's above."""
     return TrainAugmentation(crop="pad", padding=4) if resolution <= 64 else TrainAugmentation(crop="resized")
@@ -101,13 +112,19 @@ class DatasetSpec:
     a registration that differs says so, e.g. digits: the crop, never a flip).
     ``scoring`` is what counts as a right prediction (:data:`SCORINGS`;
     ``subset`` wherever ``class_subset`` is set).
+    ``threats`` are the data set's documented radii, what a config without
+    ``threats`` gets (None: :func:`default_threats` of the resolution; empty:
+    none, the config must state them). ``class_names`` are the label names in
+    label order where the data set defines them by its folders (an ImageFolder);
+    ``mean`` / ``std`` are None where they are computed from the training split
+    (see :mod:`robustsoup.data.imagefolder`).
     """
 
     name: str
     num_classes: int
     resolution: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
     description: str
     reader: Reader = field(repr=False, compare=False)
     split_scheme: str = "stratified"
@@ -122,6 +139,8 @@ class DatasetSpec:
     layout: str = field(default="", repr=False, compare=False)
     augmentation: TrainAugmentation | None = None
     scoring: str = "argmax"
+    threats: Mapping[str, float] | None = field(default=None, compare=False)
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.split_scheme not in SPLIT_SCHEMES:
@@ -137,6 +156,8 @@ class DatasetSpec:
             )
         if self.augmentation is None:
             object.__setattr__(self, "augmentation", default_augmentation(self.resolution))
+        if self.threats is None:
+            object.__setattr__(self, "threats", default_threats(self.resolution))
 
     @property
     def is_shift(self) -> bool:
@@ -164,7 +185,10 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown data set {name!r}; registered: {sorted(DATASETS)}") from None
+        raise KeyError(
+            f"unknown data set {name!r}; registered: {sorted(DATASETS)} (your own ImageFolder tree: "
+            "dataset: imagefolder with data.root, data.resolution and threats)"
+        ) from None
 
 
 def open_dataset(name: str, root: str | Path | None = None) -> Catalog:

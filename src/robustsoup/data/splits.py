@@ -43,6 +43,7 @@ Both classes offer ``labels``, ``len()``, ``load(indices)`` → uint8
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +56,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..config import ConfigError
 from ..io import atomic_path
+from .imagefolder import split_header_fields
 from .registry import DatasetSpec, get_dataset_spec, open_dataset
 from .sources import Catalog, DataLayoutError, FileSource, ImageSource
 
@@ -175,6 +177,8 @@ def split_record(split: Split) -> dict[str, Any]:
     for key in ("train_per_class", "test_per_class"):
         if key in metadata:
             record[key] = int(metadata[key]) if metadata[key] else None
+    if "class_names" in metadata:  # an ImageFolder's classes in label order
+        record["class_names"] = json.loads(metadata["class_names"])
     return record
 
 
@@ -731,6 +735,7 @@ def prepare_splits(
             train_per_class,
             test_per_class,
         )
+        metadata.update(split_header_fields(spec, split, source, indices))  # an ImageFolder's classes, statistics
         if path.suffix == ".tsv":
             write_file_list(path, source, indices, metadata, catalog.root, spec.resize)
         else:

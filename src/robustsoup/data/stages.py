@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..config import dataset_name
 from .corrupted import write_corrupted_copies
 from .splits import load_split, prepare_shift_splits, prepare_splits, shift_parts
 
@@ -19,7 +20,7 @@ def prepare_data(config: Mapping, split_paths: Mapping[str, str | Path]) -> dict
     if len(folders) != 1:
         raise ValueError(f"prepare_data writes every split into one folder; found {sorted(map(str, folders))}")
     written = prepare_splits(
-        config["dataset"],
+        dataset_name(config),
         folders.pop(),
         n_adapt=data["n_adapt"],
         n_test=data["n_test"],

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from ..checkpoint import load_meta, load_model, load_state_dict_checked, save_checkpoint
+from ..config import dataset_name
 from ..data import load_split
 from ..data.corrupted import corrupted_split, split_head
 from ..device import resolve_precision, seed_everything
@@ -62,7 +63,7 @@ def _identity(spec: Mapping, config: Mapping) -> dict:
     """The identity (architecture, model_kwargs, dataset) of a distill model spec (teacher or student)."""
     return {
         "architecture": spec["architecture"],
-        "dataset": config["dataset"],
+        "dataset": dataset_name(config),
         "model_kwargs": {"width": spec["width"], "activation": spec["activation"]},
     }
 
@@ -340,7 +341,7 @@ def evaluate_distilled(
     """
     seed_everything(config["seed"])
     d = config["distill"]
-    model, meta = load_model(model_path, expect={"dataset": config["dataset"]}, device=device)
+    model, meta = load_model(model_path, expect={"dataset": dataset_name(config)}, device=device)
     test = load_split(test_path)
     n_images, batch_size = d["evaluate"]["n_images"], d["evaluate"]["batch_size"]
     start, cpu = time.perf_counter(), time.process_time()
@@ -478,7 +479,7 @@ def report_distill(
     metas = {m.name: m for m in (load_meta(p) for p in sidecar_paths)}
     summaries = [json.loads(Path(p).read_text(encoding="utf-8")) for p in summary_paths]
     table = distill_table(metrics, metas, multihead_model_names(config))
-    written = write_distill_table(table, metas, summaries, table_stem, config["dataset"])
+    written = write_distill_table(table, metas, summaries, table_stem, dataset_name(config))
     if figure_path is not None:
         written += plot_distill(table, figure_path)
     return written

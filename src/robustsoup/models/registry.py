@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..naming import ZOO_PREFIX
+from .named import build_named, named_input_statistics, split_name
 from .preact_resnet import PreActResNet
 from .wide_resnet import WideResNet
 
@@ -102,6 +103,8 @@ def input_statistics(
     normalize: identity) say so in :data:`FIXED_INPUT_STATISTICS`.
     """
     fixed = FIXED_INPUT_STATISTICS.get(architecture)
+    if fixed is None and split_name(architecture) is not None:  # timm:<name>, torchvision:<name>
+        return named_input_statistics(architecture)
     if fixed is None and architecture.startswith(ZOO_PREFIX):
         fixed = FIXED_INPUT_STATISTICS[ZOO_PREFIX]
     if fixed is not None:
@@ -137,13 +140,15 @@ def build_model(
         from .zoo import build_zoo_architecture
 
         net = build_zoo_architecture(architecture[len(ZOO_PREFIX) :], num_classes=num_classes, **kwargs)
+    elif split_name(architecture) is not None:  # width / activation are the library's own
+        net = build_named(architecture, num_classes)
     else:
         try:
             builder = ARCHITECTURES[architecture]
         except KeyError:
             raise KeyError(
                 f"unknown architecture {architecture!r}; registered: {sorted(ARCHITECTURES)} "
-                f"or {ZOO_PREFIX}<model-zoo name>"
+                f"or {ZOO_PREFIX}<model-zoo name>, timm:<name>, torchvision:<name>"
             ) from None
         net = builder(num_classes=num_classes, **kwargs)
     mean, std = input_statistics(architecture, mean, std)

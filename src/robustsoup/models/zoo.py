@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .named import load_with_new_head, split_name
 from .preact_resnet import PreActResNet
 from .registry import FIXED_INPUT_STATISTICS, IDENTITY_STATISTICS, ZOO_PREFIX, Normalized, build_model
 
@@ -327,9 +328,14 @@ def build_pretrained(
     model_dir: str | Path = "models",
     dataset: str | None = None,
     threat: str = "Linf",
+    provenance: dict | None = None,
     **kwargs,
 ) -> Normalized:
     """A model of ``architecture`` with pretrained weights when any are configured.
+
+    For ``timm:<name>`` / ``torchvision:<name>`` a weights file whose classifier head has
+    another class count loads without its head (a new one, :func:`~.named.load_with_new_head`);
+    the replacement is logged and recorded in ``provenance["head_replaced"]``.
 
     ``robustbench:<name>`` loads the zoo model (``model_dir``, ``dataset``,
     ``threat``); any other architecture is built by the registry and, if
@@ -345,6 +351,11 @@ def build_pretrained(
             dataset = {n: d for d, n in ZOO_DATASETS.items()}.get(num_classes, f"<{num_classes}-class data set>")
         return load_zoo_model(architecture[len(ZOO_PREFIX) :], dataset, threat, model_dir)
     model = build_model(architecture, num_classes, mean, std, **kwargs)
-    if weights:
+    if weights and split_name(architecture) is not None:  # timm / torchvision: a new head for new classes
+        state, replaced = load_with_new_head(model.net, read_state_dict(weights), str(weights))
+        load_weights_into(model, state, source=str(weights))
+        if replaced is not None and provenance is not None:
+            provenance["head_replaced"] = replaced
+    elif weights:
         load_weights_file(model, weights)
     return model

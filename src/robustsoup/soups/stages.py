@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from ..checkpoint import load_checkpoint, load_model
-from ..config import base_model_names
+from ..config import base_model_names, dataset_name
 from ..data import ImageSplit, load_split
 from ..data.loading import BatchSource
 from ..data.scoring import NO_TARGET, split_scoring
@@ -559,7 +559,7 @@ def report_soups(
     models = pd.read_csv(models_path, sep="\t")
     selection = pd.read_csv(selection_path, sep="\t")
     evalsets = list(dict.fromkeys(metrics["evalset"]))
-    table = shifts_table(metrics, models, selection, evalsets, config["dataset"])
+    table = shifts_table(metrics, models, selection, evalsets, dataset_name(config))
     sizes = "/".join(str(n) for n in sorted(set(metrics["n"])))
     note = (
         f"Held-out images per shift: {sizes}. Per-shift soups are chosen on the first k adaptation "

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointMeta, load_checkpoint, load_state_dict_checked, save_checkpoint
+from ..config import dataset_name
 from ..data import ImageSplit, get_dataset_spec
 from ..data import options as loading_options
 from ..data.splits import split_record
@@ -43,14 +44,21 @@ def model_identity(config: Mapping) -> dict:
         kwargs = {"dataset": config["dataset"], "threat": model["zoo_threat"]}
     else:
         kwargs = {"width": model["width"], "activation": model["activation"]}
-    return {"architecture": model["architecture"], "dataset": config["dataset"], "model_kwargs": kwargs}
+    return {"architecture": model["architecture"], "dataset": dataset_name(config), "model_kwargs": kwargs}
 
 
 def new_meta(identity: Mapping, name: str, **fields) -> CheckpointMeta:
     """The sidecar of a new checkpoint of ``identity`` (architecture, model_kwargs, dataset): classes
     and input statistics come from the data set (or the architecture's own, for zoo models)."""
     spec = get_dataset_spec(identity["dataset"])
+    if spec.mean is None:
+        raise ValueError(
+            f"data set {spec.name}: its normalization is computed from the training images by prepare_data, "
+            "and no train split with it was found; run prepare_data first (or give data.mean and data.std)"
+        )
     mean, std = input_statistics(identity["architecture"], spec.mean, spec.std)
+    if spec.class_names is not None:  # an ImageFolder: the label names, in label order
+        fields.setdefault("provenance", {})["class_names"] = list(spec.class_names)
     return CheckpointMeta(
         name=name,
         architecture=identity["architecture"],
@@ -80,6 +88,7 @@ def initial_model(config: Mapping, meta: CheckpointMeta) -> nn.Module:
         model_dir=model["model_dir"],
         dataset=config["dataset"],
         threat=model["zoo_threat"],
+        provenance=meta.provenance,
         **extra,
     )
     source = model["weights"] or zoo_weights_path(
