@@ -26,6 +26,7 @@ from .data.loading import BatchSource, batch_source
 from .data.scoring import ARGMAX, Scoring, split_scoring
 from .io import write_text_atomic
 from .points import keyed_points, points_frame, write_keyed_points
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +184,11 @@ def evaluate_clean(
     targets = getattr(split, "targets", None)
     stop = len(source) if stop is None else stop
     hits = [torch.zeros(0, dtype=torch.bool, device=source.device)]
-    with torch.no_grad():
+    batches = -(-max(0, stop - start) // batch_size)
+    with torch.no_grad(), Progress(batches, f"{model_name} clean", "batches") as counter:
         for idx, x, y in source.batches(torch.arange(start, stop), batch_size):
             hits.append(scoring.correct(model(x.float().div_(255.0)), y, None if targets is None else targets[idx]))
+            counter.advance()
     correct = torch.cat(hits)
     row = metric_row(model_name, split.split, correct)
     return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(split.labels[start:stop], correct, start)
@@ -203,9 +206,10 @@ def evaluate_adversarial(
     batch_size: int = 250,
     device="cpu",
     start: int = 0,
+    counter: Progress | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Robust accuracy under ``plan`` in the ``norm`` ε-ball on images ``start`` … ``n_attacked`` − 1 (the
-    first ``n_attacked`` by default).
+    first ``n_attacked`` by default); ``counter`` counts each attacked batch.
 
     Returns one tidy row and the per-point robust correctness (a point is
     robust only if it is also correct clean). ε is in [0,1] pixel space.
@@ -223,7 +227,7 @@ def evaluate_adversarial(
     source = batch_source(data, device)
     x, y = source.floats(start, n_attacked)
     began = time.perf_counter()
-    robust = robust_correct(model, x, y, norm, eps, plan, seed=seed, batch_size=batch_size)
+    robust = robust_correct(model, x, y, norm, eps, plan, seed=seed, batch_size=batch_size, counter=counter)
     log.info(
         "%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)",
         model_name,
@@ -259,20 +263,23 @@ def evaluate_threats(
     data = batch_source(data, device)
     shard = shard or evaluation_shard(n_attacked, len(data), batch_size)
     results = {"clean": evaluate_clean(model, model_name, data, device, start=shard.start, stop=shard.clean_stop)}
-    for norm, plan in plans.items():
-        results[norm] = evaluate_adversarial(
-            model,
-            model_name,
-            data,
-            norm,
-            eps[norm],
-            plan,
-            shard.stop,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-            start=shard.start,
-        )
+    batches = -(-max(0, shard.stop - shard.start) // batch_size) * len(plans)
+    with Progress(batches, f"{model_name} attacks ({', '.join(plans)})", "batches") as counter:
+        for norm, plan in plans.items():
+            results[norm] = evaluate_adversarial(
+                model,
+                model_name,
+                data,
+                norm,
+                eps[norm],
+                plan,
+                shard.stop,
+                seed=seed,
+                batch_size=batch_size,
+                device=device,
+                start=shard.start,
+                counter=counter,
+            )
     return results
 
 

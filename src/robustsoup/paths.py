@@ -378,11 +378,28 @@ class RunPaths:
         then the CSV last)."""
         return [*self.study_outputs(), self.table("benchmarks", ".html"), self.table("benchmarks", ".csv")]
 
-    def report_locations(self) -> str:
-        lines = ["", "robustsoup: the run is complete. Tables and figures:"]
-        lines += [f"  {p}" for p in self.final_outputs()[1:] if p.endswith((".md", ".png", ".csv"))]
-        lines += [f"  metrics (tidy rows): {self.results}/metrics/all.tsv", ""]
-        return "\n".join(lines)
+    def report_locations(self, asked: Sequence[str] = (), exists=os.path.exists) -> str:
+        """The run's closing message: the tables and figures that exist (never one that does not), and,
+        when only ``asked`` (targets, ``--until`` …; see :func:`asked_targets`) was run, says so."""
+        listed = [p for p in self.final_outputs()[1:] if p.endswith((".md", ".png", ".csv"))]
+        present = [p for p in listed if exists(p)]
+        if asked:
+            lines = ["", f"robustsoup: done with what was asked for ({', '.join(asked)}), not the whole run."]
+        else:
+            lines = ["", "robustsoup: the run is complete."]
+        if present:
+            lines += ["Tables and figures:", *(f"  {p}" for p in present)]
+        metrics = f"{self.results}/metrics/all.tsv"
+        if exists(metrics):
+            lines.append(f"  metrics (tidy rows): {metrics}")
+        if not present:
+            lines.append(f"No table or figure is written yet; `snakemake` with no target writes all {len(listed)}.")
+        elif len(present) < len(listed):
+            lines.append(
+                f"{len(listed) - len(present)} of {len(listed)} tables and figures are not written yet; "
+                "`snakemake` with no target writes them all."
+            )
+        return "\n".join([*lines, ""])
 
     def gpus(self, *section: str) -> int:
         """The ``gpus`` of the training section at key path ``section`` (``"finetune", "L2"``): the ``gpu``
@@ -705,6 +722,18 @@ class DistillPaths:
 
 
 __all__ = ["STUDY_CHECKS", "ConfigError", "RunPaths", "alternatives", "resolve_run_config", "settings"]
+
+
+def asked_targets(settings: Any) -> list[str]:
+    """What a Snakemake invocation asked for short of the whole run, from its ``workflow.dag_settings``:
+    its targets other than ``all``, and its ``--until`` and ``--omit-from`` (empty for a whole run)."""
+    if settings is None:
+        return []
+    asked = [t for t in sorted(getattr(settings, "targets", ())) if t != "all"]
+    asked += sorted(getattr(job, "rule_name", str(job)) for job in getattr(settings, "target_jobs", ()))
+    asked += [f"--until {t}" for t in sorted(getattr(settings, "until", ()))]
+    asked += [f"--omit-from {t}" for t in sorted(getattr(settings, "omit_from", ()))]
+    return asked
 
 
 def _training_sections(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:

@@ -78,7 +78,8 @@ def test_the_accuracy_table_shows_clean_on_the_split_and_on_the_attacked_images(
     assert (pd.read_csv(tmp_path / "all.tsv", sep="\t")["threat"] == CLEAN_ON_ATTACKED).sum() == 2
 
     table = accuracy_table(gathered, ["linf", "linf-l2"])
-    assert list(table.columns) == ["weights", "clean (all N)", "clean (attacked n)", "Linf", "L2", "union"]
+    # the norms named as the figures name them, with their ε
+    assert list(table.columns) == ["weights", "clean (all N)", "clean (attacked n)", "L∞, ε=0.1", "L2, ε=0.1", "union"]
     assert table.loc["linf"].drop("weights").tolist() == [90.0, 75.0, 50.0, 50.0, 25.0]
     assert table.loc["linf-l2"].drop("weights").tolist() == [50.0, 0.0, 0.0, 0.0, 0.0]
 
@@ -93,4 +94,4 @@ def test_the_accuracy_table_of_rows_without_the_attacked_clean_row_keeps_the_spl
         ],
         columns=METRIC_COLUMNS,
     )
-    assert list(accuracy_table(rows, ["linf"]).columns) == ["weights", "clean (all N)", "Linf", "L2"]
+    assert list(accuracy_table(rows, ["linf"]).columns) == ["weights", "clean (all N)", "L∞, ε=0.1", "L2, ε=0.1"]

@@ -138,7 +138,7 @@ def test_notes_name_clean_on_the_attacked_images_without_an_attack_or_eps():
     )
     note = evaluation_note(metrics)
     assert "clean (all N): n=450, clean" in note and "clean (attacked n): n=160, clean" in note
-    assert "Linf ε=0.1: n=160" in note and "L1 ε=12: n=160" in note and "ε=0:" not in note
+    assert "L∞ ε=0.1: n=160" in note and "L1 ε=12: n=160" in note and "ε=0:" not in note
     summary = attack_summary(metrics)
     assert summary.startswith("robust accuracy: APGD-CE + APGD-T (AutoAttack standard)") and "n=160" in summary
     assert "stronger than AutoAttack standard" in summary

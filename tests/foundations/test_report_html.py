@@ -102,7 +102,7 @@ def test_benchmark_summary_writes_its_page(tmp_path):
         (logs / rule / "digits.log").write_text("robustsoup-job: inside_s=1.0 precision=float32\n")
     summarize_benchmarks(bench, tmp_path / "benchmarks.csv", logs)
     rows = table_rows((tmp_path / "benchmarks.html").read_text(encoding="utf-8"))
-    assert rows[0][:3] == ["rule", "jobs", "total_s"]
+    assert rows[0][:3] == ["rule", "jobs", "total s"]  # the CSV's column names, with spaces so that they wrap
     assert [r[0] for r in rows[1:]] == ["pretrain", "report"] and rows[1][2] == "12.5"
 
 
@@ -236,3 +236,94 @@ def test_every_report_caption_file_exists_and_every_label_has_one():
     assert len(labels) == len(set(labels))  # one label per caption name
     for name in [*labels, "soup_line", "data_csv"]:
         assert (captions / f"{name}.rst").read_text(encoding="utf-8").strip(), name
+
+
+def test_a_table_wider_than_the_report_is_split_into_balanced_parts_of_whole_columns():
+    from robustsoup.report.html import TABLE_WIDTH_CH, column_parts
+
+    wide = pd.DataFrame(
+        {f"shift number {i}": [10.0 * i, 1.5] for i in range(20)}, index=pd.Index(["linf", "soup-a"], name="model")
+    )
+    page = table_page(wide, "Wide")
+    assert page.count("<table>") == 2 and "<caption>columns 1–10 of 20</caption>" in page
+    rows = table_rows(page)
+    headers = [r for r in rows if r[0] == "model"]
+    assert [h[1:] for h in headers] == [list(wide.columns[:10]), list(wide.columns[10:])]  # each column once
+    assert [r[0] for r in rows if r[0] != "model"] == ["linf", "soup-a"] * 2  # every part keeps the row names
+    narrow = accuracy_frame()
+    assert "<caption>" not in table_page(narrow, "Narrow")
+    # a text cell wraps, a number does not; a single column wider than the page is a part of its own
+    texts = [["a b " * 40], ["1.0"], ["x" * (TABLE_WIDTH_CH + 5)]]
+    assert column_parts(["words", "n", "long"], texts, ["text", "num", "text"], ["model"]) == [range(0, 2), range(2, 3)]
+
+
+def _render_first_page(categories) -> str:
+    """workflow/report/workflow.rst as Snakemake renders it (Jinja with its settings, then docutils)."""
+    from types import SimpleNamespace
+
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    config = {
+        "dataset": "digits",
+        "model": {"architecture": "preact_resnet_small", "width": 4},
+        "seed": 0,
+        "evaluate": {"threats": ["Linf"]},
+        "threats": {"Linf": 0.1},
+    }
+    # the link targets Snakemake appends (snakemake/report/__init__.py: rst_links), for the categories
+    links = "\n\n{% for cat, r in categories|dictsort %}\n.. _{{ cat.name }}: javascript:app.showCategory('x')\n{% endfor %}\n"
+    text = (REPO / "workflow" / "report" / "workflow.rst").read_text(encoding="utf-8") + links
+    rendered = Environment(trim_blocks=True, lstrip_blocks=True).from_string(text)
+    rst = rendered.render(snakemake=SimpleNamespace(config=config), categories=categories, files=[])
+    return publish_parts(rst, writer="html", settings_overrides={"report_level": 2, "halt_level": 2})["html_body"]
+
+
+def test_the_first_page_opens_every_table_and_figure_of_the_run_in_one_click():
+    """Generic over what the run has: a study's new table (here a findings table) is linked without a word."""
+    import urllib.parse
+    from functools import total_ordering
+    from types import SimpleNamespace
+
+    @total_ordering
+    class Category(SimpleNamespace):
+        def __lt__(self, other):
+            return self.name < other.name
+
+        def __hash__(self):
+            return hash(self.name)
+
+    def record(path, mime, label):
+        return SimpleNamespace(path=Path(path), mime=mime, labels={"result": label}, name=Path(path).name)
+
+    categories = {
+        Category(name="1. Robust fine-tuning"): {
+            Category(name="Tables"): [record("results/digits/tables/accuracy.html", "text/html", "Accuracy")],
+            Category(name="Tables (CSV download)"): [record("results/digits/tables/accuracy.csv", "text/csv", "x")],
+            Category(name="Figures"): [record("results/digits/figures/line.html", "text/html", "Soups on the line")],
+        },
+        Category(name="6. Findings"): {
+            Category(name="Tables"): [record("results/digits/tables/findings.html", "text/html", "What holds")],
+        },
+    }
+    page = _render_first_page(categories)
+    links = {
+        urllib.parse.unquote(href): text
+        for href, text in re.findall(
+            r'<a class="reference external" href="(javascript:app\.setView[^"]*)">([^<]*)</a>', page
+        )
+    }
+    opened = {re.search(r"resultPath:'([^']+)'", href).group(1): text for href, text in links.items()}
+    assert opened == {
+        "results/digits/tables/accuracy.html": "Accuracy",
+        "results/digits/figures/line.html": "Soups on the line",
+        "results/digits/tables/findings.html": "What holds",
+    }  # every page, no CSV
+    accuracy = next(h for h in links if "accuracy.html" in h)
+    assert (
+        "content:'html'" in accuracy
+        and "contentPath:results['results/digits/tables/accuracy.html'].data_uri" in accuracy
+    )
+    assert "category:'1. Robust fine-tuning'" in accuracy and "subcategory:'Tables'" in accuracy
+    assert page.index(">Accuracy<") < page.index(">Soups on the line<")  # a study's tables, then its figures
+    assert "System Message" not in page

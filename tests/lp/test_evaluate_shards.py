@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -145,3 +147,22 @@ def test_auto_batch_is_larger_on_cuda_for_small_images_and_unchanged_on_the_cpu(
     assert attack_batch_size(64, "cuda", 32) == 64
     with pytest.raises(ValueError, match="positive integer or 'auto'"):
         attack_batch_size(0, "cpu", 32)
+
+
+def test_the_log_counts_clean_and_attacked_batches_with_an_eta(tmp_path, checkpoint, caplog, monkeypatch):
+    import logging
+
+    from robustsoup import progress
+
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
+    caplog.set_level(logging.INFO)
+    weights, test = checkpoint
+    evaluate_model(_config(1), weights, test, _outputs(tmp_path), torch.device("cpu"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "robustsoup.progress"]
+    # 40 clean points in one batch; 22 attacked points in batches of 4: 6 batches per norm, 18 in all
+    assert [re.sub(r" \(\d+%\).*", "", line) for line in lines] == [
+        "m clean: 1/1 batches",
+        *(f"m attacks (Linf, L2, L1): {i}/18 batches" for i in range(1, 19)),
+    ]
+    assert all(" elapsed, ETA " in line and "\r" not in line for line in lines)
+    assert lines[-1].endswith("ETA 0s")

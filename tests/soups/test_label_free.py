@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -431,3 +432,27 @@ def test_the_table_puts_label_free_rows_next_to_grid_search_with_gaps_per_shift(
     note = _label_free_note(table, {"fallback_threshold": 0.1})
     assert "more than 10% of the images" in note and "fired on 1 of 2 picks" in note
     assert "by +5.0 points" in note  # (88 + 50) / 2 − (88 + 40) / 2
+
+
+def test_select_soups_logs_its_steps_with_i_of_n_and_an_eta(family_paths, tmp_path, caplog, monkeypatch):
+    import logging
+
+    from robustsoup import progress
+    from robustsoup.config import resolve_config
+    from robustsoup.data import prepare_splits
+    from robustsoup.soups.stages import select_soups
+
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
+    caplog.set_level(logging.INFO)
+    config = resolve_config(
+        {
+            "model": {"width": 8},
+            "soups": {"search": {"step": 0.5, "k": [10, 20], "methods": ["grid", "greedy", "entropy", "agreement"]}},
+        }
+    )
+    splits = prepare_splits("digits", tmp_path, n_adapt=20, n_test=20, seed=0)
+    select_soups(config, family_paths, splits["adapt"], None, tmp_path / "scores.tsv", tmp_path / "selection.tsv")
+    lines = [r.getMessage() for r in caplog.records if r.name == "robustsoup.progress"]
+    # 1 shift (clean) × 2 sizes × (2 labelled methods + the label-free ones in one pass) = 6 steps
+    assert [line.split(" (")[0] for line in lines] == [f"select_soups: {i}/6 steps" for i in range(1, 7)]
+    assert all(re.search(r"elapsed, ETA \d+(s|m\d\ds)$", line) and "\r" not in line for line in lines)

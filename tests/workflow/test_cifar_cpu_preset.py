@@ -4,6 +4,7 @@ whole workflow (issue 16): every study runs on an ImageFolder data set with the 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,8 @@ def test_the_cifar10_cpu_preset_runs_every_study_on_an_image_folder(tmp_path):
     assert "scratch-l1" in accuracy and "L1, 1 ep × 1 steps" in accuracy
     table1 = (results / "tables" / "rws_table1.md").read_text()
     assert "16 levels (4 bit)" in table1 and "8 levels (3 bit)" in table1
+    teacher = json.loads((results / "models" / "teacher.json").read_text())
+    assert teacher["training"]["shift"]["clean_fraction"] == 0.0  # the preset's teacher sees shifted images only
     for name in ("soups_shifts", "distill", "rws_table4", "benchmarks"):
         assert (results / "tables" / f"{name}.html").stat().st_size > 500, name
     # The preset stands alone: what the run resolved is exactly what `robustsoup config` prints,

@@ -120,6 +120,7 @@ def hand_built(tmp_path, seed: int = 0):
         keep(run.rws.points("patched", "8levels"), _row("rws", name, "test", correct, corruption, 3), correct)
         keep(run.rws.points("patched", "8levels"), _row("rws", f"{name}-off", "test", standard_clean), standard_clean)
     for model, clean, shifted in (
+        ("teacher", 0.8, 0.75),
         ("student", 0.9, 0.5),
         ("student-finetuned", 0.9, 0.7),
         ("student-multihead", 0.9, 0.72),
@@ -153,7 +154,13 @@ def test_the_findings_of_a_run_have_every_finding_with_verdicts(results):
     assert (table[table["claim"].str.contains("recovers")]["verdict"] == NOT_COMPUTED).sum() == 2
     assert table[table["claim"].str.contains("extrapolating")]["verdict"].iloc[0] == NOT_COMPUTED
     f3 = table[table["finding"] == "F3"]
-    assert len(f3) == 3 * 4 and (f3["verdict"] == HOLDS).all()
+    p3 = f3[f3["claim"].str.startswith("precondition P3")]
+    # every base model at 0.5 on each shift but linf-nominal at 0.6: no shift has a better base model than it
+    assert len(p3) == 1 and p3.iloc[0]["verdict"] == FAILS and p3.iloc[0]["effect"] == pytest.approx(-10, abs=6)
+    comparisons = f3.drop(p3.index)
+    assert len(comparisons) == 3 * 4 and (comparisons["verdict"] == HOLDS).all()
+    p5 = table[table["claim"].str.startswith("precondition P5")].iloc[0]
+    assert p5["verdict"] == HOLDS and p5["effect"] == pytest.approx(25, abs=8)  # teacher 0.75 vs student 0.5
     unpatch = table[table["claim"].str.startswith("unpatching")].iloc[0]
     assert unpatch["verdict"] == HOLDS
     within = table[table["claim"].str.contains("matches full fine-tuning")].iloc[0]

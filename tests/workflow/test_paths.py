@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from robustsoup.config import ConfigError
-from robustsoup.paths import RunPaths, alternatives, resolve_run_config
+from robustsoup.paths import RunPaths, alternatives, asked_targets, resolve_run_config
 
 
 def run_paths(**sections) -> RunPaths:
@@ -158,3 +158,32 @@ def test_nodes_above_one_need_slurm_and_at_most_gpus(monkeypatch):
     p.check_nodes(jobs_run_here=True)
     with pytest.raises(ConfigError, match=r"'rws.init.nodes': 3 nodes for gpus: 2.*at most 2"):
         run_paths(rws={"init": {"gpus": 2, "nodes": 3}}).check_nodes(jobs_run_here=False)
+
+
+def test_the_closing_message_lists_only_files_that_exist_and_says_when_only_some_targets_ran():
+    from types import SimpleNamespace
+
+    p = run_paths()
+    written = {"results/digits/tables/accuracy.md", "results/digits/figures/soup_ternary.png"}
+    whole = p.report_locations([], exists=lambda path: True)
+    assert "the run is complete" in whole and "not written yet" not in whole
+    assert "  results/digits/tables/accuracy.md" in whole and "metrics (tidy rows)" in whole
+
+    one_target = SimpleNamespace(targets={"results/digits/models/linf.safetensors"}, until=set(), omit_from=set())
+    asked = asked_targets(one_target)
+    assert asked == ["results/digits/models/linf.safetensors"]
+    part = p.report_locations(asked, exists=written.__contains__)
+    listed = [line.strip() for line in part.splitlines() if line.startswith("  ")]
+    assert sorted(listed) == sorted(written)
+    assert "the run is complete" not in part and "(results/digits/models/linf.safetensors)" in part
+    assert "not the whole run" in part and "`snakemake` with no target writes them all" in part
+
+    nothing = p.report_locations(asked, exists=lambda path: False)
+    assert (
+        "No table or figure is written yet; `snakemake` with no target writes all" in nothing
+        and "results/digits" not in nothing.split(")", 1)[1]
+    )
+    assert asked_targets(SimpleNamespace(targets={"all"}, until={"select_soups"}, omit_from=set())) == [
+        "--until select_soups"
+    ]
+    assert asked_targets(SimpleNamespace(targets=set(), until=set(), omit_from=set())) == []

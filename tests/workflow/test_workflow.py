@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
 import pytest
@@ -89,7 +90,12 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
     assert (micro_run / "logs" / "pretrain" / "digits" / "linf.log").read_text().strip()
     assert list((micro_run / "benchmarks" / "evaluate_model" / "digits").glob("*.tsv"))
     assert "robustsoup-job: rule=pretrain" in (micro_run / "logs" / "pretrain" / "digits" / "linf.log").read_text()
-    assert "total cost" in table
+    assert "total cost" in table and "| L∞, ε=0.1 |" in table
+    # long jobs count their steps: i/N and an ETA, as plain lines (no carriage return in any log)
+    for log in ("select_soups/digits.log", "evaluate_model/digits/linf.log", "pretrain/digits/linf.log"):
+        text = (micro_run / "logs" / log).read_text()
+        assert re.search(r"robustsoup.progress: .+: \d+/\d+ [\w ]+ \(\d+%\), \S+ elapsed, ETA \S+\n", text), log
+    assert not [log for log in (micro_run / "logs").rglob("*.log") if b"\r" in log.read_bytes()]
 
 
 def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
@@ -273,6 +279,12 @@ def test_html_report_holds_every_table_and_figure(micro_run):
     assert results[f"{folder}/figures/soup_line_linf_linf-l2.html"]["labels"] == {
         "result": "Soups on the line L∞ parent – L∞→L2 fine-tune"
     }
+    # …and the first page opens each page in one click
+    first_page = json.loads(re.search(r"var workflow_desc = (\".*?\");\n", html, re.S).group(1))
+    opened = {
+        unquote(path) for path in re.findall(r"javascript:app\.setView\(\{[^\"]*resultPath:'([^']+)'", first_page)
+    }
+    assert opened == {path for path, result in results.items() if result["mime_type"] != "text/csv"}
     # …and each table's CSV is a download beside its page; Markdown, PNG and PDF are not report items
     csv = sorted(categories["1. Robust fine-tuning"]["Tables (CSV download)"])
     assert csv == [f"{folder}/tables/accuracy.csv"] and results[csv[0]]["mime_type"] == "text/csv"

@@ -5,7 +5,7 @@ from snakemake.exceptions import WorkflowError
 
 from robustsoup.config import ConfigError, write_resolved_config
 from robustsoup.data.check import check_run_data
-from robustsoup.paths import RunPaths, alternatives, resolve_run_config
+from robustsoup.paths import RunPaths, alternatives, asked_targets, resolve_run_config
 from robustsoup.distill.captions import DISTILL_REPORT
 from robustsoup.lp.captions import LP_REPORT, soup_line_label
 from robustsoup.report.captions import COST_REPORT, CSV_SUBCATEGORY, report_place

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..progress import Progress
 from .projections import lp_norm
 
 # Float32 round-off of pyautoattack's projections, relative to ε.
@@ -179,8 +180,9 @@ def robust_correct(
     plan: AttackPlan,
     seed: int = 0,
     batch_size: int = 250,
+    counter: Progress | None = None,
 ) -> torch.Tensor:
-    """Per-point robust correctness (bool (N,)) under the attacks of ``plan``.
+    """Per-point robust correctness (bool (N,)) under the attacks of ``plan``; ``counter`` counts each batch.
 
     A point counts as robust only if it is classified correctly clean and at
     the output of every attack. ``x`` is in [0,1]; the model must be in eval
@@ -239,6 +241,8 @@ def robust_correct(
             _check_threat_model(x_adv, xb[todo], norm, eps)
             robust[todo] = _predict(model, x_adv, batch_size) == yb[todo]
         correct.append(robust)
+        if counter is not None:
+            counter.advance()
     return torch.cat(correct)
 
 

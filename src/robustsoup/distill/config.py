@@ -29,6 +29,14 @@ def multihead_model_names(config: Mapping) -> list[str]:
     return [MULTIHEAD] + [f"{MULTIHEAD}-{r}" for r in selection["ablate"] if r != selection["rule"]]
 
 
+def teacher_shift(config: Mapping) -> dict:
+    """The teacher's shifted data: ``distill.augmentation`` with ``distill.teacher.clean_fraction`` when set
+    (0: every training image shifted, AugMix's recipe), else the augmentation's own fraction."""
+    d = config["distill"]
+    fraction = d["teacher"].get("clean_fraction")
+    return {**d["augmentation"], **({} if fraction is None else {"clean_fraction": fraction})}
+
+
 def leaked_corruptions(config: Mapping) -> list[str]:
     """Evaluated corruption types (``data.corruptions``) that ``distill.augmentation`` draws."""
     augmentation = config["distill"]["augmentation"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..report.findings import Ledger, PointStore, Term, measured_claim, not_computed
-from .config import FINETUNED, MULTIHEAD, STUDENT
+from .config import FINETUNED, MULTIHEAD, STUDENT, TEACHER
 
 STUDY, EVALSET = "distill", "test"
 WITHIN = 1.0  # points: "clean accuracy kept" and "as much as full fine-tuning" allow this much less
@@ -16,28 +16,40 @@ def distill_findings(
     config: Mapping, ledger: Ledger, points: PointStore, sidecars: Mapping[str, Mapping]
 ) -> list[dict]:
     """F5: the multi-head student keeps the student's clean accuracy within 1 point, gains corruption
-    accuracy over the student, and gains within 1 point of full fine-tuning, with its parameter fraction."""
+    accuracy over the student, and gains within 1 point of full fine-tuning, with its parameter fraction.
+    First the precondition P5 (docs/reproducing.md's registered design): the teacher is more robust on
+    the corruptions than the student; where it does not hold, F5 is not tested by this run."""
     claims = {
-        "clean": (f"the multi-head student keeps the student's clean accuracy (within {WITHIN:g} point)", STUDENT),
-        "gain": ("the multi-head student gains corruption accuracy over the student", STUDENT),
+        "teacher": (
+            "precondition P5: the teacher's corruption accuracy is above the student's (else F5 is untested)",
+            TEACHER,
+            STUDENT,
+        ),
+        "clean": (
+            f"the multi-head student keeps the student's clean accuracy (within {WITHIN:g} point)",
+            MULTIHEAD,
+            STUDENT,
+        ),
+        "gain": ("the multi-head student gains corruption accuracy over the student", MULTIHEAD, STUDENT),
         "full": (
             f"the multi-head student's corruption accuracy matches full fine-tuning's (within {WITHIN:g} point)",
+            MULTIHEAD,
             FINETUNED,
         ),
     }
     if not config["distill"]["enabled"]:
         return [
-            not_computed("F5", c, "the distillation study is disabled (distill.enabled)") for c, _ in claims.values()
+            not_computed("F5", c, "the distillation study is disabled (distill.enabled)") for c, _, _ in claims.values()
         ]
     rows = ledger.rows(STUDY, model=MULTIHEAD)
     units = [(r.corruption, int(r.severity)) for r in rows.itertuples(index=False) if r.corruption != "none"]
     params = _fraction(sidecars)
     out = []
-    for kind, (claim, other) in claims.items():
+    for kind, (claim, first, other) in claims.items():
         scope = [("none", 0)] if kind == "clean" else units
         terms, missing = [], []
         for corruption, severity in scope:
-            for model, sign in ((MULTIHEAD, 1.0), (other, -1.0)):
+            for model, sign in ((first, 1.0), (other, -1.0)):
                 accuracy = ledger.accuracy(model, EVALSET, corruption, severity, study=STUDY)
                 if accuracy is None:
                     missing.append(f"{model} on {corruption}/{severity}")
@@ -50,8 +62,8 @@ def distill_findings(
         mine = 100 * sum(t.weight * t.accuracy for t in terms if t.weight > 0)
         theirs = 0.0 - 100 * sum(t.weight * t.accuracy for t in terms if t.weight < 0)  # 0.0 −: never "−0.0"
         what = "clean" if kind == "clean" else "corruptions"
-        ours = f"{what} {mine:.1f} vs {theirs:.1f}" + (f"; {params}" if params else "")
-        threshold = 0.0 if kind == "gain" else -WITHIN
+        ours = f"{what} {mine:.1f} vs {theirs:.1f}" + (f"; {params}" if params and first == MULTIHEAD else "")
+        threshold = 0.0 if kind in ("gain", "teacher") else -WITHIN
         out.append(measured_claim("F5", claim, terms, threshold=threshold, ours=ours))
     return out
 

@@ -37,6 +37,7 @@ from ..io import write_text_atomic
 from ..lineage import descend, start_record
 from ..models import build_pretrained
 from ..models.multihead import HEADS, MultiHeadNet
+from ..progress import progress
 from ..train import distributed as dist_
 from ..train.loop import CleanInputs
 from ..train.run import count_parameters, launch_ranks, new_meta, settings_from, train_and_checkpoint
@@ -51,6 +52,7 @@ from .config import (
     TEACHER,
     check_distill_config,
     multihead_model_names,
+    teacher_shift,
 )
 from .heads import HeadSignals, head_signals, select_heads, selected_predictions
 from .student import freeze_for_distillation, multihead_state_from_student
@@ -86,16 +88,18 @@ def _pretrained(config: Mapping, spec: Mapping, meta):
 
 
 def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
-    """The small robust teacher: trained on ``distill.augmentation`` (clean_fraction kept clean) from scratch, or
-    from the pretrained robust weights of ``distill.teacher.weights`` (0 epochs keeps them as they are)."""
+    """The small robust teacher: trained on ``distill.augmentation`` (``distill.teacher.clean_fraction``, else the
+    augmentation's, kept clean) from scratch, or from the pretrained robust weights of ``distill.teacher.weights``
+    (0 epochs keeps them as they are)."""
     check_distill_config(config)
     seed_everything(config["seed"])
     d = config["distill"]
     spec = d["teacher"]
-    policy = make_augmentation(d["augmentation"], config["seed"])
+    shift = teacher_shift(config)
+    policy = make_augmentation(shift, config["seed"])
     record = {
         **spec["training"],
-        "shift": d["augmentation"],
+        "shift": shift,
         "policy": policy.name,
         "weights": spec["weights"],
         "seed": config["seed"],
@@ -301,10 +305,10 @@ def _corrupted_sets(config: Mapping, directory, clean, n_images: int):
     ``directory``, for every configured corruption and severity. ``images`` is uint8 (N, 3, H, W) or, for
     a file-list split, a lazy view that decodes the slices asked for."""
     data = config["data"]
-    for corruption in data["corruptions"]:
-        for severity in sorted(data["severities"]):
-            copies = split_head(corrupted_split(directory, clean, corruption, severity, data["severities"]), n_images)
-            yield corruption, severity, copies.images, copies.labels
+    sets = [(c, s) for c in data["corruptions"] for s in sorted(data["severities"])]
+    for corruption, severity in progress(sets, "corrupted sets", unit="sets"):
+        copies = split_head(corrupted_split(directory, clean, corruption, severity, data["severities"]), n_images)
+        yield corruption, severity, copies.images, copies.labels
 
 
 @torch.no_grad()

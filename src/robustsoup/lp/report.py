@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..report.figures import save_figure
-from ..report.labels import THREAT_ORDER, measurement_note, model_label, threat_eps, threat_label
+from ..report.labels import NO_EPS, THREAT_NAMES, THREAT_ORDER, measurement_note, model_label, threat_eps, threat_label
 from ..report.style import THREAT_STYLE, footnote, house_style, legend_outside
 from ..report.tables import THREAT_COLUMNS
 
@@ -23,7 +23,8 @@ ACCURACY_COLUMNS = THREAT_COLUMNS
 
 
 def accuracy_table(metrics: pd.DataFrame, model_order: Sequence[str], grid: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per model (in ``model_order``), one column per threat (:data:`ACCURACY_COLUMNS`), accuracy in percent.
+    """One row per model (in ``model_order``), one column per threat (:data:`ACCURACY_COLUMNS`, a norm's with
+    its ε as the figures' legends say it: ``L∞, ε=0.1``), accuracy in percent.
 
     Clean accuracy appears on the whole test split (``clean (all N)``) and on
     the attacked images (``clean (attacked n)``, the clean number AutoAttack
@@ -34,7 +35,8 @@ def accuracy_table(metrics: pd.DataFrame, model_order: Sequence[str], grid: pd.D
     clean = metrics[metrics["corruption"] == "none"]
     wide = clean.pivot_table(index="model", columns="threat", values="accuracy", aggfunc="first") * 100
     columns = [t for t in ACCURACY_COLUMNS if t in wide.columns]
-    wide = wide[columns].rename(columns=ACCURACY_COLUMNS)
+    names = {t: ACCURACY_COLUMNS[t] if t in NO_EPS else threat_label(t, threat_eps(clean, t)) for t in columns}
+    wide = wide[columns].rename(columns=names)
     order = [m for m in model_order if m in wide.index] + sorted(m for m in wide.index if m not in model_order)
     wide = wide.loc[order]
     wide.insert(0, "weights", "")
@@ -75,7 +77,7 @@ def add_training_columns(
             cost.append(None)
             total.append(None)
             continue
-        norms = "+".join(record.get("norms") or []) or "clean"
+        norms = "+".join(THREAT_NAMES.get(n, n) for n in record.get("norms") or []) or "clean"
         trained.append(f"{norms}, {record['epochs']} ep × {record['attack_steps']} steps")
         own = record.get("cost")
         parent = parents.get(model)

@@ -111,13 +111,14 @@ def write_benchmarks_page(table: pd.DataFrame, path: str | Path) -> Path:
     total = float(table["total_s"].sum()) if len(table) else 0.0
     note = (
         f"{int(table['jobs'].sum()) if len(table) else 0} jobs, {total:.1f} s of wall time in all (summed over "
-        "jobs, so parallel jobs count fully). total_s / longest_s: wall seconds of the rule's jobs (Snakemake's "
-        "benchmark files); fixed_s_per_job: the mean time a job spends outside its own work (start-up, imports, "
-        "reading inputs); max_rss_mb: peak resident memory of one job in MB; precision, memory format and CPU "
+        "jobs, so parallel jobs count fully). total s / longest s: wall seconds of the rule's jobs (Snakemake's "
+        "benchmark files); fixed s per job: the mean time a job spends outside its own work (start-up, imports, "
+        "reading inputs); max rss mb: peak resident memory of one job in MB; precision, memory format and CPU "
         "capability: what the jobs computed with, from each job's closing log record."
     )
+    shown = table.rename(columns=lambda c: c.replace("_", " "))  # headers that wrap, so the page fits
     return write_table_page(
-        table,
+        shown,
         path,
         "Run cost: wall time, memory and arithmetic per rule",
         note,
@@ -130,6 +131,6 @@ def write_benchmarks_page(table: pd.DataFrame, path: str | Path) -> Path:
 def _cell(column: str, value) -> str:
     if isinstance(value, float) and value != value:
         return ""
-    if column in ("total_s", "longest_s", "fixed_s_per_job", "max_rss_mb") and isinstance(value, int | float):
+    if column in ("total s", "longest s", "fixed s per job", "max rss mb") and isinstance(value, int | float):
         return f"{value:,.1f}"
     return str(value)

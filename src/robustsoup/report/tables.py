@@ -8,15 +8,16 @@ import pandas as pd
 
 from ..io import write_text_atomic
 from .html import write_table_page
-from .labels import CLEAN_ON_ATTACKED, NO_EPS, attack_text, eps_text
+from .labels import CLEAN_ON_ATTACKED, NO_EPS, THREAT_NAMES, attack_text, eps_text
 
-# Threat of a tidy row → how the notes name it (as the accuracy table's columns do).
+# Threat of a tidy row → how the notes name it (as the accuracy table's columns and the figures do:
+# L∞, L2, L1; a column adds its ε).
 THREAT_COLUMNS = {
     "none": "clean (all N)",
     CLEAN_ON_ATTACKED: "clean (attacked n)",
-    "Linf": "Linf",
-    "L2": "L2",
-    "L1": "L1",
+    "Linf": THREAT_NAMES["Linf"],
+    "L2": THREAT_NAMES["L2"],
+    "L1": THREAT_NAMES["L1"],
     "union": "union",
 }
 

@@ -45,6 +45,7 @@ from ..device import seed_everything
 from ..evaluate import METRIC_COLUMNS, MetricLog, clean_correct, read_metrics, write_metrics
 from ..io import atomic_path, write_text_atomic
 from ..lineage import CONFIG_ADVICE
+from ..progress import progress
 from ..train.loop import BestEpoch, CleanInputs, CorruptionInputs
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
 from .bases import check_bases
@@ -360,7 +361,7 @@ def _measure(
     """:func:`_rows` into ``log``, with each row's per-point results (what the findings pair)."""
     if clean:
         log.add(name, EVALSET, _correct(model, sets.clean, device), sets.y)
-    for corruption in corruptions:
+    for corruption in progress(corruptions, name, unit="corruptions"):
         for severity in severities:
             correct = _correct(model, sets.corrupted(corruption, severity), device)
             log.add(name, EVALSET, correct, sets.y, corruption=corruption, severity=severity)
@@ -435,7 +436,7 @@ def evaluate_patched(
     # so one clean pass gives every signature's "-off" row.
     unpatched = _correct(model, sets.clean, device)
     measured = MetricLog()
-    for corruption, signature in _signatures(config, signature_paths).items():
+    for corruption, signature in progress(_signatures(config, signature_paths).items(), "signatures"):
         name = f"rws-{corruption}{variant_suffix(variant)}"
         with patched(model, [signature], [rws["lambda"]], identity):
             _measure(measured, model, name, sets, [corruption], rws["eval_severities"], device)
@@ -454,7 +455,7 @@ def rws_lambda_sweep(
     rws = config["rws"]
     sets = EvalSets(config, test_path, corrupted_dir, n=rws["sweep_images"])
     rows = []
-    for corruption, signature in _signatures(config, signature_paths).items():
+    for corruption, signature in progress(_signatures(config, signature_paths).items(), "signatures"):
         for coefficient in rws["lambdas"]:
             with patched(model, [signature], [coefficient], identity):
                 rows += _rows(
@@ -487,7 +488,7 @@ def rws_compose(
         compound_name(a, b): ImageSplit(both, sets.y, sets.clean.dataset, f"{sets.split}:{compound_name(a, b)}"),
     }
     rows = []
-    for la in rws["compose_lambdas"]:
+    for la in progress(rws["compose_lambdas"], "rws_compose", unit="λ₁ values"):
         for lb in rws["compose_lambdas"]:
             name = compose_name(a, la, b, lb)
             with patched(model, [signatures[a], signatures[b]], [la, lb], identity):

@@ -40,6 +40,7 @@ from ..device import resolve_arithmetic
 from ..evaluate import MetricLog
 from ..io import write_text_atomic
 from ..lineage import CONFIG_ADVICE, check_related
+from ..progress import Progress, progress
 from ..shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..train.run import model_identity
 from .captions import SOUPS_REPORT
@@ -217,57 +218,60 @@ def select_soups(
     label_free = _label_free_methods(spec["methods"], scorer)
     fallbacks = _fallback_models(scorer, sets["clean"], spec["k"]) if label_free else {}
     rows, largest_scores = [], {}
-    for evalset, split in sets.items():
-        inputs, labels, targets, scoring = (
-            scorer.prepare(split.images),
-            split.labels,
-            split.targets,
-            split_scoring(split),
-        )
-        for k in spec["k"]:
-            k_eff = min(k, len(labels))
-            head = None if targets is None else targets[:k_eff]
-            for method in labelled:
-                chosen = _run_method(method, scorer, grid, inputs[:k_eff], labels[:k_eff], spec, scoring, head)
-                rows.append(_selection_row(evalset, k, k_eff, chosen, label_free=0))
-                if method == "grid" and k == max(spec["k"]):
-                    largest_scores[evalset] = chosen.details["scores"]
-            if label_free:
-                choice = choose_without_labels(
-                    scorer,
-                    grid,
-                    inputs[:k_eff],
-                    label_free,
-                    spec["fallback_threshold"],
-                    labels[:k_eff],
-                    scoring=scoring,
-                    targets=head,
-                )
-                fallback_model, fallback_passes = fallbacks[k]
-                for method, chosen in choice.selections.items():
-                    fires = choice.fallback(method)
-                    rows.append(
-                        _selection_row(
-                            evalset,
-                            k,
-                            k_eff,
-                            chosen,
-                            label_free=1,
-                            score=chosen.details["score"],
-                            disagreement=choice.disagreement[method],
-                            fallback=int(fires),
-                            fallback_model=fallback_model,
-                            fallback_passes=fallback_passes,
+    with Progress(len(sets) * len(spec["k"]) * (len(labelled) + bool(label_free)), "select_soups", "steps") as counter:
+        for evalset, split in sets.items():
+            inputs, labels, targets, scoring = (
+                scorer.prepare(split.images),
+                split.labels,
+                split.targets,
+                split_scoring(split),
+            )
+            for k in spec["k"]:
+                k_eff = min(k, len(labels))
+                head = None if targets is None else targets[:k_eff]
+                for method in labelled:
+                    chosen = _run_method(method, scorer, grid, inputs[:k_eff], labels[:k_eff], spec, scoring, head)
+                    rows.append(_selection_row(evalset, k, k_eff, chosen, label_free=0))
+                    if method == "grid" and k == max(spec["k"]):
+                        largest_scores[evalset] = chosen.details["scores"]
+                    counter.advance()
+                if label_free:
+                    choice = choose_without_labels(
+                        scorer,
+                        grid,
+                        inputs[:k_eff],
+                        label_free,
+                        spec["fallback_threshold"],
+                        labels[:k_eff],
+                        scoring=scoring,
+                        targets=head,
+                    )
+                    fallback_model, fallback_passes = fallbacks[k]
+                    for method, chosen in choice.selections.items():
+                        fires = choice.fallback(method)
+                        rows.append(
+                            _selection_row(
+                                evalset,
+                                k,
+                                k_eff,
+                                chosen,
+                                label_free=1,
+                                score=chosen.details["score"],
+                                disagreement=choice.disagreement[method],
+                                fallback=int(fires),
+                                fallback_model=fallback_model,
+                                fallback_passes=fallback_passes,
+                            )
                         )
-                    )
-                    log.info(
-                        "%s k=%d %s: disagreement %.3f with the other label-free picks%s",
-                        evalset,
-                        k_eff,
-                        method,
-                        choice.disagreement[method],
-                        f" > {spec['fallback_threshold']:g}: falls back to {fallback_model}" if fires else "",
-                    )
+                        log.info(
+                            "%s k=%d %s: disagreement %.3f with the other label-free picks%s",
+                            evalset,
+                            k_eff,
+                            method,
+                            choice.disagreement[method],
+                            f" > {spec['fallback_threshold']:g}: falls back to {fallback_model}" if fires else "",
+                        )
+                    counter.advance()
     # One soup for all shifts together: the best mean adaptation accuracy over shifts.
     table = pd.DataFrame(grid)
     for evalset, scores in largest_scores.items():
@@ -436,7 +440,7 @@ def evaluate_soups_shifts(
                 }
             )
     measured = MetricLog()
-    for unit in units:
+    for unit in progress(units, "evaluate_soups_shifts", unit="test sets"):
         split = unit.split()
         scoring = split_scoring(split)
         wanted = [(name, weights) for name, weights, targets in soups if unit.evalset in targets]
@@ -492,7 +496,7 @@ def evaluate_ternary(
     num_classes = loaded[0][1].num_classes
     plans = {n: attack_plan("fast", n, num_classes, spec["n_iter"], 1) for n in config["evaluate"]["threats"]}
     frames = []
-    for weights in simplex_grid(3, spec["step"]):
+    for weights in progress(simplex_grid(3, spec["step"]), "evaluate_ternary", unit="soups"):
         mix = dict(zip(corners, weights))
         nonzero = {m: w for m, w in mix.items() if w}
         name = next(iter(nonzero)) if len(nonzero) == 1 else soup_id(nonzero, base_model_names(config))

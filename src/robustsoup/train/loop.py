@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +25,6 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from ..attacks import pgd_attack
 from ..attacks.apgd import apgd_train
@@ -35,6 +33,7 @@ from ..data import ImageSplit
 from ..data.loading import BatchSource
 from ..device import Arithmetic, compile_model, resolve_arithmetic
 from ..io import atomic_path
+from ..progress import Progress
 from .augment import AUGMENTATIONS, BatchAugmentation, batch_augmentation
 from .overflow import LossGuard
 
@@ -330,16 +329,15 @@ def _parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict]:
 
 
 def epoch_batches(
-    source: BatchSource, order: torch.Tensor, batch_size: int, desc: str, quiet: bool = False, shard=None
+    source: BatchSource, order: torch.Tensor, batch_size: int, counter: Progress | None = None, shard=None
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """One epoch's mini-batches in ``order``: (batch number, indices, images in [0,1], labels) on the
-    source's device (``quiet``: no progress bar; ``shard``: only a rank's rows, see :meth:`BatchSource.batches`)."""
-    per_epoch = math.ceil(len(order) / batch_size)
-    batches = source.batches(order, batch_size, shard)
-    for b, (idx, x, y) in tqdm(
-        enumerate(batches), total=per_epoch, desc=desc, file=sys.stderr, mininterval=10, leave=True, disable=quiet
-    ):
+    source's device, each counted by ``counter`` once the caller is done with it (``shard``: only a rank's
+    rows, see :meth:`BatchSource.batches`)."""
+    for b, (idx, x, y) in enumerate(source.batches(order, batch_size, shard)):
         yield b, idx, x.float().div_(255.0), y
+        if counter is not None:
+            counter.advance()
 
 
 def backward_and_step(
@@ -637,6 +635,8 @@ def run_epochs(
     if main:
         log.info("batches: %s", source.record())
 
+    desc = f"{step.label}s {first_epoch}–{settings.epochs} [{step.policy.name}{on_augmented}]"
+    counter = Progress(per_epoch * (settings.epochs - first_epoch + 1), desc, "batches", enabled=main)
     try:
         for epoch in range(first_epoch, settings.epochs + 1):
             start = time.perf_counter()
@@ -646,9 +646,8 @@ def run_epochs(
             loss_sum, seen, counted = 0.0, 0, 0
             iteration = (epoch - 1) * per_epoch
             lr = settings.lr
-            desc = f"{step.label} {epoch}/{settings.epochs} [{step.policy.name}{on_augmented}]"
             # A rank reads and augments only its shard of each global batch (drawing the global batch's crops).
-            for b, idx, x, y in epoch_batches(source, order, settings.batch_size, desc, not main, shard):
+            for b, idx, x, y in epoch_batches(source, order, settings.batch_size, counter, shard):
                 batch = min(settings.batch_size, n - b * settings.batch_size)
                 if augmentation is not None:
                     x = augmentation(x, shard(batch) if shard is not None else None, batch)
@@ -704,6 +703,7 @@ def run_epochs(
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
     finally:
+        counter.close()
         step.policy = policy
     if best is not None:
         best.restore(model)
