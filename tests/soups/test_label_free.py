@@ -371,7 +371,7 @@ def test_soup_for_says_what_is_wrong(family_paths, image_folder, tmp_path, capsy
     assert main(["soup-for", str(image_folder), *models, "-o", str(out), "--fallback", "nobody"]) == 2
     assert "none of the checkpoints" in capsys.readouterr().err
     assert main(["soup-for", str(image_folder), *models, "-o", str(out), "--step", "0.3"]) == 2
-    assert "--step: step 0.3 must divide 1" in capsys.readouterr().err
+    assert "--step 0.3: step 0.3 must divide 1" in capsys.readouterr().err
     (image_folder / "a" / "broken.png").write_bytes(b"not a png at all")
     assert main(["soup-for", str(image_folder), *models, "-o", str(out)]) == 2
     err = capsys.readouterr().err

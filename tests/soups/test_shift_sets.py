@@ -20,13 +20,15 @@ from robustsoup.soups.report import shifts_table
 from robustsoup.soups.search import SoupScorer, grid_search, label_space
 from robustsoup.soups.stages import evaluate_soups_shifts, interleaved_head, select_soups
 
+from conftest import FAMILY_PARENT
 from data_fixtures import imagenet_sample, subset_sample, write_imagenet_c_folders, write_wnid_folders
 
 BASE = ["linf", "linf-l2", "linf-l1", "linf-nominal"]
 
 
 def imagenet_meta(name: str = "tiny") -> CheckpointMeta:
-    """A tiny network with ImageNet's 1,000 outputs (what subset scoring reads), of the digits run's identity."""
+    """A tiny network with ImageNet's 1,000 outputs (what subset scoring reads), of the digits run's identity,
+    one of a soup family (fine-tuned from one parent, as the soups require)."""
     return CheckpointMeta(
         name=name,
         architecture="preact_resnet_small",
@@ -35,6 +37,8 @@ def imagenet_meta(name: str = "tiny") -> CheckpointMeta:
         num_classes=1000,
         mean=[0.45, 0.45, 0.45],
         std=[0.25, 0.25, 0.25],
+        parent="parent",
+        lineage=[dict(FAMILY_PARENT)],
     )
 
 
