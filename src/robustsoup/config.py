@@ -25,6 +25,25 @@ from .io import write_text_atomic
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data
 
 
+# Keys that no longer exist, with what to set instead: a config that still sets one is told so, by name,
+# rather than that the key is unexpected.
+REMOVED_KEYS = {
+    ("rws", "deploy_bits"): (
+        "set rws.deploy instead: <b>bit for the b-bit signature (b in rws.bits), shallow for 32 (float32), "
+        "or <L>levels (L in rws.levels)"
+    ),
+}
+
+
+def _check_removed_keys(config: Mapping[str, Any]) -> None:
+    for path, advice in REMOVED_KEYS.items():
+        node: Any = config
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and path[-1] in node:
+            raise ConfigError(f"config key '{'.'.join(path)}' was removed; {advice}")
+
+
 def load_schema(path: str | Path | None = None) -> dict:
     """Read the JSON Schema (YAML) of the configuration."""
     schema_path = Path(path) if path is not None else SCHEMA_PATH
@@ -140,6 +159,7 @@ def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None)
     Raises :class:`ConfigError` listing every offending key with what was
     expected and what was found.
     """
+    _check_removed_keys(config or {})
     schema = schema if schema is not None else load_schema()
     resolved = _fill_defaults(_unshared(dict(config or {})), schema, schema)
     _fill_threats(resolved)

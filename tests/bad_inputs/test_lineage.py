@@ -15,7 +15,7 @@ from robustsoup.checkpoint import file_sha256, load_checkpoint, tensors_sha256
 from robustsoup.cli import main
 from robustsoup.lineage import CHECKPOINT, RANDOM_INIT, LineageError, descend, shared_ancestors
 from robustsoup.rws.bases import check_bases
-from robustsoup.rws.signatures import load_signature
+from robustsoup.rws.signature_file import load_signature
 
 from conftest import finetuned_like as moved
 

@@ -4,6 +4,7 @@ one line (what was interrupted and where a rerun resumes), with no traceback and
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,8 +79,14 @@ def test_ctrl_c_during_training_prints_one_line_and_says_where_a_rerun_resumes(t
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "Traceback" not in stdout + stderr
-    # progress bars are the progress helper's; what the interrupt adds is one line, the last
-    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and "%|" not in line]
+    # progress bars and plain progress lines (robustsoup.progress: "desc: i/N … elapsed, ETA …") are the
+    # progress helper's; what the interrupt adds is one line, the last
+    progress_line = re.compile(r"^.+: \d+/\d+ .*elapsed, ETA ")
+    lines = [
+        line
+        for line in stderr.replace("\r", "\n").splitlines()
+        if line.strip() and "%|" not in line and not progress_line.match(line)
+    ]
     assert len(lines) == 1, stderr
     assert lines[0].startswith("robustsoup: interrupted (Ctrl-C) while training slow")
     assert "a rerun resumes after epoch" in lines[0] and str(resume) in lines[0]

@@ -19,7 +19,10 @@ from PIL import Image
 
 from robustsoup.checkpoint import CheckpointMeta, save_checkpoint
 from robustsoup.lineage import descend, start_record
-from robustsoup.rws.signatures import extract_signature, patch_checkpoint, plan_layers, save_signature
+from robustsoup.rws.extract import extract_signature
+from robustsoup.rws.layers import plan_layers
+from robustsoup.rws.patching import patch_checkpoint
+from robustsoup.rws.signature_file import save_signature
 
 from conftest import finetuned_like as moved
 

@@ -90,8 +90,11 @@ def test_multihead_evaluation_calibrates_held_out_without_opening_the_corrupted_
     class Meta:
         name = "student-multihead"
 
-    rows, summary = stages._evaluate_multihead(config, model, Meta(), test, "test-copies", adapt, "adapt-copies", "cpu")
+    measured, summary = stages._evaluate_multihead(
+        config, model, Meta(), test, "test-copies", adapt, "adapt-copies", "cpu"
+    )
     assert opened == ["test-copies"]
     assert summary["thresholds"]["calibration"] == "held-out"
     assert summary["thresholds"]["n_shifted"] == 2 * len(adapt)
-    assert {r["corruption"] for r in rows} == {"none", "fog"}
+    assert {r["corruption"] for r in measured.rows} == {"none", "fog"}
+    assert len(measured.points) == len(measured.rows)  # every row keeps its per-point results

@@ -10,24 +10,14 @@ import torch
 
 from robustsoup.checkpoint import CheckpointMeta, load_model, save_checkpoint
 from robustsoup.config import ConfigError, resolve_config
-from robustsoup.distill.method import (
-    HEADS,
-    AugmentInputs,
-    DistillSettings,
-    HeadSignals,
-    Thresholds,
-    calibrate_thresholds,
-    distill_multihead,
-    freeze_for_distillation,
-    head_signals,
-    kd_loss,
-    multihead_state_from_student,
-    predict_logits,
-    select_heads,
-    selected_predictions,
-)
+from robustsoup.distill.augmentation import AugmentInputs
+from robustsoup.distill.calibration import calibrate_thresholds
+from robustsoup.distill.heads import HeadSignals, Thresholds, head_signals, select_heads, selected_predictions
 from robustsoup.distill.stages import check_distill_config
+from robustsoup.distill.student import freeze_for_distillation, multihead_state_from_student
+from robustsoup.distill.training import DistillSettings, distill_multihead, kd_loss, predict_logits
 from robustsoup.models import build_model
+from robustsoup.models.multihead import HEADS
 from robustsoup.train.run import count_parameters
 
 from conftest import tiny_meta

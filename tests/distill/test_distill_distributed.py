@@ -11,14 +11,10 @@ import torch
 
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
 from robustsoup.config import resolve_config
-from robustsoup.distill.method import (
-    AugmentInputs,
-    DistillSettings,
-    distill_multihead,
-    multihead_state_from_student,
-    predict_logits,
-)
+from robustsoup.distill.augmentation import AugmentInputs
 from robustsoup.distill.stages import distill_student
+from robustsoup.distill.student import multihead_state_from_student
+from robustsoup.distill.training import DistillSettings, distill_multihead, predict_logits
 from robustsoup.models import build_model
 from robustsoup.train import distributed
 

@@ -186,29 +186,55 @@ def test_rws_table_page_shows_the_markdown_cells(tmp_path):
     assert "Robust Weight Signatures (Cai et al. 2023), the paper's Table 1" in page  # its caption, by the stem
 
 
-def test_report_items_have_a_study_folder_and_one_label():
-    from robustsoup.report.captions import REPORT_CATEGORIES, REPORT_LABELS, report_place, soup_line_label
+def _report_sections():
+    """Every folder of the HTML report, by the name the workflow gives it (``REPORT`` in common.smk)."""
+    from robustsoup.distill.captions import DISTILL_REPORT
+    from robustsoup.lp.captions import LP_REPORT
+    from robustsoup.report.captions import COST_REPORT
+    from robustsoup.report.findings import FINDINGS_REPORT
+    from robustsoup.rws.captions import RWS_REPORT
+    from robustsoup.soups.captions import SOUPS_REPORT
 
-    place = report_place("rws", "Tables", "rws_table1")
+    sections = {
+        "lp": LP_REPORT,
+        "soups": SOUPS_REPORT,
+        "rws": RWS_REPORT,
+        "distill": DISTILL_REPORT,
+        "cost": COST_REPORT,
+        "findings": FINDINGS_REPORT,
+    }
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text(encoding="utf-8")
+    wired = re.search(r"^REPORT = \{(.*?)^\}$", common, re.M | re.S).group(1)
+    assert dict(re.findall(r'"(\w+)": (\w+)', wired)) == {k: f"{k.upper()}_REPORT" for k in sections}
+    return sections
+
+
+def test_report_items_have_a_study_folder_and_one_label():
+    from robustsoup.lp.captions import soup_line_label
+    from robustsoup.report.captions import report_place
+
+    sections = _report_sections()
+    place = report_place(sections, "rws", "Tables", "rws_table1")
     assert place == {
         "category": "3. Robust weight signatures",
         "subcategory": "Tables",
-        "labels": {"result": REPORT_LABELS["rws_table1"]},
+        "labels": {"result": sections["rws"].labels["rws_table1"]},
     }
-    assert report_place("soups", "Figures", "soup_line", "x")["labels"] == {"result": "x"}
+    assert report_place(sections, "soups", "Figures", "soup_line", "x")["labels"] == {"result": "x"}
     assert soup_line_label("linf", "linf-l2") == "Soups on the line L∞ parent – L∞→L2 fine-tune"
-    assert sorted(REPORT_CATEGORIES.values()) == list(REPORT_CATEGORIES.values())  # numbered in reading order
-    with pytest.raises(KeyError, match="add it to robustsoup.report.captions"):
-        report_place("rws", "Tables", "no_such_table")
+    categories = [section.category for section in sections.values()]
+    assert sorted(categories) == categories  # numbered in reading order
+    with pytest.raises(KeyError, match="add it to the study's ReportSection"):
+        report_place(sections, "rws", "Tables", "no_such_table")
     with pytest.raises(KeyError, match="expected a study in"):
-        report_place("no_study", "Tables", "accuracy")
+        report_place(sections, "no_study", "Tables", "accuracy")
 
 
 def test_every_report_caption_file_exists_and_every_label_has_one():
-    from robustsoup.report.captions import REPORT_LABELS
-
     captions = REPO / "workflow" / "report"
-    for name in [*REPORT_LABELS, "soup_line", "data_csv"]:
+    labels = [name for section in _report_sections().values() for name in section.labels]
+    assert len(labels) == len(set(labels))  # one label per caption name
+    for name in [*labels, "soup_line", "data_csv"]:
         assert (captions / f"{name}.rst").read_text(encoding="utf-8").strip(), name
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+import sys
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from robustsoup.models import (
     network_forbidden,
     zoo_weights_path,
 )
-from robustsoup.models.zoo import NetworkForbidden, build_zoo_architecture, install_autoattack_alias
+from robustsoup.models.zoo import NetworkForbidden, autoattack_alias, build_zoo_architecture
 
 
 @pytest.fixture
@@ -51,8 +53,9 @@ def test_registry_has_the_papers_architectures():
 
 
 def test_wrn28_matches_the_robustbench_parameter_layout():
-    install_autoattack_alias()
-    from robustbench.model_zoo.architectures.wide_resnet import WideResNet as Reference
+    with autoattack_alias():  # RobustBench's __init__ imports autoattack, which PyPI calls pyautoattack
+        from robustbench.model_zoo.architectures.wide_resnet import WideResNet as Reference
+    assert "autoattack" not in sys.modules and importlib.util.find_spec("autoattack") is None  # not global
 
     torch.manual_seed(0)
     reference = Reference(depth=28, widen_factor=1).eval()

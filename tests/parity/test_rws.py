@@ -23,15 +23,11 @@ import pytest
 import torch
 from parity_golden import load_npz, rws_states
 
-from robustsoup.rws.signatures import (
-    compose,
-    dequantize_tensor,
-    extract_signature,
-    patched_state,
-    plan_layers,
-    quantize_signatures,
-    quantize_tensor,
-)
+from robustsoup.rws.extract import extract_signature
+from robustsoup.rws.layers import plan_layers
+from robustsoup.rws.patching import patched_state
+from robustsoup.rws.quantize import dequantize_tensor, quantize_signatures, quantize_tensor
+from robustsoup.rws.signatures import compose
 
 GOLDEN, META = load_npz("rws_patching")
 IDENTITY = {"architecture": "reference-layout", "model_kwargs": {}, "dataset": "cifar10", "num_classes": 10}

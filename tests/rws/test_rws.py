@@ -13,39 +13,28 @@ import torch
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
 from robustsoup.config import ConfigError, resolve_config
 from robustsoup.rws.config import deploy_variant, quantized_variants, variant_label, variant_suffix, variants
-from robustsoup.rws.signatures import (
-    SignatureError,
+from robustsoup.rws.detector import detector_probabilities, fit_detector
+from robustsoup.rws.extract import extract_signature, project_out
+from robustsoup.rws.layers import plan_layers, reference_layers, residual_unit, weight_layers
+from robustsoup.rws.patching import (
     apply_signatures,
-    compose,
-    dequantize_tensor,
-    extract_signature,
-    load_signature,
-    pack_codes,
     patch_checkpoint,
     patched,
     patched_state,
-    plan_layers,
-    project_out,
+    state_digest,
+    unpatch_checkpoint,
+)
+from robustsoup.rws.quantize import (
+    dequantize_tensor,
+    pack_codes,
     quantize,
     quantize_signatures,
     quantize_tensor,
-    reference_layers,
-    rescale,
-    residual_unit,
-    save_signature,
-    state_digest,
-    storage_bytes,
     unpack_codes,
-    unpatch_checkpoint,
-    weight_layers,
 )
-from robustsoup.rws.stages import (
-    check_rws_config,
-    detector_probabilities,
-    expert_selection,
-    fit_detector,
-    quantize_rws,
-)
+from robustsoup.rws.signature_file import load_signature, save_signature, storage_bytes
+from robustsoup.rws.signatures import SignatureError, compose, rescale
+from robustsoup.rws.stages import check_rws_config, expert_selection, quantize_rws
 
 from conftest import finetuned_like as _perturbed
 from conftest import tiny_meta
@@ -287,7 +276,6 @@ def test_rws_config_cross_checks_name_the_key():
     for change, key in [
         ({"corruptions": ["gaussian_noise", "snowfall"]}, "rws.corruptions"),
         ({"eval_severities": [1, 3]}, "rws.eval_severities"),
-        ({"deploy_bits": 4}, "rws.deploy_bits"),
         ({"deploy": "4levels"}, "rws.deploy"),
         ({"levels": [], "deploy": "16levels"}, "rws.deploy"),
         ({"compose": ["fog", "frost"]}, "rws.compose"),
@@ -476,9 +464,10 @@ def test_variant_names_labels_and_deploy_follow_the_config():
     assert variant_label("8levels", 5) == "Standard + RWS (shallow 5, 8 levels (3 bit))"
     assert variant_label("8bit", 5) == "Standard + RWS (shallow 5, 8-bit codes (256 levels))"
     assert variant_suffix("16levels") == "-16levels"
-    legacy = resolve_config({"rws": {"bits": [16, 8], "deploy_bits": 16}})
-    assert deploy_variant(legacy) == "16bit" and "16bit" in variants(legacy)
-    assert deploy_variant(resolve_config({"rws": {"deploy_bits": 32}})) == "shallow"
+    assert deploy_variant(resolve_config({"rws": {"bits": [16, 8], "deploy": "16bit"}})) == "16bit"
+    for bits in (16, 32):  # the removed spelling of rws.deploy is refused by name, with what to set instead
+        with pytest.raises(ConfigError, match=r"'rws\.deploy_bits' was removed; set rws\.deploy instead: <b>bit"):
+            resolve_config({"rws": {"bits": [16, 8], "deploy_bits": bits}})
 
 
 def test_quantize_rws_writes_every_variant_with_one_grid_over_the_experts(trio, tmp_path):
@@ -563,8 +552,8 @@ def test_reference_rule_patches_the_experts_mean_whatever_lambda(trio, tmp_path)
 def test_block_features_and_layer_norms_under_the_reference_rule(trio):
     from dataclasses import asdict
 
+    from robustsoup.rws.detector import ShallowFeatures
     from robustsoup.rws.report import layer_norms
-    from robustsoup.rws.stages import ShallowFeatures
 
     signature = _signature(trio, k=2, rule="reference")
     frame = layer_norms({"fog": json.loads(json.dumps(asdict(signature.meta)))})

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from robustsoup.models import build_model
-from robustsoup.rws.signatures import extract_signature, plan_layers, quantize_signatures
+from robustsoup.rws.extract import extract_signature
+from robustsoup.rws.layers import plan_layers
+from robustsoup.rws.quantize import quantize_signatures
 
 CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))
 

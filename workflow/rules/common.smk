@@ -6,7 +6,12 @@ from snakemake.exceptions import WorkflowError
 from robustsoup.config import ConfigError, write_resolved_config
 from robustsoup.data.check import check_run_data
 from robustsoup.paths import RunPaths, alternatives, asked_targets, resolve_run_config
-from robustsoup.report.captions import CSV_SUBCATEGORY, report_place, soup_line_label
+from robustsoup.distill.captions import DISTILL_REPORT
+from robustsoup.lp.captions import LP_REPORT, soup_line_label
+from robustsoup.report.captions import COST_REPORT, CSV_SUBCATEGORY, report_place
+from robustsoup.report.findings import FINDINGS_REPORT
+from robustsoup.rws.captions import RWS_REPORT
+from robustsoup.soups.captions import SOUPS_REPORT
 
 try:  # the schema, every cross-key check, and (in the main process) the data and weights files on disk
     config.update(resolve_run_config(config))
@@ -32,14 +37,26 @@ def job_threads():
         return 1
 
 
+# Each study's folder of the HTML report, declared beside its report (robustsoup.<study>.captions); the run
+# cost's and the findings' are the report package's own (robustsoup.report.captions, robustsoup.report.findings).
+REPORT = {
+    "lp": LP_REPORT,
+    "soups": SOUPS_REPORT,
+    "rws": RWS_REPORT,
+    "distill": DISTILL_REPORT,
+    "cost": COST_REPORT,
+    "findings": FINDINGS_REPORT,
+}
+
+
 def report_page(path, study, kind, name, label=None):
     """An .html page in Snakemake's report (it opens inline), captioned by report/<name>.rst."""
-    return report(path, caption=f"../report/{name}.rst", **report_place(study, kind, name, label))
+    return report(path, caption=f"../report/{name}.rst", **report_place(REPORT, study, kind, name, label))
 
 
 def report_csv(path, study, name):
     """A table's CSV in the report: a download, listed beside the table's page."""
-    return report(path, caption="../report/data_csv.rst", **report_place(study, CSV_SUBCATEGORY, name))
+    return report(path, caption="../report/data_csv.rst", **report_place(REPORT, study, CSV_SUBCATEGORY, name))
 
 
 wildcard_constraints:

@@ -124,11 +124,6 @@ def attack_plan(mode: str, norm: str, num_classes: int, n_iter: int = 100, n_res
     return AttackPlan(mode, STANDARD_ITERATIONS, 5, min(9, num_classes - 1), 5, schedule)
 
 
-def apgd_ce_name(n_iter: int, n_restarts: int) -> str:
-    """How the tables name the fast attack, e.g. ``apgd-ce(20it×1)``."""
-    return AttackPlan("fast", n_iter, n_restarts, 0, 0).name
-
-
 def attack_batch_size(setting: int | str, device: torch.device | str, image_size: int) -> int:
     """Points per evaluation attack batch for ``evaluate.batch_size`` (an integer, or ``auto``) on ``device``
     for square images of ``image_size`` px: ``auto`` is :data:`AUTO_BATCH_CPU` off CUDA, and on CUDA

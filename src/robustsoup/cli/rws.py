@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError
 from ..lineage import CLI_ADVICE
-from ..rws.signatures import SignatureError, patch_checkpoint, unpatch_checkpoint, unpatch_companion
+from ..rws.patching import patch_checkpoint, unpatch_checkpoint, unpatch_companion
+from ..rws.signatures import SignatureError
 from .args import check_output, parse_path_and_number, warn
 
 

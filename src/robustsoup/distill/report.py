@@ -24,6 +24,7 @@ from ..report.figures import save_figure
 from ..report.style import TWO_COLUMNS, footnote, house_style
 from ..report.tables import write_table
 from ..shifts import FAMILY_ORDER
+from .captions import DISTILL_REPORT
 from .config import CALIBRATION_LABELS
 
 BASE_ORDER = ("teacher", "student", "student-finetuned")
@@ -128,7 +129,7 @@ def write_distill_table(
             + ", on corrupted ones "
             + "/".join(f"{usage['corrupted'][h]:.0%}" for h in ("clean", "robust", "combined"))
         )
-    return write_table(table, stem, f"Robust distillation on {dataset}", note)
+    return write_table(table, stem, f"Robust distillation on {dataset}", note, DISTILL_REPORT.caption("distill"))
 
 
 # --------------------------------------------------------------------------- figure

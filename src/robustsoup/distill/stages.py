@@ -36,13 +36,14 @@ from ..evaluate import METRIC_COLUMNS, MetricLog, write_metrics
 from ..io import write_text_atomic
 from ..lineage import descend, start_record
 from ..models import build_pretrained
-from ..models.multihead import MultiHeadNet
+from ..models.multihead import HEADS, MultiHeadNet
 from ..progress import progress
 from ..train import distributed as dist_
 from ..train.policies import CleanInputs
 from ..train.run import count_parameters, launch_ranks, new_meta, settings_from, train_and_checkpoint
 from ..train.shared import shared_rows
-from .calibration import calibration_shifted
+from .augmentation import make_augmentation
+from .calibration import calibrate_thresholds, calibration_shifted
 from .config import (
     DISTILL_MODELS,
     FINETUNED,
@@ -53,20 +54,9 @@ from .config import (
     multihead_model_names,
     teacher_shift,
 )
-from .method import (
-    HEADS,
-    DistillSettings,
-    HeadSignals,
-    calibrate_thresholds,
-    distill_multihead,
-    freeze_for_distillation,
-    head_signals,
-    make_augmentation,
-    multihead_state_from_student,
-    predict_logits,
-    select_heads,
-    selected_predictions,
-)
+from .heads import HeadSignals, head_signals, select_heads, selected_predictions
+from .student import freeze_for_distillation, multihead_state_from_student
+from .training import DistillSettings, distill_multihead, predict_logits
 
 log = logging.getLogger(__name__)
 

@@ -42,6 +42,7 @@ from ..points import read_points, write_points
 from ..train.policies import make_input_policy
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
 from ..weights import affine_combination
+from .captions import LP_REPORT
 from .grid import grid_from_config, write_grid
 
 log = logging.getLogger(__name__)
@@ -329,6 +330,7 @@ def report_lp(
         table_stem,
         f"Clean and robust accuracy on {config['dataset']}",
         note + ". Cost: forward-backward passes per training image, epochs × (attack steps + 1)",
+        LP_REPORT.caption("accuracy"),
     )
     for (a, b), path in zip(config["soups"]["lines"], figure_paths):
         points = soup_line_points(metrics, grid, a, b)

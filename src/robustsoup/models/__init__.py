@@ -16,8 +16,8 @@ from .registry import (
 )
 from .zoo import (
     ZooError,
+    autoattack_alias,
     build_pretrained,
-    install_autoattack_alias,
     load_weights_file,
     load_zoo_model,
     network_forbidden,
@@ -30,10 +30,10 @@ __all__ = [
     "ZOO_PREFIX",
     "Normalized",
     "ZooError",
+    "autoattack_alias",
     "build_model",
     "build_pretrained",
     "input_statistics",
-    "install_autoattack_alias",
     "load_weights_file",
     "load_zoo_model",
     "network_forbidden",

@@ -10,10 +10,12 @@ and loading the weights run with the network switched off
 (timm-hosted weights, torchvision's pretrained ImageNet models) fails
 instead of reaching the network.
 
-RobustBench 1.1.1 imports ``autoattack``, which on PyPI is the package
-``pyautoattack``; :func:`install_autoattack_alias` maps the one name onto the
-other before RobustBench is imported. It also needs ``setuptools<81``
-(``pkg_resources``).
+RobustBench 1.1.1's package ``__init__`` imports ``robustbench.eval``, which
+imports ``autoattack`` and ``autoattack.state``: AutoAttack's name on GitHub,
+which on PyPI is the package ``pyautoattack``. So every ``robustbench``
+import (the zoo tables, the architectures) needs an alias the first time;
+:func:`autoattack_alias` maps the one name onto the other for the length of
+that import only. RobustBench also needs ``setuptools<81`` (``pkg_resources``).
 
 Local weights files (``model.weights``) load into any registry
 architecture: timm's ImageNet weights, and robust-finetuning's PreAct
@@ -113,22 +115,34 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
 
-def install_autoattack_alias() -> None:
-    """Make ``import autoattack`` (RobustBench) load ``pyautoattack`` (idempotent)."""
+def _aliased() -> set[str]:
+    return {name for name in sys.modules if name == "autoattack" or name.startswith("autoattack.")}
+
+
+@contextlib.contextmanager
+def autoattack_alias() -> Iterator[None]:
+    """Within the block, ``import autoattack[.x]`` loads the installed ``pyautoattack[.x]``; import RobustBench
+    inside it. On exit the finder and the ``autoattack`` names it added to ``sys.modules`` are gone again
+    (RobustBench keeps the objects it bound), so nothing outside the block sees the alias."""
+    if importlib.util.find_spec("pyautoattack") is None:
+        raise ZooError("RobustBench models need pyautoattack (pip install pyautoattack==0.2.0)")
+    before, finder = _aliased(), _AliasFinder()
+    sys.meta_path.insert(0, finder)
     try:
-        importlib.util.find_spec("pyautoattack")
-    except (ImportError, ValueError):  # pragma: no cover
-        raise ZooError("RobustBench models need pyautoattack (pip install pyautoattack==0.2.0)") from None
-    if "autoattack" in sys.modules or any(isinstance(f, _AliasFinder) for f in sys.meta_path):
-        return
-    sys.meta_path.insert(0, _AliasFinder())
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        for name in _aliased() - before:
+            del sys.modules[name]
 
 
 def _robustbench():
-    """RobustBench's zoo tables and enums (imported after the alias)."""
-    install_autoattack_alias()
+    """RobustBench's zoo tables and enums (imported under the alias)."""
     try:
-        with warnings.catch_warnings():  # RobustBench's imports warn about pkg_resources and timm paths
+        with (
+            autoattack_alias(),
+            warnings.catch_warnings(),
+        ):  # RobustBench's imports warn about pkg_resources and timm paths
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import write_text_atomic
+from .captions import COST_REPORT
 from .html import write_table_page
 
 # The last line of every job's log (robustsoup.snakemake_job.job_record): what it computed with and
@@ -117,7 +118,13 @@ def write_benchmarks_page(table: pd.DataFrame, path: str | Path) -> Path:
     )
     shown = table.rename(columns=lambda c: c.replace("_", " "))  # headers that wrap, so the page fits
     return write_table_page(
-        shown, path, "Run cost: wall time, memory and arithmetic per rule", note, index_name="rule", cell=_cell
+        shown,
+        path,
+        "Run cost: wall time, memory and arithmetic per rule",
+        note,
+        COST_REPORT.caption("benchmarks"),
+        index_name="rule",
+        cell=_cell,
     )
 
 

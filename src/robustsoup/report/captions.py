@@ -1,125 +1,69 @@
-"""What each table of a run shows, shown above it on its HTML page (keyed by the file's stem), and
-where each page and CSV file is listed in Snakemake's HTML report (the workflow's `report_page`).
+"""Where a report item is listed in Snakemake's HTML report, and the caption shown above a table's page.
+
+Plumbing that knows no study: each study declares its own :class:`ReportSection` beside its report
+(``robustsoup.<study>.captions``: its folder, the label of each item, its tables' captions), and the
+workflow (``workflow/rules/common.smk``) maps each study's name to its section for :func:`report_place`.
+The run-cost page, the report package's own, is :data:`COST_REPORT`.
 
 The table's own note, written from the data, says how its numbers were measured (ε, attack,
-image counts); these captions say what the table is and which paper's table it mirrors.
+image counts); the captions say what the table is and which paper's table it mirrors.
 """
 
 from __future__ import annotations
 
-from .labels import model_label
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-TABLE_CAPTIONS = {
-    "accuracy": (
-        "Clean and robust accuracy of the L∞ parent, its fine-tunes towards L2, L1 and nominal training, and "
-        "the soups on the configured lines, on the held-out test split. Robust accuracy per norm is measured "
-        "with AutoAttack's APGD (the attack, iterations, ε and number of images are named under the table); "
-        "union counts an image only if it is classified correctly clean and under every norm's attack. Cost: "
-        "epochs × (attack steps + 1) forward-backward passes per training image; total cost adds the parent's. "
-        "The counterpart of the robust-finetuning paper's tables (Croce & Hein 2022)."
-    ),
-    "soups_shifts": (
-        "Accuracy on held-out images of each distribution shift (clean data and the corruption families, each a "
-        "mixture of the configured corruptions and severities) for the base models, output ensembles (×2, ×4 "
-        "FLOPs), one single soup chosen for all shifts, and a soup chosen per shift on its first k adaptation "
-        "images by each selection method (grid search as in the paper; successive halving, greedy soup and "
-        "learned weights beyond it), and label-free selection (minimum entropy, agreement with the output "
-        "ensemble, BatchNorm-statistics distance, SHOT's information maximization) on the same k images "
-        "without labels, each with a '+ fallback' row that uses the base model most accurate on the clean "
-        "adaptation images where the label-free picks disagree; Δ columns give the gap to grid search and to "
-        "the best base model of each shift (an oracle). Forward passes count the soup × image evaluations the "
-        "choice spent. The counterpart of the soups paper's Table 1 (Croce et al. 2023)."
-    ),
-    "distill": (
-        "Robust distillation (Jain et al. 2023): clean accuracy and mean accuracy over the corruptions (and per "
-        "corruption family) of the robust teacher, the original student, the student fully fine-tuned with the "
-        "teacher's augmentation, and the multi-head student under each head-selection rule: ours (MC-dropout "
-        "uncertainty and the KL divergence between the clean and robust heads, thresholds chosen on the "
-        "adaptation split), always clean, always robust, always combined, and an oracle. The last columns give "
-        "the cost: trainable parameters and training time (wall and CPU seconds) against full fine-tuning."
-    ),
-    "rws_table1": (
-        "Robust Weight Signatures (Cai et al. 2023), the paper's Table 1: storage, clean accuracy (TA, after "
-        "removing the patch) and mean corruption accuracy (RA) of the standard model, the data-augmentation "
-        "baseline, all experts (oracle), and the standard model patched with signatures over all layers, the "
-        "shallow k layers and quantized, plus the oracle-free mode."
-    ),
-    "rws_table4": (
-        "Robust Weight Signatures, the paper's Table 4: per corruption, the standard model without and with its "
-        "signature (the deployed variant), with the expert and the data-augmentation baseline for reference."
-    ),
-    "rws_oracle_free": (
-        "Oracle-free patching: how often a corruption classifier on shallow features picks the right signature "
-        "for a batch, and the accuracy that buys against the oracle (the right signature always) and the "
-        "unpatched standard model."
-    ),
-    "rws_transfer": (
-        "Transfer: signatures extracted against the standard model, patched onto other standard models of the "
-        "same architecture (another seed, with its own or the shared initialization): does the gain carry over?"
-    ),
-    "findings": (
-        "The papers' findings F1–F5 as verdicts this run computes: one row per checkable claim, with the "
-        "paper's number where the setting is the paper's, ours, the effect, a 95 % paired bootstrap interval "
-        "over the test images, n, the seeds and whether the claim holds."
-    ),
-    "benchmarks": (
-        "What the run cost: wall time and peak memory (max RSS) of every job, from Snakemake's benchmark files, "
-        "summed per rule, with the arithmetic (precision, memory format) and CPU the jobs ran with."
-    ),
-}
-
-
-# Snakemake's HTML report: one folder (category) per study, numbered in reading order; within it the
-# pages (subcategory "Tables" or "Figures") and the tables' CSV files, each listed under one label.
-REPORT_CATEGORIES = {
-    "lp": "1. Robust fine-tuning",
-    "soups": "2. Model soups",
-    "rws": "3. Robust weight signatures",
-    "distill": "4. Robust distillation",
-    "cost": "5. Run cost",
-    "findings": "6. Findings",
-}
+# Each table's CSV file is listed under this subcategory, beside the table's page.
 CSV_SUBCATEGORY = "Tables (CSV download)"
-# The label of each report item, by its caption's name (workflow/report/<name>.rst).
-REPORT_LABELS = {
-    "accuracy": "Clean and robust accuracy per model",
-    "soups_shifts": "Soups per distribution shift",
-    "soup_composition": "Composition of the soup chosen per shift",
-    "soup_ternary": "Soups of three fine-tunes (ternary)",
-    "rws_table1": "Storage, clean and corruption accuracy (Table 1)",
-    "rws_table4": "Per corruption, without and with the signature (Table 4)",
-    "rws_oracle_free": "Oracle-free patching",
-    "rws_transfer": "Signatures transferred to other standard models",
-    "rws_lambda": "Accuracy against the coefficient λ",
-    "rws_layer_norms": "Signature norm per layer",
-    "rws_compose": "Two signatures composed",
-    "distill": "Accuracy and cost per model",
-    "distill_figure": "Accuracy and cost per model at a glance",
-    "benchmarks": "Wall time and memory per rule",
-    "findings": "The papers' claims, checked (F1–F5)",
-}
 
 
-def report_place(study: str, subcategory: str, name: str, label: str | None = None) -> dict:
-    """Where a report item is listed: its study's category, ``subcategory`` and one label, ``label`` or
-    :data:`REPORT_LABELS` of ``name``."""
-    if study not in REPORT_CATEGORIES or (label is None and name not in REPORT_LABELS):
+@dataclass(frozen=True)
+class ReportSection:
+    """One folder (category) of Snakemake's HTML report: a study's, or the run cost's.
+
+    ``category`` is numbered in reading order (``"3. Robust weight signatures"``); ``labels`` gives
+    the label of each report item by its caption's name (``workflow/report/<name>.rst``);
+    ``captions`` the caption shown above each table's HTML page, by the table file's stem.
+    """
+
+    category: str
+    labels: Mapping[str, str]
+    captions: Mapping[str, str] = field(default_factory=dict)
+
+    def caption(self, stem: str) -> str:
+        """The caption of the table file ``<stem>.html`` (empty for a table without one)."""
+        return self.captions.get(stem, "")
+
+
+def report_place(
+    sections: Mapping[str, ReportSection], study: str, subcategory: str, name: str, label: str | None = None
+) -> dict:
+    """Where a report item is listed: the category of ``sections[study]``, ``subcategory`` and one label,
+    ``label`` or the section's label of ``name``."""
+    section = sections.get(study)
+    if section is None or (label is None and name not in section.labels):
         raise KeyError(
-            f"report item {name!r} of study {study!r}: expected a study in {sorted(REPORT_CATEGORIES)} and a "
-            f"name in {sorted(REPORT_LABELS)} (or a label); add it to robustsoup.report.captions"
+            f"report item {name!r} of study {study!r}: expected a study in {sorted(sections)} and a name in "
+            f"{sorted(section.labels) if section else []} (or a label); add it to the study's ReportSection "
+            "(robustsoup.<study>.captions)"
         )
     return {
-        "category": REPORT_CATEGORIES[study],
+        "category": section.category,
         "subcategory": subcategory,
-        "labels": {"result": label or REPORT_LABELS[name]},
+        "labels": {"result": label or section.labels[name]},
     }
 
 
-def soup_line_label(a: str, b: str) -> str:
-    """The report label of the soup-line figure from model ``a`` to ``b``."""
-    return f"Soups on the line {model_label(a)} – {model_label(b)}"
-
-
-def table_caption(stem: str) -> str:
-    """The caption of the table file ``<stem>.html`` (empty for a table without one)."""
-    return TABLE_CAPTIONS.get(stem, "")
+COST_REPORT = ReportSection(
+    category="5. Run cost",
+    labels={
+        "benchmarks": "Wall time and memory per rule",
+    },
+    captions={
+        "benchmarks": (
+            "What the run cost: wall time and peak memory (max RSS) of every job, from Snakemake's benchmark files, "
+            "summed per rule, with the arithmetic (precision, memory format) and CPU the jobs ran with."
+        ),
+    },
+)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..io import write_text_atomic
 from ..points import read_keyed_points, read_points
+from .captions import ReportSection
 from .html import write_table_page
 
 CONFIDENCE = 0.95
@@ -270,33 +271,42 @@ def findings_frame(per_seed: Mapping[str, Sequence[Claim]]) -> pd.DataFrame:
     return pd.DataFrame(findings_rows(per_seed), columns=FINDING_COLUMNS)
 
 
-def findings_caption() -> str:
-    return (
-        "One row per checkable part of the papers' findings (F1 robust fine-tuning, F2 soups along a line, "
-        "F3 soups per shift, F4 robust weight signatures, F5 robust distillation). ours: the numbers compared "
-        "(%), from metrics/all.tsv; effect: their difference in points (for 'recovers 90 %' claims, the "
-        "fine-tune minus 90 % of the reference); CI: the 95 % percentile interval of a paired bootstrap "
-        f"({RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}) over the test images of the per-point files, each "
-        "resample the same images for every model (the test split and its corrupted copies together). "
-        "Verdict: holds when the whole interval lies above the threshold (points; 0 unless the claim names "
-        "one, e.g. −1 for 'within 1 point'), does not hold when it lies below, inconclusive when it contains "
-        "the threshold; 'not computed' says why a part could not be checked in this run. Thresholds: "
-        "F1 fine-tune > parent in its norm (0) and ≥ 90 % of the from-scratch reference (0 on fine-tune − "
-        "0.9 × reference); F2 best interior soup > each end in union accuracy (0), best extrapolated soup > "
-        "best soup within the line (0); F3 per-shift soups > each comparator (0); F4 RWS > standard and > "
-        "augmentation in mean corruption accuracy (0), standard TA > augmentation's (0), unpatching changes "
-        "no prediction (exact); F5 clean accuracy within 1 point of the student (−1), corruption accuracy > "
-        "the student's (0) and within 1 point of full fine-tuning's (−1). Best soups are picked on the same "
-        "test points, so their intervals are optimistic. paper: the paper's difference where our setting is "
-        "its (soups poster table on ImageNet, RWS Table 4 on CIFAR-10/100), else empty. With several seeds "
-        "(one run each), the effect is their mean and every resample also draws the seeds with replacement, "
-        "so the interval carries the spread across seeds."
-    )
+# The findings' folder of Snakemake's HTML report (it spans the studies, so it is the report package's own,
+# like the run cost's); the workflow maps "findings" to it (``REPORT`` in workflow/rules/common.smk).
+FINDINGS_REPORT = ReportSection(
+    category="6. Findings",
+    labels={
+        "findings": "The papers' claims, checked (F1–F5)",
+    },
+    captions={
+        "findings": (
+            "One row per checkable part of the papers' findings (F1 robust fine-tuning, F2 soups along a line, "
+            "F3 soups per shift, F4 robust weight signatures, F5 robust distillation). ours: the numbers compared "
+            "(%), from metrics/all.tsv; effect: their difference in points (for 'recovers 90 %' claims, the "
+            "fine-tune minus 90 % of the reference); CI: the 95 % percentile interval of a paired bootstrap "
+            f"({RESAMPLES:,} resamples, seed {BOOTSTRAP_SEED}) over the test images of the per-point files, each "
+            "resample the same images for every model (the test split and its corrupted copies together). "
+            "Verdict: holds when the whole interval lies above the threshold (points; 0 unless the claim names "
+            "one, e.g. −1 for 'within 1 point'), does not hold when it lies below, inconclusive when it contains "
+            "the threshold; 'not computed' says why a part could not be checked in this run. Thresholds: "
+            "F1 fine-tune > parent in its norm (0) and ≥ 90 % of the from-scratch reference (0 on fine-tune − "
+            "0.9 × reference); F2 best interior soup > each end in union accuracy (0), best extrapolated soup > "
+            "best soup within the line (0); F3 per-shift soups > each comparator (0); F4 RWS > standard and > "
+            "augmentation in mean corruption accuracy (0), standard TA > augmentation's (0), unpatching changes "
+            "no prediction (exact); F5 clean accuracy within 1 point of the student (−1), corruption accuracy > "
+            "the student's (0) and within 1 point of full fine-tuning's (−1). Best soups are picked on the same "
+            "test points, so their intervals are optimistic. paper: the paper's difference where our setting is "
+            "its (soups poster table on ImageNet, RWS Table 4 on CIFAR-10/100), else empty. With several seeds "
+            "(one run each), the effect is their mean and every resample also draws the seeds with replacement, "
+            "so the interval carries the spread across seeds."
+        ),
+    },
+)
 
 
 def findings_markdown(frame: pd.DataFrame) -> str:
     columns = ["finding", "claim", "paper", "ours", "effect", "95 % CI", "n", "seeds", "verdict", "note"]
-    lines = [f"# {FINDINGS_TITLE}", "", findings_caption(), "", "| " + " | ".join(columns) + " |"]
+    lines = [f"# {FINDINGS_TITLE}", "", FINDINGS_REPORT.caption("findings"), "", "| " + " | ".join(columns) + " |"]
     lines.append("|" + "---|" * len(columns))
     for row in frame.itertuples(index=False):
         cells = [row.finding, row.claim, row.paper, row.ours, _number(row.effect), _interval(row), row.n]
@@ -329,7 +339,12 @@ def write_findings(frame: pd.DataFrame, csv_path, md_path, html_path) -> list[Pa
     write_text_atomic(csv_path, frame.to_csv(index=False))
     write_text_atomic(md_path, findings_markdown(frame))
     page = write_table_page(
-        display_table(frame), html_path, FINDINGS_TITLE, caption=findings_caption(), index_name="finding", cell=_cell
+        display_table(frame),
+        html_path,
+        FINDINGS_TITLE,
+        caption=FINDINGS_REPORT.caption("findings"),
+        index_name="finding",
+        cell=_cell,
     )
     return [Path(csv_path), Path(md_path), page]
 

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from ..io import write_text_atomic
-from .captions import table_caption
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
@@ -198,17 +197,15 @@ def write_table_page(
     path: str | Path,
     title: str,
     note: str = "",
-    caption: str | None = None,
+    caption: str = "",
     index_name: str | None = None,
     cell: Callable[[str, object], str] = format_cell,
 ) -> Path:
     """Write :func:`table_page` to ``path`` (.html) atomically; return the path.
 
-    ``caption`` defaults to the run's caption for that table (:data:`.captions.TABLE_CAPTIONS`,
-    by the file's stem: ``tables/accuracy.html`` → ``accuracy``).
+    ``caption``: what the table is, from its study's :class:`~robustsoup.report.captions.ReportSection`.
     """
     path = Path(path)
-    caption = table_caption(path.stem) if caption is None else caption
     write_text_atomic(path, table_page(table, title, note, caption, index_name, cell))
     return path
 

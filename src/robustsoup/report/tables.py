@@ -56,12 +56,14 @@ def to_markdown(table: pd.DataFrame, title: str, note: str) -> str:
     return "\n".join(lines)
 
 
-def write_table(table: pd.DataFrame, stem: str | Path, title: str, note: str) -> list[Path]:
-    """Write ``stem.csv``, ``stem.md`` and ``stem.html`` (the page Snakemake's report shows inline)
-    atomically; return the three paths."""
+def write_table(table: pd.DataFrame, stem: str | Path, title: str, note: str, caption: str = "") -> list[Path]:
+    """Write ``stem.csv``, ``stem.md`` and ``stem.html`` (the page Snakemake's report shows inline, with
+    ``caption`` above the table) atomically; return the three paths."""
     stem = Path(stem)
     csv_path, md_path = stem.with_suffix(".csv"), stem.with_suffix(".md")
     write_text_atomic(csv_path, table.to_csv())
     write_text_atomic(md_path, to_markdown(table, title, note))
-    html_path = write_table_page(table, stem.with_suffix(".html"), title, f"Accuracy in %. {note}.", index_name="model")
+    html_path = write_table_page(
+        table, stem.with_suffix(".html"), title, f"Accuracy in %. {note}.", caption, index_name="model"
+    )
     return [csv_path, md_path, html_path]

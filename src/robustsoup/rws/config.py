@@ -12,7 +12,7 @@ from ..config import ConfigError
 from ..data.corruptions import CORRUPTIONS
 
 INIT = "init"
-LAYER_RULES = ("ours", "reference")  # rws.layer_rule: which tensors a signature holds (see rws.signatures)
+LAYER_RULES = ("ours", "reference")  # rws.layer_rule: which tensors a signature holds (see rws.layers)
 QUANTIZATION_RANGES = ("signature", "experts")  # [min, max] per tensor of each signature, or per key over all
 MAX_LEVELS = 1 << 16  # packed codes of up to 16 bits
 
@@ -92,13 +92,8 @@ def variant_label(variant: str, k: int) -> str:
 
 
 def deploy_variant(config: Mapping) -> str:
-    """The variant used by Table 4, the λ sweep, composition, the oracle-free mode and transfer:
-    ``rws.deploy``, or the one the deprecated ``rws.deploy_bits`` names when it is set."""
-    rws = config["rws"]
-    bits = rws.get("deploy_bits")
-    if bits is not None:
-        return "shallow" if bits == 32 else f"{bits}bit"
-    return rws["deploy"]
+    """The variant used by Table 4, the λ sweep, composition, the oracle-free mode and transfer: ``rws.deploy``."""
+    return config["rws"]["deploy"]
 
 
 def check_rws_config(config: Mapping) -> None:
@@ -134,11 +129,6 @@ def check_rws_config(config: Mapping) -> None:
             raise ConfigError(f"config key 'rws.levels': {levels_problem(n)}")
     deploy, choices = deploy_variant(config), ["shallow", *quantized_variants(config)]
     if deploy not in choices:
-        if rws.get("deploy_bits") is not None:
-            raise ConfigError(
-                f"config key 'rws.deploy_bits': {rws['deploy_bits']} is neither 32 nor one of rws.bits {rws['bits']} "
-                f"(rws.deploy_bits is deprecated: set rws.deploy to one of {choices})"
-            )
         raise ConfigError(
             f"config key 'rws.deploy': {deploy!r} is not a signature this run makes; expected one of {choices} "
             f"(shallow: float32; <L>levels for L in rws.levels {rws['levels']}; <b>bit for b in rws.bits {rws['bits']})"

@@ -34,6 +34,7 @@ from ..report.style import (
     sequential,
     shared_limits,
 )
+from .captions import RWS_REPORT
 from .config import (
     compose_name,
     compound_name,
@@ -47,7 +48,7 @@ from .config import (
     variant_suffix,
     variants,
 )
-from .signatures import storage_bytes
+from .signature_file import storage_bytes
 
 MB = 1e6
 
@@ -287,10 +288,11 @@ def write_table(
     table: pd.DataFrame, csv_path, md_path, html_path, title: str, note: str, index_name: str
 ) -> list[Path]:
     """Write an RWS table as CSV (full precision), Markdown and an HTML page for the report (the same cells
-    as the Markdown, with the table's caption of :mod:`robustsoup.report.captions`); return the paths."""
+    as the Markdown, with the caption :mod:`.captions` gives the page's stem); return the paths."""
     write_text_atomic(csv_path, table.to_csv(float_format="%.6g"))
     write_text_atomic(md_path, _markdown(table, title, note, index_name))
-    page = write_table_page(table, html_path, title, note, index_name=index_name, cell=_cell)
+    caption = RWS_REPORT.caption(Path(html_path).stem)
+    page = write_table_page(table, html_path, title, note, caption, index_name=index_name, cell=_cell)
     return [Path(csv_path), Path(md_path), page]
 
 

@@ -43,6 +43,7 @@ from ..lineage import CONFIG_ADVICE, check_related
 from ..progress import Progress, progress
 from ..shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..train.run import model_identity
+from .captions import SOUPS_REPORT
 from .search import (
     LABEL_FREE_METHODS,
     SELECTION_METHODS,
@@ -577,7 +578,13 @@ def report_soups(
             ". mCE, relative mCE: ImageNet-C's mean corruption error and its drop from clean error, each "
             "normalised by AlexNet's (Hendrycks & Dietterich 2019), in %: AlexNet = 100, lower is better"
         )
-    written = write_table(table, table_stem, f"Soups per distribution shift on {config['dataset']}", note)
+    written = write_table(
+        table,
+        table_stem,
+        f"Soups per distribution shift on {config['dataset']}",
+        note,
+        SOUPS_REPORT.caption("soups_shifts"),
+    )
     written += plot_composition(selection, base_model_names(config), composition_path)
     if ternary_path is not None:
         spec = config["soups"]["ternary"]

@@ -2,7 +2,7 @@
 
 The loop knows nothing of the papers: pre-training, every fine-tune
 (:class:`SupervisedStep`, through :func:`train_model`) and the multi-head
-distillation (``robustsoup.distill.method.DistillStep``) are this loop with
+distillation (``robustsoup.distill.training.DistillStep``) are this loop with
 another step, policy, schedule and starting point. SGD with momentum and
 weight decay, a learning rate updated every iteration; the supervised step
 keeps the model in eval mode while the policy attacks and in train mode for
