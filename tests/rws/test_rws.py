@@ -294,6 +294,45 @@ def test_patch_and_unpatch_checkpoints_exactly(trio, tmp_path):
         unpatch_checkpoint(out, tmp_path / "again.safetensors")
 
 
+def test_a_truncated_signature_or_one_whose_sidecar_does_not_match_is_refused(trio, tmp_path):
+    fog = save_signature(tmp_path / "fog.safetensors", _signature(trio))
+    contrast = save_signature(tmp_path / "contrast.safetensors", _signature(trio, corruption="contrast", seed=3))
+    every = save_signature(tmp_path / "fog-all.safetensors", _signature(trio, k=None))
+    whole = fog.read_bytes()
+
+    def sidecar(path):
+        return json.loads(path.with_suffix(".json").read_text())
+
+    def pair(weights: bytes, meta: dict):
+        path = tmp_path / "pair.safetensors"
+        path.write_bytes(weights)
+        path.with_suffix(".json").write_text(json.dumps(meta))
+        return path
+
+    # cut short (a copy that stopped half-way): the sidecar's SHA-256 says so
+    with pytest.raises(SignatureError, match="does not match its sidecar's SHA-256: truncated or replaced"):
+        load_signature(pair(whole[: len(whole) // 2], sidecar(fog)))
+    # …and a sidecar without a hash (hand-written, or by an older writer): the file itself is unreadable
+    unhashed = {**sidecar(fog), "weights_sha256": ""}
+    with pytest.raises(SignatureError, match="is unreadable"):
+        load_signature(pair(whole[: len(whole) // 2], unhashed))
+    assert torch.equal(
+        load_signature(pair(whole, unhashed)).values["net.conv1.weight"], load_signature(fog).values["net.conv1.weight"]
+    )
+    # another signature's sidecar beside these weights
+    with pytest.raises(SignatureError, match="SHA-256"):
+        load_signature(pair(whole, sidecar(contrast)))
+    # a sidecar that lists a tensor with another shape, or not every tensor of the file (no hash to catch it)
+    reshaped = copy.deepcopy(unhashed)
+    reshaped["tensors"]["net.conv1.weight"]["shape"] = [4, 3, 9]
+    with pytest.raises(SignatureError, match=r"'net.conv1.weight' has shape \[4, 3, 3, 3\], sidecar says \[4, 3, 9\]"):
+        load_signature(pair(whole, reshaped))
+    with pytest.raises(SignatureError, match="lacks tensor"):
+        load_signature(pair(whole, {**sidecar(every), "weights_sha256": ""}))
+    with pytest.raises(SignatureError, match="holds tensors its sidecar does not list"):
+        load_signature(pair(every.read_bytes(), unhashed))
+
+
 def test_rws_config_cross_checks_name_the_key():
     config = resolve_config({})
     check_rws_config(config)
