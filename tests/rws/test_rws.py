@@ -40,6 +40,8 @@ from robustsoup.rws.signatures import (
     weight_layers,
 )
 from robustsoup.rws.stages import (
+    route_batches,
+    tune_lambda,
     check_rws_config,
     detector_probabilities,
     expert_selection,
@@ -365,6 +367,33 @@ def test_corruption_detector_separates_feature_clusters():
     probabilities = detector_probabilities(detector, held_out)
     assert (probabilities.argmax(1) == labels).float().mean() > 0.95
     assert probabilities.sum(1).sub(1).abs().max() < 1e-9
+
+
+def test_oracle_free_lambda_is_the_most_accurate_and_ties_go_to_the_smaller():
+    assert tune_lambda([3, 7, 5], [0.0, 0.5, 1.0]) == 0.5
+    assert tune_lambda([3, 7, 7, 2], [0.0, 0.5, 1.0, 2.0]) == 0.5  # a tie: the smaller λ
+    assert tune_lambda([7, 7, 7], [1.0, 2.0, 0.5]) == 0.5  # whatever the order rws.lambdas lists them in
+    assert tune_lambda([4, 4], [0.0, 1.0]) == 0.0  # no patch beats an equal patch
+
+
+def test_oracle_free_routes_each_batch_by_its_mean_probability():
+    classes = [("none", 0), ("fog", 3), ("contrast", 3)]
+    probabilities = torch.tensor(
+        [
+            [0.9, 0.1, 0.0],  # batch 1: clean
+            [0.8, 0.1, 0.1],
+            [0.7, 0.2, 0.1],
+            [0.3, 0.4, 0.3],  # batch 2: two images lean to fog, one is sure of contrast: the mean says contrast
+            [0.3, 0.4, 0.3],
+            [0.0, 0.0, 1.0],
+            [0.2, 0.7, 0.1],  # batch 3, short: one image
+        ],
+        dtype=torch.float64,
+    )
+    assert route_batches(probabilities, 3, classes) == [("none", 0), ("contrast", 3), ("fog", 3)]
+    assert route_batches(probabilities[:2], 3, classes) == [("none", 0)]
+    # one image per batch: each image's own argmax
+    assert route_batches(probabilities, 1, classes) == [classes[i] for i in probabilities.argmax(1).tolist()]
 
 
 def test_patch_and_unpatch_commands(trio, tmp_path, capsys):

@@ -577,6 +577,18 @@ def detector_probabilities(detector: Mapping[str, torch.Tensor], features: torch
     return torch.softmax(z @ detector["weight"] + detector["bias"], dim=1)
 
 
+def tune_lambda(correct: Sequence[int], lambdas: Sequence[float]) -> float:
+    """The λ of ``lambdas`` with the most ``correct`` images (one count per λ); ties → the smaller λ."""
+    return -max(zip(correct, (-coefficient for coefficient in lambdas)))[1]
+
+
+def route_batches(probabilities: torch.Tensor, batch_size: int, classes: Sequence) -> list:
+    """Per batch of ``batch_size`` consecutive images (the last may be short): the class of ``classes``
+    with the highest mean probability over the batch (its images' rows of ``probabilities``)."""
+    means = [part.mean(0) for part in probabilities.split(batch_size)]
+    return [classes[int(mean.argmax())] for mean in means]
+
+
 def rws_oracle_free(
     config: Mapping,
     standard_path,
@@ -637,8 +649,8 @@ def rws_oracle_free(
         scores = []
         for coefficient in rws["lambdas"]:
             with patched(model, [signatures[c]], [coefficient], identity):
-                scores.append((int(_correct(model, data, device).sum()), -coefficient))
-        best_lambda[(c, s)] = -max(scores)[1]
+                scores.append(int(_correct(model, data, device).sum()))
+        best_lambda[(c, s)] = tune_lambda(scores, rws["lambdas"])
         log.info("λ for %s severity %d on the adaptation split: %g", c, s, best_lambda[(c, s)])
 
     rows, detector_rows = [], []
@@ -648,8 +660,8 @@ def rws_oracle_free(
         auto, tuned = [], []
         right_type = right_both = batches = 0
         probabilities = detector_probabilities(detector, shallow(data))
-        for number, (xb, yb) in enumerate(_batches(data, device, batch)):
-            picked = classes[int(probabilities[number * batch : (number + 1) * batch].mean(0).argmax())]
+        picks = route_batches(probabilities, batch, classes)
+        for picked, (xb, yb) in zip(picks, _batches(data, device, batch), strict=True):
             batches += 1
             right_type += picked[0] == truth[0]
             right_both += picked == truth
