@@ -40,13 +40,13 @@ from robustsoup.rws.signatures import (
     weight_layers,
 )
 from robustsoup.rws.stages import (
-    route_batches,
-    tune_lambda,
     check_rws_config,
     detector_probabilities,
     expert_selection,
     fit_detector,
     quantize_rws,
+    route_batches,
+    tune_lambda,
 )
 
 from conftest import tiny_meta
