@@ -59,6 +59,8 @@ reproduce-cifar10 reproduce-imagenet: reproduce-%:
 	@echo "  results/$*/metrics/all.tsv                 every measurement, tidy"
 	@echo "  then: $(BIN)/snakemake --configfile config/presets/$*.yaml --report results/report.html"
 
+# Tests marked `ci` (slow) run in CI only: .ci/run calls `make test PYTEST_ARGS=`.
+PYTEST_ARGS ?= -m "not ci"
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

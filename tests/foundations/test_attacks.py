@@ -58,9 +58,14 @@ def test_apgd_fools_a_nominal_model_and_counts_per_point(norm, trained_model, di
     assert robust.float().mean() < clean.float().mean() - 0.3
 
 
-@pytest.mark.parametrize("norm, eps", [("Linf", 0.015), ("L2", 0.3), ("L1", 3.0)])
+@pytest.mark.parametrize(
+    "norm, eps",
+    [("Linf", 0.015), pytest.param("L2", 0.3, marks=pytest.mark.ci), pytest.param("L1", 3.0, marks=pytest.mark.ci)],
+)
 def test_training_apgd_is_as_strong_as_autoattack_apgd_ce(norm, eps, trained_model, digits_splits):
-    """Done-when of the training issue: robust accuracy ≤ pyautoattack APGD-CE's + 0.5 points."""
+    """Done-when of the training issue: robust accuracy ≤ pyautoattack APGD-CE's + 0.5 points, at 100 iterations
+    (~30 s a norm on 2 cores). `make test` checks L∞; CI checks L2 and L1 too (marked ``ci``). At 25
+    iterations the comparison does not hold for L2 (53.5 % against 52.5 %), so it is not shortened."""
     from robustsoup.attacks import apgd_train
 
     x, y = digits_splits["test"].as_float(200)

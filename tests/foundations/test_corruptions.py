@@ -235,7 +235,7 @@ def test_motion_blur_is_imagemagicks_one_sided_gaussian_ray():
 
 
 def test_own_implementation_matches_corrupt_tta_where_it_follows_the_reference():
-    pytest.importorskip("corrupt_tta")
+    # corrupt-tta is pinned in requirements.txt: a broken install must fail here, never skip
     from corrupt_tta import corruptions as ctta
 
     x = _images(1, 48, seed=3)

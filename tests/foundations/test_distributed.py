@@ -99,6 +99,8 @@ def test_gpus_must_match_the_processes_launched(monkeypatch):
 
 
 def test_two_ranks_train_the_weights_of_one_process_and_resume_after_a_kill(tmp_path):
+    """A kill, then a resume with the same number of ranks, with one process instead of two, and with two
+    instead of one (every rank then starts from the saved process's RNG and policy state)."""
     torch.set_num_threads(1)
     plain, plain_history = _train(False, None)
     synced, _ = _train(True, None)
@@ -113,7 +115,25 @@ def test_two_ranks_train_the_weights_of_one_process_and_resume_after_a_kill(tmp_
 
     state = torch.load(tmp_path / "run.resume.pt", weights_only=False)
     assert state["epoch"] == 1 and len(state["ranks"]) == 2
+    (tmp_path / "one" / "run.resume.pt").parent.mkdir()
+    (tmp_path / "one" / "run.resume.pt").write_bytes((tmp_path / "run.resume.pt").read_bytes())
     distributed.spawn(_resumed_run, 2, str(tmp_path))
     resumed = torch.load(tmp_path / "resumed.pt", weights_only=False)
     _close(resumed["resumed"], first["plain"], atol=0)
     assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in first["history"]]
+    # two ranks' state, resumed by one process: its epoch 2 is the uninterrupted run's
+    alone, alone_history = _train(False, None, resume_path=tmp_path / "one" / "run.resume.pt")
+    _close(alone, plain, atol=1e-6)
+    assert [r["epoch"] for r in alone_history] == [1, 2]
+    assert alone_history[0] == state["history"][0]  # epoch 1 restored as the two ranks recorded it (its seconds too)
+    # one process's state, resumed by two ranks
+    two = tmp_path / "two"
+    with pytest.raises(_Interrupted):
+        _train(False, None, resume_path=two / "run.resume.pt", stop_after=1)
+    saved = torch.load(two / "run.resume.pt", weights_only=False)
+    assert "ranks" not in saved
+    distributed.spawn(_resumed_run, 2, str(two))
+    grown = torch.load(two / "resumed.pt", weights_only=False)
+    _close(grown["resumed"], plain, atol=1e-6)
+    assert [r["epoch"] for r in grown["history"]] == [1, 2] and grown["history"][0] == saved["history"][0]
+    assert grown["history"][1]["loss"] == pytest.approx(plain_history[1]["loss"], abs=1e-6)

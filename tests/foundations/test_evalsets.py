@@ -234,19 +234,20 @@ def test_cue_conflict_is_scored_on_the_shape_category(tmp_path):
     split = ImageSplit(part.load(range(6)), part.labels, "cue-conflict", "test")
     rows, points = evaluate_clean(FixedLogits(one_hot_logits(predictions)), "m", split)
     assert points["correct"].tolist() == [1, 0, 0, 1, 1, 0] and rows["accuracy"].item() == pytest.approx(0.5)
-    # An ensemble of the same model twice scores the same (the scoring reads log mean probability).
-    models = [FixedLogits(one_hot_logits(predictions)), FixedLogits(one_hot_logits(predictions))]
-    assert ensemble_correct(models, split.images, split.labels, scoring=scoring_for("cue-conflict")).tolist() == [
-        True,
-        False,
-        False,
-        True,
-        True,
-        False,
-    ]
+    # An ensemble of two different models: the scoring reads log of the mean of their probabilities. On image 2
+    # (a bear) the first is sure of a cat (p ≈ 1), the second less sure of a bear (p ≈ 0.75): the mean
+    # probabilities give cat 0.5 / 6 classes < bear 0.37 / 4 classes, so the bear (the mean logits say cat).
+    first, second = one_hot_logits(predictions), one_hot_logits([294, 294, 385, 285, 555, 499])
+    first[1] *= 3
+    second[1] *= 0.8
+    cue = scoring_for("cue-conflict")
+    by_hand = cue.correct(((first.softmax(1) + second.softmax(1)) / 2).log(), split.labels)
+    together = ensemble_correct([FixedLogits(first), FixedLogits(second)], split.images, split.labels, scoring=cue)
+    assert torch.equal(together, by_hand) and together.tolist() == [True, True, False, True, True, False]
+    assert not cue.correct((first + second) / 2, split.labels)[1]
+    write_cue_conflict(tmp_path / "bad", per_category=1, categories=["bear"])
+    (tmp_path / "bad" / "zebra").mkdir()
     with pytest.raises(DataLayoutError, match="not classes of this data set"):
-        write_cue_conflict(tmp_path / "bad", per_category=1, categories=["bear"])
-        (tmp_path / "bad" / "zebra").mkdir()
         open_dataset("cue-conflict", tmp_path / "bad")["all"]
 
 

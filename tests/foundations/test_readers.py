@@ -308,6 +308,26 @@ def test_cifar10_c_rows_follow_hendrycks_severity_order(tmp_path):
     assert len(load_split(written["snow/2"]["test"])) == 4
 
 
+def test_cifar10_c_labels_of_the_wrong_length_are_refused_with_both_shapes(tmp_path):
+    """labels.npy must hold the test labels once per severity, as many rows as each corruption array."""
+    root = tmp_path / "CIFAR-10-C"
+    labels = write_hendrycks_npy(root, ["fog"], n=8)
+    np.save(root / "labels.npy", np.tile(labels, 5)[:-1])  # 39 rows: not 5·N
+    with pytest.raises(DataLayoutError, match=r"labels of shape \(5·N,\).*found int64 \(39,\)"):
+        open_dataset("cifar10-c", tmp_path)["fog/3"].load([0])
+    np.save(root / "labels.npy", np.tile(labels, 4).astype(np.int64)[:30])  # 5·6 rows, the arrays have 5·8
+    with pytest.raises(DataLayoutError, match=r"wrong shape: expected uint8 \(30, 32, 32, 3\).*found uint8 \(40, 32"):
+        open_dataset("cifar10-c", tmp_path)["fog/3"].load([0])
+    # the layout corrupt_split writes (read_corrupted_split) refuses the same files
+    from robustsoup.data.corruptions import read_corrupted_split
+
+    with pytest.raises(ValueError, match=r"expected uint8 of shape \(30, H, W, 3\).*found uint8 \(40, 32, 32, 3\)"):
+        read_corrupted_split(root, "fog", 3)
+    np.save(root / "labels.npy", np.tile(labels, 5)[:-1])
+    with pytest.raises(ValueError, match=r"expected integer labels of shape \(5·N,\).*found int64 \(39,\)"):
+        read_corrupted_split(root, "fog", 3)
+
+
 def test_imagenet_c_folders_by_corruption_and_severity(tmp_path):
     wnids = imagenet_sample(2)
     for s in range(1, 6):

@@ -99,6 +99,29 @@ def test_a_resume_state_of_other_settings_is_ignored(tmp_path):
     assert [r["epoch"] for r in history] == [1, 2]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "not a dict"])
+def test_a_corrupt_resume_state_is_ignored_with_a_warning_and_training_starts_afresh(tmp_path, caplog, damage):
+    """A state cut short by a crash mid-write (or overwritten) must not stop the job: it is ignored,
+    named in a warning, and the run starts from epoch 1 to the uninterrupted run's weights."""
+    uninterrupted, _, _ = _train("Linf", epochs=2)
+    state = tmp_path / "m.resume.pt"
+    with pytest.raises(Killed):
+        _train("Linf", epochs=2, resume_path=state, fingerprint="a", on_epoch_end=_kill_after(1))
+    good = state.read_bytes()
+    if damage == "truncated":
+        state.write_bytes(good[: len(good) // 2])
+    elif damage == "garbage":
+        state.write_bytes(b"\x00not a torch file" * 10)
+    else:
+        torch.save(["a", "list"], state)
+    with caplog.at_level("WARNING", logger="robustsoup"):
+        resumed, history, _ = _train("Linf", epochs=2, resume_path=state, fingerprint="a")
+    assert str(state) in caplog.text and "starting from the first epoch" in caplog.text
+    assert [r["epoch"] for r in history] == [1, 2]
+    for key, tensor in uninterrupted.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[key]), key
+
+
 def _scripted_best(scores, first_epoch=1):
     """A BestEpoch whose score after epoch e is scores[e - 1] (a run resumed after epoch k: first_epoch k + 1)."""
     epochs = iter(range(first_epoch - 1, len(scores)))
@@ -188,10 +211,25 @@ def test_a_diverging_loss_stops_training_with_a_message():
 def test_bf16_and_channels_last_train_and_return_a_float32_model():
     torch.manual_seed(0)
     model = tiny_meta().build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     settings = TrainSettings(epochs=1, lr=0.1, batch_size=16, precision="bf16", channels_last=True)
-    train_model(model, _data(), make_input_policy("Linf", EPS, 2), settings, torch.device("cpu"))
+    record = {}
+    assert settings.resolved(torch.device("cpu"), record, model).precision == "bf16"
+    assert record["precision"] == "bf16" and record["memory_format"] == "channels_last"
+    seen = []  # the stem's input layout and output dtype in every training forward pass (train mode)
+
+    def stem(module, inputs, output):
+        if module.training:
+            seen.append((inputs[0].is_contiguous(memory_format=torch.channels_last), output.dtype))
+
+    hook = model.net.conv1.register_forward_hook(stem)
+    history = train_model(model, _data(), make_input_policy("Linf", EPS, 2), settings, torch.device("cpu"))
+    hook.remove()
+    assert len(seen) == 3 and set(seen) == {(True, torch.bfloat16)}  # 48 images in batches of 16, all in bf16
     assert all(t.dtype == torch.float32 for t in model.state_dict().values() if t.is_floating_point())
     assert model.net.conv1.weight.is_contiguous()
+    changed = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert "net.conv1.weight" in changed and "net.linear.weight" in changed and len(history) == 1
 
 
 def test_corruption_augmentation_is_seeded_and_keeps_a_clean_fraction():

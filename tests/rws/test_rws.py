@@ -13,7 +13,7 @@ import torch
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
 from robustsoup.config import ConfigError, resolve_config
 from robustsoup.rws.config import deploy_variant, quantized_variants, variant_label, variant_suffix, variants
-from robustsoup.rws.detector import detector_probabilities, fit_detector
+from robustsoup.rws.detector import detector_probabilities, fit_detector, route_batches, tune_lambda
 from robustsoup.rws.extract import extract_signature, project_out
 from robustsoup.rws.layers import plan_layers, reference_layers, residual_unit, weight_layers
 from robustsoup.rws.patching import (
@@ -270,6 +270,45 @@ def test_patch_and_unpatch_checkpoints_exactly(trio, tmp_path):
         unpatch_checkpoint(out, tmp_path / "again.safetensors")
 
 
+def test_a_truncated_signature_or_one_whose_sidecar_does_not_match_is_refused(trio, tmp_path):
+    fog = save_signature(tmp_path / "fog.safetensors", _signature(trio))
+    contrast = save_signature(tmp_path / "contrast.safetensors", _signature(trio, corruption="contrast", seed=3))
+    every = save_signature(tmp_path / "fog-all.safetensors", _signature(trio, k=None))
+    whole = fog.read_bytes()
+
+    def sidecar(path):
+        return json.loads(path.with_suffix(".json").read_text())
+
+    def pair(weights: bytes, meta: dict):
+        path = tmp_path / "pair.safetensors"
+        path.write_bytes(weights)
+        path.with_suffix(".json").write_text(json.dumps(meta))
+        return path
+
+    # cut short (a copy that stopped half-way): the sidecar's SHA-256 says so
+    with pytest.raises(SignatureError, match="does not match its sidecar's SHA-256: truncated or replaced"):
+        load_signature(pair(whole[: len(whole) // 2], sidecar(fog)))
+    # …and a sidecar without a hash (hand-written, or by an older writer): the file itself is unreadable
+    unhashed = {**sidecar(fog), "weights_sha256": ""}
+    with pytest.raises(SignatureError, match="is unreadable"):
+        load_signature(pair(whole[: len(whole) // 2], unhashed))
+    assert torch.equal(
+        load_signature(pair(whole, unhashed)).values["net.conv1.weight"], load_signature(fog).values["net.conv1.weight"]
+    )
+    # another signature's sidecar beside these weights
+    with pytest.raises(SignatureError, match="SHA-256"):
+        load_signature(pair(whole, sidecar(contrast)))
+    # a sidecar that lists a tensor with another shape, or not every tensor of the file (no hash to catch it)
+    reshaped = copy.deepcopy(unhashed)
+    reshaped["tensors"]["net.conv1.weight"]["shape"] = [4, 3, 9]
+    with pytest.raises(SignatureError, match=r"'net.conv1.weight' has shape \[4, 3, 3, 3\], sidecar says \[4, 3, 9\]"):
+        load_signature(pair(whole, reshaped))
+    with pytest.raises(SignatureError, match="lacks tensor"):
+        load_signature(pair(whole, {**sidecar(every), "weights_sha256": ""}))
+    with pytest.raises(SignatureError, match="holds tensors its sidecar does not list"):
+        load_signature(pair(every.read_bytes(), unhashed))
+
+
 def test_rws_config_cross_checks_name_the_key():
     config = resolve_config({})
     check_rws_config(config)
@@ -296,8 +335,38 @@ def test_corruption_detector_separates_feature_clusters():
     labels = torch.arange(3).repeat_interleave(40)
     features = centers[labels] + 0.5 * torch.randn(120, 3, generator=generator)
     detector = fit_detector(features, labels, 3, weight_decay=1e-3, steps=50)
-    accuracy = (detector_probabilities(detector, features).argmax(1) == labels).float().mean()
-    assert accuracy > 0.95
+    # held-out points of the same clusters, drawn afresh
+    held_out = centers[labels] + 0.5 * torch.randn(120, 3, generator=generator)
+    probabilities = detector_probabilities(detector, held_out)
+    assert (probabilities.argmax(1) == labels).float().mean() > 0.95
+    assert probabilities.sum(1).sub(1).abs().max() < 1e-9
+
+
+def test_oracle_free_lambda_is_the_most_accurate_and_ties_go_to_the_smaller():
+    assert tune_lambda([3, 7, 5], [0.0, 0.5, 1.0]) == 0.5
+    assert tune_lambda([3, 7, 7, 2], [0.0, 0.5, 1.0, 2.0]) == 0.5  # a tie: the smaller λ
+    assert tune_lambda([7, 7, 7], [1.0, 2.0, 0.5]) == 0.5  # whatever the order rws.lambdas lists them in
+    assert tune_lambda([4, 4], [0.0, 1.0]) == 0.0  # no patch beats an equal patch
+
+
+def test_oracle_free_routes_each_batch_by_its_mean_probability():
+    classes = [("none", 0), ("fog", 3), ("contrast", 3)]
+    probabilities = torch.tensor(
+        [
+            [0.9, 0.1, 0.0],  # batch 1: clean
+            [0.8, 0.1, 0.1],
+            [0.7, 0.2, 0.1],
+            [0.3, 0.4, 0.3],  # batch 2: two images lean to fog, one is sure of contrast: the mean says contrast
+            [0.3, 0.4, 0.3],
+            [0.0, 0.0, 1.0],
+            [0.2, 0.7, 0.1],  # batch 3, short: one image
+        ],
+        dtype=torch.float64,
+    )
+    assert route_batches(probabilities, 3, classes) == [("none", 0), ("contrast", 3), ("fog", 3)]
+    assert route_batches(probabilities[:2], 3, classes) == [("none", 0)]
+    # one image per batch: each image's own argmax
+    assert route_batches(probabilities, 1, classes) == [classes[i] for i in probabilities.argmax(1).tolist()]
 
 
 def test_patch_and_unpatch_commands(trio, tmp_path, capsys):
@@ -558,7 +627,21 @@ def test_block_features_and_layer_norms_under_the_reference_rule(trio):
     signature = _signature(trio, k=2, rule="reference")
     frame = layer_norms({"fog": json.loads(json.dumps(asdict(signature.meta)))})
     assert list(frame["layer"]) == ["net.conv1", "net.layers.0"]
-    assert np.isfinite(frame["relative_rws"]).all() and (frame["relative_rws"] > 0).all()
+    # by hand: the norm of the layer's convolution weights (a block: both convolutions; its BatchNorm
+    # tensors are replaced, not added, so they are no part of the figure), over the standard model's
+    _, standard, expert = trio
+
+    def norm(tensors):
+        return float(torch.cat([t.double().flatten() for t in tensors]).norm())
+
+    for row, keys in zip(
+        frame.itertuples(), (["net.conv1.weight"], ["net.layers.0.conv1.weight", "net.layers.0.conv2.weight"])
+    ):
+        base = norm(standard[k] for k in keys)
+        assert row.relative_rws == pytest.approx(norm(signature.values[k] for k in keys) / base, rel=1e-9)
+        apart = norm(expert[k] - standard[k] for k in keys) / base
+        assert row.relative_expert_minus_standard == pytest.approx(apart, rel=1e-6)
+    assert frame["relative_rws"].iloc[1] != frame["relative_expert_minus_standard"].iloc[1]
     model = tiny_meta().build().eval()
     features = ShallowFeatures(model, signature.meta.layers)(torch.rand(3, 3, 32, 32))
     assert features.shape == (3, 2 * (4 + 4))  # mean and std per channel of the stem and the first block

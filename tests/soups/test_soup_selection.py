@@ -23,25 +23,31 @@ WIDTH = 8
 
 
 @pytest.fixture(scope="module")
-def three_models(digits_splits):
-    """Three small digits models from one parent: trained briefly on different class subsets."""
+def parent(digits_splits):
+    """The common parent of the three models: 2 epochs on every class."""
     torch.manual_seed(0)
-    parent = tiny_meta(width=WIDTH).build()
+    model = tiny_meta(width=WIDTH).build()
     train_model(
-        parent,
+        model,
         digits_splits["train"],
         CleanInputs(),
         TrainSettings(epochs=2, lr=0.1, batch_size=64),
         torch.device("cpu"),
     )
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def three_models(parent, digits_splits):
+    """Three small digits models from one parent: trained briefly on different class subsets."""
+    from robustsoup.data import ImageSplit
+
     states = []
     for i in range(3):
         model = tiny_meta(width=WIDTH).build()
-        model.load_state_dict(parent.state_dict())
+        model.load_state_dict(parent)
         split = digits_splits["train"]
         keep = (split.labels % 3) != i  # each child forgets a third of the classes
-        from robustsoup.data import ImageSplit
-
         subset = ImageSplit(split.images[keep], split.labels[keep], "digits", "train")
         train_model(
             model, subset, CleanInputs(), TrainSettings(epochs=2, lr=0.1, batch_size=64, seed=i), torch.device("cpu")
@@ -54,14 +60,15 @@ def _scorer(states, **kwargs):
     return SoupScorer(tiny_meta(width=WIDTH).build(), states, NAMES, **kwargs)
 
 
-def _fresh_soup_accuracy(states, weights, split_path) -> float:
-    """The path the scorer replaces: a new model, the mixed state dict, the split read from its file."""
+def _fresh_soup_accuracy(states, weights, split_path, in_memory=False) -> float:
+    """The path the scorer replaces: a new model, the mixed state dict, the split read from its file
+    (``in_memory``: ``split_path`` is the split itself)."""
     from robustsoup.data import load_split
     from robustsoup.weights import affine_combination
 
     model = tiny_meta(width=WIDTH).build().eval()
     model.load_state_dict(affine_combination(states, weights))
-    split = load_split(split_path)
+    split = split_path if in_memory else load_split(split_path)
     with torch.no_grad():
         return int((model(split.images.float() / 255.0).argmax(1) == split.labels).sum()) / len(split)
 
@@ -82,13 +89,17 @@ def test_scorer_matches_a_freshly_built_soup(three_models, digits_splits, tmp_pa
     assert torch.equal(scorer.stack.stacked["conv1.weight"][0], three_models[0]["net.conv1.weight"])
 
 
-def test_grid_search_returns_the_argmax_and_counts_passes(three_models, digits_splits):
+def test_grid_search_scores_each_soup_by_its_accuracy_and_returns_the_argmax(three_models, digits_splits):
     data = digits_splits["adapt"]
     scorer = _scorer(three_models)
     inputs = scorer.prepare(data.images)
     grid = [dict(zip(NAMES, w)) for w in simplex_grid(3, 0.5)]
     selection = grid_search(scorer, grid, inputs, data.labels)
     scores = selection.details["scores"]
+    # each score is the soup's own accuracy at that grid point, measured afresh
+    other = _scorer(three_models)
+    assert scores == [other.accuracy(w, inputs, data.labels) for w in grid]
+    assert len(set(scores)) > 1  # the grid's soups differ, so the argmax is a choice
     assert selection.adaptation_accuracy == max(scores)
     assert selection.weights == grid[best_index(scores)]
     assert selection.forward_passes == len(grid) * len(data)
@@ -109,15 +120,29 @@ def test_successive_halving_uses_fewer_passes_and_finds_a_top_soup(three_models,
         successive_halving(scorer, grid, inputs, labels, keep=1.0)
 
 
-def test_greedy_soup_only_adds_ingredients_that_help(three_models, digits_splits):
+def test_greedy_soup_goes_by_held_out_score_and_adds_only_what_strictly_helps(parent, three_models, digits_splits):
+    """Five ingredients where order and the strict rule matter. On the adaptation images the children score
+    a 0.46, b 0.60, c 0.64; "twin" is c again (adding it ties: a strict rule refuses it); "helper" is
+    2·parent − c, useless alone, whose average with c is exactly the parent (the running variances too:
+    affine_combination floors them at the ingredients' minimum, which is below the parent's)."""
+    a, b, c = three_models
+    helper = {k: 2 * parent[k] - c[k] if torch.is_floating_point(c[k]) else c[k] for k in c}
+    names = ["a", "b", "c", "twin", "helper"]
+    scorer = SoupScorer(tiny_meta(width=WIDTH).build(), [a, b, c, dict(c), helper], names)
     data = digits_splits["adapt"]
-    scorer = _scorer(three_models)
     inputs = scorer.prepare(data.images)
+    own = {n: scorer.accuracy({n: 1.0}, inputs, data.labels) for n in names}
+    soup_of_c_and_helper = scorer.accuracy({"c": 0.5, "helper": 0.5}, inputs, data.labels)
+    parent_alone = _fresh_soup_accuracy([parent], [1.0], digits_splits["adapt"], in_memory=True)
+    # the case: c is the best ingredient, the twin ties with it, the helper is the worst alone but helps c
+    assert own["c"] == own["twin"] > own["b"] > own["a"] > own["helper"]
+    assert soup_of_c_and_helper == pytest.approx(parent_alone) and soup_of_c_and_helper > own["c"]
+    before = scorer.forward_passes
     selection = greedy_soup(scorer, inputs, data.labels)
-    first = selection.details["order"][0]
-    own_best = scorer.accuracy({first: 1.0}, inputs, data.labels)
-    assert selection.adaptation_accuracy >= own_best
-    assert sum(selection.weights.values()) == pytest.approx(1.0)
+    assert selection.details["order"] == ["c", "twin", "b", "a", "helper"]  # by held-out score, ties stable
+    assert selection.weights == {"c": 0.5, "helper": 0.5}
+    assert selection.adaptation_accuracy == soup_of_c_and_helper
+    assert selection.forward_passes == scorer.forward_passes - before == (5 + 4) * len(data)
 
 
 def test_learned_weights_beat_the_uniform_soup(three_models, digits_splits):
@@ -144,14 +169,21 @@ def test_ensemble_averages_probabilities(three_models, digits_splits):
     data = digits_splits["test"]
     models = []
     for state in three_models:
-        model = tiny_meta(width=WIDTH).build()
+        model = tiny_meta(width=WIDTH).build().eval()
         model.load_state_dict(state)
         models.append(model)
     single = ensemble_correct(models[:1], data.images, data.labels)
+    x = data.images.float() / 255
     with torch.no_grad():
-        direct = models[0].eval()(data.images.float() / 255).argmax(1) == data.labels
-    assert torch.equal(single, direct)
-    assert ensemble_correct(models, data.images, data.labels).shape == data.labels.shape
+        logits_a, logits_c = models[0](x), models[2](x)
+    assert torch.equal(single, logits_a.argmax(1) == data.labels)
+    # two different models: the argmax of the mean of their softmax probabilities, by hand
+    by_hand = ((logits_a.softmax(1) + logits_c.softmax(1)) / 2).argmax(1) == data.labels
+    pair = ensemble_correct([models[0], models[2]], data.images, data.labels, batch_size=64)
+    assert torch.equal(pair, by_hand)
+    # …which is neither the mean of the logits nor a vote on these images
+    logit_mean = ((logits_a + logits_c) / 2).argmax(1) == data.labels
+    assert (by_hand != logit_mean).any() and not torch.equal(pair, single)
 
 
 @pytest.mark.parametrize("weights", [[0.2, 0.5, 0.3], [1.3, -0.3, 0.0], [-0.4, 0.7, 0.7], [1.5, 0.0, -0.5]])

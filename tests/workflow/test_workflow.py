@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -123,10 +126,162 @@ def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
         assert "data:image/png;base64," in (results / "figures" / f"rws_{name}.html").read_text(encoding="utf-8")
     expert = json.loads((results / "models" / "rws" / "expert-fog.json").read_text())
     assert expert["training"]["selection"].startswith("accuracy on the adapt split corrupted by fog")
-    assert expert["metrics"]["selected_epoch"] == 1 and 0 <= expert["metrics"]["selection_score"] <= 1
+    # two epochs (micro.yaml): the kept one is the better on the corrupted adapt split (ties: the earlier), and
+    # the written weights score exactly that
+    scores = [row["selection_score"] for row in expert["metrics"]["train_history"]]
+    assert len(scores) == 2 and expert["metrics"]["selected_epoch"] == 1 + scores.index(max(scores))
+    adapt = _correct(micro_run, "results/digits/models/rws/expert-fog.safetensors", [], "fog", 3, split="adapt")
+    assert expert["metrics"]["selection_score"] == max(scores) == pytest.approx(adapt.float().mean().item())
     assert (results / "rws" / "fog-8bit.safetensors").stat().st_size < (
         results / "rws" / "fog-all.safetensors"
     ).stat().st_size
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), children first."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def test_a_training_job_killed_mid_run_resumes_when_the_workflow_runs_again(tmp_path):
+    """The job's process dies after an epoch (an OOM kill, a preempted node): Snakemake reports the failure,
+    the resume state beside the output survives, and running the workflow again resumes after that epoch."""
+    config = yaml.safe_load(MICRO.read_text())
+    config["pretrain"]["epochs"] = 6
+    configfile = tmp_path / "long.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir, target = tmp_path / "run", "results/digits/models/linf.safetensors"
+    state = workdir / "results" / "digits" / "models" / "linf.resume.pt"
+    command = snakemake_command(workdir, configfile, "--cores", "1", target)
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not state.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state.exists(), "no resume state was written after the first epoch"
+        for pid in _descendants(first.pid):  # the job, not Snakemake itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert first.wait(timeout=300) != 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert state.exists() and not (workdir / target).exists()
+    epochs_done = torch_epoch(state)
+    assert 1 <= epochs_done < 6
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = (workdir / "logs" / "pretrain" / "digits" / "linf.log").read_text()
+    assert re.search(rf"resuming from \S*linf\.resume\.pt after epoch {epochs_done} of 6", log), log[-2000:]
+    resumed = log[log.index("resuming from") :]  # the second job's part of the log
+    assert f"epoch {epochs_done + 1}/6 loss" in resumed and "epoch 1/6 loss" not in resumed
+    assert not state.exists()  # removed once the checkpoint is written
+    meta = json.loads((workdir / target).with_suffix(".json").read_text())
+    assert meta["training"]["epochs"] == 6
+
+
+def torch_epoch(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def _correct(run: Path, model: str, patches, corruption: str, severity: int, n=None, split="test"):
+    """Per-image correctness of ``model`` (a checkpoint of the run), patched with ``patches`` ([(signature, λ)]),
+    on the first ``n`` images of ``split`` (clean, or its corrupted copy): recomputed here from the files."""
+    import torch
+
+    from robustsoup.checkpoint import load_model
+    from robustsoup.data import load_split
+    from robustsoup.data.corruptions import read_corrupted_split
+    from robustsoup.rws.signatures import load_signature, patched
+
+    net, _ = load_model(run / model)
+    if corruption == "none":
+        data = load_split(run / f"results/digits/data/{split}.safetensors")
+        images, labels = data.images, data.labels
+    else:
+        folder = run / f"results/digits/data/corrupted/{split}"
+        images, labels = read_corrupted_split(folder, corruption, severity, severities=(3,))
+    images, labels = images[:n], labels[:n]
+    signatures = [load_signature(run / path) for path, _ in patches]
+    with patched(net, signatures, [c for _, c in patches]), torch.no_grad():
+        return net(images.float() / 255).argmax(1) == labels
+
+
+def test_micro_rws_tables_recomputed_from_the_written_checkpoints(micro_run):
+    """One value of each RWS evaluation (λ sweep, composition, oracle-free, transfer), recomputed from the
+    standard models and the deployed signatures on disk; the oracle-free λ from the adaptation split."""
+    import torch
+
+    from robustsoup.paths import RunPaths, resolve_run_config
+    from robustsoup.rws.config import compose_name, lambda_name
+
+    rws = RunPaths(resolve_run_config(yaml.safe_load(MICRO.read_text()))).rws
+    metrics = micro_run / rws.metrics
+    standard, signatures = rws.model("standard"), rws.signatures(rws.deploy)
+    fog, contrast = signatures["fog"], signatures["contrast"]
+
+    def row(table: str, model: str, corruption: str) -> pd.Series:
+        frame = pd.read_csv(metrics / f"{table}.tsv", sep="\t")
+        return frame[(frame["model"] == model) & (frame["corruption"] == corruption)].squeeze()
+
+    # the micro models are near chance on corrupted images whatever λ; on clean images the patch changes answers
+    sweep = row("lambda", lambda_name("fog", 1), "none")
+    patched_fog = _correct(micro_run, standard, [(fog, 1)], "none", 0, 20)
+    assert sweep["n"] == 20 and sweep["correct"] == int(patched_fog.sum())
+    assert not torch.equal(patched_fog, _correct(micro_run, standard, [], "none", 0, 20))  # λ matters here
+    both = row("compose", compose_name("fog", 0, "contrast", 1), "none")
+    assert both["correct"] == int(_correct(micro_run, standard, [(fog, 0), (contrast, 1)], "none", 0, 20).sum())
+    target = "standard-s1-shared"
+    for name, patches in ((target, []), (f"rws-fog@{target}", [(fog, 1)]), (f"rws-contrast@{target}", [(contrast, 1)])):
+        transfer = row("transfer", name, "none")
+        on_target = _correct(micro_run, rws.model(target), patches, "none", 0)
+        assert transfer["n"] == 40 and transfer["correct"] == int(on_target.sum()), name
+    # oracle-free: λ of fog at severity 3 is the better of rws.lambdas on the adaptation split (ties: smaller)
+    detector = pd.read_csv(metrics / "oracle_free_detector.tsv", sep="\t").set_index(["corruption", "severity"])
+    on_adapt = [int(_correct(micro_run, standard, [(fog, c)], "fog", 3, split="adapt").sum()) for c in (0, 1)]
+    assert detector.loc[("fog", 3), "lambda"] == (1.0 if on_adapt[1] > on_adapt[0] else 0.0)
+    tuned = row("oracle_free", "rws-oracle-tuned", "fog")
+    lam = detector.loc[("fog", 3), "lambda"]
+    assert tuned["correct"] == int(_correct(micro_run, standard, [(fog, lam)], "fog", 3).sum())
+
+
+def test_micro_ternary_soup_recomputed_from_the_written_checkpoints(micro_run):
+    """The clean rows of the half-and-half soup of two corners (evaluate_ternary), recomputed from the models."""
+    import torch
+
+    from robustsoup.checkpoint import load_checkpoint
+    from robustsoup.data import load_split
+    from robustsoup.naming import soup_id
+    from robustsoup.paths import RunPaths, resolve_run_config
+    from robustsoup.weights import affine_combination
+
+    paths = RunPaths(resolve_run_config(yaml.safe_load(MICRO.read_text())))
+    a, b = paths.config["soups"]["ternary"]["models"][:2]
+    (first, meta), (second, _) = (load_checkpoint(micro_run / paths.model(m)) for m in (a, b))
+    soup = meta.build().eval()
+    soup.load_state_dict(affine_combination([first, second], [0.5, 0.5]))
+    test = load_split(micro_run / "results" / "digits" / "data" / "test.safetensors")
+    with torch.no_grad():
+        correct = soup(test.images.float() / 255).argmax(1) == test.labels
+    ternary = pd.read_csv(micro_run / "results" / "digits" / "metrics" / "soups" / "ternary.tsv", sep="\t")
+    rows = ternary[ternary["model"] == soup_id({a: 0.5, b: 0.5}, paths.base_models)].set_index("threat")
+    n = paths.config["soups"]["ternary"]["n_images"]  # the attacked images: the first n
+    assert rows.loc["none", "n"] == len(test) and rows.loc["none", "correct"] == int(correct.sum())
+    assert rows.loc["none@attacked", "n"] == n and rows.loc["none@attacked", "correct"] == int(correct[:n].sum())
 
 
 def test_rerun_with_nothing_changed_does_no_work(micro_run):

@@ -2,7 +2,8 @@
 
 :class:`ShallowFeatures` summarizes the outputs of a signature's weight layers per channel (mean and
 standard deviation); :func:`fit_detector` fits a multinomial logistic regression on those features of the
-adaptation images, and :func:`detector_probabilities` gives its class probabilities; the stage that picks a
+adaptation images, and :func:`detector_probabilities` gives its class probabilities; :func:`route_batches` picks
+a class per batch from them and :func:`tune_lambda` each signature's λ; the stage that picks a
 signature per batch with it is :func:`robustsoup.rws.stages.rws_oracle_free`.
 """
 
@@ -66,3 +67,15 @@ def fit_detector(
 def detector_probabilities(detector: Mapping[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
     z = (features.double() - detector["mean"]) / detector["std"]
     return torch.softmax(z @ detector["weight"] + detector["bias"], dim=1)
+
+
+def tune_lambda(correct: Sequence[int], lambdas: Sequence[float]) -> float:
+    """The λ of ``lambdas`` with the most ``correct`` images (one count per λ); ties → the smaller λ."""
+    return -max(zip(correct, (-coefficient for coefficient in lambdas)))[1]
+
+
+def route_batches(probabilities: torch.Tensor, batch_size: int, classes: Sequence) -> list:
+    """Per batch of ``batch_size`` consecutive images (the last may be short): the class of ``classes``
+    with the highest mean probability over the batch (its images' rows of ``probabilities``)."""
+    means = [part.mean(0) for part in probabilities.split(batch_size)]
+    return [classes[int(mean.argmax())] for mean in means]

@@ -99,6 +99,12 @@ def load_signature(path: str | Path, expect: Mapping[str, Any] | None = None) ->
         arrays = load_numpy(str(path))
     except (SafetensorError, OSError) as exc:
         raise SignatureError(f"signature {path} is unreadable ({exc})") from exc
+    unlisted = sorted(set(arrays) - set(meta.tensors) - {_CODES, _SCALE, _OFFSET})
+    if unlisted:
+        raise SignatureError(
+            f"signature {path} holds tensors its sidecar does not list, e.g. {unlisted[:3]}: the sidecar "
+            "belongs to another signature; extract both again"
+        )
     quantized = meta.quantized_keys()
     codes: dict[str, tuple[np.ndarray, float, float]] | None = {} if meta.scheme else None
     packed: dict[str, np.ndarray] = {}

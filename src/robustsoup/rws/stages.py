@@ -62,7 +62,7 @@ from .config import (
     variant_suffix,
     variants,
 )
-from .detector import ShallowFeatures, detector_probabilities, fit_detector
+from .detector import ShallowFeatures, detector_probabilities, fit_detector, route_batches, tune_lambda
 from .extract import extract_signature
 from .layers import plan_layers
 from .patching import patched, state_digest
@@ -597,8 +597,8 @@ def rws_oracle_free(
         scores = []
         for coefficient in rws["lambdas"]:
             with patched(model, [signatures[c]], [coefficient], identity):
-                scores.append((int(_correct(model, data, device).sum()), -coefficient))
-        best_lambda[(c, s)] = -max(scores)[1]
+                scores.append(int(_correct(model, data, device).sum()))
+        best_lambda[(c, s)] = tune_lambda(scores, rws["lambdas"])
         log.info("λ for %s severity %d on the adaptation split: %g", c, s, best_lambda[(c, s)])
 
     rows, detector_rows = [], []
@@ -608,8 +608,8 @@ def rws_oracle_free(
         auto, tuned = [], []
         right_type = right_both = batches = 0
         probabilities = detector_probabilities(detector, shallow(data))
-        for number, (xb, yb) in enumerate(_batches(data, device, batch)):
-            picked = classes[int(probabilities[number * batch : (number + 1) * batch].mean(0).argmax())]
+        picks = route_batches(probabilities, batch, classes)
+        for picked, (xb, yb) in zip(picks, _batches(data, device, batch), strict=True):
             batches += 1
             right_type += picked[0] == truth[0]
             right_both += picked == truth

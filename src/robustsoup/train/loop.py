@@ -281,7 +281,10 @@ class EpochState:
         if not self.path.is_file():
             return None
         try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise TypeError(f"expected a dict, found {type(state).__name__}")
+            return state
         except Exception as exc:  # a corrupt state is not worth failing over: start afresh
             log.warning("ignoring unreadable resume state %s (%s); starting from the first epoch", self.path, exc)
             return None
