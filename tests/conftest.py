@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Every test leaves os.environ as it found it: code under test that sets a process group's or a lease's
+    variables in place (RANK, WORLD_SIZE, CUDA_VISIBLE_DEVICES, ROBUSTSOUP_RANK_CPUS …) would otherwise leak
+    them into later tests and into the Snakemake runs they start (a leaked WORLD_SIZE=2 fails every
+    training of gpus: 1)."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 # The lineage record of a parent checkpoint that tiny_meta(family=True) models were fine-tuned from.

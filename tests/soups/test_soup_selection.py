@@ -122,14 +122,19 @@ def test_successive_halving_uses_fewer_passes_and_finds_a_top_soup(three_models,
 
 def test_greedy_soup_goes_by_held_out_score_and_adds_only_what_strictly_helps(parent, three_models, digits_splits):
     """Five ingredients where order and the strict rule matter. On the adaptation images the children score
-    a 0.46, b 0.60, c 0.64; "twin" is c again (adding it ties: a strict rule refuses it); "helper" is
+    a < b < c (e.g. 0.46, 0.60, 0.64); "twin" is c again (adding it ties: a strict rule refuses it); "helper" is
     2·parent − c, useless alone, whose average with c is exactly the parent (the running variances too:
-    affine_combination floors them at the ingredients' minimum, which is below the parent's)."""
-    a, b, c = three_models
+    a plain weighted sum)."""
+    data = digits_splits["adapt"]
+    # a, b, c: the three children from the worst to the best on the adaptation images (their exact scores
+    # move with the arithmetic and the CPU; the case needs only their order)
+    ranking = SoupScorer(tiny_meta(width=WIDTH).build(), three_models, ["0", "1", "2"])
+    ranked = ranking.prepare(data.images)
+    scores = [ranking.accuracy({str(i): 1.0}, ranked, data.labels) for i in range(3)]
+    a, b, c = (three_models[i] for i in sorted(range(3), key=scores.__getitem__))
     helper = {k: 2 * parent[k] - c[k] if torch.is_floating_point(c[k]) else c[k] for k in c}
     names = ["a", "b", "c", "twin", "helper"]
     scorer = SoupScorer(tiny_meta(width=WIDTH).build(), [a, b, c, dict(c), helper], names)
-    data = digits_splits["adapt"]
     inputs = scorer.prepare(data.images)
     own = {n: scorer.accuracy({n: 1.0}, inputs, data.labels) for n in names}
     soup_of_c_and_helper = scorer.accuracy({"c": 0.5, "helper": 0.5}, inputs, data.labels)
