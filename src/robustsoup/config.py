@@ -374,9 +374,11 @@ def load_config_file(path: str | Path, resolve=None) -> dict:
 
 
 def config_yaml(config: Mapping) -> str:
-    """A resolved config as YAML, keys in schema order: what ``robustsoup config`` prints and what
-    every run writes to ``results/<dataset>/config.resolved.yaml``."""
-    return yaml.safe_dump(dict(config), sort_keys=False)
+    """A resolved config as YAML, keys in schema order, closed by a comment giving the radii in words
+    (:func:`threats_line`): what ``robustsoup config`` prints and what every run writes to
+    ``results/<dataset>/config.resolved.yaml``, byte for byte."""
+    text = yaml.safe_dump(dict(config), sort_keys=False)
+    return text + f"# {threats_line(config)}\n" if config.get("threats") else text
 
 
 def write_resolved_config(config: Mapping, path: str | Path) -> Path:

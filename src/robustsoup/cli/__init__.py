@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, load_checkpoint
-from ..config import IMAGEFOLDER, ConfigError, config_yaml, load_config_file, threats_line
+from ..config import IMAGEFOLDER, ConfigError, config_yaml, load_config_file
 from ..data import DATASETS, DataLayoutError
 from ..data.imagefolder import register_imagefolder
 from ..lineage import CLI_ADVICE, check_related
@@ -47,8 +47,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     config = load_config_file(args.file, resolve_run_config) if args.file else resolve_run_config({})
-    print(config_yaml(config), end="")
-    print(f"# {threats_line(config)}")
+    print(config_yaml(config), end="")  # the radii in words close it
     return 0
 
 
