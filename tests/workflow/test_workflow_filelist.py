@@ -40,7 +40,9 @@ def micro_imagenet_config(tmp_path: Path) -> Path:
         "corruptions": ["fog", "contrast", "pixelate"],
         "severities": [3],
     }
-    config["distill"]["augmentation"]["corruptions"] = ["pixelate"]
+    config["distill"]["augmentation"]["corruptions"] = [
+        "speckle_noise"
+    ]  # a held-out corruption: the head rule calibrates on it
     config["distill"]["teacher"]["training"]["batch_size"] = 8
     config["distill"]["student"]["training"]["batch_size"] = 8
     path = tmp_path / "micro-imagenet.yaml"
