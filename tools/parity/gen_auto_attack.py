@@ -15,7 +15,6 @@ and ``device='cpu'`` (the default is ``'cuda'``); ``verbose=False``. No other sh
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "tests" / "parity"))
-from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_commit, provenance, save_npz  # noqa: E402
+from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_arguments, provenance, save_npz  # noqa: E402
 from parity_golden import tiny_classifier  # noqa: E402
 
 REPOSITORY = "fra31/auto-attack"
@@ -34,12 +33,8 @@ N_POINTS = 32
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkout", type=Path, help="a checkout of github.com/fra31/auto-attack")
-    parser.add_argument("--commit", help="the commit the checkout holds (default: git rev-parse HEAD)")
-    args = parser.parse_args()
-    commit = checkout_commit(args.checkout, args.commit)
-    add_checkout_to_path(args.checkout)
+    checkout, commit = checkout_arguments(__doc__.splitlines()[0], "fra31/auto-attack")
+    add_checkout_to_path(checkout)
     import torch
 
     torch.set_num_threads(1)

@@ -26,7 +26,6 @@ nowhere else (the checkout is not modified):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_commit, provenance, save_npz
+from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_arguments, provenance, save_npz
 
 REPOSITORY = "hendrycks/robustness"
 SCRIPT_FILE = "make_cifar_c.py"
@@ -122,12 +121,8 @@ def load_reference(folder: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkout", type=Path, help="a checkout of github.com/hendrycks/robustness")
-    parser.add_argument("--commit", help="the commit the checkout holds (default: git rev-parse HEAD)")
-    args = parser.parse_args()
-    commit = checkout_commit(args.checkout, args.commit)
-    folder = add_checkout_to_path(args.checkout, "ImageNet-C", "create_c")
+    checkout, commit = checkout_arguments(__doc__.splitlines()[0], "hendrycks/robustness")
+    folder = add_checkout_to_path(checkout, "ImageNet-C", "create_c")
     _install_shims()
     from PIL import Image
 

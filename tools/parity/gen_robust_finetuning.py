@@ -35,7 +35,6 @@ Shims, applied at run time here (the checkout is not modified):
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
@@ -49,7 +48,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "tests" / "parity"))
-from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_commit, provenance, save_json, save_npz  # noqa: E402
+from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_arguments, provenance, save_json, save_npz  # noqa: E402
 from parity_golden import formula_state, tiny_classifier  # noqa: E402
 
 REPOSITORY = "fra31/robust-finetuning"
@@ -247,12 +246,8 @@ def preact_goldens(model_factory, saved: Path) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkout", type=Path, help="a checkout of github.com/fra31/robust-finetuning")
-    parser.add_argument("--commit", help="the commit the checkout holds (default: git rev-parse HEAD)")
-    args = parser.parse_args()
-    commit = checkout_commit(args.checkout, args.commit)
-    add_checkout_to_path(args.checkout)
+    checkout, commit = checkout_arguments(__doc__.splitlines()[0], "fra31/robust-finetuning")
+    add_checkout_to_path(checkout)
     _install_shims()
     import torch
 

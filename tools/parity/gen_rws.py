@@ -23,7 +23,6 @@ script's global ``args``, set here to a namespace with ``arch``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import types
@@ -34,7 +33,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "tests" / "parity"))
-from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_commit, provenance, save_npz  # noqa: E402
+from golden_io import GOLDEN_DIR, add_checkout_to_path, checkout_arguments, provenance, save_npz  # noqa: E402
 from parity_golden import rws_states  # noqa: E402
 
 REPOSITORY = "VITA-Group/Robust_Weight_Signatures"
@@ -85,12 +84,8 @@ def shrink(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkout", type=Path, help="a checkout of github.com/VITA-Group/Robust_Weight_Signatures")
-    parser.add_argument("--commit", help="the commit the checkout holds (default: git rev-parse HEAD)")
-    args = parser.parse_args()
-    commit = checkout_commit(args.checkout, args.commit)
-    add_checkout_to_path(args.checkout)
+    checkout, commit = checkout_arguments(__doc__.splitlines()[0], "VITA-Group/Robust_Weight_Signatures")
+    add_checkout_to_path(checkout)
     _install_shims()
     import torch
 

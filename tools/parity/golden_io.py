@@ -8,6 +8,7 @@ fixed timestamp and in sorted order instead. The parity tests read the files wit
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
@@ -19,6 +20,16 @@ import numpy as np
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "tests" / "parity" / "golden"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def checkout_arguments(description: str, repository: str) -> tuple[Path, str]:
+    """A generator's command line: the path of a checkout of ``repository`` and its commit
+    (``--commit``, default: what ``git rev-parse HEAD`` says there)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("checkout", type=Path, help=f"a checkout of github.com/{repository}")
+    parser.add_argument("--commit", help="the commit the checkout holds (default: git rev-parse HEAD)")
+    args = parser.parse_args()
+    return args.checkout, checkout_commit(args.checkout, args.commit)
 
 
 def checkout_commit(checkout: Path, commit: str | None) -> str:
