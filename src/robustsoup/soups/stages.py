@@ -1,4 +1,8 @@
-"""The soups paper's experiment as pipeline stages: choose soups per shift, test them.
+"""The soups paper's experiment as pipeline stages: mix the soups on the lines, choose soups per shift,
+test them, report.
+
+``make_soup`` writes one soup of the grid (:mod:`robustsoup.soups.grid`) as a checkpoint, which rule
+evaluate_model then evaluates like any model; ``report_soups`` draws the lines from those evaluations.
 
 ``select_soups`` scores the simplex grid of the base models on every
 shift's adaptation images (and at several adaptation-set sizes) and runs
