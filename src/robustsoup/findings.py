@@ -21,7 +21,7 @@ from .lp.findings import lp_findings
 from .paths import RunPaths, resolve_run_config
 from .report.findings import Claim, Ledger, PointStore, findings_frame, write_findings
 from .rws.findings import rws_findings
-from .soups.findings import soups_findings
+from .soups.findings import soup_line_findings, soups_findings
 
 RESOLVED_CONFIG = "config.resolved.yaml"
 
@@ -74,6 +74,7 @@ def run_claims(results: str | Path, config: Mapping | None = None) -> tuple[str,
     ledger = Ledger(pd.read_csv(ledger_path, sep="\t", keep_default_na=False, na_values=[""]))
     points, sidecars = run_points(run, folder), run_sidecars(run, folder)
     claims = lp_findings(config, ledger, points, sidecars)
+    claims += soup_line_findings(config, ledger, points)
     claims += soups_findings(config, ledger, points)
     claims += rws_findings(config, ledger, points)
     claims += distill_findings(config, ledger, points, sidecars)

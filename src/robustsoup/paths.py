@@ -31,7 +31,6 @@ from .config import (
 from .data import DataLayoutError, get_dataset_spec, part_dir, shift_parts, split_paths
 from .data.imagefolder import register_imagefolder, statistics_from_cache
 from .distill.config import DISTILL_MODELS, MULTIHEAD, check_distill_config
-from .lp.grid import grid_from_config
 from .naming import ZOO_PREFIX
 from .rws.config import (
     check_rws_config,
@@ -41,6 +40,7 @@ from .rws.config import (
     variant_suffix,
     variants,
 )
+from .soups.grid import grid_from_config
 
 # Keys of `data` that change what a training produces (adding a shift must not retrain).
 TRAINING_DATA_KEYS = (
@@ -244,6 +244,10 @@ class RunPaths:
 
     def soup_weights(self, soup: str) -> dict[str, float]:
         return {m: w for m, w in self.soups[soup].weights if w != 0}
+
+    def soup_mixtures(self) -> dict[str, str]:
+        """{soup id: its weights as text} in grid order (report_lp's table names each soup's mixture)."""
+        return {sid: soup.mixture() for sid, soup in self.soups.items()}
 
     def evaluation_outputs(self, model: str) -> dict[str, str]:
         """Named outputs of evaluate_model: ``<threat>_rows`` and ``<threat>_points`` for clean and every norm."""
@@ -484,6 +488,7 @@ class RunPaths:
             "evaluate_model_shard": evaluation,  # the shard count is in its outputs' paths
             "merge_model_shards": evaluation,
             "report_lp": lambda: {k: soups[k] for k in ("lines", "weights")},
+            "report_soups": lambda: {k: soups[k] for k in ("lines", "weights")},
             "select_soups": lambda: {
                 "search": soups["search"],
                 "shifts": shifts,

@@ -632,7 +632,7 @@ def _call(name: str, args: list[str], w: Path) -> int:
             config["finetune"] = {"l2": config["finetune"]["l2"]}  # base models: linf and linf-l2
             paths = {base: str(w / f"{n}.safetensors") for base, n in zip(("linf", "linf-l2"), args)}
             if name == "make_soup":
-                from robustsoup.lp.stages import make_soup
+                from robustsoup.soups.stages import make_soup
 
                 make_soup(config, "soup", {"linf": 0.5, "linf-l2": 0.5}, paths, None, w / "out.safetensors")
             else:

@@ -129,7 +129,7 @@ def test_training_records_its_lineage(tmp_path):
 
 def test_make_soup_with_allow_unrelated_logs_both_lineages(world, tmp_path, caplog):
     from robustsoup.config import resolve_config
-    from robustsoup.lp.stages import make_soup
+    from robustsoup.soups.stages import make_soup
 
     config = resolve_config({"model": {"width": 4}, "soups": {"lines": []}, "allow_unrelated": True})
     paths = {"linf": str(world / "a.safetensors"), "linf-l2": str(world / "stranger.safetensors")}

@@ -217,7 +217,7 @@ def line_points() -> pd.DataFrame:
 
 
 def test_soup_line_names_models_and_eps_and_keeps_its_legend_off_the_data(captured, tmp_path):
-    plot_soup_line = captured.plot("robustsoup.lp.report", "plot_soup_line")
+    plot_soup_line = captured.plot("robustsoup.soups.report", "plot_soup_line")
     plot_soup_line(line_points(), "linf", "linf-l2", tmp_path / "line.png")
     fig = captured[0]["fig"]
     ax = fig.axes[0]

@@ -210,8 +210,8 @@ def _report_sections():
 
 
 def test_report_items_have_a_study_folder_and_one_label():
-    from robustsoup.lp.captions import soup_line_label
     from robustsoup.report.captions import report_place
+    from robustsoup.soups.captions import soup_line_label
 
     sections = _report_sections()
     place = report_place(sections, "rws", "Tables", "rws_table1")

@@ -333,7 +333,7 @@ def test_soup_for_writes_the_chosen_soup_through_the_one_mixer(family_paths, ima
     assert all(torch.equal(state[k], expected[k]) for k in expected)
     assert f"wrote {out}" in printed
     # the same choice as the search code makes on the images the data readers decode
-    from robustsoup.cli.soups import read_unlabelled
+    from robustsoup.soups.unlabelled import read_unlabelled
 
     images, _ = read_unlabelled(image_folder, meta, 0)
     scorer = _scorer([load_checkpoint(p)[0] for p in models], BASE)

@@ -1,6 +1,5 @@
 from robustsoup.config import resolve_config
-from robustsoup.lp.grid import grid_from_config, line_grid, line_weights
-from robustsoup.naming import soup_id
+from robustsoup.soups.grid import grid_from_config, line_grid, line_weights, soup_id
 
 BASE = ["linf", "linf-l2", "linf-l1", "linf-nominal"]
 
@@ -45,7 +44,32 @@ def test_simplex_grid_sizes_and_extension():
 
 
 def test_mixture_text_writes_each_sign_once():
-    from robustsoup.lp.report import mixture_text
+    from robustsoup.soups.grid import mixture_text
 
     assert mixture_text([(1.2, "linf"), (-0.2, "linf-l2")]) == "1.2·linf − 0.2·linf-l2"
     assert mixture_text([(-0.2, "linf"), (1.2, "linf-l2")]) == "−0.2·linf + 1.2·linf-l2"
+
+
+def test_each_soup_names_its_mixture_in_base_model_order():
+    soups = {s.id: s for s in grid_from_config(resolve_config({}))}
+    assert soups["soup-linf_1.2-linf-l2_m0.2"].mixture() == "1.2·linf − 0.2·linf-l2"
+    assert soups["soup-linf_m0.2-linf-l2_1.2"].mixture() == "−0.2·linf + 1.2·linf-l2"
+
+
+def test_the_accuracy_table_shows_the_mixture_it_is_given_for_each_soup():
+    import pandas as pd
+
+    from robustsoup.lp.report import accuracy_table
+
+    rows = [
+        {"model": m, "threat": "none", "corruption": "none", "accuracy": a}
+        for m, a in [("linf", 0.5), ("soup-linf_0.5-linf-l2_0.5", 0.6), ("linf-l2", 0.7)]
+    ]
+    table = accuracy_table(
+        pd.DataFrame(rows),
+        ["linf", "linf-l2", "soup-linf_0.5-linf-l2_0.5"],
+        {"soup-linf_0.5-linf-l2_0.5": "0.5·linf + 0.5·linf-l2", "soup-absent": "x"},
+    )
+    assert list(table.index) == ["linf", "linf-l2", "soup-linf_0.5-linf-l2_0.5"]
+    assert table["weights"].tolist() == ["", "", "0.5·linf + 0.5·linf-l2"]
+    assert table.loc["soup-linf_0.5-linf-l2_0.5", "clean (all N)"] == 60.0

@@ -44,6 +44,7 @@ def test_rerun_keys_hold_exactly_what_a_rule_depends_on():
     a, b = RunPaths(base), RunPaths(changed)
     assert a.rerun("pretrain") == b.rerun("pretrain")  # the soup grid does not retrain the parent
     assert a.rerun("report_lp") != b.rerun("report_lp")
+    assert a.rerun("report_soups") != b.rerun("report_soups")  # soups/grid.tsv and the soup-line figures
     changed = copy.deepcopy(base)
     changed["finetune"]["l2"]["epochs"] += 1
     c = RunPaths(changed)

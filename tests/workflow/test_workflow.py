@@ -266,8 +266,8 @@ def test_micro_ternary_soup_recomputed_from_the_written_checkpoints(micro_run):
 
     from robustsoup.checkpoint import load_checkpoint
     from robustsoup.data import load_split
-    from robustsoup.naming import soup_id
     from robustsoup.paths import RunPaths, resolve_run_config
+    from robustsoup.soups.grid import soup_id
     from robustsoup.weights import affine_combination
 
     paths = RunPaths(resolve_run_config(yaml.safe_load(MICRO.read_text())))
@@ -298,7 +298,15 @@ def test_changing_only_the_soup_grid_reruns_only_soups_and_later(micro_run, tmp_
     changed.write_text(yaml.safe_dump(config, sort_keys=True))  # key order must not matter
     jobs = planned_jobs(snakemake(micro_run, "--dry-run", configfile=changed))
     # Three soups on the finer grid, one of which (w = 0.5) is already made.
-    expected = {"all": 1, "make_soup": 2, "evaluate_model": 2, "report_lp": 1, "summarize_benchmarks": 1}
+    # report_soups writes soups/grid.tsv and draws the soup lines.
+    expected = {
+        "all": 1,
+        "make_soup": 2,
+        "evaluate_model": 2,
+        "report_lp": 1,
+        "report_soups": 1,
+        "summarize_benchmarks": 1,
+    }
     assert jobs == {**expected, "report_findings": 1}  # F2's claims read the soup line
 
 

@@ -7,11 +7,11 @@ from robustsoup.config import ConfigError, write_resolved_config
 from robustsoup.data.check import check_run_data
 from robustsoup.paths import RunPaths, alternatives, asked_targets, resolve_run_config
 from robustsoup.distill.captions import DISTILL_REPORT
-from robustsoup.lp.captions import LP_REPORT, soup_line_label
+from robustsoup.lp.captions import LP_REPORT
 from robustsoup.report.captions import COST_REPORT, CSV_SUBCATEGORY, report_place
 from robustsoup.report.findings import FINDINGS_REPORT
 from robustsoup.rws.captions import RWS_REPORT
-from robustsoup.soups.captions import SOUPS_REPORT
+from robustsoup.soups.captions import SOUPS_REPORT, soup_line_label
 
 try:  # the schema, every cross-key check, and (in the main process) the data and weights files on disk
     config.update(resolve_run_config(config))

@@ -1,7 +1,7 @@
-# Robust fine-tuning (Croce & Hein 2022) and its soup lines: adversarially train
-# the parent once, fine-tune it briefly towards each target threat model, mix
-# soups along lines between them (Croce et al. 2023), evaluate every model clean
-# and under attack, and write the accuracy table and the line figures.
+# Robust fine-tuning (Croce & Hein 2022): adversarially train the parent once,
+# fine-tune it briefly towards each target threat model, evaluate every model
+# (the soups on the lines between them too, rules/soups.smk) clean and under
+# attack, gather every study's metrics and write the accuracy table.
 #
 # Scheduling: every job that computes takes the config's `threads` (auto: a
 # quarter of --cores, at least 1), and the chain parent → fine-tunes → soup
@@ -86,29 +86,6 @@ rule finetune:
         f"Fine-tuning {P.parent} towards {{wildcards.target}}"
     script:
         "../scripts/finetune.py"
-
-
-rule make_soup:
-    input:
-        ingredients=lambda w: list(P.soup_ingredients(w.soup).values()),
-        train=P.data["train"],
-    output:
-        weights=P.model("{soup}"),
-        sidecar=P.model("{soup}", ".json"),
-    log:
-        f"logs/make_soup/{DATASET}/{{soup}}.log",
-    benchmark:
-        f"benchmarks/make_soup/{DATASET}/{{soup}}.tsv"
-    conda:
-        ENV
-    params:
-        ingredients=lambda w: P.soup_ingredients(w.soup),
-        weights=lambda w: P.soup_weights(w.soup),
-        rerun=P.rerun("make_soup"),
-    message:
-        "Mixing {wildcards.soup}"
-    script:
-        "../scripts/make_soup.py"
 
 
 rule evaluate_model:
@@ -196,16 +173,9 @@ rule report_lp:
         sidecars=[P.model(m, ".json") for m in P.base_models + P.references],
     output:
         all=f"{RESULTS}/metrics/all.tsv",
-        grid=f"{RESULTS}/soups/grid.tsv",
         table_csv=report_csv(P.table("accuracy", ".csv"), "lp", "accuracy"),
         table_md=P.table("accuracy"),
         table_page=report_page(P.table("accuracy", ".html"), "lp", "Tables", "accuracy"),
-        figures=P.soup_line_figures(),
-        figures_pdf=P.soup_line_figures(".pdf"),
-        figure_pages=[
-            report_page(P.soup_line_figure(a, b, ".html"), "soups", "Figures", "soup_line", soup_line_label(a, b))
-            for a, b in config["soups"]["lines"]
-        ],
     log:
         f"logs/report_lp/{DATASET}.log",
     benchmark:
@@ -215,8 +185,9 @@ rule report_lp:
     params:
         models=P.all_models,
         studies=P.gathered_studies(),
+        soups=P.soup_mixtures(),
         rerun=P.rerun("report_lp"),
     message:
-        f"Gathering the metrics of {len(P.all_models)} models and every study, writing tables and figures"
+        f"Gathering the metrics of {len(P.all_models)} models and every study, writing the accuracy table"
     script:
         "../scripts/report_lp.py"

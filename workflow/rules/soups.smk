@@ -1,6 +1,31 @@
-# Soups per distribution shift (Croce et al. 2023, Sec. 4): a soup of the four
-# base models chosen per shift on a few labelled images, tested held out,
-# against the base models and output ensembles; the L∞/L2/L1 triangle.
+# Model soups (Croce et al. 2023): the soups on lines between the base models
+# (mixed here, evaluated by evaluate_model, drawn by report_soups); a soup of
+# the four base models chosen per shift on a few labelled images, tested held
+# out, against the base models and output ensembles (Sec. 4); the L∞/L2/L1
+# triangle.
+
+
+rule make_soup:
+    input:
+        ingredients=lambda w: list(P.soup_ingredients(w.soup).values()),
+        train=P.data["train"],
+    output:
+        weights=P.model("{soup}"),
+        sidecar=P.model("{soup}", ".json"),
+    log:
+        f"logs/make_soup/{DATASET}/{{soup}}.log",
+    benchmark:
+        f"benchmarks/make_soup/{DATASET}/{{soup}}.tsv"
+    conda:
+        ENV
+    params:
+        ingredients=lambda w: P.soup_ingredients(w.soup),
+        weights=lambda w: P.soup_weights(w.soup),
+        rerun=P.rerun("make_soup"),
+    message:
+        "Mixing {wildcards.soup}"
+    script:
+        "../scripts/make_soup.py"
 
 
 rule select_soups:
@@ -94,6 +119,7 @@ rule report_soups:
         shifts=rules.evaluate_soups_shifts.output.metrics,
         models=rules.evaluate_soups_shifts.output.models,
         selection=rules.select_soups.output.selection,
+        ledger=rules.report_lp.output.all,
     output:
         table_csv=report_csv(P.table("soups_shifts", ".csv"), "soups", "soups_shifts"),
         table_md=P.table("soups_shifts"),
@@ -103,6 +129,13 @@ rule report_soups:
         figure_pages=[
             report_page(path, "soups", "Figures", name) for name, path in P.soups_figures_by_name(".html").items()
         ],
+        grid=f"{RESULTS}/soups/grid.tsv",
+        line_figures=P.soup_line_figures(),
+        line_figures_pdf=P.soup_line_figures(".pdf"),
+        line_figure_pages=[
+            report_page(P.soup_line_figure(a, b, ".html"), "soups", "Figures", "soup_line", soup_line_label(a, b))
+            for a, b in config["soups"]["lines"]
+        ],
     log:
         f"logs/report_soups/{DATASET}.log",
     benchmark:
@@ -111,7 +144,8 @@ rule report_soups:
         ENV
     params:
         figures=P.soups_figures_by_name(),
+        rerun=P.rerun("report_soups"),
     message:
-        "Writing the soups table and figures"
+        "Writing the soups table and figures, the soup grid and the soup-line figures"
     script:
         "../scripts/report_soups.py"

@@ -1,7 +1,7 @@
 """Rule make_soup: mix the base models into one soup checkpoint."""
 
-from robustsoup.lp.stages import make_soup
 from robustsoup.snakemake_job import snakemake_job
+from robustsoup.soups.stages import make_soup
 
 if __name__ == "__main__":
     with snakemake_job(snakemake) as job:

@@ -1,18 +1,17 @@
-"""Rule report_lp: soups/grid.tsv, metrics/all.tsv, the accuracy table and the soup-line figures."""
+"""Rule report_lp: metrics/all.tsv and the accuracy table."""
 
 from robustsoup.lp.stages import report_lp
 from robustsoup.snakemake_job import snakemake_job
 
 if __name__ == "__main__":
     with snakemake_job(snakemake) as job:
-        out, params = snakemake.output, snakemake.params
+        params = snakemake.params
         report_lp(
             job.config,
             params.models,
             params.studies,
-            out.all,
-            out.grid,
+            params.soups,
+            snakemake.output.all,
             list(snakemake.input.sidecars),
-            out.table_md,
-            list(out.figures),
+            snakemake.output.table_md,
         )

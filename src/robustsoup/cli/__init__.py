@@ -25,11 +25,12 @@ from ..data import DATASETS, DataLayoutError
 from ..data.imagefolder import register_imagefolder
 from ..lineage import CLI_ADVICE, check_related
 from ..paths import resolve_run_config
+from ..soups.mixing import check_soup_family, write_soup
 from ..weights import WeightMismatchError
 from .args import UsageError, check_output, parse_path_and_number, warn
 from .findings import add_findings_command
 from .rws import add_rws_commands
-from .soups import add_soup_for_command, check_soup_family, write_soup
+from .soups import add_soup_for_command
 
 
 def _parse_weighted(spec: str) -> tuple[Path, float]:

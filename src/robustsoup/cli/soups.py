@@ -1,4 +1,5 @@
-"""``robustsoup soup-for``: a soup for unlabelled images, and the soup writer ``soup`` shares.
+"""``robustsoup soup-for``: a soup for unlabelled images (its arguments, messages and output; the work is
+:mod:`robustsoup.soups.unlabelled`'s and :mod:`robustsoup.soups.mixing`'s).
 
     robustsoup soup-for FOLDER A.safetensors B.safetensors C.safetensors D.safetensors -o SOUP.safetensors
 
@@ -14,168 +15,35 @@ and writes the chosen soup through the same mixer as ``soup`` and the workflow's
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import ConfigError
-from ..data import DataLayoutError
-from ..lineage import CLI_ADVICE, check_related, mixed
+from ..lineage import CLI_ADVICE, check_related
+from ..soups.mixing import check_soup_family, write_soup
 from ..soups.search import LABEL_FREE_METHODS
-from ..weights import StateDict, affine_combination
+from ..soups.unlabelled import (
+    DEFAULT_METHOD,
+    distribution_problems,
+    image_files,
+    label_free_scorer,
+    read_unlabelled,
+    soup_for_provenance,
+    written_weights,
+)
 from .args import UsageError, check_output, parse_device, warn
-
-DEFAULT_METHOD = "bn_distance"  # the one label-free pick the README's digits measurement finds safe
-
-Loaded = list[tuple[StateDict, CheckpointMeta]]
-
-
-def check_soup_family(loaded: Loaded) -> None:
-    """Raise :class:`CheckpointError` unless the checkpoints can be mixed into one soup: one
-    architecture, data set, class count and input normalization (shapes are checked by the mixer)."""
-    first = loaded[0][1]
-    for _, meta in loaded[1:]:
-        if (meta.architecture, meta.model_kwargs) != (first.architecture, first.model_kwargs):
-            raise CheckpointError(
-                f"{meta.name} is a {meta.architecture} {meta.model_kwargs}, "
-                f"{first.name} a {first.architecture} {first.model_kwargs}: soups need one architecture; choose "
-                "checkpoints fine-tuned from one model"
-            )
-        for field in ("dataset", "num_classes", "mean", "std"):
-            if getattr(meta, field) != getattr(first, field):
-                raise CheckpointError(
-                    f"{meta.name} has {field} {getattr(meta, field)!r}, {first.name} {getattr(first, field)!r}: "
-                    "the ingredients of a soup must share the data set and the input normalization; choose "
-                    "checkpoints fine-tuned from one model"
-                )
-
-
-def write_soup(loaded: Loaded, weights: Sequence[float], output: Path, provenance: dict) -> None:
-    """Σ wᵢθᵢ of the checkpoints (the one mixer) saved at ``output`` with the first one's sidecar,
-    renamed, untrained, with ``provenance``."""
-    names = [meta.name for _, meta in loaded]
-    soup = affine_combination([state for state, _ in loaded], list(weights), names=names)
-    lineage = mixed([m for _, m in loaded])
-    meta = loaded[0][1]
-    meta.name = output.stem
-    meta.training, meta.parent, meta.metrics, meta.lineage = None, None, {}, lineage
-    meta.provenance = provenance
-    meta.git_commit = meta.created = meta.weights_sha256 = ""
-    save_checkpoint(output, soup, meta)
 
 
 def _mixture(names: Sequence[str], weights: Sequence[float]) -> str:
     return " + ".join(f"{w:g}·{n}" for n, w in zip(names, weights) if w != 0)
 
 
-def image_files(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (any depth, any extension the data readers take),
-    sorted; hidden files and folders skipped. Clear errors for a missing or empty folder."""
-    from ..data.sources import IMAGE_EXTENSIONS
-
-    if not folder.is_dir():
-        raise DataLayoutError(f"image folder {folder} does not exist or is not a folder; give a folder of images")
-    found, others = [], 0
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if name.startswith("."):
-                continue
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(root) / name)
-            else:
-                others += 1
-    if not found:
-        raise DataLayoutError(
-            f"image folder {folder} holds no image files ({others} other file(s)); expected images with one of "
-            f"the extensions {', '.join(IMAGE_EXTENSIONS)}, at any depth"
-        )
-    return sorted(found)
-
-
-def read_unlabelled(folder: Path, meta: CheckpointMeta, max_images: int):
-    """The first ``max_images`` images of ``folder`` (0: all) as uint8 (N, 3, R, R), decoded, resized
-    and centre-cropped as the checkpoints' data set is (:func:`robustsoup.data.decode_image`)."""
-    import torch
-
-    from ..data import FileSource, get_dataset_spec
-
-    try:
-        spec = get_dataset_spec(meta.dataset)
-    except KeyError as error:
-        raise CheckpointError(f"{meta.name}: {error.args[0]}; cannot tell how to size its images") from None
-    paths = image_files(folder)
-    if max_images:
-        paths = paths[:max_images]
-    source = FileSource(paths, torch.zeros(len(paths), dtype=torch.int64), spec.resolution, spec.resize)
-    return source.load(range(len(paths))), spec
-
-
-# Thresholds of the out-of-distribution warning, set so that none of the 19 corruptions at severity 5 of
-# the digits test images warns (a corruption shift is what soup-for is for; measured: mean at most 0.85
-# data stds away (brightness), spread down to 0.19 of the data's (contrast), tint up to 0.063 (frost,
-# saturate)) while 32-px crops of colour photographs do (tint 0.19) for digits models.
-RESOLUTION_FACTOR = 2.0  # median native short side beyond ×2 or ÷2 of the training resolution
-MEAN_SHIFT = 1.0  # |image mean − data mean| in units of the data's std, any channel
-STD_RANGE = (1 / 8, 2.0)  # image std / data std, any channel
-TINT = 0.12  # per-image |mean R − mean G| + |mean G − mean B| (pixels in [0,1]) on models of grey data
-
-
-def distribution_problems(folder: Path, images, spec, meta: CheckpointMeta, max_images: int) -> list[str]:
-    """Why ``images`` (uint8, N×3×R×R, as the models see them) look unlike the models' training data:
-    native sides far from the training resolution, per-channel mean or spread far from the data set's
-    statistics (the sidecar's normalization), or colour where the data set is grey. Empty if none."""
-    from PIL import Image
-
-    problems = []
-    sides = []
-    for path in image_files(folder)[: max_images or None][:200]:
-        try:
-            with Image.open(path) as image:
-                sides.append(min(image.size))
-        except OSError:
-            continue
-    if sides:
-        side = sorted(sides)[len(sides) // 2]
-        if not spec.resolution / RESOLUTION_FACTOR <= side <= spec.resolution * RESOLUTION_FACTOR:
-            problems.append(
-                f"the images in {folder} are {side} px on their short side (median), the models were trained at "
-                f"{spec.resolution} px ({meta.dataset}): resizing this far changes what the models see, so the "
-                "pick may not transfer; give images of the shift at about the training resolution"
-            )
-    pixels = images.float().div(255)
-    flat = pixels.transpose(0, 1).reshape(3, -1)
-    mean, std = flat.mean(1).tolist(), flat.std(1).tolist()
-    far = [
-        c
-        for c in range(3)
-        if abs(mean[c] - meta.mean[c]) > MEAN_SHIFT * meta.std[c]
-        or not STD_RANGE[0] <= std[c] / meta.std[c] <= STD_RANGE[1]
-    ]
-    channel_means = pixels.mean((2, 3))
-    tint = float(
-        ((channel_means[:, 0] - channel_means[:, 1]).abs() + (channel_means[:, 1] - channel_means[:, 2]).abs()).mean()
-    )
-    coloured = len(set(meta.mean)) == 1 and len(set(meta.std)) == 1 and tint > TINT
-    if far or coloured:
-        found = ", ".join(f"{m:.2f}±{s:.2f}" for m, s in zip(mean, std))
-        data = ", ".join(f"{m:.2f}±{s:.2f}" for m, s in zip(meta.mean, meta.std))
-        what = f"colour images (tint {tint:.2f}) where the data set is grey; " if coloured else ""
-        problems.append(
-            f"the images in {folder} do not look like {meta.dataset}: {what}per-channel pixel mean±std {found}, "
-            f"the models' data {data}. The models may be out of their distribution, where no soup of them is "
-            "reliable; check that the folder holds the shift these models are meant for"
-        )
-    return problems
-
-
 def cmd_soup_for(args: argparse.Namespace) -> int:
     import torch
 
     from ..config import resolve_config
-    from ..device import Arithmetic
-    from ..soups.search import SoupScorer, batchnorm_layers, choose_without_labels, simplex_grid
+    from ..soups.search import choose_without_labels, simplex_grid
 
     defaults = resolve_config({})["soups"]["search"]
     step = args.step if args.step is not None else defaults["step"]
@@ -226,16 +94,13 @@ def cmd_soup_for(args: argparse.Namespace) -> int:
     images, spec = read_unlabelled(args.folder, meta, args.max_images)
     for problem in distribution_problems(args.folder, images, spec, meta, args.max_images):
         warn(problem)
-    scorer = SoupScorer(meta.build(), [s for s, _ in loaded], names, device=device, arithmetic=Arithmetic())
-    methods = list(LABEL_FREE_METHODS)
-    if not batchnorm_layers(scorer.net):
-        methods = [m for m in methods if not LABEL_FREE_METHODS[m].needs_batchnorm]
-        if args.method not in methods:
-            asked = f"--method {args.method}" if args.method != DEFAULT_METHOD else f"the default, {DEFAULT_METHOD},"
-            raise UsageError(
-                f"{asked} compares BatchNorm statistics, but {meta.architecture} has no BatchNorm layer; pass "
-                f"--method with one of {methods} (the README finds only {DEFAULT_METHOD} safe on digits)"
-            )
+    scorer, methods = label_free_scorer(loaded, device)
+    if args.method not in methods:  # only where the model has no BatchNorm layer
+        asked = f"--method {args.method}" if args.method != DEFAULT_METHOD else f"the default, {DEFAULT_METHOD},"
+        raise UsageError(
+            f"{asked} compares BatchNorm statistics, but {meta.architecture} has no BatchNorm layer; pass "
+            f"--method with one of {methods} (the README finds only {DEFAULT_METHOD} safe on digits)"
+        )
     with torch.no_grad():
         choice = choose_without_labels(scorer, grid, scorer.prepare(images), methods, threshold)
     print(
@@ -249,8 +114,7 @@ def cmd_soup_for(args: argparse.Namespace) -> int:
             f"score {selection.details['score']:.4f}  disagreement {choice.disagreement[method]:.3f}"
         )
     chosen = choice.selections[args.method]
-    weights = [chosen.weights[n] for n in names]
-    falls_back = choice.fallback(args.method)
+    weights, falls_back = written_weights(choice, args.method, names, fallback)
     if falls_back:
         if not fallback:
             advice = "writing the pick anyway (pass --fallback MODEL to write a base model instead)"
@@ -262,21 +126,10 @@ def cmd_soup_for(args: argparse.Namespace) -> int:
             f"the label-free picks disagree on {choice.disagreement[args.method]:.1%} of the "
             f"images (threshold {threshold:.1%}): the {args.method} pick may not beat the best base model; {advice}"
         )
-        if fallback:
-            weights = [1.0 if n == fallback else 0.0 for n in names]
-    provenance = {
-        "soup": dict(zip(names, weights)),
-        "soup_for": {
-            "folder": str(args.folder),
-            "images": len(images),
-            "method": args.method,
-            "pick": dict(chosen.weights),
-            "disagreement": choice.disagreement[args.method],
-            "threshold": threshold,
-            "fell_back_to": fallback if falls_back and fallback else None,
-            "forward_passes": chosen.forward_passes,
-        },
-    }
+    fell_back_to = fallback if falls_back and fallback else None
+    provenance = soup_for_provenance(
+        args.folder, len(images), args.method, choice, threshold, dict(zip(names, weights)), fell_back_to
+    )
     write_soup(loaded, weights, args.output, provenance)
     print(f"wrote {args.output} = {_mixture(names, weights)} ({chosen.forward_passes} forward passes)")
     return 0

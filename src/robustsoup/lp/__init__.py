@@ -1,2 +1,2 @@
-"""Robust fine-tuning (Croce & Hein 2022) and its soup lines: the parent, the fine-tunes, the soups
-along lines between them, the accuracy table."""
+"""Robust fine-tuning (Croce & Hein 2022): the parent, the from-scratch references, the fine-tunes, every
+model's evaluation, the accuracy table. The soups between the models are :mod:`robustsoup.soups`'."""

@@ -6,7 +6,6 @@ Torch-free: the workflow reads the labels when it parses (``workflow/rules/commo
 from __future__ import annotations
 
 from ..report.captions import ReportSection
-from ..report.labels import model_label
 
 LP_REPORT = ReportSection(
     category="1. Robust fine-tuning",
@@ -24,8 +23,3 @@ LP_REPORT = ReportSection(
         ),
     },
 )
-
-
-def soup_line_label(a: str, b: str) -> str:
-    """The report label of the soup-line figure from model ``a`` to ``b`` (listed under the soups' folder)."""
-    return f"Soups on the line {model_label(a)} – {model_label(b)}"

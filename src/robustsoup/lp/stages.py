@@ -1,5 +1,6 @@
 """Robust fine-tuning's stages (rules of ``workflow/rules/lp.smk``) as plain functions: the parent,
-the fine-tunes, the soups along lines between them, their evaluation, the accuracy table.
+the from-scratch references, the fine-tunes, every model's evaluation, the accuracy table. The soups
+between them are the soups study's (:mod:`robustsoup.soups.stages`).
 
 Each function reads its inputs from paths, writes its outputs atomically and
 returns what it wrote; the workflow scripts only pass ``snakemake.*`` in.
@@ -17,11 +18,8 @@ import torch
 
 from ..attacks import attack_batch_size, attack_plan
 from ..checkpoint import (
-    load_checkpoint,
     load_meta,
     load_model,
-    load_state_dict_checked,
-    save_checkpoint,
 )
 from ..config import base_model_names, parent_name, reference_names, reference_norm
 from ..data import load_split
@@ -36,14 +34,10 @@ from ..evaluate import (
     write_metrics,
 )
 from ..io import write_text_atomic
-from ..lineage import CONFIG_ADVICE, check_related, mixed
-from ..models.batchnorm import recompute_batchnorm_statistics
 from ..points import read_points, write_points
 from ..train.policies import make_input_policy
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
-from ..weights import affine_combination
 from .captions import LP_REPORT
-from .grid import grid_from_config, write_grid
 
 log = logging.getLogger(__name__)
 
@@ -96,43 +90,6 @@ def finetune(config: Mapping, target: str, parent_path, train_path, out_path, de
         raise KeyError(f"fine-tune target {target!r} is not in the config; expected one of {list(config['finetune'])}")
     name = f"{parent_name(config)}-{target}"
     return _run_training(config, name, config["finetune"][target], train_path, out_path, device, parent_path)
-
-
-def make_soup(
-    config: Mapping,
-    soup_id: str,
-    weights: Mapping[str, float],
-    model_paths: Mapping[str, str],
-    train_path,
-    out_path,
-    device: torch.device | str = "cpu",
-) -> Path:
-    """Write the soup Σ wᵢθᵢ over the base models as a checkpoint of its own.
-
-    BatchNorm statistics are mixed or re-estimated on training images, as
-    ``soups.batchnorm`` says.
-    """
-    names = [n for n in base_model_names(config) if n in weights]
-    identity = model_identity(config)
-    loaded = [load_checkpoint(model_paths[n], expect=identity) for n in names]
-    metas = [m for _, m in loaded]
-    check_related(metas, f"soup {soup_id}", config["allow_unrelated"], CONFIG_ADVICE, warn=log.warning)
-    combined = affine_combination([s for s, _ in loaded], [weights[n] for n in names], names=names)
-    spec = config["soups"]
-    meta = new_meta(
-        identity, soup_id, provenance={"soup": {n: weights[n] for n in names}, "batchnorm": spec["batchnorm"]}
-    )
-    meta.lineage = mixed(metas)
-    if spec["batchnorm"] == "recompute":
-        seed_everything(config["seed"])
-        model = meta.build()
-        load_state_dict_checked(model, combined, source=soup_id)
-        images = load_split(train_path).images[: spec["batchnorm_images"]]
-        recompute_batchnorm_statistics(model, images, device=device)
-        meta.provenance["batchnorm_images"] = len(images)
-        combined = model.state_dict()
-    save_checkpoint(out_path, combined, meta)
-    return Path(out_path)
 
 
 def _load_for_evaluation(config: Mapping, model_path, split_path, device):
@@ -296,34 +253,33 @@ def report_lp(
     config: Mapping,
     models: Sequence[str],
     studies: Mapping[str, str],
+    soups: Mapping[str, str],
     gathered_path,
-    grid_path,
     sidecar_paths: Sequence,
     table_stem,
-    figure_paths: Sequence,
 ) -> list[Path]:
-    """Rule ``report_lp``: the soup grid (``soups/grid.tsv``), every study's metrics in
-    ``metrics/all.tsv`` (:func:`gather_metrics`, from the folder that ``gathered_path`` sits in),
-    the accuracy table (``table_stem`` with any suffix: its .csv, .md and .html
-    are written) and one soup-line figure per configured line.
+    """Rule ``report_lp``: every study's metrics in ``metrics/all.tsv`` (:func:`gather_metrics`, from the
+    folder that ``gathered_path`` sits in) and the accuracy table (``table_stem`` with any suffix: its .csv,
+    .md and .html are written).
 
     The table has robust-finetuning's columns: clean, per-norm and union
     accuracy, and for trained models what they were trained for and the
-    training cost, read from the checkpoints' sidecars.
+    training cost, read from the checkpoints' sidecars. Its rows are the
+    base models, the references and the evaluated soups (``soups``: {soup id:
+    its weights as text}, in grid order, the soups study's grid as the
+    workflow names it).
     """
     # Imported here: matplotlib costs every other stage's job a third of a second.
-    from ..report import attack_summary, evaluation_note, write_table
-    from .report import accuracy_table, add_training_columns, plot_soup_line, soup_line_points
+    from ..report import evaluation_note, write_table
+    from .report import accuracy_table, add_training_columns
 
-    write_grid(grid_from_config(config), base_model_names(config), grid_path)
     metrics = gather_metrics(config, models, Path(gathered_path).parent, gathered_path, studies=studies)
     metrics = metrics[metrics["study"] == "lp"]
-    grid = pd.read_csv(grid_path, sep="\t")
     metas = [load_meta(path) for path in sidecar_paths]
-    order = base_model_names(config) + reference_names(config) + list(grid["id"])
+    order = base_model_names(config) + reference_names(config) + list(soups)
     note = evaluation_note(metrics)
     table = add_training_columns(
-        accuracy_table(metrics, order, grid), {m.name: m.training for m in metas}, {m.name: m.parent for m in metas}
+        accuracy_table(metrics, order, soups), {m.name: m.training for m in metas}, {m.name: m.parent for m in metas}
     )
     written = write_table(
         table,
@@ -332,8 +288,5 @@ def report_lp(
         note + ". Cost: forward-backward passes per training image, epochs × (attack steps + 1)",
         LP_REPORT.caption("accuracy"),
     )
-    for (a, b), path in zip(config["soups"]["lines"], figure_paths):
-        points = soup_line_points(metrics, grid, a, b)
-        written += plot_soup_line(points, a, b, path, subtitle=attack_summary(metrics))
     log.info("report written:\n%s", "\n".join(str(p) for p in written))
     return written

@@ -123,6 +123,38 @@ class Ledger:
         return float(found["accuracy"].iloc[0]) if len(found) else None
 
 
+MODEL_EVALSET = "test"  # the split evaluate_model measures
+
+
+class ModelTerms:
+    """Accuracy (ledger) and per-point results of the models' evaluations (study ``lp``, evalset ``test``:
+    rule evaluate_model's rows), as :class:`Term` s; ``union`` is counted per point."""
+
+    def __init__(self, config: Mapping, ledger: Ledger, points: PointStore) -> None:
+        self.ledger, self.points = ledger, points
+        self.norms = list(config["evaluate"]["threats"])
+
+    def term(self, model: str, threat: str, weight: float) -> Term | None:
+        accuracy = self.ledger.accuracy(model, MODEL_EVALSET, threat=threat, study="lp")
+        if accuracy is None:
+            return None
+        return Term(weight, accuracy, self._points(model, threat), label=model)
+
+    def _points(self, model: str, threat: str):
+        if threat != "union":
+            return self.points.get(model, MODEL_EVALSET, threat=threat)
+        parts = [self.points.get(model, MODEL_EVALSET, threat=t) for t in ["none", *self.norms]]
+        if any(p is None for p in parts):
+            return None
+        n = min(len(p) for p in parts[1:])
+        return np.logical_and.reduce([p[:n] != 0 for p in parts]).astype(int)
+
+
+def percent(term: Term) -> str:
+    """A term's accuracy in percent, one decimal."""
+    return f"{100 * term.accuracy:.1f}"
+
+
 def bootstrap(terms: Sequence[Term], resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
     """Σ wᵢ · mean(pointsᵢ) in points over ``resamples`` paired resamples of the images of each pool."""
     pools: dict[tuple[str, int], np.ndarray] = {}

@@ -1,5 +1,6 @@
-"""Finding F3 (soups per distribution shift, Croce et al. 2023, Sec. 4) as checkable claims over a run's
-ledger and the per-point results of evaluate_soups_shifts (:mod:`robustsoup.report.findings`). Torch-free."""
+"""Findings F2 (soups along a line, Croce et al. 2023, Fig. 2) and F3 (soups per distribution shift, Sec. 4)
+as checkable claims over a run's ledger and per-point results (:mod:`robustsoup.report.findings`): the line
+soups' of evaluate_model, evaluate_soups_shifts'. Torch-free."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import Mapping
 import pandas as pd
 
 from ..config import base_model_names
-from ..report.findings import Claim, Ledger, PointStore, Term, measured_claim, not_computed
+from ..report.findings import Claim, Ledger, ModelTerms, PointStore, Term, measured_claim, not_computed, percent
+from .grid import grid_from_config
 
 STUDY = "soups-shifts"
 # The poster's table (ImageNet, ViT-B/16, grid search on 1,000 images): dataset-specific soups, the single
@@ -130,3 +132,52 @@ def _paper(config: Mapping, scope: str, text: str) -> str:
         return ""
     ours, theirs = POSTER[scope][0], POSTER[scope][column]
     return f"{ours - theirs:+.2f} ({ours:.2f} vs {theirs:.2f})"
+
+
+def soup_line_findings(config: Mapping, ledger: Ledger, points: PointStore) -> list[Claim]:
+    """F2 (Croce et al. 2023, Fig. 2): per line, the best interior soup against both ends in union accuracy,
+    and whether extrapolating beyond the ends helps, from the models' evaluations (rule evaluate_model)."""
+    measured, rows = ModelTerms(config, ledger, points), []
+    soups = list(grid_from_config(config))
+    for a, b in config["soups"]["lines"]:
+        line = [s for s in soups if s.line == f"{a}~{b}"]
+        claim = f"an interior soup of {a}~{b} beats both ends in union accuracy"
+        if len(measured.norms) < 2:
+            rows.append(not_computed("F2", claim, "union accuracy needs two norms (evaluate.threats)"))
+            continue
+        ends = {a: measured.term(a, "union", 1.0), b: measured.term(b, "union", 1.0)}
+        scored = {s.id: (s.position, measured.term(s.id, "union", 1.0)) for s in line}
+        scored = {k: v for k, v in scored.items() if v[1] is not None}
+        interior = {k: t for k, (w, t) in scored.items() if 0 < w < 1}
+        if not interior or any(t is None for t in ends.values()):
+            rows.append(not_computed("F2", claim, "no interior soup or end with a union row in metrics/all.tsv"))
+            continue
+        best = max(interior, key=lambda k: interior[k].accuracy)
+        for end, term in ends.items():
+            versus = Term(-1.0, term.accuracy, term.points, label=end)
+            rows.append(
+                measured_claim(
+                    "F2",
+                    f"the best interior soup of {a}~{b} ({best}) beats {end} in union accuracy",
+                    [interior[best], versus],
+                    ours=f"{percent(interior[best])} vs {percent(term)}",
+                )
+            )
+        outside = {k: t for k, (w, t) in scored.items() if w < 0 or w > 1}
+        claim = f"extrapolating {a}~{b} beyond its ends helps union accuracy"
+        if not outside:
+            rows.append(not_computed("F2", claim, "no extrapolated soup on the line (soups.weights)"))
+            continue
+        inside = {**interior, **ends}
+        top_out = max(outside, key=lambda k: outside[k].accuracy)
+        top_in = max(inside, key=lambda k: inside[k].accuracy)
+        versus = Term(-1.0, inside[top_in].accuracy, inside[top_in].points, label=top_in)
+        rows.append(
+            measured_claim(
+                "F2",
+                f"{claim} (best outside {top_out} vs best within {top_in})",
+                [outside[top_out], versus],
+                ours=f"{percent(outside[top_out])} vs {percent(inside[top_in])}",
+            )
+        )
+    return rows

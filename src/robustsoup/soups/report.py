@@ -1,4 +1,5 @@
-"""The soups paper's table and figures, from the tidy shift metrics and the selection table."""
+"""The soups paper's table and figures, from the tidy shift metrics and the selection table, and the
+soup-line figures (accuracy along (1 − w)·θ_A + w·θ_B, from the models' rows in ``metrics/all.tsv``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ..evaluate_mce import ALEXNET_ERRORS, mce_applies, mce_columns
 from ..report.figures import save_figure
 from ..report.labels import THREAT_ORDER, measurement_note, model_label, threat_eps, threat_label
 from ..report.style import (
+    THREAT_STYLE,
     TWO_COLUMNS,
     annotate_values,
     colour_range,
@@ -319,3 +321,75 @@ def _and(names) -> str:
     """``a, b and c``."""
     names = list(names)
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def soup_line_points(metrics: pd.DataFrame, grid: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """Accuracy along the line (1 − w)·θ_a + w·θ_b: columns position, threat, accuracy, n, eps, attack.
+
+    The end points are the base models ``a`` (w = 0) and ``b`` (w = 1).
+    """
+    on_line = grid[grid["line"] == f"{a}~{b}"][["id", "position"]]
+    positions = pd.concat(
+        [on_line.rename(columns={"id": "model"}), pd.DataFrame({"model": [a, b], "position": [0.0, 1.0]})]
+    )
+    rows = metrics[metrics["corruption"] == "none"].merge(positions, on="model")
+    columns = ["position", "threat", "accuracy", "n"] + [c for c in ("eps", "attack") if c in rows.columns]
+    return rows[columns].sort_values("position")
+
+
+def plot_soup_line(points: pd.DataFrame, a: str, b: str, path: str | Path, subtitle: str = "") -> list[Path]:
+    """Accuracy (%) against w for every threat (clean, each norm with its ε, union); write ``path``
+    (.png), its .pdf twin and its .html page.
+
+    The y-axis spans 0–100 % in every soup-line figure, so the lines of one run compare at a glance;
+    the end points are named under w = 0 and w = 1, extrapolation (w < 0, w > 1) is shaded.
+    """
+    name_a, name_b = model_label(a), model_label(b)
+    threats = [t for t in THREAT_ORDER if t in set(points["threat"])]
+    positions = sorted(set(points["position"]))
+    with house_style():
+        fig, ax = plt.subplots(figsize=(5.6, 3.1))
+        lo, hi = min(positions), max(positions)
+        if lo < 0:
+            ax.axvspan(lo - 0.05, 0, color="0.93", zorder=0, lw=0)
+        if hi > 1:
+            ax.axvspan(1, hi + 0.05, color="0.93", zorder=0, lw=0)
+        for threat in threats:
+            group = points[points["threat"] == threat].sort_values("position")
+            ax.plot(
+                group["position"],
+                group["accuracy"] * 100,
+                label=threat_label(threat, threat_eps(points, threat)),
+                **THREAT_STYLE.get(threat, {}),
+            )
+        handles, labels = ax.get_legend_handles_labels()
+        if lo < 0 or hi > 1:
+            handles.append(plt.Rectangle((0, 0), 1, 1, color="0.93"))
+            labels.append("extrapolation")
+        legend_outside(ax, handles, labels, title="threat model")
+        ax.set_xlim(lo - 0.05, hi + 0.05)
+        ax.set_ylim(0, 101)
+        ax.set_xticks(positions, [_position_label(w, a, b) for w in positions])
+        ax.set_xlabel(f"w in the soup (1 − w)·{model_label(a, short=True)} + w·{model_label(b, short=True)}")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"Soups between the {name_a} and the {name_b}")
+        measured = measurement_note(points) or subtitle
+        footnote(fig, measured)
+    caption = (
+        f"Clean and robust accuracy of the soups (1 − w)·θ[{name_a}] + w·θ[{name_b}] against w: w = 0 is the "
+        f"{name_a}, w = 1 the {name_b}; shaded w < 0 or w > 1 extrapolate beyond them. Robust accuracy per "
+        "norm at the ε in the legend; union counts an image only if it is classified correctly clean and "
+        f"under every norm's attack. {measured}. The counterpart of the soups paper's Fig. 2 "
+        "(Croce et al. 2023): the weight trades one kind of robustness for another without retraining."
+    )
+    return save_figure(fig, path, f"Soups between the {name_a} and the {name_b}", caption)
+
+
+def _position_label(w: float, a: str, b: str) -> str:
+    """``0`` → ``0\nL∞``, ``1`` → ``1\nL∞→L2``, others as numbers: the ends carry their model's name."""
+    text = f"{w:g}".replace("-", "−")
+    if w == 0:
+        return f"{text}\n{model_label(a, short=True)}"
+    if w == 1:
+        return f"{text}\n{model_label(b, short=True)}"
+    return f"{text}\n "  # two lines like the ends, so that every number sits at the same height

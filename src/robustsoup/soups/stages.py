@@ -1,4 +1,8 @@
-"""The soups paper's experiment as pipeline stages: choose soups per shift, test them.
+"""The soups paper's experiment as pipeline stages: mix the soups on the lines, choose soups per shift,
+test them, report.
+
+``make_soup`` writes one soup of the grid (:mod:`robustsoup.soups.grid`) as a checkpoint, which rule
+evaluate_model then evaluates like any model; ``report_soups`` draws the lines from those evaluations.
 
 ``select_soups`` scores the simplex grid of the base models on every
 shift's adaptation images (and at several adaptation-set sizes) and runs
@@ -30,20 +34,23 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..checkpoint import load_checkpoint, load_model
+from ..checkpoint import load_checkpoint, load_model, load_state_dict_checked, save_checkpoint
 from ..config import base_model_names, dataset_name
 from ..data import ImageSplit, load_split
 from ..data.loading import BatchSource
 from ..data.scoring import NO_TARGET, split_scoring
 from ..data.splits import Split
-from ..device import resolve_arithmetic
+from ..device import resolve_arithmetic, seed_everything
 from ..evaluate import MetricLog
 from ..io import write_text_atomic
-from ..lineage import CONFIG_ADVICE, check_related
+from ..lineage import CONFIG_ADVICE, check_related, mixed
+from ..models.batchnorm import recompute_batchnorm_statistics
 from ..progress import Progress, progress
 from ..shifts import MIXED_SEVERITY, evaluation_sets, part_label
-from ..train.run import model_identity
+from ..train.run import model_identity, new_meta
+from ..weights import affine_combination
 from .captions import SOUPS_REPORT
+from .grid import grid_from_config, soup_id, write_grid
 from .search import (
     LABEL_FREE_METHODS,
     SELECTION_METHODS,
@@ -89,6 +96,42 @@ def _load_states(config: Mapping, model_paths: Mapping[str, str]):
 
 def _check_related(config: Mapping, metas, what: str) -> None:
     check_related(metas, what, config["allow_unrelated"], CONFIG_ADVICE, warn=log.warning)
+
+
+def make_soup(
+    config: Mapping,
+    soup: str,
+    weights: Mapping[str, float],
+    model_paths: Mapping[str, str],
+    train_path,
+    out_path,
+    device: torch.device | str = "cpu",
+) -> Path:
+    """Write the soup Σ wᵢθᵢ over the base models as a checkpoint of its own (rule ``make_soup``: the
+    soups on the configured lines, :func:`robustsoup.soups.grid.grid_from_config`).
+
+    BatchNorm statistics are mixed or re-estimated on training images, as
+    ``soups.batchnorm`` says.
+    """
+    names = [n for n in base_model_names(config) if n in weights]
+    identity = model_identity(config)
+    loaded = [load_checkpoint(model_paths[n], expect=identity) for n in names]
+    metas = [m for _, m in loaded]
+    _check_related(config, metas, f"soup {soup}")
+    combined = affine_combination([s for s, _ in loaded], [weights[n] for n in names], names=names)
+    spec = config["soups"]
+    meta = new_meta(identity, soup, provenance={"soup": {n: weights[n] for n in names}, "batchnorm": spec["batchnorm"]})
+    meta.lineage = mixed(metas)
+    if spec["batchnorm"] == "recompute":
+        seed_everything(config["seed"])
+        model = meta.build()
+        load_state_dict_checked(model, combined, source=soup)
+        images = load_split(train_path).images[: spec["batchnorm_images"]]
+        recompute_batchnorm_statistics(model, images, device=device)
+        meta.provenance["batchnorm_images"] = len(images)
+        combined = model.state_dict()
+    save_checkpoint(out_path, combined, meta)
+    return Path(out_path)
 
 
 def _sets(config: Mapping, split_path, corrupted_dir) -> dict[str, Split]:
@@ -480,11 +523,10 @@ def evaluate_ternary(
     One model instance is overwritten in place per soup; the attack is the
     fast APGD-CE of the evaluation (``soups.ternary.n_iter`` iterations on
     the first ``soups.ternary.n_images`` test images). Soup ids follow
-    :func:`robustsoup.soups.soup_id`; corners keep their model names.
+    :func:`robustsoup.soups.grid.soup_id`; corners keep their model names.
     """
     from ..attacks import attack_plan
     from ..evaluate import evaluate_threats, union_rows
-    from ..naming import soup_id
 
     spec = config["soups"]["ternary"]
     corners = list(spec["models"])
@@ -551,13 +593,20 @@ def report_soups(
     models_path,
     selection_path,
     ternary_path,
+    ledger_path,
     table_stem,
     composition_path,
     ternary_figure_path,
+    grid_path,
+    line_figure_paths: Sequence,
 ) -> list[Path]:
-    """The soups paper's table (CSV + Markdown) and figures: soup composition per shift, ternary maps."""
+    """Rule ``report_soups``: the soups paper's table (CSV + Markdown) and figures (soup composition per
+    shift, ternary maps), the soup grid (``soups/grid.tsv``) and one soup-line figure per configured line
+    (``line_figure_paths``, in ``soups.lines`` order) from the models' rows in ``metrics/all.tsv``
+    (``ledger_path``, study ``lp``: the base models and the soups on the lines, union accuracy included)."""
+    from ..report import attack_summary
     from ..report.tables import write_table
-    from .report import plot_composition, plot_ternary, shifts_table
+    from .report import plot_composition, plot_soup_line, plot_ternary, shifts_table, soup_line_points
 
     metrics = pd.read_csv(shifts_path, sep="\t")
     models = pd.read_csv(models_path, sep="\t")
@@ -589,5 +638,12 @@ def report_soups(
     if ternary_path is not None:
         spec = config["soups"]["ternary"]
         written += plot_ternary(pd.read_csv(ternary_path, sep="\t"), spec["models"], ternary_figure_path)
+    write_grid(grid_from_config(config), base_model_names(config), grid_path)
+    grid = pd.read_csv(grid_path, sep="\t")
+    ledger = pd.read_csv(ledger_path, sep="\t")
+    lines = ledger[ledger["study"] == "lp"].drop(columns="study")
+    for (a, b), path in zip(config["soups"]["lines"], line_figure_paths):
+        points = soup_line_points(lines, grid, a, b)
+        written += plot_soup_line(points, a, b, path, subtitle=attack_summary(lines))
     log.info("soups report:\n%s", "\n".join(map(str, written)))
     return written

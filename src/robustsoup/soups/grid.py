@@ -1,19 +1,44 @@
-"""Soup grids: which affine combinations of the base models to build.
+"""Soup grids: which affine combinations of the base models to build, and their names.
 
 A soup is a weight vector over the base models (the parent and its
 fine-tunes, in config order). Its id is derived from its weights, so the same
 soup keeps its id (and its cached artifacts) when the grid around it changes.
+Torch-free: the workflow names its soups when it parses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pandas as pd
 
 from ..io import write_text_atomic
-from ..naming import soup_id
+
+
+def _format_weight(w: float) -> str:
+    text = format(Decimal(str(round(w, 6))).normalize(), "f")
+    return text.replace("-", "m")
+
+
+def soup_id(weights: Mapping[str, float], base_models: Sequence[str]) -> str:
+    """``soup-`` followed by every non-zero weight as ``<model>_<w>`` in base-model order.
+
+    E.g. ``soup-linf_0.8-linf-l2_0.2``; a negative weight is written with
+    ``m`` (``soup-linf_1.2-linf-l2_m0.2``) so that ids stay file-name safe.
+    """
+    parts = [f"{m}_{_format_weight(weights[m])}" for m in base_models if weights.get(m, 0) != 0]
+    return "soup-" + "-".join(parts)
+
+
+def mixture_text(terms) -> str:
+    """``[(1.2, "linf"), (-0.2, "linf-l2")]`` → ``1.2·linf − 0.2·linf-l2`` (a leading negative: ``−0.2·a + 1.2·b``)."""
+    parts = []
+    for i, (w, name) in enumerate(terms):
+        sign = ("" if w > 0 else "−") if i == 0 else ("+ " if w > 0 else "− ")
+        parts.append(f"{sign}{abs(w):g}·{name}")
+    return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -27,6 +52,10 @@ class Soup:
 
     def weight_dict(self) -> dict[str, float]:
         return dict(self.weights)
+
+    def mixture(self) -> str:
+        """Its non-zero weights as text, in base-model order: ``0.8·linf + 0.2·linf-l2``."""
+        return mixture_text([(w, m) for m, w in self.weights if w != 0])
 
 
 def line_weights(start: float, stop: float, step: float) -> list[float]:
