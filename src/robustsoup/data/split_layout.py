@@ -66,8 +66,10 @@ def split_storage(
     Only file-backed sets (``spec.lazy``: the ImageNet family) are ever kept
     as file lists, when their published split (the train split capped at
     ``train_per_class`` per class, the test split at ``test_per_class``) is
-    larger than ``cache_max_images``.
+    larger than ``cache_max_images``, and the splits the spec names in ``file_lists``.
     """
+    if split in spec.file_lists:
+        return "tsv"
     if spec.lazy and nominal_split_size(spec, split, k, part, train_per_class, test_per_class) > cache_max_images:
         return "tsv"
     return "safetensors"
