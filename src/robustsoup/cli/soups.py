@@ -21,6 +21,7 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from ..config import ConfigError
 from ..data import DataLayoutError
+from ..data.imagefolder import SIDECAR_KEYS
 from ..lineage import CLI_ADVICE, check_related, mixed
 from ..soups.search import LABEL_FREE_METHODS
 from ..weights import StateDict, affine_combination
@@ -60,7 +61,8 @@ def write_soup(loaded: Loaded, weights: Sequence[float], output: Path, provenanc
     meta = loaded[0][1]
     meta.name = output.stem
     meta.training, meta.parent, meta.metrics, meta.lineage = None, None, {}, lineage
-    meta.provenance = provenance
+    meta.provenance = {k: meta.provenance[k] for k in SIDECAR_KEYS if k in meta.provenance}
+    meta.provenance.update(provenance)  # an ImageFolder's classes and resolution stay with the soup
     meta.git_commit = meta.created = meta.weights_sha256 = ""
     save_checkpoint(output, soup, meta)
 
@@ -100,11 +102,14 @@ def read_unlabelled(folder: Path, meta: CheckpointMeta, max_images: int):
     import torch
 
     from ..data import FileSource, get_dataset_spec
+    from ..data.imagefolder import spec_from_sidecar
 
     try:
         spec = get_dataset_spec(meta.dataset)
-    except KeyError as error:
-        raise CheckpointError(f"{meta.name}: {error.args[0]}; cannot tell how to size its images") from None
+    except KeyError as error:  # an ImageFolder's name (data.name): its sidecar says how to size the images
+        spec = spec_from_sidecar(meta.dataset, meta.num_classes, meta.mean, meta.std, meta.provenance)
+        if spec is None:
+            raise CheckpointError(f"{meta.name}: {error.args[0]}; cannot tell how to size its images") from None
     paths = image_files(folder)
     if max_images:
         paths = paths[:max_images]

@@ -217,6 +217,56 @@ def register_imagefolder(config: Mapping[str, Any]) -> DatasetSpec | None:
 
 
 # ---------------------------------------------------------------------------
+# What a checkpoint's sidecar records of its ImageFolder, and the spec read back from it
+
+
+SIDECAR_KEYS = ("class_names", "resolution")
+
+
+def sidecar_provenance(spec: DatasetSpec) -> dict[str, Any]:
+    """What every checkpoint trained on the ImageFolder ``spec`` records of it (``provenance``): the class
+    names in label order and the resolution its images are brought to; empty for a built-in data set."""
+    if spec.class_names is None:
+        return {}
+    return dict(zip(SIDECAR_KEYS, (list(spec.class_names), spec.resolution)))
+
+
+def spec_from_sidecar(
+    name: str, num_classes: int, mean: Any, std: Any, provenance: Mapping[str, Any]
+) -> DatasetSpec | None:
+    """The ImageFolder a checkpoint was trained on, as far as its sidecar (:func:`sidecar_provenance`) tells,
+    for a process that has not resolved the run's config (``robustsoup soup-for``): its images' size, classes
+    and statistics, without a reader. None where the sidecar does not record them."""
+    if "resolution" not in provenance or "class_names" not in provenance:
+        return None
+    return DatasetSpec(
+        name=name,
+        num_classes=num_classes,
+        resolution=int(provenance["resolution"]),
+        mean=tuple(mean),
+        std=tuple(std),
+        description=f"ImageFolder {name} ({num_classes} classes), as its checkpoints' sidecar records it",
+        reader=None,
+        layout=IMAGEFOLDER_LAYOUT,
+        class_names=tuple(provenance["class_names"]),
+        threats={},
+    )
+
+
+def portable_specs() -> tuple[DatasetSpec, ...]:
+    """The ImageFolder specs this process registered (the run's data set, its ``imagefolder-c``) without
+    their readers: what a spawned rank or a SLURM task registers again (:func:`register_portable`), as it
+    never resolved the config; its images come with the call."""
+    return tuple(dataclasses.replace(s, reader=None) for s in DATASETS.values() if s.class_names is not None)
+
+
+def register_portable(specs: tuple[DatasetSpec, ...]) -> None:
+    """Register the specs of :func:`portable_specs` where this process lacks them."""
+    for spec in specs:
+        DATASETS.setdefault(spec.name, spec)
+
+
+# ---------------------------------------------------------------------------
 # Corrupted copies read from a folder: the shift set imagefolder-c
 
 IMAGEFOLDER_C_LAYOUT = (
