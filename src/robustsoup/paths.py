@@ -162,19 +162,21 @@ class RunPaths:
         """The on-disk ImageNet-C that stands in for generated corrupted copies (``data.corrupted_from:
         imagenet-c``), else None. Its files are found by the names of the split's images, so the adapt
         and test splits must be file lists of ImageNet validation images."""
-        if data["corrupted_from"] != "imagenet-c":
+        source = data["corrupted_from"]
+        if source == "generate":
             return None
         decoded = [s for s in ("adapt", "test") if not self.data[s].endswith(".tsv")]
-        if self.dataset != "imagenet" or "imagenet-c" not in data["shifts"] or decoded:
+        base = "imagenet" if source == "imagenet-c" else IMAGEFOLDER  # imagefolder-c: an ImageFolder's copies
+        if self.config["dataset"] != base or source not in data["shifts"] or decoded:
             raise ConfigError(
-                "config key 'data.corrupted_from': imagenet-c reads the corrupted copies of the adapt and test "
-                "splits from the on-disk ImageNet-C by file name, so it needs dataset: imagenet, "
-                "data.shifts.imagenet-c (its folder) and file-list adapt and test splits; found dataset "
+                f"config key 'data.corrupted_from': {source} reads the corrupted copies of the adapt and test "
+                f"splits from the on-disk {source} by file name, so it needs dataset: {base}, "
+                f"data.shifts.{source} (its folder) and file-list adapt and test splits; found dataset "
                 f"{self.dataset}, shifts {sorted(data['shifts'])}, decoded splits {decoded}. Set "
                 "data.corrupted_from: generate (corrupt_split writes the copies), or fix those keys "
                 "(data.cache_max_images below the split sizes keeps them file lists)."
             )
-        return str(data["shifts"]["imagenet-c"])
+        return str(data["shifts"][source])
 
     def corrupted_output(self, split: str) -> str:
         """The folder rule corrupt_split writes the split's corrupted copies to."""

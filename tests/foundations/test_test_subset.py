@@ -9,7 +9,8 @@ from safetensors import safe_open
 
 from robustsoup.config import ConfigError, resolve_config
 from robustsoup.data import adapt_test_split, load_split, prepare_shift_splits, prepare_splits, split_paths
-from robustsoup.data.splits import TestSubsetError, split_record
+from robustsoup.data.split_indices import TestSubsetError
+from robustsoup.data.splits import split_record
 from robustsoup.data.stages import prepare_data, prepare_shift
 from robustsoup.paths import RunPaths, resolve_run_config
 

@@ -20,7 +20,8 @@ from robustsoup.data import (
     stratified_split,
 )
 from robustsoup.data.check import check_run_data, train_subset_problem
-from robustsoup.data.splits import TrainSubsetError, split_record, train_subset
+from robustsoup.data.split_indices import TrainSubsetError, train_subset
+from robustsoup.data.splits import split_record
 from robustsoup.data.stages import prepare_data
 
 from conftest import tiny_meta

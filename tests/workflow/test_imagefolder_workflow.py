@@ -1,6 +1,9 @@
-"""Your own data and model end to end: a generated 7-class ImageFolder of 48×48 images with
-``timm:test_byobnet`` (a small timm ResNet-like network; timm:resnet18 is tested in tests/foundations/test_imagefolder.py) through all four studies (config/presets/imagefolder-example.yaml made micro),
-and a 2-class one through robust fine-tuning and the soups. Real Snakemake runs."""
+"""Your own data and model end to end: a generated 7-class ImageFolder of 48×48 images through all four
+studies (config/presets/imagefolder-example.yaml made micro), with ``timm:resnet18`` from random weights
+(marked ci: CI runs it, ``make test`` leaves it out) and with ``timm:test_byobnet`` (a small timm
+ResNet-like network, the same factory path at a fraction of the cost), and a 2-class one through robust
+fine-tuning and the soups. Real Snakemake runs. A 1,000-class resnet18 file fine-tuned to 7 classes is
+tests/lp/test_new_head.py."""
 
 from __future__ import annotations
 
@@ -40,8 +43,8 @@ def write_tree(root: Path, classes: list[str], per_class: dict[str, int], size: 
     return root
 
 
-def micro_config(root: Path, name: str, **overrides) -> dict:
-    """The preset with its data at ``root`` (48 px), timm:resnet18 from random weights, and the
+def micro_config(root: Path, name: str, architecture: str = "timm:test_byobnet", **overrides) -> dict:
+    """The preset with its data at ``root`` (48 px), ``architecture`` from random weights, and the
     micro config's sizes for every study."""
     config = yaml.safe_load(PRESET.read_text())
     micro = yaml.safe_load(MICRO.read_text())
@@ -53,7 +56,7 @@ def micro_config(root: Path, name: str, **overrides) -> dict:
         corruptions=micro["data"]["corruptions"],
         severities=micro["data"]["severities"],
     )
-    config["model"] = {"architecture": "timm:test_byobnet", "weights": None}  # timm:resnet18 is 50× slower here
+    config["model"] = {"architecture": architecture, "weights": None}
     config["device"] = "cpu"
     for key in ("pretrain", "references", "finetune", "soups", "evaluate", "distill", "rws"):
         config[key] = micro[key]
@@ -75,14 +78,15 @@ def run(tmp_path: Path, config: dict) -> Path:
     return tmp_path / "results" / config["data"]["name"]
 
 
-@pytest.fixture(scope="module")
-def seven_run(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["timm:test_byobnet", pytest.param("timm:resnet18", marks=pytest.mark.ci)])
+def seven_run(request, tmp_path_factory) -> tuple[Path, str]:
     work = tmp_path_factory.mktemp("seven")
     root = write_tree(work / "images", SEVEN, {"train": 10, "test": 6})
-    return run(work, micro_config(root, "seven"))
+    return run(work, micro_config(root, "seven", request.param)), request.param
 
 
 def test_seven_classes_through_all_four_studies(seven_run):
+    seven_run, architecture = seven_run
     metrics = pd.read_csv(seven_run / "metrics" / "all.tsv", sep="\t")
     assert {"lp", "soups-shifts"} <= set(metrics["study"])
     assert metrics["accuracy"].between(0, 1).all()
@@ -99,7 +103,7 @@ def test_seven_classes_through_all_four_studies(seven_run):
             assert meta["provenance"]["class_names"] == SEVEN, sidecar
     parent = json.loads((seven_run / "models" / "linf.json").read_text())
     assert parent["training"]["train_split"]["class_names"] == SEVEN
-    assert parent["architecture"] == "timm:test_byobnet"
+    assert parent["architecture"] == architecture
 
 
 def test_readme_config_is_the_preset():

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import IMAGEFOLDER, ConfigError, config_yaml, load_config_file
 from ..data import DATASETS, DataLayoutError
-from ..data.imagefolder import register_imagefolder
+from ..data.imagefolder import IMAGEFOLDER_C, register_imagefolder, register_imagefolder_c_at
 from ..lineage import CLI_ADVICE, check_related
 from ..paths import resolve_run_config
 from ..soups.mixing import check_soup_family, write_soup
@@ -98,6 +98,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if dataset == IMAGEFOLDER:  # your own tree: its spec from the folder, at --resolution
         data = {"root": str(args.root) if args.root else None, "resolution": args.resolution}
         dataset = register_imagefolder({"dataset": IMAGEFOLDER, "data": data}).name
+    elif dataset == IMAGEFOLDER_C:  # corrupted copies of your own tree: its classes are its class folders
+        register_imagefolder_c_at(args.root, args.resolution)
     report = check_dataset(dataset, args.root, quick=args.quick, corruptions=corruptions, severities=severities)
     print(report.text())
     return 0
@@ -135,11 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--dataset",
         required=True,
-        choices=sorted({*DATASETS, IMAGEFOLDER}),
-        help="registry name of the data set (imagefolder: your own tree)",
+        choices=sorted({*DATASETS, IMAGEFOLDER, IMAGEFOLDER_C}),
+        help="registry name of the data set (imagefolder: your own tree; imagefolder-c: its corrupted copies)",
     )
     check.add_argument(
-        "--resolution", type=int, default=32, help="imagefolder: the side images are brought to (data.resolution)"
+        "--resolution",
+        type=int,
+        default=32,
+        help="imagefolder, imagefolder-c: the side images are brought to (data.resolution)",
     )
     check.add_argument("--root", type=Path, default=None, help="folder holding the data set (not needed for digits)")
     check.add_argument(

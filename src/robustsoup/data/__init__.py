@@ -15,21 +15,10 @@ from .sources import (
     TensorSource,
     decode_image,
 )
-from .splits import (
-    SPLITS,
-    FileSplit,
-    ImageSplit,
-    adapt_test_split,
-    load_split,
-    part_dir,
-    prepare_shift_splits,
-    prepare_splits,
-    shift_parts,
-    split_paths,
-    split_storage,
-    splits_of,
-    stratified_split,
-)
+from .split_indices import adapt_test_split, stratified_split
+from .split_layout import part_dir, shift_parts, split_paths, split_storage, splits_of
+from .split_writing import prepare_shift_splits, prepare_splits
+from .splits import SPLITS, FileSplit, ImageSplit, load_split
 
 __all__ = [
     "DATASETS",

@@ -176,7 +176,7 @@ def train_subset_problem(config) -> str | None:
     Reads no data: k images of each of C classes need k·C training images, and
     the published training split (digits: what n_adapt and n_test leave) has
     a known size. Classes smaller than k in a large enough set are found when
-    prepare_data splits the data (:func:`robustsoup.data.splits.train_subset`).
+    prepare_data splits the data (:func:`robustsoup.data.split_indices.train_subset`).
     """
     data = config.get("data", {})
     per_class = data.get("train_per_class")

@@ -202,15 +202,14 @@ def corrupted_split(
             f"corrupted copies of the {where} split: {folder} does not exist (severity {severity} of "
             f"{corruption}); found severities: {', '.join(present) or 'none'}"
         )
-    names = copy_names(clean)
-    paths = [folder / rel for rel in names]
-    missing = [folder / rel for rel in _absent(folder, names)]
+    paths, missing = _copies(folder, clean)
     if missing:
         raise DataLayoutError(
             f"corrupted copies of the {where} split: {len(missing)} of {len(paths)} copies of {corruption} severity "
-            f"{severity} are missing, e.g. {missing[0]} (the copy of {clean.paths[paths.index(missing[0])]}); "
-            "expected one file per split image, of the same class folder and name. Delete the folder and rerun "
-            "corrupt_split, or use an ImageNet-C made from the same validation images"
+            f"{severity} are missing, e.g. {paths[missing[0]]} (the copy of {clean.paths[missing[0]]}); "
+            "expected one file per split image, of the same class folder and name (or that name with a .JPEG "
+            "suffix). Delete the folder and rerun corrupt_split, or use a -C folder (ImageNet-C, imagefolder-c) "
+            "made from the same images"
         )
     return FileSplit(
         paths=paths,
@@ -224,18 +223,24 @@ def corrupted_split(
     )
 
 
-def _absent(folder: Path, names: Sequence[str]) -> list[str]:
-    """Those of ``names`` (``<class folder>/<file>``) that ``folder`` lacks: one listing per class folder, not
-    one file-system call per image (ImageNet's 50,000 validation images sit in 1,000 folders)."""
+def _copies(folder: Path, clean: FileSplit) -> tuple[list[Path], list[int]]:
+    """Each image's copy under ``folder``: ``<class folder>/<file>`` of the same name, else that name with a
+    ``.JPEG`` suffix (:func:`copy_names`, what :func:`write_corrupted_files` writes); and the positions of the
+    images without one. One listing per class folder, not one file-system call per image (ImageNet's
+    50,000 validation images sit in 1,000 folders)."""
     listed: dict[str, set[str]] = {}
-    absent = []
-    for name in names:
-        cls, file = name.split("/", 1)
+    paths, missing = [], []
+    for i, path in enumerate(map(Path, clean.paths)):
+        cls = path.parent.name
         if cls not in listed:
             listed[cls] = set(list_images(folder / cls)) if (folder / cls).is_dir() else set()
-        if file not in listed[cls]:
-            absent.append(name)
-    return absent
+        name = path.name
+        if name not in listed[cls]:
+            name = name if path.suffix.lower() in JPEG_SUFFIXES else f"{path.stem}.JPEG"
+            if name not in listed[cls]:
+                missing.append(i)
+        paths.append(folder / cls / name)
+    return paths, missing
 
 
 def split_head(split: Split, n: int | None) -> Split:

@@ -21,6 +21,17 @@ workflow, every job and the command line call when they resolve a config. Listin
 torch-free. The normalization is ``data.mean`` / ``data.std`` when given, else the per-channel
 statistics of the training split, computed by ``prepare_data`` (:func:`split_header_fields`) and
 read back from the train split's cache header (:func:`read_split_header`).
+
+Corrupted copies of the tree's images made elsewhere (your own corruptions, or the standard ones
+made by another tool) are the shift set ``imagefolder-c`` (:func:`register_imagefolder_c`):
+
+    CROOT/<corruption>/<severity>/<class>/<image>
+
+with the tree's class folders. ``data.shifts: {imagefolder-c: CROOT}`` checks it while the workflow
+parses and splits each corruption and severity like any -C set (the soups per shift evaluate it);
+``data.corrupted_from: imagefolder-c`` reads the corrupted copies of the adapt and test splits from
+it, by class folder and file name, instead of generating them (the adapt and test splits are then
+kept as file lists, whatever their size, so that each image's name is known).
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from typing import Any
 
 import lazy_loader
 
-from .readers import _class_folder_part
+from .readers import _class_folder_part, corruption_folders, imagenet_c_reader
 from .registry import (
     DATASETS,
     IMAGEFOLDER,
@@ -46,6 +57,8 @@ from .registry import (
     register_dataset,
 )
 from .sources import Catalog, DataLayoutError, list_images, list_subfolders
+
+IMAGEFOLDER_C = "imagefolder-c"  # the corrupted copies of an ImageFolder's images, read from a folder
 
 torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
 
@@ -181,7 +194,7 @@ def register_imagefolder(config: Mapping[str, Any]) -> DatasetSpec | None:
     data = config["data"]
     name = dataset_name(config)
     previous = DATASETS.get(name)
-    if previous is not None and previous.layout != IMAGEFOLDER_LAYOUT:
+    if name == IMAGEFOLDER_C or (previous is not None and previous.layout != IMAGEFOLDER_LAYOUT):
         raise DataLayoutError(
             f"config key 'data.name': {name!r} is a built-in data set; name your ImageFolder otherwise"
         )
@@ -198,7 +211,113 @@ def register_imagefolder(config: Mapping[str, Any]) -> DatasetSpec | None:
         flip=(data.get("augmentation") or {}).get("flip", True) is not False,
     )
     DATASETS.pop(name, None)
-    return register_dataset(spec)
+    register_dataset(spec)
+    register_imagefolder_c(spec, file_lists=data.get("corrupted_from") == IMAGEFOLDER_C)
+    return DATASETS[name]
+
+
+# ---------------------------------------------------------------------------
+# What a checkpoint's sidecar records of its ImageFolder, and the spec read back from it
+
+
+SIDECAR_KEYS = ("class_names", "resolution")
+
+
+def sidecar_provenance(spec: DatasetSpec) -> dict[str, Any]:
+    """What every checkpoint trained on the ImageFolder ``spec`` records of it (``provenance``): the class
+    names in label order and the resolution its images are brought to; empty for a built-in data set."""
+    if spec.class_names is None:
+        return {}
+    return dict(zip(SIDECAR_KEYS, (list(spec.class_names), spec.resolution)))
+
+
+def spec_from_sidecar(
+    name: str, num_classes: int, mean: Any, std: Any, provenance: Mapping[str, Any]
+) -> DatasetSpec | None:
+    """The ImageFolder a checkpoint was trained on, as far as its sidecar (:func:`sidecar_provenance`) tells,
+    for a process that has not resolved the run's config (``robustsoup soup-for``): its images' size, classes
+    and statistics, without a reader. None where the sidecar does not record them."""
+    if "resolution" not in provenance or "class_names" not in provenance:
+        return None
+    return DatasetSpec(
+        name=name,
+        num_classes=num_classes,
+        resolution=int(provenance["resolution"]),
+        mean=tuple(mean),
+        std=tuple(std),
+        description=f"ImageFolder {name} ({num_classes} classes), as its checkpoints' sidecar records it",
+        reader=None,
+        layout=IMAGEFOLDER_LAYOUT,
+        class_names=tuple(provenance["class_names"]),
+        threats={},
+    )
+
+
+def portable_specs() -> tuple[DatasetSpec, ...]:
+    """The ImageFolder specs this process registered (the run's data set, its ``imagefolder-c``) without
+    their readers: what a spawned rank or a SLURM task registers again (:func:`register_portable`), as it
+    never resolved the config; its images come with the call."""
+    return tuple(dataclasses.replace(s, reader=None) for s in DATASETS.values() if s.class_names is not None)
+
+
+def register_portable(specs: tuple[DatasetSpec, ...]) -> None:
+    """Register the specs of :func:`portable_specs` where this process lacks them."""
+    for spec in specs:
+        DATASETS.setdefault(spec.name, spec)
+
+
+# ---------------------------------------------------------------------------
+# Corrupted copies read from a folder: the shift set imagefolder-c
+
+IMAGEFOLDER_C_LAYOUT = (
+    "  CROOT/<corruption>/<severity 1-5>/<class>/<image>   e.g. CROOT/fog/3/daisy/0001.png\n"
+    "  the class folders of the ImageFolder tree; for data.corrupted_from: imagefolder-c, one copy of every\n"
+    "  adapt and test image, of the same class folder and file name (or that name with a .JPEG suffix)"
+)
+
+
+def register_imagefolder_c(clean: DatasetSpec, *, file_lists: bool = False) -> DatasetSpec:
+    """Register ``imagefolder-c``: the corrupted copies of the ImageFolder ``clean`` (its class names, its
+    resolution and statistics), a shift of it. ``file_lists``: ``data.corrupted_from: imagefolder-c``, so the
+    clean spec keeps its adapt and test splits as file lists (re-registered so)."""
+    if file_lists and clean.file_lists != ("adapt", "test"):
+        clean = dataclasses.replace(clean, file_lists=("adapt", "test"))
+        DATASETS[clean.name] = clean
+    DATASETS.pop(IMAGEFOLDER_C, None)
+    assert clean.class_names is not None
+    test_images = clean.nominal_size(clean.test_part if clean.split_scheme == "official" else "all")
+    return register_dataset(_imagefolder_c_spec(clean.class_names, clean.resolution, clean.name, test_images))
+
+
+def register_imagefolder_c_at(root: str | Path | None, resolution: int) -> DatasetSpec:
+    """``imagefolder-c`` of the folder at ``root`` alone (``robustsoup data check --dataset imagefolder-c``):
+    its classes are the class folders it holds, in sorted order."""
+    folders = corruption_folders(root) if root else {}
+    names = sorted(
+        {c for folder in folders.values() for s in list_subfolders(folder) for c in list_subfolders(folder / s)}
+    )
+    DATASETS.pop(IMAGEFOLDER_C, None)
+    return register_dataset(_imagefolder_c_spec(tuple(names), resolution, IMAGEFOLDER, 0))
+
+
+def _imagefolder_c_spec(class_names: tuple[str, ...], resolution: int, base: str, images: int) -> DatasetSpec:
+    label_of = {c: i for i, c in enumerate(class_names)}
+    return DatasetSpec(
+        name=IMAGEFOLDER_C,
+        num_classes=len(class_names),
+        resolution=resolution,
+        mean=None,
+        std=None,
+        description=f"corrupted copies of the ImageFolder {base} ({len(class_names)} classes) at {resolution} px",
+        reader=imagenet_c_reader(IMAGEFOLDER_C, lambda: label_of, resolution, IMAGEFOLDER_C_LAYOUT),
+        split_scheme="shift",
+        nominal_sizes={"*": images},
+        lazy=True,
+        base=base,
+        layout=IMAGEFOLDER_C_LAYOUT,
+        class_names=class_names,
+        threats={},
+    )
 
 
 # ---------------------------------------------------------------------------

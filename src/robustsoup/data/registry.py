@@ -128,7 +128,8 @@ class DatasetSpec:
     none, the config must state them). ``class_names`` are the label names in
     label order where the data set defines them by its folders (an ImageFolder);
     ``mean`` / ``std`` are None where they are computed from the training split
-    (see :mod:`robustsoup.data.imagefolder`).
+    (see :mod:`robustsoup.data.imagefolder`). ``file_lists`` are the splits cached as file lists
+    whatever their size (an ImageFolder whose corrupted copies are found by file name).
     """
 
     name: str
@@ -152,6 +153,7 @@ class DatasetSpec:
     scoring: str = "argmax"
     threats: Mapping[str, float] | None = field(default=None, compare=False)
     class_names: tuple[str, ...] | None = None
+    file_lists: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.split_scheme not in SPLIT_SCHEMES:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from .corrupted import write_corrupted_copies
 from .registry import dataset_name
-from .splits import load_split, prepare_shift_splits, prepare_splits, shift_parts
+from .split_layout import shift_parts
+from .split_writing import prepare_shift_splits, prepare_splits
+from .splits import load_split
 
 
 def prepare_data(config: Mapping, split_paths: Mapping[str, str | Path]) -> dict[str, Path]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, CheckpointMeta, save_checkpoint
+from ..data.imagefolder import SIDECAR_KEYS
 from ..lineage import mixed
 from ..weights import StateDict, affine_combination
 
@@ -43,6 +44,7 @@ def write_soup(loaded: Loaded, weights: Sequence[float], output: Path, provenanc
     meta = loaded[0][1]
     meta.name = output.stem
     meta.training, meta.parent, meta.metrics, meta.lineage = None, None, {}, lineage
-    meta.provenance = provenance
+    meta.provenance = {k: meta.provenance[k] for k in SIDECAR_KEYS if k in meta.provenance}
+    meta.provenance.update(provenance)  # an ImageFolder's classes and resolution stay with the soup
     meta.git_commit = meta.created = meta.weights_sha256 = ""
     save_checkpoint(output, soup, meta)

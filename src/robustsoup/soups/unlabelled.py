@@ -49,11 +49,14 @@ def read_unlabelled(folder: Path, meta: CheckpointMeta, max_images: int):
     import torch
 
     from ..data import FileSource, get_dataset_spec
+    from ..data.imagefolder import spec_from_sidecar
 
     try:
         spec = get_dataset_spec(meta.dataset)
-    except KeyError as error:
-        raise CheckpointError(f"{meta.name}: {error.args[0]}; cannot tell how to size its images") from None
+    except KeyError as error:  # an ImageFolder's name (data.name): its sidecar says how to size the images
+        spec = spec_from_sidecar(meta.dataset, meta.num_classes, meta.mean, meta.std, meta.provenance)
+        if spec is None:
+            raise CheckpointError(f"{meta.name}: {error.args[0]}; cannot tell how to size its images") from None
     paths = image_files(folder)
     if max_images:
         paths = paths[:max_images]

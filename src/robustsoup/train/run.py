@@ -25,6 +25,7 @@ from ..checkpoint import CheckpointMeta, load_checkpoint, load_state_dict_checke
 from ..config import dataset_name
 from ..data import ImageSplit, get_dataset_spec
 from ..data import options as loading_options
+from ..data.imagefolder import portable_specs, register_portable, sidecar_provenance
 from ..data.splits import split_record
 from ..device import configure_cuda
 from ..facts import current_facts
@@ -59,8 +60,8 @@ def new_meta(identity: Mapping, name: str, **fields) -> CheckpointMeta:
             "and no train split with it was found; run prepare_data first (or give data.mean and data.std)"
         )
     mean, std = input_statistics(identity["architecture"], spec.mean, spec.std)
-    if spec.class_names is not None:  # an ImageFolder: the label names, in label order
-        fields.setdefault("provenance", {})["class_names"] = list(spec.class_names)
+    if spec.class_names is not None:  # an ImageFolder: the label names, in label order, and the resolution
+        fields.setdefault("provenance", {}).update(sidecar_provenance(spec))
     return CheckpointMeta(
         name=name,
         architecture=identity["architecture"],
@@ -172,14 +173,17 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 class _InRank:
     """``fn`` as a rank that :func:`~robustsoup.train.distributed.run_as_ranks` spawned runs it: a new
-    process, so it first takes the launching job's data loading options (``loading``, the options' fields)
-    and CUDA settings (``tf32``). Named after ``fn`` (the launch's log line names what runs)."""
+    process, so it first takes the launching job's data loading options (``loading``, the options' fields),
+    CUDA settings (``tf32``) and ImageFolder specs (registered by resolving the config, which a rank does
+    not). Named after ``fn`` (the launch's log line names what runs)."""
 
     def __init__(self, fn: Callable, loading: dict, tf32: bool) -> None:
         self.fn, self.loading, self.tf32 = fn, loading, tf32
+        self.datasets = portable_specs()
         self.__name__ = fn.__name__
 
     def __call__(self, *args) -> None:
+        register_portable(self.datasets)
         loading_options.configure(self.loading)
         if torch.cuda.is_available():
             configure_cuda(self.tf32)
