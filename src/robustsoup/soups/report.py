@@ -17,7 +17,7 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import RegularPolygon
 from matplotlib.ticker import FormatStrFormatter
 
-from ..evaluate_mce import ALEXNET_ERRORS, mce_applies, mce_columns
+from ..evaluate.mce import ALEXNET_ERRORS, mce_applies, mce_columns
 from ..report.figures import save_figure
 from ..report.labels import THREAT_ORDER, measurement_note, model_label, threat_eps, threat_label
 from ..report.style import (
@@ -50,7 +50,7 @@ def shifts_table(
 
     A shift with several rows per model (ImageNet-C: one per corruption ×
     severity) shows their mean accuracy, followed, where ImageNet-C's mCE
-    applies (``dataset`` imagenet, :func:`~robustsoup.evaluate_mce.mce_applies`),
+    applies (``dataset`` imagenet, :func:`~robustsoup.evaluate.mce.mce_applies`),
     by ``<shift> mCE`` and ``<shift> relative mCE`` of the model in that
     column (percent, AlexNet = 100; the relative one against its ``clean``
     accuracy, so per-shift soups, tested on their own shift only, have none).

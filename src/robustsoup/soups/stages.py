@@ -9,7 +9,7 @@ shift. Both run in one process each with the
 in-place :class:`~robustsoup.soups.search.SoupScorer`.
 
 The shifts are the base set's clean split, its corruption families
-(:mod:`robustsoup.shifts`) and every data set of ``data.shifts``, named by
+(:mod:`robustsoup.evaluate.shifts`) and every data set of ``data.shifts``, named by
 the data set (``imagenet-r``; a -C set is one shift, tested per corruption
 × severity). Each is scored as its data set says
 (:func:`~robustsoup.data.scoring.split_scoring`). Selection decodes only
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,15 +33,15 @@ import torch
 from ..checkpoint import load_checkpoint, load_model
 from ..config import base_model_names, dataset_name
 from ..data import ImageSplit, load_split
-from ..data.loading import BatchSource
 from ..data.scoring import NO_TARGET, split_scoring
 from ..data.splits import Split
 from ..device import resolve_arithmetic
-from ..evaluate import MetricLog
+from ..evaluate.clean import labelled_batches
+from ..evaluate.rows import MetricLog
+from ..evaluate.shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..io import write_text_atomic
 from ..lineage import CONFIG_ADVICE, check_related
 from ..progress import Progress, progress
-from ..shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..train.run import model_identity
 from .captions import SOUPS_REPORT
 from .search import (
@@ -171,14 +171,6 @@ def _test_sets(config: Mapping, test_path, corrupted_dir, shifts: Mapping) -> li
     for shift, parts in shifts.items():
         units += [_TestSet(shift, *part_label(part), path) for part, path in parts.items()]
     return units
-
-
-def _chunks(split: Split, size: int, device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """(uint8 images, labels, label sets or None) of ``split`` in order, ``size`` images at a time, through the
-    batch source training and evaluation read with (:class:`~robustsoup.data.loading.BatchSource`: images and
-    labels on ``device``)."""
-    for index, images, labels in BatchSource(split, device).batches(torch.arange(len(split)), size):
-        yield images, labels, None if split.targets is None else split.targets[index]
 
 
 def select_soups(
@@ -393,7 +385,7 @@ def evaluate_soups_shifts(
     The shifts are the base set's and the data sets of ``shifts`` (``{shift:
     {part: test split}}``); a -C set gives one row per corruption × severity
     (``corruption``, ``severity`` filled). Writes tidy metric rows, with ``points_path`` their
-    per-point results (:class:`~robustsoup.evaluate.MetricLog`: what the findings pair), and a model
+    per-point results (:class:`~robustsoup.evaluate.rows.MetricLog`: what the findings pair), and a model
     table (kind, FLOPs multiple, weights) for the report."""
     names, states, meta = _load_states(config, model_paths)
     scorer = SoupScorer(meta.build(), states, names, device=device)
@@ -445,7 +437,7 @@ def evaluate_soups_shifts(
         scoring = split_scoring(split)
         wanted = [(name, weights) for name, weights, targets in soups if unit.evalset in targets]
         correct: dict[str, list[torch.Tensor]] = {name: [] for name in [*(n for n, _ in wanted), *ensembles]}
-        for images, labels, targets in _chunks(split, scorer.batch_size, device):
+        for _, images, labels, targets in labelled_batches(split, device, scorer.batch_size):
             inputs = scorer.prepare(images)
             for name, weights in wanted:
                 correct[name].append(scorer.correct(weights, inputs, labels, scoring, targets))
@@ -483,7 +475,7 @@ def evaluate_ternary(
     :func:`robustsoup.soups.soup_id`; corners keep their model names.
     """
     from ..attacks import attack_plan
-    from ..evaluate import evaluate_threats, union_rows
+    from ..evaluate.adversarial import evaluate_threats, union_rows
     from ..naming import soup_id
 
     spec = config["soups"]["ternary"]

@@ -76,7 +76,7 @@ def imagenet_c_mce(
     severities: Sequence[int] = IMAGENET_C_SEVERITIES,
     strict: bool = True,
 ) -> pd.DataFrame:
-    """mCE and relative mCE per model from tidy rows (columns of :data:`robustsoup.evaluate.METRIC_COLUMNS`).
+    """mCE and relative mCE per model from tidy rows (columns of :data:`robustsoup.evaluate.rows.METRIC_COLUMNS`).
 
     Reads the rows with ``threat == "none"``: the clean row (``corruption ==
     "none"``) and one row per standard corruption × severity. Returns one row

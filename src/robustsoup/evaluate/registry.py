@@ -1,0 +1,140 @@
+"""Evaluators by name, in the manner of big_vision's ``evaluators/``: each is a config with one ``run``.
+
+An evaluator is a frozen dataclass (its config: what it evaluates on and how)
+registered under a name (:func:`register_evaluator`); a stage builds one by
+name (:func:`make_evaluator`) and runs it on a model. Adding an evaluation
+adds an evaluator here, never a loop in a stage. Every evaluator scores
+through the one clean batch loop (:func:`robustsoup.evaluate.clean.clean_correct`)
+or the attacks' (:func:`robustsoup.evaluate.adversarial.evaluate_threats`).
+
+- ``clean``: clean accuracy on a split, one row (:class:`CleanAccuracy`);
+- ``corrupted``: accuracy on a split's corrupted copies, one row per corruption × severity
+  (:class:`CorruptedAccuracy`);
+- ``adversarial``: clean accuracy, then robust accuracy per norm on the attacked prefix, whole or one
+  shard (:class:`RobustAccuracy`).
+
+The soups' shift scores run the same batches (:func:`robustsoup.evaluate.clean.labelled_batches`) through
+their in-place soup scorer; ImageNet-C's mCE is computed from rows (:mod:`robustsoup.evaluate.mce`), not
+from a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pandas as pd
+from torch import nn
+
+from ..attacks import AttackPlan
+from ..data.loading import BatchSource
+from ..data.splits import Split
+from ..progress import progress
+from .adversarial import Shard, evaluate_threats
+from .clean import EVALUATION_BATCH, clean_correct
+from .rows import MetricLog
+
+EVALUATORS: dict[str, type] = {}
+
+
+def register_evaluator(name: str) -> Callable[[type], type]:
+    """Class decorator: register the evaluator under ``name`` (its ``name`` attribute too)."""
+
+    def register(cls: type) -> type:
+        if name in EVALUATORS:
+            raise ValueError(f"evaluator {name!r} is registered twice ({EVALUATORS[name].__name__}, {cls.__name__})")
+        cls.name = name
+        EVALUATORS[name] = cls
+        return cls
+
+    return register
+
+
+def make_evaluator(name: str, **config: Any):
+    """The evaluator registered as ``name``, configured with ``config``."""
+    if name not in EVALUATORS:
+        raise ValueError(f"unknown evaluator {name!r}; registered: {sorted(EVALUATORS)}")
+    return EVALUATORS[name](**config)
+
+
+@register_evaluator("clean")
+@dataclass(frozen=True)
+class CleanAccuracy:
+    """Clean accuracy of a model as it is (mode and device are the caller's) on ``data`` (a split, or a batch
+    source over one), scored as its data set says: one row in ``evalset`` (default: the split's name) with
+    the row's other columns from ``row`` (``corruption``, ``severity``, ``attack``, …)."""
+
+    name: ClassVar[str]
+    data: Split | BatchSource
+    evalset: str | None = None
+    batch_size: int = EVALUATION_BATCH
+    row: Mapping[str, Any] = field(default_factory=dict)
+
+    def run(self, model: nn.Module, model_name: str, device, log: MetricLog | None = None) -> MetricLog:
+        """Add the row and its per-point results to ``log`` (a new one by default); return it."""
+        log = MetricLog() if log is None else log
+        split = self.data.split if isinstance(self.data, BatchSource) else self.data
+        correct = clean_correct(model, self.data, device, self.batch_size)
+        log.add(model_name, self.evalset or split.split, correct, split.labels, **self.row)
+        return log
+
+
+@register_evaluator("corrupted")
+@dataclass(frozen=True)
+class CorruptedAccuracy:
+    """Clean-scored accuracy on corrupted copies of a split: ``copies(corruption, severity)`` is the copy (a
+    split, labels as the clean split's) for every corruption of ``corruptions`` × severity of
+    ``severities``, in that order; one row each in ``evalset``, counted by a progress named ``desc``."""
+
+    name: ClassVar[str]
+    copies: Callable[[str, int], Split]
+    corruptions: Sequence[str]
+    severities: Sequence[int]
+    evalset: str
+    batch_size: int = EVALUATION_BATCH
+    desc: str = "corrupted sets"
+
+    def run(self, model: nn.Module, model_name: str, device, log: MetricLog | None = None) -> MetricLog:
+        """Add a row per corruption × severity (with its per-point results) to ``log``; return it."""
+        log = MetricLog() if log is None else log
+        pairs = [(c, s) for c in self.corruptions for s in self.severities]
+        for corruption, severity in progress(pairs, self.desc, unit="sets"):
+            data = self.copies(corruption, severity)
+            correct = clean_correct(model, data, device, self.batch_size)
+            log.add(model_name, self.evalset, correct, data.labels, corruption=corruption, severity=severity)
+        return log
+
+
+@register_evaluator("adversarial")
+@dataclass(frozen=True)
+class RobustAccuracy:
+    """Clean accuracy, then robust accuracy under every norm of ``plans`` (ε from ``eps``, in [0, 1] pixels) on
+    the first ``n_attacked`` points of ``data``, in attack batches of ``batch_size`` seeded from ``seed``;
+    with ``shard`` (:func:`~robustsoup.evaluate.adversarial.evaluation_shard`), that shard's points only."""
+
+    name: ClassVar[str]
+    data: Split | BatchSource
+    eps: Mapping[str, float]
+    plans: Mapping[str, AttackPlan]
+    n_attacked: int
+    seed: int = 0
+    batch_size: int = 250
+    shard: Shard | None = None
+
+    def run(self, model: nn.Module, model_name: str, device) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+        """``{"clean": (row, points), norm: (row, points), …}``: one tidy row and the per-point results per
+        threat (a point is robust only if it is also correct clean), as
+        :func:`~robustsoup.evaluate.adversarial.evaluate_threats` returns them."""
+        return evaluate_threats(
+            model,
+            model_name,
+            self.data,
+            self.eps,
+            self.plans,
+            self.n_attacked,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            device=device,
+            shard=self.shard,
+        )
