@@ -7,7 +7,8 @@ import torch
 from robustsoup.attacks import attack_plan
 from robustsoup.data import ImageSplit
 from robustsoup.evaluate.adversarial import evaluate_threats
-from robustsoup.evaluate.clean import clean_correct, evaluate_clean, labelled_batches
+from robustsoup.evaluate.clean import batch_correct, clean_correct, evaluate_clean, labelled_batches
+from robustsoup.evaluate.mce import ALEXNET_ERRORS, MeanCorruptionError, mce_columns
 from robustsoup.evaluate.registry import EVALUATORS, make_evaluator, register_evaluator
 from robustsoup.evaluate.rows import METRIC_COLUMNS
 
@@ -90,9 +91,44 @@ def test_adversarial_evaluator_is_evaluate_threats_by_name():
 
 
 def test_the_registry_names_its_evaluators_and_refuses_unknown_or_twice_registered_names():
-    assert {"clean", "corrupted", "adversarial"} <= set(EVALUATORS)
+    assert set(EVALUATORS) == {"clean", "corrupted", "adversarial", "shift", "mce"}
     assert all(cls.name == name for name, cls in EVALUATORS.items())
-    with pytest.raises(ValueError, match=r"unknown evaluator 'nope'; registered: \['adversarial', 'clean'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown evaluator 'nope'; registered: \['adversarial', 'clean', 'corrupted', 'mce', 'shift'\]",
+    ):
         make_evaluator("nope")
     with pytest.raises(ValueError, match="registered twice"):
         register_evaluator("clean")(type("Again", (), {}))
+
+
+def test_shift_evaluator_reads_each_batch_once_for_every_predictor():
+    models, split = {"a": _model(), "b": tiny_meta(width=8).build().eval()}, _split()
+    calls = []
+
+    def scores(images, labels, scoring, targets):
+        calls.append(len(images))
+        return {name: batch_correct(model, images, labels, scoring, targets) for name, model in models.items()}
+
+    evaluator = make_evaluator("shift", data=split, evalset="noise", corruption="noise", severity=-1, batch_size=10)
+    log = evaluator.run(["b", "a"], scores, "cpu")
+    assert calls == [10, 10, 3]
+    assert [r["model"] for r in log.rows] == ["b", "a"]
+    for row in log.rows:
+        expected = _by_hand(models[row["model"]], split)
+        assert (row["evalset"], row["corruption"], row["severity"]) == ("noise", "noise", -1)
+        assert (row["n"], row["correct"]) == (23, int(expected.sum()))
+
+
+def test_mce_evaluator_is_mce_columns_by_name():
+    rows = [{"model": "m", "evalset": "clean", "corruption": "none", "severity": 0, "threat": "none", "accuracy": 0.8}]
+    rows += [
+        {"model": "m", "evalset": "imagenet-c", "corruption": c, "severity": s, "threat": "none", "accuracy": 0.5}
+        for c in ALEXNET_ERRORS
+        for s in range(1, 6)
+    ]
+    metrics = pd.DataFrame(rows)
+    table = make_evaluator("mce", evalset="imagenet-c", clean_evalset="clean", dataset="imagenet").run(metrics)
+    pd.testing.assert_frame_equal(table, mce_columns(metrics, "imagenet-c", "clean", "imagenet"))
+    assert table.loc["m", "mCE"] == pytest.approx(100 * sum(0.5 / e for e in ALEXNET_ERRORS.values()) / 15)
+    assert MeanCorruptionError("imagenet-c", "clean", "digits").run(metrics).empty

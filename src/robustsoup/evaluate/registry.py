@@ -2,20 +2,22 @@
 
 An evaluator is a frozen dataclass (its config: what it evaluates on and how)
 registered under a name (:func:`register_evaluator`); a stage builds one by
-name (:func:`make_evaluator`) and runs it on a model. Adding an evaluation
-adds an evaluator here, never a loop in a stage. Every evaluator scores
-through the one clean batch loop (:func:`robustsoup.evaluate.clean.clean_correct`)
-or the attacks' (:func:`robustsoup.evaluate.adversarial.evaluate_threats`).
+name (:func:`make_evaluator`) and runs it (on a model, on predictors, or on
+rows for mCE). Adding an evaluation adds an evaluator here, never a loop in
+a stage. Every evaluator of a model reads its batches through the one clean
+batch loop (:mod:`robustsoup.evaluate.clean`) or the attacks'
+(:func:`robustsoup.evaluate.adversarial.evaluate_threats`).
 
 - ``clean``: clean accuracy on a split, one row (:class:`CleanAccuracy`);
 - ``corrupted``: accuracy on a split's corrupted copies, one row per corruption × severity
   (:class:`CorruptedAccuracy`);
 - ``adversarial``: clean accuracy, then robust accuracy per norm on the attacked prefix, whole or one
-  shard (:class:`RobustAccuracy`).
-
-The soups' shift scores run the same batches (:func:`robustsoup.evaluate.clean.labelled_batches`) through
-their in-place soup scorer; ImageNet-C's mCE is computed from rows (:mod:`robustsoup.evaluate.mce`), not
-from a model.
+  shard (:class:`RobustAccuracy`);
+- ``shift``: several predictors on one test set of a distribution shift, each batch read once and scored
+  by all, one row each (:class:`ShiftAccuracy`: the soups' in-place soups and output ensembles);
+- ``mce``: ImageNet-C's mCE and relative mCE from rows, not from a model
+  (:class:`~robustsoup.evaluate.mce.MeanCorruptionError`, torch-free like its module, so report code runs it
+  without this registry).
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pandas as pd
+import torch
 from torch import nn
 
 from ..attacks import AttackPlan
 from ..data.loading import BatchSource
+from ..data.scoring import Scoring, split_scoring
 from ..data.splits import Split
 from ..progress import progress
 from .adversarial import Shard, evaluate_threats
-from .clean import EVALUATION_BATCH, clean_correct
+from .clean import EVALUATION_BATCH, clean_correct, labelled_batches
+from .mce import MeanCorruptionError
 from .rows import MetricLog
 
 EVALUATORS: dict[str, type] = {}
@@ -138,3 +143,42 @@ class RobustAccuracy:
             device=device,
             shard=self.shard,
         )
+
+
+# A batch's scores: (uint8 images, labels, scoring, label sets or None) → per-image correctness, bool (B,),
+# of each predictor by name.
+BatchScores = Callable[[torch.Tensor, torch.Tensor, Scoring, "torch.Tensor | None"], Mapping[str, torch.Tensor]]
+
+
+@register_evaluator("shift")
+@dataclass(frozen=True)
+class ShiftAccuracy:
+    """Accuracy of several predictors on one test set of a distribution shift (``data``, scored as its data set
+    says), read in batches of ``batch_size``: one row per predictor in ``evalset`` with the set's
+    ``corruption`` and ``severity`` (a corruption family's mixture, a -C part, or ``none``/0)."""
+
+    name: ClassVar[str]
+    data: Split
+    evalset: str
+    corruption: str = "none"
+    severity: int = 0
+    batch_size: int = EVALUATION_BATCH
+
+    def run(self, names: Sequence[str], scores: BatchScores, device, log: MetricLog | None = None) -> MetricLog:
+        """Each batch read once and handed to ``scores``, which answers every predictor of ``names``; their
+        rows (and per-point results) added to ``log`` in the order of ``names``; return it."""
+        log = MetricLog() if log is None else log
+        scoring = split_scoring(self.data)
+        correct: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        for _, images, labels, targets in labelled_batches(self.data, device, self.batch_size):
+            answered = scores(images, labels, scoring, targets)
+            for name in names:
+                correct[name].append(answered[name])
+        labels = self.data.labels[: len(self.data)]
+        for name, parts in correct.items():
+            hits = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
+            log.add(name, self.evalset, hits, labels, corruption=self.corruption, severity=self.severity)
+        return log
+
+
+register_evaluator("mce")(MeanCorruptionError)

@@ -36,7 +36,7 @@ from ..data import ImageSplit, load_split
 from ..data.scoring import NO_TARGET, split_scoring
 from ..data.splits import Split
 from ..device import resolve_arithmetic
-from ..evaluate.clean import labelled_batches
+from ..evaluate.registry import make_evaluator
 from ..evaluate.rows import MetricLog
 from ..evaluate.shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..io import write_text_atomic
@@ -434,31 +434,29 @@ def evaluate_soups_shifts(
     measured = MetricLog()
     for unit in progress(units, "evaluate_soups_shifts", unit="test sets"):
         split = unit.split()
-        scoring = split_scoring(split)
         wanted = [(name, weights) for name, weights, targets in soups if unit.evalset in targets]
-        correct: dict[str, list[torch.Tensor]] = {name: [] for name in [*(n for n, _ in wanted), *ensembles]}
-        for _, images, labels, targets in labelled_batches(split, device, scorer.batch_size):
+
+        def scores(images, labels, scoring, targets, wanted=wanted) -> dict[str, torch.Tensor]:
             inputs = scorer.prepare(images)
-            for name, weights in wanted:
-                correct[name].append(scorer.correct(weights, inputs, labels, scoring, targets))
+            out = {name: scorer.correct(weights, inputs, labels, scoring, targets) for name, weights in wanted}
             for name, members in ensembles.items():
                 ensemble = [full[m] for m in members]
-                correct[name].append(
-                    ensemble_correct(ensemble, images.to(device), labels.to(device), scoring=scoring, targets=targets)
+                out[name] = ensemble_correct(
+                    ensemble, images.to(device), labels.to(device), scoring=scoring, targets=targets
                 )
-        labels = split.labels[: len(split)]
-        for name, parts in correct.items():
-            measured.add(
-                name,
-                unit.evalset,
-                torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool),
-                labels,
-                corruption=unit.corruption,
-                severity=unit.severity,
-            )
-        log.info(
-            "%s %s/%s: %d images, %d models", unit.evalset, unit.corruption, unit.severity, len(split), len(correct)
+            return out
+
+        names = [*(n for n, _ in wanted), *ensembles]
+        shift = make_evaluator(
+            "shift",
+            data=split,
+            evalset=unit.evalset,
+            corruption=unit.corruption,
+            severity=unit.severity,
+            batch_size=scorer.batch_size,
         )
+        shift.run(names, scores, device, measured)
+        log.info("%s %s/%s: %d images, %d models", unit.evalset, unit.corruption, unit.severity, len(split), len(names))
     frame = measured.write(metrics_path, points_path)
     write_text_atomic(models_path, pd.DataFrame(models).to_csv(sep="\t", index=False))
     return frame
@@ -475,7 +473,7 @@ def evaluate_ternary(
     :func:`robustsoup.soups.soup_id`; corners keep their model names.
     """
     from ..attacks import attack_plan
-    from ..evaluate.adversarial import evaluate_threats, union_rows
+    from ..evaluate.adversarial import union_rows
     from ..naming import soup_id
 
     spec = config["soups"]["ternary"]
@@ -493,16 +491,15 @@ def evaluate_ternary(
         nonzero = {m: w for m, w in mix.items() if w}
         name = next(iter(nonzero)) if len(nonzero) == 1 else soup_id(nonzero, base_model_names(config))
         scorer.load(mix)
-        results = evaluate_threats(
-            scorer.model,
-            name,
-            data,
-            config["threats"],
-            plans,
-            min(spec["n_images"], len(data)),
+        threats = make_evaluator(
+            "adversarial",
+            data=data,
+            eps=config["threats"],
+            plans=plans,
+            n_attacked=min(spec["n_images"], len(data)),
             seed=config["seed"],
-            device=device,
         )
+        results = threats.run(scorer.model, name, device)
         parts = [rows for rows, _ in results.values()]
         all_points = {("none" if t == "clean" else t): points for t, (_, points) in results.items()}
         attacks = {norm: plan.name for norm, plan in plans.items()}
