@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..data import ImageSplit
 from ..data.loading import BatchSource, batch_source
 from ..data.scoring import ARGMAX, Scoring, split_scoring
+from ..data.splits import Split
 from ..progress import Progress
 from .rows import metric_row, point_results, row_frame
 
@@ -30,7 +30,7 @@ EVALUATION_BATCH = 500  # images per forward pass of a clean evaluation unless t
 
 
 def labelled_batches(
-    data: ImageSplit | BatchSource, device, batch_size: int = EVALUATION_BATCH, start: int = 0, stop: int | None = None
+    data: Split | BatchSource, device, batch_size: int = EVALUATION_BATCH, start: int = 0, stop: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """``(indices, uint8 images, labels, label sets or None)`` of points [``start``, ``stop``) of ``data`` (a
     split, or a batch source over one; to the end by default) in order, ``batch_size`` at a time: indices on
@@ -63,7 +63,7 @@ def batch_correct(
 
 def clean_correct(
     model: nn.Module,
-    data: ImageSplit | BatchSource,
+    data: Split | BatchSource,
     device,
     batch_size: int = EVALUATION_BATCH,
     start: int = 0,
@@ -88,7 +88,7 @@ def clean_correct(
 def evaluate_clean(
     model: nn.Module,
     model_name: str,
-    data: ImageSplit | BatchSource,
+    data: Split | BatchSource,
     device="cpu",
     batch_size: int = EVALUATION_BATCH,
     start: int = 0,
