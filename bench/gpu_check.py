@@ -40,7 +40,7 @@ from robustsoup.attacks import attack_plan, robust_correct
 from robustsoup.attacks.apgd import apgd_train
 from robustsoup.data import ImageSplit, loading
 from robustsoup.device import configure_cuda, gpu_lease
-from robustsoup.evaluate import evaluation_shard
+from robustsoup.evaluate.adversarial import evaluation_shard
 from robustsoup.train import distributed
 from robustsoup.train.loop import TrainSettings, train_model
 from robustsoup.train.policies import CleanInputs

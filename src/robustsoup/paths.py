@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .attacks.protocol import EVALUATION_PROTOCOL
 from .config import (
     IMAGEFOLDER,
     ConfigError,
@@ -60,9 +61,6 @@ IMAGEFOLDER_DATA_KEYS = ("name", "resolution", "mean", "std", "augmentation")
 # Keys that shape every split cache, the run's and each shift's (test_per_class: each test split's size).
 SPLITS_CACHE_KEYS = ("k_adapt_per_class", "cache_max_images", "test_per_class")
 
-# The version of the evaluation's attack plans (robustsoup.attacks): bump it when a plan changes, so that
-# existing evaluations rerun (2: AutoAttack's standard L1 protocol, APGD-T 5 targets × 1 restart).
-EVALUATION_PROTOCOL = 2
 # The version of the corruption operations' pixels (robustsoup.data.corruption_ops): bump it when an operation's
 # output changes, so that corrupt_split regenerates existing copies (2: motion_blur and snow reach 8 bits as the
 # reference's ImageMagick output does, a 16-bit quantum then floor, instead of rounding).

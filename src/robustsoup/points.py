@@ -21,7 +21,7 @@ import pandas as pd
 from .io import atomic_path, write_text_atomic
 
 POINT_COLUMNS = ["index", "label", "correct"]
-# The metric row's identity a keyed per-point row carries (the columns of robustsoup.evaluate.METRIC_COLUMNS
+# The metric row's identity a keyed per-point row carries (the columns of robustsoup.evaluate.rows.METRIC_COLUMNS
 # that name a measurement).
 POINT_KEYS = ["model", "evalset", "corruption", "severity", "threat"]
 

@@ -21,7 +21,7 @@ from robustsoup.data.corrupted import (
 )
 from robustsoup.data.corruptions import corrupt, read_corrupted_split
 from robustsoup.data.sources import DataLayoutError
-from robustsoup.shifts import evaluation_sets
+from robustsoup.evaluate.shifts import evaluation_sets
 
 from data_fixtures import imagenet_sample, write_png, write_wnid_folders
 

@@ -15,7 +15,8 @@ from robustsoup.data import DataLayoutError, ImageSplit, load_split, open_datase
 from robustsoup.data.check import check_dataset
 from robustsoup.data.imagenet import read_wnids
 from robustsoup.data.scoring import Scoring, read_categories, scoring_for
-from robustsoup.evaluate import clean_correct, evaluate_adversarial, evaluate_clean
+from robustsoup.evaluate.adversarial import evaluate_adversarial
+from robustsoup.evaluate.clean import batch_correct, evaluate_clean
 from robustsoup.soups.search import ensemble_correct
 
 from data_fixtures import (
@@ -142,7 +143,7 @@ def test_real_leaves_out_empty_sets_and_scores_membership_by_hand(tmp_path):
     assert rows["n"].item() == 5 and rows["correct"].item() == 3 and rows["accuracy"].item() == pytest.approx(0.6)
     assert points["correct"].tolist() == [1, 1, 0, 1, 0]
     # Plain argmax == label would give 1 of 5 (only prediction 0 for label 0): the scoring matters.
-    assert clean_correct(FixedLogits(one_hot_logits(predictions)), split.images, split.labels).sum() == 1
+    assert batch_correct(FixedLogits(one_hot_logits(predictions)), split.images, split.labels).sum() == 1
 
 
 def test_real_targets_survive_both_split_caches(tmp_path):

@@ -4,13 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from robustsoup.evaluate import (
-    CLEAN_ON_ATTACKED,
-    METRIC_COLUMNS,
-    metric_row,
-    union_rows,
-    write_metrics,
-)
+from robustsoup.evaluate.adversarial import union_rows
+from robustsoup.evaluate.rows import CLEAN_ON_ATTACKED, METRIC_COLUMNS, metric_row, write_metrics
 from robustsoup.points import write_points
 
 # Ten test images; the attacks saw the first four.

@@ -11,7 +11,7 @@ from robustsoup.data import FileSplit, ImageSplit, decode_image, options
 from robustsoup.data.loading import BatchSource, loader_workers
 from robustsoup.data.options import LoadingOptions
 from robustsoup.device import compile_model
-from robustsoup.evaluate import evaluate_clean
+from robustsoup.evaluate.clean import evaluate_clean
 from robustsoup.facts import JobFacts, job_facts
 from robustsoup.train.loop import TrainSettings, train_model
 from robustsoup.train.policies import make_input_policy

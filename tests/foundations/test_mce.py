@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from robustsoup.data.corruptions import STANDARD_CORRUPTIONS
-from robustsoup.evaluate_mce import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, imagenet_c_mce, mce_applies
+from robustsoup.evaluate.mce import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, imagenet_c_mce, mce_applies
 
 
 def _rows(model: str, clean_acc: float, acc) -> list[dict]:

@@ -13,7 +13,8 @@ from robustsoup.attacks import attack_batch_size
 from robustsoup.checkpoint import save_checkpoint
 from robustsoup.config import resolve_config
 from robustsoup.data import load_split, prepare_splits
-from robustsoup.evaluate import METRIC_COLUMNS, evaluation_shard, merge_shards, metric_row
+from robustsoup.evaluate.adversarial import evaluation_shard, merge_shards
+from robustsoup.evaluate.rows import METRIC_COLUMNS, metric_row
 from robustsoup.lp.stages import evaluate_model, evaluate_model_shard, merge_model_shards
 from robustsoup.points import read_points
 from robustsoup.train.loop import TrainSettings, train_model

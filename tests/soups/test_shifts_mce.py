@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from robustsoup.evaluate import METRIC_COLUMNS
-from robustsoup.evaluate_mce import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS
+from robustsoup.evaluate.mce import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS
+from robustsoup.evaluate.rows import METRIC_COLUMNS
 from robustsoup.soups.report import shifts_table
 
 

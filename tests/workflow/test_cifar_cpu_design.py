@@ -11,7 +11,7 @@ import torch
 from robustsoup.config import load_config_file
 from robustsoup.distill.augmentation import make_augmentation
 from robustsoup.distill.config import check_distill_config, leaked_corruptions, teacher_shift
-from robustsoup.evaluate import evaluation_shard
+from robustsoup.evaluate.adversarial import evaluation_shard
 from robustsoup.paths import resolve_run_config
 
 from conftest import REPO

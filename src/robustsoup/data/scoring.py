@@ -19,7 +19,7 @@ ImageNet classifier do not (each is registered with its kind, see
   ``ImageNetProbabilitiesTo16ClassesMapping``, the class sets shipped in
   ``wnids/cue-conflict.tsv``), and the prediction is the best category.
 
-Every evaluation path (clean accuracy in :mod:`robustsoup.evaluate`, the
+Every evaluation path (clean accuracy in :mod:`robustsoup.evaluate.clean`, the
 soups' shift scores) asks :func:`split_scoring` for the split it scores,
 so no study special-cases a data set. Torch is loaded lazily.
 """

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from ..data.corruptions import FAMILIES
+from ..evaluate.shifts import FAMILY_ORDER
 from ..report.figures import save_figure
 from ..report.style import TWO_COLUMNS, footnote, house_style
 from ..report.tables import write_table
-from ..shifts import FAMILY_ORDER
 from .captions import DISTILL_REPORT
 from .config import CALIBRATION_LABELS
 

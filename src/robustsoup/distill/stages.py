@@ -32,7 +32,8 @@ from ..config import dataset_name
 from ..data import load_split
 from ..data.corrupted import corrupted_split, split_head
 from ..device import resolve_precision, seed_everything
-from ..evaluate import METRIC_COLUMNS, MetricLog, write_metrics
+from ..evaluate.registry import make_evaluator
+from ..evaluate.rows import METRIC_COLUMNS, MetricLog, write_metrics
 from ..io import write_text_atomic
 from ..lineage import descend, start_record
 from ..models import build_pretrained
@@ -300,6 +301,12 @@ def _row(log: MetricLog, model: str, corruption: str, severity: int, attack: str
     return log.add(model, "test", correct, labels, attack=attack, corruption=corruption, severity=severity)
 
 
+def _corrupted_copy(config: Mapping, directory, clean, n_images: int, corruption: str, severity: int):
+    """The first ``n_images`` copies of ``clean`` in ``directory`` corrupted by ``corruption`` at ``severity``."""
+    copies = corrupted_split(directory, clean, corruption, severity, config["data"]["severities"])
+    return split_head(copies, n_images)
+
+
 def _corrupted_sets(config: Mapping, directory, clean, n_images: int):
     """(corruption, severity, images, labels) of the first ``n_images`` corrupted copies of ``clean`` in
     ``directory``, for every configured corruption and severity. ``images`` is uint8 (N, 3, H, W) or, for
@@ -307,17 +314,8 @@ def _corrupted_sets(config: Mapping, directory, clean, n_images: int):
     data = config["data"]
     sets = [(c, s) for c in data["corruptions"] for s in sorted(data["severities"])]
     for corruption, severity in progress(sets, "corrupted sets", unit="sets"):
-        copies = split_head(corrupted_split(directory, clean, corruption, severity, data["severities"]), n_images)
+        copies = _corrupted_copy(config, directory, clean, n_images, corruption, severity)
         yield corruption, severity, copies.images, copies.labels
-
-
-@torch.no_grad()
-def _correct(model, images: torch.Tensor, labels: torch.Tensor, device, batch_size: int) -> torch.Tensor:
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device).float().div_(255.0)
-        out.append(model(x).argmax(1).cpu() == labels[start : start + batch_size])
-    return torch.cat(out)
 
 
 def evaluate_distilled(
@@ -341,7 +339,7 @@ def evaluate_distilled(
     rule are chosen there, then every rule is evaluated (rows
     ``student-multihead`` for ``distill.selection.rule``, attack = the rule's
     name, and ``student-multihead-<rule>`` for each ablation). With ``points_path``, the rows' per-point
-    results too (:class:`~robustsoup.evaluate.MetricLog`: what the findings pair).
+    results too (:class:`~robustsoup.evaluate.rows.MetricLog`: what the findings pair).
     """
     seed_everything(config["seed"])
     d = config["distill"]
@@ -359,11 +357,17 @@ def evaluate_distilled(
             config, model, meta, test, corrupted_test_dir, load_split(adapt_path), corrupted_adapt_dir, device
         )
     else:
-        measured, x, y = MetricLog(), test.images, test.labels
-        _row(measured, meta.name, "none", 0, "clean", _correct(model, x, y, device, batch_size), y)
-        for corruption, severity, images, labels in _corrupted_sets(config, corrupted_test_dir, test, n_images):
-            correct = _correct(model, images, labels, device, batch_size)
-            _row(measured, meta.name, corruption, severity, "clean", correct, labels)
+        clean = make_evaluator("clean", data=test, evalset="test", batch_size=batch_size)
+        measured = clean.run(model, meta.name, device)
+        corrupted = make_evaluator(
+            "corrupted",
+            copies=partial(_corrupted_copy, config, corrupted_test_dir, test, n_images),
+            corruptions=config["data"]["corruptions"],
+            severities=sorted(config["data"]["severities"]),
+            evalset="test",
+            batch_size=batch_size,
+        )
+        corrupted.run(model, meta.name, device, measured)
         summary = {"model": meta.name}
     frame = pd.DataFrame(measured.rows, columns=METRIC_COLUMNS)
     summary.update(
@@ -475,7 +479,7 @@ def report_distill(
     i.e. ``metrics/distill.tsv``), then the distillation table (CSV + Markdown + HTML page) from them
     and the checkpoints' sidecars, and with ``figure_path`` (.png) the table at a glance as a figure
     (PNG + PDF + HTML page)."""
-    from ..evaluate import read_metrics
+    from ..evaluate.rows import read_metrics
     from .report import distill_table, plot_distill, write_distill_table
 
     metrics = read_metrics(list(metric_paths))

@@ -24,15 +24,9 @@ from ..checkpoint import (
 from ..config import base_model_names, parent_name, reference_names, reference_norm
 from ..data import load_split
 from ..device import seed_everything
-from ..evaluate import (
-    METRIC_COLUMNS,
-    evaluate_threats,
-    evaluation_shard,
-    merge_shards,
-    read_metrics,
-    union_rows,
-    write_metrics,
-)
+from ..evaluate.adversarial import evaluation_shard, merge_shards, union_rows
+from ..evaluate.registry import make_evaluator
+from ..evaluate.rows import METRIC_COLUMNS, read_metrics, write_metrics
 from ..io import write_text_atomic
 from ..points import read_points, write_points
 from ..train.policies import make_input_policy
@@ -113,7 +107,7 @@ def evaluate_model_shard(
     config: Mapping, shard: int, model_path, split_path, outputs: Mapping[str, tuple], device
 ) -> pd.DataFrame:
     """Shard ``shard`` (0 … ``evaluate.shards`` − 1) of :func:`evaluate_model` (rule ``evaluate_model_shard``):
-    the same files for its contiguous share of the points (:func:`robustsoup.evaluate.evaluation_shard`),
+    the same files for its contiguous share of the points (:func:`robustsoup.evaluate.adversarial.evaluation_shard`),
     which :func:`merge_model_shards` joins into exactly what one job writes. Returns its rows."""
     return _evaluate_shard(config, model_path, split_path, outputs, device, shard, config["evaluate"]["shards"])
 
@@ -151,18 +145,17 @@ def _evaluate_shard(config, model_path, split_path, outputs: Mapping[str, tuple]
             -(-n_attacked // batch_size),
             batch_size,
         )
-    results = evaluate_threats(
-        model,
-        meta.name,
-        data,
-        config["threats"],
-        plans,
-        n_attacked,
+    threats = make_evaluator(
+        "adversarial",
+        data=data,
+        eps=config["threats"],
+        plans=plans,
+        n_attacked=n_attacked,
         seed=config["seed"],
         batch_size=batch_size,
-        device=device,
         shard=part,
     )
+    results = threats.run(model, meta.name, device)
     for threat, (rows, points) in results.items():
         rows_path, points_path = outputs[threat]
         write_points(points, points_path)
@@ -186,7 +179,7 @@ def merge_model_shards(
 ) -> pd.DataFrame:
     """Join the shards of one model's evaluation (rule ``merge_model_shards``) into the files
     :func:`evaluate_model` writes: per threat, the shards' per-point files concatenated in point order and
-    the row counted again from them (:func:`robustsoup.evaluate.merge_shards`).
+    the row counted again from them (:func:`robustsoup.evaluate.adversarial.merge_shards`).
 
     ``shards`` maps ``clean`` and each norm to (row files, per-point files) of every shard in shard order;
     ``outputs`` maps them to the (rows, points) paths to write. Returns every row.

@@ -12,7 +12,7 @@ import numpy as np
 
 # Threat models as the metric rows name them ("none" is clean data), in the order tables use.
 THREAT_ORDER = ("none", "Linf", "L2", "L1", "union")
-# Clean accuracy on the attacked images only (robustsoup.evaluate.CLEAN_ON_ATTACKED; spelled out here,
+# Clean accuracy on the attacked images only (robustsoup.evaluate.rows.CLEAN_ON_ATTACKED; spelled out here,
 # since the report stays torch-free): no ε, no attack of its own.
 CLEAN_ON_ATTACKED = "none@attacked"
 THREAT_NAMES = {

@@ -15,7 +15,7 @@ Models (all under ``results/<dataset>/models/rws/``):
   ``rws.transfer.seed``), the targets of the transfer experiment, fine-tuned from their own
   initialization ``init-s<seed>`` (trained from scratch with that seed) or from ``init``.
 
-Every evaluation writes tidy rows (:data:`robustsoup.evaluate.METRIC_COLUMNS`, threat ``none``,
+Every evaluation writes tidy rows (:data:`robustsoup.evaluate.rows.METRIC_COLUMNS`, threat ``none``,
 attack ``clean``): clean test accuracy (corruption ``none``) and accuracy on the corrupted test
 split (``data/corrupted/test``: Hendrycks' arrays for a decoded split, ImageNet-C folders for a file
 list, see :mod:`robustsoup.data.corrupted`) at ``rws.eval_severities``. Every evaluation streams its
@@ -34,15 +34,17 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file as save_torch
 
-from .. import evaluate
 from ..checkpoint import load_checkpoint, load_model
 from ..data import ImageSplit, load_split
 from ..data.corrupted import corrupted_split, split_head
 from ..data.corruptions import corrupt
-from ..data.loading import BatchSource
+from ..data.scoring import split_scoring
 from ..data.splits import Split
 from ..device import seed_everything
-from ..evaluate import METRIC_COLUMNS, MetricLog, clean_correct, read_metrics, write_metrics
+from ..evaluate.clean import batch_correct, clean_correct, labelled_batches, model_inputs
+from ..evaluate.registry import make_evaluator
+from ..evaluate.rows import METRIC_COLUMNS, MetricLog, read_metrics, write_metrics
+from ..evaluate.rows import metric_row as tidy_row
 from ..io import atomic_path, write_text_atomic
 from ..lineage import CONFIG_ADVICE
 from ..progress import progress
@@ -181,7 +183,7 @@ class CorruptedAccuracy:
         device = next(model.parameters()).device
         if self._sets is None:  # opened once, at the first epoch's end (after any pickling to the ranks)
             self._sets = EvalSets(self.config, self.split_path, self.corrupted_dir, split="adapt")
-        correct = [_correct(model, self._sets.corrupted(self.corruption, s), device) for s in self.severities]
+        correct = [clean_correct(model, self._sets.corrupted(self.corruption, s), device) for s in self.severities]
         return float(torch.cat(correct).float().mean())
 
 
@@ -312,7 +314,7 @@ def quantize_rws(
 
 
 def metric_row(model: str, corruption: str, severity: int, correct: torch.Tensor) -> dict:
-    return evaluate.metric_row(model, EVALSET, correct, corruption=corruption, severity=severity)
+    return tidy_row(model, EVALSET, correct, corruption=corruption, severity=severity)
 
 
 class EvalSets:
@@ -338,18 +340,6 @@ class EvalSets:
         return self._opened[key]
 
 
-def _batches(data: Split, device, batch_size: int = 500):
-    """(inputs in [0,1] on ``device``, labels on ``device``) of consecutive batches of ``data``, read through
-    the one batch source (:class:`~robustsoup.data.loading.BatchSource`)."""
-    for _idx, images, labels in BatchSource(data, device).batches(torch.arange(len(data)), batch_size):
-        yield images.float().div_(255.0), labels
-
-
-def _correct(model, data: Split, device) -> torch.Tensor:
-    """Per-image clean correctness of ``model`` on ``data``, decoded a batch at a time."""
-    return torch.cat([clean_correct(model, x, y).cpu() for x, y in _batches(data, device)])
-
-
 def _rows(
     model, name: str, sets: EvalSets, corruptions: Sequence[str], severities: Sequence[int], device, clean: bool = True
 ) -> list[dict]:
@@ -361,12 +351,11 @@ def _measure(
 ) -> MetricLog:
     """:func:`_rows` into ``log``, with each row's per-point results (what the findings pair)."""
     if clean:
-        log.add(name, EVALSET, _correct(model, sets.clean, device), sets.y)
-    for corruption in progress(corruptions, name, unit="corruptions"):
-        for severity in severities:
-            correct = _correct(model, sets.corrupted(corruption, severity), device)
-            log.add(name, EVALSET, correct, sets.y, corruption=corruption, severity=severity)
-    return log
+        make_evaluator("clean", data=sets.clean, evalset=EVALSET).run(model, name, device, log)
+    corrupted = make_evaluator(
+        "corrupted", copies=sets.corrupted, corruptions=corruptions, severities=severities, evalset=EVALSET, desc=name
+    )
+    return corrupted.run(model, name, device, log)
 
 
 def _write(rows: list[dict], path) -> pd.DataFrame:
@@ -435,7 +424,7 @@ def evaluate_patched(
     sets = EvalSets(config, test_path, corrupted_dir)
     # After every unpatch the weights are checked to be the standard model's bit for bit,
     # so one clean pass gives every signature's "-off" row.
-    unpatched = _correct(model, sets.clean, device)
+    unpatched = clean_correct(model, sets.clean, device)
     measured = MetricLog()
     for corruption, signature in progress(_signatures(config, signature_paths).items(), "signatures"):
         name = f"rws-{corruption}{variant_suffix(variant)}"
@@ -496,7 +485,10 @@ def rws_compose(
                 for corruption, data in streams.items():
                     rows.append(
                         metric_row(
-                            name, corruption, 0 if corruption == "none" else severity, _correct(model, data, device)
+                            name,
+                            corruption,
+                            0 if corruption == "none" else severity,
+                            clean_correct(model, data, device),
                         )
                     )
     return _write(rows, rows_path)
@@ -579,7 +571,7 @@ def rws_oracle_free(
         return sets.clean if cls[0] == "none" else sets.corrupted(*cls)
 
     def shallow(data: Split) -> torch.Tensor:
-        return torch.cat([features(x) for x, _ in _batches(data, device)])
+        return torch.cat([features(model_inputs(images)) for _, images, _, _ in labelled_batches(data, device)])
 
     x_fit = torch.cat([shallow(stream(adapt, cls)) for cls in classes])
     y_fit = torch.cat([torch.full((adapt.n,), i, dtype=torch.int64) for i in range(len(classes))])
@@ -597,7 +589,7 @@ def rws_oracle_free(
         scores = []
         for coefficient in rws["lambdas"]:
             with patched(model, [signatures[c]], [coefficient], identity):
-                scores.append(int(_correct(model, data, device).sum()))
+                scores.append(int(clean_correct(model, data, device).sum()))
         best_lambda[(c, s)] = tune_lambda(scores, rws["lambdas"])
         log.info("λ for %s severity %d on the adaptation split: %g", c, s, best_lambda[(c, s)])
 
@@ -609,16 +601,17 @@ def rws_oracle_free(
         right_type = right_both = batches = 0
         probabilities = detector_probabilities(detector, shallow(data))
         picks = route_batches(probabilities, batch, classes)
-        for picked, (xb, yb) in zip(picks, _batches(data, device, batch), strict=True):
+        scoring = split_scoring(data)
+        for picked, (_, images, labels, targets) in zip(picks, labelled_batches(data, device, batch), strict=True):
             batches += 1
             right_type += picked[0] == truth[0]
             right_both += picked == truth
             for chosen, sink in ((picked, auto), (truth, tuned)):
                 if chosen[0] == "none":
-                    sink.append(clean_correct(model, xb, yb).cpu())
+                    sink.append(batch_correct(model, images, labels, scoring, targets).cpu())
                 else:
                     with patched(model, [signatures[chosen[0]]], [best_lambda[chosen]], identity):
-                        sink.append(clean_correct(model, xb, yb).cpu())
+                        sink.append(batch_correct(model, images, labels, scoring, targets).cpu())
         rows.append(metric_row("rws-auto", truth[0], truth[1], torch.cat(auto)))
         rows.append(metric_row("rws-oracle-tuned", truth[0], truth[1], torch.cat(tuned)))
         per_image = probabilities.argmax(1)

@@ -18,7 +18,7 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import RegularPolygon
 from matplotlib.ticker import FormatStrFormatter
 
-from ..evaluate_mce import ALEXNET_ERRORS, mce_applies, mce_columns
+from ..evaluate.mce import ALEXNET_ERRORS, MeanCorruptionError, mce_applies
 from ..report.figures import save_figure
 from ..report.labels import THREAT_ORDER, measurement_note, model_label, threat_eps, threat_label
 from ..report.style import (
@@ -52,7 +52,7 @@ def shifts_table(
 
     A shift with several rows per model (ImageNet-C: one per corruption ×
     severity) shows their mean accuracy, followed, where ImageNet-C's mCE
-    applies (``dataset`` imagenet, :func:`~robustsoup.evaluate_mce.mce_applies`),
+    applies (``dataset`` imagenet, :func:`~robustsoup.evaluate.mce.mce_applies`),
     by ``<shift> mCE`` and ``<shift> relative mCE`` of the model in that
     column (percent, AlexNet = 100; the relative one against its ``clean``
     accuracy, so per-shift soups, tested on their own shift only, have none).
@@ -138,7 +138,7 @@ def _add_mce(table: pd.DataFrame, metrics: pd.DataFrame, evalsets: Sequence[str]
     corrupted = metrics[(metrics["severity"] >= 1) & metrics["corruption"].isin(list(ALEXNET_ERRORS))]
     added = []
     for evalset in [e for e in evalsets if e in set(corrupted["evalset"])]:
-        columns = mce_columns(metrics, evalset, "clean", dataset)
+        columns = MeanCorruptionError(evalset, "clean", dataset).run(metrics)
         for column in columns.columns:
             name = f"{evalset} {column}"
             table[name] = [

@@ -13,7 +13,7 @@ shift. Both run in one process each with the
 in-place :class:`~robustsoup.soups.search.SoupScorer`.
 
 The shifts are the base set's clean split, its corruption families
-(:mod:`robustsoup.shifts`) and every data set of ``data.shifts``, named by
+(:mod:`robustsoup.evaluate.shifts`) and every data set of ``data.shifts``, named by
 the data set (``imagenet-r``; a -C set is one shift, tested per corruption
 × severity). Each is scored as its data set says
 (:func:`~robustsoup.data.scoring.split_scoring`). Selection decodes only
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,16 +37,16 @@ import torch
 from ..checkpoint import load_checkpoint, load_model, load_state_dict_checked, save_checkpoint
 from ..config import base_model_names, dataset_name
 from ..data import ImageSplit, load_split
-from ..data.loading import BatchSource
 from ..data.scoring import NO_TARGET, split_scoring
 from ..data.splits import Split
 from ..device import resolve_arithmetic, seed_everything
-from ..evaluate import MetricLog
+from ..evaluate.registry import make_evaluator
+from ..evaluate.rows import MetricLog
+from ..evaluate.shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..io import write_text_atomic
 from ..lineage import CONFIG_ADVICE, check_related, mixed
 from ..models.batchnorm import recompute_batchnorm_statistics
 from ..progress import Progress, progress
-from ..shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..train.run import model_identity, new_meta
 from ..weights import affine_combination
 from .captions import SOUPS_REPORT
@@ -214,14 +214,6 @@ def _test_sets(config: Mapping, test_path, corrupted_dir, shifts: Mapping) -> li
     for shift, parts in shifts.items():
         units += [_TestSet(shift, *part_label(part), path) for part, path in parts.items()]
     return units
-
-
-def _chunks(split: Split, size: int, device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """(uint8 images, labels, label sets or None) of ``split`` in order, ``size`` images at a time, through the
-    batch source training and evaluation read with (:class:`~robustsoup.data.loading.BatchSource`: images and
-    labels on ``device``)."""
-    for index, images, labels in BatchSource(split, device).batches(torch.arange(len(split)), size):
-        yield images, labels, None if split.targets is None else split.targets[index]
 
 
 def select_soups(
@@ -436,7 +428,7 @@ def evaluate_soups_shifts(
     The shifts are the base set's and the data sets of ``shifts`` (``{shift:
     {part: test split}}``); a -C set gives one row per corruption × severity
     (``corruption``, ``severity`` filled). Writes tidy metric rows, with ``points_path`` their
-    per-point results (:class:`~robustsoup.evaluate.MetricLog`: what the findings pair), and a model
+    per-point results (:class:`~robustsoup.evaluate.rows.MetricLog`: what the findings pair), and a model
     table (kind, FLOPs multiple, weights) for the report."""
     names, states, meta = _load_states(config, model_paths)
     scorer = SoupScorer(meta.build(), states, names, device=device)
@@ -485,31 +477,29 @@ def evaluate_soups_shifts(
     measured = MetricLog()
     for unit in progress(units, "evaluate_soups_shifts", unit="test sets"):
         split = unit.split()
-        scoring = split_scoring(split)
         wanted = [(name, weights) for name, weights, targets in soups if unit.evalset in targets]
-        correct: dict[str, list[torch.Tensor]] = {name: [] for name in [*(n for n, _ in wanted), *ensembles]}
-        for images, labels, targets in _chunks(split, scorer.batch_size, device):
+
+        def scores(images, labels, scoring, targets, wanted=wanted) -> dict[str, torch.Tensor]:
             inputs = scorer.prepare(images)
-            for name, weights in wanted:
-                correct[name].append(scorer.correct(weights, inputs, labels, scoring, targets))
+            out = {name: scorer.correct(weights, inputs, labels, scoring, targets) for name, weights in wanted}
             for name, members in ensembles.items():
                 ensemble = [full[m] for m in members]
-                correct[name].append(
-                    ensemble_correct(ensemble, images.to(device), labels.to(device), scoring=scoring, targets=targets)
+                out[name] = ensemble_correct(
+                    ensemble, images.to(device), labels.to(device), scoring=scoring, targets=targets
                 )
-        labels = split.labels[: len(split)]
-        for name, parts in correct.items():
-            measured.add(
-                name,
-                unit.evalset,
-                torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool),
-                labels,
-                corruption=unit.corruption,
-                severity=unit.severity,
-            )
-        log.info(
-            "%s %s/%s: %d images, %d models", unit.evalset, unit.corruption, unit.severity, len(split), len(correct)
+            return out
+
+        names = [*(n for n, _ in wanted), *ensembles]
+        shift = make_evaluator(
+            "shift",
+            data=split,
+            evalset=unit.evalset,
+            corruption=unit.corruption,
+            severity=unit.severity,
+            batch_size=scorer.batch_size,
         )
+        shift.run(names, scores, device, measured)
+        log.info("%s %s/%s: %d images, %d models", unit.evalset, unit.corruption, unit.severity, len(split), len(names))
     frame = measured.write(metrics_path, points_path)
     write_text_atomic(models_path, pd.DataFrame(models).to_csv(sep="\t", index=False))
     return frame
@@ -526,7 +516,7 @@ def evaluate_ternary(
     :func:`robustsoup.soups.grid.soup_id`; corners keep their model names.
     """
     from ..attacks import attack_plan
-    from ..evaluate import evaluate_threats, union_rows
+    from ..evaluate.adversarial import union_rows
 
     spec = config["soups"]["ternary"]
     corners = list(spec["models"])
@@ -543,16 +533,15 @@ def evaluate_ternary(
         nonzero = {m: w for m, w in mix.items() if w}
         name = next(iter(nonzero)) if len(nonzero) == 1 else soup_id(nonzero, base_model_names(config))
         scorer.load(mix)
-        results = evaluate_threats(
-            scorer.model,
-            name,
-            data,
-            config["threats"],
-            plans,
-            min(spec["n_images"], len(data)),
+        threats = make_evaluator(
+            "adversarial",
+            data=data,
+            eps=config["threats"],
+            plans=plans,
+            n_attacked=min(spec["n_images"], len(data)),
             seed=config["seed"],
-            device=device,
         )
+        results = threats.run(scorer.model, name, device)
         parts = [rows for rows, _ in results.values()]
         all_points = {("none" if t == "clean" else t): points for t, (_, points) in results.items()}
         attacks = {norm: plan.name for norm, plan in plans.items()}

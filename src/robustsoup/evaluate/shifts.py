@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import FileSplit, ImageSplit
-from .data.corrupted import corrupted_split
-from .data.corruptions import FAMILIES
-from .data.splits import Split
+from ..data import FileSplit, ImageSplit
+from ..data.corrupted import corrupted_split
+from ..data.corruptions import FAMILIES
+from ..data.splits import Split
 
 MIXED_SEVERITY = -1
 FAMILY_ORDER = ("noise", "blur", "weather", "digital")

@@ -26,6 +26,8 @@ normaliser, so tables show mCE for ``dataset: imagenet`` alone
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -76,7 +78,7 @@ def imagenet_c_mce(
     severities: Sequence[int] = IMAGENET_C_SEVERITIES,
     strict: bool = True,
 ) -> pd.DataFrame:
-    """mCE and relative mCE per model from tidy rows (columns of :data:`robustsoup.evaluate.METRIC_COLUMNS`).
+    """mCE and relative mCE per model from tidy rows (columns of :data:`robustsoup.evaluate.rows.METRIC_COLUMNS`).
 
     Reads the rows with ``threat == "none"``: the clean row (``corruption ==
     "none"``) and one row per standard corruption × severity. Returns one row
@@ -151,3 +153,19 @@ def mce_columns(metrics: pd.DataFrame, evalset: str, clean_evalset: str, dataset
     complete = table["corruptions"] == len(ALEXNET_ERRORS)
     out = pd.DataFrame({"mCE": table["mce"] * 100, "relative mCE": table["relative_mce"] * 100}, index=table.index)
     return out.where(complete)
+
+
+@dataclass(frozen=True)
+class MeanCorruptionError:
+    """The ``mce`` evaluator (:mod:`robustsoup.evaluate.registry`): :func:`mce_columns` of ``evalset``'s
+    rows with each model's clean row from ``clean_evalset``, on a run of ``dataset``. It scores rows, not a
+    model, and stays torch-free, so report code runs it without loading torch."""
+
+    name: ClassVar[str] = "mce"
+    evalset: str
+    clean_evalset: str
+    dataset: str
+
+    def run(self, metrics: pd.DataFrame) -> pd.DataFrame:
+        """``mCE`` and ``relative mCE`` per model (percent; AlexNet = 100), empty where mCE does not apply."""
+        return mce_columns(metrics, self.evalset, self.clean_evalset, self.dataset)

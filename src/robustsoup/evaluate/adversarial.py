@@ -1,11 +1,9 @@
-"""Evaluation: clean, per-norm robust and union accuracy as tidy metric rows.
+"""Adversarial evaluation: per-norm robust and union accuracy as tidy metric rows, whole or in shards.
 
-Every measurement is one row of :data:`METRIC_COLUMNS`; tables and figures
-are built from these rows only. Robust accuracy is per point, so union
-accuracy (correct clean and under every norm's attack) is counted, not
-approximated. What counts as right is the evaluated split's data set's
-(:func:`robustsoup.data.scoring.split_scoring`: argmax for most sets, the
-label sets of ImageNet-ReaL, the 16 categories of the cue-conflict stimuli).
+Robust accuracy is per point (a point is robust only if it is also correct
+clean), so union accuracy (correct clean and under every norm's attack) is
+counted, not approximated. The attack plans and the protocol version they
+make up are :mod:`robustsoup.attacks`'.
 """
 
 from __future__ import annotations
@@ -14,89 +12,20 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .attacks import AttackPlan, robust_correct
-from .data import ImageSplit
-from .data.loading import BatchSource, batch_source
-from .data.scoring import ARGMAX, Scoring, split_scoring
-from .io import write_text_atomic
-from .points import keyed_points, points_frame, write_keyed_points
-from .progress import Progress
+from ..attacks import AttackPlan, robust_correct
+from ..data import ImageSplit
+from ..data.loading import BatchSource, batch_source
+from ..data.scoring import ARGMAX, split_scoring
+from ..progress import Progress
+from .clean import evaluate_clean
+from .rows import CLEAN_ON_ATTACKED, METRIC_COLUMNS, metric_row, point_results
 
 log = logging.getLogger(__name__)
-
-METRIC_COLUMNS = [
-    "model",
-    "evalset",
-    "corruption",
-    "severity",
-    "threat",
-    "eps",
-    "attack",
-    "n",
-    "correct",
-    "accuracy",
-]
-# Threat of the row of clean accuracy on the attacked images only (the ``none`` row covers the whole split).
-CLEAN_ON_ATTACKED = "none@attacked"
-
-
-@torch.no_grad()
-def clean_correct(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int = 500,
-    scoring: Scoring = ARGMAX,
-    targets: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Per-point clean correctness, bool (N,), under ``scoring`` (``targets``: the label sets it may read);
-    empty for no points."""
-    return torch.cat(
-        [
-            torch.zeros(0, dtype=torch.bool, device=y.device),
-            *(
-                scoring.correct(
-                    model(x[i : i + batch_size]),
-                    y[i : i + batch_size],
-                    None if targets is None else targets[i : i + batch_size],
-                )
-                for i in range(0, len(x), batch_size)
-            ),
-        ]
-    )
-
-
-def metric_row(
-    model: str,
-    evalset: str,
-    correct: torch.Tensor,
-    *,
-    threat: str = "none",
-    eps: float = 0.0,
-    attack: str = "clean",
-    corruption: str = "none",
-    severity: int = 0,
-) -> dict:
-    """One tidy metric row (the columns of :data:`METRIC_COLUMNS`) from per-point correctness."""
-    n, hits = int(correct.numel()), int(correct.sum())
-    return {
-        "model": model,
-        "evalset": evalset,
-        "corruption": corruption,
-        "severity": int(severity),
-        "threat": threat,
-        "eps": eps,
-        "attack": attack,
-        "n": n,
-        "correct": hits,
-        "accuracy": hits / n if n else float("nan"),
-    }
 
 
 @dataclass(frozen=True)
@@ -131,67 +60,6 @@ def evaluation_shard(n_attacked: int, n_total: int, batch_size: int, count: int 
     batches = -(-n_attacked // batch_size)
     start, stop = (min(n_attacked, (b * batches // count) * batch_size) for b in (index, index + 1))
     return Shard(index, count, start, stop, n_total if index == count - 1 else stop)
-
-
-def _points(labels: torch.Tensor, correct: torch.Tensor, start: int = 0) -> pd.DataFrame:
-    return points_frame(labels.cpu().numpy(), correct.cpu().numpy(), start)
-
-
-class MetricLog:
-    """Tidy rows and the per-point results of each (:func:`robustsoup.points.keyed_points`), written together:
-    what a stage that measures many things at once keeps, so that every comparison can be paired."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-        self.points: list[pd.DataFrame] = []
-
-    def add(self, model: str, evalset: str, correct: torch.Tensor, labels: torch.Tensor | None = None, **row) -> dict:
-        """Count ``correct`` as :func:`metric_row` does, keep its per-point results; return the row."""
-        entry = metric_row(model, evalset, correct, **row)
-        correct = correct.cpu()
-        labels = torch.full_like(correct, -1, dtype=torch.long) if labels is None else labels.cpu()
-        self.rows.append(entry)
-        self.points.append(keyed_points(entry, labels.numpy(), correct.numpy()))
-        return entry
-
-    def write(self, rows_path: str | Path, points_path: str | Path | None = None) -> pd.DataFrame:
-        """Write the rows (:func:`write_metrics`) and, with ``points_path``, their per-point results."""
-        frame = pd.DataFrame(self.rows, columns=METRIC_COLUMNS)
-        write_metrics(frame, rows_path)
-        if points_path is not None:
-            write_keyed_points(self.points, points_path)
-        return frame
-
-
-def evaluate_clean(
-    model: nn.Module,
-    model_name: str,
-    data: ImageSplit | BatchSource,
-    device="cpu",
-    batch_size: int = 500,
-    start: int = 0,
-    stop: int | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean accuracy on points [``start``, ``stop``) of ``data`` (a split, or a batch source over one; all
-    points by default) under its data set's scoring: (one tidy row, per-point correctness).
-
-    Batches come from a :class:`~robustsoup.data.loading.BatchSource`, as training's do (a decoded split
-    held on the GPU, a file list decoded by the loader's workers), so no split is held in float32."""
-    model = model.to(device).eval()
-    source = batch_source(data, device)
-    split = source.split
-    scoring = split_scoring(split)
-    targets = getattr(split, "targets", None)
-    stop = len(source) if stop is None else stop
-    hits = [torch.zeros(0, dtype=torch.bool, device=source.device)]
-    batches = -(-max(0, stop - start) // batch_size)
-    with torch.no_grad(), Progress(batches, f"{model_name} clean", "batches") as counter:
-        for idx, x, y in source.batches(torch.arange(start, stop), batch_size):
-            hits.append(scoring.correct(model(x.float().div_(255.0)), y, None if targets is None else targets[idx]))
-            counter.advance()
-    correct = torch.cat(hits)
-    row = metric_row(model_name, split.split, correct)
-    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(split.labels[start:stop], correct, start)
 
 
 def evaluate_adversarial(
@@ -239,7 +107,7 @@ def evaluate_adversarial(
         time.perf_counter() - began,
     )
     row = metric_row(model_name, source.split.split, robust, threat=norm, eps=eps, attack=plan.name)
-    return pd.DataFrame([row], columns=METRIC_COLUMNS), _points(y, robust, start)
+    return pd.DataFrame([row], columns=METRIC_COLUMNS), point_results(y, robust, start)
 
 
 def evaluate_threats(
@@ -365,25 +233,3 @@ def union_rows(
         attack = "+".join(sorted({attacks[t] for t in norms}))
         rows.append(metric_row(model_name, evalset, union, threat="union", attack=attack))
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
-
-
-def write_metrics(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write tidy rows as TSV, atomically, checking the column contract."""
-    missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"metric rows lack columns {missing}; expected {METRIC_COLUMNS}")
-    write_text_atomic(path, frame[METRIC_COLUMNS].to_csv(sep="\t", index=False))
-
-
-def read_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Concatenate metric files, checking each has the contract's columns."""
-    frames = []
-    for path in paths:
-        frame = pd.read_csv(path, sep="\t")
-        missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"metrics file {path} lacks columns {missing}; expected {METRIC_COLUMNS}")
-        frames.append(frame[METRIC_COLUMNS])
-    if not frames:
-        return pd.DataFrame(columns=METRIC_COLUMNS)
-    return pd.concat(frames, ignore_index=True)
