@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .io import atomic_path, write_text_atomic
-from .models import Normalized, build_model
+from .models import Normalized, create_model
 from .state_dicts import CheckpointError, load_state_dict_checked
 
 FORMAT = "robustsoup-checkpoint/1"
@@ -63,8 +63,8 @@ class CheckpointMeta:
     format: str = FORMAT
 
     def build(self) -> Normalized:
-        """A freshly initialised model of this architecture and normalization."""
-        return build_model(self.architecture, self.num_classes, mean=self.mean, std=self.std, **self.model_kwargs)
+        """A freshly initialised model of this architecture and normalization (:func:`~robustsoup.models.create_model`)."""
+        return create_model(self.architecture, self.num_classes, self.mean, self.std, **self.model_kwargs)
 
 
 def sidecar_path(weights_path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from robustsoup.checkpoint import CheckpointError
 from robustsoup.config import load_config_file, resolve_config
-from robustsoup.models import ZooError, build_model, build_pretrained, input_statistics, load_weights_file
+from robustsoup.models import ZooError, build_model, create_model, input_statistics, load_weights_file
 from robustsoup.models.multihead import split_base
 from robustsoup.train.run import initial_model, model_identity, new_meta
 
@@ -128,7 +128,7 @@ def test_the_authors_checkpoint_loads_with_identical_logits(authors_model, tmp_p
     else:
         obj = {f"module.{k}": v for k, v in state.items()}
     torch.save(obj, path)
-    model = build_pretrained(
+    model = create_model(
         "preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, weights=path, width=64, activation="softplus"
     ).eval()
     torch.manual_seed(1)
@@ -163,28 +163,28 @@ def test_a_parent_starts_from_the_authors_file_through_the_config(authors_model,
 def test_a_missing_file_names_the_path_and_what_to_do(tmp_path):
     missing = tmp_path / "pretr_L2.pth"
     with pytest.raises(ZooError, match="never downloads") as error:
-        build_pretrained("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, weights=missing)
+        create_model("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, weights=missing)
     assert str(missing) in str(error.value) and "model.weights" in str(error.value)
 
 
 def test_files_of_another_layout_say_which_architecture_fits(authors_file, tmp_path):
     # The authors' file into our own PreAct ResNet-18: their keys are unexpected, ours missing.
     with pytest.raises(CheckpointError, match="set model.architecture: preact_resnet18_rf") as error:
-        build_pretrained("preact_resnet18", 10, CIFAR_MEAN, CIFAR_STD, weights=authors_file)
+        create_model("preact_resnet18", 10, CIFAR_MEAN, CIFAR_STD, weights=authors_file)
     assert "missing keys ['layers.0.bn1.weight'" in str(error.value)
     assert "unexpected keys ['layer1.0.bn1.weight'" in str(error.value)
     with pytest.raises(CheckpointError, match="set model.architecture: preact_resnet18_rf"):
-        build_pretrained("wrn28_10", 10, CIFAR_MEAN, CIFAR_STD, weights=authors_file, width=16)
+        create_model("wrn28_10", 10, CIFAR_MEAN, CIFAR_STD, weights=authors_file, width=16)
     # A state dict in our layout into the reference variant.
     ours = tmp_path / "ours.pth"
     torch.save(build_model("preact_resnet18", 10, CIFAR_MEAN, CIFAR_STD).net.state_dict(), ours)
     with pytest.raises(CheckpointError, match=r"missing keys \['layer1\.0\.bn1\.weight'.*this file is not one"):
-        build_pretrained("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, weights=ours)
+        create_model("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, weights=ours)
 
 
 def test_shape_mismatch_says_the_expected_and_found_width(authors_file):
     with pytest.raises(CheckpointError, match=r"has shape \(64, 3, 3, 3\), the model expects \(16, 3, 3, 3\)") as e:
-        build_pretrained("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, weights=authors_file, width=16)
+        create_model("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, weights=authors_file, width=16)
     assert "the file's network has width 64 and 10 classes, the model built here width 16 and 10 classes" in str(
         e.value
     )
@@ -199,3 +199,22 @@ def test_multihead_splits_the_reference_layout_into_its_blocks():
     assert blocks == [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
     flat = build_model("preact_resnet_small", 10, CIFAR_MEAN, CIFAR_STD, width=8).net
     assert split_base(flat)[1] == ["layers.0", "layers.1", "layers.2"]
+
+
+def test_one_identity_for_the_run_model_and_a_distillation_spec():
+    """model_identity of a study's spec (distill.student) is the run's model's identity function applied to it."""
+    config = resolve_config({"model": {"architecture": "preact_resnet_small", "width": 8, "activation": "relu"}})
+    assert model_identity(config) == {
+        "architecture": "preact_resnet_small",
+        "dataset": "digits",
+        "model_kwargs": {"width": 8, "activation": "relu"},
+    }
+    student = config["distill"]["student"]
+    assert model_identity(config, student)["model_kwargs"] == {
+        "width": student["width"],
+        "activation": student["activation"],
+    }
+    zoo = {"architecture": "robustbench:Wong2020Fast", "width": 16, "activation": "relu"}
+    assert model_identity(config, zoo)["model_kwargs"] == {"width": 16, "activation": "relu"}  # no zoo_threat key
+    zoo_model = dict(config["model"], architecture="robustbench:Wong2020Fast", zoo_threat="Linf")
+    assert model_identity(config, zoo_model)["model_kwargs"] == {"dataset": config["dataset"], "threat": "Linf"}

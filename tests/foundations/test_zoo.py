@@ -16,7 +16,7 @@ from robustsoup.models import (
     Normalized,
     ZooError,
     build_model,
-    build_pretrained,
+    create_model,
     input_statistics,
     load_weights_file,
     load_zoo_model,
@@ -76,7 +76,7 @@ def test_timm_resnet50_takes_weights_from_a_local_file(tmp_path, no_network):
     assert source.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
     path = tmp_path / "resnet50.safetensors"
     save_file({k: v.contiguous() for k, v in source.net.state_dict().items()}, str(path))
-    loaded = build_pretrained("resnet50", 1000, (0.1,) * 3, (0.2,) * 3, weights=path).eval()
+    loaded = create_model("resnet50", 1000, (0.1,) * 3, (0.2,) * 3, weights=path).eval()
     x = torch.rand(1, 3, 64, 64)
     assert torch.equal(loaded(x), source(x))
     assert not no_network
@@ -107,7 +107,7 @@ def test_missing_zoo_weights_fail_at_once_with_the_path_and_no_network(tmp_path,
         load_zoo_model("Carmon2019Unlabeled", "cifar10", "Linf", model_dir=tmp_path)
     assert str(expected) in str(error.value)
     with pytest.raises(ZooError, match=str(tmp_path / "imagenet" / "Linf" / "Salman2020Do_R50.pt")):
-        build_pretrained("robustbench:Salman2020Do_R50", 1000, (0,) * 3, (1,) * 3, model_dir=tmp_path)
+        create_model("robustbench:Salman2020Do_R50", 1000, (0,) * 3, (1,) * 3, pretrained=True, model_dir=tmp_path)
     assert not no_network
 
 
@@ -147,3 +147,20 @@ def test_pickled_code_in_a_weights_file_is_refused(tmp_path):
     torch.save({"weight": Payload()}, path)
     with pytest.raises(CheckpointError, match="weights_only=True"):
         load_weights_file(build_model("preact_resnet_small", 10, (0,) * 3, (1,) * 3), path)
+
+
+def test_create_model_is_the_registry_build_with_weights_on_top(tmp_path):
+    """The one factory: without weights, the architecture freshly built (the same draws as the registry's
+    builder); with a weights file, those weights; pretrained=True only for names with weights of their own."""
+    torch.manual_seed(5)
+    built = build_model("preact_resnet_small", 10, (0.3,) * 3, (0.2,) * 3, width=4)
+    torch.manual_seed(5)
+    created = create_model("preact_resnet_small", 10, (0.3,) * 3, (0.2,) * 3, width=4)
+    assert built.state_dict().keys() == created.state_dict().keys()
+    assert all(torch.equal(created.state_dict()[k], v) for k, v in built.state_dict().items())
+    path = tmp_path / "w.safetensors"
+    save_file(built.net.state_dict(), str(path))
+    loaded = create_model("preact_resnet_small", 10, (0.3,) * 3, (0.2,) * 3, weights=path, width=4)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in built.state_dict().items())
+    with pytest.raises(ValueError, match="no pretrained weights of its own"):
+        create_model("preact_resnet_small", 10, (0.3,) * 3, (0.2,) * 3, pretrained=True, width=4)

@@ -27,22 +27,27 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..checkpoint import load_meta, load_model, load_state_dict_checked, save_checkpoint
+from ..checkpoint import load_meta, load_model, load_state_dict_checked
 from ..config import dataset_name
 from ..data import load_split
 from ..data.corrupted import corrupted_split, split_head
-from ..device import resolve_precision, seed_everything
+from ..device import seed_everything
 from ..evaluate.registry import make_evaluator
 from ..evaluate.rows import METRIC_COLUMNS, MetricLog, write_metrics
 from ..io import write_text_atomic
-from ..lineage import descend, start_record
-from ..models import build_pretrained
+from ..lineage import descend
 from ..models.multihead import HEADS, MultiHeadNet
 from ..progress import progress
-from ..train import distributed as dist_
 from ..train.policies import CleanInputs
-from ..train.run import count_parameters, launch_ranks, new_meta, settings_from, train_and_checkpoint
-from ..train.shared import shared_rows
+from ..train.run import (
+    count_parameters,
+    initial_model,
+    model_identity,
+    new_meta,
+    settings_from,
+    train_and_checkpoint,
+    trainable_modules,
+)
 from .augmentation import make_augmentation
 from .calibration import calibrate_thresholds, calibration_shifted
 from .config import (
@@ -57,35 +62,9 @@ from .config import (
 )
 from .heads import HeadSignals, head_signals, select_heads, selected_predictions
 from .student import freeze_for_distillation, multihead_state_from_student
-from .training import DistillSettings, distill_multihead, predict_logits
+from .training import DISTILLATION_KEYS, Distillation, DistillSettings
 
 log = logging.getLogger(__name__)
-
-
-def _identity(spec: Mapping, config: Mapping) -> dict:
-    """The identity (architecture, model_kwargs, dataset) of a distill model spec (teacher or student)."""
-    return {
-        "architecture": spec["architecture"],
-        "dataset": dataset_name(config),
-        "model_kwargs": {"width": spec["width"], "activation": spec["activation"]},
-    }
-
-
-def _pretrained(config: Mapping, spec: Mapping, meta):
-    """The model of ``spec`` (teacher or student): from ``spec['weights']`` when set (the file is the root of
-    ``meta.lineage``), else freshly initialised."""
-    net = build_pretrained(
-        meta.architecture,
-        meta.num_classes,
-        meta.mean,
-        meta.std,
-        weights=spec["weights"],
-        dataset=config["dataset"] if meta.architecture.startswith("robustbench:") else None,
-        **meta.model_kwargs,
-    )
-    if spec["weights"]:
-        meta.lineage = [start_record(net.state_dict(), None, spec["weights"], str(spec["weights"]))]
-    return net
 
 
 def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
@@ -105,9 +84,9 @@ def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
         "weights": spec["weights"],
         "seed": config["seed"],
     }
-    meta = new_meta(_identity(spec, config), TEACHER, training=record)
+    meta = new_meta(model_identity(config, spec), TEACHER, training=record)
     return train_and_checkpoint(
-        _pretrained(config, spec, meta),
+        initial_model(config, meta, spec),
         meta,
         load_split(train_path),
         policy,
@@ -125,9 +104,9 @@ def train_student(config: Mapping, train_path, out_path, device) -> Path:
     d = config["distill"]
     spec = d["student"]
     record = {**spec["training"], "policy": "clean", "weights": spec["weights"], "seed": config["seed"]}
-    meta = new_meta(_identity(spec, config), STUDENT, training=record)
+    meta = new_meta(model_identity(config, spec), STUDENT, training=record)
     return train_and_checkpoint(
-        _pretrained(config, spec, meta),
+        initial_model(config, meta, spec),
         meta,
         load_split(train_path),
         CleanInputs(),
@@ -139,7 +118,7 @@ def train_student(config: Mapping, train_path, out_path, device) -> Path:
 
 
 def _load_student(config: Mapping, path, device):
-    return load_model(path, expect=_identity(config["distill"]["student"], config), device=device)
+    return load_model(path, expect=model_identity(config, config["distill"]["student"]), device=device)
 
 
 def finetune_student(config: Mapping, student_path, train_path, out_path, device) -> Path:
@@ -151,7 +130,7 @@ def finetune_student(config: Mapping, student_path, train_path, out_path, device
     student, student_meta = _load_student(config, student_path, device)
     policy = make_augmentation(d["augmentation"], config["seed"])
     record = {**spec, "shift": d["augmentation"], "policy": policy.name, "seed": config["seed"]}
-    meta = new_meta(_identity(d["student"], config), FINETUNED, training=record)
+    meta = new_meta(model_identity(config, d["student"]), FINETUNED, training=record)
     descend(meta, student_meta)
     return train_and_checkpoint(
         student,
@@ -168,46 +147,26 @@ def finetune_student(config: Mapping, student_path, train_path, out_path, device
 
 def distill_student(config: Mapping, teacher_path, student_path, train_path, out_path, device) -> Path:
     """The multi-head student: the original student's base and classifier (copied to every head),
-    its last block(s) and heads distilled (:func:`robustsoup.distill.distill_multihead`).
-
-    With ``distill.distillation.gpus`` > 1, called as one plain process (the job asked for ``gpu=N``),
-    this runs itself as N local ranks (:func:`robustsoup.train.run.launch_ranks`, as every training does)
-    and returns once they have written the checkpoint; in a rank (launched so, by torchrun or as a SLURM
-    step) ``device`` becomes the rank's GPU, the sidecar records ``training.distributed``, only rank 0
-    writes and every rank returns once the checkpoint exists.
+    its last block(s) and heads distilled (:func:`robustsoup.distill.distill_multihead`), trained through the
+    one runner (:func:`robustsoup.train.run.train_and_checkpoint` with a
+    :class:`~robustsoup.distill.training.Distillation`): with ``distill.distillation.gpus`` > 1 it runs as N
+    ranks like every training, and only rank 0 writes the checkpoint.
     """
     check_distill_config(config)
+    seed_everything(config["seed"])
     d = config["distill"]
     spec = d["distillation"]
-    if dist_.launch_needed(spec["gpus"]):
-        args = (config, teacher_path, student_path, train_path, out_path, device)
-        launch_ranks(
-            distill_student,
-            spec["gpus"],
-            *args,
-            device=device,
-            nodes=spec["nodes"],
-            call_path=str(Path(out_path).with_suffix(".ranks.pkl")),
-        )
-        return Path(out_path)
-    distributed = dist_.from_environment(spec["gpus"], device, spec["sync_batchnorm"])
-    if distributed is not None:
-        device = distributed.device(device)
-    main = distributed is None or distributed.is_main
-    seed_everything(config["seed"])
-    teacher, teacher_meta = load_model(teacher_path, expect=_identity(d["teacher"], config), device=device)
-    student, student_meta = _load_student(config, student_path, device)
+    teacher, teacher_meta = load_model(teacher_path, expect=model_identity(config, d["teacher"]))
+    student, student_meta = _load_student(config, student_path, "cpu")
     record = {
         "method": "robust distillation (multi-head)",
         "teacher": TEACHER,
-        **d["distillation"],
+        **spec,
         "multihead": d["multihead"],
         "shift": d["augmentation"],
         "seed": config["seed"],
     }
-    if distributed is not None:
-        record["distributed"] = distributed.record()
-    meta = new_meta(_identity(d["student"], config), MULTIHEAD, training=record)
+    meta = new_meta(model_identity(config, d["student"]), MULTIHEAD, training=record)
     descend(meta, student_meta)
     meta.architecture = "multihead"
     meta.model_kwargs = {"base": student_meta.architecture, **student_meta.model_kwargs, **d["multihead"]}
@@ -217,80 +176,34 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
     model = meta.build()
     state = multihead_state_from_student(student.state_dict(), model.net)
     load_state_dict_checked(model, state, source=f"student {student_path}")
-    model.to(device)
-    data = load_split(train_path)
-    start, cpu = time.perf_counter(), time.process_time()
-    # The clean head's targets, once: in the ranks of a distributed run each computes its share, and all share them.
-    reference = shared_rows(
-        lambda idx, model=student: predict_logits(model, data, device, indices=idx),
-        len(data),
-        Path(out_path).with_suffix(".reference"),
-        distributed,
-    )
-    del student
     policy = make_augmentation(d["augmentation"], config["seed"])
-    settings = DistillSettings(
-        epochs=spec["epochs"],
-        lr=spec["lr"],
-        schedule=spec["schedule"],
-        batch_size=spec["batch_size"],
-        momentum=spec["momentum"],
-        weight_decay=spec["weight_decay"],
-        temperature=spec["temperature"],
-        ce_weight=spec["ce_weight"],
-        kd_weight=spec["kd_weight"],
-        head_weights=spec["head_weights"],
-        batchnorm=spec["batchnorm"],
-        seed=config["seed"],
-        precision=resolve_precision(spec["precision"], device),
+    settings = DistillSettings(**{key: spec[key] for key in DISTILLATION_KEYS}, seed=config["seed"])
+    freeze_for_distillation(model)
+    log.info(
+        "distilling %s into %s: %d of %d parameters trainable (%s), %s, %d epochs",
+        teacher_meta.name,
+        MULTIHEAD,
+        count_parameters(model, trainable_only=True),
+        count_parameters(model),
+        ", ".join(trainable_modules(model)),
+        policy.name,
+        settings.epochs,
     )
-    record.update(precision_requested=spec["precision"], precision=settings.precision)
-    trainable = freeze_for_distillation(model)
-    if main:
-        log.info(
-            "distilling %s into %s: %d of %d parameters trainable (%s), %s, %d epochs",
-            teacher_meta.name,
-            MULTIHEAD,
-            count_parameters(model, trainable_only=True),
-            count_parameters(model),
-            ", ".join(sorted({n.rsplit(".", 1)[0] for n in trainable})),
-            policy.name,
-            settings.epochs,
-        )
-    resume_path = Path(out_path).with_suffix(".resume.pt") if d["resume"] else None
-    history = distill_multihead(
+    # The clean head's targets are the original student's logits, computed once in the training (over the ranks).
+    distillation = Distillation(teacher, student, Path(out_path).with_suffix(".reference"))
+    del student
+    return train_and_checkpoint(
         model,
-        teacher,
-        reference,
-        data,
+        meta,
+        load_split(train_path),
         policy,
         settings,
+        out_path,
         device,
-        resume_path=resume_path,
-        fingerprint=json.dumps(
-            {"training": record, "init": student_meta.weights_sha256 + teacher_meta.weights_sha256},
-            sort_keys=True,
-            default=str,
-        ),
-        distributed=distributed,
+        d["resume"],
+        init_sha=student_meta.weights_sha256 + teacher_meta.weights_sha256,
+        trainer=distillation,
     )
-    seconds = time.perf_counter() - start
-    meta.metrics = {
-        "train_history": history,
-        "train_seconds": seconds,
-        "train_cpu_seconds": time.process_time() - cpu,
-        "parameters": count_parameters(model),
-        "trainable_parameters": count_parameters(model, trainable_only=True),
-        "trainable": sorted({n.rsplit(".", 1)[0] for n in trainable}),
-    }
-    if main:
-        save_checkpoint(out_path, model.state_dict(), meta)
-        if resume_path is not None and resume_path.exists():
-            resume_path.unlink()
-        log.info("wrote %s (%.1fs of distillation)", out_path, seconds)
-    if distributed is not None:
-        distributed.barrier()  # no rank goes on before the checkpoint exists
-    return Path(out_path)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -41,35 +41,58 @@ from torch.nn import functional as F
 
 from ..data import ImageSplit
 from ..data.loading import BatchSource
-from ..device import PRECISIONS, Arithmetic, resolve_precision
+from ..device import PRECISIONS
 from ..models import Normalized
 from ..models.multihead import HEADS, MultiHeadNet
 from ..train.distributed import Distributed, current
-from ..train.loop import BatchStep, run_epochs
+from ..train.loop import BatchStep, BestEpoch, TrainSettings, run_epochs
+from ..train.shared import shared_rows
 from .student import freeze_for_distillation, multihead_net, normalized_input, set_distillation_mode
+
+# The keys of config ``distill.distillation`` that are :class:`DistillSettings` fields as they are.
+DISTILLATION_KEYS = (
+    "epochs",
+    "lr",
+    "schedule",
+    "batch_size",
+    "momentum",
+    "weight_decay",
+    "temperature",
+    "ce_weight",
+    "kd_weight",
+    "head_weights",
+    "batchnorm",
+    "precision",
+    "gpus",
+    "nodes",
+    "sync_batchnorm",
+)
 
 
 @dataclass
-class DistillSettings:
-    """Optimisation and loss settings of the distillation (config ``distill.distillation``)."""
+class DistillSettings(TrainSettings):
+    """The distillation's settings (config ``distill.distillation``): the optimisation of every training
+    (:class:`~robustsoup.train.loop.TrainSettings`: epochs, lr, schedule, batch size, momentum, weight decay,
+    precision, ranks …) and the loss. The distillation optimises the tuned parameters only, all with weight
+    decay (``decay_all`` and ``exempt_lr`` do not apply), and crops or flips nothing (``augmentation``
+    stays ``none``: the clean head's targets are the original student's logits on the uncropped images)."""
 
-    epochs: int
-    lr: float
     schedule: str = "cosine"
     batch_size: int = 32
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
     temperature: float = 4.0
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     head_weights: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(HEADS, 1.0))
     batchnorm: str = "train"
-    seed: int = 0
-    precision: str = "float32"  # auto | float32 | bf16 | fp16: autocast of every forward pass (teacher's too)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, found {self.precision!r}")
+        if self.augmentation != "none":
+            raise ValueError(
+                f"the distillation crops and flips nothing: augmentation must be 'none', found {self.augmentation!r}"
+            )
         if self.batchnorm not in ("train", "frozen"):
             raise ValueError(f"batchnorm must be 'train' or 'frozen', found {self.batchnorm!r}")
         if self.temperature <= 0:
@@ -251,8 +274,8 @@ def distill_multihead(
     """
     if len(reference_logits) != len(data):
         raise ValueError(f"reference logits for {len(reference_logits)} images, the training split has {len(data)}")
-    arithmetic = Arithmetic(resolve_precision(settings.precision, device))
     model.to(device).eval()
+    arithmetic = settings.arithmetic(device, model)
     teacher.to(device).eval()
     freeze_for_distillation(model)
     step = DistillStep(
@@ -269,4 +292,65 @@ def distill_multihead(
     )
 
 
-__all__ = ["DistillSettings", "DistillStep", "distill_multihead", "head_losses", "kd_loss", "predict_logits"]
+@dataclass
+class Distillation:
+    """The distillation as the one runner's training (:func:`robustsoup.train.run.train_and_checkpoint`'s
+    ``trainer``, in place of :func:`robustsoup.train.loop.train_model`): called with the multi-head student and
+    the runner's data, policy, resolved settings, device and resume state, it computes the clean head's targets
+    (``student``'s logits on every training image, once over the ranks of a distributed run, kept at
+    ``reference_path``; the original student is dropped afterwards) and runs :func:`distill_multihead`.
+
+    ``teacher`` and ``student`` are on the CPU (so that the call pickles for launched ranks) and move to the
+    training device here.
+    """
+
+    teacher: nn.Module
+    student: nn.Module | None
+    reference_path: Path
+
+    def __call__(
+        self,
+        model: Normalized,
+        data: ImageSplit,
+        policy,
+        settings: DistillSettings,
+        device: torch.device,
+        *,
+        resume_path: str | Path | None = None,
+        fingerprint: str = "",
+        distributed: Distributed | None = None,
+        best: BestEpoch | None = None,
+    ) -> list[dict]:
+        if best is not None:
+            raise ValueError("the distillation keeps its last epoch; it chooses no best epoch (best=None)")
+        if self.student is None:
+            raise RuntimeError("this Distillation has run: its original student is gone; make a new one")
+        student = self.student.to(device)
+        reference = shared_rows(
+            lambda idx: predict_logits(student, data, device, indices=idx), len(data), self.reference_path, distributed
+        )
+        self.student = student = None  # the targets are all the distillation needs of it
+        return distill_multihead(
+            model,
+            self.teacher,
+            reference,
+            data,
+            policy,
+            settings,
+            device,
+            fingerprint=fingerprint,
+            resume_path=resume_path,
+            distributed=distributed,
+        )
+
+
+__all__ = [
+    "DISTILLATION_KEYS",
+    "DistillSettings",
+    "DistillStep",
+    "Distillation",
+    "distill_multihead",
+    "head_losses",
+    "kd_loss",
+    "predict_logits",
+]

@@ -46,7 +46,6 @@ import torch
 from torch import nn
 
 from ..state_dicts import CheckpointError, load_foreign_state_dict, load_state_dict_checked
-from .named import load_with_new_head, split_name
 from .preact_resnet import PreActResNet
 from .registry import (
     FIXED_INPUT_STATISTICS,
@@ -323,46 +322,3 @@ def load_weights_file(model: nn.Module, path: str | Path) -> nn.Module:
     ``model.safetensors`` for resnet50 copied from a machine with network.
     """
     return load_weights_into(model, read_state_dict(path), source=str(path))
-
-
-def build_pretrained(
-    architecture: str,
-    num_classes: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    *,
-    weights: str | Path | None = None,
-    model_dir: str | Path = "models",
-    dataset: str | None = None,
-    threat: str = "Linf",
-    provenance: dict | None = None,
-    **kwargs,
-) -> Normalized:
-    """A model of ``architecture`` with pretrained weights when any are configured.
-
-    For ``timm:<name>`` / ``torchvision:<name>`` a weights file whose classifier head has
-    another class count loads without its head (a new one, :func:`~.named.load_with_new_head`);
-    the replacement is logged and recorded in ``provenance["head_replaced"]``.
-
-    ``robustbench:<name>`` loads the zoo model (``model_dir``, ``dataset``,
-    ``threat``); any other architecture is built by the registry and, if
-    ``weights`` is a file, loaded from it (timm ImageNet models;
-    robust-finetuning's ``.pth`` files into ``preact_resnet18_rf``); with
-    neither, the model keeps its random initialisation.
-    """
-    if architecture.startswith(ZOO_PREFIX):
-        if weights:
-            model = build_model(architecture, num_classes, mean, std, dataset=dataset, threat=threat)
-            return load_weights_file(model, weights)
-        if dataset is None:
-            dataset = {n: d for d, n in ZOO_DATASETS.items()}.get(num_classes, f"<{num_classes}-class data set>")
-        return load_zoo_model(architecture[len(ZOO_PREFIX) :], dataset, threat, model_dir)
-    model = build_model(architecture, num_classes, mean, std, **kwargs)
-    if weights and split_name(architecture) is not None:  # timm / torchvision: a new head for new classes
-        state, replaced = load_with_new_head(model.net, read_state_dict(weights), str(weights))
-        load_weights_into(model, state, source=str(weights))
-        if replaced is not None and provenance is not None:
-            provenance["head_replaced"] = replaced
-    elif weights:
-        load_weights_file(model, weights)
-    return model

@@ -3,10 +3,12 @@
 :func:`train_and_checkpoint` resolves the arithmetic for the device, trains
 with resume (a killed job continues after its last epoch), records what it
 cost and writes the checkpoint atomically; lp, rws and distill call it with
-their own model, sidecar, data and input policy. :func:`launch_ranks` runs a
-training of ``gpus: N`` as N local ranks (this runner's and the multi-head
-distillation's, which trains outside it). :func:`model_identity`,
-:func:`new_meta` and :func:`initial_model` say which model a config trains.
+their own model, sidecar, data and input policy (and the multi-head distillation
+with its own :class:`Trainer`). :func:`launch_ranks` runs a training of
+``gpus: N`` as N local ranks. :func:`model_identity` (the one identity of a
+model spec), :func:`new_meta` and :func:`starting_model` (a checkpoint, or
+:func:`initial_model`: pretrained or fresh, through
+:func:`robustsoup.models.create_model`) say which model a config trains.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -30,8 +33,7 @@ from ..data.splits import split_record
 from ..device import configure_cuda
 from ..facts import current_facts
 from ..lineage import descend, start_record
-from ..models.registry import ZOO_PREFIX, input_statistics
-from ..models.zoo import build_pretrained, zoo_weights_path
+from ..models import ZOO_PREFIX, create_model, input_statistics, zoo_weights_path
 from . import distributed as dist_
 from .augment import describe_augmentation
 from .loop import BestEpoch, TrainSettings, train_model
@@ -40,14 +42,20 @@ from .policies import InputPolicy
 log = logging.getLogger(__name__)
 
 
-def model_identity(config: Mapping) -> dict:
-    """Sidecar fields every checkpoint of the run's model (``config["model"]``) must match."""
-    model = config["model"]
-    if model["architecture"].startswith(ZOO_PREFIX):
-        kwargs = {"dataset": config["dataset"], "threat": model["zoo_threat"]}
+def model_identity(config: Mapping, spec: Mapping | None = None) -> dict:
+    """Sidecar fields every checkpoint of a run's model must match: the one identity of a model spec, the
+    run's model (``config["model"]``, the default) or a study's (``distill.teacher``, ``distill.student``).
+
+    ``model_kwargs`` are the architecture's ``width`` and ``activation``; a RobustBench entry of a spec that
+    names its threat (``model.zoo_threat``) has the data set and threat instead (a spec without the key, such as
+    a distillation student's, keeps width and activation, which the zoo entry ignores).
+    """
+    spec = config["model"] if spec is None else spec
+    if spec["architecture"].startswith(ZOO_PREFIX) and "zoo_threat" in spec:
+        kwargs = {"dataset": config["dataset"], "threat": spec["zoo_threat"]}
     else:
-        kwargs = {"width": model["width"], "activation": model["activation"]}
-    return {"architecture": model["architecture"], "dataset": dataset_name(config), "model_kwargs": kwargs}
+        kwargs = {"width": spec["width"], "activation": spec["activation"]}
+    return {"architecture": spec["architecture"], "dataset": dataset_name(config), "model_kwargs": kwargs}
 
 
 def new_meta(identity: Mapping, name: str, **fields) -> CheckpointMeta:
@@ -74,40 +82,44 @@ def new_meta(identity: Mapping, name: str, **fields) -> CheckpointMeta:
     )
 
 
-def initial_model(config: Mapping, meta: CheckpointMeta) -> nn.Module:
-    """The run's model before training: pretrained weights when the config names any (a RobustBench
-    zoo entry or a local weights file, recorded in ``meta.provenance``), else a fresh initialisation."""
-    model = config["model"]
-    if not (model["architecture"].startswith(ZOO_PREFIX) or model["weights"]):
+def initial_model(config: Mapping, meta: CheckpointMeta, spec: Mapping | None = None) -> nn.Module:
+    """The model of ``spec`` (default ``config["model"]``; see :func:`model_identity`) before training, from
+    :func:`~robustsoup.models.create_model`: pretrained weights when the spec names any (a RobustBench zoo
+    entry, read from ``model_dir`` for ``zoo_threat``, or a local ``weights`` file; the file is the root of
+    ``meta.lineage`` and is recorded in ``meta.provenance``), else a fresh initialisation."""
+    spec = config["model"] if spec is None else spec
+    zoo = meta.architecture.startswith(ZOO_PREFIX)
+    weights, model_dir, threat = spec["weights"], spec.get("model_dir", "models"), spec.get("zoo_threat", "Linf")
+    if not (zoo or weights):
         return meta.build()
-    extra = {} if model["architecture"].startswith(ZOO_PREFIX) else meta.model_kwargs
-    meta.provenance["initial_weights"] = model["weights"] or meta.architecture
-    net = build_pretrained(
+    meta.provenance["initial_weights"] = weights or meta.architecture
+    net = create_model(
         meta.architecture,
         meta.num_classes,
         meta.mean,
         meta.std,
-        weights=model["weights"],
-        model_dir=model["model_dir"],
-        dataset=config["dataset"],
-        threat=model["zoo_threat"],
+        pretrained=zoo,
+        weights=weights,
+        model_dir=model_dir,
         provenance=meta.provenance,
-        **extra,
+        **{"dataset": config["dataset"], "threat": threat, **meta.model_kwargs},
     )
-    source = model["weights"] or zoo_weights_path(
-        meta.architecture.removeprefix(ZOO_PREFIX), config["dataset"], model["zoo_threat"], model["model_dir"]
+    source = weights or zoo_weights_path(
+        meta.architecture.removeprefix(ZOO_PREFIX), config["dataset"], threat, model_dir
     )
-    meta.lineage = [start_record(net.state_dict(), None, source, str(model["weights"] or meta.architecture))]
+    meta.lineage = [start_record(net.state_dict(), None, source, str(weights or meta.architecture))]
     return net
 
 
-def starting_model(config: Mapping, meta: CheckpointMeta, init_path=None) -> tuple[nn.Module, str]:
+def starting_model(
+    config: Mapping, meta: CheckpointMeta, init_path=None, spec: Mapping | None = None
+) -> tuple[nn.Module, str]:
     """The model a training starts from and the SHA-256 of its weights ('' for a fresh or pretrained
-    start): the checkpoint at ``init_path`` (which must be the run's model; it becomes
-    ``meta.parent``), else :func:`initial_model`."""
+    start): the checkpoint at ``init_path`` (which must be a model of ``spec``, :func:`model_identity`; it
+    becomes ``meta.parent``), else :func:`initial_model`."""
     if init_path is None:
-        return initial_model(config, meta), ""
-    state, init_meta = load_checkpoint(init_path, expect=model_identity(config))
+        return initial_model(config, meta, spec), ""
+    state, init_meta = load_checkpoint(init_path, expect=model_identity(config, spec))
     model = meta.build()
     load_state_dict_checked(model, state, source=f"starting point {init_path}")
     descend(meta, init_meta)
@@ -171,6 +183,29 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def trainable_modules(model: nn.Module) -> list[str]:
+    """The modules of ``model`` that own a parameter that requires a gradient, sorted."""
+    return sorted({name.rsplit(".", 1)[0] for name, p in model.named_parameters() if p.requires_grad})
+
+
+class Trainer(Protocol):
+    """What :func:`train_and_checkpoint` trains with: :func:`~robustsoup.train.loop.train_model`'s signature."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        data: ImageSplit,
+        policy: InputPolicy,
+        settings: TrainSettings,
+        device: torch.device,
+        *,
+        resume_path: Path | None,
+        fingerprint: str,
+        distributed: dist_.Distributed | None,
+        best: BestEpoch | None,
+    ) -> list[dict]: ...
+
+
 class _InRank:
     """``fn`` as a rank that :func:`~robustsoup.train.distributed.run_as_ranks` spawned runs it: a new
     process, so it first takes the launching job's data loading options (``loading``, the options' fields),
@@ -216,8 +251,14 @@ def train_and_checkpoint(
     resume: bool = True,
     init_sha: str = "",
     best: BestEpoch | None = None,
+    trainer: Trainer = train_model,
 ) -> Path:
     """Train ``model`` in place and write it with ``meta`` to ``out_path``; return the path.
+
+    ``trainer`` trains: :func:`~robustsoup.train.loop.train_model` (the supervised step) unless a study
+    brings its own :class:`Trainer` (the multi-head distillation's, ``distill.training.Distillation``); the
+    rest — ranks, settings resolved once for the device, the sidecar's record, resume, timing, the
+    checkpoint — is the same for every training.
 
     ``settings``' auto precision and memory format are resolved for ``device``
     and recorded in ``meta.training``, with the augmentation (``augmentation``
@@ -250,7 +291,7 @@ def train_and_checkpoint(
         meta.lineage = [start_record(model.state_dict(), settings.seed, None, f"{meta.architecture} init")]
     if dist_.launch_needed(settings.gpus):
         model.cpu()
-        args = (model, meta, data, policy, settings, out_path, device, resume, init_sha, best)
+        args = (model, meta, data, policy, settings, out_path, device, resume, init_sha, best, trainer)
         launch_ranks(
             train_and_checkpoint,
             settings.gpus,
@@ -298,7 +339,7 @@ def train_and_checkpoint(
     )
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        history = train_model(
+        history = trainer(
             model,
             data,
             policy,
@@ -313,15 +354,17 @@ def train_and_checkpoint(
         print(interrupted_message(meta.name, settings.epochs, resume_path), file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     seconds = time.perf_counter() - start
-    n = count_parameters(model)
+    n, tuned = count_parameters(model), count_parameters(model, trainable_only=True)
     meta.metrics = {
         "train_history": history,
         "train_seconds": seconds,
         "train_cpu_seconds": time.process_time() - cpu,
         "parameters": n,
-        "trainable_parameters": n if settings.epochs else 0,
+        "trainable_parameters": tuned if settings.epochs else 0,
         **(best.record() if best is not None else {}),
     }
+    if tuned < n:  # part of the model was frozen (the multi-head student's base): which modules were tuned
+        meta.metrics["trainable"] = trainable_modules(model)
     if distributed is None or distributed.is_main:
         save_checkpoint(out_path, model.state_dict(), meta)
         if resume_path is not None and resume_path.exists():
