@@ -456,3 +456,66 @@ def test_select_soups_logs_its_steps_with_i_of_n_and_an_eta(family_paths, tmp_pa
     # 1 shift (clean) × 2 sizes × (2 labelled methods + the label-free ones in one pass) = 6 steps
     assert [line.split(" (")[0] for line in lines] == [f"select_soups: {i}/6 steps" for i in range(1, 7)]
     assert all(re.search(r"elapsed, ETA \d+(s|m\d\ds)$", line) and "\r" not in line for line in lines)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bf16"])
+def test_select_soups_memo_skips_repeated_passes_and_writes_the_same_files(
+    family_paths, tmp_path, monkeypatch, precision
+):
+    """The scorer's memo (issue 28): every method, label-free first, then grid search, halving, greedy and
+    the learned soup read the logits of soups already passed over the same images. The score and
+    selection files are byte for byte those of a scorer without the memo (forward passes counted
+    alike), with fewer real forward passes."""
+    from robustsoup.config import resolve_config
+    from robustsoup.data import prepare_splits
+    from robustsoup.soups import stages
+
+    config = resolve_config(
+        {
+            "model": {"width": 8},
+            "soups": {
+                "search": {
+                    "step": 0.5,
+                    "k": [16, 40],
+                    "methods": list(SELECTION_METHODS),
+                    "learned_steps": 4,
+                    "precision": precision,
+                }
+            },
+        }
+    )
+    splits = prepare_splits("digits", tmp_path, n_adapt=40, n_test=20, seed=0)
+    passed = {}
+    for memo in (False, True):
+
+        class Counting(SoupScorer):
+            with_memo = memo
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **{**kwargs, "memo": self.with_memo})
+
+            def logits(self, inputs):
+                passed[self.with_memo] = passed.get(self.with_memo, 0) + len(inputs)
+                return super().logits(inputs)
+
+        monkeypatch.setattr(stages, "SoupScorer", Counting)
+        out = tmp_path / f"memo-{memo}"
+        out.mkdir()
+        stages.select_soups(config, family_paths, splits["adapt"], None, out / "scores.tsv", out / "selection.tsv")
+    for name in ("scores.tsv", "selection.tsv"):
+        assert (tmp_path / "memo-True" / name).read_bytes() == (tmp_path / "memo-False" / name).read_bytes()
+    assert passed[True] < passed[False]
+
+
+def test_scorer_memo_answers_like_a_scorer_without_it_across_inputs(trained_model):
+    states = _family(trained_model, 2)
+    scorer = _scorer(states, BASE[:2], memo=True)
+    generator = torch.Generator().manual_seed(0)
+    first, second = (scorer.prepare(torch.rand(12, 3, 32, 32, generator=generator)) for _ in range(2))
+    labels = torch.zeros(12, dtype=torch.long)
+    fresh = _scorer(states, BASE[:2])
+    for inputs in (first, second, first[:6], first):
+        for weights in ({"linf": 1.0}, {"linf": 0.5, "linf-l2": 0.5}, {"linf": 1.0}):
+            n = len(inputs)
+            assert torch.equal(scorer.correct(weights, inputs, labels[:n]), fresh.correct(weights, inputs, labels[:n]))
+    assert scorer.forward_passes == fresh.forward_passes

@@ -21,10 +21,18 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 
 import numpy as np
-from scipy import ndimage
 
 Generators = Sequence[np.random.Generator]
 Op = Callable[[np.ndarray, object, Generators], np.ndarray]
+
+
+def _ndimage():
+    """scipy.ndimage, imported on first use: every job imports this module (paths → rws.config →
+    data.corruptions) and most corrupt nothing, while scipy.ndimage costs a few tenths of a second to import."""
+    from scipy import ndimage
+
+    return ndimage
+
 
 # The five frost textures that Hendrycks' scripts draw from (frost6 is listed in
 # the scripts but never drawn: the index is drawn from 0..4). They are read from
@@ -65,7 +73,7 @@ def _per_image(rngs: Generators, draw: Callable[[np.random.Generator], np.ndarra
 def _blur_spatial(batch: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
     """Gaussian blur over the two spatial axes of (N, H, W[, C]) only (skimage's defaults)."""
     sigmas = (0.0, sigma, sigma) + (0.0,) * (batch.ndim - 3)
-    return ndimage.gaussian_filter(batch, sigma=sigmas, mode=mode, truncate=truncate)
+    return _ndimage().gaussian_filter(batch, sigma=sigmas, mode=mode, truncate=truncate)
 
 
 def _linear_taps(size: int, factor: float, first: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -432,7 +440,7 @@ def spatter(images: np.ndarray, c: tuple, rngs: Generators) -> np.ndarray:
     unit = images.astype(np.float32) / 255.0
     out = np.empty_like(images)
     for i, rng in enumerate(rngs):
-        liquid = ndimage.gaussian_filter(rng.normal(mean, std, (height, width)), sigma, mode="nearest", truncate=4.0)
+        liquid = _ndimage().gaussian_filter(rng.normal(mean, std, (height, width)), sigma, mode="nearest", truncate=4.0)
         liquid[liquid < threshold] = 0
         if not mud:
             # water: the liquid layer, shaded by an embossed distance-to-edge map, in pale turquoise
@@ -450,7 +458,7 @@ def spatter(images: np.ndarray, c: tuple, rngs: Generators) -> np.ndarray:
         else:
             # mud: opaque brown blobs where the smoothed liquid mask is nearly solid
             mask = (liquid > threshold).astype(np.float32)
-            mask = ndimage.gaussian_filter(mask, strength, mode="nearest", truncate=4.0)
+            mask = _ndimage().gaussian_filter(mask, strength, mode="nearest", truncate=4.0)
             mask[mask < 0.8] = 0
             brown = np.array([63, 42, 20], dtype=np.float32) / 255
             out[i] = _from_unit(unit[i] * (1 - mask[..., None]) + brown * mask[..., None])
@@ -527,13 +535,15 @@ def elastic_transform(images: np.ndarray, c: tuple[float, float, float], rngs: G
         # smooth random displacement fields: columns first, then rows, as the reference draws them
         shift_c, shift_r = (
             (
-                ndimage.gaussian_filter(rng.uniform(-1, 1, (height, width)), sigma, mode="reflect", truncate=3) * alpha
+                _ndimage().gaussian_filter(rng.uniform(-1, 1, (height, width)), sigma, mode="reflect", truncate=3)
+                * alpha
             ).astype(np.float32)
             for _ in range(2)
         )
         coords = np.stack([rows + shift_r, cols + shift_c])
         warped = np.stack(
-            [ndimage.map_coordinates(image[..., k], coords, order=1, mode="reflect") for k in range(channels)], axis=-1
+            [_ndimage().map_coordinates(image[..., k], coords, order=1, mode="reflect") for k in range(channels)],
+            axis=-1,
         )
         out[i] = _from_unit(warped)
     return out

@@ -97,6 +97,7 @@ class SoupScorer:
         device: torch.device | str = "cpu",
         arithmetic: Arithmetic | None = None,
         batch_size: int = 512,
+        memo: bool = False,
     ) -> None:
         self.names = list(names)
         self.device = torch.device(device)
@@ -110,6 +111,10 @@ class SoupScorer:
         self.targets = {k: own[k] for k in own if torch.is_floating_point(own[k])}
         self.stack = WeightStack(states, names, keys={k: f"net.{k}" for k in self.targets}, device=self.device)
         self.forward_passes = 0
+        self.memo = memo
+        self._loaded: tuple[float, ...] | None = None  # the weight vector in the model's tensors
+        self._memo_base: torch.Tensor | None = None  # the tensor the memo's inputs are views of
+        self._memo: dict[tuple, torch.Tensor] = {}
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N,3,H,W) or float [0,1] images → normalized network inputs, kept on the device."""
@@ -124,31 +129,57 @@ class SoupScorer:
             if unknown:
                 raise KeyError(f"soup weights name unknown models {sorted(unknown)}; known: {self.names}")
             weights = [float(weights.get(n, 0.0)) for n in self.names]
-        return torch.as_tensor(list(weights), dtype=torch.float32, device=self.device)
+        return torch.as_tensor(list(weights), dtype=torch.float32).to(self.device)
 
     @torch.no_grad()
     def load(self, weights: Mapping[str, float] | Sequence[float]) -> None:
         """Overwrite the model's tensors with the soup (running variances floored as in
         :func:`robustsoup.weights.affine_combination`)."""
-        mixed = self.stack.mix(self._weight_vector(weights))
+        vector = self._weight_vector(weights)
+        mixed = self.stack.mix(vector)
         for key, target in self.targets.items():
             target.copy_(mixed[key])
+        self._loaded = tuple(vector.tolist())
 
     @torch.no_grad()
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits of the loaded soup on prepared inputs (counts the forward passes)."""
+        """Logits of the loaded soup on prepared inputs (counts the forward passes); always a real
+        forward pass (forward hooks see it), remembered for :meth:`correct` when the memo is on."""
         out = []
         with self.arithmetic.autocast(self.device):
             for start in range(0, len(inputs), self.batch_size):
                 out.append(self.net(inputs[start : start + self.batch_size]).float())
         self.forward_passes += len(inputs)
-        return torch.cat(out)
+        logits = torch.cat(out)
+        if self.memo and self._loaded is not None:
+            self._memo[self._memo_key(self._loaded, inputs)] = logits
+        return logits
+
+    def _memo_key(self, vector: tuple[float, ...], inputs: torch.Tensor) -> tuple:
+        """The memo's key of a soup's weight vector on ``inputs``, a view of one prepared tensor: where
+        the view starts and its shape and strides (the same images batched alike: the same forward
+        pass). A view of another tensor empties the memo first, which holds only the latest tensor's
+        logits (and keeps that tensor alive, so that its memory is not reused under the same address)."""
+        base = inputs._base if inputs._base is not None else inputs
+        if self._memo_base is not base:
+            self._memo.clear()
+            self._memo_base = base
+        return (vector, inputs.data_ptr(), tuple(inputs.shape), inputs.stride(), inputs.dtype)
 
     def correct(
         self, weights, inputs: torch.Tensor, labels: torch.Tensor, scoring: Scoring = ARGMAX, targets=None
     ) -> torch.Tensor:
         """Per-point correctness (bool) of a soup on prepared inputs, under the data set's ``scoring``
-        (:mod:`robustsoup.data.scoring`; ``targets``: the label sets it may read)."""
+        (:mod:`robustsoup.data.scoring`; ``targets``: the label sets it may read).
+
+        With ``memo`` on, a soup already passed over the same inputs is answered from the logits that
+        pass gave (the same forward pass, so the same logits); the pass still counts in
+        :attr:`forward_passes`, which is what each method costs on its own."""
+        if self.memo:
+            remembered = self._memo.get(self._memo_key(tuple(self._weight_vector(weights).tolist()), inputs))
+            if remembered is not None:
+                self.forward_passes += len(inputs)
+                return scoring.correct(remembered, labels.to(self.device), targets)
         self.load(weights)
         return scoring.correct(self.logits(inputs), labels.to(self.device), targets)
 

@@ -245,7 +245,7 @@ def select_soups(
     names, states, meta = _load_states(config, model_paths)
     arithmetic = resolve_arithmetic(spec["precision"], "auto", device)
     log.info("adaptation scores in %s", arithmetic)
-    scorer = SoupScorer(meta.build(), states, names, device=device, arithmetic=arithmetic)
+    scorer = SoupScorer(meta.build(), states, names, device=device, arithmetic=arithmetic, memo=True)
     grid = [dict(zip(names, w)) for w in simplex_grid(len(names), spec["step"], spec["extend"])]
     sets = _adaptation_sets(config, adapt_path, adapt_corrupted_dir, shifts or {}, max(spec["k"]))
     log.info("%d soups × %d shifts %s; adaptation sizes %s", len(grid), len(sets), list(sets), spec["k"])
@@ -264,14 +264,10 @@ def select_soups(
             for k in spec["k"]:
                 k_eff = min(k, len(labels))
                 head = None if targets is None else targets[:k_eff]
-                for method in labelled:
-                    chosen = _run_method(method, scorer, grid, inputs[:k_eff], labels[:k_eff], spec, scoring, head)
-                    rows.append(_selection_row(evalset, k, k_eff, chosen, label_free=0))
-                    if method == "grid" and k == max(spec["k"]):
-                        largest_scores[evalset] = chosen.details["scores"]
-                    counter.advance()
-                if label_free:
-                    choice = choose_without_labels(
+                # Label-free first: its pass over the grid (BatchNorm hooks on) leaves each soup's logits in the
+                # scorer's memo, where grid search and the others find them (the labelled rows still come first).
+                choice = (
+                    choose_without_labels(
                         scorer,
                         grid,
                         inputs[:k_eff],
@@ -281,6 +277,16 @@ def select_soups(
                         scoring=scoring,
                         targets=head,
                     )
+                    if label_free
+                    else None
+                )
+                for method in labelled:
+                    chosen = _run_method(method, scorer, grid, inputs[:k_eff], labels[:k_eff], spec, scoring, head)
+                    rows.append(_selection_row(evalset, k, k_eff, chosen, label_free=0))
+                    if method == "grid" and k == max(spec["k"]):
+                        largest_scores[evalset] = chosen.details["scores"]
+                    counter.advance()
+                if choice is not None:
                     fallback_model, fallback_passes = fallbacks[k]
                     for method, chosen in choice.selections.items():
                         fires = choice.fallback(method)
