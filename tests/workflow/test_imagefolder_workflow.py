@@ -1,6 +1,7 @@
 """Your own data and model end to end: a generated 7-class ImageFolder of 48×48 images with
 ``timm:test_byobnet`` (a small timm ResNet-like network; timm:resnet18 is tested in tests/foundations/test_imagefolder.py) through all four studies (config/presets/imagefolder-example.yaml made micro),
-and a 2-class one through robust fine-tuning and the soups. Real Snakemake runs."""
+and a 2-class one through robust fine-tuning and the soups (marked ``ci``: .ci/run runs it, ``make test`` does not).
+Real Snakemake runs."""
 
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ def test_readme_config_is_the_preset():
     assert yaml.safe_load(block) == yaml.safe_load(PRESET.read_text())
 
 
+@pytest.mark.ci  # a second own-data run (minutes); APGD-T with two classes is a unit test (test_imagefolder.py)
 def test_two_classes_fine_tuning_and_soups(tmp_path):
     root = write_tree(tmp_path / "images", ["cat", "dog"], {"train": 16, "test": 8})
     config = micro_config(root, "pair")
