@@ -59,10 +59,11 @@ reproduce-cifar10 reproduce-imagenet: reproduce-%:
 	@echo "  results/$*/metrics/all.tsv                 every measurement, tidy"
 	@echo "  then: $(BIN)/snakemake --configfile config/presets/$*.yaml --report results/report.html"
 
-# Tests marked `ci` (slow) run in CI only: .ci/run calls `make test PYTEST_ARGS=`.
+# Tests marked `ci` (slow) run in CI only: .ci/run calls `make test PYTEST_ARGS=`. The 25 slowest
+# tests are listed at the end, so that a slow one is seen where it is added.
 PYTEST_ARGS ?= -m "not ci"
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 # The soups benchmark uses the base models of the default run (make run first); the peer benchmarks
 # read the parity kit's reference checkouts from REFS (tools/parity/README.md; without them they fall back).

@@ -2,7 +2,7 @@
 studies (config/presets/imagefolder-example.yaml made micro), with ``timm:resnet18`` from random weights
 (marked ci: CI runs it, ``make test`` leaves it out) and with ``timm:test_byobnet`` (a small timm
 ResNet-like network, the same factory path at a fraction of the cost), and a 2-class one through robust
-fine-tuning and the soups. Real Snakemake runs. A 1,000-class resnet18 file fine-tuned to 7 classes is
+fine-tuning and the soups (marked ci). Real Snakemake runs. A 1,000-class resnet18 file fine-tuned to 7 classes is
 tests/lp/test_new_head.py."""
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ def test_readme_config_is_the_preset():
     assert yaml.safe_load(block) == yaml.safe_load(PRESET.read_text())
 
 
+@pytest.mark.ci  # a second own-data run (minutes); APGD-T with two classes is a unit test (test_imagefolder.py)
 def test_two_classes_fine_tuning_and_soups(tmp_path):
     root = write_tree(tmp_path / "images", ["cat", "dog"], {"train": 16, "test": 8})
     config = micro_config(root, "pair")

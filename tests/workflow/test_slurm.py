@@ -13,7 +13,8 @@ micro DAG (9 jobs: data, parent, fine-tunes, clean accuracy; a few minutes), and
 ``ROBUSTSOUP_SLURM_DAG=full`` (.ci/run sets it) the micro config's whole DAG (~70 jobs,
 ~15 minutes there while other work shares the cores). A training of gpus: 2 runs its ranks as
 a SLURM step of 2 tasks (two short runs of the parent alone). The profile checks at the top need
-no SLURM and take seconds.
+no SLURM and take seconds. The tests on the cluster are marked ``ci`` as well (minutes even for
+the core): ``make test`` leaves them out, ``.ci/run`` runs them (issue 30: the suite's time).
 """
 
 from __future__ import annotations
@@ -520,6 +521,7 @@ def _text(value) -> str:
 
 
 @pytest.mark.slurm
+@pytest.mark.ci
 def test_every_job_ran_as_a_completed_slurm_job(slurm_run):
     run = slurm_run
     for target in _targets() or ["results/digits/metrics/all.tsv"]:
@@ -544,6 +546,7 @@ def test_every_job_ran_as_a_completed_slurm_job(slurm_run):
 
 
 @pytest.mark.slurm
+@pytest.mark.ci
 def test_gpu_jobs_got_the_gpus_they_asked_for(slurm_run):
     run = slurm_run
     gpu_rules = {rule for rule, res in _profile()["set-resources"].items() if res.get("gpu", 0) > 0}
@@ -587,6 +590,7 @@ def _time(value: str) -> float:
 
 
 @pytest.mark.slurm
+@pytest.mark.ci
 @pytest.mark.parametrize("launch", ["step", "allocation"])
 def test_a_training_of_gpus_2_runs_its_ranks_as_two_slurm_tasks(slurm_cluster, tmp_path, launch):
     """The parent of the micro config with gpus: 2 (device cpu: gloo) through SLURM. ``step``: the profile
