@@ -1,6 +1,9 @@
 """The distillation stages end to end on a tiny generated setup give the weights they gave before the
 distillation trained through the one runner (``train.run.train_and_checkpoint``) and the models were built by the
-one factory: the tensors' digests below were computed with the code before that change (commit eba6932)."""
+one factory. The fingerprints below were computed with the code before that change (commit eba6932). They are
+not digests: float32 kernels differ in their last bits between CPUs (an AVX2-limited run of the same code gives
+other SHA-256s and fingerprints equal to 1e-8), while any change to what the training does moves them by far
+more than the tolerance."""
 
 from __future__ import annotations
 
@@ -13,13 +16,22 @@ from robustsoup.config import resolve_config
 from robustsoup.distill.stages import distill_student, finetune_student, train_student, train_teacher
 
 N = 32
-# tensors_sha256 of each stage's checkpoint before the change (one CPU thread, float32).
+# (Σᵢ (i+1)·mean(tensorᵢ), ‖all tensors‖₂) over each checkpoint's float tensors in sorted key order, computed
+# with the code of commit eba6932 (one CPU thread, float32, AVX512); the SHA-256s that code wrote on that CPU were
+# 762008a1…, 8d326da7…, 7a147f5e… and 3d198605….
 GOLDEN = {
-    "teacher": "762008a1027786de23586d7b33f0f77ce133b3da5c9564334588040cb4ae19ac",
-    "student": "8d326da7482378d0447810ed34a0ef4dfdf96c0277ff31ca2433dfc8ed711ff4",
-    "student-multihead": "7a147f5e49ccffd1f87cebeb0d753aa71a24999af442f3456d5158180c9e786c",
-    "student-finetuned": "3d1986053c83cf7b5a8e67c265e441481f3f7c7aa43dfdd38e1600c6aad2d25a",
+    "teacher": (197.45780189316656, 10.509363754042909),
+    "student": (198.73271265580422, 14.741922347273258),
+    "student-multihead": (182.20938228097282, 14.506179663299196),
+    "student-finetuned": (173.4358297787869, 14.09199256370558),
 }
+RELATIVE = 1e-6
+
+
+def fingerprint(state: dict) -> tuple[float, float]:
+    keys = sorted(k for k, v in state.items() if v.is_floating_point())
+    weighted = sum((i + 1) * state[k].double().sum().item() / state[k].numel() for i, k in enumerate(keys))
+    return weighted, sum(state[k].double().pow(2).sum().item() for k in keys) ** 0.5
 
 
 def _config() -> dict:
@@ -43,6 +55,7 @@ def _config() -> dict:
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("golden")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (N, 3, 32, 32), dtype=torch.uint8, generator=generator)
@@ -54,13 +67,14 @@ def outputs(tmp_path_factory):
     train_student(config, train, paths["student"], cpu)
     distill_student(config, paths["teacher"], paths["student"], train, paths["student-multihead"], cpu)
     finetune_student(config, paths["student"], train, paths["student-finetuned"], cpu)
+    torch.set_num_threads(threads)
     return {name: load_checkpoint(path) for name, path in paths.items()}
 
 
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_each_stage_writes_the_weights_it_wrote_before_the_one_runner(outputs, name):
-    _state, meta = outputs[name]
-    assert meta.weights_sha256 == GOLDEN[name]
+    state, _meta = outputs[name]
+    assert fingerprint(state) == pytest.approx(GOLDEN[name], rel=RELATIVE)
 
 
 def test_the_multihead_students_sidecar_counts_its_trainable_parameters(outputs):
