@@ -8,7 +8,7 @@ import pytest
 
 from robustsoup.config import ConfigError
 from robustsoup.paths import RunPaths, resolve_run_config
-from robustsoup.report.seeds import SD_SUFFIX, combine_tables, mean_sd, report_seeds
+from robustsoup.report.seeds import SD_SUFFIX, combine_tables, mean_sd, report_seeds, write_seed_table
 from robustsoup.seeds import fill_seed, for_seeds, job_seed
 
 TWO = {"seeds": [0, 1], "rws": {"transfer": {"seed": 5}}}
@@ -106,3 +106,15 @@ def test_report_seeds_writes_the_ledger_and_each_table_over_the_seeds(tmp_path):
     assert "n − 1" in md and "85.0 ± 7.1" in (tmp_path / "tables/accuracy.html").read_text()
     csv = pd.read_csv(out["csv"], index_col=0)
     assert csv.loc["linf", "clean"] == 85.0 and csv.loc["linf-l2", "clean" + SD_SUFFIX] == 0.0
+
+
+def test_a_label_on_several_rows_matches_row_by_row(tmp_path):
+    paths = {}
+    for seed, values in (("0", [70.0, 80.0]), ("1", [72.0, 84.0])):
+        table = pd.DataFrame({"model": ["student", "student"], "mode": ["ours", "oracle"], "clean": values})
+        paths[seed] = tmp_path / f"{seed}.csv"
+        table.set_index("model").to_csv(paths[seed])
+    out = {k: str(tmp_path / f"distill.{k}") for k in ("csv", "md", "html")}
+    numbers = write_seed_table("distill", paths, out)
+    assert numbers.index.tolist() == ["student", "student"] and numbers["clean"].tolist() == [71.0, 82.0]
+    assert "| student | ours | 71.0 ± 1.4 |" in (tmp_path / "distill.md").read_text()

@@ -114,10 +114,31 @@ def markdown(shown: pd.DataFrame, title: str, note: str) -> str:
     return "\n".join([*lines, "", note, ""])
 
 
+KEY = "\x00"  # joins a row's label and its occurrence among rows of the same label
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table's CSV, its first column the index; a label that repeats (a model's rows, one per mode) is told
+    apart by its occurrence (label, KEY, n), so that the seeds' tables match row by row."""
+    table = pd.read_csv(path)
+    first = table.columns[0]
+    occurrence = table.groupby(first, sort=False, dropna=False).cumcount()
+    table.index = pd.Index([f"{v}{KEY}{n}" for v, n in zip(table[first], occurrence, strict=True)])
+    table.index.name = None if str(first).startswith("Unnamed:") else first
+    return table.drop(columns=first)
+
+
+def _labels(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    name = frame.index.name
+    frame.index = pd.Index([str(i).split(KEY)[0] for i in frame.index], name=name)
+    return frame
+
+
 def write_seed_table(name: str, by_seed: Mapping[str, str], outputs: Mapping[str, str]) -> pd.DataFrame:
     """One table over the seeds: ``by_seed`` {seed: its CSV} → ``outputs`` {csv, md, html: file}."""
-    tables = {seed: pd.read_csv(path, index_col=0) for seed, path in by_seed.items()}
-    numbers, shown = combine_tables(tables)
+    tables = {seed: read_table(path) for seed, path in by_seed.items()}
+    numbers, shown = (_labels(frame) for frame in combine_tables(tables))
     seeds = list(by_seed)
     title = _title(next(iter(by_seed.values())), name) + (f" (mean ± sd, {len(seeds)} seeds)" if len(seeds) > 1 else "")
     note = seeds_note(seeds, name)
