@@ -110,10 +110,17 @@ def _wildcards(snakemake: Any) -> dict:
 def _fill_params(snakemake: Any) -> None:
     """A seed's job: the ``{seed}`` of its params' ``{name: path}`` maps filled in (Snakemake fills it only
     into string and list params; robustsoup.seeds)."""
-    seed, params = _wildcards(snakemake).get("seed"), getattr(snakemake, "params", None)
-    if seed is None or not hasattr(params, "keys"):
+    seed = _wildcards(snakemake).get("seed")
+    if seed is None:
         return
-    for name in list(params.keys()):
+    # A script's Snakemake object (snakemake 9.27) rebuilds `params` from `_params_store` on every access.
+    store = getattr(snakemake, "_params_store", None)
+    if store is not None:
+        for i, value in enumerate(store):
+            store[i] = fill_seed(value, str(seed))
+        return
+    params = getattr(snakemake, "params", None)
+    for name in list(params.keys()) if hasattr(params, "keys") else []:
         setattr(params, name, fill_seed(getattr(params, name), str(seed)))
 
 

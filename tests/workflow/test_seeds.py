@@ -118,3 +118,18 @@ def test_a_label_on_several_rows_matches_row_by_row(tmp_path):
     numbers = write_seed_table("distill", paths, out)
     assert numbers.index.tolist() == ["student", "student"] and numbers["clean"].tolist() == [71.0, 82.0]
     assert "| student | ours | 71.0 ± 1.4 |" in (tmp_path / "distill.md").read_text()
+
+
+def test_a_seed_job_sees_its_params_maps_filled_in_on_snakemakes_own_script_object():
+    """Snakemake fills the wildcard into string and list params only; a script's Snakemake object rebuilds
+    ``params`` on every access, so the job fills the ``{name: path}`` maps where they are stored."""
+    from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, ResourceList, Snakemake, Wildcards
+
+    from robustsoup.snakemake_job import _fill_params
+
+    params = Params(fromdict={"models": {"linf": "results/d/seed-{seed}/models/linf.safetensors"}, "k": 2})
+    job = Snakemake(
+        InputFiles(), OutputFiles(), params, Wildcards(fromdict={"seed": "1"}), 1, ResourceList(), Log(), {}, "x", None
+    )
+    _fill_params(job)
+    assert job.params.models == {"linf": "results/d/seed-1/models/linf.safetensors"} and job.params.k == 2
