@@ -61,6 +61,7 @@ def test_mean_and_sd_read_as_the_values_do():
     assert mean_sd([81.25]) == "81.2" and mean_sd([0.25]) == "0.25"
     assert mean_sd([80.0, 82.0]) == "81.0 ± 1.4"  # sample sd (n − 1): √2
     assert mean_sd([0.5, 0.7]) == "0.6 ± 0.1"
+    assert mean_sd([2, 2]) == "2 ± 0"  # an integer stays one
     assert mean_sd([]) == ""
 
 

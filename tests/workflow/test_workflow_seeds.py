@@ -49,7 +49,10 @@ def test_two_seeds_run_every_study_twice_on_the_shared_data_and_report_mean_and_
     # the findings use both seeds
     findings = pd.read_csv(results / "tables" / "findings.csv", keep_default_na=False)
     measured = findings[findings["verdict"] != "not computed"]
-    assert len(measured) and (measured["seeds"] == "0, 1").all()
-    sized = measured[measured["ci_low"] != ""]
+    # claims on the same models in every seed pair the seeds (F3's 'best single base model (name)' claims name a
+    # seed's own best model, so each seed's is its own row)
+    fixed = measured[measured["finding"].isin(["F1", "F2", "F4", "F5"])]
+    assert len(fixed) >= 10 and (fixed["seeds"] == "0, 1").all()
+    sized = measured[(measured["ci_low"] != "") & (measured["seeds"] == "0, 1")]
     assert len(sized) and sized["note"].str.contains("effect per seed").all()
     assert "draws the seeds with replacement" in (results / "tables" / "findings.md").read_text()

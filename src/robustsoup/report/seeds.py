@@ -47,7 +47,7 @@ def mean_sd(values: Sequence[float]) -> str:
         return _digits(mean)
     sd = float(np.std(values, ddof=1))
     shown = _digits(mean)
-    decimals = len(shown.split(".")[1]) if "." in shown and "e" not in shown else 3
+    decimals = len(shown.split(".")[1]) if "." in shown and "e" not in shown else 0
     return f"{shown} ± {sd:.{decimals}f}"
 
 
