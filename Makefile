@@ -50,13 +50,14 @@ reproduce-cifar10 reproduce-imagenet: reproduce-%:
 	@echo "or on a workstation with 4 GPUs:"
 	@echo "  $(BIN)/snakemake --cores all --resources gpu=4 --configfile config/presets/$*.yaml"
 	@echo "Expected artifacts (docs/reproducing.md says which paper table each one answers):"
+	@echo "  (each table: mean ± sd over the config's seeds; each seed's own under results/$*/seed-<s>/)"
 	@echo "  results/$*/tables/accuracy.{csv,md}        clean / Linf / L2 / L1 / union accuracy, training cost"
-	@echo "  results/$*/figures/soup_line_*.{png,pdf}   accuracy along the soup lines"
+	@echo "  results/$*/seed-<s>/figures/soup_line_*    accuracy along the soup lines"
 	@echo "  results/$*/tables/soups_shifts.{csv,md}    soups per distribution shift"
-	@echo "  results/$*/figures/soup_{composition,ternary}.{png,pdf}"
-	@echo "  results/$*/tables/rws_{table1,table4,oracle_free,transfer}.{csv,md}, figures/rws_*"
+	@echo "  results/$*/seed-<s>/figures/soup_{composition,ternary}.{png,pdf}"
+	@echo "  results/$*/tables/rws_{table1,table4,oracle_free,transfer}.{csv,md}, seed-<s>/figures/rws_*"
 	@echo "  results/$*/tables/distill.{csv,md}         robust distillation"
-	@echo "  results/$*/metrics/all.tsv                 every measurement, tidy"
+	@echo "  results/$*/metrics/all.tsv                 every measurement of every seed, tidy"
 	@echo "  then: $(BIN)/snakemake --configfile config/presets/$*.yaml --report results/report.html"
 
 # Tests marked `ci` (slow) run in CI only: .ci/run calls `make test PYTEST_ARGS=`. The 25 slowest

@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--process-soups", type=int, default=5)
     parser.add_argument("--summary", type=Path, default=None, help="also write the headline numbers here (JSON)")
     args = parser.parse_args()
-    paths = [args.results / "models" / f"{name}.safetensors" for name in BASE]
+    paths = [args.results / "seed-0" / "models" / f"{name}.safetensors" for name in BASE]  # seed 0's models
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise SystemExit(f"missing base models {missing}; run `make run` (or point --results at a run) first")

@@ -3,7 +3,8 @@
 The rule ``report_findings`` and ``robustsoup findings RESULTS_DIR`` both call :func:`findings_table` on
 the folder, so a user who edits or merges runs (``metrics/all.tsv``) recomputes the very table the run
 wrote. The folder's layout is the run's (:class:`~robustsoup.paths.RunPaths`, from the config it ran with:
-``config.resolved.yaml``); the statistics are :mod:`robustsoup.report.findings`, each study's claims its
+``config.resolved.yaml``): one folder ``seed-<s>`` per seed of ``seeds``, each a run whose claims the table
+combines (:func:`robustsoup.report.findings.findings_rows`); the statistics are :mod:`robustsoup.report.findings`, each study's claims its
 own ``findings`` module. Torch-free.
 """
 
@@ -52,19 +53,23 @@ def run_sidecars(run: RunPaths, folder: Path) -> dict[str, dict]:
     return found
 
 
-def run_claims(results: str | Path, config: Mapping | None = None) -> tuple[str, list[Claim]]:
-    """(seed, the claims F1–F5) of one run's folder ``results`` (``results/<dataset>``), from its
-    ``metrics/all.tsv`` and per-point files; ``config`` defaults to the folder's ``config.resolved.yaml``."""
+def run_config(results: str | Path) -> dict:
+    """The config a run's folder ``results`` (``results/<dataset>``) ran with (its ``config.resolved.yaml``)."""
+    try:
+        return load_config_file(Path(results) / RESOLVED_CONFIG, resolve_run_config)
+    except ConfigError as error:
+        raise ConfigError(
+            f"{error}. A results folder holds the config its run resolved ({RESOLVED_CONFIG}); pass the "
+            "folder results/<dataset> of a run"
+        ) from None
+
+
+def run_claims(results: str | Path, config: Mapping, seed: int) -> tuple[str, list[Claim]]:
+    """(seed, the claims F1–F5) of one seed's folder ``results`` (``results/<dataset>/seed-<s>``) of a run of
+    ``config``, from its ``metrics/all.tsv`` and per-point files."""
     folder = Path(results)
-    if config is None:
-        try:
-            config = load_config_file(folder / RESOLVED_CONFIG, resolve_run_config)
-        except ConfigError as error:
-            raise ConfigError(
-                f"{error}. A results folder holds the config its run resolved ({RESOLVED_CONFIG}); pass the "
-                "folder results/<dataset> of a run"
-            ) from None
-    run = RunPaths(config)
+    config = {**config, "seed": seed}
+    run = RunPaths(config, seed)
     ledger_path = _rebase(run, folder, f"{run.results}/metrics/all.tsv")
     if not ledger_path.is_file():
         raise FileNotFoundError(
@@ -82,12 +87,17 @@ def run_claims(results: str | Path, config: Mapping | None = None) -> tuple[str,
 
 
 def findings_table(results: str | Path | Sequence[str | Path], config: Mapping | None = None) -> pd.DataFrame:
-    """The findings table of one run's folder, or of several (one per seed: the same config but its seed;
-    effects are averaged over them and the intervals carry their spread)."""
-    folders = [results] if isinstance(results, str | Path) else list(results)
+    """The findings table of one run's folder (``results/<dataset>``: each seed's folder of its ``seeds``), or
+    of several runs' (the same config but their seeds); effects are averaged over the seeds and the intervals
+    carry their spread. ``config`` defaults to each folder's ``config.resolved.yaml``."""
+    roots = [results] if isinstance(results, str | Path) else list(results)
+    folders = []
+    for root in roots:
+        resolved = dict(config) if config is not None else run_config(root)
+        folders += [(Path(root) / f"seed-{s}", resolved, s) for s in resolved["seeds"]]
     per_seed: dict[str, list[Claim]] = {}
-    for folder in folders:
-        seed, claims = run_claims(folder, config)
+    for folder, resolved, s in folders:
+        seed, claims = run_claims(folder, resolved, s)
         if seed in per_seed:
             raise ValueError(
                 f"two results folders of seed {seed} ({folder} and another): the findings combine one run per "
@@ -100,6 +110,6 @@ def findings_table(results: str | Path | Sequence[str | Path], config: Mapping |
 def report_findings(config: Mapping, csv_path, md_path, html_path) -> pd.DataFrame:
     """Rule ``report_findings``: :func:`findings_table` of the run's folder (``results/<dataset>`` under the
     working directory) as CSV, Markdown and HTML page."""
-    table = findings_table(RunPaths(config).results, config)
+    table = findings_table(RunPaths(config).root, config)
     write_findings(table, csv_path, md_path, html_path)
     return table

@@ -41,6 +41,7 @@ from .rws.config import (
     variant_suffix,
     variants,
 )
+from .seeds import SEED, SeedTables, for_seeds, resolve_seeds, seed_folder
 from .soups.grid import grid_from_config
 
 # Keys of `data` that change what a training produces (adding a shift must not retrain).
@@ -82,7 +83,7 @@ STUDY_CHECKS = {"rws": check_rws_config, "distill": check_distill_config}
 def resolve_run_config(config: Mapping[str, Any] | None) -> dict:
     """The schema's defaults, validation and every cross-key check (the foundations' and each enabled
     study's): what the workflow runs on and what ``robustsoup config`` prints. Raises ConfigError."""
-    resolved = resolve_config(config)
+    resolved = resolve_seeds(config, resolve_config(config))  # seeds: [seed] unless given
     try:
         if register_imagefolder(resolved) is not None:  # dataset: imagefolder → its spec, under data.name
             RunPaths(resolved)  # reads the training images' statistics once prepare_data has written them
@@ -105,12 +106,15 @@ def alternatives(names: Sequence[str]) -> str:
 
 
 class RunPaths:
-    """Names and paths of one run's artifacts (see the Snakefile's header for the layout)."""
+    """Names and paths of one run's artifacts (see the Snakefile's header for the layout): the shared data and
+    the whole run's tables under ``root``, each seed's artifacts under ``results`` (``seed``: the rules'
+    ``{seed}`` wildcard, or one seed's; :mod:`robustsoup.seeds`)."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = config
+    def __init__(self, config: Mapping[str, Any], seed: int | str = SEED) -> None:
+        self.config, self.seed, self.seeds = config, seed, list(config.get("seeds") or [config["seed"]])
         self.dataset = dataset_name(config)  # data.name for an ImageFolder
-        self.results = f"results/{self.dataset}"
+        self.root = f"results/{self.dataset}"
+        self.results, self.over_seeds = seed_folder(self.root, seed), SeedTables(self)
         self.parent = parent_name(config)
         self.targets = list(config["finetune"])
         self.base_models = base_model_names(config)
@@ -120,7 +124,7 @@ class RunPaths:
         data = config["data"]
         cache = {k: data[k] for k in SPLITS_CACHE_KEYS}
         subset = {"train_per_class": data["train_per_class"]}  # a small subset is decoded, not a file list
-        self.data = {s: str(p) for s, p in split_paths(self.dataset, f"{self.results}/data", **cache, **subset).items()}
+        self.data = {s: str(p) for s, p in split_paths(self.dataset, f"{self.root}/data", **cache, **subset).items()}
         self.shifts = {
             shift: {
                 part: {
@@ -141,7 +145,7 @@ class RunPaths:
 
     # ------------------------------------------------------------------ data
     def shift_dir(self, shift: str) -> str:
-        return f"{self.results}/data/{shift}"
+        return f"{self.root}/data/{shift}"
 
     def shift_splits(self, split: str) -> dict[str, dict[str, str]]:
         """``{shift: {part: its <split> file}}`` of every configured shift (``data.shifts``): what
@@ -178,7 +182,7 @@ class RunPaths:
 
     def corrupted_output(self, split: str) -> str:
         """The folder rule corrupt_split writes the split's corrupted copies to."""
-        return f"{self.results}/data/corrupted/{split}"
+        return f"{self.root}/data/corrupted/{split}"
 
     def corrupted_dir(self, split: str) -> str:
         """The folder of the split's corrupted copies: written by corrupt_split (Hendrycks' arrays for a
@@ -281,8 +285,9 @@ class RunPaths:
     def metric_files(self) -> list[str]:
         return [path for m in self.all_models for path in self.evaluation_outputs(m).values()]
 
-    def table(self, name: str, suffix: str = ".md") -> str:
-        return f"{self.results}/tables/{name}{suffix}"
+    def table(self, name: str, suffix: str = ".md", run: bool = False) -> str:
+        """A seed's table; ``run``: the whole run's (every seed's as mean ± sd, the findings, the benchmarks)."""
+        return f"{self.root if run else self.results}/tables/{name}{suffix}"
 
     def figure(self, name: str, suffix: str = ".png") -> str:
         return f"{self.results}/figures/{name}{suffix}"
@@ -369,18 +374,22 @@ class RunPaths:
         """The per-point files report_findings pairs (beside metrics/all.tsv)."""
         return [*self.evaluation_points().values(), *self.keyed_points()]
 
-    def study_outputs(self) -> list[str]:
-        """Every study's gathered metrics, tables and figures, and the findings table (what the benchmark
-        summary waits for)."""
+    def seeded_outputs(self) -> list[str]:
+        """Every study's gathered metrics, tables and figures of one seed (of ``seed``)."""
         rws = self.rws.outputs() if self.rws else []
         distill = self.distill.outputs() if self.distill else []
-        findings = [self.table("findings", suffix) for suffix in TABLE_SUFFIXES]
-        return [f"{self.results}/metrics/all.tsv", *self.report_files(), *rws, *distill, *findings]
+        return [f"{self.results}/metrics/all.tsv", *self.report_files(), *rws, *distill]
+
+    def study_outputs(self) -> list[str]:
+        """Every seed's :meth:`seeded_outputs`, the whole run's ledger and tables, and the findings table (what
+        the benchmark summary waits for)."""
+        findings = [self.table("findings", suffix, run=True) for suffix in TABLE_SUFFIXES]
+        return [*for_seeds(self.seeded_outputs(), self.seeds), *self.over_seeds.outputs(), *findings]
 
     def final_outputs(self) -> list[str]:
         """Everything `rule all` asks for: the studies' outputs and the benchmark table of the run (its page,
         then the CSV last)."""
-        return [*self.study_outputs(), self.table("benchmarks", ".html"), self.table("benchmarks", ".csv")]
+        return [*self.study_outputs(), self.table("benchmarks", ".html", True), self.table("benchmarks", ".csv", True)]
 
     def report_locations(self, asked: Sequence[str] = (), exists=os.path.exists) -> str:
         """The run's closing message: the tables and figures that exist (never one that does not), and,
@@ -393,7 +402,7 @@ class RunPaths:
             lines = ["", "robustsoup: the run is complete."]
         if present:
             lines += ["Tables and figures:", *(f"  {p}" for p in present)]
-        metrics = f"{self.results}/metrics/all.tsv"
+        metrics = f"{self.root}/metrics/all.tsv"
         if exists(metrics):
             lines.append(f"  metrics (tidy rows): {metrics}")
         if not present:
@@ -444,7 +453,8 @@ class RunPaths:
         the data set, the model and the threat models."""
         return {
             "data": self.training_data_keys(),
-            **{k: self.config[k] for k in ("dataset", "seed", "model", "threats")},
+            **{k: self.config[k] for k in ("dataset", "model", "threats")},
+            "seed": self.seed,
         }
 
     def training_data_keys(self) -> dict:
@@ -462,7 +472,7 @@ class RunPaths:
         def evaluation() -> dict:
             """A model's evaluation, sharded or not: the shard count changes no number, so not shards."""
             spec = {k: v for k, v in c["evaluate"].items() if k != "shards"}
-            return {"evaluate": spec, **{k: c[k] for k in ("threats", "seed")}, "protocol": EVALUATION_PROTOCOL}
+            return {"evaluate": spec, "threats": c["threats"], "seed": self.seed, "protocol": EVALUATION_PROTOCOL}
 
         keys: dict[str, Any] = {
             "prepare_data": lambda: {"dataset": self.dataset, **self.training_data_keys()},
@@ -606,19 +616,13 @@ class RwsPaths:
         figures = [path for suffix in FIGURE_SUFFIXES for path in self.figures(suffix).values()]
         return [f"{self.run.results}/metrics/rws.tsv", *self.tables().values(), *figures]
 
-    def training_data_keys(self) -> dict:
-        """The keys of ``data`` that change the training split (and, for an ImageFolder, its images)."""
-        data = self.config["data"]
-        keys = TRAINING_DATA_KEYS + (IMAGEFOLDER_DATA_KEYS if self.config["dataset"] == IMAGEFOLDER else ())
-        return {k: data[k] for k in keys}
-
     def rerun(self, rule: str, wildcard: str | None) -> dict:
         rws, c = self.spec, self.run.config
         # What changes any RWS model: the training split, the seed and the architecture.
         context = {
             "data": {k: c["data"][k] for k in TRAINING_DATA_KEYS},
             "dataset": self.run.dataset,
-            "seed": c["seed"],
+            "seed": self.run.seed,
             "model": c["model"],
         }
         pick = lambda *keys: {k: rws[k] for k in keys}  # noqa: E731
@@ -697,19 +701,13 @@ class DistillPaths:
             files |= {"adapt": run.data["adapt"], "corrupted_adapt": run.corrupted_dir("adapt")}
         return files
 
-    def training_data_keys(self) -> dict:
-        """The keys of ``data`` that change the training split (and, for an ImageFolder, its images)."""
-        data = self.config["data"]
-        keys = TRAINING_DATA_KEYS + (IMAGEFOLDER_DATA_KEYS if self.config["dataset"] == IMAGEFOLDER else ())
-        return {k: data[k] for k in keys}
-
     def rerun(self, rule: str, wildcard: str | None) -> dict:
         d, c = self.spec, self.run.config
         # What changes any distillation model: the training split and the seed (not the soups or threats).
         context = {
             "data": {k: c["data"][k] for k in TRAINING_DATA_KEYS},
             "dataset": self.run.dataset,
-            "seed": c["seed"],
+            "seed": self.run.seed,
         }
         if rule == "evaluate_distilled":
             wanted = {"evaluate": d["evaluate"], "corruptions": self.run.corruptions, "severities": self.run.severities}

@@ -25,6 +25,7 @@ from .device import (
 from .facts import JobFacts, job_facts
 from .paths import resolve_run_config
 from .report.benchmarks import JOB_RECORD
+from .seeds import fill_seed, job_seed
 
 
 def job_record(rule: str, inside_s: float, facts: JobFacts) -> str:
@@ -101,6 +102,28 @@ def _slurm_context(gpus: int) -> str:
     )
 
 
+def _wildcards(snakemake: Any) -> dict:
+    wildcards = getattr(snakemake, "wildcards", None)
+    return dict(wildcards.items()) if hasattr(wildcards, "items") else {}
+
+
+def _fill_params(snakemake: Any) -> None:
+    """A seed's job: the ``{seed}`` of its params' ``{name: path}`` maps filled in (Snakemake fills it only
+    into string and list params; robustsoup.seeds)."""
+    seed = _wildcards(snakemake).get("seed")
+    if seed is None:
+        return
+    # A script's Snakemake object (snakemake 9.27) rebuilds `params` from `_params_store` on every access.
+    store = getattr(snakemake, "_params_store", None)
+    if store is not None:
+        for i, value in enumerate(store):
+            store[i] = fill_seed(value, str(seed))
+        return
+    params = getattr(snakemake, "params", None)
+    for name in list(params.keys()) if hasattr(params, "keys") else []:
+        setattr(params, name, fill_seed(getattr(params, name), str(seed)))
+
+
 @contextlib.contextmanager
 def snakemake_job(snakemake: Any) -> Iterator[Job]:
     """Set up a rule's script from the ``snakemake`` object.
@@ -127,6 +150,8 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
         try:
             torch.set_num_threads(max(1, int(snakemake.threads)))
             config = resolve_run_config(snakemake.config)  # registers an ImageFolder's spec too
+            config = job_seed(config, _wildcards(snakemake))  # a seed's job runs its seed
+            _fill_params(snakemake)
             options.configure(config["data"])
             gpus = int(getattr(snakemake, "resources", {}).get("gpu", 0) or 0)
             wants_gpu = gpus > 0

@@ -51,7 +51,7 @@ def test_a_seven_class_tree_is_split_with_its_class_names_and_statistics(seven, 
     monkeypatch.chdir(tmp_path)
     config = resolve_run_config(imagefolder_config(seven))
     paths = RunPaths(config)
-    assert paths.results == "results/seven"
+    assert paths.root == "results/seven"
     spec = get_dataset_spec("seven")
     assert (spec.num_classes, spec.split_scheme, spec.class_names, spec.mean) == (7, "official", tuple(SEVEN), None)
     prepare_data(config, paths.data)

@@ -69,7 +69,7 @@ def test_the_cifar10_cpu_preset_runs_what_differs_on_an_image_folder_and_plans_e
     config.write_text(yaml.safe_dump(micro_preset(root)))
     workdir = tmp_path / "run"
     results = workdir / "results" / "cifar10"
-    targets = ["results/cifar10/data/corrupted/test", "results/cifar10/metrics/scratch-l1/test/clean.tsv"]
+    targets = ["results/cifar10/data/corrupted/test", "results/cifar10/seed-0/metrics/scratch-l1/test/clean.tsv"]
     command = snakemake_command(workdir, config, "--cores", "2", *targets)
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -98,7 +98,7 @@ def test_the_cifar10_cpu_preset_runs_what_differs_on_an_image_folder_and_plans_e
     assert jobs["pretrain_reference"] == 1 and jobs["evaluate_model"] == 7 and "prepare_data" not in jobs
     assert jobs["corrupt_split"] == 1  # the adaptation split's copy; the test split's is made
     sixteen = subprocess.run(
-        [*snakemake_command(workdir, config, "--dry-run", "results/cifar10/rws/fog-16levels.safetensors")],
+        [*snakemake_command(workdir, config, "--dry-run", "results/cifar10/seed-0/rws/fog-16levels.safetensors")],
         capture_output=True,
         text=True,
         timeout=600,

@@ -70,13 +70,26 @@ def results(tmp_path, monkeypatch):
     return hand_built(tmp_path)
 
 
-def hand_built(tmp_path, seed: int = 0):
-    """results/digits of the micro config (at ``seed``), written by hand: every study's rows and per-point files."""
-    config = resolve_run_config({**yaml.safe_load((REPO / "tests/configs/micro.yaml").read_text()), "seed": seed})
-    run = RunPaths(config)
+def hand_built(tmp_path, seed: int = 0, seeds: list[int] | None = None):
+    """results/digits of the micro config (at ``seed``, or at each of ``seeds``), written by hand: every seed's
+    folder with every study's rows and per-point files."""
+    micro = yaml.safe_load((REPO / "tests/configs/micro.yaml").read_text())
+    raw = {**micro, "seed": seed}
+    if seeds is not None:
+        raw = {**micro, "seeds": seeds, "rws": {**micro["rws"], "transfer": {**micro["rws"]["transfer"], "seed": 9}}}
+    config = resolve_run_config(raw)
+    root = tmp_path / RunPaths(config).root
+    root.mkdir(parents=True)
+    (root / "config.resolved.yaml").write_text(config_yaml(config))
+    for s in config["seeds"]:
+        _seed_folder(tmp_path, config, s)
+    return root
+
+
+def _seed_folder(tmp_path, config: dict, seed: int) -> None:
+    run = RunPaths(config, seed)
     folder = tmp_path / run.results
     folder.mkdir(parents=True)
-    (folder / "config.resolved.yaml").write_text(config_yaml(config))
     rng = np.random.default_rng(seed)
     base = rng.random(N)
     rows, keyed = [], {}
@@ -138,7 +151,6 @@ def hand_built(tmp_path, seed: int = 0):
         path = tmp_path / run.model(name, ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"training": {"cost": cost}}))
-    return folder
 
 
 def test_the_findings_of_a_run_have_every_finding_with_verdicts(results):
@@ -180,16 +192,18 @@ def test_the_command_line_prints_the_table_and_follows_an_edit_of_the_ledger(res
     before = pd.read_csv(io.StringIO(printed))
     claim = "linf-l2 (1 ep) beats the parent linf in L2 accuracy"
     assert before.set_index("claim").loc[claim, "verdict"] == HOLDS
-    ledger = pd.read_csv(results / "metrics/all.tsv", sep="\t")
+    ledger = pd.read_csv(results / "seed-0/metrics/all.tsv", sep="\t")
     edited = (ledger["model"] == "linf-l2") & (ledger["threat"] == "L2")
     ledger.loc[edited, "accuracy"] = 0.2  # merged from a worse run
-    ledger.to_csv(results / "metrics/all.tsv", sep="\t", index=False)
+    ledger.to_csv(results / "seed-0/metrics/all.tsv", sep="\t", index=False)
     assert main(["findings", str(results), "--csv"]) == 0
     after = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("claim")
     assert after.loc[claim, "verdict"] == FAILS
     assert after.loc[claim, "effect"] == pytest.approx(-30.0)
     assert "differs from the per-point files" in after.loc[claim, "note"]
-    pd.concat([ledger, ledger[edited].assign(accuracy=0.7)]).to_csv(results / "metrics/all.tsv", sep="\t", index=False)
+    pd.concat([ledger, ledger[edited].assign(accuracy=0.7)]).to_csv(
+        results / "seed-0/metrics/all.tsv", sep="\t", index=False
+    )
     assert main(["findings", str(results)]) == 2
     assert "different accuracies of linf-l2 on test" in capsys.readouterr().err
 
@@ -228,9 +242,9 @@ def test_the_paired_bootstrap_covers_the_difference_and_pairing_narrows_it():
 def test_several_seeds_average_the_effect_and_widen_the_interval_by_their_spread(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     one, two = hand_built(tmp_path / "a", 0), hand_built(tmp_path / "b", 2)  # rws.transfer.seed is 1
-    ledger = pd.read_csv(two / "metrics/all.tsv", sep="\t")
+    ledger = pd.read_csv(two / "seed-2/metrics/all.tsv", sep="\t")
     ledger.loc[(ledger["model"] == "linf-l2") & (ledger["threat"] == "L2"), "accuracy"] = 0.6  # seed 2 gains less
-    ledger.to_csv(two / "metrics/all.tsv", sep="\t", index=False)
+    ledger.to_csv(two / "seed-2/metrics/all.tsv", sep="\t", index=False)
     claim = "linf-l2 (1 ep) beats the parent linf in L2 accuracy"
     single = findings_table(one).set_index("claim").loc[claim]
     both = findings_table([one, two]).set_index("claim").loc[claim]
@@ -239,6 +253,22 @@ def test_several_seeds_average_the_effect_and_widen_the_interval_by_their_spread
     assert "effect per seed +30.0, +10.0" in both["note"]
     with pytest.raises(ValueError, match="two results folders of seed 0"):
         findings_table([one, one])
+
+
+def test_a_run_of_two_seeds_combines_its_seed_folders(tmp_path, monkeypatch):
+    """seeds: [0, 1] in one run: the findings read both seed folders; the effect is their mean and the interval
+    (seeds resampled, then test points) is wider than one seed's."""
+    monkeypatch.chdir(tmp_path)
+    run = hand_built(tmp_path / "run", seeds=[0, 1])
+    ledger = pd.read_csv(run / "seed-1/metrics/all.tsv", sep="\t")
+    ledger.loc[(ledger["model"] == "linf-l2") & (ledger["threat"] == "L2"), "accuracy"] = 0.6  # seed 1 gains less
+    ledger.to_csv(run / "seed-1/metrics/all.tsv", sep="\t", index=False)
+    claim = "linf-l2 (1 ep) beats the parent linf in L2 accuracy"
+    both = findings_table(run).set_index("claim").loc[claim]
+    single = findings_table(hand_built(tmp_path / "one", 0)).set_index("claim").loc[claim]
+    assert both["seeds"] == "0, 1" and both["effect"] == pytest.approx((30.0 + 10.0) / 2)
+    assert both["ci_high"] - both["ci_low"] > single["ci_high"] - single["ci_low"]
+    assert "effect per seed +30.0, +10.0" in both["note"]
 
 
 def test_keyed_per_point_files_round_trip(tmp_path):

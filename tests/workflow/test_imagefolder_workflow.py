@@ -75,7 +75,7 @@ def run(tmp_path: Path, config: dict) -> Path:
     command = snakemake_command(tmp_path, path, "--cores", "2")
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-4000:]
-    return tmp_path / "results" / config["data"]["name"]
+    return tmp_path / "results" / config["data"]["name"] / "seed-0"  # the run's one seed
 
 
 @pytest.fixture(scope="module", params=["timm:test_byobnet", pytest.param("timm:resnet18", marks=pytest.mark.ci)])

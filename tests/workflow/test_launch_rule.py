@@ -20,7 +20,7 @@ def test_pretrain_with_gpus_2_runs_as_two_ranks_in_one_job(tmp_path):
     configfile = tmp_path / "two.yaml"
     configfile.write_text(yaml.safe_dump(config))
     workdir = tmp_path / "run"
-    target = "results/digits/models/linf.safetensors"
+    target = "results/digits/seed-0/models/linf.safetensors"
     command = snakemake_command(workdir, configfile, "--cores", "2", target, "--resources", "gpu=2")
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -16,14 +16,15 @@ def run_paths(**sections) -> RunPaths:
 
 def test_paths_and_names_of_the_default_run():
     p = run_paths()
-    assert p.results == "results/digits" and p.parent == "linf"
-    assert p.data["train"] == "results/digits/data/train.safetensors"
-    assert p.model("linf-l2") == "results/digits/models/linf-l2.safetensors"
+    assert p.root == "results/digits" and p.results == "results/digits/seed-{seed}" and p.parent == "linf"
+    assert p.data["train"] == "results/digits/data/train.safetensors"  # shared by the seeds
+    assert p.model("linf-l2") == "results/digits/seed-{seed}/models/linf-l2.safetensors"
+    assert RunPaths(p.config, 0).model("linf-l2") == "results/digits/seed-0/models/linf-l2.safetensors"
     soup = next(iter(p.soups))
     assert set(p.soup_ingredients(soup)) == set(p.soup_weights(soup)) <= set(p.base_models)
     assert p.corrupted_input("test") == {"corrupted": "results/digits/data/corrupted/test"}
     assert p.rws is not None and p.distill is not None
-    assert p.rws.signature("fog", "8bit") == "results/digits/rws/fog-8bit.safetensors"
+    assert p.rws.signature("fog", "8bit") == "results/digits/seed-{seed}/rws/fog-8bit.safetensors"
     assert p.final_outputs()[-1] == "results/digits/tables/benchmarks.csv"
     assert "results/digits/tables/benchmarks.csv" not in p.study_outputs()
 
@@ -110,7 +111,8 @@ def test_sharded_evaluation_has_its_own_rules_files_and_the_same_rerun_keys():
     assert sharded.evaluation_outputs("linf") == whole.evaluation_outputs("linf")
     shards = sharded.evaluation_shards("linf")
     assert list(shards) == list(whole.evaluation_outputs("linf"))
-    assert shards["L1_points"] == [f"results/digits/metrics/linf/test/shards/{s}-of-3/L1.points.tsv" for s in range(3)]
+    folder = "results/digits/seed-{seed}/metrics/linf/test/shards"
+    assert shards["L1_points"] == [f"{folder}/{s}-of-3/L1.points.tsv" for s in range(3)]
     assert sharded.evaluation_shard_outputs("linf", "2")["clean_rows"] == shards["clean_rows"][2]
     assert run_paths(evaluate={"batch_size": 64}).rerun("evaluate_model") != whole.rerun("evaluate_model")
 
@@ -134,8 +136,8 @@ def test_file_list_splits_run_every_study_and_can_read_an_on_disk_imagenet_c():
     assert p.data["adapt"].endswith(".tsv") and p.data["test"].endswith(".tsv")
     assert p.rws is not None and p.distill is not None
     assert p.corrupted_dir("test") == p.corrupted_output("test") == "results/imagenet/data/corrupted/test"
-    assert "results/imagenet/metrics/rws.tsv" in p.study_outputs()
-    assert "results/imagenet/metrics/distill.tsv" in p.study_outputs()
+    assert "results/imagenet/seed-0/metrics/rws.tsv" in p.study_outputs()
+    assert "results/imagenet/seed-0/metrics/distill.tsv" in p.study_outputs()
     on_disk = run_paths(
         dataset="imagenet", data={**data, "shifts": {"imagenet-c": "in-c"}, "corrupted_from": "imagenet-c"}
     )
@@ -165,18 +167,20 @@ def test_the_closing_message_lists_only_files_that_exist_and_says_when_only_some
     from types import SimpleNamespace
 
     p = run_paths()
-    written = {"results/digits/tables/accuracy.md", "results/digits/figures/soup_ternary.png"}
+    written = {"results/digits/tables/accuracy.md", "results/digits/seed-0/figures/soup_ternary.png"}
     whole = p.report_locations([], exists=lambda path: True)
     assert "the run is complete" in whole and "not written yet" not in whole
     assert "  results/digits/tables/accuracy.md" in whole and "metrics (tidy rows)" in whole
 
-    one_target = SimpleNamespace(targets={"results/digits/models/linf.safetensors"}, until=set(), omit_from=set())
+    one_target = SimpleNamespace(
+        targets={"results/digits/seed-0/models/linf.safetensors"}, until=set(), omit_from=set()
+    )
     asked = asked_targets(one_target)
-    assert asked == ["results/digits/models/linf.safetensors"]
+    assert asked == ["results/digits/seed-0/models/linf.safetensors"]
     part = p.report_locations(asked, exists=written.__contains__)
     listed = [line.strip() for line in part.splitlines() if line.startswith("  ")]
     assert sorted(listed) == sorted(written)
-    assert "the run is complete" not in part and "(results/digits/models/linf.safetensors)" in part
+    assert "the run is complete" not in part and "(results/digits/seed-0/models/linf.safetensors)" in part
     assert "not the whole run" in part and "`snakemake` with no target writes them all" in part
 
     nothing = p.report_locations(asked, exists=lambda path: False)

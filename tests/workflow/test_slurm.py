@@ -524,7 +524,7 @@ def _text(value) -> str:
 @pytest.mark.ci
 def test_every_job_ran_as_a_completed_slurm_job(slurm_run):
     run = slurm_run
-    for target in _targets() or ["results/digits/metrics/all.tsv"]:
+    for target in _targets() or ["results/digits/seed-0/metrics/all.tsv"]:
         assert (run.workdir / target).exists(), target
     planned = {rule: n for rule, n in run.planned.items() if rule != "all"}  # `all` has no action
     assert sum(planned.values()) >= (40 if _dag() == "full" else 5), planned
@@ -616,7 +616,7 @@ def test_a_training_of_gpus_2_runs_its_ranks_as_two_slurm_tasks(slurm_cluster, t
         "--profile",
         str(profile),
         *FAST_POLLS,
-        "results/digits/models/linf.safetensors",
+        "results/digits/seed-0/models/linf.safetensors",
     )
     result = subprocess.run(
         command, env=slurm_cluster.env(), cwd=workdir, capture_output=True, text=True, timeout=RUN_TIMEOUT

@@ -45,7 +45,7 @@ def micro_run(tmp_path_factory) -> Path:
 
 
 def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
-    results = micro_run / "results" / "digits"
+    results = micro_run / "results" / "digits" / "seed-0"  # the run's one seed
     metrics = pd.read_csv(results / "metrics" / "all.tsv", sep="\t")
     for column in ["model", "evalset", "threat", "eps", "severity", "n", "accuracy"]:
         assert column in metrics.columns
@@ -102,7 +102,7 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
 
 
 def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
-    results = micro_run / "results" / "digits"
+    results = micro_run / "results" / "digits" / "seed-0"
     rws = pd.read_csv(results / "metrics" / "rws.tsv", sep="\t")
     assert {
         "standard",
@@ -130,7 +130,7 @@ def test_micro_rws_rows_tables_figures_and_exact_unpatch(micro_run):
     # the written weights score exactly that
     scores = [row["selection_score"] for row in expert["metrics"]["train_history"]]
     assert len(scores) == 2 and expert["metrics"]["selected_epoch"] == 1 + scores.index(max(scores))
-    adapt = _correct(micro_run, "results/digits/models/rws/expert-fog.safetensors", [], "fog", 3, split="adapt")
+    adapt = _correct(micro_run, "results/digits/seed-0/models/rws/expert-fog.safetensors", [], "fog", 3, split="adapt")
     assert expert["metrics"]["selection_score"] == max(scores) == pytest.approx(adapt.float().mean().item())
     assert (results / "rws" / "fog-8bit.safetensors").stat().st_size < (
         results / "rws" / "fog-all.safetensors"
@@ -161,8 +161,8 @@ def test_a_training_job_killed_mid_run_resumes_when_the_workflow_runs_again(tmp_
     config["pretrain"]["epochs"] = 6
     configfile = tmp_path / "long.yaml"
     configfile.write_text(yaml.safe_dump(config))
-    workdir, target = tmp_path / "run", "results/digits/models/linf.safetensors"
-    state = workdir / "results" / "digits" / "models" / "linf.resume.pt"
+    workdir, target = tmp_path / "run", "results/digits/seed-0/models/linf.safetensors"
+    state = workdir / "results" / "digits" / "seed-0" / "models" / "linf.resume.pt"
     command = snakemake_command(workdir, configfile, "--cores", "1", target)
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -278,7 +278,7 @@ def test_micro_ternary_soup_recomputed_from_the_written_checkpoints(micro_run):
     test = load_split(micro_run / "results" / "digits" / "data" / "test.safetensors")
     with torch.no_grad():
         correct = soup(test.images.float() / 255).argmax(1) == test.labels
-    ternary = pd.read_csv(micro_run / "results" / "digits" / "metrics" / "soups" / "ternary.tsv", sep="\t")
+    ternary = pd.read_csv(micro_run / "results" / "digits" / "seed-0" / "metrics" / "soups" / "ternary.tsv", sep="\t")
     rows = ternary[ternary["model"] == soup_id({a: 0.5, b: 0.5}, paths.base_models)].set_index("threat")
     n = paths.config["soups"]["ternary"]["n_images"]  # the attacked images: the first n
     assert rows.loc["none", "n"] == len(test) and rows.loc["none", "correct"] == int(correct.sum())
@@ -307,11 +307,11 @@ def test_changing_only_the_soup_grid_reruns_only_soups_and_later(micro_run, tmp_
         "report_soups": 1,
         "summarize_benchmarks": 1,
     }
-    assert jobs == {**expected, "report_findings": 1}  # F2's claims read the soup line
+    assert jobs == {**expected, "report_findings": 1, "report_seeds": 1}  # F2: the soup line; the tables over seeds
 
 
 def test_micro_distillation_writes_rows_and_table(micro_run):
-    results = micro_run / "results" / "digits"
+    results = micro_run / "results" / "digits" / "seed-0"
     rows = pd.read_csv(results / "metrics" / "distill.tsv", sep="\t")
     assert {"teacher", "student", "student-finetuned", "student-multihead", "student-multihead-oracle"} <= set(
         rows["model"]
@@ -396,7 +396,7 @@ def test_micro_findings_have_every_finding_with_verdicts_from_per_point_files(mi
     sized = measured[~measured["claim"].str.startswith("unpatching")]
     assert len(sized) >= 20 and (sized["ci_low"] != "").all(), sized[sized["ci_low"] == ""]
     for path in ("soups/shifts", "rws/models/standard", "rws/patched/8levels", "distill/student-multihead"):
-        assert (results / "metrics" / f"{path}.points.tsv.gz").is_file(), path
+        assert (results / "seed-0" / "metrics" / f"{path}.points.tsv.gz").is_file(), path
     unpatch = table[table["claim"].str.startswith("unpatching")].iloc[0]
     assert unpatch["verdict"] == "holds"
     assert (results / "tables" / "findings.md").read_text().count("| F") == len(table)
@@ -416,23 +416,26 @@ def test_html_report_holds_every_table_and_figure(micro_run):
     html = report.read_text(errors="replace")
     results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S).group(1))
     categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html, re.S).group(1))
-    folder = "results/digits"
+    folder = "results/digits"  # the run cost and the findings; each study's pages are its seed's
     # Every table and figure is an HTML page (shown inline), listed under its study with one label
     pages = {
-        "1. Robust fine-tuning": {"Tables": ["tables/accuracy.html"]},
+        "1. Robust fine-tuning": {"Tables": ["seed-0/tables/accuracy.html"]},
         "2. Model soups": {
-            "Tables": ["tables/soups_shifts.html"],
+            "Tables": ["seed-0/tables/soups_shifts.html"],
             "Figures": [
-                "figures/soup_line_linf_linf-l2.html",
-                "figures/soup_composition.html",
-                "figures/soup_ternary.html",
+                "seed-0/figures/soup_line_linf_linf-l2.html",
+                "seed-0/figures/soup_composition.html",
+                "seed-0/figures/soup_ternary.html",
             ],
         },
         "3. Robust weight signatures": {
-            "Tables": [f"tables/rws_{name}.html" for name in ("table1", "table4", "oracle_free", "transfer")],
-            "Figures": [f"figures/rws_{name}.html" for name in ("lambda", "layer_norms", "compose")],
+            "Tables": [f"seed-0/tables/rws_{name}.html" for name in ("table1", "table4", "oracle_free", "transfer")],
+            "Figures": [f"seed-0/figures/rws_{name}.html" for name in ("lambda", "layer_norms", "compose")],
         },
-        "4. Robust distillation": {"Tables": ["tables/distill.html"], "Figures": ["figures/distill.html"]},
+        "4. Robust distillation": {
+            "Tables": ["seed-0/tables/distill.html"],
+            "Figures": ["seed-0/figures/distill.html"],
+        },
         "5. Run cost": {"Tables": ["tables/benchmarks.html"]},
         "6. Findings": {"Tables": ["tables/findings.html"]},
     }
@@ -443,7 +446,7 @@ def test_html_report_holds_every_table_and_figure(micro_run):
                 page = results[f"{folder}/{path}"]
                 assert page["mime_type"] == "text/html" and len(page["labels"]) == 1, path
                 assert page["caption"] and page["data_uri"].startswith("data:text/html"), path
-    assert results[f"{folder}/figures/soup_line_linf_linf-l2.html"]["labels"] == {
+    assert results[f"{folder}/seed-0/figures/soup_line_linf_linf-l2.html"]["labels"] == {
         "result": "Soups on the line L∞ parent – L∞→L2 fine-tune"
     }
     # …and the first page opens each page in one click
@@ -454,7 +457,7 @@ def test_html_report_holds_every_table_and_figure(micro_run):
     assert opened == {path for path, result in results.items() if result["mime_type"] != "text/csv"}
     # …and each table's CSV is a download beside its page; Markdown, PNG and PDF are not report items
     csv = sorted(categories["1. Robust fine-tuning"]["Tables (CSV download)"])
-    assert csv == [f"{folder}/tables/accuracy.csv"] and results[csv[0]]["mime_type"] == "text/csv"
+    assert csv == [f"{folder}/seed-0/tables/accuracy.csv"] and results[csv[0]]["mime_type"] == "text/csv"
     assert not [p for p in results if not p.endswith((".html", ".csv"))]
 
 

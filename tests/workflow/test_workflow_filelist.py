@@ -25,6 +25,7 @@ from snakemake_output import job_stats, snakemake_command
 pytestmark = [pytest.mark.workflow, pytest.mark.ci]
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
 RESULTS = Path("results") / "imagenet"
+SEED = RESULTS / "seed-0"  # the run's one seed
 
 
 def micro_imagenet_config(tmp_path: Path) -> Path:
@@ -67,7 +68,7 @@ def test_rws_and_distillation_run_on_file_list_splits(tmp_path):
     assert {"corrupt_split", "train_expert", "rws_oracle_free", "distill_student", "evaluate_distilled"} <= set(jobs)
     assert jobs["corrupt_split"] == 2 and "skipped" not in planned.stdout + planned.stderr
 
-    targets = [str(RESULTS / "metrics" / f"{study}.tsv") for study in ("rws", "distill")]
+    targets = [str(SEED / "metrics" / f"{study}.tsv") for study in ("rws", "distill")]
     result = snakemake(workdir, configfile, *targets)
     assert result.returncode == 0, result.stderr[-4000:]
     results = workdir / RESULTS
@@ -78,7 +79,7 @@ def test_rws_and_distillation_run_on_file_list_splits(tmp_path):
     with Image.open(copies[0]) as image:
         assert image.format == "JPEG" and image.size == (224, 224)
 
-    rws = pd.read_csv(results / "metrics" / "rws.tsv", sep="\t")
+    rws = pd.read_csv(workdir / SEED / "metrics" / "rws.tsv", sep="\t")
     assert {"standard", "augment", "expert-fog", "expert-contrast", "rws-fog", "rws-auto"} <= set(rws["model"])
     full = rws[rws["model"].isin(["standard", "augment", "expert-fog"])]
     assert set(full["n"]) == {9} and {"none", "fog"} <= set(full["corruption"])  # the whole test split
@@ -86,15 +87,17 @@ def test_rws_and_distillation_run_on_file_list_splits(tmp_path):
     assert not compose.empty and set(compose["n"]) == {9}  # composition corrupts decoded images on the fly
     assert rws["accuracy"].between(0, 1).all()
 
-    distill = pd.read_csv(results / "metrics" / "distill.tsv", sep="\t")
+    distill = pd.read_csv(workdir / SEED / "metrics" / "distill.tsv", sep="\t")
     assert {"teacher", "student", "student-finetuned", "student-multihead"} <= set(distill["model"])
     clean = distill[distill["corruption"] == "none"]
     corrupted = distill[distill["corruption"] != "none"]
     assert set(clean["n"]) == {9} and set(corrupted["n"]) == {5}  # distill.evaluate.n_images of each copy
     assert set(corrupted["corruption"]) == {"fog", "contrast", "pixelate"}
-    assert (results / "tables" / "distill.md").exists() and (results / "tables" / "rws_table1.md").exists()
+    assert (workdir / SEED / "tables" / "distill.md").exists() and (
+        workdir / SEED / "tables" / "rws_table1.md"
+    ).exists()
 
-    generated = pd.read_csv(workdir / RESULTS / "metrics" / "distill" / "student-multihead.tsv", sep="\t")
+    generated = pd.read_csv(workdir / SEED / "metrics" / "distill" / "student-multihead.tsv", sep="\t")
     # An on-disk ImageNet-C (here: the copies just written, adapt and test together, unpacked by family)
     # stands in for generated copies: nothing is corrupted, the evaluations read it, and only the experts,
     # whose epoch is chosen on the corrupted adapt split (rws.expert_selection: best), train again.
@@ -115,7 +118,7 @@ def test_rws_and_distillation_run_on_file_list_splits(tmp_path):
     jobs = job_stats(planned.stdout)
     assert {"evaluate_distilled", "evaluate_rws_model", "rws_oracle_free", "train_expert"} <= set(jobs)
     assert not {"corrupt_split", "train_rws_model", "train_teacher", "distill_student"} & set(jobs)
-    multihead = str(RESULTS / "metrics" / "distill" / "student-multihead.tsv")
+    multihead = str(SEED / "metrics" / "distill" / "student-multihead.tsv")
     result = snakemake(workdir, on_disk, multihead)
     assert result.returncode == 0, result.stderr[-4000:]
     rows = pd.read_csv(workdir / multihead, sep="\t")

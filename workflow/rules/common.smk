@@ -11,6 +11,7 @@ from robustsoup.lp.captions import LP_REPORT
 from robustsoup.report.captions import COST_REPORT, CSV_SUBCATEGORY, report_place
 from robustsoup.report.findings import FINDINGS_REPORT
 from robustsoup.rws.captions import RWS_REPORT
+from robustsoup.seeds import seed_folder
 from robustsoup.soups.captions import SOUPS_REPORT, soup_line_label
 
 try:  # the schema, every cross-key check, and (in the main process) the data and weights files on disk
@@ -24,6 +25,7 @@ try:  # the schema, every cross-key check, and (in the main process) the data an
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 DATASET, RESULTS, ENV = P.dataset, P.results, "../envs/robustsoup.yaml"
+RUN = seed_folder(DATASET)  # a seed's logs and benchmarks: <rule>/<dataset>/seed-{seed}/
 
 
 def job_threads():
@@ -64,3 +66,4 @@ wildcard_constraints:
     soup="soup-[A-Za-z0-9_.-]+",
     model=alternatives(P.all_models),
     split="train|adapt|test",
+    seed=alternatives([str(s) for s in P.seeds]),

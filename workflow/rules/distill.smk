@@ -24,9 +24,9 @@ rule train_teacher:
         weights=P.model("teacher"),
         sidecar=P.model("teacher", ".json"),
     log:
-        f"logs/train_teacher/{DATASET}/teacher.log",
+        f"logs/train_teacher/{RUN}/teacher.log",
     benchmark:
-        f"benchmarks/train_teacher/{DATASET}/teacher.tsv"
+        f"benchmarks/train_teacher/{RUN}/teacher.tsv"
     conda:
         ENV
     threads: job_threads()
@@ -50,9 +50,9 @@ rule train_student:
         weights=P.model("student"),
         sidecar=P.model("student", ".json"),
     log:
-        f"logs/train_student/{DATASET}/student.log",
+        f"logs/train_student/{RUN}/student.log",
     benchmark:
-        f"benchmarks/train_student/{DATASET}/student.tsv"
+        f"benchmarks/train_student/{RUN}/student.tsv"
     conda:
         ENV
     threads: job_threads()
@@ -78,9 +78,9 @@ rule distill_student:
         weights=P.model("student-multihead"),
         sidecar=P.model("student-multihead", ".json"),
     log:
-        f"logs/distill_student/{DATASET}/student-multihead.log",
+        f"logs/distill_student/{RUN}/student-multihead.log",
     benchmark:
-        f"benchmarks/distill_student/{DATASET}/student-multihead.tsv"
+        f"benchmarks/distill_student/{RUN}/student-multihead.tsv"
     conda:
         ENV
     threads: job_threads()
@@ -105,9 +105,9 @@ rule finetune_student:
         weights=P.model("student-finetuned"),
         sidecar=P.model("student-finetuned", ".json"),
     log:
-        f"logs/finetune_student/{DATASET}/student-finetuned.log",
+        f"logs/finetune_student/{RUN}/student-finetuned.log",
     benchmark:
-        f"benchmarks/finetune_student/{DATASET}/student-finetuned.tsv"
+        f"benchmarks/finetune_student/{RUN}/student-finetuned.tsv"
     conda:
         ENV
     threads: job_threads()
@@ -130,9 +130,9 @@ rule evaluate_distilled:
         summary=f"{RESULTS}/metrics/distill/{{dmodel}}.json",
         points=f"{RESULTS}/metrics/distill/{{dmodel}}{D.POINTS}",
     log:
-        f"logs/evaluate_distilled/{DATASET}/{{dmodel}}.log",
+        f"logs/evaluate_distilled/{RUN}/{{dmodel}}.log",
     benchmark:
-        f"benchmarks/evaluate_distilled/{DATASET}/{{dmodel}}.tsv"
+        f"benchmarks/evaluate_distilled/{RUN}/{{dmodel}}.tsv"
     wildcard_constraints:
         dmodel=alternatives(D.MODELS),
     conda:
@@ -162,9 +162,9 @@ rule report_distill:
         figure_pdf=D.figure(".pdf"),
         figure_page=report_page(D.figure(".html"), "distill", "Figures", "distill_figure"),
     log:
-        f"logs/report_distill/{DATASET}.log",
+        f"logs/report_distill/{RUN}.log",
     benchmark:
-        f"benchmarks/report_distill/{DATASET}.tsv"
+        f"benchmarks/report_distill/{RUN}.tsv"
     conda:
         ENV
     params:

@@ -16,9 +16,9 @@ rule pretrain:
         weights=P.model(P.parent),
         sidecar=P.model(P.parent, ".json"),
     log:
-        f"logs/pretrain/{DATASET}/{P.parent}.log",
+        f"logs/pretrain/{RUN}/{P.parent}.log",
     benchmark:
-        f"benchmarks/pretrain/{DATASET}/{P.parent}.tsv"
+        f"benchmarks/pretrain/{RUN}/{P.parent}.tsv"
     priority: 50
     conda:
         ENV
@@ -41,9 +41,9 @@ rule pretrain_reference:
         weights=P.model("{reference}"),
         sidecar=P.model("{reference}", ".json"),
     log:
-        f"logs/pretrain_reference/{DATASET}/{{reference}}.log",
+        f"logs/pretrain_reference/{RUN}/{{reference}}.log",
     benchmark:
-        f"benchmarks/pretrain_reference/{DATASET}/{{reference}}.tsv"
+        f"benchmarks/pretrain_reference/{RUN}/{{reference}}.tsv"
     wildcard_constraints:
         reference=alternatives(P.references),
     priority: 10
@@ -70,9 +70,9 @@ rule finetune:
         weights=P.model(f"{P.parent}-{{target}}"),
         sidecar=P.model(f"{P.parent}-{{target}}", ".json"),
     log:
-        f"logs/finetune/{DATASET}/{P.parent}-{{target}}.log",
+        f"logs/finetune/{RUN}/{P.parent}-{{target}}.log",
     benchmark:
-        f"benchmarks/finetune/{DATASET}/{P.parent}-{{target}}.tsv"
+        f"benchmarks/finetune/{RUN}/{P.parent}-{{target}}.tsv"
     priority: 40
     conda:
         ENV
@@ -96,9 +96,9 @@ rule evaluate_model:
     output:
         **P.evaluation_outputs("{model}"),
     log:
-        f"logs/evaluate_model/{DATASET}/{{model}}.log",
+        f"logs/evaluate_model/{RUN}/{{model}}.log",
     benchmark:
-        f"benchmarks/evaluate_model/{DATASET}/{{model}}.tsv"
+        f"benchmarks/evaluate_model/{RUN}/{{model}}.tsv"
     wildcard_constraints:
         model=P.evaluated_models(sharded=False),
     conda:
@@ -125,9 +125,9 @@ rule evaluate_model_shard:
     output:
         **P.evaluation_shard_outputs("{model}", "{shard}"),
     log:
-        f"logs/evaluate_model_shard/{DATASET}/{{model}}-{{shard}}.log",
+        f"logs/evaluate_model_shard/{RUN}/{{model}}-{{shard}}.log",
     benchmark:
-        f"benchmarks/evaluate_model_shard/{DATASET}/{{model}}-{{shard}}.tsv"
+        f"benchmarks/evaluate_model_shard/{RUN}/{{model}}-{{shard}}.tsv"
     wildcard_constraints:
         model=P.evaluated_models(sharded=True),
         shard=r"\d+",
@@ -151,9 +151,9 @@ rule merge_model_shards:
     output:
         **P.evaluation_outputs("{model}"),
     log:
-        f"logs/merge_model_shards/{DATASET}/{{model}}.log",
+        f"logs/merge_model_shards/{RUN}/{{model}}.log",
     benchmark:
-        f"benchmarks/merge_model_shards/{DATASET}/{{model}}.tsv"
+        f"benchmarks/merge_model_shards/{RUN}/{{model}}.tsv"
     wildcard_constraints:
         model=P.evaluated_models(sharded=True),
     conda:
@@ -177,9 +177,9 @@ rule report_lp:
         table_md=P.table("accuracy"),
         table_page=report_page(P.table("accuracy", ".html"), "lp", "Tables", "accuracy"),
     log:
-        f"logs/report_lp/{DATASET}.log",
+        f"logs/report_lp/{RUN}.log",
     benchmark:
-        f"benchmarks/report_lp/{DATASET}.tsv"
+        f"benchmarks/report_lp/{RUN}.tsv"
     conda:
         ENV
     params:

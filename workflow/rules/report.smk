@@ -5,8 +5,8 @@ rule summarize_benchmarks:
     input:
         P.study_outputs(),
     output:
-        table=report_csv(P.table("benchmarks", ".csv"), "cost", "benchmarks"),
-        page=report_page(P.table("benchmarks", ".html"), "cost", "Tables", "benchmarks"),
+        table=report_csv(P.table("benchmarks", ".csv", True), "cost", "benchmarks"),
+        page=report_page(P.table("benchmarks", ".html", True), "cost", "Tables", "benchmarks"),
     log:
         f"logs/summarize_benchmarks/{DATASET}.log",
     conda:
@@ -20,15 +20,36 @@ rule summarize_benchmarks:
         "../scripts/summarize_benchmarks.py"
 
 
-# The papers' claims as verdicts: every study's rows of metrics/all.tsv and their per-point files.
+# The whole run over its seeds (robustsoup.seeds): every seed's rows in one ledger (a seed column), and
+# every seed's table as mean ± sd under results/<dataset>/tables/.
+rule report_seeds:
+    input:
+        P.over_seeds.input_files(),
+    output:
+        ledger=P.over_seeds.ledger(),
+        tables=P.over_seeds.table_files(),
+    log:
+        f"logs/report_seeds/{DATASET}.log",
+    conda:
+        ENV
+    params:
+        ledgers=P.over_seeds.ledgers(),
+        tables=P.over_seeds.inputs(),
+        outputs=P.over_seeds.tables(),
+    message:
+        f"Every table over the seeds {P.seeds} (mean ± sd)"
+    script:
+        "../scripts/report_seeds.py"
+
+
+# The papers' claims as verdicts: every seed's rows of metrics/all.tsv and their per-point files.
 rule report_findings:
     input:
-        all=f"{RESULTS}/metrics/all.tsv",
-        points=P.findings_inputs(),
+        P.over_seeds.findings_inputs(),
     output:
-        table_csv=report_csv(P.table("findings", ".csv"), "findings", "findings"),
-        table_md=P.table("findings"),
-        table_page=report_page(P.table("findings", ".html"), "findings", "Tables", "findings"),
+        table_csv=report_csv(P.table("findings", ".csv", True), "findings", "findings"),
+        table_md=P.table("findings", ".md", True),
+        table_page=report_page(P.table("findings", ".html", True), "findings", "Tables", "findings"),
     log:
         f"logs/report_findings/{DATASET}.log",
     benchmark:

@@ -22,9 +22,9 @@ rule train_rws_init:
         weights=R.model("{rws_init}"),
         sidecar=R.model("{rws_init}", ".json"),
     log:
-        f"logs/train_rws_init/{DATASET}/{{rws_init}}.log",
+        f"logs/train_rws_init/{RUN}/{{rws_init}}.log",
     benchmark:
-        f"benchmarks/train_rws_init/{DATASET}/{{rws_init}}.tsv"
+        f"benchmarks/train_rws_init/{RUN}/{{rws_init}}.tsv"
     wildcard_constraints:
         rws_init="init(-s[0-9]+)?",
     conda:
@@ -50,9 +50,9 @@ rule train_rws_model:
         weights=R.model("{rws_model}"),
         sidecar=R.model("{rws_model}", ".json"),
     log:
-        f"logs/train_rws_model/{DATASET}/{{rws_model}}.log",
+        f"logs/train_rws_model/{RUN}/{{rws_model}}.log",
     benchmark:
-        f"benchmarks/train_rws_model/{DATASET}/{{rws_model}}.tsv"
+        f"benchmarks/train_rws_model/{RUN}/{{rws_model}}.tsv"
     wildcard_constraints:
         rws_model=alternatives(R.finetuned),
     conda:
@@ -79,9 +79,9 @@ rule train_expert:
         weights=R.model("expert-{rws_corruption}"),
         sidecar=R.model("expert-{rws_corruption}", ".json"),
     log:
-        f"logs/train_expert/{DATASET}/{{rws_corruption}}.log",
+        f"logs/train_expert/{RUN}/{{rws_corruption}}.log",
     benchmark:
-        f"benchmarks/train_expert/{DATASET}/{{rws_corruption}}.tsv"
+        f"benchmarks/train_expert/{RUN}/{{rws_corruption}}.tsv"
     wildcard_constraints:
         rws_corruption=alternatives(R.corruptions),
     conda:
@@ -110,9 +110,9 @@ rule extract_rws:
         all=list(R.signatures("all").values()),
         all_sidecars=list(R.signatures("all", suffix=".json").values()),
     log:
-        f"logs/extract_rws/{DATASET}.log",
+        f"logs/extract_rws/{RUN}.log",
     benchmark:
-        f"benchmarks/extract_rws/{DATASET}.tsv"
+        f"benchmarks/extract_rws/{RUN}.tsv"
     conda:
         ENV
     params:
@@ -134,9 +134,9 @@ rule quantize_rws:
         weights=R.quantized(),
         sidecars=R.quantized(".json"),
     log:
-        f"logs/quantize_rws/{DATASET}.log",
+        f"logs/quantize_rws/{RUN}.log",
     benchmark:
-        f"benchmarks/quantize_rws/{DATASET}.tsv"
+        f"benchmarks/quantize_rws/{RUN}.tsv"
     conda:
         ENV
     params:
@@ -159,9 +159,9 @@ rule evaluate_rws_model:
         rows=f"{R.metrics}/models/{{rws_model}}.tsv",
         points=R.points("models", "{rws_model}"),
     log:
-        f"logs/evaluate_rws_model/{DATASET}/{{rws_model}}.log",
+        f"logs/evaluate_rws_model/{RUN}/{{rws_model}}.log",
     benchmark:
-        f"benchmarks/evaluate_rws_model/{DATASET}/{{rws_model}}.tsv"
+        f"benchmarks/evaluate_rws_model/{RUN}/{{rws_model}}.tsv"
     wildcard_constraints:
         rws_model=alternatives(R.evaluated),
     conda:
@@ -189,9 +189,9 @@ rule evaluate_patched:
         rows=f"{R.metrics}/patched/{{rws_variant}}.tsv",
         points=R.points("patched", "{rws_variant}"),
     log:
-        f"logs/evaluate_patched/{DATASET}/{{rws_variant}}.log",
+        f"logs/evaluate_patched/{RUN}/{{rws_variant}}.log",
     benchmark:
-        f"benchmarks/evaluate_patched/{DATASET}/{{rws_variant}}.tsv"
+        f"benchmarks/evaluate_patched/{RUN}/{{rws_variant}}.tsv"
     wildcard_constraints:
         rws_variant=alternatives(R.variants),
     conda:
@@ -218,9 +218,9 @@ rule rws_lambda_sweep:
     output:
         rows=f"{R.metrics}/lambda.tsv",
     log:
-        f"logs/rws_lambda_sweep/{DATASET}.log",
+        f"logs/rws_lambda_sweep/{RUN}.log",
     benchmark:
-        f"benchmarks/rws_lambda_sweep/{DATASET}.tsv"
+        f"benchmarks/rws_lambda_sweep/{RUN}.tsv"
     conda:
         ENV
     threads: job_threads()
@@ -245,9 +245,9 @@ rule rws_compose:
     output:
         rows=f"{R.metrics}/compose.tsv",
     log:
-        f"logs/rws_compose/{DATASET}.log",
+        f"logs/rws_compose/{RUN}.log",
     benchmark:
-        f"benchmarks/rws_compose/{DATASET}.tsv"
+        f"benchmarks/rws_compose/{RUN}.tsv"
     conda:
         ENV
     threads: job_threads()
@@ -276,9 +276,9 @@ rule rws_oracle_free:
         detector=f"{R.metrics}/oracle_free_detector.tsv",
         classifier=f"{R.folder}/oracle_free_classifier.safetensors",
     log:
-        f"logs/rws_oracle_free/{DATASET}.log",
+        f"logs/rws_oracle_free/{RUN}.log",
     benchmark:
-        f"benchmarks/rws_oracle_free/{DATASET}.tsv"
+        f"benchmarks/rws_oracle_free/{RUN}.tsv"
     conda:
         ENV
     threads: job_threads()
@@ -303,9 +303,9 @@ rule rws_transfer:
     output:
         rows=f"{R.metrics}/transfer.tsv",
     log:
-        f"logs/rws_transfer/{DATASET}.log",
+        f"logs/rws_transfer/{RUN}.log",
     benchmark:
-        f"benchmarks/rws_transfer/{DATASET}.tsv"
+        f"benchmarks/rws_transfer/{RUN}.tsv"
     conda:
         ENV
     threads: job_threads()
@@ -337,9 +337,9 @@ rule report_rws:
         figures_pdf=list(R.figures(".pdf").values()),
         figure_pages=[report_page(path, "rws", "Figures", f"rws_{name}") for name, path in R.figures(".html").items()],
     log:
-        f"logs/report_rws/{DATASET}.log",
+        f"logs/report_rws/{RUN}.log",
     benchmark:
-        f"benchmarks/report_rws/{DATASET}.tsv"
+        f"benchmarks/report_rws/{RUN}.tsv"
     conda:
         ENV
     params:

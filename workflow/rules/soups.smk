@@ -13,9 +13,9 @@ rule make_soup:
         weights=P.model("{soup}"),
         sidecar=P.model("{soup}", ".json"),
     log:
-        f"logs/make_soup/{DATASET}/{{soup}}.log",
+        f"logs/make_soup/{RUN}/{{soup}}.log",
     benchmark:
-        f"benchmarks/make_soup/{DATASET}/{{soup}}.tsv"
+        f"benchmarks/make_soup/{RUN}/{{soup}}.tsv"
     conda:
         ENV
     params:
@@ -38,9 +38,9 @@ rule select_soups:
         scores=f"{RESULTS}/soups/scores.tsv",
         selection=f"{RESULTS}/soups/selection.tsv",
     log:
-        f"logs/select_soups/{DATASET}.log",
+        f"logs/select_soups/{RUN}.log",
     benchmark:
-        f"benchmarks/select_soups/{DATASET}.tsv"
+        f"benchmarks/select_soups/{RUN}.tsv"
     priority: 30
     conda:
         ENV
@@ -69,9 +69,9 @@ rule evaluate_soups_shifts:
         points=P.soups_points(),
         models=f"{RESULTS}/soups/models.tsv",
     log:
-        f"logs/evaluate_soups_shifts/{DATASET}.log",
+        f"logs/evaluate_soups_shifts/{RUN}.log",
     benchmark:
-        f"benchmarks/evaluate_soups_shifts/{DATASET}.tsv"
+        f"benchmarks/evaluate_soups_shifts/{RUN}.tsv"
     priority: 20
     conda:
         ENV
@@ -95,9 +95,9 @@ rule evaluate_ternary:
     output:
         metrics=f"{RESULTS}/metrics/soups/ternary.tsv",
     log:
-        f"logs/evaluate_ternary/{DATASET}.log",
+        f"logs/evaluate_ternary/{RUN}.log",
     benchmark:
-        f"benchmarks/evaluate_ternary/{DATASET}.tsv"
+        f"benchmarks/evaluate_ternary/{RUN}.tsv"
     priority: 20
     conda:
         ENV
@@ -137,9 +137,9 @@ rule report_soups:
             for a, b in config["soups"]["lines"]
         ],
     log:
-        f"logs/report_soups/{DATASET}.log",
+        f"logs/report_soups/{RUN}.log",
     benchmark:
-        f"benchmarks/report_soups/{DATASET}.tsv"
+        f"benchmarks/report_soups/{RUN}.tsv"
     conda:
         ENV
     params:

@@ -141,9 +141,11 @@ def check_rws_config(config: Mapping) -> None:
             f"config key 'rws.compose_severity': {rws['compose_severity']} is not in data.severities "
             f"{data['severities']}"
         )
-    if rws["transfer"]["seed"] == config["seed"]:
+    seeds = config.get("seeds") or [config["seed"]]  # every training seed (config key seeds)
+    if rws["transfer"]["seed"] in seeds:
         raise ConfigError(
-            f"config key 'rws.transfer.seed': must differ from seed ({config['seed']}) so the target is another model"
+            f"config key 'rws.transfer.seed': must differ from every training seed (seeds {seeds}) so the "
+            "targets are other models"
         )
 
 
