@@ -62,12 +62,23 @@ TRAIN = textwrap.dedent(
 )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_training_prints_one_line_and_says_where_a_rerun_resumes(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
     out = tmp_path / "slow.safetensors"
     process = subprocess.Popen(
-        [sys.executable, str(script), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+        [sys.executable, str(script), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        # a shell's background job (`make test &`, nohup) ignores SIGINT, and a child inherits that: Python then
+        # installs no KeyboardInterrupt handler. A user's Ctrl-C reaches a foreground process; so does this one.
+        preexec_fn=_default_sigint,
     )
     resume = out.with_suffix(".resume.pt")
     deadline = time.monotonic() + 120

@@ -76,13 +76,13 @@ def test_the_cifar10_cpu_preset_runs_what_differs_on_an_image_folder_and_plans_e
     ran = job_stats(result.stdout + result.stderr)
     assert ran == {"prepare_data": 1, "corrupt_split": 1, "pretrain_reference": 1, "evaluate_model": 1}, ran
     rows = pd.concat(
-        pd.read_csv(results / "metrics" / "scratch-l1" / "test" / f"{threat}.tsv", sep="\t")
+        pd.read_csv(results / "seed-0" / "metrics" / "scratch-l1" / "test" / f"{threat}.tsv", sep="\t")
         for threat in ("clean", "Linf", "L2", "L1")
     )
     clean = rows[rows["threat"] == "none"]
     assert set(clean["n"]) == {30} and set(clean["evalset"]) == {"test"}  # 3 test images per class, the subset
     assert {"Linf", "L2", "L1"} <= set(rows["threat"])
-    assert '"norm": "L1"' in (results / "models" / "scratch-l1.json").read_text()
+    assert '"norm": "L1"' in (results / "seed-0" / "models" / "scratch-l1.json").read_text()
     # the generated CIFAR-10-C: the preset's corruptions at its two severities, in Hendrycks' layout
     corrupted = results / "data" / "corrupted" / "test"
     assert np.load(corrupted / "labels.npy").shape == (2 * 30,)

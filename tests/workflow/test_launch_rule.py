@@ -27,7 +27,7 @@ def test_pretrain_with_gpus_2_runs_as_two_ranks_in_one_job(tmp_path):
     sidecar = json.loads((workdir / target).with_suffix(".json").read_text())
     assert sidecar["training"]["distributed"] == {"world_size": 2, "backend": "gloo", "sync_batchnorm": True}
     assert not (workdir / target).with_suffix(".resume.pt").exists()
-    log = (workdir / "logs" / "pretrain" / "digits" / "linf.log").read_text()
+    log = (workdir / "logs" / "pretrain" / "digits" / "seed-0" / "linf.log").read_text()
     assert "launching 2 ranks (gloo, " in log
     for rank in (0, 1):  # every rank's lines are in the job's log
         assert f"INFO rank {rank} robustsoup.train.run: training linf" in log

@@ -623,9 +623,9 @@ def test_a_training_of_gpus_2_runs_its_ranks_as_two_slurm_tasks(slurm_cluster, t
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
-    meta = yaml.safe_load((workdir / "results" / "digits" / "models" / "linf.json").read_text())
+    meta = yaml.safe_load((workdir / "results" / "digits" / "seed-0" / "models" / "linf.json").read_text())
     assert meta["training"]["distributed"] == {"world_size": 2, "backend": "gloo", "sync_batchnorm": False}
-    log = (workdir / "logs" / "pretrain" / "digits" / "linf.log").read_text()
+    log = (workdir / "logs" / "pretrain" / "digits" / "seed-0" / "linf.log").read_text()
     assert "as a SLURM step: srun --ntasks=2 --nodes=1 --overlap --kill-on-bad-exit=1" in log
     for rank in (0, 1):  # both tasks trained and logged to the job's log
         assert f"INFO rank {rank} robustsoup.train.run: training linf" in log, log[-3000:]

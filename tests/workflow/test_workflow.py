@@ -90,12 +90,19 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
     for name in ["linf", "linf-l2", "soup-linf_0.5-linf-l2_0.5"]:
         assert (results / "models" / f"{name}.json").exists()
-    assert (micro_run / "logs" / "pretrain" / "digits" / "linf.log").read_text().strip()
+    assert (micro_run / "logs" / "pretrain" / "digits" / "seed-0" / "linf.log").read_text().strip()
     assert list((micro_run / "benchmarks" / "evaluate_model" / "digits").glob("*.tsv"))
-    assert "robustsoup-job: rule=pretrain" in (micro_run / "logs" / "pretrain" / "digits" / "linf.log").read_text()
+    assert (
+        "robustsoup-job: rule=pretrain"
+        in (micro_run / "logs" / "pretrain" / "digits" / "seed-0" / "linf.log").read_text()
+    )
     assert "total cost" in table and "| L∞, ε=0.1 |" in table
     # long jobs count their steps: i/N and an ETA, as plain lines (no carriage return in any log)
-    for log in ("select_soups/digits.log", "evaluate_model/digits/linf.log", "pretrain/digits/linf.log"):
+    for log in (
+        "select_soups/digits/seed-0.log",
+        "evaluate_model/digits/seed-0/linf.log",
+        "pretrain/digits/seed-0/linf.log",
+    ):
         text = (micro_run / "logs" / log).read_text()
         assert re.search(r"robustsoup.progress: .+: \d+/\d+ [\w ]+ \(\d+%\), \S+ elapsed, ETA \S+\n", text), log
     assert not [log for log in (micro_run / "logs").rglob("*.log") if b"\r" in log.read_bytes()]
@@ -183,7 +190,7 @@ def test_a_training_job_killed_mid_run_resumes_when_the_workflow_runs_again(tmp_
     assert 1 <= epochs_done < 6
     again = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    log = (workdir / "logs" / "pretrain" / "digits" / "linf.log").read_text()
+    log = (workdir / "logs" / "pretrain" / "digits" / "seed-0" / "linf.log").read_text()
     assert re.search(rf"resuming from \S*linf\.resume\.pt after epoch {epochs_done} of 6", log), log[-2000:]
     resumed = log[log.index("resuming from") :]  # the second job's part of the log
     assert f"epoch {epochs_done + 1}/6 loss" in resumed and "epoch 1/6 loss" not in resumed
@@ -230,7 +237,7 @@ def test_micro_rws_tables_recomputed_from_the_written_checkpoints(micro_run):
     from robustsoup.paths import RunPaths, resolve_run_config
     from robustsoup.rws.config import compose_name, lambda_name
 
-    rws = RunPaths(resolve_run_config(yaml.safe_load(MICRO.read_text()))).rws
+    rws = RunPaths(resolve_run_config(yaml.safe_load(MICRO.read_text())), 0).rws
     metrics = micro_run / rws.metrics
     standard, signatures = rws.model("standard"), rws.signatures(rws.deploy)
     fog, contrast = signatures["fog"], signatures["contrast"]
@@ -270,7 +277,7 @@ def test_micro_ternary_soup_recomputed_from_the_written_checkpoints(micro_run):
     from robustsoup.soups.grid import soup_id
     from robustsoup.weights import affine_combination
 
-    paths = RunPaths(resolve_run_config(yaml.safe_load(MICRO.read_text())))
+    paths = RunPaths(resolve_run_config(yaml.safe_load(MICRO.read_text())), 0)
     a, b = paths.config["soups"]["ternary"]["models"][:2]
     (first, meta), (second, _) = (load_checkpoint(micro_run / paths.model(m)) for m in (a, b))
     soup = meta.build().eval()
