@@ -91,7 +91,7 @@ def test_micro_dag_writes_metrics_tables_and_figure(micro_run):
     for name in ["linf", "linf-l2", "soup-linf_0.5-linf-l2_0.5"]:
         assert (results / "models" / f"{name}.json").exists()
     assert (micro_run / "logs" / "pretrain" / "digits" / "seed-0" / "linf.log").read_text().strip()
-    assert list((micro_run / "benchmarks" / "evaluate_model" / "digits").glob("*.tsv"))
+    assert list((micro_run / "benchmarks" / "evaluate_model" / "digits" / "seed-0").glob("*.tsv"))
     assert (
         "robustsoup-job: rule=pretrain"
         in (micro_run / "logs" / "pretrain" / "digits" / "seed-0" / "linf.log").read_text()
