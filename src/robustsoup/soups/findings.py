@@ -48,7 +48,7 @@ def soups_findings(config: Mapping, ledger: Ledger, points: PointStore) -> list[
     best = max(bases, key=lambda m: per_shift.loc[m, evalsets].mean()) if bases else None
     fours = sorted(m for m in per_shift.index if m.startswith("ensemble-") and m.count("+") == 3)
     comparators = {
-        f"the best single base model ({best})": best,
+        "the best single base model": best,
         "the single soup": "soup-single" if "soup-single" in per_shift.index else None,
         "the ×4 ensemble": fours[0] if fours else None,
     }
@@ -86,8 +86,9 @@ def soups_findings(config: Mapping, ledger: Ledger, points: PointStore) -> list[
                 out.append(not_computed("F3", claim, f"not measured: {', '.join(missing)}"))
                 continue
             a, b = 100 * sum(ours_a) / len(ours_a), 100 * sum(ours_b) / len(ours_b)
+            named = f" ({other})" if other == best else ""  # a seed's own best model: its name is a number's label
             out.append(
-                measured_claim("F3", claim, terms, ours=f"{a:.1f} vs {b:.1f}", paper=_paper(config, scope, text))
+                measured_claim("F3", claim, terms, ours=f"{a:.1f} vs {b:.1f}{named}", paper=_paper(config, scope, text))
             )
     return out
 
@@ -158,9 +159,9 @@ def soup_line_findings(config: Mapping, ledger: Ledger, points: PointStore) -> l
             rows.append(
                 measured_claim(
                     "F2",
-                    f"the best interior soup of {a}~{b} ({best}) beats {end} in union accuracy",
+                    f"the best interior soup of {a}~{b} beats {end} in union accuracy",
                     [interior[best], versus],
-                    ours=f"{percent(interior[best])} vs {percent(term)}",
+                    ours=f"{best} {percent(interior[best])} vs {percent(term)}",
                 )
             )
         outside = {k: t for k, (w, t) in scored.items() if w < 0 or w > 1}
@@ -175,9 +176,10 @@ def soup_line_findings(config: Mapping, ledger: Ledger, points: PointStore) -> l
         rows.append(
             measured_claim(
                 "F2",
-                f"{claim} (best outside {top_out} vs best within {top_in})",
+                claim,
                 [outside[top_out], versus],
-                ours=f"{percent(outside[top_out])} vs {percent(inside[top_in])}",
+                ours=f"best outside {top_out} {percent(outside[top_out])} vs best within {top_in} "
+                f"{percent(inside[top_in])}",
             )
         )
     return rows
