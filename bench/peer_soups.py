@@ -30,7 +30,8 @@ import torch
 from robustsoup.device import resolve_arithmetic
 from robustsoup.models import build_model
 from robustsoup.models.registry import IDENTITY_STATISTICS
-from robustsoup.soups.search import SoupScorer, simplex_grid
+from robustsoup.soups.grid import simplex_grid
+from robustsoup.soups.search import SoupScorer
 
 from measurements import Measurement, write_summary
 from peer_common import load_note, machine_line

@@ -31,7 +31,8 @@ from robustsoup.checkpoint import load_checkpoint
 from robustsoup.data import load_split
 from robustsoup.device import Arithmetic, cpu_native_bf16
 from robustsoup.models import Normalized
-from robustsoup.soups.search import SoupScorer, grid_search, simplex_grid, successive_halving
+from robustsoup.soups.grid import simplex_grid
+from robustsoup.soups.search import SoupScorer, grid_search, successive_halving
 from robustsoup.weights import StateDict, affine_combination
 
 from measurements import Measurement, write_summary

@@ -11,16 +11,14 @@ import pytest
 import torch
 
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
+from robustsoup.soups.choice import LabelFreeChoice, choose_without_labels, pick_disagreement
+from robustsoup.soups.grid import simplex_grid
 from robustsoup.soups.search import (
     LABEL_FREE_METHODS,
     SELECTION_METHODS,
-    LabelFreeChoice,
     SoupScorer,
     SoupStatistics,
-    choose_without_labels,
-    pick_disagreement,
     select_from_table,
-    simplex_grid,
     soup_statistics,
 )
 from robustsoup.weights import affine_combination

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from robustsoup.soups.grid import simplex_grid
 from robustsoup.soups.search import (
     LABEL_FREE_METHODS,
     SELECTION_METHODS,
@@ -10,7 +11,6 @@ from robustsoup.soups.search import (
     greedy_soup,
     grid_search,
     learned_soup,
-    simplex_grid,
     successive_halving,
 )
 from robustsoup.train.loop import TrainSettings, train_model

@@ -31,7 +31,7 @@ def test_simplex_grid_sizes_and_extension():
 
     import pytest
 
-    from robustsoup.soups.search import simplex_grid
+    from robustsoup.soups.grid import simplex_grid
 
     assert len(simplex_grid(4, 0.1)) == comb(13, 3) == 286
     assert len(simplex_grid(3, 0.1)) == comb(12, 2) == 66

@@ -43,7 +43,8 @@ def cmd_soup_for(args: argparse.Namespace) -> int:
     import torch
 
     from ..config import resolve_config
-    from ..soups.search import choose_without_labels, simplex_grid
+    from ..soups.choice import choose_without_labels
+    from ..soups.grid import simplex_grid
 
     defaults = resolve_config({})["soups"]["search"]
     step = args.step if args.step is not None else defaults["step"]

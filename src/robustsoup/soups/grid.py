@@ -103,3 +103,31 @@ def grid_table(soups: Sequence[Soup], base_models: Sequence[str]) -> pd.DataFram
 def write_grid(soups: Sequence[Soup], base_models: Sequence[str], path) -> None:
     """Write ``soups/grid.tsv`` atomically (a header only when the grid is empty)."""
     write_text_atomic(path, grid_table(soups, base_models).to_csv(sep="\t", index=False))
+
+
+def simplex_grid(k: int, step: float, extend: float = 0.0) -> list[tuple[float, ...]]:
+    """Weight vectors of ``k`` models on a lattice of spacing ``step`` with Σw = 1.
+
+    With ``extend`` = 0 this is the simplex (all w ≥ 0); ``extend`` = e lets
+    every weight go down to −e (extrapolation outside the simplex, weights
+    then reach up to 1 + (k−1)·e). For k = 4 and step 0.1 the simplex has
+    286 points (the soups paper's grid).
+    """
+    if step <= 0:
+        raise ValueError(f"step must be positive, got {step}")
+    units = int(round(1 / step))
+    if abs(units * step - 1) > 1e-9:
+        raise ValueError(f"step {step} must divide 1 (e.g. 0.1, 0.05, 0.25)")
+    low = -int(round(extend / step))
+    total = units
+
+    def compositions(parts: int, remaining: int):
+        if parts == 1:
+            if low <= remaining:
+                yield (remaining,)
+            return
+        for first in range(remaining - low * (parts - 1), low - 1, -1):
+            for rest in compositions(parts - 1, remaining - first):
+                yield (first, *rest)
+
+    return [tuple(round(c * step, 6) for c in combo) for combo in compositions(k, total)]

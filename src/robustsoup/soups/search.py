@@ -25,7 +25,7 @@ shared by all of them (:func:`soup_statistics`):
 * ``infomax`` — SHOT's information maximization: confident *and* diverse
   predictions.
 
-:func:`pick_disagreement` is their safety signal: how often the other
+:func:`robustsoup.soups.choice.pick_disagreement` is their safety signal: how often the other
 label-free picks predict differently (median over them); above a threshold a pick is not
 trusted to beat the best base model and the pipeline falls back to it.
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from statistics import median as statistics_median
 
 import torch
 from torch import nn
@@ -640,85 +639,3 @@ def _label_free_entry(method: str) -> Callable[..., Selection]:
 
 
 SELECTION_METHODS = {**LABELLED_METHODS, **{m: _label_free_entry(m) for m in LABEL_FREE_METHODS}}
-
-
-def pick_disagreement(statistics: SoupStatistics, picks: Mapping[str, int]) -> dict[str, float]:
-    """For each method's pick (a grid index), the median over the *other* methods' picks of the
-    fraction of unlabelled images on which the two soups predict different classes.
-
-    0: most other label-free methods chose a soup that predicts like this one (the median lets
-    one outlying method, e.g. entropy drawn to an over-confident soup, flag only its own pick);
-    NaN with a single method.
-    """
-    rates = {}
-    for method, i in picks.items():
-        others = [j for m, j in picks.items() if m != method]
-        differ = [float((statistics.predictions[i] != statistics.predictions[j]).double().mean()) for j in others]
-        rates[method] = statistics_median(differ) if differ else math.nan
-    return rates
-
-
-@dataclass
-class LabelFreeChoice:
-    """Label-free picks on one set of images, with the safety signal of each."""
-
-    selections: dict[str, Selection]
-    disagreement: dict[str, float]
-    threshold: float
-    statistics: SoupStatistics
-
-    def fallback(self, method: str) -> bool:
-        """Whether ``method``'s pick is not trusted to beat the best base model: the label-free
-        picks disagree on more than ``threshold`` of the images (never with a single method)."""
-        d = self.disagreement[method]
-        return not math.isnan(d) and d > self.threshold
-
-
-def choose_without_labels(
-    scorer: SoupScorer,
-    grid: Sequence[Mapping[str, float]],
-    inputs: torch.Tensor,
-    methods: Sequence[str],
-    threshold: float,
-    labels: torch.Tensor | None = None,
-    scoring: Scoring = ARGMAX,
-    targets: torch.Tensor | None = None,
-) -> LabelFreeChoice:
-    """Every label-free method in ``methods`` on one shared pass over the grid, and their disagreement
-    (over the set's labels under ``scoring``; ``labels`` and ``targets`` only fill the diagnostic)."""
-    unknown = [m for m in methods if m not in LABEL_FREE_METHODS]
-    if unknown or not methods:
-        raise ValueError(f"label-free methods {list(methods)}: expected some of {sorted(LABEL_FREE_METHODS)}")
-    batchnorm = any(LABEL_FREE_METHODS[m].needs_batchnorm for m in methods)
-    statistics = soup_statistics(scorer, grid, inputs, labels, batchnorm=batchnorm, scoring=scoring, targets=targets)
-    selections = {m: label_free_selection(m, scorer, grid, inputs, statistics=statistics) for m in methods}
-    picks = {m: s.details["index"] for m, s in selections.items()}
-    return LabelFreeChoice(selections, pick_disagreement(statistics, picks), threshold, statistics)
-
-
-def simplex_grid(k: int, step: float, extend: float = 0.0) -> list[tuple[float, ...]]:
-    """Weight vectors of ``k`` models on a lattice of spacing ``step`` with Σw = 1.
-
-    With ``extend`` = 0 this is the simplex (all w ≥ 0); ``extend`` = e lets
-    every weight go down to −e (extrapolation outside the simplex, weights
-    then reach up to 1 + (k−1)·e). For k = 4 and step 0.1 the simplex has
-    286 points (the soups paper's grid).
-    """
-    if step <= 0:
-        raise ValueError(f"step must be positive, got {step}")
-    units = int(round(1 / step))
-    if abs(units * step - 1) > 1e-9:
-        raise ValueError(f"step {step} must divide 1 (e.g. 0.1, 0.05, 0.25)")
-    low = -int(round(extend / step))
-    total = units
-
-    def compositions(parts: int, remaining: int):
-        if parts == 1:
-            if low <= remaining:
-                yield (remaining,)
-            return
-        for first in range(remaining - low * (parts - 1), low - 1, -1):
-            for rest in compositions(parts - 1, remaining - first):
-                yield (first, *rest)
-
-    return [tuple(round(c * step, 6) for c in combo) for combo in compositions(k, total)]

@@ -50,23 +50,22 @@ from ..progress import Progress, progress
 from ..train.run import model_identity, new_meta
 from ..weights import affine_combination
 from .captions import SOUPS_REPORT
-from .grid import grid_from_config, soup_id, write_grid
+from .choice import choose_without_labels
+from .grid import grid_from_config, simplex_grid, soup_id, write_grid
 from .search import (
     LABEL_FREE_METHODS,
     SELECTION_METHODS,
     SoupScorer,
     batchnorm_layers,
     best_index,
-    choose_without_labels,
     ensemble_correct,
-    simplex_grid,
 )
 
 log = logging.getLogger(__name__)
 
 # k: the adaptation-set size asked for (soups.search.k); images: the adaptation images used (fewer where a
 # shift has fewer than k). label_free: 1 for rows chosen without labels; score: the label-free score of the pick;
-# disagreement: the safety signal (search.pick_disagreement); fallback: 1 when the pipeline replaces
+# disagreement: the safety signal (choice.pick_disagreement); fallback: 1 when the pipeline replaces
 # the pick by fallback_model (the base model most accurate on the clean adaptation images), whose
 # choice cost fallback_passes labelled forward passes.
 SELECTION_COLUMNS = [

@@ -12,8 +12,9 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, CheckpointMeta
 from ..data import DataLayoutError
 from ..device import Arithmetic
+from .choice import LabelFreeChoice
 from .mixing import Loaded
-from .search import LABEL_FREE_METHODS, LabelFreeChoice, SoupScorer, batchnorm_layers
+from .search import LABEL_FREE_METHODS, SoupScorer, batchnorm_layers
 
 DEFAULT_METHOD = "bn_distance"  # the one label-free pick the README's digits measurement finds safe
 
