@@ -513,7 +513,7 @@ def _targets() -> list[str]:
     from robustsoup.config import base_model_names, resolve_config
 
     config = resolve_config(yaml.safe_load(MICRO.read_text()))
-    return [f"results/{config['dataset']}/metrics/{m}/test/clean.tsv" for m in base_model_names(config)]
+    return [f"results/{config['dataset']}/seed-0/metrics/{m}/test/clean.tsv" for m in base_model_names(config)]
 
 
 def _text(value) -> str:
