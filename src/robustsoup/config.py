@@ -385,3 +385,16 @@ def write_resolved_config(config: Mapping, path: str | Path) -> Path:
     """Write the run's resolved config (:func:`config_yaml`) atomically to ``path``."""
     write_text_atomic(path, config_yaml(config))
     return Path(path)
+
+
+def gpu_sections(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
+    """(key path, section) of every section of ``config`` with a ``gpus`` key (the trainings that launch ranks:
+    the checks of ``nodes`` and ``gpus`` walk these)."""
+    found = []
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            path = f"{prefix}{key}"
+            if "gpus" in value:
+                found.append((path, value))
+            found += gpu_sections(value, f"{path}.")
+    return found

@@ -25,18 +25,20 @@ from .config import (
     ConfigError,
     base_model_names,
     dataset_name,
+    gpu_sections,
     parent_name,
     reference_names,
     resolve_config,
 )
 from .data import DataLayoutError, get_dataset_spec, part_dir, shift_parts, split_paths
 from .data.imagefolder import register_imagefolder, statistics_from_cache
-from .distill.config import DISTILL_MODELS, MULTIHEAD, check_distill_config
+from .distill.config import DISTILL_MODELS, MULTIHEAD, check_distill_config, distill_rerun_keys
 from .naming import ZOO_PREFIX
 from .rws.config import (
     check_rws_config,
     deploy_variant,
     quantized_variants,
+    rws_rerun_keys,
     transfer_targets,
     variant_suffix,
     variants,
@@ -433,7 +435,7 @@ class RunPaths:
     def check_nodes(self, jobs_run_here: bool) -> None:
         """Every training section's ``nodes`` is at most its ``gpus``, and above 1 only where jobs run under
         SLURM (checked at parse time: a local run cannot spread a training over machines)."""
-        for path, section in _training_sections(self.config):
+        for path, section in gpu_sections(self.config):
             nodes, gpus = section.get("nodes", 1), section["gpus"]
             if nodes > gpus:
                 raise ConfigError(
@@ -462,6 +464,11 @@ class RunPaths:
         data = self.config["data"]
         keys = TRAINING_DATA_KEYS + (IMAGEFOLDER_DATA_KEYS if self.config["dataset"] == IMAGEFOLDER else ())
         return {k: data[k] for k in keys}
+
+    def study_context(self) -> dict:
+        """What changes any model of a study: the training split's keys, the data set and the seed."""
+        data = self.config["data"]
+        return {"data": {k: data[k] for k in TRAINING_DATA_KEYS}, "dataset": self.dataset, "seed": self.seed}
 
     def rerun(self, rule: str, wildcard: str | None = None) -> str:
         """Canonical JSON of the config keys rule ``rule``'s outputs depend on (its ``rerun`` param)."""
@@ -617,42 +624,10 @@ class RwsPaths:
         return [f"{self.run.results}/metrics/rws.tsv", *self.tables().values(), *figures]
 
     def rerun(self, rule: str, wildcard: str | None) -> dict:
-        rws, c = self.spec, self.run.config
         # What changes any RWS model: the training split, the seed and the architecture.
-        context = {
-            "data": {k: c["data"][k] for k in TRAINING_DATA_KEYS},
-            "dataset": self.run.dataset,
-            "seed": self.run.seed,
-            "model": c["model"],
-        }
-        pick = lambda *keys: {k: rws[k] for k in keys}  # noqa: E731
-        if rule == "train_rws_model":
-            policy = {}
-            if wildcard == "augment":
-                policy = pick("corruptions", "severities", "augment_clean_fraction")
-            elif wildcard in self.targets:
-                policy = {"seed": rws["transfer"]["seed"], "init": self.targets[wildcard]}
-            return {"training": rws["finetune"], "policy": policy, "context": context}
-        return {
-            "train_rws_init": lambda: {"training": rws["init"], "context": context},
-            "train_expert": lambda: {
-                **pick("severities", "expert_selection"),
-                "training": rws["finetune"],
-                "context": context,
-            },
-            "extract_rws": lambda: {
-                **pick("layers", "layer_rule", "norm_affine", "statistics"),
-                "corruptions": self.corruptions,
-            },
-            "quantize_rws": lambda: {"variants": self.quantized_variants},
-            "evaluate_rws_model": lambda: pick("corruptions", "eval_severities"),
-            "evaluate_patched": lambda: pick("corruptions", "eval_severities", "lambda"),
-            "rws_lambda_sweep": lambda: {**pick("lambdas", "sweep_images", "eval_severities"), "deploy": self.deploy},
-            "rws_compose": lambda: pick("compose", "compose_lambdas", "compose_severity", "sweep_images"),
-            "rws_oracle_free": lambda: {**pick("oracle_free", "lambdas", "eval_severities"), "deploy": self.deploy},
-            "rws_transfer": lambda: {**pick("lambda", "eval_severities"), "deploy": self.deploy},
-            "report_rws": lambda: rws,
-        }[rule]()
+        return rws_rerun_keys(
+            self.run.config, rule, wildcard, {**self.run.study_context(), "model": self.run.config["model"]}
+        )
 
 
 class DistillPaths:
@@ -702,26 +677,8 @@ class DistillPaths:
         return files
 
     def rerun(self, rule: str, wildcard: str | None) -> dict:
-        d, c = self.spec, self.run.config
         # What changes any distillation model: the training split and the seed (not the soups or threats).
-        context = {
-            "data": {k: c["data"][k] for k in TRAINING_DATA_KEYS},
-            "dataset": self.run.dataset,
-            "seed": self.run.seed,
-        }
-        if rule == "evaluate_distilled":
-            wanted = {"evaluate": d["evaluate"], "corruptions": self.run.corruptions, "severities": self.run.severities}
-            return wanted | ({"selection": d["selection"]} if wildcard == MULTIHEAD else {})
-        return {
-            "train_teacher": lambda: {"teacher": d["teacher"], "augmentation": d["augmentation"], "context": context},
-            "train_student": lambda: {"student": d["student"], "context": context},
-            "distill_student": lambda: {
-                **{k: d[k] for k in ("multihead", "distillation", "augmentation")},
-                "context": context,
-            },
-            "finetune_student": lambda: {k: d[k] for k in ("finetune", "augmentation")} | {"context": context},
-            "report_distill": lambda: {},
-        }[rule]()
+        return distill_rerun_keys(self.run.config, rule, wildcard, self.run.study_context())
 
 
 __all__ = ["STUDY_CHECKS", "ConfigError", "RunPaths", "alternatives", "resolve_run_config", "settings"]
@@ -737,15 +694,3 @@ def asked_targets(settings: Any) -> list[str]:
     asked += [f"--until {t}" for t in sorted(getattr(settings, "until", ()))]
     asked += [f"--omit-from {t}" for t in sorted(getattr(settings, "omit_from", ()))]
     return asked
-
-
-def _training_sections(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
-    """(key path, section) of every training section of ``config`` (the mappings with a ``gpus`` key)."""
-    found = []
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            path = f"{prefix}{key}"
-            if "gpus" in value:
-                found.append((path, value))
-            found += _training_sections(value, f"{path}.")
-    return found

@@ -81,3 +81,26 @@ def check_distill_config(config: Mapping) -> None:
         raise ConfigError(
             f"config key 'distill.augmentation.corruptions': {d['augmentation']['kind']} needs at least one corruption"
         )
+
+
+def distill_rerun_keys(config: Mapping, rule: str, wildcard: str | None, context: Mapping) -> dict:
+    """The config keys distillation rule ``rule``'s outputs depend on (its ``rerun`` param,
+    :meth:`RunPaths.rerun`); ``context`` is what changes any of its models (the training split and the seed)."""
+    d, data = config["distill"], config["data"]
+    if rule == "evaluate_distilled":
+        wanted = {
+            "evaluate": d["evaluate"],
+            "corruptions": list(data["corruptions"]),
+            "severities": list(data["severities"]),
+        }
+        return wanted | ({"selection": d["selection"]} if wildcard == MULTIHEAD else {})
+    return {
+        "train_teacher": lambda: {"teacher": d["teacher"], "augmentation": d["augmentation"], "context": context},
+        "train_student": lambda: {"student": d["student"], "context": context},
+        "distill_student": lambda: {
+            **{k: d[k] for k in ("multihead", "distillation", "augmentation")},
+            "context": context,
+        },
+        "finetune_student": lambda: {k: d[k] for k in ("finetune", "augmentation")} | {"context": context},
+        "report_distill": lambda: {},
+    }[rule]()

@@ -162,3 +162,38 @@ def compound_name(a: str, b: str) -> str:
 def compose_name(a: str, la: float, b: str, lb: float) -> str:
     """Model name of the standard model patched with two signatures at once."""
     return f"rws-{a}-x{la:g}+{b}-x{lb:g}"
+
+
+def rws_rerun_keys(config: Mapping, rule: str, wildcard: str | None, context: Mapping) -> dict:
+    """The config keys RWS rule ``rule``'s outputs depend on (its ``rerun`` param, :meth:`RunPaths.rerun`);
+    ``context`` is what changes any RWS model (the training split, the seed, the architecture)."""
+    rws = config["rws"]
+    pick = lambda *keys: {k: rws[k] for k in keys}  # noqa: E731
+    if rule == "train_rws_model":
+        policy, targets = {}, transfer_targets(config)
+        if wildcard == "augment":
+            policy = pick("corruptions", "severities", "augment_clean_fraction")
+        elif wildcard in targets:
+            policy = {"seed": rws["transfer"]["seed"], "init": targets[wildcard]}
+        return {"training": rws["finetune"], "policy": policy, "context": context}
+    deploy = deploy_variant(config)
+    return {
+        "train_rws_init": lambda: {"training": rws["init"], "context": context},
+        "train_expert": lambda: {
+            **pick("severities", "expert_selection"),
+            "training": rws["finetune"],
+            "context": context,
+        },
+        "extract_rws": lambda: {
+            **pick("layers", "layer_rule", "norm_affine", "statistics"),
+            "corruptions": list(rws["corruptions"]),
+        },
+        "quantize_rws": lambda: {"variants": quantized_variants(config)},
+        "evaluate_rws_model": lambda: pick("corruptions", "eval_severities"),
+        "evaluate_patched": lambda: pick("corruptions", "eval_severities", "lambda"),
+        "rws_lambda_sweep": lambda: {**pick("lambdas", "sweep_images", "eval_severities"), "deploy": deploy},
+        "rws_compose": lambda: pick("compose", "compose_lambdas", "compose_severity", "sweep_images"),
+        "rws_oracle_free": lambda: {**pick("oracle_free", "lambdas", "eval_severities"), "deploy": deploy},
+        "rws_transfer": lambda: {**pick("lambda", "eval_severities"), "deploy": deploy},
+        "report_rws": lambda: rws,
+    }[rule]()
