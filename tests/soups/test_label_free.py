@@ -329,7 +329,9 @@ def test_soup_for_writes_the_chosen_soup_through_the_one_mixer(family_paths, ima
     assert soup == meta.provenance["soup_for"]["pick"]  # no --fallback: the pick is written, signal or not
     expected = affine_combination([load_checkpoint(p)[0] for p in models], [soup[n] for n in BASE])
     assert all(torch.equal(state[k], expected[k]) for k in expected)
-    assert f"wrote {out}" in printed
+    from robustsoup.soups.grid import mixture_text  # the one format of a soup's weights, tables and CLI alike
+
+    assert f"wrote {out} = {mixture_text((soup[n], n) for n in BASE)} (" in printed
     # the same choice as the search code makes on the images the data readers decode
     from robustsoup.soups.unlabelled import read_unlabelled
 

@@ -48,6 +48,9 @@ def test_mixture_text_writes_each_sign_once():
 
     assert mixture_text([(1.2, "linf"), (-0.2, "linf-l2")]) == "1.2·linf − 0.2·linf-l2"
     assert mixture_text([(-0.2, "linf"), (1.2, "linf-l2")]) == "−0.2·linf + 1.2·linf-l2"
+    # zero weights are left out, a leading zero too (soup-for's picks name every base model)
+    assert mixture_text([(0.0, "a"), (-0.5, "b"), (0.0, "c"), (1.5, "d")]) == "−0.5·b + 1.5·d"
+    assert mixture_text([(0.0, "a")]) == "0"
 
 
 def test_each_soup_names_its_mixture_in_base_model_order():

@@ -22,9 +22,12 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..config import IMAGEFOLDER, ConfigError, config_yaml, load_config_file
 from ..data import DATASETS, DataLayoutError
+from ..data.check import check_dataset
+from ..data.corruptions import CORRUPTIONS
 from ..data.imagefolder import IMAGEFOLDER_C, register_imagefolder, register_imagefolder_c_at
 from ..lineage import CLI_ADVICE, check_related
 from ..paths import resolve_run_config
+from ..soups.grid import mixture_text
 from ..soups.mixing import check_soup_family, write_soup
 from ..weights import WeightMismatchError
 from .args import UsageError, check_output, parse_path_and_number, warn
@@ -67,7 +70,7 @@ def cmd_soup(args: argparse.Namespace) -> int:
             "(allowed; BatchNorm statistics are mixed with the same weights)"
         )
     write_soup(loaded, weights, args.output, {"soup": dict(zip(names, weights))})
-    print(f"wrote {args.output} = " + " + ".join(f"{w:g}·{n}" for n, w in zip(names, weights)))
+    print(f"wrote {args.output} = {mixture_text(zip(weights, names))}")
     return 0
 
 
@@ -81,13 +84,9 @@ def _severities(text: str) -> list[int]:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from ..data.check import check_dataset
-
     corruptions = [c.strip() for c in args.corruptions.split(",") if c.strip()] if args.corruptions else None
     severities = _severities(args.severities) if args.severities else None
     if corruptions:  # names first: nothing is read for a typo
-        from ..data.corruptions import CORRUPTIONS
-
         unknown = [c for c in corruptions if c not in CORRUPTIONS]
         if unknown:
             raise UsageError(

@@ -11,11 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..findings import findings_table
+from ..report.findings import findings_markdown, write_findings
+
 
 def cmd_findings(args: argparse.Namespace) -> int:
-    from ..findings import findings_table
-    from ..report.findings import findings_markdown, write_findings
-
     try:
         table = findings_table(args.results)
     except (FileNotFoundError, ValueError) as error:

@@ -8,12 +8,13 @@ Torch-free: the workflow names its soups when it parses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 import pandas as pd
 
+from ..config import base_model_names
 from ..io import write_text_atomic
 
 
@@ -32,13 +33,17 @@ def soup_id(weights: Mapping[str, float], base_models: Sequence[str]) -> str:
     return "soup-" + "-".join(parts)
 
 
-def mixture_text(terms) -> str:
-    """``[(1.2, "linf"), (-0.2, "linf-l2")]`` → ``1.2·linf − 0.2·linf-l2`` (a leading negative: ``−0.2·a + 1.2·b``)."""
+def mixture_text(terms: Iterable[tuple[float, str]]) -> str:
+    """A soup's weights as text, the one format of the tables and the command line: ``[(1.2, "linf"),
+    (-0.2, "linf-l2")]`` → ``1.2·linf − 0.2·linf-l2`` (a leading negative: ``−0.2·a + 1.2·b``); zero
+    weights are left out (all zero: ``0``)."""
     parts = []
-    for i, (w, name) in enumerate(terms):
-        sign = ("" if w > 0 else "−") if i == 0 else ("+ " if w > 0 else "− ")
+    for w, name in terms:
+        if w == 0:
+            continue
+        sign = ("" if w > 0 else "−") if not parts else ("+ " if w > 0 else "− ")
         parts.append(f"{sign}{abs(w):g}·{name}")
-    return " ".join(parts)
+    return " ".join(parts) or "0"
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Soup:
 
     def mixture(self) -> str:
         """Its non-zero weights as text, in base-model order: ``0.8·linf + 0.2·linf-l2``."""
-        return mixture_text([(w, m) for m, w in self.weights if w != 0])
+        return mixture_text((w, m) for m, w in self.weights)
 
 
 def line_weights(start: float, stop: float, step: float) -> list[float]:
@@ -88,8 +93,6 @@ def line_grid(
 
 def grid_from_config(config: Mapping) -> list[Soup]:
     """The soup grid the config asks for (see ``soups`` in the config schema)."""
-    from ..config import base_model_names
-
     spec = config["soups"]
     return line_grid(spec["lines"], **spec["weights"], base_models=base_model_names(config))
 

@@ -1,19 +1,28 @@
-"""``soup-for``'s soup for a folder of unlabelled images: the images read as the checkpoints' data set is,
-the warning when they look unlike it, the scorer and the label-free methods that apply to it, and which
-weights to write when the picks disagree. The command line (:mod:`robustsoup.cli.soups`) parses the
-arguments, prints, and calls these."""
+"""``soup-for``'s soup for a folder of unlabelled images (:func:`soup_for`, every step in order): the
+images read as the checkpoints' data set is, the warning when they look unlike it, the scorer and the
+label-free methods that apply to it, and which weights to write when the picks disagree. The command line
+(:mod:`robustsoup.cli.soups`) parses the arguments, calls :func:`soup_for` and prints its :class:`SoupFor`."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, CheckpointMeta
-from ..data import DataLayoutError
+import torch
+
+from ..checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
+from ..config import resolve_config
+from ..data import DataLayoutError, FileSource, get_dataset_spec
+from ..data.imagefolder import spec_from_sidecar
+from ..data.sources import IMAGE_EXTENSIONS
 from ..device import Arithmetic
-from .choice import LabelFreeChoice
-from .mixing import Loaded
+from ..errors import ConfigError
+from ..lineage import check_related
+from .choice import LabelFreeChoice, choose_without_labels
+from .grid import simplex_grid
+from .mixing import Loaded, check_soup_family, write_soup
 from .search import LABEL_FREE_METHODS, SoupScorer, batchnorm_layers
 
 DEFAULT_METHOD = "bn_distance"  # the one label-free pick the README's digits measurement finds safe
@@ -22,8 +31,6 @@ DEFAULT_METHOD = "bn_distance"  # the one label-free pick the README's digits me
 def image_files(folder: Path) -> list[Path]:
     """Every image file under ``folder`` (any depth, any extension the data readers take),
     sorted; hidden files and folders skipped. Clear errors for a missing or empty folder."""
-    from ..data.sources import IMAGE_EXTENSIONS
-
     if not folder.is_dir():
         raise DataLayoutError(f"image folder {folder} does not exist or is not a folder; give a folder of images")
     found, others = [], 0
@@ -47,11 +54,6 @@ def image_files(folder: Path) -> list[Path]:
 def read_unlabelled(folder: Path, meta: CheckpointMeta, max_images: int):
     """The first ``max_images`` images of ``folder`` (0: all) as uint8 (N, 3, R, R), decoded, resized
     and centre-cropped as the checkpoints' data set is (:func:`robustsoup.data.decode_image`)."""
-    import torch
-
-    from ..data import FileSource, get_dataset_spec
-    from ..data.imagefolder import spec_from_sidecar
-
     try:
         spec = get_dataset_spec(meta.dataset)
     except KeyError as error:  # an ImageFolder's name (data.name): its sidecar says how to size the images
@@ -164,3 +166,135 @@ def soup_for_provenance(
             "forward_passes": chosen.forward_passes,
         },
     }
+
+
+@dataclass(frozen=True)
+class SoupFor:
+    """What :func:`soup_for` chose and wrote: the base models in the given order, the images scored, the
+    grid, every label-free method's pick (``choice``), the weights written (in ``names`` order) and whether
+    they fall back (the picks disagree beyond ``threshold``; ``fallback`` the base model written then, if
+    one was given)."""
+
+    names: list[str]
+    folder: Path
+    images: int
+    resolution: int
+    dataset: str
+    grid_size: int
+    step: float
+    extend: float
+    method: str
+    threshold: float
+    choice: LabelFreeChoice
+    weights: list[float]
+    falls_back: bool
+    fallback: str | None
+
+    @property
+    def chosen(self):
+        """The written method's pick (a :class:`~robustsoup.soups.search.Selection`)."""
+        return self.choice.selections[self.method]
+
+
+def soup_for(
+    folder: Path,
+    models: Sequence[Path],
+    output: Path,
+    *,
+    method: str = DEFAULT_METHOD,
+    step: float | None = None,
+    extend: float | None = None,
+    threshold: float | None = None,
+    fallback: str | Path | None = None,
+    max_images: int = 1000,
+    device: torch.device | str = "cpu",
+    trust_unverified: bool = False,
+    allow_unrelated: bool = False,
+    advice: str = "",
+    warn: Callable[[str], None] | None = None,
+) -> SoupFor:
+    """The soup of the checkpoints ``models`` chosen for the unlabelled images in ``folder`` and written
+    at ``output`` (``robustsoup soup-for``): the checkpoints loaded and checked as one soup family of related
+    models, the simplex grid (``step``, ``extend``; the schema's ``soups.search`` where None), the first
+    ``max_images`` images (0: all) read as the models' data set is, every label-free method on one shared
+    pass, ``method``'s pick written through the one mixer, or the base model ``fallback`` (a name or one of
+    ``models``' paths) when the picks disagree on more than ``threshold`` of the images. ``warn`` hears what
+    the caller should know (images unlike the models' data, unverified or unrelated checkpoints);
+    ``advice`` says how to mix unrelated models anyway. Bad settings raise :class:`ConfigError` naming
+    the command's flag; nothing is written unless every step succeeds."""
+    defaults = resolve_config({})["soups"]["search"]
+    step = step if step is not None else defaults["step"]
+    extend = extend if extend is not None else defaults["extend"]
+    threshold = threshold if threshold is not None else defaults["fallback_threshold"]
+    if not 0 <= threshold <= 1:
+        raise ConfigError(
+            f"--threshold: expected a fraction of the images between 0 and 1, found {threshold:g}; e.g. --threshold 0.1"
+        )
+    if extend < 0:
+        raise ConfigError(
+            f"--extend: expected 0 or more (how far weights may go below 0), found {extend:g}; e.g. --extend 0.2"
+        )
+    if max_images < 0:
+        raise ConfigError(
+            f"--max-images: expected 0 (all) or a positive count, found {max_images}; e.g. --max-images 1000"
+        )
+    image_files(folder)  # a missing or empty folder fails before any checkpoint is read
+    loaded = [load_checkpoint(path, trust_unverified=trust_unverified, warn=warn) for path in models]
+    check_soup_family(loaded)
+    check_related([m for _, m in loaded], "soup-for", allow_unrelated, advice, warn)
+    names = [meta.name for _, meta in loaded]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise CheckpointError(f"checkpoints share the name(s) {repeated}: give each base model once")
+    fallback_name = None
+    if fallback is not None:
+        by_path = {str(Path(p)): n for p, n in zip(models, names)}
+        fallback_name = by_path.get(str(Path(fallback)), str(fallback))
+        if fallback_name not in names:
+            raise ConfigError(
+                f"--fallback {str(fallback)!r} is none of the checkpoints given ({names}); name one of them, by "
+                "name or by path"
+            )
+    try:
+        grid = [dict(zip(names, w)) for w in simplex_grid(len(names), step, extend)]
+    except ValueError as error:
+        raise ConfigError(
+            f"--step {step:g}: {error}; expected a grid spacing in (0, 1] that divides 1, e.g. --step 0.1"
+        ) from None
+    meta = loaded[0][1]
+    images, spec = read_unlabelled(folder, meta, max_images)
+    for problem in distribution_problems(folder, images, spec, meta, max_images):
+        if warn is not None:
+            warn(problem)
+    scorer, methods = label_free_scorer(loaded, device)
+    if method not in methods:  # only where the model has no BatchNorm layer
+        asked = f"--method {method}" if method != DEFAULT_METHOD else f"the default, {DEFAULT_METHOD},"
+        raise ConfigError(
+            f"{asked} compares BatchNorm statistics, but {meta.architecture} has no BatchNorm layer; pass "
+            f"--method with one of {methods} (the README finds only {DEFAULT_METHOD} safe on digits)"
+        )
+    with torch.no_grad():
+        choice = choose_without_labels(scorer, grid, scorer.prepare(images), methods, threshold)
+    weights, falls_back = written_weights(choice, method, names, fallback_name)
+    fell_back_to = fallback_name if falls_back and fallback_name else None
+    provenance = soup_for_provenance(
+        folder, len(images), method, choice, threshold, dict(zip(names, weights)), fell_back_to
+    )
+    result = SoupFor(
+        names=names,
+        folder=folder,
+        images=len(images),
+        resolution=spec.resolution,
+        dataset=meta.dataset,
+        grid_size=len(grid),
+        step=step,
+        extend=extend,
+        method=method,
+        threshold=threshold,
+        choice=choice,
+        weights=weights,
+        falls_back=falls_back,
+        fallback=fallback_name,
+    )
+    write_soup(loaded, weights, output, provenance)  # renames the first sidecar: the result is taken before
+    return result
