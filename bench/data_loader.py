@@ -124,7 +124,7 @@ def loader_rate(split: FileSplit, decoder: str, workers: int, batch: int) -> flo
 def training_rate(split: FileSplit, workers: int, batch: int) -> float:
     """Images/s of one clean training epoch of the small PreAct ResNet (width 16) on the CPU, reading the
     file list through ``workers`` loader workers: what decoding ahead is worth while the CPU computes."""
-    from robustsoup.models import build_model
+    from robustsoup.models import create_model
     from robustsoup.train.loop import TrainSettings, train_model
     from robustsoup.train.policies import make_input_policy
 
@@ -132,7 +132,7 @@ def training_rate(split: FileSplit, workers: int, batch: int) -> float:
         previous = options.configure({"loader_workers": workers})
         try:
             torch.manual_seed(0)
-            model = build_model("preact_resnet_small", 10, (0.5,) * 3, (0.25,) * 3, width=16)
+            model = create_model("preact_resnet_small", 10, (0.5,) * 3, (0.25,) * 3, width=16)
             settings = TrainSettings(epochs=1, lr=0.01, batch_size=batch, precision="float32")
             train_model(model, split, make_input_policy("none", {}, 1), settings, torch.device("cpu"))
         finally:

@@ -46,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from robustsoup.attacks import attack_plan, robust_correct
 from robustsoup.data import ImageSplit
 from robustsoup.device import Arithmetic, configure_cuda, machine_summary
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.soups.search import SoupScorer
 from robustsoup.train.loop import TrainSettings, train_model
 from robustsoup.train.policies import make_input_policy
@@ -158,7 +158,7 @@ def counted_flops(run: Callable[[], None]) -> int:
 
 def new_model(size: Size, device: torch.device, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(size.architecture, size.num_classes, (0.5,) * 3, (0.25,) * 3).to(device)
+    return create_model(size.architecture, size.num_classes, (0.5,) * 3, (0.25,) * 3).to(device)
 
 
 def images(n: int, size: Size, seed: int = 0) -> ImageSplit:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from robustsoup.attacks import attack_plan, robust_correct
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.models.registry import IDENTITY_STATISTICS
 
 from measurements import Measurement, write_summary
@@ -52,7 +52,7 @@ def measure(
 ) -> list[Measurement]:
     """Time both sides per norm, check per-point equality; one row per norm (A time / B time)."""
     torch.manual_seed(0)
-    model = build_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS, width=width).to(device).eval()
+    model = create_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS, width=width).to(device).eval()
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(n, 3, 32, 32, generator=generator).to(device)
     with torch.no_grad():

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from robustsoup.device import resolve_arithmetic
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.models.registry import IDENTITY_STATISTICS
 from robustsoup.soups.grid import simplex_grid
 from robustsoup.soups.search import SoupScorer
@@ -44,7 +44,7 @@ def measure(images: int, soups: int, width: int, device: str = "cpu", log=print)
     states = []
     for seed in range(len(NAMES)):
         torch.manual_seed(seed)
-        states.append(build_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS, width=width).state_dict())
+        states.append(create_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS, width=width).state_dict())
     generator = torch.Generator().manual_seed(0)
     pixels = (torch.rand(images, 3, 32, 32, generator=generator) * 255).to(torch.uint8)
     labels = torch.randint(0, 10, (images,), generator=generator)
@@ -53,7 +53,7 @@ def measure(images: int, soups: int, width: int, device: str = "cpu", log=print)
     rows = []
     for precision in ("auto", "float32"):
         arithmetic = resolve_arithmetic(precision, "auto", device)
-        model = build_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS, width=width)
+        model = create_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS, width=width)
         scorer = SoupScorer(model, states, NAMES, device=device, arithmetic=arithmetic)
         inputs = scorer.prepare(pixels)
         scorer.logits(inputs)  # warm-up (allocator, oneDNN primitives)

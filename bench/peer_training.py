@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from robustsoup.attacks.apgd import apgd_train
 from robustsoup.data import ImageSplit
 from robustsoup.device import cpu_native_bf16, resolve_arithmetic
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.models.registry import IDENTITY_STATISTICS
 from robustsoup.train.loop import TrainSettings, learning_rate
 from robustsoup.train.policies import make_input_policy
@@ -61,11 +61,11 @@ IDENTITY = {"architecture": "preact_resnet18_rf", "dataset": "cifar10", "model_k
 
 def starting_state() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    return build_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS).net.state_dict()
+    return create_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS).net.state_dict()
 
 
 def fresh_model(state: dict[str, torch.Tensor]):
-    model = build_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS)
+    model = create_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS)
     model.net.load_state_dict(state)
     return model
 

@@ -21,7 +21,7 @@ import torch
 
 from robustsoup.data import ImageSplit
 from robustsoup.device import cpu_native_bf16, machine_summary, resolve_arithmetic
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.train.loop import TrainSettings, train_model
 from robustsoup.train.policies import make_input_policy
 
@@ -37,7 +37,7 @@ def images_per_second(
     architecture: str, kwargs: dict, data: ImageSplit, precision: str, channels_last: bool, batch: int, steps: int
 ) -> float:
     torch.manual_seed(0)
-    model = build_model(architecture, 10, (0.5,) * 3, (0.25,) * 3, **kwargs)
+    model = create_model(architecture, 10, (0.5,) * 3, (0.25,) * 3, **kwargs)
     settings = TrainSettings(epochs=1, lr=0.01, batch_size=batch, precision=precision, channels_last=channels_last)
     policy = make_input_policy("Linf", {"Linf": 8 / 255}, steps)
     start = time.perf_counter()

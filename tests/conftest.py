@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from robustsoup.checkpoint import CheckpointMeta
-from robustsoup.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,4 +113,4 @@ def random_images():
     return x, y
 
 
-__all__ = ["REPO", "build_model", "tiny_meta"]
+__all__ = ["REPO", "tiny_meta"]

@@ -69,11 +69,11 @@ def test_multihead_evaluation_calibrates_held_out_without_opening_the_corrupted_
     adaptation split's corrupted copies (only the test split's are read, for the table's rows)."""
     from robustsoup.data import ImageSplit
     from robustsoup.distill import stages
-    from robustsoup.models import build_model
+    from robustsoup.models import create_model
 
     config = resolve_config({"distill": {"selection": {"calibration_copies": 2, "mc_samples": 2}}})
     torch.manual_seed(0)
-    model = build_model(
+    model = create_model(
         "multihead", 10, [0.3] * 3, [0.3] * 3, base="preact_resnet_small", width=4, activation="relu", dropout=0.25
     ).eval()
     images, labels = _adapt(16)

@@ -16,7 +16,7 @@ from robustsoup.distill.heads import HeadSignals, Thresholds, head_signals, sele
 from robustsoup.distill.stages import check_distill_config
 from robustsoup.distill.student import freeze_for_distillation, multihead_state_from_student
 from robustsoup.distill.training import DistillSettings, distill_multihead, kd_loss, predict_logits
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.models.multihead import HEADS
 from robustsoup.train.run import count_parameters
 
@@ -26,7 +26,7 @@ from conftest import tiny_meta
 def _student_and_multihead(width: int = 4, dropout: float = 0.25, trainable_blocks: int = 1):
     torch.manual_seed(0)
     student = tiny_meta(width=width).build().eval()
-    multihead = build_model(
+    multihead = create_model(
         "multihead",
         10,
         [0.3] * 3,
@@ -268,7 +268,7 @@ def test_bad_distill_config_errors():
     with pytest.raises(ValueError, match="distill.augmentation.corruptions"):
         check_distill_config(config)
     with pytest.raises(ValueError, match="trainable_blocks"):
-        build_model("multihead", 10, [0.3] * 3, [0.3] * 3, width=4, trainable_blocks=4)
+        create_model("multihead", 10, [0.3] * 3, [0.3] * 3, width=4, trainable_blocks=4)
     with pytest.raises(ValueError, match="temperature"):
         DistillSettings(epochs=1, lr=0.1, temperature=0)
     with pytest.raises(ValueError, match="head_weights"):

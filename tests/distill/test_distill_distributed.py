@@ -15,7 +15,7 @@ from robustsoup.distill.augmentation import AugmentInputs
 from robustsoup.distill.stages import distill_student
 from robustsoup.distill.student import multihead_state_from_student
 from robustsoup.distill.training import DistillSettings, distill_multihead, predict_logits
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.train import distributed
 
 from conftest import tiny_meta
@@ -45,7 +45,7 @@ def _distil() -> tuple[dict, list[dict]]:
     """Distil a fresh multi-head student (no dropout, frozen BatchNorm: nothing depends on the shard)."""
     torch.manual_seed(0)
     student = tiny_meta(width=4).build().eval()
-    model = build_model(
+    model = create_model(
         "multihead",
         10,
         [0.3] * 3,
@@ -124,7 +124,7 @@ def _distil_augmented(out: str, kill_after: int | None) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     student = tiny_meta(width=4).build().eval()
-    model = build_model(
+    model = create_model(
         "multihead", 10, [0.3] * 3, [0.3] * 3, base="preact_resnet_small", width=4, dropout=0.25, trainable_blocks=1
     )
     model.load_state_dict(multihead_state_from_student(student.state_dict(), model.net))

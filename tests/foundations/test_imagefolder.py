@@ -119,25 +119,25 @@ def test_each_data_set_has_its_documented_radii(tmp_path, capsys):
 
 
 def test_timm_and_torchvision_names_build_with_the_data_classes():
-    from robustsoup.models import build_model
+    from robustsoup.models import create_model
 
-    model = build_model("timm:resnet18", 7, (0.1,) * 3, (0.2,) * 3).eval()
+    model = create_model("timm:resnet18", 7, (0.1,) * 3, (0.2,) * 3).eval()
     assert model(torch.rand(1, 3, 48, 48)).shape == (1, 7)
     assert model.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])  # its pretrained config's
-    assert build_model("torchvision:resnet18", 3, (0,) * 3, (1,) * 3).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 3)
+    assert create_model("torchvision:resnet18", 3, (0,) * 3, (1,) * 3).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 3)
     with pytest.raises(KeyError, match="nearest names: .*resnet18"):
-        build_model("timm:resnet81", 7, (0,) * 3, (1,) * 3)
+        create_model("timm:resnet81", 7, (0,) * 3, (1,) * 3)
 
 
 def test_weights_of_1000_classes_get_a_new_head_logged_and_recorded(seven, tmp_path, monkeypatch, caplog):
     from safetensors.torch import save_file
 
-    from robustsoup.models import build_model
+    from robustsoup.models import create_model
     from robustsoup.train.run import initial_model, model_identity, new_meta
 
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
-    imagenet = build_model("timm:resnet18", 1000, (0,) * 3, (1,) * 3).net
+    imagenet = create_model("timm:resnet18", 1000, (0,) * 3, (1,) * 3).net
     save_file({k: v.contiguous() for k, v in imagenet.state_dict().items()}, str(tmp_path / "r18.safetensors"))
     model_section = {"architecture": "timm:resnet18", "weights": str(tmp_path / "r18.safetensors")}
     config = resolve_run_config(
@@ -156,10 +156,10 @@ def test_weights_of_1000_classes_get_a_new_head_logged_and_recorded(seven, tmp_p
 
 def test_apgd_t_runs_with_two_classes_and_one_target():
     from robustsoup.attacks.autoattack import attack_plan, robust_correct
-    from robustsoup.models import build_model
+    from robustsoup.models import create_model
 
     torch.manual_seed(0)
-    model = build_model("preact_resnet_small", 2, (0.5,) * 3, (0.3,) * 3, width=4).eval()
+    model = create_model("preact_resnet_small", 2, (0.5,) * 3, (0.3,) * 3, width=4).eval()
     x = torch.rand(4, 3, 16, 16)
     y = model(x).argmax(1)
     plan = attack_plan("standard", "Linf", 2, n_iter=5)

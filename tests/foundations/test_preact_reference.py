@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from robustsoup.checkpoint import CheckpointError
 from robustsoup.config import load_config_file, resolve_config
-from robustsoup.models import ZooError, build_model, create_model, input_statistics, load_weights_file
+from robustsoup.models import ZooError, create_model, input_statistics, load_weights_file
 from robustsoup.models.multihead import split_base
 from robustsoup.train.run import initial_model, model_identity, new_meta
 
@@ -100,7 +100,7 @@ def authors_file(authors_model, tmp_path_factory):
 
 
 def test_the_reference_variant_has_the_authors_keys_and_statistics(authors_model):
-    ours = build_model("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, width=64, activation="softplus")
+    ours = create_model("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, width=64, activation="softplus")
     assert set(authors_model.state_dict()) == _keys()
     assert set(ours.net.state_dict()) == _keys()
     assert [(k, v.shape) for k, v in ours.net.state_dict().items()] == [
@@ -111,7 +111,7 @@ def test_the_reference_variant_has_the_authors_keys_and_statistics(authors_model
     assert ours.mean.flatten().tolist() == [0, 0, 0] and ours.std.flatten().tolist() == [1, 1, 1]
     assert isinstance(ours.net.act, nn.ReLU) and isinstance(ours.net.layer1[0].act, nn.Softplus)
     # Our own PreAct ResNet-18 keeps its layout, final activation and the data set's statistics.
-    old = build_model("preact_resnet18", 10, CIFAR_MEAN, CIFAR_STD, width=64, activation="softplus")
+    old = create_model("preact_resnet18", 10, CIFAR_MEAN, CIFAR_STD, width=64, activation="softplus")
     assert "layers.0.bn1.weight" in old.net.state_dict() and isinstance(old.net.act, nn.Softplus)
     assert old.mean.flatten().tolist() == pytest.approx(CIFAR_MEAN)
 
@@ -177,7 +177,7 @@ def test_files_of_another_layout_say_which_architecture_fits(authors_file, tmp_p
         create_model("wrn28_10", 10, CIFAR_MEAN, CIFAR_STD, weights=authors_file, width=16)
     # A state dict in our layout into the reference variant.
     ours = tmp_path / "ours.pth"
-    torch.save(build_model("preact_resnet18", 10, CIFAR_MEAN, CIFAR_STD).net.state_dict(), ours)
+    torch.save(create_model("preact_resnet18", 10, CIFAR_MEAN, CIFAR_STD).net.state_dict(), ours)
     with pytest.raises(CheckpointError, match=r"missing keys \['layer1\.0\.bn1\.weight'.*this file is not one"):
         create_model("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, weights=ours)
 
@@ -189,15 +189,15 @@ def test_shape_mismatch_says_the_expected_and_found_width(authors_file):
         e.value
     )
     with pytest.raises(CheckpointError, match="width 64 and 100 classes"):
-        load_weights_file(build_model("preact_resnet18_rf", 100, CIFAR_MEAN, CIFAR_STD), authors_file)
+        load_weights_file(create_model("preact_resnet18_rf", 100, CIFAR_MEAN, CIFAR_STD), authors_file)
 
 
 def test_multihead_splits_the_reference_layout_into_its_blocks():
-    net = build_model("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, width=8).net
+    net = create_model("preact_resnet18_rf", 10, CIFAR_MEAN, CIFAR_STD, width=8).net
     classifier, blocks, post = split_base(net)
     assert (classifier, post) == ("linear", ["bn"])
     assert blocks == [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
-    flat = build_model("preact_resnet_small", 10, CIFAR_MEAN, CIFAR_STD, width=8).net
+    flat = create_model("preact_resnet_small", 10, CIFAR_MEAN, CIFAR_STD, width=8).net
     assert split_base(flat)[1] == ["layers.0", "layers.1", "layers.2"]
 
 

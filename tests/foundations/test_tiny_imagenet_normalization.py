@@ -4,7 +4,7 @@ tools.py:149-151 for Tiny-ImageNet, :155-157 for Tiny-ImageNet-C)."""
 import torch
 
 from robustsoup.data import get_dataset_spec
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 
 REFERENCE = ((0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262))
 
@@ -14,7 +14,7 @@ def test_tiny_imagenet_and_its_corruptions_carry_the_reference_statistics_into_t
         spec = get_dataset_spec(name)
         assert (tuple(spec.mean), tuple(spec.std)) == REFERENCE, name
     spec = get_dataset_spec("tiny-imagenet")
-    model = build_model("preact_resnet_small", spec.num_classes, spec.mean, spec.std, width=4)
+    model = create_model("preact_resnet_small", spec.num_classes, spec.mean, spec.std, width=4)
     x = torch.rand(2, 3, 64, 64)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in REFERENCE)
     assert torch.equal(model(x), model.net((x - mean) / std))

@@ -15,7 +15,6 @@ from robustsoup.models import (
     ARCHITECTURES,
     Normalized,
     ZooError,
-    build_model,
     create_model,
     input_statistics,
     load_weights_file,
@@ -59,19 +58,19 @@ def test_wrn28_matches_the_robustbench_parameter_layout():
 
     torch.manual_seed(0)
     reference = Reference(depth=28, widen_factor=1).eval()
-    ours = build_model("wrn28_10", 10, mean=(0.5,) * 3, std=(0.25,) * 3, width=16).eval()
+    ours = create_model("wrn28_10", 10, mean=(0.5,) * 3, std=(0.25,) * 3, width=16).eval()
     assert set(ours.net.state_dict()) == set(reference.state_dict())
     ours.net.load_state_dict(reference.state_dict())
     x = torch.rand(3, 3, 32, 32)
     assert torch.allclose(ours(x), reference((x - 0.5) / 0.25), atol=1e-5)
-    wide = build_model("wrn28_10", 10, (0,) * 3, (1,) * 3, width=160)
+    wide = create_model("wrn28_10", 10, (0,) * 3, (1,) * 3, width=160)
     assert wide.net.fc.in_features == 640 and sum(p.numel() for p in wide.parameters()) == 36_479_194
     with pytest.raises(ValueError, match="multiple of 16"):
-        build_model("wrn28_10", 10, (0,) * 3, (1,) * 3, width=20)
+        create_model("wrn28_10", 10, (0,) * 3, (1,) * 3, width=20)
 
 
 def test_timm_resnet50_takes_weights_from_a_local_file(tmp_path, no_network):
-    source = build_model("resnet50", 1000, (0.1,) * 3, (0.2,) * 3).eval()
+    source = create_model("resnet50", 1000, (0.1,) * 3, (0.2,) * 3).eval()
     # timm's own input statistics, not the data set's
     assert source.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
     path = tmp_path / "resnet50.safetensors"
@@ -83,13 +82,13 @@ def test_timm_resnet50_takes_weights_from_a_local_file(tmp_path, no_network):
     # A .pt state dict saved from DataParallel (module. prefix) inside {"state_dict": …} loads too.
     pt = tmp_path / "resnet50.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.net.state_dict().items()}}, pt)
-    again = load_weights_file(build_model("resnet50", 1000, (0,) * 3, (1,) * 3), pt).eval()
+    again = load_weights_file(create_model("resnet50", 1000, (0,) * 3, (1,) * 3), pt).eval()
     assert torch.equal(again(x), source(x))
     # Weights of another architecture are refused with the key that does not fit.
     small = tmp_path / "small.safetensors"
-    save_file(build_model("preact_resnet_small", 1000, (0,) * 3, (1,) * 3).net.state_dict(), str(small))
+    save_file(create_model("preact_resnet_small", 1000, (0,) * 3, (1,) * 3).net.state_dict(), str(small))
     with pytest.raises(CheckpointError, match="another architecture.*set model.architecture"):
-        load_weights_file(build_model("resnet50", 1000, (0,) * 3, (1,) * 3), small)
+        load_weights_file(create_model("resnet50", 1000, (0,) * 3, (1,) * 3), small)
 
 
 def test_vit_statistics_come_from_timm_without_building_it():
@@ -146,14 +145,14 @@ def test_pickled_code_in_a_weights_file_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"weight": Payload()}, path)
     with pytest.raises(CheckpointError, match="weights_only=True"):
-        load_weights_file(build_model("preact_resnet_small", 10, (0,) * 3, (1,) * 3), path)
+        load_weights_file(create_model("preact_resnet_small", 10, (0,) * 3, (1,) * 3), path)
 
 
 def test_create_model_is_the_registry_build_with_weights_on_top(tmp_path):
     """The one factory: without weights, the architecture freshly built (the same draws as the registry's
     builder); with a weights file, those weights; pretrained=True only for names with weights of their own."""
     torch.manual_seed(5)
-    built = build_model("preact_resnet_small", 10, (0.3,) * 3, (0.2,) * 3, width=4)
+    built = create_model("preact_resnet_small", 10, (0.3,) * 3, (0.2,) * 3, width=4)
     torch.manual_seed(5)
     created = create_model("preact_resnet_small", 10, (0.3,) * 3, (0.2,) * 3, width=4)
     assert built.state_dict().keys() == created.state_dict().keys()

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from robustsoup.checkpoint import load_checkpoint
 from robustsoup.data.stages import prepare_data
 from robustsoup.lp.stages import pretrain
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.paths import RunPaths, resolve_run_config
 
 CLASSES = [f"c{i}" for i in range(7)]
@@ -31,7 +31,7 @@ def test_a_1000_class_file_fine_tuned_adversarially_on_7_classes_gets_a_new_head
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(image).save(path)
     torch.manual_seed(0)
-    imagenet = build_model("timm:resnet18", 1000, (0,) * 3, (1,) * 3).net.state_dict()
+    imagenet = create_model("timm:resnet18", 1000, (0,) * 3, (1,) * 3).net.state_dict()
     weights = tmp_path / "resnet18-imagenet.safetensors"
     save_file({k: v.contiguous() for k, v in imagenet.items()}, str(weights))
     config = resolve_run_config(

@@ -19,7 +19,7 @@ import torch
 from parity_golden import formula_state, load_npz
 from torch.nn import functional as F
 
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.models.registry import IDENTITY_STATISTICS
 from robustsoup.models.zoo import load_weights_file
 
@@ -28,7 +28,7 @@ GOLDEN, META = load_npz("robust_finetuning_preact")
 
 def _saved_state(tmp_path):
     keys = [str(k) for k in GOLDEN["keys"]]
-    shapes = build_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS).net.state_dict()
+    shapes = create_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS).net.state_dict()
     floating = [(k, tuple(shapes[k].shape)) for k in keys if shapes[k].is_floating_point()]
     state = {k: torch.from_numpy(v) for k, v in formula_state(floating).items()}
     state |= {k[len("state/") :]: torch.from_numpy(v) for k, v in GOLDEN.items() if k.startswith("state/")}
@@ -38,12 +38,12 @@ def _saved_state(tmp_path):
 
 
 def test_keys_of_the_saved_state_dict_are_ours():
-    ours = list(build_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS).net.state_dict())
+    ours = list(create_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS).net.state_dict())
     assert ours == [str(k) for k in GOLDEN["keys"]]
 
 
 def test_logits_gradients_and_running_statistics(tmp_path):
-    model = build_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS)
+    model = create_model("preact_resnet18_rf", 10, *IDENTITY_STATISTICS)
     load_weights_file(model, _saved_state(tmp_path))
     x, y = torch.from_numpy(GOLDEN["x"]), torch.from_numpy(GOLDEN["y"])
     model.eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustsoup.models import build_model
+from robustsoup.models import create_model
 from robustsoup.rws.extract import extract_signature
 from robustsoup.rws.layers import plan_layers
 from robustsoup.rws.quantize import quantize_signatures
@@ -27,7 +27,7 @@ def _reference_keys() -> dict[str, tuple[int, ...]]:
 
 
 def test_vgg16_builds_with_the_reference_state_dict_layout_and_normalizes_with_the_data_set():
-    model = build_model("vgg16_rws", 10, *CIFAR10, width=64)
+    model = create_model("vgg16_rws", 10, *CIFAR10, width=64)
     own = {k: tuple(v.shape) for k, v in model.net.state_dict().items()}
     assert own == _reference_keys()
     assert list(model.state_dict()) == [f"net.{k}" for k in own]  # normalization is not in the state dict
@@ -36,12 +36,12 @@ def test_vgg16_builds_with_the_reference_state_dict_layout_and_normalizes_with_t
     x = torch.rand(2, 3, 32, 32)
     assert model(x).shape == (2, 10)
     with pytest.raises(ValueError, match="ReLU"):
-        build_model("vgg16_rws", 10, *CIFAR10, activation="softplus")
+        create_model("vgg16_rws", 10, *CIFAR10, activation="softplus")
 
 
 def test_the_reference_layer_rule_on_vgg16_takes_the_first_k_convolutions_with_their_biases():
     """select_layers (tools.py:210-217): the first k 4-D weights, each with its bias; the classifier never."""
-    state = build_model("vgg16_rws", 10, *CIFAR10, width=8).state_dict()
+    state = create_model("vgg16_rws", 10, *CIFAR10, width=8).state_dict()
     convs = [k[: -len(".weight")] for k, v in state.items() if v.dim() == 4]
     for k in (5, 7, 13, 20):
         plan = plan_layers(state, k=k, rule="reference")
@@ -51,7 +51,7 @@ def test_the_reference_layer_rule_on_vgg16_takes_the_first_k_convolutions_with_t
 
 def _signatures():
     torch.manual_seed(0)
-    init = build_model("vgg16_rws", 10, *CIFAR10, width=8).state_dict()
+    init = create_model("vgg16_rws", 10, *CIFAR10, width=8).state_dict()
     identity = {"architecture": "vgg16_rws", "model_kwargs": {"width": 8}, "dataset": "cifar10", "num_classes": 10}
 
     def moved(scale: float):

@@ -12,7 +12,6 @@ from .registry import (
     FIXED_INPUT_STATISTICS,
     ZOO_PREFIX,
     Normalized,
-    build_model,
     input_statistics,
     register_architecture,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "Normalized",
     "ZooError",
     "autoattack_alias",
-    "build_model",
     "create_model",
     "input_statistics",
     "load_weights_file",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .named import load_with_new_head, split_name
-from .registry import ZOO_PREFIX, Normalized, build_model
+from .registry import ZOO_PREFIX, Normalized, _build_model
 from .zoo import ZOO_DATASETS, load_weights_file, load_weights_into, load_zoo_model, read_state_dict
 
 
@@ -55,9 +55,9 @@ def create_model(
             dataset = {n: d for d, n in ZOO_DATASETS.items()}.get(num_classes, f"<{num_classes}-class data set>")
         return load_zoo_model(name[len(ZOO_PREFIX) :], dataset, threat, model_dir)
     if zoo:
-        model = build_model(name, num_classes, mean, std, dataset=dataset, threat=threat)
+        model = _build_model(name, num_classes, mean, std, dataset=dataset, threat=threat)
     else:
-        model = build_model(name, num_classes, mean, std, **kwargs)
+        model = _build_model(name, num_classes, mean, std, **kwargs)
     if weights and split_name(name) is not None:  # timm / torchvision: a new head for new classes
         state, replaced = load_with_new_head(model.net, read_state_dict(weights), str(weights))
         load_weights_into(model, state, source=str(weights))

@@ -127,7 +127,7 @@ def wrn28_10(num_classes: int, width: int = 160, activation: str = "relu") -> nn
     return WideResNet(depth=28, widen=width // 16, num_classes=num_classes, activation=activation)
 
 
-def build_model(
+def _build_model(
     architecture: str,
     num_classes: int,
     mean: Sequence[float],

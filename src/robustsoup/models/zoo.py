@@ -53,7 +53,7 @@ from .registry import (
     PREFIX_BUILDERS,
     ZOO_PREFIX,
     Normalized,
-    build_model,
+    _build_model,
 )
 
 ZOO_DATASETS = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
@@ -309,7 +309,7 @@ def load_zoo_model(
     The model takes [0,1] pixels (it normalizes inside) and is in eval mode.
     """
     path = require_zoo_weights(name, dataset, threat, model_dir)
-    model = build_model(ZOO_PREFIX + name, ZOO_DATASETS[dataset], *IDENTITY_STATISTICS, dataset=dataset, threat=threat)
+    model = _build_model(ZOO_PREFIX + name, ZOO_DATASETS[dataset], *IDENTITY_STATISTICS, dataset=dataset, threat=threat)
     with network_forbidden(f"loading RobustBench model {name}"):
         load_weights_into(model, read_state_dict(path), source=str(path))
     return model.to(device).eval()
