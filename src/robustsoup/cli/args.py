@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+import torch
+
 
 class UsageError(ValueError):
     """A command-line argument that cannot be used as given (the message names the flag)."""
@@ -49,8 +51,6 @@ def check_output(flag: str, output: Path, inputs: Iterable[Path], extra: Iterabl
 
 def parse_device(text: str):
     """``--device``: cpu, auto, cuda or cuda:N, checked against this machine; a torch.device."""
-    import torch
-
     wanted = text.strip().lower()
     if wanted == "cpu":
         return torch.device("cpu")

@@ -32,6 +32,7 @@ import lazy_loader
 
 from ..facts import current_facts
 from . import options as options_
+from .sources import FileSource
 from .splits import FileSplit, ImageSplit
 
 torch = lazy_loader.load("torch")  # not at import: parsing the workflow must not load torch
@@ -103,8 +104,6 @@ class _DecodedBatches:
     indices) is the uint8 batch of those images."""
 
     def __init__(self, split: FileSplit, decoder: str) -> None:
-        from .sources import FileSource
-
         self.source = FileSource(split.paths, split.labels, split.resolution, split.resize, decoder=decoder)
 
     def __len__(self) -> int:

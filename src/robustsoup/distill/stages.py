@@ -33,7 +33,7 @@ from ..data import load_split
 from ..data.corrupted import corrupted_split, split_head
 from ..device import seed_everything
 from ..evaluate.registry import make_evaluator
-from ..evaluate.rows import METRIC_COLUMNS, MetricLog, write_metrics
+from ..evaluate.rows import METRIC_COLUMNS, MetricLog, read_metrics, write_metrics
 from ..io import write_text_atomic
 from ..lineage import descend
 from ..models.multihead import HEADS, MultiHeadNet
@@ -392,7 +392,6 @@ def report_distill(
     i.e. ``metrics/distill.tsv``), then the distillation table (CSV + Markdown + HTML page) from them
     and the checkpoints' sidecars, and with ``figure_path`` (.png) the table at a glance as a figure
     (PNG + PDF + HTML page)."""
-    from ..evaluate.rows import read_metrics
     from .report import distill_table, plot_distill, write_distill_table
 
     metrics = read_metrics(list(metric_paths))

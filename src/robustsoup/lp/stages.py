@@ -29,9 +29,11 @@ from ..evaluate.registry import make_evaluator
 from ..evaluate.rows import METRIC_COLUMNS, read_metrics, write_metrics
 from ..io import write_text_atomic
 from ..points import read_points, write_points
+from ..report import evaluation_note, write_table
 from ..train.policies import make_input_policy
 from ..train.run import model_identity, new_meta, settings_from, starting_model, train_and_checkpoint
 from .captions import LP_REPORT
+from .report import accuracy_table, add_training_columns
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +264,6 @@ def report_lp(
     its weights as text}, in grid order, the soups study's grid as the
     workflow names it).
     """
-    # Imported here: matplotlib costs every other stage's job a third of a second.
-    from ..report import evaluation_note, write_table
-    from .report import accuracy_table, add_training_columns
-
     metrics = gather_metrics(config, models, Path(gathered_path).parent, gathered_path, studies=studies)
     metrics = metrics[metrics["study"] == "lp"]
     metas = [load_meta(path) for path in sidecar_paths]

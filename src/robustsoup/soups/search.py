@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
 from ..data.imagenet import restrict_logits
@@ -301,8 +302,6 @@ def learned_soup(
     cross-entropy is taken over the set's label space (:func:`label_space`
     of ``scoring``), accuracy under ``scoring``.
     """
-    from torch.func import functional_call
-
     names = scorer.names
     k = len(names)
     scored_before = scorer.forward_passes

@@ -34,12 +34,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..attacks import attack_plan
 from ..checkpoint import load_checkpoint, load_model, load_state_dict_checked, save_checkpoint
 from ..config import base_model_names, dataset_name
 from ..data import ImageSplit, load_split
 from ..data.scoring import NO_TARGET, split_scoring
 from ..data.splits import Split
 from ..device import resolve_arithmetic, seed_everything
+from ..evaluate.adversarial import union_rows
 from ..evaluate.registry import make_evaluator
 from ..evaluate.rows import MetricLog
 from ..evaluate.shifts import MIXED_SEVERITY, evaluation_sets, part_label
@@ -47,6 +49,8 @@ from ..io import write_text_atomic
 from ..lineage import CONFIG_ADVICE, check_related, mixed
 from ..models.batchnorm import recompute_batchnorm_statistics
 from ..progress import Progress, progress
+from ..report import attack_summary
+from ..report.tables import write_table
 from ..train.run import model_identity, new_meta
 from ..weights import affine_combination
 from .captions import SOUPS_REPORT
@@ -520,9 +524,6 @@ def evaluate_ternary(
     the first ``soups.ternary.n_images`` test images). Soup ids follow
     :func:`robustsoup.soups.grid.soup_id`; corners keep their model names.
     """
-    from ..attacks import attack_plan
-    from ..evaluate.adversarial import union_rows
-
     spec = config["soups"]["ternary"]
     corners = list(spec["models"])
     identity = model_identity(config)
@@ -598,8 +599,6 @@ def report_soups(
     shift, ternary maps), the soup grid (``soups/grid.tsv``) and one soup-line figure per configured line
     (``line_figure_paths``, in ``soups.lines`` order) from the models' rows in ``metrics/all.tsv``
     (``ledger_path``, study ``lp``: the base models and the soups on the lines, union accuracy included)."""
-    from ..report import attack_summary
-    from ..report.tables import write_table
     from .report import plot_composition, plot_soup_line, plot_ternary, shifts_table, soup_line_points
 
     metrics = pd.read_csv(shifts_path, sep="\t")

@@ -63,6 +63,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..data.loading import RANK_CPUS_ENV, job_cpus
@@ -532,16 +533,14 @@ class SyncedBatchNorm(_BatchNorm):
         self._check_input_dim(x)
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, x.dim())]
         xf = x.float()
         count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
         packed = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
         if dist.get_backend() == "nccl" or x.device.type == "cpu":
-            packed = all_reduce(packed)
+            packed = differentiable_all_reduce(packed)
         else:
-            packed = all_reduce(packed.cpu()).to(x.device)
+            packed = differentiable_all_reduce(packed.cpu()).to(x.device)
         c = x.shape[1]
         n = packed[-1]
         mean = packed[:c] / n

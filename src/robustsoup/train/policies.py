@@ -16,6 +16,7 @@ from torch import nn
 from ..attacks import pgd_attack
 from ..attacks.apgd import apgd_train
 from ..attacks.projections import NORMS
+from ..data.corruptions import CORRUPTIONS, SEVERITIES, corrupt_groups
 
 TRAINING_ATTACKS = ("apgd", "pgd")
 
@@ -132,8 +133,6 @@ class CorruptionInputs:
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        from ..data.corruptions import CORRUPTIONS, SEVERITIES
-
         unknown = [c for c in self.corruptions if c not in CORRUPTIONS]
         if unknown or not self.corruptions:
             raise ValueError(f"unknown corruptions {unknown or '[]'}; expected names from {list(CORRUPTIONS)}")
@@ -147,8 +146,6 @@ class CorruptionInputs:
         self.name = f"corrupt({'+'.join(self.corruptions)}; s={','.join(map(str, self.severities))})"
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from ..data.corruptions import corrupt_groups
-
         n = len(x)
         which = torch.randint(len(self.corruptions), (n,), generator=self.generator)
         level = torch.randint(len(self.severities), (n,), generator=self.generator)
