@@ -102,10 +102,6 @@ class SeedTables:
         """{seed: that seed's metrics/all.tsv}."""
         return by_seed(f"{self.run.results}/metrics/all.tsv", self.run.seeds)
 
-    def seed_folders(self) -> dict[str, str]:
-        """{seed: its folder}: what the findings read, one run per seed."""
-        return {str(s): seed_folder(self.run.root, s) for s in self.run.seeds}
-
     def names(self) -> list[str]:
         """The tables every seed writes (their CSV under the seed's tables/), in the run's order."""
         folder = f"{self.run.results}/tables/"

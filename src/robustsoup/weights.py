@@ -142,11 +142,6 @@ def _floating_binary(
     return {k: op(cast(v), cast(b[k])) if torch.is_floating_point(v) else v.clone() for k, v in selected.items()}
 
 
-def add(a: StateDict, b: StateDict) -> dict[str, torch.Tensor]:
-    """a + b over floating tensors; integer buffers from ``a``."""
-    return _floating_binary(a, b, torch.add)
-
-
 def subtract(
     a: StateDict,
     b: StateDict,
@@ -240,21 +235,3 @@ def apply_delta(
         value = value * torch.exp(change) if key in log_scale else value + change
         out[key] = value.to(original.dtype).to(original.device)
     return out
-
-
-def apply_task_vectors(
-    parent: StateDict, vectors: Sequence[StateDict], coefficients: Sequence[float]
-) -> dict[str, torch.Tensor]:
-    """θ_parent + Σ λᵢ τᵢ; with Σ over fine-tunes of one parent this is a soup with weights
-    (1 − Σλᵢ, λ₁, …), so every soup is also a point of task arithmetic."""
-    if len(vectors) != len(coefficients):
-        raise ValueError(f"{len(vectors)} task vectors but {len(coefficients)} coefficients")
-    result = {k: v.clone() for k, v in parent.items()}
-    for vector, coefficient in zip(vectors, coefficients):
-        result = add(result, scale(vector, coefficient))
-    return result
-
-
-def layer_norms(state: StateDict) -> dict[str, float]:
-    """L2 norm of every floating tensor (e.g. of a task vector, per layer)."""
-    return {k: float(v.detach().double().norm()) for k, v in state.items() if torch.is_floating_point(v)}

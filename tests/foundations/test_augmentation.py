@@ -6,15 +6,21 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from robustsoup.config import ConfigError, resolve_config
+from robustsoup.config import ConfigError, gpu_sections, resolve_config
 from robustsoup.data import ImageSplit, get_dataset_spec
 from robustsoup.data.registry import TrainAugmentation
 from robustsoup.train.augment import BatchAugmentation, batch_augmentation, describe_augmentation
 from robustsoup.train.loop import TrainSettings, train_model
 from robustsoup.train.policies import CleanInputs
-from robustsoup.train.run import settings_from, training_sections
+from robustsoup.train.run import settings_from
 
 from conftest import tiny_meta
+
+
+def training_sections(config) -> dict:
+    """Every training section of a resolved config (what settings_from reads): the sections that launch ranks,
+    less the distillation's own settings (distill.distillation, which trains through distill.student.training)."""
+    return {path: section for path, section in gpu_sections(config) if path != "distill.distillation"}
 
 
 def _images(n: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:

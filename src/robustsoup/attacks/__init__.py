@@ -18,7 +18,6 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "attack_plan",
             "largereps_iterations",
             "robust_correct",
-            "robust_correct_apgd_ce",
         ],
         "pgd": ["pgd_attack"],
         "projections": ["NORMS", "lp_norm", "project"],

@@ -246,23 +246,6 @@ def robust_correct(
     return torch.cat(correct)
 
 
-def robust_correct_apgd_ce(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    norm: str,
-    eps: float,
-    n_iter: int,
-    n_restarts: int = 1,
-    seed: int = 0,
-    batch_size: int = 250,
-) -> torch.Tensor:
-    """Per-point robust correctness under APGD-CE alone (the fast mode)."""
-    return robust_correct(
-        model, x, y, norm, eps, attack_plan("fast", norm, 0, n_iter, n_restarts), seed=seed, batch_size=batch_size
-    )
-
-
 def _check_threat_model(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> None:
     size = lp_norm(x_adv - x, norm)
     if bool((size > eps * (1 + BALL_TOLERANCE)).any()):

@@ -183,22 +183,15 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return cv2.GaussianBlur(disk, ksize=(size, size), sigmaX=alias_blur)
 
 
-def plasma_fractal(size: int, decay: float, rng: np.random.Generator) -> np.ndarray:
-    """A periodic diamond–square height map of side ``size`` (a power of two), scaled to [0, 1].
+def plasma_fractals(size: int, decay: float, rngs: Generators) -> np.ndarray:
+    """Periodic diamond–square height maps of side ``size`` (a power of two), scaled to [0, 1]: (N, size,
+    size), map i from ``rngs[i]``.
 
     Every new point is the mean of its four neighbours plus uniform noise of
     half-width wibble², wibble starting at 100 and divided by ``decay`` at
-    every halving of the step.
-    """
-    return plasma_fractals(size, decay, [rng])[0]
-
-
-def plasma_fractals(size: int, decay: float, rngs: Generators) -> np.ndarray:
-    """:func:`plasma_fractal` for a batch: (N, size, size), map i from ``rngs[i]``.
-
-    The arithmetic runs on the stacked maps at once; each generator makes the
-    same draws in the same order as for one map, so map i is bit for bit
-    ``plasma_fractal(size, decay, rngs[i])``.
+    every halving of the step. The arithmetic runs on the stacked maps at once;
+    each generator makes the same draws in the same order as for one map, so
+    map i is bit for bit ``plasma_fractals(size, decay, [rngs[i]])[0]``.
     """
     if size < 2 or size & (size - 1):
         raise ValueError(f"plasma map size must be a power of two ≥ 2, got {size}")

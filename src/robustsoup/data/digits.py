@@ -33,7 +33,7 @@ def read_digits(root: object = None, resolution: int = DIGITS_RESOLUTION) -> tup
     return images.contiguous(), labels
 
 
-DIGITS = register_dataset(
+register_dataset(
     DatasetSpec(
         name="digits",
         num_classes=10,

@@ -123,7 +123,7 @@ def scan_tree(root: str) -> tuple[str, tuple[str, ...], dict[str, int]]:
     return scheme, tuple(sorted(names)), sizes
 
 
-def imagefolder_reader(name: str, root_of_spec: str, resolution: int, class_names: tuple[str, ...]):
+def imagefolder_reader(name: str, resolution: int, class_names: tuple[str, ...]):
     """Reader of the tree: its parts as class-folder sources, labels the sorted class order."""
     label_of = {c: i for i, c in enumerate(class_names)}
 
@@ -172,7 +172,7 @@ def imagefolder_spec(
             + ", ".join(f"{n:,} {p}" for p, n in sizes.items())
             + f" images at {resolution} px"
         ),
-        reader=imagefolder_reader(name, root, resolution, class_names),
+        reader=imagefolder_reader(name, resolution, class_names),
         split_scheme=scheme,
         nominal_sizes=sizes,
         lazy=True,

@@ -126,20 +126,6 @@ def starting_model(
     return model, init_meta.weights_sha256
 
 
-def training_sections(config: Mapping) -> dict[str, Mapping]:
-    """Every training section of a resolved config (what :func:`settings_from` reads), by its key path."""
-    d, rws = config["distill"], config["rws"]
-    return {
-        "pretrain": config["pretrain"],
-        **{f"finetune.{name}": section for name, section in config["finetune"].items()},
-        "rws.init": rws["init"],
-        "rws.finetune": rws["finetune"],
-        "distill.teacher.training": d["teacher"]["training"],
-        "distill.student.training": d["student"]["training"],
-        "distill.finetune": d["finetune"],
-    }
-
-
 def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSettings:
     """:class:`TrainSettings` from a config training section (the schema's ``$defs/training`` keys)."""
     return TrainSettings(
