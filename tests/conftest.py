@@ -13,6 +13,13 @@ from robustsoup.checkpoint import CheckpointMeta
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_for_session_fixtures():
+    """Session fixtures (a trained model, the digits splits) are made before any function-scoped fixture,
+    so they need the one thread set here too: their numbers would otherwise depend on which test ran first."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     torch.set_num_threads(1)
