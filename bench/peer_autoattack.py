@@ -86,7 +86,14 @@ def measure(
             f"median {median(pairs):.3f}"
         )
         rows.append(
-            Measurement("peer_autoattack", f"robust_correct / AutoAttack time, {norm}, {n} points", ratio, "×", GOAL)
+            Measurement(
+                "peer_autoattack",
+                f"robust_correct / AutoAttack time, {norm}, {n} points (equal per point; forward passes "
+                f"{calls_a // rounds} vs {calls_b // rounds})",
+                ratio,
+                "×",
+                GOAL,
+            )
         )
     return rows
 

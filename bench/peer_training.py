@@ -227,7 +227,8 @@ def measure(
         rows.append(
             Measurement(
                 "peer_training",
-                f"{label} / robustsoup time, APGD-10 L∞ training, {precision} ({resolved}), {batches}×{batch} images",
+                f"{label} / robustsoup time, APGD-10 L∞ training, {precision} ({resolved}), {batches}×{batch} images"
+                f" (updates agree: {distance:.1e} ≤ {TOLERANCE[precision]})",
                 ratio,
                 "×",
                 goal,
