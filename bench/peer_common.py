@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from robustsoup.device import machine_summary
 
@@ -62,6 +63,38 @@ class Side:
     @property
     def best(self) -> float:
         return min(self.seconds)
+
+
+def pair_ratios(a: Side, b: Side) -> list[float]:
+    """A's time over B's for each round (each pair ran back to back, so shared load falls on both)."""
+    return [ta / tb for ta, tb in zip(a.seconds, b.seconds, strict=True)]
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+class CountingModel(nn.Module):
+    """``model`` unchanged, counting its forward passes and the images they took: the work a side did,
+    which load on a shared machine does not move (both sides get the same wrapper)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.calls = self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.images += x.shape[0]
+        return self.model(x)
+
+    def reset(self) -> tuple[int, int]:
+        """(forward passes, images) since the last reset; starts counting afresh."""
+        counted = self.calls, self.images
+        self.calls = self.images = 0
+        return counted
 
 
 def synchronize(device: torch.device | str) -> None:

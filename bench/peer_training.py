@@ -51,7 +51,17 @@ from robustsoup.train.policies import make_input_policy
 from robustsoup.train.run import new_meta, train_and_checkpoint
 
 from measurements import Measurement, write_summary
-from peer_common import DEFAULT_REFS, Side, alternate, checkout, load_note, machine_line, parity_tools
+from peer_common import (
+    DEFAULT_REFS,
+    Side,
+    alternate,
+    checkout,
+    load_note,
+    machine_line,
+    median,
+    pair_ratios,
+    parity_tools,
+)
 
 EPS, STEPS, LR, WEIGHT_DECAY, MOMENTUM = 8 / 255, 10, 0.01, 5e-4, 0.9
 TOLERANCE = {"float32": 1e-3, "auto": 0.05}
@@ -205,17 +215,20 @@ def measure(
                 f"{TOLERANCE[precision]}; the two trainings did not do the same work"
             )
         ratio = b.best / a.best
+        pairs = [1.0 / r for r in pair_ratios(a, b)]
         native = cpu_native_bf16() if torch.device(device).type == "cpu" else None
         goal = GOALS[precision] if precision == "float32" or native or native is None else ""
         log(
             f"  updates agree (relative distance {distance:.2e} ≤ {TOLERANCE[precision]}); "
-            f"best {a.best:.2f} s vs {b.best:.2f} s: {ratio:.2f}× (goal {goal or 'none: bf16 not native'})"
+            f"best {a.best:.2f} s vs {b.best:.2f} s: {ratio:.2f}× (goal {goal or 'none: bf16 not native'}); "
+            f"per pair {', '.join(f'{r:.2f}' for r in pairs)}, median {median(pairs):.2f}×"
         )
         label = "robust-finetuning" if reference is not None else "mirrored loop (FALLBACK, no checkout)"
         rows.append(
             Measurement(
                 "peer_training",
-                f"{label} / robustsoup time, APGD-10 L∞ training, {precision} ({resolved}), {batches}×{batch} images",
+                f"{label} / robustsoup time, APGD-10 L∞ training, {precision} ({resolved}), {batches}×{batch} images"
+                f" (updates agree: {distance:.1e} ≤ {TOLERANCE[precision]})",
                 ratio,
                 "×",
                 goal,

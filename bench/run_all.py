@@ -17,6 +17,13 @@ benchmarks compare robustsoup with the authors' code (``bench/peer_common.py``):
 (``tools/parity/README.md``); without them, training and corruptions fall back
 to a mirrored loop and robustsoup's per-image path, and say so. ``--quick``
 runs the peer benchmarks at smoke-test sizes (their numbers then mean little).
+A peer benchmark writes its rows only after its equality check passed (a failed check fails it);
+its machine line and the load it ran under go beside its status.
+
+Without ``--quick`` the peers run at the issue's sizes: training one epoch of 2 batches of 128,
+AutoAttack 16 points per norm (width 16), corruptions and soups 1,000 images. On the 2-core machine
+that is about half an hour of ``make bench`` (an estimate from the parts measured under load: the
+corruption peer's per-image side alone ~15 min, training ~8 min, AutoAttack a few minutes).
 """
 
 from __future__ import annotations
@@ -60,7 +67,8 @@ def run_benchmark(name: str, out: Path, extra: list[str]) -> tuple[list[Measurem
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             return [], f"failed after {seconds:.0f} s: {last}"
-        return read_summary(summary), f"ok ({seconds:.0f} s)"
+        notes = [line for line in result.stdout.splitlines() if line.startswith(("machine:", "measured under"))]
+        return read_summary(summary), "; ".join([f"ok ({seconds:.0f} s)", *notes])
 
 
 def main() -> None:
