@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from robustsoup.config import load_config_file
 from robustsoup.device import cpu_native_bf16, machine_summary, resolve_precision
 from robustsoup.report.benchmarks import job_table
+from robustsoup.run_config import load_config_file
 
 from measurements import Measurement, write_summary
 

@@ -1,9 +1,10 @@
-"""Configuration: load, fill defaults from the JSON Schema, validate, name the bad key.
+"""Configuration: read a config file, fill defaults from the JSON Schema, validate, name the bad key.
 
 The schema (``robustsoup/schemas/config.schema.yaml``, package data; ``workflow/schemas/`` links to it) is the single source of
-truth for keys, types and defaults; the workflow and the CLI both go through
-:func:`resolve_config` so a bad key fails the same way everywhere, before any
-job runs.
+truth for keys, types and defaults. Its step here (:func:`_apply_schema`, with the foundations' cross-key
+checks) is private to the one config reader, :func:`robustsoup.run_config.resolve_config`, which jobs, the
+CLI, the findings, the workflow and the tests all call, so a bad key fails the same way everywhere, before
+any job runs.
 """
 
 from __future__ import annotations
@@ -153,14 +154,16 @@ def _unshared(value: Any) -> Any:
     return copy.copy(value)
 
 
-def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None) -> dict:
-    """Return a validated copy of ``config`` with every default filled in.
+def _apply_schema(config: Mapping[str, Any] | None) -> dict:
+    """A validated copy of ``config`` with every default filled in and the foundations' cross-key checks
+    passed: the schema step of :func:`robustsoup.run_config.resolve_config` (the one config reader; call
+    that).
 
     Raises :class:`ConfigError` listing every offending key with what was
     expected and what was found.
     """
     _check_removed_keys(config or {})
-    schema = schema if schema is not None else load_schema()
+    schema = load_schema()
     resolved = _fill_defaults(_unshared(dict(config or {})), schema, schema)
     _fill_threats(resolved)
     validator = jsonschema.Draft202012Validator(schema)
@@ -174,6 +177,16 @@ def resolve_config(config: Mapping[str, Any] | None, schema: dict | None = None)
         )
     _check_consistency(resolved)
     return resolved
+
+
+def schema_defaults(*keys: str) -> Any:
+    """The schema's defaults of the section at key path ``keys`` (``"soups", "search"``): what a command
+    that takes no config (``robustsoup soup-for``) falls back to. Not a config reader: a config is resolved
+    by :func:`robustsoup.run_config.resolve_config` only."""
+    value: Any = _apply_schema({})
+    for key in keys:
+        value = value[key]
+    return value
 
 
 IMAGEFOLDER_ONLY_KEYS = ("name", "resolution", "mean", "std")
@@ -272,32 +285,10 @@ def threats_line(config: Mapping[str, Any]) -> str:
 
 
 def _check_consistency(config: dict) -> None:
-    """Checks that span several keys and that a schema cannot express."""
+    """The foundations' checks that span several keys and that a schema cannot express (the data set, the
+    radii, the parent); each study's are declared beside it (:data:`robustsoup.run_config.STUDY_CHECKS`)."""
     _check_threats(config, _check_data_keys(config))
     _check_parent(config)
-    names = base_model_names(config)
-    for i, line in enumerate(config["soups"]["lines"]):
-        for name in line:
-            if name not in names:
-                raise ConfigError(
-                    f"config key 'soups.lines.{i}': model {name!r} is not a model of this run; "
-                    f"expected one of {names} (the parent is named after pretrain.norm, "
-                    "fine-tunes are <parent>-<target>)"
-                )
-        if line[0] == line[1]:
-            raise ConfigError(f"config key 'soups.lines.{i}': a line needs two different models, found {line}")
-    groups = [(f"soups.ensembles.{i}", m) for i, m in enumerate(config["soups"]["ensembles"])]
-    if config["soups"]["ternary"]["enabled"]:
-        groups.append(("soups.ternary.models", config["soups"]["ternary"]["models"]))
-    for key, members in groups:
-        unknown = [m for m in members if m not in names]
-        if unknown:
-            raise ConfigError(f"config key '{key}': {unknown} are not models of this run; expected names from {names}")
-    weights = config["soups"]["weights"]
-    if weights["stop"] < weights["start"]:
-        raise ConfigError(
-            f"config key 'soups.weights': stop ({weights['stop']}) must not be below start ({weights['start']})"
-        )
 
 
 def _check_parent(config: dict) -> None:
@@ -337,9 +328,9 @@ def base_model_names(config: Mapping[str, Any]) -> list[str]:
     return [parent_name(config), *finetune_names(config)]
 
 
-def load_config_file(path: str | Path, resolve=None) -> dict:
-    """Read a YAML config file and resolve it: ``resolve`` (default :func:`resolve_config`, defaults and
-    validation; :func:`robustsoup.paths.resolve_run_config` adds every study's cross-key checks)."""
+def read_config_file(path: str | Path) -> dict:
+    """The mapping a YAML config file holds, as written (:func:`robustsoup.run_config.load_config_file`
+    resolves it)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -370,7 +361,7 @@ def load_config_file(path: str | Path, resolve=None) -> dict:
             f"config file {path} must hold a mapping of keys, found {type(raw).__name__}; write one key per "
             "line, e.g. 'dataset: digits'"
         )
-    return (resolve or resolve_config)(raw)
+    return raw
 
 
 def config_yaml(config: Mapping) -> str:
@@ -387,14 +378,17 @@ def write_resolved_config(config: Mapping, path: str | Path) -> Path:
     return Path(path)
 
 
-def gpu_sections(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Mapping[str, Any]]]:
-    """(key path, section) of every section of ``config`` with a ``gpus`` key (the trainings that launch ranks:
-    the checks of ``nodes`` and ``gpus`` walk these)."""
-    found = []
+def training_sections(config: Mapping[str, Any], prefix: str = "") -> dict[str, Mapping[str, Any]]:
+    """Every training section of a resolved config, by its key path (``finetune.l2``): the sections with a
+    ``gpus`` key, the trainings that launch ranks (``pretrain``, each ``finetune`` target, ``rws.init``,
+    ``rws.finetune``, ``distill.teacher.training``, ``distill.student.training``, ``distill.distillation``,
+    ``distill.finetune``). All but ``distill.distillation`` are the schema's ``$defs/training``, what
+    :func:`robustsoup.train.run.settings_from` reads; the checks of ``nodes`` and ``gpus`` walk them all."""
+    found: dict[str, Mapping[str, Any]] = {}
     for key, value in config.items():
         if isinstance(value, Mapping):
             path = f"{prefix}{key}"
             if "gpus" in value:
-                found.append((path, value))
-            found += gpu_sections(value, f"{path}.")
+                found[path] = value
+            found |= training_sections(value, f"{path}.")
     return found

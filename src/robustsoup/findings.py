@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import ConfigError, load_config_file
+from .config import ConfigError
 from .distill.findings import distill_findings
 from .lp.findings import lp_findings
-from .paths import RunPaths, resolve_run_config
+from .paths import RunPaths
 from .report.findings import Claim, Ledger, PointStore, findings_frame, write_findings
+from .run_config import load_config_file
 from .rws.findings import rws_findings
 from .soups.findings import soup_line_findings, soups_findings
 
@@ -56,7 +57,7 @@ def run_sidecars(run: RunPaths, folder: Path) -> dict[str, dict]:
 def run_config(results: str | Path) -> dict:
     """The config a run's folder ``results`` (``results/<dataset>``) ran with (its ``config.resolved.yaml``)."""
     try:
-        return load_config_file(Path(results) / RESOLVED_CONFIG, resolve_run_config)
+        return load_config_file(Path(results) / RESOLVED_CONFIG)
     except ConfigError as error:
         raise ConfigError(
             f"{error}. A results folder holds the config its run resolved ({RESOLVED_CONFIG}); pass the "

@@ -1,105 +1,39 @@
-"""Every artifact of one run: its name, its path under ``results/<dataset>/``, and what reruns it.
+"""Every artifact of one run: its name and its path under ``results/<dataset>/``.
 
-The workflow builds one :class:`RunPaths` from the resolved config; the
-``.smk`` files are getters over it, and every rule hands its script each
-path by name (inputs, outputs and ``params``), so no script rebuilds a name
-from a path. Each rule's ``rerun`` param (:meth:`RunPaths.rerun`) is the
-canonical JSON of exactly the config keys its outputs depend on: a change
-reruns the rule, a change elsewhere (or a reordering of keys) does not.
+The workflow builds one :class:`RunPaths` from the resolved config
+(:func:`robustsoup.run_config.resolve_config`); the ``.smk`` files are getters
+over it, and every rule hands its script each path by name (inputs, outputs
+and ``params``), so no script rebuilds a name from a path. Each rule's
+``rerun`` param (:meth:`RunPaths.rerun`) is declared beside the rule's owner
+and dispatched by :mod:`robustsoup.rerun`; the resources a rule asks for and
+the parse-time checks of the machine are :mod:`robustsoup.resources`'.
 
 Torch-free: every job, SLURM jobs included, parses the Snakefile.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from .attacks.protocol import EVALUATION_PROTOCOL
-from .config import (
-    IMAGEFOLDER,
-    ConfigError,
-    base_model_names,
-    dataset_name,
-    gpu_sections,
-    parent_name,
-    reference_names,
-    resolve_config,
-)
-from .data import DataLayoutError, get_dataset_spec, part_dir, shift_parts, split_paths
-from .data.imagefolder import register_imagefolder, statistics_from_cache
-from .distill.config import DISTILL_MODELS, MULTIHEAD, check_distill_config, distill_rerun_keys
+from .config import IMAGEFOLDER, ConfigError, base_model_names, dataset_name, parent_name, reference_names
+from .data import get_dataset_spec, part_dir, shift_parts, split_paths
+from .data.imagefolder import statistics_from_cache
+from .data.rerun import SPLITS_CACHE_KEYS
+from .distill.config import DISTILL_MODELS, MULTIHEAD
 from .naming import ZOO_PREFIX
-from .rws.config import (
-    check_rws_config,
-    deploy_variant,
-    quantized_variants,
-    rws_rerun_keys,
-    transfer_targets,
-    variant_suffix,
-    variants,
-)
-from .seeds import SEED, SeedTables, for_seeds, resolve_seeds, seed_folder
+from .rerun import rerun_keys
+from .rws.config import deploy_variant, quantized_variants, transfer_targets, variant_suffix, variants
+from .seeds import SEED, SeedTables, for_seeds, seed_folder
 from .soups.grid import grid_from_config
-
-# Keys of `data` that change what a training produces (adding a shift must not retrain).
-TRAINING_DATA_KEYS = (
-    "root",
-    "n_adapt",
-    "n_test",
-    "split_seed",
-    "k_adapt_per_class",
-    "cache_max_images",
-    "train_per_class",
-    "test_per_class",
-    "decoder",
-)
-# An ImageFolder's keys of `data` that change what a training produces (in the rerun keys only when
-# dataset is imagefolder, so other runs keep theirs).
-IMAGEFOLDER_DATA_KEYS = ("name", "resolution", "mean", "std", "augmentation")
-# Keys that shape every split cache, the run's and each shift's (test_per_class: each test split's size).
-SPLITS_CACHE_KEYS = ("k_adapt_per_class", "cache_max_images", "test_per_class")
-
-# The version of the corruption operations' pixels (robustsoup.data.corruption_ops): bump it when an operation's
-# output changes, so that corrupt_split regenerates existing copies (2: motion_blur and snow reach 8 bits as the
-# reference's ImageMagick output does, a 16-bit quantum then floor, instead of rounding).
-CORRUPTION_OPS_VERSION = 2
 
 # What the report writes of every table and figure: the HTML page is what Snakemake's report shows inline.
 TABLE_SUFFIXES = (".csv", ".md", ".html")
 # The keyed per-point results a stage writes beside its tidy rows (robustsoup.points.write_keyed_points).
 POINTS_SUFFIX = ".points.tsv.gz"
 FIGURE_SUFFIXES = (".png", ".pdf", ".html")
-
-# Files that exist where an NVIDIA (or ROCm) GPU driver is loaded: checked without importing torch.
-GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
-
-# Cross-key checks a study registers: run on the resolved config, skipped when the section is disabled.
-STUDY_CHECKS = {"rws": check_rws_config, "distill": check_distill_config}
-
-
-def resolve_run_config(config: Mapping[str, Any] | None) -> dict:
-    """The schema's defaults, validation and every cross-key check (the foundations' and each enabled
-    study's): what the workflow runs on and what ``robustsoup config`` prints. Raises ConfigError."""
-    resolved = resolve_seeds(config, resolve_config(config))  # seeds: [seed] unless given
-    try:
-        if register_imagefolder(resolved) is not None:  # dataset: imagefolder → its spec, under data.name
-            RunPaths(resolved)  # reads the training images' statistics once prepare_data has written them
-    except DataLayoutError as error:
-        raise ConfigError(str(error)) from None
-    for section, check in STUDY_CHECKS.items():
-        if resolved[section]["enabled"]:
-            check(resolved)
-    return resolved
-
-
-def settings(value: Any) -> str:
-    """Canonical JSON of a config part: equal for equal content whatever the key order."""
-    return json.dumps(value, sort_keys=True)
 
 
 def alternatives(names: Sequence[str]) -> str:
@@ -209,31 +143,6 @@ class RunPaths:
             zoo = f"{spec['model_dir']}/{self.dataset}/{spec['zoo_threat']}/{name.removeprefix(ZOO_PREFIX)}.pt"
             return {"model.model_dir": zoo}
         return {}
-
-    def check_external_files(self) -> None:
-        """Every file from outside the run that a rule reads exists (checked at parse time: a typo fails
-        before any job is queued, not hours into a cluster run)."""
-        sections = ["model"] + (["teacher", "student"] if self.distill is not None else [])
-        for section in sections:
-            for key, path in self.external_weights(section).items():
-                if not Path(path).is_file():
-                    raise ConfigError(
-                        f"config key '{key if section == 'model' else 'distill.' + key}': the weights file {path} "
-                        "does not exist (relative paths are from the working directory). robustsoup never "
-                        "downloads: copy the file there, or correct the key."
-                    )
-
-    def check_device(self, jobs_run_here: bool) -> None:
-        """``device: cuda`` on a machine whose jobs run locally must see a GPU driver (torch-free: the driver's
-        files). Skipped when jobs run elsewhere (a SLURM login node has no GPU; the compute nodes do)."""
-        if not jobs_run_here or self.config["device"] != "cuda":
-            return
-        if not any(Path(p).exists() for p in GPU_DRIVER_FILES):
-            raise ConfigError(
-                "config key 'device': cuda, but this machine shows no GPU driver (none of "
-                f"{', '.join(GPU_DRIVER_FILES)} exists) and the jobs run here; set device: auto (CUDA when "
-                "present, else the CPU) or cpu, or run on a machine with a GPU (--profile profiles/slurm)."
-            )
 
     # ------------------------------------------------------------------ models and metrics
     def model(self, name: str, suffix: str = ".safetensors") -> str:
@@ -416,139 +325,16 @@ class RunPaths:
             )
         return "\n".join([*lines, ""])
 
-    def gpus(self, *section: str) -> int:
-        """The ``gpus`` of the training section at key path ``section`` (``"finetune", "L2"``): the ``gpu``
-        resource of the rule that trains it (the job's script then runs the training as that many ranks)."""
-        spec: Any = self.config
-        for key in section:
-            spec = spec[key]
-        return int(spec["gpus"])
-
-    def nodes(self, *section: str) -> int:
-        """The ``nodes`` of the training section at key path ``section``: the ``nodes`` resource of the rule
-        that trains it (under SLURM, sbatch --nodes; its ``gpus`` ranks are a step over them)."""
-        spec: Any = self.config
-        for key in section:
-            spec = spec[key]
-        return int(spec.get("nodes", 1))
-
-    def check_nodes(self, jobs_run_here: bool) -> None:
-        """Every training section's ``nodes`` is at most its ``gpus``, and above 1 only where jobs run under
-        SLURM (checked at parse time: a local run cannot spread a training over machines)."""
-        for path, section in gpu_sections(self.config):
-            nodes, gpus = section.get("nodes", 1), section["gpus"]
-            if nodes > gpus:
-                raise ConfigError(
-                    f"config key '{path}.nodes': {nodes} nodes for gpus: {gpus} processes; every node runs at "
-                    f"least one, so set nodes to at most {gpus} (gpus is the total over the nodes)"
-                )
-            if nodes > 1 and jobs_run_here and not os.environ.get("SLURM_JOB_ID"):
-                raise ConfigError(
-                    f"config key '{path}.nodes': {nodes}, but the jobs run on this machine; a training spreads "
-                    "over several nodes only as a SLURM step: run with --profile profiles/slurm, or set "
-                    f"{path}.nodes: 1"
-                )
-
     # ------------------------------------------------------------------ rerun triggers
-    def training_context(self) -> dict:
-        """What changes any training of robust fine-tuning and the soups: the training split, the seed,
-        the data set, the model and the threat models."""
-        return {
-            "data": self.training_data_keys(),
-            **{k: self.config[k] for k in ("dataset", "model", "threats")},
-            "seed": self.seed,
-        }
-
-    def training_data_keys(self) -> dict:
-        """The keys of ``data`` that change the training split (and, for an ImageFolder, its images)."""
-        data = self.config["data"]
-        keys = TRAINING_DATA_KEYS + (IMAGEFOLDER_DATA_KEYS if self.config["dataset"] == IMAGEFOLDER else ())
-        return {k: data[k] for k in keys}
-
-    def study_context(self) -> dict:
-        """What changes any model of a study: the training split's keys, the data set and the seed."""
-        data = self.config["data"]
-        return {"data": {k: data[k] for k in TRAINING_DATA_KEYS}, "dataset": self.dataset, "seed": self.seed}
-
     def rerun(self, rule: str, wildcard: str | None = None) -> str:
-        """Canonical JSON of the config keys rule ``rule``'s outputs depend on (its ``rerun`` param)."""
-        c = self.config
-        soups, data = c["soups"], c["data"]
-        shifts = {k: data[k] for k in ("corruptions", "severities")}
-
-        def evaluation() -> dict:
-            """A model's evaluation, sharded or not: the shard count changes no number, so not shards."""
-            spec = {k: v for k, v in c["evaluate"].items() if k != "shards"}
-            return {"evaluate": spec, "threats": c["threats"], "seed": self.seed, "protocol": EVALUATION_PROTOCOL}
-
-        keys: dict[str, Any] = {
-            "prepare_data": lambda: {"dataset": self.dataset, **self.training_data_keys()},
-            "prepare_shift": lambda: {
-                "root": data["shifts"][wildcard],
-                "split_seed": data["split_seed"],
-                "decoder": data["decoder"],
-                **{k: data[k] for k in SPLITS_CACHE_KEYS},
-            },
-            "corrupt_split": lambda: {**shifts, "seed": c["seed"], "corruption_ops": CORRUPTION_OPS_VERSION},
-            "pretrain": lambda: {"training": c["pretrain"], "context": self.training_context()},
-            "pretrain_reference": lambda: {
-                "training": c["pretrain"],
-                "norm": wildcard,
-                "context": self.training_context(),
-            },
-            "finetune": lambda: {"training": c["finetune"][wildcard], "context": self.training_context()},
-            "make_soup": lambda: {
-                "batchnorm": {k: soups[k] for k in ("batchnorm", "batchnorm_images")},
-                "context": self.training_context(),
-            },
-            "evaluate_model": evaluation,
-            "evaluate_model_shard": evaluation,  # the shard count is in its outputs' paths
-            "merge_model_shards": evaluation,
-            "report_lp": lambda: {k: soups[k] for k in ("lines", "weights")},
-            "report_soups": lambda: {k: soups[k] for k in ("lines", "weights")},
-            "select_soups": lambda: {
-                "search": soups["search"],
-                "shifts": shifts,
-                "data_shifts": data["shifts"],
-                "context": self.training_context(),
-            },
-            "evaluate_soups_shifts": lambda: {
-                "ensembles": soups["ensembles"],
-                "shifts": shifts,
-                "data_shifts": data["shifts"],
-            },
-            "evaluate_ternary": lambda: {
-                "ternary": soups["ternary"],
-                "threats": c["threats"],
-                "norms": c["evaluate"]["threats"],
-                "protocol": EVALUATION_PROTOCOL,
-            },
-        }
-        if rule in keys:
-            return settings(keys[rule]())
-        for study in (self.rws, self.distill):
-            if study is not None and rule in study.RULES:
-                return settings(study.rerun(rule, wildcard))
-        raise KeyError(f"no rerun keys for rule {rule!r}")
+        """Canonical JSON of the config keys rule ``rule``'s outputs depend on (its ``rerun`` param), as its
+        owner declares them (:mod:`robustsoup.rerun` dispatches)."""
+        return rerun_keys(self.config, self.dataset, self.seed, rule, wildcard)
 
 
 class RwsPaths:
     """Robust Weight Signatures: models under models/rws/, signatures under rws/, metrics under metrics/rws/."""
 
-    RULES = (
-        "train_rws_init",
-        "train_rws_model",
-        "train_expert",
-        "extract_rws",
-        "quantize_rws",
-        "evaluate_rws_model",
-        "evaluate_patched",
-        "rws_lambda_sweep",
-        "rws_compose",
-        "rws_oracle_free",
-        "rws_transfer",
-        "report_rws",
-    )
     TABLES = ("table1", "table4", "oracle_free", "transfer")
     FIGURES = ("lambda", "layer_norms", "compose")
 
@@ -623,24 +409,10 @@ class RwsPaths:
         figures = [path for suffix in FIGURE_SUFFIXES for path in self.figures(suffix).values()]
         return [f"{self.run.results}/metrics/rws.tsv", *self.tables().values(), *figures]
 
-    def rerun(self, rule: str, wildcard: str | None) -> dict:
-        # What changes any RWS model: the training split, the seed and the architecture.
-        return rws_rerun_keys(
-            self.run.config, rule, wildcard, {**self.run.study_context(), "model": self.run.config["model"]}
-        )
-
 
 class DistillPaths:
     """Robust distillation: checkpoints under models/, metrics under metrics/distill/."""
 
-    RULES = (
-        "train_teacher",
-        "train_student",
-        "distill_student",
-        "finetune_student",
-        "evaluate_distilled",
-        "report_distill",
-    )
     MODELS = DISTILL_MODELS
     POINTS = POINTS_SUFFIX  # evaluate_distilled's per-point results: metrics/distill/<model><POINTS>
 
@@ -676,12 +448,8 @@ class DistillPaths:
             files |= {"adapt": run.data["adapt"], "corrupted_adapt": run.corrupted_dir("adapt")}
         return files
 
-    def rerun(self, rule: str, wildcard: str | None) -> dict:
-        # What changes any distillation model: the training split and the seed (not the soups or threats).
-        return distill_rerun_keys(self.run.config, rule, wildcard, self.run.study_context())
 
-
-__all__ = ["STUDY_CHECKS", "ConfigError", "RunPaths", "alternatives", "resolve_run_config", "settings"]
+__all__ = ["DistillPaths", "RunPaths", "RwsPaths", "alternatives", "asked_targets"]
 
 
 def asked_targets(settings: Any) -> list[str]:

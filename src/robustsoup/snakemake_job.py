@@ -23,8 +23,8 @@ from .device import (
     select_device,
 )
 from .facts import JobFacts, job_facts
-from .paths import resolve_run_config
 from .report.benchmarks import JOB_RECORD
+from .run_config import resolve_config
 from .seeds import fill_seed, job_seed
 
 
@@ -149,7 +149,7 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
         sys.stderr = log_file
         try:
             torch.set_num_threads(max(1, int(snakemake.threads)))
-            config = resolve_run_config(snakemake.config)  # registers an ImageFolder's spec too
+            config = resolve_config(snakemake.config)  # registers an ImageFolder's spec too
             config = job_seed(config, _wildcards(snakemake))  # a seed's job runs its seed
             _fill_params(snakemake)
             options.configure(config["data"])

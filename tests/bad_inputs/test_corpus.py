@@ -620,13 +620,12 @@ def _call(name: str, args: list[str], w: Path) -> int:
 
     try:
         if name == "preset_data":
-            from robustsoup.config import load_config_file
             from robustsoup.data.check import check_run_data
-            from robustsoup.paths import resolve_run_config
+            from robustsoup.run_config import load_config_file
 
-            check_run_data(load_config_file(Path(__file__).parents[2] / args[0], resolve_run_config))
+            check_run_data(load_config_file(Path(__file__).parents[2] / args[0]))
         elif name in ("make_soup", "soup_states"):
-            from robustsoup.config import resolve_config
+            from robustsoup.run_config import resolve_config
 
             config = resolve_config({"model": {"width": 4}, "soups": {"lines": []}})
             config["finetune"] = {"l2": config["finetune"]["l2"]}  # base models: linf and linf-l2

@@ -128,7 +128,7 @@ def test_training_records_its_lineage(tmp_path):
 
 
 def test_make_soup_with_allow_unrelated_logs_both_lineages(world, tmp_path, caplog):
-    from robustsoup.config import resolve_config
+    from robustsoup.run_config import resolve_config
     from robustsoup.soups.stages import make_soup
 
     config = resolve_config({"model": {"width": 4}, "soups": {"lines": []}, "allow_unrelated": True})
@@ -155,7 +155,7 @@ def test_a_stranger_from_the_same_random_seed_is_not_a_relative(world):
 def test_a_model_from_a_weights_file_has_the_file_as_its_root(world, tmp_path):
     """model.weights: the lineage's root is the file (its SHA-256 and the loaded tensors'), so two trainings
     from one pretrained file are relatives."""
-    from robustsoup.config import resolve_config
+    from robustsoup.run_config import resolve_config
     from robustsoup.train.run import initial_model
 
     weights = tmp_path / "pretrained.safetensors"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustsoup.config import ConfigError, resolve_config
+from robustsoup.config import ConfigError
 from robustsoup.distill.calibration import calibration_shifted, held_out_policy
 from robustsoup.distill.config import check_distill_config
+from robustsoup.run_config import resolve_config
 
 
 def _adapt(n: int = 12):

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from robustsoup.checkpoint import CheckpointMeta, load_model, save_checkpoint
-from robustsoup.config import ConfigError, resolve_config
+from robustsoup.config import ConfigError
 from robustsoup.distill.augmentation import AugmentInputs
 from robustsoup.distill.calibration import calibrate_thresholds
 from robustsoup.distill.heads import HeadSignals, Thresholds, head_signals, select_heads, selected_predictions
-from robustsoup.distill.stages import check_distill_config
 from robustsoup.distill.student import freeze_for_distillation, multihead_state_from_student
 from robustsoup.distill.training import DistillSettings, distill_multihead, kd_loss, predict_logits
 from robustsoup.models import create_model
 from robustsoup.models.multihead import HEADS
+from robustsoup.run_config import resolve_config
 from robustsoup.train.run import count_parameters
 
 from conftest import tiny_meta
@@ -260,13 +260,11 @@ def test_bad_distill_config_errors():
         resolve_config({"distill": {"multihead": {"dropout": 1.0}}})
     with pytest.raises(ConfigError, match="distill.teacher"):
         resolve_config({"distill": {"teacher": {"depth": 3}}})
-    for model in ("teacher", "student"):
-        config = resolve_config({"distill": {model: {"training": {"epochs": 0}}}})
+    for model in ("teacher", "student"):  # the reader runs distillation's checks (check_distill_config)
         with pytest.raises(ValueError, match=f"distill.{model}.training.epochs.*distill.{model}.weights"):
-            check_distill_config(config)
-    config = resolve_config({"distill": {"augmentation": {"kind": "corruptions", "corruptions": []}}})
+            resolve_config({"distill": {model: {"training": {"epochs": 0}}}})
     with pytest.raises(ValueError, match="distill.augmentation.corruptions"):
-        check_distill_config(config)
+        resolve_config({"distill": {"augmentation": {"kind": "corruptions", "corruptions": []}}})
     with pytest.raises(ValueError, match="trainable_blocks"):
         create_model("multihead", 10, [0.3] * 3, [0.3] * 3, width=4, trainable_blocks=4)
     with pytest.raises(ValueError, match="temperature"):

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
-from robustsoup.config import resolve_config
 from robustsoup.distill.augmentation import AugmentInputs
 from robustsoup.distill.stages import distill_student
 from robustsoup.distill.student import multihead_state_from_student
 from robustsoup.distill.training import DistillSettings, distill_multihead, predict_logits
 from robustsoup.models import create_model
+from robustsoup.run_config import resolve_config
 from robustsoup.train import distributed
 
 from conftest import tiny_meta

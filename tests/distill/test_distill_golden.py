@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from robustsoup.checkpoint import load_checkpoint
-from robustsoup.config import resolve_config
 from robustsoup.distill.stages import distill_student, finetune_student, train_student, train_teacher
+from robustsoup.run_config import resolve_config
 
 N = 32
 # (Σᵢ (i+1)·mean(tensorᵢ), ‖all tensors‖₂) over each checkpoint's float tensors in sorted key order, computed

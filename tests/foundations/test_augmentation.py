@@ -6,21 +6,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from robustsoup.config import ConfigError, gpu_sections, resolve_config
+from robustsoup.config import ConfigError, training_sections
 from robustsoup.data import ImageSplit, get_dataset_spec
 from robustsoup.data.registry import TrainAugmentation
+from robustsoup.run_config import resolve_config
 from robustsoup.train.augment import BatchAugmentation, batch_augmentation, describe_augmentation
 from robustsoup.train.loop import TrainSettings, train_model
 from robustsoup.train.policies import CleanInputs
 from robustsoup.train.run import settings_from
 
 from conftest import tiny_meta
-
-
-def training_sections(config) -> dict:
-    """Every training section of a resolved config (what settings_from reads): the sections that launch ranks,
-    less the distillation's own settings (distill.distillation, which trains through distill.student.training)."""
-    return {path: section for path, section in gpu_sections(config) if path != "distill.distillation"}
 
 
 def _images(n: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -193,8 +188,11 @@ def test_a_bad_augmentation_is_a_config_error_naming_the_allowed_values():
         resolve_config({"rws": {"init": {"augmentation": "auto"}}})
     with pytest.raises(ValueError, match="expected one of standard, crop, none"):
         TrainSettings(epochs=1, lr=0.1, augmentation="flip")
-    sections = training_sections(resolve_config({}))
-    assert len(sections) == 9 and {s["augmentation"] for s in sections.values()} == {"standard"}
+    sections = training_sections(resolve_config({}))  # the one list: every section that trains
+    assert len(sections) == 10 and "augmentation" not in sections.pop("distill.distillation")  # crops nothing
+    assert {s["augmentation"] for s in sections.values()} == {"standard"}
     assert {s["exempt_lr"] for s in sections.values()} == {"schedule"}
-    for path, section in training_sections(resolve_config({"dataset": "cifar10"})).items():
-        assert settings_from(section, 0, decay_all=False).augmentation == "standard", path
+    cifar = training_sections(resolve_config({"dataset": "cifar10"}))
+    for path, section in cifar.items():
+        if path != "distill.distillation":  # the others are $defs/training, read by settings_from
+            assert settings_from(section, 0, decay_all=False).augmentation == "standard", path

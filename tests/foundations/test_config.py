@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robustsoup.config import ConfigError, base_model_names, load_config_file, load_schema, resolve_config
+from robustsoup.config import ConfigError, base_model_names, load_schema
+from robustsoup.run_config import load_config_file, resolve_config
 
 from conftest import REPO
 

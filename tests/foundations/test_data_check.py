@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from robustsoup.cli import main
-from robustsoup.config import load_config_file
 from robustsoup.data import DataLayoutError, get_dataset_spec
 from robustsoup.data.check import check_config_data, check_dataset
+from robustsoup.run_config import load_config_file
 
 from conftest import REPO
 from data_fixtures import (

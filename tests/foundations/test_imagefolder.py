@@ -13,10 +13,11 @@ import yaml
 from PIL import Image
 
 from robustsoup.cli import main
-from robustsoup.config import ConfigError, resolve_config
+from robustsoup.config import ConfigError
 from robustsoup.data import get_dataset_spec, load_split
 from robustsoup.data.stages import prepare_data
-from robustsoup.paths import RunPaths, resolve_run_config
+from robustsoup.paths import RunPaths
+from robustsoup.run_config import resolve_config
 
 SEVEN = [f"c{i}" for i in range(7)]
 THREATS = {"Linf": 8 / 255, "L2": 0.5, "L1": 12.0}
@@ -49,7 +50,7 @@ def seven(tmp_path):
 
 def test_a_seven_class_tree_is_split_with_its_class_names_and_statistics(seven, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = resolve_run_config(imagefolder_config(seven))
+    config = resolve_config(imagefolder_config(seven))
     paths = RunPaths(config)
     assert paths.root == "results/seven"
     spec = get_dataset_spec("seven")
@@ -60,13 +61,13 @@ def test_a_seven_class_tree_is_split_with_its_class_names_and_statistics(seven, 
     assert json.loads(train.metadata["class_names"]) == SEVEN
     assert json.loads(load_split(paths.data["test"]).metadata["class_names"]) == SEVEN
     expected = train.images.double().div(255).mean(dim=(0, 2, 3))
-    resolve_run_config(config)  # a job resolves again and finds the statistics in the cache
+    resolve_config(config)  # a job resolves again and finds the statistics in the cache
     assert get_dataset_spec("seven").mean == pytest.approx(expected.tolist(), abs=1e-5)
 
 
 def test_one_folder_is_split_stratified_and_bigger_images_are_cropped(tmp_path):
     root = write_tree(tmp_path / "flat", ["a", "b"], {"": 20}, size=(64, 50))
-    config = resolve_run_config(imagefolder_config(root, "flat", data={"n_adapt": 10, "n_test": 10}))
+    config = resolve_config(imagefolder_config(root, "flat", data={"n_adapt": 10, "n_test": 10}))
     spec = get_dataset_spec("flat")
     assert (spec.split_scheme, spec.num_classes, spec.nominal_sizes) == ("stratified", 2, {"all": 40})
     from robustsoup.data import prepare_splits
@@ -84,7 +85,7 @@ def test_data_check_passes_on_the_tree(seven, capsys):
 def test_a_tree_of_one_class_is_refused(tmp_path):
     root = write_tree(tmp_path / "one", ["only"], {"train": 2, "test": 2})
     with pytest.raises(ConfigError, match="at least two"):
-        resolve_run_config(imagefolder_config(root, "one"))
+        resolve_config(imagefolder_config(root, "one"))
 
 
 @pytest.mark.parametrize("eps", [8, 1.5])
@@ -140,9 +141,7 @@ def test_weights_of_1000_classes_get_a_new_head_logged_and_recorded(seven, tmp_p
     imagenet = create_model("timm:resnet18", 1000, (0,) * 3, (1,) * 3).net
     save_file({k: v.contiguous() for k, v in imagenet.state_dict().items()}, str(tmp_path / "r18.safetensors"))
     model_section = {"architecture": "timm:resnet18", "weights": str(tmp_path / "r18.safetensors")}
-    config = resolve_run_config(
-        imagefolder_config(seven, model=model_section, data={"mean": [0.5] * 3, "std": [0.25] * 3})
-    )
+    config = resolve_config(imagefolder_config(seven, model=model_section, data={"mean": [0.5] * 3, "std": [0.25] * 3}))
     meta = new_meta(model_identity(config), "linf")
     with caplog.at_level(logging.INFO):
         model = initial_model(config, meta)

@@ -16,7 +16,8 @@ from robustsoup.data.check import check_run_data
 from robustsoup.data.corrupted import corrupted_split
 from robustsoup.data.sources import DataLayoutError
 from robustsoup.data.stages import prepare_data, prepare_shift
-from robustsoup.paths import RunPaths, resolve_run_config
+from robustsoup.paths import RunPaths
+from robustsoup.run_config import resolve_config
 
 CLASSES = [f"c{i}" for i in range(7)]
 LEVELS = {"fog": [1, 2], "contrast": [1, 2]}
@@ -67,7 +68,7 @@ def config_of(root, croot, **data):
 def test_corrupted_copies_are_read_from_the_folder_instead_of_generated(trees, tmp_path, monkeypatch):
     root, croot = trees
     monkeypatch.chdir(tmp_path)
-    config = resolve_run_config(config_of(root, croot, corrupted_from="imagefolder-c"))
+    config = resolve_config(config_of(root, croot, corrupted_from="imagefolder-c"))
     check_run_data(config)  # the workflow's parse-time check, the -C folder included
     paths = RunPaths(config)
     assert paths.data["train"].endswith(".safetensors")  # small: decoded
@@ -86,7 +87,7 @@ def test_corrupted_copies_are_read_from_the_folder_instead_of_generated(trees, t
 def test_the_folder_is_split_as_a_shift_of_the_tree(trees, tmp_path, monkeypatch):
     root, croot = trees
     monkeypatch.chdir(tmp_path)
-    config = resolve_run_config(config_of(root, croot))
+    config = resolve_config(config_of(root, croot))
     paths = RunPaths(config)
     assert paths.corrupted_dir("test").endswith("data/corrupted/test")  # generate: corrupt_split's folder
     assert sorted(paths.shifts["imagefolder-c"]) == ["contrast/1", "contrast/2", "fog/1", "fog/2"]
@@ -106,14 +107,14 @@ def test_data_check_reads_the_folder(trees, capsys):
 def test_a_folder_that_lacks_a_corruption_or_a_copy_fails_with_what_is_missing(trees, tmp_path, monkeypatch):
     root, croot = trees
     monkeypatch.chdir(tmp_path)
-    config = resolve_run_config(config_of(root, croot, corrupted_from="imagefolder-c", corruptions=["fog", "snow"]))
+    config = resolve_config(config_of(root, croot, corrupted_from="imagefolder-c", corruptions=["fog", "snow"]))
     with pytest.raises(ConfigError, match=r"(?s)data.shifts.imagefolder-c.*snow not found"):
         check_run_data(config)
-    config = resolve_run_config(config_of(root, croot, corrupted_from="imagefolder-c"))
+    config = resolve_config(config_of(root, croot, corrupted_from="imagefolder-c"))
     paths = RunPaths(config)
     prepare_data(config, paths.data)
     (croot / "fog" / "1" / "c3" / "2.png").unlink()
     with pytest.raises(DataLayoutError, match=r"1 of 21 copies of fog severity 1 are missing.*c3/2.JPEG"):
         corrupted_split(croot, load_split(paths.data["test"]), "fog", 1, [1, 2])
     with pytest.raises(ConfigError, match=r"'data.corrupted_from': imagefolder-c .* needs dataset: imagefolder"):
-        resolve_run_config(config_of(root, croot, corrupted_from="imagefolder-c", shifts={}))
+        resolve_config(config_of(root, croot, corrupted_from="imagefolder-c", shifts={}))

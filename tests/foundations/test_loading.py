@@ -163,7 +163,7 @@ def test_the_decoders_agree_within_one_grey_level(tmp_path):
 
 
 def test_the_compile_key_wraps_the_model_sharing_its_weights_and_is_recorded():
-    from robustsoup.config import resolve_config
+    from robustsoup.run_config import resolve_config
     from robustsoup.snakemake_job import job_record
     from robustsoup.train.run import settings_from
 

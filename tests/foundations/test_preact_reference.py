@@ -14,9 +14,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from robustsoup.checkpoint import CheckpointError
-from robustsoup.config import load_config_file, resolve_config
 from robustsoup.models import ZooError, create_model, input_statistics, load_weights_file
 from robustsoup.models.multihead import split_base
+from robustsoup.run_config import load_config_file, resolve_config
 from robustsoup.train.run import initial_model, model_identity, new_meta
 
 from conftest import REPO

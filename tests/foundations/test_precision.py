@@ -7,10 +7,10 @@ import torch
 
 from robustsoup import device as device_module
 from robustsoup.checkpoint import load_checkpoint
-from robustsoup.config import resolve_config
 from robustsoup.data import prepare_splits
 from robustsoup.device import Arithmetic, resolve_channels_last, resolve_precision
 from robustsoup.lp.stages import pretrain
+from robustsoup.run_config import resolve_config
 
 CPU = torch.device("cpu")
 

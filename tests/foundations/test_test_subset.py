@@ -7,12 +7,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from robustsoup.config import ConfigError, resolve_config
+from robustsoup.config import ConfigError
 from robustsoup.data import adapt_test_split, load_split, prepare_shift_splits, prepare_splits, split_paths
 from robustsoup.data.split_indices import TestSubsetError
 from robustsoup.data.splits import split_record
 from robustsoup.data.stages import prepare_data, prepare_shift
-from robustsoup.paths import RunPaths, resolve_run_config
+from robustsoup.paths import RunPaths
+from robustsoup.run_config import resolve_config
 
 from data_fixtures import write_cifar_binaries, write_cifar_image_folder, write_hendrycks_npy
 
@@ -129,7 +130,7 @@ def test_too_few_test_images_stop_prepare_with_the_classes_and_counts(tmp_path):
 
 def test_a_subset_the_published_test_set_cannot_hold_fails_while_the_workflow_parses():
     def paths(dataset: str, **data) -> RunPaths:
-        return RunPaths(resolve_run_config({"dataset": dataset, "data": {"root": "/data", **data}}))
+        return RunPaths(resolve_config({"dataset": dataset, "data": {"root": "/data", **data}}))
 
     assert paths("cifar10", test_per_class=990).data["test"].endswith("test.safetensors")
     with pytest.raises(ConfigError, match=r"need 9,910 images, but its test split holds 9,900.*at most 990"):
@@ -154,7 +155,7 @@ def test_digits_refuses_the_key_and_points_to_n_test(tmp_path):
     with pytest.raises(ConfigError, match="data.n_test"):
         prepare_data(config, {split: tmp_path / f"{split}.safetensors" for split in ("train", "adapt", "test")})
     with pytest.raises(ConfigError, match="config key 'data.test_per_class'.*data.n_test"):  # while it parses
-        RunPaths(resolve_run_config({"dataset": "digits", "data": {"test_per_class": 5}}))
+        RunPaths(resolve_config({"dataset": "digits", "data": {"test_per_class": 5}}))
     # Without the key the digits test split is n_test images, recorded as every image of it.
     test = load_split(prepare_splits("digits", tmp_path / "whole", n_adapt=100, n_test=200)["test"])
     assert len(test) == 200 and test.metadata["test_per_class"] == ""
@@ -178,6 +179,7 @@ def test_every_shift_part_keeps_m_per_class_and_the_same_adapt(tmp_path):
                 "corruptions": ["fog", "snow"],
                 "severities": [3, 5],
             },
+            "rws": {"enabled": False},  # its corruptions are not these two
         }
     )
     written = prepare_shift(config, "cifar10-c", tmp_path / "sub")
@@ -193,7 +195,7 @@ def test_every_shift_part_keeps_m_per_class_and_the_same_adapt(tmp_path):
     with pytest.raises(TestSubsetError, match=r"cifar10-c part 'fog/3'.*at most 3"):
         prepare_shift_splits("cifar10-c", root, tmp_path / "x", parts=["fog/3"], k_adapt_per_class=1, test_per_class=4)
     # The workflow reruns prepare_shift when the key changes, and names the same files.
-    paths = RunPaths(resolve_run_config({**config, "rws": {"enabled": False}}))
+    paths = RunPaths(resolve_config(config))
     assert '"test_per_class": 2' in paths.rerun("prepare_shift", "cifar10-c")
     assert paths.shifts["cifar10-c"]["fog/3"]["test"] == str(
         split_paths(

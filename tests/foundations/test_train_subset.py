@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from robustsoup.config import ConfigError, resolve_config
+from robustsoup.config import ConfigError
 from robustsoup.data import (
     FileSplit,
     ImageSplit,
@@ -23,6 +23,7 @@ from robustsoup.data.check import check_run_data, train_subset_problem
 from robustsoup.data.split_indices import TrainSubsetError, train_subset
 from robustsoup.data.splits import split_record
 from robustsoup.data.stages import prepare_data
+from robustsoup.run_config import resolve_config
 
 from conftest import tiny_meta
 from data_fixtures import imagenet_sample, write_cifar_binaries, write_cifar_image_folder, write_wnid_folders

@@ -11,12 +11,12 @@ from safetensors.torch import save_file
 
 from robustsoup.attacks import attack_batch_size
 from robustsoup.checkpoint import save_checkpoint
-from robustsoup.config import resolve_config
 from robustsoup.data import load_split, prepare_splits
 from robustsoup.evaluate.adversarial import evaluation_shard, merge_shards
 from robustsoup.evaluate.rows import METRIC_COLUMNS, metric_row
 from robustsoup.lp.stages import evaluate_model, evaluate_model_shard, merge_model_shards
 from robustsoup.points import read_points
+from robustsoup.run_config import resolve_config
 from robustsoup.train.loop import TrainSettings, train_model
 from robustsoup.train.policies import CleanInputs
 from robustsoup.train.run import model_identity, new_meta

@@ -15,7 +15,8 @@ from robustsoup.checkpoint import load_checkpoint
 from robustsoup.data.stages import prepare_data
 from robustsoup.lp.stages import pretrain
 from robustsoup.models import create_model
-from robustsoup.paths import RunPaths, resolve_run_config
+from robustsoup.paths import RunPaths
+from robustsoup.run_config import resolve_config
 
 CLASSES = [f"c{i}" for i in range(7)]
 
@@ -34,7 +35,7 @@ def test_a_1000_class_file_fine_tuned_adversarially_on_7_classes_gets_a_new_head
     imagenet = create_model("timm:resnet18", 1000, (0,) * 3, (1,) * 3).net.state_dict()
     weights = tmp_path / "resnet18-imagenet.safetensors"
     save_file({k: v.contiguous() for k, v in imagenet.items()}, str(weights))
-    config = resolve_run_config(
+    config = resolve_config(
         {
             "dataset": "imagefolder",
             "device": "cpu",
@@ -53,7 +54,7 @@ def test_a_1000_class_file_fine_tuned_adversarially_on_7_classes_gets_a_new_head
     prepare_data(config, paths.data)
     out = tmp_path / "linf.safetensors"
     with caplog.at_level(logging.INFO):
-        pretrain(resolve_run_config(config), paths.data["train"], out, torch.device("cpu"))
+        pretrain(resolve_config(config), paths.data["train"], out, torch.device("cpu"))
     state, meta = load_checkpoint(out)
     assert imagenet["fc.weight"].shape == (1000, 512)
     assert state["net.fc.weight"].shape == (7, 512) and state["net.fc.bias"].shape == (7,)

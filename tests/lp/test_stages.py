@@ -5,9 +5,9 @@ import torch
 from safetensors.torch import save_file
 
 from robustsoup.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from robustsoup.config import resolve_config
 from robustsoup.data import prepare_splits
 from robustsoup.lp.stages import finetune, pretrain
+from robustsoup.run_config import resolve_config
 from robustsoup.train.loop import TrainingDivergedError
 
 from conftest import tiny_meta

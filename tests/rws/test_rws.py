@@ -11,8 +11,16 @@ import pytest
 import torch
 
 from robustsoup.checkpoint import load_checkpoint, save_checkpoint
-from robustsoup.config import ConfigError, resolve_config
-from robustsoup.rws.config import deploy_variant, quantized_variants, variant_label, variant_suffix, variants
+from robustsoup.config import ConfigError
+from robustsoup.run_config import resolve_config
+from robustsoup.rws.config import (
+    check_rws_config,
+    deploy_variant,
+    quantized_variants,
+    variant_label,
+    variant_suffix,
+    variants,
+)
 from robustsoup.rws.detector import detector_probabilities, fit_detector, route_batches, tune_lambda
 from robustsoup.rws.extract import extract_signature, project_out
 from robustsoup.rws.layers import plan_layers, reference_layers, residual_unit, weight_layers
@@ -34,7 +42,7 @@ from robustsoup.rws.quantize import (
 )
 from robustsoup.rws.signature_file import load_signature, save_signature, storage_bytes
 from robustsoup.rws.signatures import SignatureError, compose, rescale
-from robustsoup.rws.stages import check_rws_config, expert_selection, quantize_rws
+from robustsoup.rws.stages import expert_selection, quantize_rws
 
 from conftest import finetuned_like as _perturbed
 from conftest import tiny_meta
@@ -320,11 +328,10 @@ def test_rws_config_cross_checks_name_the_key():
         ({"compose": ["fog", "frost"]}, "rws.compose"),
         ({"transfer": {"seed": 0}}, "rws.transfer.seed"),
     ]:
-        bad = resolve_config({"rws": change})
-        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-            check_rws_config(bad)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):  # the reader runs RWS's checks
+            resolve_config({"rws": change})
     with pytest.raises(ConfigError, match=r"rws\.corruptions"):
-        check_rws_config(resolve_config({"data": {"corruptions": ["fog"]}}))
+        resolve_config({"data": {"corruptions": ["fog"]}})
     with pytest.raises(ConfigError, match=r"rws\.init\.epochs"):
         resolve_config({"rws": {"init": {"epochs": 0}}})
 
@@ -386,18 +393,19 @@ def test_patch_and_unpatch_commands(trio, tmp_path, capsys):
 
 
 def test_a_disabled_section_is_not_cross_checked():
-    from robustsoup.config import ConfigError, resolve_config
+    from robustsoup.config import ConfigError
     from robustsoup.distill.config import check_distill_config
+    from robustsoup.run_config import resolve_config
     from robustsoup.rws.config import check_rws_config
 
     # rws.severities defaults to [5], which data.severities [1, 3] lacks: an error only when RWS runs.
     data = {"severities": [1, 3]}
     with pytest.raises(ConfigError, match="rws.severities"):
-        check_rws_config(resolve_config({"data": data}))
+        resolve_config({"data": data})
     check_rws_config(resolve_config({"data": data, "rws": {"enabled": False}}))
     bad = {"student": {"training": {"epochs": 0}}}  # 0 epochs needs pretrained weights
     with pytest.raises(ConfigError, match="distill.student.training.epochs"):
-        check_distill_config(resolve_config({"distill": bad}))
+        resolve_config({"distill": bad})
     check_distill_config(resolve_config({"distill": {**bad, "enabled": False}}))
 
 

@@ -236,8 +236,8 @@ def family_paths(trained_model, tmp_path_factory):
 def test_select_soups_writes_label_free_rows_and_the_table_shows_gaps_and_fallbacks(
     family_paths, digits_splits, tmp_path, threshold
 ):
-    from robustsoup.config import resolve_config
     from robustsoup.data import prepare_splits
+    from robustsoup.run_config import resolve_config
     from robustsoup.soups.report import shifts_table
     from robustsoup.soups.stages import evaluate_soups_shifts, select_soups
 
@@ -438,8 +438,8 @@ def test_select_soups_logs_its_steps_with_i_of_n_and_an_eta(family_paths, tmp_pa
     import logging
 
     from robustsoup import progress
-    from robustsoup.config import resolve_config
     from robustsoup.data import prepare_splits
+    from robustsoup.run_config import resolve_config
     from robustsoup.soups.stages import select_soups
 
     monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
@@ -466,8 +466,8 @@ def test_select_soups_memo_skips_repeated_passes_and_writes_the_same_files(
     the learned soup read the logits of soups already passed over the same images. The score and
     selection files are byte for byte those of a scorer without the memo (forward passes counted
     alike), with fewer real forward passes."""
-    from robustsoup.config import resolve_config
     from robustsoup.data import prepare_splits
+    from robustsoup.run_config import resolve_config
     from robustsoup.soups import stages
 
     config = resolve_config(

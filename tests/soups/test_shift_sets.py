@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from robustsoup.checkpoint import CheckpointMeta, load_model, save_checkpoint
-from robustsoup.config import resolve_config
 from robustsoup.data import ImageSplit, load_split, prepare_shift_splits, prepare_splits, restrict_logits
 from robustsoup.data.scoring import Scoring, scoring_for
 from robustsoup.evaluate.mce import ALEXNET_ERRORS
 from robustsoup.evaluate.shifts import part_label
+from robustsoup.run_config import resolve_config
 from robustsoup.soups.report import shifts_table
 from robustsoup.soups.search import SoupScorer, grid_search, label_space
 from robustsoup.soups.stages import evaluate_soups_shifts, interleaved_head, select_soups

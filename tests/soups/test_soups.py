@@ -1,4 +1,4 @@
-from robustsoup.config import resolve_config
+from robustsoup.run_config import resolve_config
 from robustsoup.soups.grid import grid_from_config, line_grid, line_weights, soup_id
 
 BASE = ["linf", "linf-l2", "linf-l1", "linf-nominal"]

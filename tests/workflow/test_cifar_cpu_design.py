@@ -8,11 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustsoup.config import load_config_file
 from robustsoup.distill.augmentation import make_augmentation
 from robustsoup.distill.config import check_distill_config, leaked_corruptions, teacher_shift
 from robustsoup.evaluate.adversarial import evaluation_shard
-from robustsoup.paths import resolve_run_config
+from robustsoup.run_config import load_config_file, resolve_config
 
 from conftest import REPO
 
@@ -21,7 +20,7 @@ CIFAR10 = {"train": 5000, "test": 1000}  # images per class of the real data set
 
 
 def resolved(name: str) -> dict:
-    return load_config_file(PRESETS[name], resolve_run_config)
+    return load_config_file(PRESETS[name])
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -109,7 +108,6 @@ def test_train_teacher_records_the_teachers_own_clean_fraction(tmp_path):
     from safetensors.torch import save_file
 
     from robustsoup.checkpoint import load_model
-    from robustsoup.config import resolve_config
     from robustsoup.data import prepare_splits
     from robustsoup.distill.stages import train_teacher
 

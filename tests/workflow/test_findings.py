@@ -14,7 +14,7 @@ import yaml
 from robustsoup.cli import main
 from robustsoup.config import config_yaml
 from robustsoup.findings import findings_table, report_findings
-from robustsoup.paths import RunPaths, resolve_run_config
+from robustsoup.paths import RunPaths
 from robustsoup.points import POINT_KEYS, keyed_points, points_frame, read_keyed_points, write_keyed_points
 from robustsoup.report.findings import (
     FAILS,
@@ -26,6 +26,7 @@ from robustsoup.report.findings import (
     findings_rows,
     measured_claim,
 )
+from robustsoup.run_config import resolve_config
 
 from conftest import REPO
 
@@ -77,7 +78,7 @@ def hand_built(tmp_path, seed: int = 0, seeds: list[int] | None = None):
     raw = {**micro, "seed": seed}
     if seeds is not None:
         raw = {**micro, "seeds": seeds, "rws": {**micro["rws"], "transfer": {**micro["rws"]["transfer"], "seed": 9}}}
-    config = resolve_run_config(raw)
+    config = resolve_config(raw)
     root = tmp_path / RunPaths(config).root
     root.mkdir(parents=True)
     (root / "config.resolved.yaml").write_text(config_yaml(config))
@@ -177,7 +178,7 @@ def test_the_findings_of_a_run_have_every_finding_with_verdicts(results):
     assert unpatch["verdict"] == HOLDS
     within = table[table["claim"].str.contains("matches full fine-tuning")].iloc[0]
     assert within["threshold"] == -1.0 and within["verdict"] in (HOLDS, INCONCLUSIVE)
-    config = resolve_run_config(yaml.safe_load((results / "config.resolved.yaml").read_text()))
+    config = resolve_config(yaml.safe_load((results / "config.resolved.yaml").read_text()))
     tables = results / "tables"
     report_findings(config, tables / "findings.csv", tables / "findings.md", tables / "findings.html")
     assert pd.read_csv(tables / "findings.csv")["verdict"].tolist() == table["verdict"].tolist()
@@ -216,7 +217,7 @@ def test_a_missing_results_folder_is_a_clear_error(tmp_path, capsys):
 def test_a_disabled_study_says_so(results):
     config = yaml.safe_load((results / "config.resolved.yaml").read_text())
     config["rws"]["enabled"] = config["distill"]["enabled"] = False
-    table = findings_table(results, resolve_run_config(config))
+    table = findings_table(results, resolve_config(config))
     for finding in ("F4", "F5"):
         rows = table[table["finding"] == finding]
         assert len(rows) >= 3 and (rows["verdict"] == NOT_COMPUTED).all()

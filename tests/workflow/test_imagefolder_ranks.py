@@ -18,7 +18,9 @@ from robustsoup.cli import main
 from robustsoup.data import DATASETS
 from robustsoup.data.stages import prepare_data
 from robustsoup.lp.stages import finetune, pretrain
-from robustsoup.paths import RunPaths, resolve_run_config
+from robustsoup.paths import RunPaths
+from robustsoup.resources import TrainingResources
+from robustsoup.run_config import resolve_config
 
 from snakemake_output import job_stats, snakemake_command
 
@@ -68,8 +70,8 @@ def test_the_dag_resolves_with_two_gpus_for_the_parent(tree, tmp_path, monkeypat
     jobs = job_stats(result.stdout + result.stderr)
     assert jobs["prepare_data"] == 1 and jobs["pretrain"] == 1 and jobs["finetune"] == 1 and jobs["make_soup"] > 0
     monkeypatch.chdir(tmp_path)
-    paths = RunPaths(resolve_run_config(config))  # rule pretrain's resources: gpu=P.gpus("pretrain")
-    assert paths.gpus("pretrain") == 2 and paths.gpus("finetune", "nominal") == 1
+    resources = TrainingResources(resolve_config(config))  # rule pretrain's resources: gpu=T.gpus("pretrain")
+    assert resources.gpus("pretrain") == 2 and resources.gpus("finetune", "nominal") == 1
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +80,10 @@ def models(tree, tmp_path_factory):
     work = tmp_path_factory.mktemp("run")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(work)
-        config = resolve_run_config(config_of(tree, gpus=2))
+        config = resolve_config(config_of(tree, gpus=2))
         paths = RunPaths(config)
         prepare_data(config, paths.data)
-        config = resolve_run_config(config_of(tree, gpus=2))  # as a job does: with the training images' statistics
+        config = resolve_config(config_of(tree, gpus=2))  # as a job does: with the training images' statistics
         parent = work / paths.model("linf")
         pretrain(config, paths.data["train"], parent, torch.device("cpu"))
         child = work / paths.model("linf-nominal")

@@ -1,4 +1,4 @@
-"""robustsoup.paths: one run's names, paths, rerun keys and parse-time checks (torch-free)."""
+"""robustsoup.paths: one run's names, paths and rerun keys (torch-free)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import copy
 import pytest
 
 from robustsoup.config import ConfigError
-from robustsoup.paths import RunPaths, alternatives, asked_targets, resolve_run_config
+from robustsoup.paths import RunPaths, alternatives, asked_targets
+from robustsoup.run_config import resolve_config
 
 
 def run_paths(**sections) -> RunPaths:
-    return RunPaths(resolve_run_config(sections))
+    return RunPaths(resolve_config(sections))
 
 
 def test_paths_and_names_of_the_default_run():
@@ -35,11 +36,11 @@ def test_a_disabled_study_has_no_paths_and_is_not_cross_checked():
     assert p.rws is None and p.distill is None
     assert not any("rws" in path or "distill" in path for path in p.final_outputs())
     with pytest.raises(ConfigError, match="rws.compose"):
-        resolve_run_config({"rws": {"compose": ["not-a-corruption", "fog"]}})
+        resolve_config({"rws": {"compose": ["not-a-corruption", "fog"]}})
 
 
 def test_rerun_keys_hold_exactly_what_a_rule_depends_on():
-    base = resolve_run_config({})
+    base = resolve_config({})
     changed = copy.deepcopy(base)
     changed["soups"]["weights"]["step"] = 0.5
     a, b = RunPaths(base), RunPaths(changed)
@@ -56,39 +57,6 @@ def test_rerun_keys_hold_exactly_what_a_rule_depends_on():
         a.rerun("no_such_rule")
 
 
-def test_missing_pretrained_weights_fail_at_parse_time_naming_the_key(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    p = run_paths(model={"weights": "zoo/pretr_Linf.pth"})
-    assert p.external_weights() == {"model.weights": "zoo/pretr_Linf.pth"}
-    with pytest.raises(ConfigError, match=r"'model.weights'.*zoo/pretr_Linf.pth does not exist"):
-        p.check_external_files()
-    (tmp_path / "zoo").mkdir()
-    (tmp_path / "zoo" / "pretr_Linf.pth").write_bytes(b"x")
-    p.check_external_files()
-
-
-def test_a_robustbench_parent_needs_its_zoo_file(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    config = {"dataset": "cifar10", "data": {"root": str(tmp_path)}}
-    config["model"] = {"architecture": "robustbench:Carmon2019Unlabeled", "model_dir": "rb"}
-    p = run_paths(**config)
-    expected = "rb/cifar10/Linf/Carmon2019Unlabeled.pt"
-    assert p.external_weights() == {"model.model_dir": expected}
-    with pytest.raises(ConfigError, match=expected):
-        p.check_external_files()
-
-
-def test_device_cuda_without_a_gpu_fails_only_where_jobs_run(monkeypatch):
-    import robustsoup.paths as paths
-
-    monkeypatch.setattr(paths, "GPU_DRIVER_FILES", ("/nonexistent/nvidia",))
-    p = run_paths(device="cuda")
-    with pytest.raises(ConfigError, match=r"'device': cuda.*no GPU driver"):
-        p.check_device(jobs_run_here=True)
-    p.check_device(jobs_run_here=False)  # a cluster's login node: the compute nodes have the GPUs
-    run_paths(device="auto").check_device(jobs_run_here=True)
-
-
 def test_reference_models_are_evaluated_but_never_a_soup_ingredient():
     p = run_paths(references=["L2", "L1"])
     assert p.references == ["scratch-l2", "scratch-l1"]
@@ -96,7 +64,7 @@ def test_reference_models_are_evaluated_but_never_a_soup_ingredient():
     assert all(not set(p.soup_ingredients(s)) & set(p.references) for s in p.soups)
     assert p.rerun("pretrain_reference", "scratch-l2") != p.rerun("pretrain_reference", "scratch-l1")
     with pytest.raises(ConfigError, match="references"):
-        resolve_run_config({"references": ["L3"]})
+        resolve_config({"references": ["L3"]})
 
 
 def test_sharded_evaluation_has_its_own_rules_files_and_the_same_rerun_keys():
@@ -115,17 +83,6 @@ def test_sharded_evaluation_has_its_own_rules_files_and_the_same_rerun_keys():
     assert shards["L1_points"] == [f"{folder}/{s}-of-3/L1.points.tsv" for s in range(3)]
     assert sharded.evaluation_shard_outputs("linf", "2")["clean_rows"] == shards["clean_rows"][2]
     assert run_paths(evaluate={"batch_size": 64}).rerun("evaluate_model") != whole.rerun("evaluate_model")
-
-
-def test_a_training_rule_asks_for_its_sections_gpus():
-    base = resolve_run_config({})
-    base["finetune"]["l2"]["gpus"] = 4
-    base["rws"]["finetune"]["gpus"] = 2
-    p = run_paths(finetune=base["finetune"], rws=base["rws"])
-    assert p.gpus("finetune", "l2") == 4 and p.gpus("finetune", "l1") == 1 and p.gpus("pretrain") == 1
-    assert p.gpus("rws", "finetune") == 2 and p.gpus("distill", "teacher", "training") == 1
-    with pytest.raises(ConfigError, match="gpus"):
-        run_paths(pretrain={"gpus": 0})
 
 
 def test_file_list_splits_run_every_study_and_can_read_an_on_disk_imagenet_c():
@@ -148,19 +105,6 @@ def test_file_list_splits_run_every_study_and_can_read_an_on_disk_imagenet_c():
     with pytest.raises(ConfigError, match=r"'data.corrupted_from'.*decoded splits \['adapt'\]"):
         decoded_adapt = {**data, "cache_max_images": 1000, "shifts": {"imagenet-c": "in-c"}}
         run_paths(dataset="imagenet", data={**decoded_adapt, "corrupted_from": "imagenet-c"})
-
-
-def test_nodes_above_one_need_slurm_and_at_most_gpus(monkeypatch):
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    p = run_paths(pretrain={"gpus": 4, "nodes": 2})
-    assert p.nodes("pretrain") == 2 and p.gpus("pretrain") == 4 and p.nodes("finetune", "l2") == 1
-    with pytest.raises(ConfigError, match=r"'pretrain.nodes': 2.*--profile profiles/slurm.*pretrain.nodes: 1"):
-        p.check_nodes(jobs_run_here=True)
-    p.check_nodes(jobs_run_here=False)  # submitted to SLURM
-    monkeypatch.setenv("SLURM_JOB_ID", "12")  # the workflow started inside a SLURM job
-    p.check_nodes(jobs_run_here=True)
-    with pytest.raises(ConfigError, match=r"'rws.init.nodes': 3 nodes for gpus: 2.*at most 2"):
-        run_paths(rws={"init": {"gpus": 2, "nodes": 3}}).check_nodes(jobs_run_here=False)
 
 
 def test_the_closing_message_lists_only_files_that_exist_and_says_when_only_some_targets_ran():

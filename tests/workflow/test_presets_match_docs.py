@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robustsoup.config import load_config_file
-from robustsoup.paths import resolve_run_config
+from robustsoup.run_config import load_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "reproducing.md"
@@ -113,7 +112,7 @@ def mismatches(rows: list[dict[str, str]], config: dict) -> list[str]:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_resolves_to_what_its_docs_table_says(preset):
-    config = load_config_file(ROOT / "config" / "presets" / f"{preset}.yaml", resolve_run_config)
+    config = load_config_file(ROOT / "config" / "presets" / f"{preset}.yaml")
     rows = preset_table(DOCS.read_text(encoding="utf-8"), preset)
     keys = [_code(r["key"]) for r in rows]
     assert len(keys) == len(set(keys)), "a key has two rows"
@@ -123,7 +122,7 @@ def test_preset_resolves_to_what_its_docs_table_says(preset):
 
 def test_the_check_fails_on_a_drifted_value():
     """The comparison itself: a changed value, a missing key and a bare deviation are each caught."""
-    config = load_config_file(ROOT / "config" / "presets" / "imagenet.yaml", resolve_run_config)
+    config = load_config_file(ROOT / "config" / "presets" / "imagenet.yaml")
     rows = preset_table(DOCS.read_text(encoding="utf-8"), "imagenet")
     k = next(r for r in rows if r["key"] == "`soups.search.k`")
     assert mismatches([k], config) == []
@@ -136,6 +135,6 @@ def test_the_check_fails_on_a_drifted_value():
 
 
 def test_imagenet_preset_chooses_soups_on_1000_adaptation_images_at_step_0_1():
-    config = load_config_file(ROOT / "config" / "presets" / "imagenet.yaml", resolve_run_config)
+    config = load_config_file(ROOT / "config" / "presets" / "imagenet.yaml")
     assert config["soups"]["search"]["k"] == [1000] and config["soups"]["search"]["step"] == 0.1
     assert config["data"]["k_adapt_per_class"] * 1000 == 1000  # 1 per class × 1,000 classes

@@ -7,31 +7,32 @@ import pandas as pd
 import pytest
 
 from robustsoup.config import ConfigError
-from robustsoup.paths import RunPaths, resolve_run_config
+from robustsoup.paths import RunPaths
 from robustsoup.report.seeds import SD_SUFFIX, combine_tables, mean_sd, report_seeds, write_seed_table
+from robustsoup.run_config import resolve_config
 from robustsoup.seeds import fill_seed, for_seeds, job_seed
 
 TWO = {"seeds": [0, 1], "rws": {"transfer": {"seed": 5}}}
 
 
 def test_seed_is_the_single_seed_shorthand_and_disagreeing_keys_are_an_error():
-    assert resolve_run_config({})["seeds"] == [0]
-    assert resolve_run_config({"seed": 3})["seeds"] == [3]
-    both = resolve_run_config({"seed": 2, "seeds": [2, 4]})
+    assert resolve_config({})["seeds"] == [0]
+    assert resolve_config({"seed": 3})["seeds"] == [3]
+    both = resolve_config({"seed": 2, "seeds": [2, 4]})
     assert both["seeds"] == [2, 4] and both["seed"] == 2
-    assert resolve_run_config({"seeds": [4, 2]})["seed"] == 4  # the first seed prepares the shared data
+    assert resolve_config({"seeds": [4, 2]})["seed"] == 4  # the first seed prepares the shared data
     with pytest.raises(ConfigError, match=r"'seed' and 'seeds' disagree: seed is 1, seeds is \[0, 2\]"):
-        resolve_run_config({"seed": 1, "seeds": [0, 2]})
+        resolve_config({"seed": 1, "seeds": [0, 2]})
     with pytest.raises(ConfigError, match="seeds"):
-        resolve_run_config({"seeds": [0, 0]})
+        resolve_config({"seeds": [0, 0]})
     # rws.transfer.seed trains other models: it must differ from every training seed, not only the first
     with pytest.raises(ConfigError, match=r"'rws.transfer.seed'.*seeds \[0, 1\]"):
-        resolve_run_config({"seeds": [0, 1]})
-    assert resolve_run_config(TWO)["seeds"] == [0, 1]
+        resolve_config({"seeds": [0, 1]})
+    assert resolve_config(TWO)["seeds"] == [0, 1]
 
 
 def test_each_seed_has_its_folder_and_the_data_are_shared():
-    one, two = RunPaths(resolve_run_config({})), RunPaths(resolve_run_config(TWO))
+    one, two = RunPaths(resolve_config({})), RunPaths(resolve_config(TWO))
     outputs = two.study_outputs()
     assert (
         "results/digits/seed-0/tables/accuracy.md" in outputs and "results/digits/seed-1/tables/accuracy.md" in outputs
@@ -48,7 +49,7 @@ def test_each_seed_has_its_folder_and_the_data_are_shared():
 
 
 def test_a_job_runs_its_seed_with_its_params_filled_in():
-    config = resolve_run_config(TWO)
+    config = resolve_config(TWO)
     assert job_seed(config, {"seed": "1"})["seed"] == 1 and job_seed(config, {"split": "test"})["seed"] == 0
     with pytest.raises(ConfigError, match="seed 3"):
         job_seed(config, {"seed": "3"})

@@ -323,7 +323,7 @@ def _gpu_rules_of_workflow() -> set[str]:
         blocks = re.split(r"^rule\s+(\w+)\s*:", smk.read_text(), flags=re.M)
         for name, body in zip(blocks[1::2], blocks[2::2]):
             body = re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]  # up to the next top-level statement
-            if re.search(r"^\s+gpu\s*=\s*([1-9]|P\.gpus|lambda)", body, flags=re.M):
+            if re.search(r"^\s+gpu\s*=\s*([1-9]|T\.gpus|lambda)", body, flags=re.M):
                 rules.add(name)
     return rules
 
@@ -345,7 +345,7 @@ def _training_rules_of_workflow() -> set[str]:
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         blocks = re.split(r"^rule\s+(\w+)\s*:", smk.read_text(), flags=re.M)
         for name, body in zip(blocks[1::2], blocks[2::2]):
-            if "P.gpus(" in re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]:
+            if "T.gpus(" in re.split(r"^\S", body, maxsplit=1, flags=re.M)[0]:
                 rules.add(name)
     return rules
 
@@ -510,7 +510,8 @@ def _targets() -> list[str]:
     """Nothing (rule all: the whole DAG), or the clean metrics of every base model."""
     if _dag() == "full":
         return []
-    from robustsoup.config import base_model_names, resolve_config
+    from robustsoup.config import base_model_names
+    from robustsoup.run_config import resolve_config
 
     config = resolve_config(yaml.safe_load(MICRO.read_text()))
     return [f"results/{config['dataset']}/seed-0/metrics/{m}/test/clean.tsv" for m in base_model_names(config)]

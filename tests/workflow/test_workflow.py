@@ -234,10 +234,11 @@ def test_micro_rws_tables_recomputed_from_the_written_checkpoints(micro_run):
     standard models and the deployed signatures on disk; the oracle-free λ from the adaptation split."""
     import torch
 
-    from robustsoup.paths import RunPaths, resolve_run_config
+    from robustsoup.paths import RunPaths
+    from robustsoup.run_config import resolve_config
     from robustsoup.rws.config import compose_name, lambda_name
 
-    rws = RunPaths(resolve_run_config(yaml.safe_load(MICRO.read_text())), 0).rws
+    rws = RunPaths(resolve_config(yaml.safe_load(MICRO.read_text())), 0).rws
     metrics = micro_run / rws.metrics
     standard, signatures = rws.model("standard"), rws.signatures(rws.deploy)
     fog, contrast = signatures["fog"], signatures["contrast"]
@@ -273,11 +274,12 @@ def test_micro_ternary_soup_recomputed_from_the_written_checkpoints(micro_run):
 
     from robustsoup.checkpoint import load_checkpoint
     from robustsoup.data import load_split
-    from robustsoup.paths import RunPaths, resolve_run_config
+    from robustsoup.paths import RunPaths
+    from robustsoup.run_config import resolve_config
     from robustsoup.soups.grid import soup_id
     from robustsoup.weights import affine_combination
 
-    paths = RunPaths(resolve_run_config(yaml.safe_load(MICRO.read_text())), 0)
+    paths = RunPaths(resolve_config(yaml.safe_load(MICRO.read_text())), 0)
     a, b = paths.config["soups"]["ternary"]["models"][:2]
     (first, meta), (second, _) = (load_checkpoint(micro_run / paths.model(m)) for m in (a, b))
     soup = meta.build().eval()
@@ -471,7 +473,7 @@ def test_html_report_holds_every_table_and_figure(micro_run):
 def test_a_config_given_on_the_command_line_stands_alone_and_is_written_resolved(tmp_path):
     """No layering on config/config.yaml: keys the file leaves out take the schema's defaults, the run
     writes results/<dataset>/config.resolved.yaml, and `robustsoup config FILE` prints exactly that."""
-    from robustsoup.config import resolve_config
+    from robustsoup.run_config import resolve_config
 
     sparse = tmp_path / "sparse.yaml"
     sparse.write_text("seed: 3\ndata: {n_adapt: 20, n_test: 40}\n")

@@ -55,9 +55,10 @@ def test_soup_rules_depend_on_prepare_shift_and_read_every_part(tmp_path):
     assert ("prepare_shift", "select_soups") in edges
     assert ("prepare_shift", "evaluate_soups_shifts") in edges
     # The rules' params name each part's split inside the folder prepare_shift writes.
-    from robustsoup.paths import RunPaths, resolve_run_config
+    from robustsoup.paths import RunPaths
+    from robustsoup.run_config import resolve_config
 
-    paths = RunPaths(resolve_run_config(yaml.safe_load(config.read_text())))
+    paths = RunPaths(resolve_config(yaml.safe_load(config.read_text())))
     assert paths.shift_dirs() == ["results/cifar10/data/cifar10-c"]
     assert paths.shift_splits("test")["cifar10-c"] == {
         "fog/3": "results/cifar10/data/cifar10-c/fog/3/test.safetensors",
@@ -65,6 +66,6 @@ def test_soup_rules_depend_on_prepare_shift_and_read_every_part(tmp_path):
     }
     changed = yaml.safe_load(config.read_text())
     changed["data"]["shifts"] = {}
-    without = RunPaths(resolve_run_config(changed))
+    without = RunPaths(resolve_config(changed))
     for rule in ("select_soups", "evaluate_soups_shifts"):
         assert without.rerun(rule) != paths.rerun(rule)  # adding or removing a shift reruns the soups

@@ -1,27 +1,31 @@
-# The run: the resolved config and every artifact's name and path (robustsoup.paths.RunPaths).
-# The rules below are getters over P; every script receives its paths by name.
+# The run: the resolved config (robustsoup.run_config), every artifact's name and path
+# (P, robustsoup.paths.RunPaths) and what the trainings ask of the machines
+# (T, robustsoup.resources.TrainingResources).
+# The rules below are getters over P and T; every script receives its paths by name.
 
 from snakemake.exceptions import WorkflowError
 
 from robustsoup.config import ConfigError, write_resolved_config
 from robustsoup.data.check import check_run_data
-from robustsoup.paths import RunPaths, alternatives, asked_targets, resolve_run_config
+from robustsoup.paths import RunPaths, alternatives, asked_targets
 from robustsoup.distill.captions import DISTILL_REPORT
 from robustsoup.lp.captions import LP_REPORT
 from robustsoup.report.captions import COST_REPORT, CSV_SUBCATEGORY, report_place
 from robustsoup.report.findings import FINDINGS_REPORT
+from robustsoup.resources import TrainingResources, check_device, check_external_files, check_nodes
+from robustsoup.run_config import resolve_config
 from robustsoup.rws.captions import RWS_REPORT
 from robustsoup.seeds import seed_folder
 from robustsoup.soups.captions import SOUPS_REPORT, soup_line_label
 
 try:  # the schema, every cross-key check, and (in the main process) the data and weights files on disk
-    config.update(resolve_run_config(config))
-    P = RunPaths(config)
+    config.update(resolve_config(config))
+    P, T = RunPaths(config), TrainingResources(config)
     if workflow.is_main_process:
         check_run_data(config)
-        P.check_external_files()
-        P.check_device(jobs_run_here=workflow.local_exec)
-        P.check_nodes(jobs_run_here=workflow.local_exec)
+        check_external_files(P)
+        check_device(config, jobs_run_here=workflow.local_exec)
+        check_nodes(config, jobs_run_here=workflow.local_exec)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 DATASET, RESULTS, ENV = P.dataset, P.results, "../envs/robustsoup.yaml"

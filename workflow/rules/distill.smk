@@ -31,8 +31,8 @@ rule train_teacher:
         ENV
     threads: job_threads()
     resources:
-        gpu=P.gpus("distill", "teacher", "training"),
-        nodes=P.nodes("distill", "teacher", "training"),
+        gpu=T.gpus("distill", "teacher", "training"),
+        nodes=T.nodes("distill", "teacher", "training"),
     params:
         rerun=P.rerun("train_teacher"),
     message:
@@ -57,8 +57,8 @@ rule train_student:
         ENV
     threads: job_threads()
     resources:
-        gpu=P.gpus("distill", "student", "training"),
-        nodes=P.nodes("distill", "student", "training"),
+        gpu=T.gpus("distill", "student", "training"),
+        nodes=T.nodes("distill", "student", "training"),
     params:
         rerun=P.rerun("train_student"),
     message:
@@ -85,8 +85,8 @@ rule distill_student:
         ENV
     threads: job_threads()
     resources:
-        gpu=P.gpus("distill", "distillation"),
-        nodes=P.nodes("distill", "distillation"),
+        gpu=T.gpus("distill", "distillation"),
+        nodes=T.nodes("distill", "distillation"),
     params:
         rerun=P.rerun("distill_student"),
     message:
@@ -112,8 +112,8 @@ rule finetune_student:
         ENV
     threads: job_threads()
     resources:
-        gpu=P.gpus("distill", "finetune"),
-        nodes=P.nodes("distill", "finetune"),
+        gpu=T.gpus("distill", "finetune"),
+        nodes=T.nodes("distill", "finetune"),
     params:
         rerun=P.rerun("finetune_student"),
     message:

@@ -24,8 +24,8 @@ rule pretrain:
         ENV
     threads: job_threads()
     resources:
-        gpu=P.gpus("pretrain"),
-        nodes=P.nodes("pretrain"),
+        gpu=T.gpus("pretrain"),
+        nodes=T.nodes("pretrain"),
     params:
         rerun=P.rerun("pretrain"),
     message:
@@ -51,8 +51,8 @@ rule pretrain_reference:
         ENV
     threads: job_threads()
     resources:
-        gpu=P.gpus("pretrain"),
-        nodes=P.nodes("pretrain"),
+        gpu=T.gpus("pretrain"),
+        nodes=T.nodes("pretrain"),
     params:
         rerun=lambda w: P.rerun("pretrain_reference", w.reference),
     message:
@@ -78,8 +78,8 @@ rule finetune:
         ENV
     threads: job_threads()
     resources:
-        gpu=lambda w: P.gpus("finetune", w.target),
-        nodes=lambda w: P.nodes("finetune", w.target),
+        gpu=lambda w: T.gpus("finetune", w.target),
+        nodes=lambda w: T.nodes("finetune", w.target),
     params:
         rerun=lambda w: P.rerun("finetune", w.target),
     message:

@@ -31,8 +31,8 @@ rule train_rws_init:
         ENV
     threads: job_threads()
     resources:
-        gpu=P.gpus("rws", "init"),
-        nodes=P.nodes("rws", "init"),
+        gpu=T.gpus("rws", "init"),
+        nodes=T.nodes("rws", "init"),
     params:
         rerun=P.rerun("train_rws_init"),
     message:
@@ -59,8 +59,8 @@ rule train_rws_model:
         ENV
     threads: job_threads()
     resources:
-        gpu=P.gpus("rws", "finetune"),
-        nodes=P.nodes("rws", "finetune"),
+        gpu=T.gpus("rws", "finetune"),
+        nodes=T.nodes("rws", "finetune"),
     params:
         rerun=lambda w: P.rerun("train_rws_model", w.rws_model),
     message:
@@ -88,8 +88,8 @@ rule train_expert:
         ENV
     threads: job_threads()
     resources:
-        gpu=P.gpus("rws", "finetune"),
-        nodes=P.nodes("rws", "finetune"),
+        gpu=T.gpus("rws", "finetune"),
+        nodes=T.nodes("rws", "finetune"),
     params:
         rerun=P.rerun("train_expert"),
     message:

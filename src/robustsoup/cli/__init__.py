@@ -20,13 +20,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..checkpoint import CheckpointError, load_checkpoint
-from ..config import IMAGEFOLDER, ConfigError, config_yaml, load_config_file
+from ..config import IMAGEFOLDER, ConfigError, config_yaml
 from ..data import DATASETS, DataLayoutError
 from ..data.check import check_dataset
 from ..data.corruptions import CORRUPTIONS
 from ..data.imagefolder import IMAGEFOLDER_C, register_imagefolder, register_imagefolder_c_at
 from ..lineage import CLI_ADVICE, check_related
-from ..paths import resolve_run_config
+from ..run_config import load_config_file, resolve_config
 from ..soups.grid import mixture_text
 from ..soups.mixing import check_soup_family, write_soup
 from ..weights import WeightMismatchError
@@ -50,7 +50,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    config = load_config_file(args.file, resolve_run_config) if args.file else resolve_run_config({})
+    config = load_config_file(args.file) if args.file else resolve_config({})
     print(config_yaml(config), end="")  # the radii in words close it
     return 0
 

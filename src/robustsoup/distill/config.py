@@ -83,9 +83,24 @@ def check_distill_config(config: Mapping) -> None:
         )
 
 
+# The checks robustsoup.run_config.STUDY_CHECKS runs for distillation (skipped when distill.enabled is false).
+DISTILL_CHECKS = (check_distill_config,)
+
+# Distillation's rules, whose rerun keys :func:`distill_rerun_keys` declares.
+DISTILL_RULES = (
+    "train_teacher",
+    "train_student",
+    "distill_student",
+    "finetune_student",
+    "evaluate_distilled",
+    "report_distill",
+)
+
+
 def distill_rerun_keys(config: Mapping, rule: str, wildcard: str | None, context: Mapping) -> dict:
     """The config keys distillation rule ``rule``'s outputs depend on (its ``rerun`` param,
-    :meth:`RunPaths.rerun`); ``context`` is what changes any of its models (the training split and the seed)."""
+    :meth:`robustsoup.paths.RunPaths.rerun`); ``context`` is what changes any of its models (the training
+    split and the seed)."""
     d, data = config["distill"], config["data"]
     if rule == "evaluate_distilled":
         wanted = {

@@ -56,7 +56,6 @@ from .config import (
     MULTIHEAD,
     STUDENT,
     TEACHER,
-    check_distill_config,
     multihead_model_names,
     teacher_shift,
 )
@@ -71,7 +70,6 @@ def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
     """The small robust teacher: trained on ``distill.augmentation`` (``distill.teacher.clean_fraction``, else the
     augmentation's, kept clean) from scratch, or from the pretrained robust weights of ``distill.teacher.weights``
     (0 epochs keeps them as they are)."""
-    check_distill_config(config)
     seed_everything(config["seed"])
     d = config["distill"]
     spec = d["teacher"]
@@ -99,7 +97,6 @@ def train_teacher(config: Mapping, train_path, out_path, device) -> Path:
 
 def train_student(config: Mapping, train_path, out_path, device) -> Path:
     """The original student: normal (clean) training from scratch, or from ``distill.student.weights``."""
-    check_distill_config(config)
     seed_everything(config["seed"])
     d = config["distill"]
     spec = d["student"]
@@ -123,7 +120,6 @@ def _load_student(config: Mapping, path, device):
 
 def finetune_student(config: Mapping, student_path, train_path, out_path, device) -> Path:
     """The baseline: every parameter of the student fine-tuned with the same augmentation."""
-    check_distill_config(config)
     seed_everything(config["seed"])
     d = config["distill"]
     spec = d["finetune"]
@@ -152,7 +148,6 @@ def distill_student(config: Mapping, teacher_path, student_path, train_path, out
     :class:`~robustsoup.distill.training.Distillation`): with ``distill.distillation.gpus`` > 1 it runs as N
     ranks like every training, and only rank 0 writes the checkpoint.
     """
-    check_distill_config(config)
     seed_everything(config["seed"])
     d = config["distill"]
     spec = d["distillation"]
@@ -407,7 +402,6 @@ def report_distill(
 
 __all__ = [
     "DISTILL_MODELS",
-    "check_distill_config",
     "distill_student",
     "evaluate_distilled",
     "finetune_student",

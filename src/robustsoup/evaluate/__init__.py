@@ -7,7 +7,8 @@
 - :mod:`.shifts`: distribution shifts as evaluation sets (corruption families, ``data.shifts`` parts);
 - :mod:`.mce`: ImageNet-C's mCE and relative mCE from rows (torch-free);
 - :mod:`.registry`: the evaluators by name (clean, corrupted, adversarial, shifts, mce), each a config
-  and one ``run``.
+  and one ``run``;
+- :mod:`.rerun`: the rerun keys of a model's evaluation (torch-free).
 
 Nothing is imported here, so that the torch-free modules (:mod:`.mce`) stay torch-free.
 """

@@ -164,9 +164,30 @@ def compose_name(a: str, la: float, b: str, lb: float) -> str:
     return f"rws-{a}-x{la:g}+{b}-x{lb:g}"
 
 
+# The checks robustsoup.run_config.STUDY_CHECKS runs for RWS (skipped when rws.enabled is false).
+RWS_CHECKS = (check_rws_config,)
+
+# RWS's rules, whose rerun keys :func:`rws_rerun_keys` declares.
+RWS_RULES = (
+    "train_rws_init",
+    "train_rws_model",
+    "train_expert",
+    "extract_rws",
+    "quantize_rws",
+    "evaluate_rws_model",
+    "evaluate_patched",
+    "rws_lambda_sweep",
+    "rws_compose",
+    "rws_oracle_free",
+    "rws_transfer",
+    "report_rws",
+)
+
+
 def rws_rerun_keys(config: Mapping, rule: str, wildcard: str | None, context: Mapping) -> dict:
-    """The config keys RWS rule ``rule``'s outputs depend on (its ``rerun`` param, :meth:`RunPaths.rerun`);
-    ``context`` is what changes any RWS model (the training split, the seed, the architecture)."""
+    """The config keys RWS rule ``rule``'s outputs depend on (its ``rerun`` param,
+    :meth:`robustsoup.paths.RunPaths.rerun`); ``context`` is what changes any RWS model (the training split,
+    the seed, the architecture)."""
     rws = config["rws"]
     pick = lambda *keys: {k: rws[k] for k in keys}  # noqa: E731
     if rule == "train_rws_model":

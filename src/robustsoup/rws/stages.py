@@ -54,7 +54,6 @@ from ..train.run import model_identity, new_meta, settings_from, starting_model,
 from .bases import check_bases
 from .config import (
     INIT,
-    check_rws_config,
     compose_name,
     compound_name,
     deploy_variant,
@@ -664,7 +663,6 @@ def report_rws(
 __all__ = [
     "EvalSets",
     "ShallowFeatures",
-    "check_rws_config",
     "deploy_variant",
     "detector_probabilities",
     "evaluate_patched",

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
-from ..config import resolve_config
+from ..config import schema_defaults
 from ..data import DataLayoutError, FileSource, get_dataset_spec
 from ..data.imagefolder import spec_from_sidecar
 from ..data.sources import IMAGE_EXTENSIONS
@@ -222,7 +222,7 @@ def soup_for(
     the caller should know (images unlike the models' data, unverified or unrelated checkpoints);
     ``advice`` says how to mix unrelated models anyway. Bad settings raise :class:`ConfigError` naming
     the command's flag; nothing is written unless every step succeeds."""
-    defaults = resolve_config({})["soups"]["search"]
+    defaults = schema_defaults("soups", "search")
     step = step if step is not None else defaults["step"]
     extend = extend if extend is not None else defaults["extend"]
     threshold = threshold if threshold is not None else defaults["fallback_threshold"]

@@ -127,7 +127,8 @@ def starting_model(
 
 
 def settings_from(training: Mapping, seed: int, decay_all: bool) -> TrainSettings:
-    """:class:`TrainSettings` from a config training section (the schema's ``$defs/training`` keys)."""
+    """:class:`TrainSettings` from a config training section (the schema's ``$defs/training`` keys: every
+    section :func:`robustsoup.config.training_sections` lists but ``distill.distillation``)."""
     return TrainSettings(
         epochs=training["epochs"],
         lr=training["lr"],
