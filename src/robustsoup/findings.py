@@ -54,7 +54,7 @@ def run_sidecars(run: RunPaths, folder: Path) -> dict[str, dict]:
     return found
 
 
-def run_config(results: str | Path) -> dict:
+def results_config(results: str | Path) -> dict:
     """The config a run's folder ``results`` (``results/<dataset>``) ran with (its ``config.resolved.yaml``)."""
     try:
         return load_config_file(Path(results) / RESOLVED_CONFIG)
@@ -94,7 +94,7 @@ def findings_table(results: str | Path | Sequence[str | Path], config: Mapping |
     roots = [results] if isinstance(results, str | Path) else list(results)
     folders = []
     for root in roots:
-        resolved = dict(config) if config is not None else run_config(root)
+        resolved = dict(config) if config is not None else results_config(root)
         folders += [(Path(root) / f"seed-{s}", resolved, s) for s in resolved["seeds"]]
     per_seed: dict[str, list[Claim]] = {}
     for folder, resolved, s in folders:
