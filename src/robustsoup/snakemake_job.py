@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from . import job_server
 from .data import options
 from .device import (
     Arithmetic,
@@ -29,7 +31,7 @@ from .seeds import fill_seed, job_seed
 
 
 def job_record(rule: str, inside_s: float, facts: JobFacts) -> str:
-    """``robustsoup-job: rule=… inside_s=… precision=… memory_format=… compile=… batches=… cpu_capability=…``.
+    """``robustsoup-job: rule=… inside_s=… precision=… memory_format=… compile=… batches=… cpu_capability=… max_rss_mb=… job_server=…``.
 
     ``inside_s`` is the time from the job's set-up to its end: Snakemake's
     benchmark time minus it is the job's fixed cost (interpreter, imports,
@@ -49,8 +51,17 @@ def job_record(rule: str, inside_s: float, facts: JobFacts) -> str:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": cpu_native_bf16(),
         "threads": torch.get_num_threads(),
+        # Snakemake's benchmark cannot see the memory of a job that robustsoup.job_server forked.
+        "max_rss_mb": f"{_peak_rss_mb():.2f}",
+        "job_server": str(bool(os.environ.get(job_server.CHILD))).lower(),
     }
     return JOB_RECORD + " " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (``ru_maxrss``: kB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 def _batches(record: dict) -> str:

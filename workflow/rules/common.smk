@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from robustsoup.config import ConfigError, write_resolved_config
 from robustsoup.data.check import check_run_data
+from robustsoup.job_server import start as start_job_server
 from robustsoup.paths import RunPaths, alternatives, asked_targets
 from robustsoup.distill.captions import DISTILL_REPORT
 from robustsoup.lp.captions import LP_REPORT

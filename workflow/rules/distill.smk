@@ -27,6 +27,7 @@ rule train_teacher:
         f"logs/train_teacher/{RUN}/teacher.log",
     benchmark:
         f"benchmarks/train_teacher/{RUN}/teacher.tsv"
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -53,6 +54,7 @@ rule train_student:
         f"logs/train_student/{RUN}/student.log",
     benchmark:
         f"benchmarks/train_student/{RUN}/student.tsv"
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -81,6 +83,7 @@ rule distill_student:
         f"logs/distill_student/{RUN}/student-multihead.log",
     benchmark:
         f"benchmarks/distill_student/{RUN}/student-multihead.tsv"
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -108,6 +111,7 @@ rule finetune_student:
         f"logs/finetune_student/{RUN}/student-finetuned.log",
     benchmark:
         f"benchmarks/finetune_student/{RUN}/student-finetuned.tsv"
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -135,6 +139,7 @@ rule evaluate_distilled:
         f"benchmarks/evaluate_distilled/{RUN}/{{dmodel}}.tsv"
     wildcard_constraints:
         dmodel=alternatives(D.MODELS),
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -165,6 +170,7 @@ rule report_distill:
         f"logs/report_distill/{RUN}.log",
     benchmark:
         f"benchmarks/report_distill/{RUN}.tsv"
+    priority: 10
     conda:
         ENV
     params:

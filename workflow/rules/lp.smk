@@ -6,6 +6,9 @@
 # Scheduling: every job that computes takes the config's `threads` (auto: a
 # quarter of --cores, at least 1), and the chain parent → fine-tunes → soup
 # selection has the highest priorities, so the long critical path starts first.
+# Every RWS and distillation rule comes next (priority 10: their long jobs, such
+# as rws_oracle_free, start before the many short evaluate_model and make_soup
+# jobs, which then fill the cores at the end instead of one job running alone).
 
 
 rule pretrain:

@@ -27,6 +27,7 @@ rule train_rws_init:
         f"benchmarks/train_rws_init/{RUN}/{{rws_init}}.tsv"
     wildcard_constraints:
         rws_init="init(-s[0-9]+)?",
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -55,6 +56,7 @@ rule train_rws_model:
         f"benchmarks/train_rws_model/{RUN}/{{rws_model}}.tsv"
     wildcard_constraints:
         rws_model=alternatives(R.finetuned),
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -84,6 +86,7 @@ rule train_expert:
         f"benchmarks/train_expert/{RUN}/{{rws_corruption}}.tsv"
     wildcard_constraints:
         rws_corruption=alternatives(R.corruptions),
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -113,6 +116,7 @@ rule extract_rws:
         f"logs/extract_rws/{RUN}.log",
     benchmark:
         f"benchmarks/extract_rws/{RUN}.tsv"
+    priority: 10
     conda:
         ENV
     params:
@@ -137,6 +141,7 @@ rule quantize_rws:
         f"logs/quantize_rws/{RUN}.log",
     benchmark:
         f"benchmarks/quantize_rws/{RUN}.tsv"
+    priority: 10
     conda:
         ENV
     params:
@@ -164,6 +169,7 @@ rule evaluate_rws_model:
         f"benchmarks/evaluate_rws_model/{RUN}/{{rws_model}}.tsv"
     wildcard_constraints:
         rws_model=alternatives(R.evaluated),
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -194,6 +200,7 @@ rule evaluate_patched:
         f"benchmarks/evaluate_patched/{RUN}/{{rws_variant}}.tsv"
     wildcard_constraints:
         rws_variant=alternatives(R.variants),
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -221,6 +228,7 @@ rule rws_lambda_sweep:
         f"logs/rws_lambda_sweep/{RUN}.log",
     benchmark:
         f"benchmarks/rws_lambda_sweep/{RUN}.tsv"
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -248,6 +256,7 @@ rule rws_compose:
         f"logs/rws_compose/{RUN}.log",
     benchmark:
         f"benchmarks/rws_compose/{RUN}.tsv"
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -279,6 +288,7 @@ rule rws_oracle_free:
         f"logs/rws_oracle_free/{RUN}.log",
     benchmark:
         f"benchmarks/rws_oracle_free/{RUN}.tsv"
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -306,6 +316,7 @@ rule rws_transfer:
         f"logs/rws_transfer/{RUN}.log",
     benchmark:
         f"benchmarks/rws_transfer/{RUN}.tsv"
+    priority: 10
     conda:
         ENV
     threads: job_threads()
@@ -340,6 +351,7 @@ rule report_rws:
         f"logs/report_rws/{RUN}.log",
     benchmark:
         f"benchmarks/report_rws/{RUN}.tsv"
+    priority: 10
     conda:
         ENV
     params:

@@ -1,9 +1,12 @@
 """Rule evaluate_distilled: clean and corrupted accuracy of one distillation model (every head rule)."""
 
-from robustsoup.distill.stages import evaluate_distilled
-from robustsoup.snakemake_job import snakemake_job
+from robustsoup.job_server import hand_over
 
 if __name__ == "__main__":
+    hand_over(__real_file__)  # the run's job server runs the job when there is one (robustsoup.job_server)
+    from robustsoup.distill.stages import evaluate_distilled
+    from robustsoup.snakemake_job import snakemake_job
+
     with snakemake_job(snakemake) as job:
         inputs, output = snakemake.input, snakemake.output
         multihead = "adapt" in inputs.keys()  # noqa: SIM118 (a Namedlist: `in` would look at the values)

@@ -1,8 +1,11 @@
 """Rule train_student: the original student, trained normally."""
 
-from robustsoup.distill.stages import train_student
-from robustsoup.snakemake_job import snakemake_job
+from robustsoup.job_server import hand_over
 
 if __name__ == "__main__":
+    hand_over(__real_file__)  # the run's job server runs the job when there is one (robustsoup.job_server)
+    from robustsoup.distill.stages import train_student
+    from robustsoup.snakemake_job import snakemake_job
+
     with snakemake_job(snakemake) as job:
         train_student(job.config, snakemake.input.train, snakemake.output.weights, job.device)

@@ -29,7 +29,8 @@ def read_job_record(log_path: str | Path) -> dict[str, str]:
 
 
 def job_table(benchmarks: str | Path, logs: str | Path = "logs") -> pd.DataFrame:
-    """One row per job: rule, job, wall ``s``, ``max_rss_mb``, and from the mirrored log
+    """One row per job: rule, job, wall ``s``, ``max_rss_mb`` (the job's closing record's where it has one,
+    else Snakemake's), and from the mirrored log
     (``logs/<rule>/….log`` beside ``benchmarks/<rule>/….tsv``) the time inside the job, its fixed
     cost (``s`` − inside), precision, memory format and the machine's CPU capability."""
     benchmarks, rows = Path(benchmarks), []
@@ -42,6 +43,8 @@ def job_table(benchmarks: str | Path, logs: str | Path = "logs") -> pd.DataFrame
         seconds = float(frame["s"].iloc[-1])
         inside = float(record["inside_s"]) if "inside_s" in record else float("nan")
         max_rss = pd.to_numeric(frame.get("max_rss", pd.Series(dtype=float)), errors="coerce").max()
+        if "max_rss_mb" in record:  # the job's own peak: a job forked by the job server is no child of Snakemake's
+            max_rss = float(record["max_rss_mb"])
         rows.append(
             {
                 "rule": relative.parts[0],
