@@ -57,6 +57,7 @@ PRELOAD = (
     "robustsoup.report.benchmarks",
 )
 _HEADER = struct.Struct("!I")
+_STOP: list = []  # how to stop this process's server, once started
 _STREAMS = 3  # stdin, stdout, stderr
 
 
@@ -121,6 +122,8 @@ def start(
     """
     if os.environ.get(SWITCH) == "0":
         return None
+    if _STOP:  # a second run in this process (Snakemake's API): its own server, the last one gone
+        _STOP.pop()()
     folder = Path(tempfile.mkdtemp(prefix="robustsoup-jobs-", dir=folder))
     path = folder / "server.sock"
     env = dict(os.environ)
@@ -145,6 +148,7 @@ def start(
             folder.rmdir()
 
     atexit.register(stop)
+    _STOP.append(stop)
     return server
 
 

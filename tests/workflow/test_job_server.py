@@ -145,3 +145,15 @@ def test_the_benchmark_table_takes_a_jobs_own_peak_memory(tmp_path):
     table = job_table(tmp_path / "benchmarks", tmp_path / "logs").set_index("job")
     assert table.loc["evaluate_model/a.tsv", "max_rss_mb"] == 812.5
     assert table.loc["evaluate_model/b.tsv", "max_rss_mb"] == 25.1
+
+
+def test_a_second_start_in_one_process_stops_the_first_server(tmp_path, monkeypatch):
+    monkeypatch.delenv(job_server.SWITCH, raising=False)
+    first = job_server.start(1, tmp_path, preload=())
+    second = job_server.start(1, tmp_path, preload=())
+    try:
+        assert first.wait(timeout=10) is not None and second.poll() is None
+    finally:
+        second.terminate()
+        second.wait(timeout=10)
+        monkeypatch.delenv(job_server.SOCKET, raising=False)
