@@ -2,7 +2,7 @@
 
 A peer ratio compares robustsoup with the authors' code (or, without a
 checkout, a plain loop that mirrors it) on the same work. Each is measured
-in one run, alternating A and B (A, B, A, B, …) on identical inputs, so
+in one run, alternating A and B (A B, B A, …: neither always first) on identical inputs, so
 that load on a shared machine falls on both; the best time of each side is
 kept (the first run of each pays one-time warm-up costs) and the two
 results are checked equal before a ratio is printed.
@@ -103,9 +103,10 @@ def synchronize(device: torch.device | str) -> None:
 
 
 def alternate(a: Side, b: Side, rounds: int, device: torch.device | str = "cpu", log=print) -> tuple[Side, Side]:
-    """Run ``a`` then ``b``, ``rounds`` times over; keep every time and the last results."""
+    """Run ``a`` and ``b``, ``rounds`` times over, in the order A B, B A, A B …, so that neither side always
+    runs first (the first run of a process pays its allocations); keep every time and the last results."""
     for r in range(rounds):
-        for side in (a, b):
+        for side in (a, b) if r % 2 == 0 else (b, a):
             synchronize(device)
             start = time.perf_counter()
             side.result = side.run()
