@@ -246,9 +246,10 @@ def select_soups(
     """
     spec = config["soups"]["search"]
     names, states, meta = _load_states(config, model_paths)
-    arithmetic = resolve_arithmetic(spec["precision"], "auto", device)
+    model = meta.build()  # its narrowest convolution decides the memory format on a CPU (device.resolve_channels_last)
+    arithmetic = resolve_arithmetic(spec["precision"], "auto", device, model)
     log.info("adaptation scores in %s", arithmetic)
-    scorer = SoupScorer(meta.build(), states, names, device=device, arithmetic=arithmetic, memo=True)
+    scorer = SoupScorer(model, states, names, device=device, arithmetic=arithmetic, memo=True)
     grid = [dict(zip(names, w)) for w in simplex_grid(len(names), spec["step"], spec["extend"])]
     sets = _adaptation_sets(config, adapt_path, adapt_corrupted_dir, shifts or {}, max(spec["k"]))
     log.info("%d soups × %d shifts %s; adaptation sizes %s", len(grid), len(sets), list(sets), spec["k"])
