@@ -225,7 +225,8 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
 
 # oneDNN on AVX-512 CPUs (torch 2.14) crashes (SIGSEGV) in the backward pass of channels_last
 # convolutions with fewer than 16 output channels once the batch size changes (the last, partial
-# batch of an epoch) with 2 or more threads; contiguous tensors and AVX2 are not affected.
+# batch of an epoch) with 2 or more threads, and (session 8) the soup scorer's backward pass with the CPU
+# limited to AVX2 (DNNL_MAX_CPU_ISA=AVX2) on one thread too; contiguous tensors are not affected.
 CPU_CHANNELS_LAST_MIN_CHANNELS = 16
 
 
