@@ -23,8 +23,20 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall when the pins or the package metadata change.
+# Reinstall when the pins or the package metadata change. A first install takes about 6.5 GB
+# (torch's CUDA build and its nvidia-* wheels): checked before pip starts, so that a full disk
+# stops with the numbers instead of pip's "No space left on device" halfway through.
+VENV_MIN_FREE_GB ?= 8
 $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	@if ! ls -d $(VENV)/lib/python*/site-packages/torch >/dev/null 2>&1; then \
+		free=$$(df -Pk $(VENV) | awk 'NR == 2 {print int($$4 / 1048576)}'); \
+		if [ "$$free" -lt $(VENV_MIN_FREE_GB) ]; then \
+			echo "make: installing the pinned stack into $(VENV) needs about $(VENV_MIN_FREE_GB) GB free;" \
+				"df says $$free GB free there. Free some space, or put the environment on a" \
+				"bigger disk (make VENV=/path/.venv ...), then run make again." >&2; \
+			exit 1; \
+		fi; \
+	fi
 	$(BIN)/python -m pip install --upgrade "pip>=24"
 	$(BIN)/python -m pip install -r requirements.txt
 	$(BIN)/python -m pip install --no-deps -e .
