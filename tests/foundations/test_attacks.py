@@ -213,6 +213,21 @@ def test_standard_l1_evaluation_fools_a_nominal_model(trained_model, digits_spli
     assert robust.float().mean() < clean.float().mean() - 0.3
 
 
+@pytest.mark.parametrize("norm, eps", [("Linf", 0.01), ("L1", 4.0)])  # radii that leave 21 and 22 of 32 robust
+def test_channels_last_attacks_give_the_same_points_and_leave_the_model_as_it_was(
+    trained_model, digits_splits, norm, eps
+):
+    """evaluate.channels_last is a speed option: the same per-point results here, the caller's tensors untouched."""
+    x, y = digits_splits["test"].as_float(32)
+    plan = attack_plan("fast", norm, 10, n_iter=10)
+    before = {name: (t.clone(), t.stride()) for name, t in trained_model.state_dict().items()}
+    contiguous = robust_correct(trained_model, x, y, norm, eps, plan)
+    last = robust_correct(trained_model, x, y, norm, eps, plan, channels_last=True)
+    assert torch.equal(contiguous, last) and 0 < int(last.sum()) < len(y)
+    for name, tensor in trained_model.state_dict().items():
+        assert torch.equal(tensor, before[name][0]) and tensor.stride() == before[name][1], name
+
+
 def test_the_l1_schedule_goes_with_l1_only(tiny_model, random_images):
     from robustsoup.attacks import attack_plan, robust_correct
 

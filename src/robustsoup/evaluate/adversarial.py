@@ -21,6 +21,7 @@ from ..attacks import AttackPlan, robust_correct
 from ..data import ImageSplit
 from ..data.loading import BatchSource, batch_source
 from ..data.scoring import ARGMAX, split_scoring
+from ..device import resolve_channels_last
 from ..progress import Progress
 from .clean import evaluate_clean
 from .rows import CLEAN_ON_ATTACKED, METRIC_COLUMNS, metric_row, point_results
@@ -75,9 +76,11 @@ def evaluate_adversarial(
     device="cpu",
     start: int = 0,
     counter: Progress | None = None,
+    channels_last: bool | str = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Robust accuracy under ``plan`` in the ``norm`` ε-ball on images ``start`` … ``n_attacked`` − 1 (the
-    first ``n_attacked`` by default); ``counter`` counts each attacked batch.
+    first ``n_attacked`` by default); ``counter`` counts each attacked batch. ``channels_last`` (``evaluate.
+    channels_last``: true, false or auto, :func:`~robustsoup.device.resolve_channels_last`): the attacks' memory format.
 
     Returns one tidy row and the per-point robust correctness (a point is
     robust only if it is also correct clean). ε is in [0,1] pixel space.
@@ -95,15 +98,19 @@ def evaluate_adversarial(
     source = batch_source(data, device)
     x, y = source.floats(start, n_attacked)
     began = time.perf_counter()
-    robust = robust_correct(model, x, y, norm, eps, plan, seed=seed, batch_size=batch_size, counter=counter)
+    channels_last = resolve_channels_last(channels_last, device, model)
+    robust = robust_correct(
+        model, x, y, norm, eps, plan, seed=seed, batch_size=batch_size, counter=counter, channels_last=channels_last
+    )
     log.info(
-        "%s %s ε=%g: robust accuracy %.4f on %d images with %s (%.1fs)",
+        "%s %s ε=%g: robust accuracy %.4f on %d images with %s%s (%.1fs)",
         model_name,
         norm,
         eps,
         robust.float().mean().item(),
         len(y),
         plan.name,
+        ", channels_last" if channels_last else "",
         time.perf_counter() - began,
     )
     row = metric_row(model_name, source.split.split, robust, threat=norm, eps=eps, attack=plan.name)
@@ -121,6 +128,7 @@ def evaluate_threats(
     batch_size: int = 250,
     device="cpu",
     shard: Shard | None = None,
+    channels_last: bool | str = False,
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """Clean accuracy, then robust accuracy under every norm of ``plans`` (ε from ``eps``) on the first
     ``n_attacked`` images: ``{"clean": (row, points), norm: (row, points), …}`` in that order; one
@@ -147,6 +155,7 @@ def evaluate_threats(
                 device=device,
                 start=shard.start,
                 counter=counter,
+                channels_last=channels_last,
             )
     return results
 

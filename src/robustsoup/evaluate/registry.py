@@ -116,7 +116,8 @@ class CorruptedAccuracy:
 class RobustAccuracy:
     """Clean accuracy, then robust accuracy under every norm of ``plans`` (ε from ``eps``, in [0, 1] pixels) on
     the first ``n_attacked`` points of ``data``, in attack batches of ``batch_size`` seeded from ``seed``;
-    with ``shard`` (:func:`~robustsoup.evaluate.adversarial.evaluation_shard`), that shard's points only."""
+    with ``shard`` (:func:`~robustsoup.evaluate.adversarial.evaluation_shard`), that shard's points only;
+    ``channels_last`` (true, false or auto): the attacks' memory format."""
 
     name: ClassVar[str]
     data: Split | BatchSource
@@ -126,6 +127,7 @@ class RobustAccuracy:
     seed: int = 0
     batch_size: int = 250
     shard: Shard | None = None
+    channels_last: bool | str = False
 
     def run(self, model: nn.Module, model_name: str, device) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
         """``{"clean": (row, points), norm: (row, points), …}``: one tidy row and the per-point results per
@@ -142,6 +144,7 @@ class RobustAccuracy:
             batch_size=self.batch_size,
             device=device,
             shard=self.shard,
+            channels_last=self.channels_last,
         )
 
 

@@ -156,6 +156,7 @@ def _evaluate_shard(config, model_path, split_path, outputs: Mapping[str, tuple]
         seed=config["seed"],
         batch_size=batch_size,
         shard=part,
+        channels_last=config["evaluate"]["channels_last"],
     )
     results = threats.run(model, meta.name, device)
     for threat, (rows, points) in results.items():

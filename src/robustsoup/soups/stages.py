@@ -547,6 +547,7 @@ def evaluate_ternary(
             plans=plans,
             n_attacked=min(spec["n_images"], len(data)),
             seed=config["seed"],
+            channels_last=config["evaluate"]["channels_last"],
         )
         results = threats.run(scorer.model, name, device)
         parts = [rows for rows, _ in results.values()]
