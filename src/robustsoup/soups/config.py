@@ -71,6 +71,7 @@ def soups_rerun_keys(config: Mapping, rule: str, wildcard: str | None, context: 
             "ternary": soups["ternary"],
             "threats": config["threats"],
             "norms": config["evaluate"]["threats"],
+            "channels_last": config["evaluate"]["channels_last"],
             "protocol": EVALUATION_PROTOCOL,
         },
     }[rule]()
