@@ -228,29 +228,35 @@ def robust_correct(
     """
     if model.training:
         raise RuntimeError("evaluation attacks need the model in eval mode")
-    with _channels_last(model, channels_last) as formatted:
-        return _robust_correct(formatted, x, y, norm, eps, plan, seed, batch_size, counter)
-
-
-def _robust_correct(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    norm: str,
-    eps: float,
-    plan: AttackPlan,
-    seed: int,
-    batch_size: int,
-    counter: Progress | None,
-) -> torch.Tensor:
-    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
-
     if bool(plan.eps_schedule) != (norm == "L1"):
         raise ValueError(
             f"an L1 plan runs AutoAttack's ε schedule {LARGEREPS_EPS} and no other norm does; got the schedule "
             f"{plan.eps_schedule or 'none'} for {norm}. Build the plan with attack_plan(mode, {norm!r}, …)."
         )
     device = x.device
+    correct = [torch.zeros(0, dtype=torch.bool, device=device)]  # no points (an empty shard): no batch
+    with _channels_last(model, channels_last) as model:
+        attacks = _apgd_attacks(model, norm, eps, plan, seed, device)
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            robust = _predict(model, xb, batch_size) == yb
+            for attack in attacks:
+                todo = robust.nonzero().flatten()
+                if len(todo) == 0:
+                    break
+                x_adv = attack.perturb(xb[todo], yb[todo]).detach()
+                _check_threat_model(x_adv, xb[todo], norm, eps)
+                robust[todo] = _predict(model, x_adv, batch_size) == yb[todo]
+            correct.append(robust)
+            if counter is not None:
+                counter.advance()
+    return torch.cat(correct)
+
+
+def _apgd_attacks(model: nn.Module, norm: str, eps: float, plan: AttackPlan, seed: int, device) -> list:
+    """pyautoattack's APGD-CE, then (with target classes) APGD-T, configured as ``plan`` says."""
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+
     largereps = bool(plan.eps_schedule)
     attacks = [
         APGDAttack(
@@ -279,21 +285,7 @@ def _robust_correct(
                 use_largereps=largereps,
             )
         )
-    correct = [torch.zeros(0, dtype=torch.bool, device=device)]  # no points (an empty shard): no batch
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        robust = _predict(model, xb, batch_size) == yb
-        for attack in attacks:
-            todo = robust.nonzero().flatten()
-            if len(todo) == 0:
-                break
-            x_adv = attack.perturb(xb[todo], yb[todo]).detach()
-            _check_threat_model(x_adv, xb[todo], norm, eps)
-            robust[todo] = _predict(model, x_adv, batch_size) == yb[todo]
-        correct.append(robust)
-        if counter is not None:
-            counter.advance()
-    return torch.cat(correct)
+    return attacks
 
 
 def _check_threat_model(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> None:
