@@ -265,7 +265,8 @@ def evaluate_distilled(
             config, model, meta, test, corrupted_test_dir, load_split(adapt_path), corrupted_adapt_dir, device
         )
     else:
-        clean = make_evaluator("clean", data=test, evalset="test", batch_size=batch_size)
+        channels_last = config["evaluate"]["channels_last"]
+        clean = make_evaluator("clean", data=test, evalset="test", batch_size=batch_size, channels_last=channels_last)
         measured = clean.run(model, meta.name, device)
         corrupted = make_evaluator(
             "corrupted",
@@ -274,6 +275,7 @@ def evaluate_distilled(
             severities=sorted(config["data"]["severities"]),
             evalset="test",
             batch_size=batch_size,
+            channels_last=channels_last,
         )
         corrupted.run(model, meta.name, device, measured)
         summary = {"model": meta.name}

@@ -21,7 +21,7 @@ from ..attacks import AttackPlan, robust_correct
 from ..data import ImageSplit
 from ..data.loading import BatchSource, batch_source
 from ..data.scoring import ARGMAX, split_scoring
-from ..device import resolve_channels_last
+from ..device import resolve_arithmetic
 from ..progress import Progress
 from .clean import evaluate_clean
 from .rows import CLEAN_ON_ATTACKED, METRIC_COLUMNS, metric_row, point_results
@@ -98,7 +98,7 @@ def evaluate_adversarial(
     source = batch_source(data, device)
     x, y = source.floats(start, n_attacked)
     began = time.perf_counter()
-    channels_last = resolve_channels_last(channels_last, device, model)
+    channels_last = resolve_arithmetic("float32", channels_last, device, model).channels_last  # the job's record
     robust = robust_correct(
         model, x, y, norm, eps, plan, seed=seed, batch_size=batch_size, counter=counter, channels_last=channels_last
     )
@@ -135,10 +135,14 @@ def evaluate_threats(
     batch source (``data``, or one over the split ``data``) serves them all.
 
     With ``shard`` (see :func:`evaluation_shard`, built with this ``batch_size``), only that shard's points:
-    its rows count them alone, and :func:`merge_shards` joins the shards' results."""
+    its rows count them alone, and :func:`merge_shards` joins the shards' results. ``channels_last``: the memory
+    format of the clean pass and the attacks (:func:`evaluate_adversarial`)."""
     data = batch_source(data, device)
     shard = shard or evaluation_shard(n_attacked, len(data), batch_size)
-    results = {"clean": evaluate_clean(model, model_name, data, device, start=shard.start, stop=shard.clean_stop)}
+    clean = evaluate_clean(
+        model, model_name, data, device, start=shard.start, stop=shard.clean_stop, channels_last=channels_last
+    )
+    results = {"clean": clean}
     batches = -(-max(0, shard.stop - shard.start) // batch_size) * len(plans)
     with Progress(batches, f"{model_name} attacks ({', '.join(plans)})", "batches") as counter:
         for norm, plan in plans.items():

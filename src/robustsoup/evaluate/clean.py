@@ -23,6 +23,8 @@ from torch import nn
 from ..data.loading import BatchSource, batch_source
 from ..data.scoring import ARGMAX, Scoring, split_scoring
 from ..data.splits import Split
+from ..device import resolve_arithmetic
+from ..models.memory_format import computing_in
 from ..progress import Progress
 from .rows import metric_row, point_results, row_frame
 
@@ -55,10 +57,14 @@ def batch_correct(
     labels: torch.Tensor,
     scoring: Scoring = ARGMAX,
     targets: torch.Tensor | None = None,
+    channels_last: bool | str = False,
 ) -> torch.Tensor:
     """Per-image clean correctness, bool (B,), of one batch of uint8 ``images`` under ``scoring``
-    (``targets``: the label sets it may read)."""
-    return scoring.correct(model(model_inputs(images)), labels, targets)
+    (``targets``: the label sets it may read). ``channels_last`` (``evaluate.channels_last``: true, false or
+    auto, :func:`~robustsoup.device.resolve_channels_last`): the memory format the model computes in."""
+    channels_last = resolve_arithmetic("float32", channels_last, images.device, model).channels_last
+    with computing_in(model, channels_last) as net:
+        return scoring.correct(net(model_inputs(images)), labels, targets)
 
 
 def clean_correct(
@@ -69,18 +75,24 @@ def clean_correct(
     start: int = 0,
     stop: int | None = None,
     desc: str | None = None,
+    channels_last: bool | str = False,
 ) -> torch.Tensor:
     """Per-point clean correctness, bool (N,) on the CPU, of ``model`` as it is (its mode and device are the
     caller's) on points [``start``, ``stop``) of ``data`` under its data set's scoring; with ``desc``, the loop
-    counts its batches under that name (:class:`~robustsoup.progress.Progress`)."""
+    counts its batches under that name (:class:`~robustsoup.progress.Progress`). ``channels_last``: as
+    :func:`batch_correct`'s, the model converted once for the whole loop."""
     source = batch_source(data, device)
     scoring = split_scoring(source.split)
     stop = len(source) if stop is None else stop
     hits = [torch.zeros(0, dtype=torch.bool, device=source.device)]
     batches = -(-max(0, stop - start) // batch_size)
-    with Progress(batches, desc or "clean", "batches", enabled=desc is not None) as counter:
+    channels_last = resolve_arithmetic("float32", channels_last, source.device, model).channels_last
+    with (
+        Progress(batches, desc or "clean", "batches", enabled=desc is not None) as counter,
+        computing_in(model, channels_last) as net,
+    ):
         for _idx, images, labels, targets in labelled_batches(source, device, batch_size, start, stop):
-            hits.append(batch_correct(model, images, labels, scoring, targets))
+            hits.append(batch_correct(net, images, labels, scoring, targets))
             counter.advance()
     return torch.cat(hits).cpu()
 
@@ -93,12 +105,13 @@ def evaluate_clean(
     batch_size: int = EVALUATION_BATCH,
     start: int = 0,
     stop: int | None = None,
+    channels_last: bool | str = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Clean accuracy of ``model`` (moved to ``device``, in eval mode) on points [``start``, ``stop``) of
-    ``data`` (all by default): (one tidy row, per-point correctness)."""
+    ``data`` (all by default): (one tidy row, per-point correctness); ``channels_last`` as :func:`clean_correct`'s."""
     model = model.to(device).eval()
     source = batch_source(data, device)
-    correct = clean_correct(model, source, device, batch_size, start, stop, desc=f"{model_name} clean")
+    correct = clean_correct(model, source, device, batch_size, start, stop, f"{model_name} clean", channels_last)
     stop = len(source) if stop is None else stop
     row = metric_row(model_name, source.split.split, correct)
     return row_frame([row]), point_results(source.split.labels[start:stop], correct, start)

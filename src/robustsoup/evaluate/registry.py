@@ -68,19 +68,21 @@ def make_evaluator(name: str, **config: Any):
 class CleanAccuracy:
     """Clean accuracy of a model as it is (mode and device are the caller's) on ``data`` (a split, or a batch
     source over one), scored as its data set says: one row in ``evalset`` (default: the split's name) with
-    the row's other columns from ``row`` (``corruption``, ``severity``, ``attack``, …)."""
+    the row's other columns from ``row`` (``corruption``, ``severity``, ``attack``, …); ``channels_last`` (true,
+    false or auto: ``evaluate.channels_last``) the memory format the model computes in."""
 
     name: ClassVar[str]
     data: Split | BatchSource
     evalset: str | None = None
     batch_size: int = EVALUATION_BATCH
     row: Mapping[str, Any] = field(default_factory=dict)
+    channels_last: bool | str = False
 
     def run(self, model: nn.Module, model_name: str, device, log: MetricLog | None = None) -> MetricLog:
         """Add the row and its per-point results to ``log`` (a new one by default); return it."""
         log = MetricLog() if log is None else log
         split = self.data.split if isinstance(self.data, BatchSource) else self.data
-        correct = clean_correct(model, self.data, device, self.batch_size)
+        correct = clean_correct(model, self.data, device, self.batch_size, channels_last=self.channels_last)
         log.add(model_name, self.evalset or split.split, correct, split.labels, **self.row)
         return log
 
@@ -90,7 +92,8 @@ class CleanAccuracy:
 class CorruptedAccuracy:
     """Clean-scored accuracy on corrupted copies of a split: ``copies(corruption, severity)`` is the copy (a
     split, labels as the clean split's) for every corruption of ``corruptions`` × severity of
-    ``severities``, in that order; one row each in ``evalset``, counted by a progress named ``desc``."""
+    ``severities``, in that order; one row each in ``evalset``, counted by a progress named ``desc``;
+    ``channels_last`` as :class:`CleanAccuracy`'s."""
 
     name: ClassVar[str]
     copies: Callable[[str, int], Split]
@@ -99,6 +102,7 @@ class CorruptedAccuracy:
     evalset: str
     batch_size: int = EVALUATION_BATCH
     desc: str = "corrupted sets"
+    channels_last: bool | str = False
 
     def run(self, model: nn.Module, model_name: str, device, log: MetricLog | None = None) -> MetricLog:
         """Add a row per corruption × severity (with its per-point results) to ``log``; return it."""
@@ -106,7 +110,7 @@ class CorruptedAccuracy:
         pairs = [(c, s) for c in self.corruptions for s in self.severities]
         for corruption, severity in progress(pairs, self.desc, unit="sets"):
             data = self.copies(corruption, severity)
-            correct = clean_correct(model, data, device, self.batch_size)
+            correct = clean_correct(model, data, device, self.batch_size, channels_last=self.channels_last)
             log.add(model_name, self.evalset, correct, data.labels, corruption=corruption, severity=severity)
         return log
 
@@ -117,7 +121,7 @@ class RobustAccuracy:
     """Clean accuracy, then robust accuracy under every norm of ``plans`` (ε from ``eps``, in [0, 1] pixels) on
     the first ``n_attacked`` points of ``data``, in attack batches of ``batch_size`` seeded from ``seed``;
     with ``shard`` (:func:`~robustsoup.evaluate.adversarial.evaluation_shard`), that shard's points only;
-    ``channels_last`` (true, false or auto): the attacks' memory format."""
+    ``channels_last`` (true, false or auto): the memory format of the clean pass and the attacks."""
 
     name: ClassVar[str]
     data: Split | BatchSource

@@ -198,6 +198,7 @@ def rws_rerun_keys(config: Mapping, rule: str, wildcard: str | None, context: Ma
             policy = {"seed": rws["transfer"]["seed"], "init": targets[wildcard]}
         return {"training": rws["finetune"], "policy": policy, "context": context}
     deploy = deploy_variant(config)
+    memory = {"channels_last": config["evaluate"]["channels_last"]}  # the evaluations' memory format
     return {
         "train_rws_init": lambda: {"training": rws["init"], "context": context},
         "train_expert": lambda: {
@@ -210,11 +211,11 @@ def rws_rerun_keys(config: Mapping, rule: str, wildcard: str | None, context: Ma
             "corruptions": list(rws["corruptions"]),
         },
         "quantize_rws": lambda: {"variants": quantized_variants(config)},
-        "evaluate_rws_model": lambda: pick("corruptions", "eval_severities"),
-        "evaluate_patched": lambda: pick("corruptions", "eval_severities", "lambda"),
-        "rws_lambda_sweep": lambda: {**pick("lambdas", "sweep_images", "eval_severities"), "deploy": deploy},
-        "rws_compose": lambda: pick("compose", "compose_lambdas", "compose_severity", "sweep_images"),
-        "rws_oracle_free": lambda: {**pick("oracle_free", "lambdas", "eval_severities"), "deploy": deploy},
-        "rws_transfer": lambda: {**pick("lambda", "eval_severities"), "deploy": deploy},
+        "evaluate_rws_model": lambda: pick("corruptions", "eval_severities") | memory,
+        "evaluate_patched": lambda: pick("corruptions", "eval_severities", "lambda") | memory,
+        "rws_lambda_sweep": lambda: {**pick("lambdas", "sweep_images", "eval_severities"), "deploy": deploy} | memory,
+        "rws_compose": lambda: pick("compose", "compose_lambdas", "compose_severity", "sweep_images") | memory,
+        "rws_oracle_free": lambda: {**pick("oracle_free", "lambdas", "eval_severities"), "deploy": deploy} | memory,
+        "rws_transfer": lambda: {**pick("lambda", "eval_severities"), "deploy": deploy} | memory,
         "report_rws": lambda: rws,
     }[rule]()

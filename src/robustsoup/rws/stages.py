@@ -317,10 +317,12 @@ def metric_row(model: str, corruption: str, severity: int, correct: torch.Tensor
 
 
 class EvalSets:
-    """The clean split (its first ``n`` images) and its corrupted copies, as splits read in batches."""
+    """The clean split (its first ``n`` images) and its corrupted copies, as splits read in batches, and the
+    memory format a model computes in on them (``channels_last``: ``evaluate.channels_last``)."""
 
     def __init__(self, config: Mapping, test_path, corrupted_dir, n: int | None = None, split: str = "test"):
         self.config = config
+        self.channels_last = config["evaluate"]["channels_last"]
         self.whole = load_split(test_path)
         self.clean = split_head(self.whole, n)
         self.n = len(self.clean)
@@ -350,9 +352,16 @@ def _measure(
 ) -> MetricLog:
     """:func:`_rows` into ``log``, with each row's per-point results (what the findings pair)."""
     if clean:
-        make_evaluator("clean", data=sets.clean, evalset=EVALSET).run(model, name, device, log)
+        clean = make_evaluator("clean", data=sets.clean, evalset=EVALSET, channels_last=sets.channels_last)
+        clean.run(model, name, device, log)
     corrupted = make_evaluator(
-        "corrupted", copies=sets.corrupted, corruptions=corruptions, severities=severities, evalset=EVALSET, desc=name
+        "corrupted",
+        copies=sets.corrupted,
+        corruptions=corruptions,
+        severities=severities,
+        evalset=EVALSET,
+        desc=name,
+        channels_last=sets.channels_last,
     )
     return corrupted.run(model, name, device, log)
 
@@ -423,7 +432,7 @@ def evaluate_patched(
     sets = EvalSets(config, test_path, corrupted_dir)
     # After every unpatch the weights are checked to be the standard model's bit for bit,
     # so one clean pass gives every signature's "-off" row.
-    unpatched = clean_correct(model, sets.clean, device)
+    unpatched = clean_correct(model, sets.clean, device, channels_last=sets.channels_last)
     measured = MetricLog()
     for corruption, signature in progress(_signatures(config, signature_paths).items(), "signatures"):
         name = f"rws-{corruption}{variant_suffix(variant)}"
@@ -487,7 +496,7 @@ def rws_compose(
                             name,
                             corruption,
                             0 if corruption == "none" else severity,
-                            clean_correct(model, data, device),
+                            clean_correct(model, data, device, channels_last=sets.channels_last),
                         )
                     )
     return _write(rows, rows_path)
@@ -588,7 +597,7 @@ def rws_oracle_free(
         scores = []
         for coefficient in rws["lambdas"]:
             with patched(model, [signatures[c]], [coefficient], identity):
-                scores.append(int(clean_correct(model, data, device).sum()))
+                scores.append(int(clean_correct(model, data, device, channels_last=adapt.channels_last).sum()))
         best_lambda[(c, s)] = tune_lambda(scores, rws["lambdas"])
         log.info("λ for %s severity %d on the adaptation split: %g", c, s, best_lambda[(c, s)])
 
@@ -607,10 +616,10 @@ def rws_oracle_free(
             right_both += picked == truth
             for chosen, sink in ((picked, auto), (truth, tuned)):
                 if chosen[0] == "none":
-                    sink.append(batch_correct(model, images, labels, scoring, targets).cpu())
+                    sink.append(batch_correct(model, images, labels, scoring, targets, test.channels_last).cpu())
                 else:
                     with patched(model, [signatures[chosen[0]]], [best_lambda[chosen]], identity):
-                        sink.append(batch_correct(model, images, labels, scoring, targets).cpu())
+                        sink.append(batch_correct(model, images, labels, scoring, targets, test.channels_last).cpu())
         rows.append(metric_row("rws-auto", truth[0], truth[1], torch.cat(auto)))
         rows.append(metric_row("rws-oracle-tuned", truth[0], truth[1], torch.cat(tuned)))
         per_image = probabilities.argmax(1)

@@ -66,6 +66,7 @@ def soups_rerun_keys(config: Mapping, rule: str, wildcard: str | None, context: 
             "ensembles": soups["ensembles"],
             "shifts": shifts,
             "data_shifts": data["shifts"],
+            "channels_last": config["evaluate"]["channels_last"],
         },
         "evaluate_ternary": lambda: {
             "ternary": soups["ternary"],

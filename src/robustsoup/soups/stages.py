@@ -441,7 +441,9 @@ def evaluate_soups_shifts(
     per-point results (:class:`~robustsoup.evaluate.rows.MetricLog`: what the findings pair), and a model
     table (kind, FLOPs multiple, weights) for the report."""
     names, states, meta = _load_states(config, model_paths)
-    scorer = SoupScorer(meta.build(), states, names, device=device)
+    model = meta.build()  # float32, as every evaluation; its memory format evaluate.channels_last's
+    arithmetic = resolve_arithmetic("float32", config["evaluate"]["channels_last"], device, model)
+    scorer = SoupScorer(model, states, names, device=device, arithmetic=arithmetic)
     units = _test_sets(config, test_path, test_corrupted_dir, shifts or {})
     evalsets = list(dict.fromkeys(unit.evalset for unit in units))
     selection = pd.read_csv(selection_path, sep="\t")
@@ -473,6 +475,10 @@ def evaluate_soups_shifts(
     full = {}
     if ensembles:
         full = {n: load_model(model_paths[n], expect=model_identity(config), device=device)[0] for n in names}
+        if (
+            arithmetic.channels_last
+        ):  # read-only here: converted for good (ensemble_correct feeds them contiguous inputs)
+            full = {n: m.to(memory_format=torch.channels_last) for n, m in full.items()}
         for name, members in ensembles.items():
             models.append(
                 {
