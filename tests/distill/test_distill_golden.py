@@ -3,7 +3,10 @@ distillation trained through the one runner (``train.run.train_and_checkpoint``)
 one factory. The fingerprints below were computed with the code before that change (commit eba6932). They are
 not digests: float32 kernels differ in their last bits between CPUs (an AVX2-limited run of the same code gives
 other SHA-256s and fingerprints equal to 1e-8), while any change to what the training does moves them by far
-more than the tolerance."""
+more than the tolerance. The fine-tuned student, trained on AugMix and corruptions, carries the round-off
+further: on an Intel AVX-512 CPU (and on it limited to AVX2) its fingerprint is 1.3e-5 off the AMD CPU's that
+made the goldens (the others ≤ 2e-7), where a learning rate 1 % higher moves it by 5.6e-5 (the teacher's
+by 3.7e-5): its tolerance is 3e-5."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ GOLDEN = {
     "student-multihead": (182.20938228097282, 14.506179663299196),
     "student-finetuned": (173.4358297787869, 14.09199256370558),
 }
-RELATIVE = 1e-6
+RELATIVE = {"student-finetuned": 3e-5}  # the others: 1e-6 (see above)
 
 
 def fingerprint(state: dict) -> tuple[float, float]:
@@ -74,7 +77,7 @@ def outputs(tmp_path_factory):
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_each_stage_writes_the_weights_it_wrote_before_the_one_runner(outputs, name):
     state, _meta = outputs[name]
-    assert fingerprint(state) == pytest.approx(GOLDEN[name], rel=RELATIVE)
+    assert fingerprint(state) == pytest.approx(GOLDEN[name], rel=RELATIVE.get(name, 1e-6))
 
 
 def test_the_multihead_students_sidecar_counts_its_trainable_parameters(outputs):

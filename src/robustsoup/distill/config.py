@@ -107,10 +107,9 @@ def distill_rerun_keys(config: Mapping, rule: str, wildcard: str | None, context
             "evaluate": d["evaluate"],
             "corruptions": list(data["corruptions"]),
             "severities": list(data["severities"]),
+            "channels_last": config["evaluate"]["channels_last"],
         }
-        # the multi-head student's head signals run contiguous; a plain model's evaluations in evaluate.channels_last
-        plain = {"channels_last": config["evaluate"]["channels_last"]}
-        return wanted | ({"selection": d["selection"]} if wildcard == MULTIHEAD else plain)
+        return wanted | ({"selection": d["selection"]} if wildcard == MULTIHEAD else {})
     return {
         "train_teacher": lambda: {"teacher": d["teacher"], "augmentation": d["augmentation"], "context": context},
         "train_student": lambda: {"student": d["student"], "context": context},

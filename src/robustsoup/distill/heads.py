@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..device import resolve_arithmetic
 from ..models import Normalized
+from ..models.memory_format import computing_in
 from ..models.multihead import HEADS
 from .student import multihead_net, normalized_input
 
@@ -88,8 +90,10 @@ def head_signals(
     uncertainty: str = "entropy",
     batch_size: int = 500,
     device="cpu",
+    channels_last: bool | str = False,
 ) -> HeadSignals:
-    """Selection signals of images ``x``: see :class:`HeadSignals`.
+    """Selection signals of images ``x``: see :class:`HeadSignals`; ``channels_last`` (``evaluate.channels_last``)
+    the memory format the network computes in.
 
     ``x`` is [0,1] floats or uint8 images, a tensor or any view that slices into one (a file-list
     split's lazy ``images``: each batch is decoded when it is reached).
@@ -108,23 +112,25 @@ def head_signals(
     generator = torch.Generator().manual_seed(seed)
     keep = 1.0 - net.dropout
     logits, uncert, divergence = [], [], []
-    for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
-        batch = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
-        features = net.features(normalized_input(model, batch.to(device)))
-        det, unc, means = [], [], []
-        for head in HEADS:
-            det.append(net.head(head, features).float().cpu())
-            probs = []
-            for _ in range(samples):
-                mask = (torch.rand(features.shape, generator=generator) < keep).float().div_(keep)
-                probs.append(net.head(head, features, mask=mask.to(features.device)).float().softmax(-1).cpu())
-            probs = torch.stack(probs)
-            unc.append(_uncertainty(probs, uncertainty))
-            means.append(probs.mean(0))
-        logits.append(torch.stack(det))
-        uncert.append(torch.stack(unc))
-        divergence.append(_symmetric_kl(means[_CLEAN], means[_ROBUST]))
+    channels_last = resolve_arithmetic("float32", channels_last, device, model).channels_last
+    with computing_in(model, channels_last):  # net's weights converted for the loop (its calls follow them)
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size]
+            batch = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
+            features = net.features(normalized_input(model, batch.to(device)))
+            det, unc, means = [], [], []
+            for head in HEADS:
+                det.append(net.head(head, features).float().cpu())
+                probs = []
+                for _ in range(samples):
+                    mask = (torch.rand(features.shape, generator=generator) < keep).float().div_(keep)
+                    probs.append(net.head(head, features, mask=mask.to(features.device)).float().softmax(-1).cpu())
+                probs = torch.stack(probs)
+                unc.append(_uncertainty(probs, uncertainty))
+                means.append(probs.mean(0))
+            logits.append(torch.stack(det))
+            uncert.append(torch.stack(unc))
+            divergence.append(_symmetric_kl(means[_CLEAN], means[_ROBUST]))
     return HeadSignals(torch.cat(logits, 1), torch.cat(uncert, 1), torch.cat(divergence))
 
 

@@ -313,6 +313,7 @@ def _signals(config: Mapping, model, images, device) -> HeadSignals:
         uncertainty=s["uncertainty"],
         batch_size=config["distill"]["evaluate"]["batch_size"],
         device=device,
+        channels_last=config["evaluate"]["channels_last"],
     )
 
 

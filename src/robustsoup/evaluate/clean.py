@@ -64,7 +64,11 @@ def batch_correct(
     auto, :func:`~robustsoup.device.resolve_channels_last`): the memory format the model computes in."""
     channels_last = resolve_arithmetic("float32", channels_last, images.device, model).channels_last
     with computing_in(model, channels_last) as net:
-        return scoring.correct(net(model_inputs(images)), labels, targets)
+        return _scored(net, images, labels, scoring, targets)
+
+
+def _scored(model: nn.Module, images, labels, scoring: Scoring, targets) -> torch.Tensor:
+    return scoring.correct(model(model_inputs(images)), labels, targets)
 
 
 def clean_correct(
@@ -92,7 +96,7 @@ def clean_correct(
         computing_in(model, channels_last) as net,
     ):
         for _idx, images, labels, targets in labelled_batches(source, device, batch_size, start, stop):
-            hits.append(batch_correct(net, images, labels, scoring, targets))
+            hits.append(_scored(net, images, labels, scoring, targets))
             counter.advance()
     return torch.cat(hits).cpu()
 
