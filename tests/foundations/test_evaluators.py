@@ -132,3 +132,25 @@ def test_mce_evaluator_is_mce_columns_by_name():
     pd.testing.assert_frame_equal(table, mce_columns(metrics, "imagenet-c", "clean", "imagenet"))
     assert table.loc["m", "mCE"] == pytest.approx(100 * sum(0.5 / e for e in ALEXNET_ERRORS.values()) / 15)
     assert MeanCorruptionError("imagenet-c", "clean", "digits").run(metrics).empty
+
+
+def test_clean_passes_in_channels_last_give_the_same_points_and_leave_the_model_as_it_was(trained_model, digits_splits):
+    """evaluate.channels_last reaches every clean and corrupted pass: the model computes in channels_last inside
+    the pass (its convolution weights converted), the per-point results are the contiguous pass's, and after it
+    every tensor of the model is as it was, strides included."""
+    from robustsoup.models.memory_format import computing_in
+
+    test = digits_splits["test"]
+    before = {name: (t.clone(), t.stride()) for name, t in trained_model.state_dict().items()}
+    contiguous = clean_correct(trained_model, test, "cpu", batch_size=100)
+    last = clean_correct(trained_model, test, "cpu", batch_size=100, channels_last=True)
+    assert torch.equal(contiguous, last) and 0 < int(last.sum()) < len(test)
+    _, images, labels, _ = next(labelled_batches(test, "cpu", 64))
+    assert torch.equal(batch_correct(trained_model, images, labels, channels_last=True), contiguous[:64])
+    rows = make_evaluator("clean", data=test, channels_last=True).run(trained_model, "m", "cpu").rows
+    assert rows[0]["correct"] == int(contiguous.sum())
+    for name, tensor in trained_model.state_dict().items():
+        assert torch.equal(tensor, before[name][0]) and tensor.stride() == before[name][1], name
+    with computing_in(trained_model, True):
+        convs = [t for t in trained_model.state_dict().values() if t.dim() == 4]
+        assert convs and all(t.is_contiguous(memory_format=torch.channels_last) for t in convs)
