@@ -32,9 +32,11 @@ class Measurement:
 
 
 def write_summary(path: str | Path | None, rows: list[Measurement]) -> None:
-    """Write ``rows`` to ``path`` as JSON (nothing when ``path`` is None)."""
+    """Write ``rows`` to ``path`` as JSON (nothing when ``path`` is None), its folder made if missing (a fresh
+    clone has no ``bench/results``)."""
     if path is None:
         return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n", encoding="utf-8")
 
 

@@ -443,7 +443,9 @@ def evaluate_soups_shifts(
     names, states, meta = _load_states(config, model_paths)
     model = meta.build()  # float32, as every evaluation; its memory format evaluate.channels_last's
     arithmetic = resolve_arithmetic("float32", config["evaluate"]["channels_last"], device, model)
-    scorer = SoupScorer(model, states, names, device=device, arithmetic=arithmetic)
+    # memo: the methods' picks repeat (5 distinct soups among a shift's 16 on the default DAG); a soup already
+    # scored on a batch is answered from that forward pass's logits, the same numbers without the pass
+    scorer = SoupScorer(model, states, names, device=device, arithmetic=arithmetic, memo=True)
     units = _test_sets(config, test_path, test_corrupted_dir, shifts or {})
     evalsets = list(dict.fromkeys(unit.evalset for unit in units))
     selection = pd.read_csv(selection_path, sep="\t")
