@@ -103,7 +103,8 @@ def main() -> None:
             extra += ["--refs", str(args.refs)]
         if name.startswith("peer_") and args.quick:
             extra.append("--quick")
-        if name == "soups" and not (args.results / "models" / "linf.safetensors").exists():
+        models = args.results / "seed-0" / "models"  # where bench/soups.py reads the base models
+        if name == "soups" and not (models / "linf.safetensors").exists():
             status[name] = f"skipped: no finished run in {args.results} (run `make run` first)"
             continue
         print(f"running {name} …", file=sys.stderr, flush=True)
