@@ -201,6 +201,34 @@ def test_unpatch_restores_the_standard_model_bit_for_bit(trio):
     assert new["net.linear.weight"] is standard["net.linear.weight"]  # untouched tensors are shared
 
 
+def test_a_patch_inside_a_channels_last_block_computes_what_it_does_outside_and_leaves_the_model_as_it_was(trio):
+    """rws_oracle_free converts the model to channels_last once a stream and patches inside that block: the patched
+    model's outputs are the contiguous patched model's (to round-off), each patch is removed exactly, and after the
+    block every tensor is the one it was, strides included."""
+    from robustsoup.models.memory_format import computing_in
+
+    _init, standard, _ = trio
+    model = tiny_meta().build().eval()
+    model.load_state_dict(standard)
+    before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
+    fog = _signature(trio, seed=3)
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), patched(model, [fog], [0.7]):
+        expected = model(x)
+    with torch.no_grad(), computing_in(model, True) as net:
+        plain = net(x)
+        for _ in range(2):  # a second patch of the converted tensors starts from the exact unpatched weights
+            with patched(model, [fog], [0.7]):
+                assert all(
+                    t.is_contiguous(memory_format=torch.channels_last) for t in model.parameters() if t.dim() == 4
+                )
+                torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
+        assert torch.equal(net(x), plain)
+    assert not torch.allclose(plain, expected)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key][0]) and value.stride() == before[key][1], key
+
+
 def test_statistics_are_patched_to_the_expert_and_stay_positive(trio):
     _init, standard, expert = trio
     signature = _signature(trio, k=1, statistics="all")

@@ -40,13 +40,14 @@ from ..data.corrupted import corrupted_split, split_head
 from ..data.corruptions import corrupt
 from ..data.scoring import split_scoring
 from ..data.splits import Split
-from ..device import seed_everything
+from ..device import resolve_channels_last, seed_everything
 from ..evaluate.clean import batch_correct, clean_correct, labelled_batches, model_inputs
 from ..evaluate.registry import make_evaluator
 from ..evaluate.rows import METRIC_COLUMNS, MetricLog, read_metrics, write_metrics
 from ..evaluate.rows import metric_row as tidy_row
 from ..io import atomic_path, write_text_atomic
 from ..lineage import CONFIG_ADVICE
+from ..models.memory_format import computing_in
 from ..progress import progress
 from ..train.loop import BestEpoch
 from ..train.policies import CleanInputs, CorruptionInputs
@@ -610,16 +611,20 @@ def rws_oracle_free(
         probabilities = detector_probabilities(detector, shallow(data))
         picks = route_batches(probabilities, batch, classes)
         scoring = split_scoring(data)
-        for picked, (_, images, labels, targets) in zip(picks, labelled_batches(data, device, batch), strict=True):
-            batches += 1
-            right_type += picked[0] == truth[0]
-            right_both += picked == truth
-            for chosen, sink in ((picked, auto), (truth, tuned)):
-                if chosen[0] == "none":
-                    sink.append(batch_correct(model, images, labels, scoring, targets, test.channels_last).cpu())
-                else:
-                    with patched(model, [signatures[chosen[0]]], [best_lambda[chosen]], identity):
+        # converted once a stream (then batch_correct's conversion is a no-op; a patch edits the converted tensors)
+        with computing_in(model, resolve_channels_last(test.channels_last, device, model)):
+            for picked, (_, images, labels, targets) in zip(picks, labelled_batches(data, device, batch), strict=True):
+                batches += 1
+                right_type += picked[0] == truth[0]
+                right_both += picked == truth
+                for chosen, sink in ((picked, auto), (truth, tuned)):
+                    if chosen[0] == "none":
                         sink.append(batch_correct(model, images, labels, scoring, targets, test.channels_last).cpu())
+                    else:
+                        with patched(model, [signatures[chosen[0]]], [best_lambda[chosen]], identity):
+                            sink.append(
+                                batch_correct(model, images, labels, scoring, targets, test.channels_last).cpu()
+                            )
         rows.append(metric_row("rws-auto", truth[0], truth[1], torch.cat(auto)))
         rows.append(metric_row("rws-oracle-tuned", truth[0], truth[1], torch.cat(tuned)))
         per_image = probabilities.argmax(1)

@@ -25,6 +25,7 @@ and never held whole in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,7 @@ from ..evaluate.shifts import MIXED_SEVERITY, evaluation_sets, part_label
 from ..io import write_text_atomic
 from ..lineage import CONFIG_ADVICE, check_related, mixed
 from ..models.batchnorm import recompute_batchnorm_statistics
+from ..models.memory_format import computing_in
 from ..progress import Progress, progress
 from ..report import attack_summary
 from ..report.tables import write_table
@@ -475,49 +477,50 @@ def evaluate_soups_shifts(
             )
     ensembles = {"ensemble-" + "+".join(members): members for members in config["soups"]["ensembles"]}
     full = {}
-    if ensembles:
-        full = {n: load_model(model_paths[n], expect=model_identity(config), device=device)[0] for n in names}
-        if (
-            arithmetic.channels_last
-        ):  # read-only here: converted for good (ensemble_correct feeds them contiguous inputs)
-            full = {n: m.to(memory_format=torch.channels_last) for n, m in full.items()}
-        for name, members in ensembles.items():
-            models.append(
-                {
-                    "model": name,
-                    "kind": "ensemble",
-                    "method": "",
-                    "k": 0,
-                    "flops": len(members),
-                    "weights": json.dumps({m: 1.0 / len(members) for m in members}),
-                }
-            )
-    measured = MetricLog()
-    for unit in progress(units, "evaluate_soups_shifts", unit="test sets"):
-        split = unit.split()
-        wanted = [(name, weights) for name, weights, targets in soups if unit.evalset in targets]
-
-        def scores(images, labels, scoring, targets, wanted=wanted) -> dict[str, torch.Tensor]:
-            inputs = scorer.prepare(images)
-            out = {name: scorer.correct(weights, inputs, labels, scoring, targets) for name, weights in wanted}
+    with contextlib.ExitStack() as formats:
+        if ensembles:
+            for n in names:  # each in evaluate.channels_last's format for the whole loop, converted once
+                loaded = load_model(model_paths[n], expect=model_identity(config), device=device)[0]
+                full[n] = formats.enter_context(computing_in(loaded, arithmetic.channels_last))
             for name, members in ensembles.items():
-                ensemble = [full[m] for m in members]
-                out[name] = ensemble_correct(
-                    ensemble, images.to(device), labels.to(device), scoring=scoring, targets=targets
+                models.append(
+                    {
+                        "model": name,
+                        "kind": "ensemble",
+                        "method": "",
+                        "k": 0,
+                        "flops": len(members),
+                        "weights": json.dumps({m: 1.0 / len(members) for m in members}),
+                    }
                 )
-            return out
+        measured = MetricLog()
+        for unit in progress(units, "evaluate_soups_shifts", unit="test sets"):
+            split = unit.split()
+            wanted = [(name, weights) for name, weights, targets in soups if unit.evalset in targets]
 
-        names = [*(n for n, _ in wanted), *ensembles]
-        shift = make_evaluator(
-            "shift",
-            data=split,
-            evalset=unit.evalset,
-            corruption=unit.corruption,
-            severity=unit.severity,
-            batch_size=scorer.batch_size,
-        )
-        shift.run(names, scores, device, measured)
-        log.info("%s %s/%s: %d images, %d models", unit.evalset, unit.corruption, unit.severity, len(split), len(names))
+            def scores(images, labels, scoring, targets, wanted=wanted) -> dict[str, torch.Tensor]:
+                inputs = scorer.prepare(images)
+                out = {name: scorer.correct(weights, inputs, labels, scoring, targets) for name, weights in wanted}
+                for name, members in ensembles.items():
+                    ensemble = [full[m] for m in members]
+                    out[name] = ensemble_correct(
+                        ensemble, images.to(device), labels.to(device), scoring=scoring, targets=targets
+                    )
+                return out
+
+            names = [*(n for n, _ in wanted), *ensembles]
+            shift = make_evaluator(
+                "shift",
+                data=split,
+                evalset=unit.evalset,
+                corruption=unit.corruption,
+                severity=unit.severity,
+                batch_size=scorer.batch_size,
+            )
+            shift.run(names, scores, device, measured)
+            log.info(
+                "%s %s/%s: %d images, %d models", unit.evalset, unit.corruption, unit.severity, len(split), len(names)
+            )
     frame = measured.write(metrics_path, points_path)
     write_text_atomic(models_path, pd.DataFrame(models).to_csv(sep="\t", index=False))
     return frame
