@@ -21,6 +21,7 @@ from .device import (
     configure_cuda,
     cpu_native_bf16,
     gpu_lease,
+    keep_freed_memory,
     machine_summary,
     select_device,
 )
@@ -160,6 +161,7 @@ def snakemake_job(snakemake: Any) -> Iterator[Job]:
         sys.stderr = log_file
         try:
             torch.set_num_threads(max(1, int(snakemake.threads)))
+            keep_freed_memory()  # glibc keeps freed activations in the heap (device.keep_freed_memory)
             config = resolve_config(snakemake.config)  # registers an ImageFolder's spec too
             config = job_seed(config, _wildcards(snakemake))  # a seed's job runs its seed
             _fill_params(snakemake)

@@ -92,3 +92,23 @@ def test_cuda_fast_paths_follow_the_tf32_key_and_always_benchmark_cudnn(monkeypa
         assert torch.backends.cudnn.benchmark is True
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
+
+
+def test_keep_freed_memory_tunes_glibc_and_stays_off_where_asked_or_elsewhere(monkeypatch):
+    """Every job raises glibc's mmap and trim thresholds (device.keep_freed_memory); ROBUSTSOUP_MALLOC_TUNING=0
+    leaves glibc's defaults, and a C library that is not glibc is left alone."""
+    from robustsoup import device
+
+    monkeypatch.setenv(device.MALLOC_ENV, "0")
+    assert device.keep_freed_memory() is False
+    monkeypatch.delenv(device.MALLOC_ENV)
+
+    def not_glibc(name):
+        raise ValueError(f"unrecognized configuration name {name}")
+
+    with monkeypatch.context() as m:
+        m.setattr(device.os, "confstr", not_glibc)
+        assert device.keep_freed_memory() is False
+    if not device._glibc():
+        pytest.skip("not glibc: nothing to tune")
+    assert device.keep_freed_memory() is True
