@@ -477,22 +477,21 @@ def evaluate_soups_shifts(
             )
     ensembles = {"ensemble-" + "+".join(members): members for members in config["soups"]["ensembles"]}
     full = {}
+    for name, members in ensembles.items():
+        models.append(
+            {
+                "model": name,
+                "kind": "ensemble",
+                "method": "",
+                "k": 0,
+                "flops": len(members),
+                "weights": json.dumps({m: 1.0 / len(members) for m in members}),
+            }
+        )
     with contextlib.ExitStack() as formats:
-        if ensembles:
-            for n in names:  # each in evaluate.channels_last's format for the whole loop, converted once
-                loaded = load_model(model_paths[n], expect=model_identity(config), device=device)[0]
-                full[n] = formats.enter_context(computing_in(loaded, arithmetic.channels_last))
-            for name, members in ensembles.items():
-                models.append(
-                    {
-                        "model": name,
-                        "kind": "ensemble",
-                        "method": "",
-                        "k": 0,
-                        "flops": len(members),
-                        "weights": json.dumps({m: 1.0 / len(members) for m in members}),
-                    }
-                )
+        for n in dict.fromkeys(m for members in ensembles.values() for m in members):  # converted once, for the loop
+            loaded = load_model(model_paths[n], expect=model_identity(config), device=device)[0]
+            full[n] = formats.enter_context(computing_in(loaded, arithmetic.channels_last))
         measured = MetricLog()
         for unit in progress(units, "evaluate_soups_shifts", unit="test sets"):
             split = unit.split()
